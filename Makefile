@@ -1,0 +1,53 @@
+# corral — see README.md. `make help` lists the targets.
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/corralhq/corral/internal/version.Version=$(VERSION)
+BIN := bin
+GOTEST_FLAGS ?=
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: help build test test-unit lint fmt bench fuzz cluster cluster-status cluster-down clean deps
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build corrald, corralctl and corral-lab into bin/
+	@mkdir -p $(BIN)
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+deps: ## install the Debian packages the tests need (when missing)
+	scripts/deps.sh test
+
+test: deps ## the full test suite, as CI runs it (installs what it needs)
+	go test -count=1 -timeout 45m $(GOTEST_FLAGS) ./...
+
+test-unit: ## fast tests only (no processes, no root)
+	go test -count=1 -short ./...
+
+lint: ## go vet, gofmt and staticcheck
+	go vet ./...
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go run $(STATICCHECK) ./...
+
+fmt: ## gofmt the tree
+	gofmt -w .
+
+bench: ## benchmarks that back the numbers in the docs
+	go test -run '^$$' -bench . -benchtime 2s ./raftstore/...
+
+fuzz: ## run the codec fuzz target for a minute
+	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./raftstore
+
+cluster: build ## start a 3-host cluster on 127.0.0.1-3 (data in _cluster/)
+	scripts/local-cluster.sh up
+
+cluster-status: ## corralctl status and host ls against the local cluster
+	scripts/local-cluster.sh status
+
+cluster-down: ## stop the local cluster and remove _cluster/
+	scripts/local-cluster.sh down
+
+clean: ## remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,135 @@
+// Package client is the Go client of corral's admin API over the daemon's
+// Unix socket. corralctl and corral-lab use it. Every call takes a context
+// first; the zero Client talks to DefaultSocket. Failed calls return
+// *api.Error, so callers can use errors.Is(err, api.ErrNotFound).
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+
+	"github.com/corralhq/corral/api"
+)
+
+// DefaultSocket is where corrald listens unless configured otherwise.
+const DefaultSocket = "/run/corral/corral.sock"
+
+// Client talks to one corrald. The zero value is ready to use.
+type Client struct {
+	// Socket is the path of the admin socket; empty means DefaultSocket.
+	Socket string
+
+	once sync.Once
+	hc   *http.Client
+}
+
+// New returns a client for the socket at path.
+func New(path string) *Client { return &Client{Socket: path} }
+
+func (c *Client) socket() string {
+	if c.Socket == "" {
+		return DefaultSocket
+	}
+	return c.Socket
+}
+
+func (c *Client) http() *http.Client {
+	c.once.Do(func() {
+		path := c.socket()
+		c.hc = &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", path)
+			},
+		}}
+	})
+	return c.hc
+}
+
+// Do sends a request with in as the JSON body (nil for none) and decodes the
+// response into out (nil to discard).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://corrald"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http().Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("corrald at %s: %v", c.socket(), ctx.Err())}
+		}
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach corrald at %s (is it running?): %v", c.socket(), err)}
+	}
+	defer resp.Body.Close()
+	return decodeResponse(resp, out)
+}
+
+func decodeResponse(resp *http.Response, out any) error {
+	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e api.Error
+		if json.Unmarshal(data, &e) != nil || e.Code == "" {
+			return &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("corrald answered %s: %s", resp.Status, bytes.TrimSpace(data))}
+		}
+		return &e
+	}
+	if out == nil {
+		_, err := io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}
+
+// Status returns this host's view of the cluster.
+func (c *Client) Status(ctx context.Context) (api.Status, error) {
+	var s api.Status
+	err := c.Do(ctx, http.MethodGet, "/v1/status", nil, &s)
+	return s, err
+}
+
+// Hosts lists every host.
+func (c *Client) Hosts(ctx context.Context) ([]api.Host, error) {
+	var hs []api.Host
+	err := c.Do(ctx, http.MethodGet, "/v1/hosts", nil, &hs)
+	return hs, err
+}
+
+// Host returns one host.
+func (c *Client) Host(ctx context.Context, name string) (api.Host, error) {
+	var h api.Host
+	err := c.Do(ctx, http.MethodGet, "/v1/hosts/"+url.PathEscape(name), nil, &h)
+	return h, err
+}
+
+// SetHostLabels sets and removes labels of a host.
+func (c *Client) SetHostLabels(ctx context.Context, name string, req api.HostLabelsRequest) (api.Host, error) {
+	var h api.Host
+	err := c.Do(ctx, http.MethodPut, "/v1/hosts/"+url.PathEscape(name)+"/labels", req, &h)
+	return h, err
+}

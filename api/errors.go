@@ -1,0 +1,67 @@
+package api
+
+import "net/http"
+
+// ErrorCode names a class of failure. Clients branch on it, never on text.
+type ErrorCode string
+
+const (
+	CodeNotFound    ErrorCode = "not_found"
+	CodeInvalid     ErrorCode = "invalid"
+	CodeConflict    ErrorCode = "conflict"
+	CodeNoCapacity  ErrorCode = "no_capacity"
+	CodeNotLeader   ErrorCode = "not_leader"
+	CodeUnavailable ErrorCode = "unavailable"
+	CodeInternal    ErrorCode = "internal"
+)
+
+// Status returns the HTTP status that carries code.
+func (c ErrorCode) Status() int {
+	switch c {
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeInvalid:
+		return http.StatusBadRequest
+	case CodeConflict:
+		return http.StatusConflict
+	case CodeNoCapacity:
+		return http.StatusUnprocessableEntity
+	case CodeNotLeader, CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// Error is the body of every failed request.
+type Error struct {
+	Code    ErrorCode `json:"code"`
+	Message string    `json:"message"`
+	// Details carries structured context when a code needs it, e.g. why
+	// each host was rejected when nothing could place a VM.
+	Details any `json:"details,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return string(e.Code)
+	}
+	return e.Message
+}
+
+// Is matches a sentinel of the same code, so errors.Is(err, api.ErrNotFound)
+// works on errors returned by the client.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Message == "" && t.Code == e.Code
+}
+
+// Sentinels for errors.Is.
+var (
+	ErrNotFound    = &Error{Code: CodeNotFound}
+	ErrInvalid     = &Error{Code: CodeInvalid}
+	ErrConflict    = &Error{Code: CodeConflict}
+	ErrNoCapacity  = &Error{Code: CodeNoCapacity}
+	ErrNotLeader   = &Error{Code: CodeNotLeader}
+	ErrUnavailable = &Error{Code: CodeUnavailable}
+	ErrInternal    = &Error{Code: CodeInternal}
+)

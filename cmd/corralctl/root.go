@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corralhq/corral/api/client"
+	"github.com/corralhq/corral/internal/version"
+)
+
+// cli holds the global flags and the client they configure.
+type cli struct {
+	socket  string
+	output  string
+	timeout time.Duration
+	out     io.Writer
+}
+
+func newRoot() *cobra.Command {
+	c := &cli{out: os.Stdout}
+	root := &cobra.Command{
+		Use:           "corralctl",
+		Short:         "Operate a corral VM cluster through the local corrald",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version.Version,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if c.output != "table" && c.output != "json" {
+				return fmt.Errorf("--output %q: use table or json", c.output)
+			}
+			return nil
+		},
+	}
+	def := os.Getenv("CORRAL_SOCKET")
+	if def == "" {
+		def = client.DefaultSocket
+	}
+	root.PersistentFlags().StringVar(&c.socket, "socket", def, "admin socket of the local corrald ($CORRAL_SOCKET)")
+	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after this long")
+	root.AddCommand(c.statusCmd(), c.hostCmd())
+	return root
+}
+
+func (c *cli) client() *client.Client { return client.New(c.socket) }
+
+// ctx returns a context bounded by --timeout and cancelled by Ctrl-C.
+func (c *cli) ctx() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return ctx, func() { cancel(); stop() }
+}
+
+// print writes v as indented JSON with -o json, else calls table.
+func (c *cli) print(v any, table func(w *tabwriter.Writer)) error {
+	if c.output == "json" {
+		enc := json.NewEncoder(c.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	w := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	table(w)
+	return w.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func joinOrDash(list []string) string {
+	if len(list) == 0 {
+		return "-"
+	}
+	return strings.Join(list, ", ")
+}
+
+func fmtLabels(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + labels[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func fmtMiB(mib int64) string {
+	if mib >= 1024 && mib%1024 == 0 || mib >= 10240 {
+		return fmt.Sprintf("%.0fG", float64(mib)/1024)
+	}
+	if mib >= 1024 {
+		return fmt.Sprintf("%.1fG", float64(mib)/1024)
+	}
+	return fmt.Sprintf("%dM", mib)
+}

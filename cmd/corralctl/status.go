@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func (c *cli) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show this host, the leader and the Raft state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			s, err := c.client().Status(ctx)
+			if err != nil {
+				return err
+			}
+			return c.print(s, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "Host:\t%s (corrald %s)\n", s.Host, s.Version)
+				fmt.Fprintf(w, "Leader:\t%s\n", orDash(s.Leader))
+				fmt.Fprintf(w, "Raft:\t%s, term %d, commit %d, applied %d\n", s.Raft.State, s.Raft.Term, s.Raft.CommitIndex, s.Raft.AppliedIndex)
+				fmt.Fprintf(w, "Voters:\t%s\n", joinOrDash(s.Voters))
+				fmt.Fprintf(w, "Non-voters:\t%s\n", joinOrDash(s.Nonvoters))
+				fmt.Fprintf(w, "Members:\t%d alive, %d dead, %d left\n", s.Members["alive"], s.Members["dead"], s.Members["left"])
+				if !s.Joined {
+					fmt.Fprintf(w, "Joined:\tno (still looking for seeds)\n")
+				}
+			})
+		},
+	}
+}

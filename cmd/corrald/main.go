@@ -1,0 +1,75 @@
+// Command corrald is the corral host daemon. It runs on every physical host:
+// gossip, Raft, the admin socket and, as the cluster grows, the guests.
+//
+//	corrald [--config /etc/corral/corral.toml] [--name NAME] [--seeds a,b,c] ...
+//
+// Every config key is also a flag (data_dir -> --data-dir); run
+// corrald --help for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/corralhq/corral/daemon"
+	"github.com/corralhq/corral/internal/sdnotify"
+	"github.com/corralhq/corral/internal/version"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "version") {
+		fmt.Println("corrald", version.Version)
+		return 0
+	}
+	cfg, err := daemon.LoadConfig(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "corrald:", err)
+		return 2
+	}
+	log := newLogger(cfg)
+	d, err := daemon.New(cfg, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "corrald:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		select {
+		case <-d.Ready():
+			if err := sdnotify.Notify("READY=1"); err != nil {
+				log.Warn("sd_notify", "err", err)
+			}
+		case <-ctx.Done():
+		}
+	}()
+	if err := d.Run(ctx); err != nil {
+		log.Error("corrald failed", "err", err)
+		return 1
+	}
+	sdnotify.Notify("STOPPING=1")
+	return 0
+}
+
+func newLogger(cfg daemon.Config) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel)) // checked by Validate
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,333 @@
+package daemon
+
+import (
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/corralhq/corral/daemon/membership"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// DefaultConfigFile is where corrald looks for its configuration.
+const DefaultConfigFile = "/etc/corral/corral.toml"
+
+// Config is corrald's configuration. Every field with a toml tag is a key of
+// the config file and a command-line flag of the same name with dashes
+// (data_dir -> --data-dir). Flags override the file; the file overrides the
+// defaults.
+type Config struct {
+	Name            string        `toml:"name" help:"host name in the cluster (default: the hostname)"`
+	DataDir         string        `toml:"data_dir" help:"directory for Raft state and local data"`
+	BindAddr        string        `toml:"bind_addr" help:"IP address to listen on for gossip, Raft and cluster RPC"`
+	AdvertiseAddr   string        `toml:"advertise_addr" help:"IP address peers use to reach this host (default: bind_addr, or the first global unicast address when bind_addr is 0.0.0.0)"`
+	GossipPort      int           `toml:"gossip_port" help:"gossip port, TCP and UDP"`
+	RaftPort        int           `toml:"raft_port" help:"Raft port"`
+	RPCPort         int           `toml:"rpc_port" help:"cluster RPC port"`
+	Seeds           []string      `toml:"seeds" help:"hosts to join through, host or host:port (comma-separated as a flag)"`
+	BootstrapExpect int           `toml:"bootstrap_expect" help:"number of hosts that form the Raft cluster together; 1 for a single host"`
+	RaftVoters      int           `toml:"raft_voters" help:"Raft voters to keep, 3 or 5; other hosts are non-voters"`
+	DeadVoterAfter  time.Duration `toml:"dead_voter_timeout" help:"how long a voter may be gone before a non-voter takes its seat"`
+	Socket          string        `toml:"socket" help:"path of the admin API Unix socket"`
+	SocketGroup     string        `toml:"socket_group" help:"group given access to the socket, when it exists"`
+	LogLevel        string        `toml:"log_level" help:"debug, info, warn or error"`
+	LogFormat       string        `toml:"log_format" help:"text or json"`
+	GossipKey       string        `toml:"gossip_key" help:"base64 key (16, 24 or 32 bytes) that encrypts gossip; empty for none"`
+	TLSCA           string        `toml:"tls_ca" help:"cluster CA certificate (PEM); with tls_cert and tls_key turns on mutual TLS for Raft and cluster RPC"`
+	TLSCert         string        `toml:"tls_cert" help:"this host's certificate (PEM), signed by tls_ca"`
+	TLSKey          string        `toml:"tls_key" help:"this host's private key (PEM)"`
+	TLSServerName   string        `toml:"tls_server_name" help:"name every host certificate carries (as a DNS SAN)"`
+
+	// Tuning holds timers that tests shrink; it is not part of the file.
+	Tuning Tuning `toml:"-"`
+}
+
+// Tuning holds internal timers.
+type Tuning struct {
+	Raft              raftstore.Timing
+	Gossip            membership.Timing
+	ReconcileInterval time.Duration
+	BootstrapSettle   time.Duration
+	ForwardTimeout    time.Duration
+}
+
+// DefaultTuning is what production runs with.
+func DefaultTuning() Tuning {
+	return Tuning{
+		Raft:              raftstore.DefaultTiming(),
+		Gossip:            membership.DefaultTiming(),
+		ReconcileInterval: 5 * time.Second,
+		BootstrapSettle:   2 * time.Second,
+		ForwardTimeout:    15 * time.Second,
+	}
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Name:            host,
+		DataDir:         "/var/lib/corral",
+		BindAddr:        "0.0.0.0",
+		GossipPort:      7946,
+		RaftPort:        7947,
+		RPCPort:         7948,
+		BootstrapExpect: 3,
+		RaftVoters:      3,
+		DeadVoterAfter:  time.Minute,
+		Socket:          "/run/corral/corral.sock",
+		SocketGroup:     "corral",
+		LogLevel:        "info",
+		LogFormat:       "text",
+		TLSServerName:   "corral",
+		Tuning:          DefaultTuning(),
+	}
+}
+
+// ConfigError names the key that is wrong and why.
+type ConfigError struct {
+	Key    string
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("config: %s: %s", e.Key, e.Reason) }
+
+func bad(key, format string, args ...any) error {
+	return &ConfigError{Key: key, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks the configuration and fills in derived defaults
+// (advertise_addr). It returns a *ConfigError naming the first bad key.
+func (c *Config) Validate() error {
+	if err := model.ValidateHostName(c.Name); err != nil {
+		return bad("name", "%v", err)
+	}
+	if c.DataDir == "" {
+		return bad("data_dir", "must be set")
+	}
+	bind := net.ParseIP(c.BindAddr)
+	if bind == nil {
+		return bad("bind_addr", "%q is not an IP address", c.BindAddr)
+	}
+	if c.AdvertiseAddr == "" {
+		if !bind.IsUnspecified() {
+			c.AdvertiseAddr = c.BindAddr
+		} else if ip, err := firstUnicastIP(); err == nil {
+			c.AdvertiseAddr = ip
+		} else {
+			return bad("advertise_addr", "not set, and no address to guess it from: %v", err)
+		}
+	}
+	if ip := net.ParseIP(c.AdvertiseAddr); ip == nil || ip.IsUnspecified() {
+		return bad("advertise_addr", "%q is not a routable IP address", c.AdvertiseAddr)
+	}
+	ports := map[string]int{"gossip_port": c.GossipPort, "raft_port": c.RaftPort, "rpc_port": c.RPCPort}
+	seen := map[int]string{}
+	for _, k := range []string{"gossip_port", "raft_port", "rpc_port"} {
+		p := ports[k]
+		if p < 1 || p > 65535 {
+			return bad(k, "%d is not a port (1-65535)", p)
+		}
+		if other, dup := seen[p]; dup {
+			return bad(k, "port %d is also %s", p, other)
+		}
+		seen[p] = k
+	}
+	for _, s := range c.Seeds {
+		host := s
+		if h, p, err := net.SplitHostPort(s); err == nil {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return bad("seeds", "%q: bad port", s)
+			}
+			host = h
+		}
+		if host == "" {
+			return bad("seeds", "%q: empty host", s)
+		}
+	}
+	if c.BootstrapExpect < 1 {
+		return bad("bootstrap_expect", "%d: must be at least 1", c.BootstrapExpect)
+	}
+	if c.RaftVoters != 3 && c.RaftVoters != 5 {
+		return bad("raft_voters", "%d: must be 3 or 5", c.RaftVoters)
+	}
+	if c.BootstrapExpect > c.RaftVoters {
+		return bad("bootstrap_expect", "%d is more than raft_voters (%d)", c.BootstrapExpect, c.RaftVoters)
+	}
+	if c.DeadVoterAfter <= 0 {
+		return bad("dead_voter_timeout", "must be positive")
+	}
+	if c.Socket == "" || !strings.HasPrefix(c.Socket, "/") {
+		return bad("socket", "%q: must be an absolute path", c.Socket)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log_level", "%q: use debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return bad("log_format", "%q: use text or json", c.LogFormat)
+	}
+	if c.GossipKey != "" {
+		k, err := base64.StdEncoding.DecodeString(c.GossipKey)
+		if err != nil {
+			return bad("gossip_key", "not base64: %v", err)
+		}
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return bad("gossip_key", "%d bytes; must be 16, 24 or 32", n)
+		}
+	}
+	tlsSet := 0
+	for _, v := range []string{c.TLSCA, c.TLSCert, c.TLSKey} {
+		if v != "" {
+			tlsSet++
+		}
+	}
+	if tlsSet != 0 && tlsSet != 3 {
+		return bad("tls_ca", "tls_ca, tls_cert and tls_key must be set together")
+	}
+	return nil
+}
+
+func firstUnicastIP() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.IsGlobalUnicast() && n.IP.To4() != nil {
+			return n.IP.String(), nil
+		}
+	}
+	return "", errors.New("no global unicast IPv4 address on any interface")
+}
+
+// LoadConfig builds the configuration from the defaults, the config file
+// and the command-line flags, in that order of increasing precedence, and
+// validates it. The file is --config if given, else DefaultConfigFile when
+// it exists.
+func LoadConfig(args []string) (Config, error) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("corrald", flag.ContinueOnError)
+	configPath := fs.String("config", "", "config file (default "+DefaultConfigFile+" when it exists)")
+	setters := bindFlags(fs, &cfg)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	path := *configPath
+	if path == "" {
+		if _, err := os.Stat(DefaultConfigFile); err == nil {
+			path = DefaultConfigFile
+		}
+	}
+	if path != "" {
+		if err := loadFile(path, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	// Flags win over the file: apply the ones given on the command line.
+	var ferr error
+	fs.Visit(func(f *flag.Flag) {
+		if set, ok := setters[f.Name]; ok && ferr == nil {
+			ferr = set(f.Value.String())
+		}
+	})
+	if ferr != nil {
+		return cfg, ferr
+	}
+	return cfg, cfg.Validate()
+}
+
+func loadFile(path string, cfg *Config) error {
+	md, err := toml.DecodeFile(path, cfg)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return fmt.Errorf("config %s: %s", path, perr.ErrorWithPosition())
+		}
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return &ConfigError{Key: und[0].String(), Reason: "unknown key in " + path}
+	}
+	return nil
+}
+
+// bindFlags registers one flag per config key and returns, per flag name,
+// a function that stores a value into cfg. Flags are parsed into throwaway
+// values first so that the file can be read in between.
+func bindFlags(fs *flag.FlagSet, cfg *Config) map[string]func(string) error {
+	setters := map[string]func(string) error{}
+	v := reflect.ValueOf(cfg).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key := f.Tag.Get("toml")
+		if key == "" || key == "-" {
+			continue
+		}
+		name := strings.ReplaceAll(key, "_", "-")
+		field := v.Field(i)
+		def := fmt.Sprint(field.Interface())
+		if field.Kind() == reflect.Slice {
+			def = strings.Join(field.Interface().([]string), ",")
+		}
+		fs.String(name, def, f.Tag.Get("help"))
+		setters[name] = func(s string) error {
+			if err := setField(field, s); err != nil {
+				return bad(key, "flag --%s: %v", name, err)
+			}
+			return nil
+		}
+	}
+	return setters
+}
+
+func setField(field reflect.Value, s string) error {
+	switch field.Interface().(type) {
+	case string:
+		field.SetString(s)
+	case int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", s)
+		}
+		field.SetInt(int64(n))
+	case time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		field.SetInt(int64(d))
+	case []string:
+		var list []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				list = append(list, p)
+			}
+		}
+		field.Set(reflect.ValueOf(list))
+	case bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		field.SetBool(b)
+	default:
+		return fmt.Errorf("unsupported type %s", field.Type())
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConf(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "corral.toml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfigFileAndFlags(t *testing.T) {
+	p := writeConf(t, `
+name = "node-a"
+bind_addr = "127.0.0.5"
+seeds = ["10.0.0.1", "10.0.0.2:8000"]
+bootstrap_expect = 1
+raft_voters = 5
+dead_voter_timeout = "90s"
+`)
+	cfg, err := LoadConfig([]string{"--config", p, "--raft-port", "9000", "--seeds", "a,b:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "node-a" || cfg.BindAddr != "127.0.0.5" || cfg.AdvertiseAddr != "127.0.0.5" {
+		t.Errorf("file values: %+v", cfg)
+	}
+	if cfg.RaftPort != 9000 || cfg.GossipPort != 7946 {
+		t.Errorf("flag must win over default: raft %d gossip %d", cfg.RaftPort, cfg.GossipPort)
+	}
+	if !reflect.DeepEqual(cfg.Seeds, []string{"a", "b:1"}) {
+		t.Errorf("flag must win over file: seeds %v", cfg.Seeds)
+	}
+	if cfg.RaftVoters != 5 || cfg.BootstrapExpect != 1 || cfg.DeadVoterAfter != 90*time.Second {
+		t.Errorf("cfg: %+v", cfg)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		file string
+		args []string
+		key  string
+	}{
+		{file: `raft_voters = 4`, key: "raft_voters"},
+		{file: `bind_addr = "nope"`, key: "bind_addr"},
+		{file: `gossip_port = 70000`, key: "gossip_port"},
+		{file: `rpc_port = 7946`, key: "rpc_port"},
+		{file: `seeds = ["a:b"]`, key: "seeds"},
+		{file: `bootstrap_expect = 0`, key: "bootstrap_expect"},
+		{file: `name = "bad name"`, key: "name"},
+		{file: `log_level = "loud"`, key: "log_level"},
+		{file: `socket = "relative.sock"`, key: "socket"},
+		{file: `gossip_key = "c2hvcnQ="`, key: "gossip_key"},
+		{file: `tls_ca = "/x"`, key: "tls_ca"},
+		{file: `nonsense = 1`, key: "nonsense"},
+		{file: ``, args: []string{"--raft-port", "x"}, key: "raft_port"},
+		{file: ``, args: []string{"--dead-voter-timeout", "soon"}, key: "dead_voter_timeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.key, func(t *testing.T) {
+			args := append([]string{"--config", writeConf(t, tc.file)}, tc.args...)
+			_, err := LoadConfig(args)
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Key != tc.key {
+				t.Fatalf("err = %v, want a ConfigError for %s", err, tc.key)
+			}
+			if !strings.Contains(err.Error(), tc.key) {
+				t.Errorf("message %q does not name %s", err, tc.key)
+			}
+		})
+	}
+}
+
+func TestConfigSyntaxErrorHasPosition(t *testing.T) {
+	_, err := LoadConfig([]string{"--config", writeConf(t, "name = \"a\"\nseeds = [\n")})
+	if err == nil || !strings.Contains(err.Error(), "line") {
+		t.Fatalf("err = %v", err)
+	}
+}

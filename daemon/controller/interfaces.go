@@ -1,0 +1,68 @@
+package controller
+
+import (
+	"context"
+	"time"
+
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// Store is the replicated state as the controller uses it.
+type Store interface {
+	Apply(ctx context.Context, c raftstore.Command) (any, error)
+	Hosts() []model.Host
+	Host(name string) (model.Host, error)
+}
+
+// Raft is the consensus node as the controller uses it.
+type Raft interface {
+	IsLeader() bool
+	LeaderCh() <-chan bool
+	Barrier(ctx context.Context) error
+	HasState() bool
+	Bootstrap(servers []raftstore.Server) error
+	Servers() ([]raftstore.Server, error)
+	AddVoter(ctx context.Context, id, addr string) error
+	AddNonvoter(ctx context.Context, id, addr string) error
+	RemoveServer(ctx context.Context, id string) error
+}
+
+// PeerState is a peer's gossip state.
+type PeerState string
+
+const (
+	PeerAlive PeerState = "alive"
+	PeerDead  PeerState = "dead"
+	PeerLeft  PeerState = "left"
+)
+
+// Peer is a host as gossip reports it: a hint, checked before use.
+type Peer struct {
+	Name      string
+	State     PeerState
+	Since     time.Time // when State last changed (local clock)
+	Addr      string    // advertise IP
+	RaftAddr  string
+	RPCAddr   string
+	Version   string
+	Capacity  model.Capacity
+	InCluster bool // the peer has Raft state
+}
+
+// Peers is the gossip view.
+type Peers interface {
+	Peers() []Peer
+	Changes() (<-chan struct{}, func())
+}
+
+// Clock is the time source; tests inject a fake.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }

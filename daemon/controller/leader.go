@@ -1,0 +1,253 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// LeaderConfig tunes the leader loop.
+type LeaderConfig struct {
+	Self string
+	// RaftVoters is the number of voters to keep (3 or 5).
+	RaftVoters int
+	// DeadVoterTimeout is how long a host may be dead or gone from gossip
+	// before the leader removes it from Raft, so that a healthy non-voter can
+	// take its seat. A host that returns later is added back.
+	DeadVoterTimeout time.Duration
+	// ReconcileInterval is the period of the full reconcile pass; gossip
+	// changes also trigger one.
+	ReconcileInterval time.Duration
+}
+
+// Leader runs the leader loop and serves leader-only operations.
+type Leader struct {
+	cfg   LeaderConfig
+	store Store
+	raft  Raft
+	peers Peers
+	clock Clock
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	leading bool
+}
+
+// NewLeader returns a Leader; Run starts it.
+func NewLeader(cfg LeaderConfig, store Store, raft Raft, peers Peers, clock Clock, log *slog.Logger) *Leader {
+	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log}
+}
+
+// Run follows leadership until ctx ends: on becoming leader it waits for a
+// Raft barrier (so the local state holds every committed entry) and then
+// reconciles on gossip changes and on a timer; on losing leadership it stops.
+func (l *Leader) Run(ctx context.Context) error {
+	stop := func() {}
+	defer func() { stop() }()
+	leaderCh := l.raft.LeaderCh()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case isLeader := <-leaderCh:
+			stop()
+			stop = func() {}
+			if isLeader {
+				stop = l.startLeading(ctx)
+			}
+		}
+	}
+}
+
+// startLeading runs lead in a goroutine and returns a function that stops it
+// and waits for it to end.
+func (l *Leader) startLeading(ctx context.Context) func() {
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.lead(lctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func (l *Leader) setLeading(v bool) {
+	l.mu.Lock()
+	l.leading = v
+	l.mu.Unlock()
+}
+
+// Leading reports whether the leader loop is active and past its barrier.
+func (l *Leader) Leading() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.leading
+}
+
+func (l *Leader) lead(ctx context.Context) {
+	l.log.Info("leadership acquired")
+	defer l.log.Info("leadership lost")
+	for {
+		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := l.raft.Barrier(bctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		l.log.Warn("barrier failed", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	l.setLeading(true)
+	defer l.setLeading(false)
+
+	changes, stop := l.peers.Changes()
+	defer stop()
+	tick := time.NewTicker(l.cfg.ReconcileInterval)
+	defer tick.Stop()
+	for {
+		if err := l.reconcile(ctx); err != nil && ctx.Err() == nil {
+			l.log.Warn("reconcile", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		case <-tick.C:
+		}
+	}
+}
+
+// reconcile brings cluster state and Raft membership in line with gossip.
+func (l *Leader) reconcile(ctx context.Context) error {
+	peers := l.peers.Peers()
+	return errors.Join(l.registerHosts(ctx, peers), l.reconcileRaft(ctx, peers))
+}
+
+// registerHosts records alive hosts whose addresses, version or capacity
+// are new or changed.
+func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
+	var errs []error
+	for _, p := range peers {
+		if p.State != PeerAlive || p.RaftAddr == "" {
+			continue
+		}
+		want := model.Host{Name: p.Name, Addr: p.Addr, RaftAddr: p.RaftAddr, RPCAddr: p.RPCAddr, Version: p.Version, Capacity: p.Capacity}
+		have, err := l.store.Host(p.Name)
+		switch {
+		case errors.Is(err, model.ErrNotFound):
+			want.RegisteredAt = l.clock.Now().UTC()
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		case have.Addr == want.Addr && have.RaftAddr == want.RaftAddr && have.RPCAddr == want.RPCAddr &&
+			have.Version == want.Version && have.Capacity == want.Capacity:
+			continue
+		}
+		if _, err := l.store.Apply(ctx, raftstore.RegisterHost{Host: want}); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		l.log.Info("host registered", "host", p.Name, "addr", p.Addr, "version", p.Version)
+	}
+	return errors.Join(errs...)
+}
+
+// reconcileRaft adds new hosts to Raft (voters up to RaftVoters, then
+// non-voters), removes hosts that have been dead or left for
+// DeadVoterTimeout, and promotes alive non-voters into empty voter seats.
+func (l *Leader) reconcileRaft(ctx context.Context, peers []Peer) error {
+	servers, err := l.raft.Servers()
+	if err != nil {
+		return err
+	}
+	conf := map[string]raftstore.Server{}
+	voters := 0
+	for _, s := range servers {
+		conf[s.ID] = s
+		if s.Voter {
+			voters++
+		}
+	}
+	now := l.clock.Now()
+	var errs []error
+	// Removals first, so that seats free up before additions.
+	for _, p := range peers {
+		s, ok := conf[p.Name]
+		if !ok || p.Name == l.cfg.Self {
+			continue
+		}
+		// Left or dead: a restart within the timeout keeps the seat, so
+		// routine daemon restarts do not churn the Raft configuration.
+		gone := (p.State == PeerLeft || p.State == PeerDead) && now.Sub(p.Since) >= l.cfg.DeadVoterTimeout
+		if !gone {
+			continue
+		}
+		if err := l.raft.RemoveServer(ctx, p.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		l.log.Info("raft server removed", "host", p.Name, "gossip", p.State, "voter", s.Voter)
+		delete(conf, p.Name)
+		if s.Voter {
+			voters--
+		}
+	}
+	alive := make([]Peer, 0, len(peers))
+	for _, p := range peers {
+		if p.State == PeerAlive && p.RaftAddr != "" {
+			alive = append(alive, p)
+		}
+	}
+	sort.Slice(alive, func(i, j int) bool { return alive[i].Name < alive[j].Name })
+	for _, p := range alive {
+		s, ok := conf[p.Name]
+		switch {
+		case !ok && voters < l.cfg.RaftVoters:
+			err = l.raft.AddVoter(ctx, p.Name, p.RaftAddr)
+			if err == nil {
+				voters++
+				l.log.Info("raft voter added", "host", p.Name)
+			}
+		case !ok:
+			err = l.raft.AddNonvoter(ctx, p.Name, p.RaftAddr)
+			if err == nil {
+				l.log.Info("raft non-voter added", "host", p.Name)
+			}
+		case s.Address != p.RaftAddr && s.Voter:
+			err = l.raft.AddVoter(ctx, p.Name, p.RaftAddr)
+		case s.Address != p.RaftAddr:
+			err = l.raft.AddNonvoter(ctx, p.Name, p.RaftAddr)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Promote alive non-voters into free seats, in name order.
+	for _, p := range alive {
+		if voters >= l.cfg.RaftVoters {
+			break
+		}
+		if s, ok := conf[p.Name]; ok && !s.Voter {
+			if err := l.raft.AddVoter(ctx, p.Name, p.RaftAddr); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			voters++
+			l.log.Info("raft non-voter promoted", "host", p.Name)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,307 @@
+// Package daemon is corrald's composition root: it builds every subsystem
+// from a Config (New), runs them (Run) and shuts them down in reverse order.
+// It also adapts the subsystems to each other's interfaces: gossip members
+// to controller peers, the store and gossip to admin API views, and writes
+// to the leader through the cluster RPC.
+package daemon
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/corralhq/corral/daemon/adminapi"
+	"github.com/corralhq/corral/daemon/controller"
+	"github.com/corralhq/corral/daemon/membership"
+	"github.com/corralhq/corral/daemon/rpc"
+	"github.com/corralhq/corral/hwmon"
+	"github.com/corralhq/corral/internal/version"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// Daemon is one corrald.
+type Daemon struct {
+	cfg Config
+	log *slog.Logger
+
+	store   *raftstore.Store
+	members *membership.Membership
+	rpcSrv  *rpc.Server
+	rpcCli  *rpc.Client
+	leader  *controller.Leader
+	boot    *controller.Bootstrap
+	admin   *adminapi.Server
+
+	ready chan struct{}
+}
+
+// New validates cfg and builds the daemon. It starts nothing and opens no
+// file or socket.
+func New(cfg Config, log *slog.Logger) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tlsConf, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	var gossipKey []byte
+	if cfg.GossipKey != "" {
+		gossipKey, _ = base64.StdEncoding.DecodeString(cfg.GossipKey) // checked by Validate
+	}
+	if cfg.Tuning == (Tuning{}) {
+		cfg.Tuning = DefaultTuning()
+	}
+	log = log.With("host", cfg.Name)
+	d := &Daemon{cfg: cfg, log: log, ready: make(chan struct{})}
+	d.store = raftstore.New(raftstore.Config{
+		ID:            cfg.Name,
+		BindAddr:      net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.RaftPort)),
+		AdvertiseAddr: d.raftAddr(),
+		Dir:           filepath.Join(cfg.DataDir, "raft"),
+		TLS:           tlsConf,
+		Logger:        log.With("component", "raftstore"),
+		Timing:        cfg.Tuning.Raft,
+	})
+	capacity, err := hwmon.Capacity()
+	if err != nil {
+		log.Warn("cannot read host capacity", "err", err)
+	}
+	d.members = membership.New(membership.Config{
+		Name:          cfg.Name,
+		BindAddr:      cfg.BindAddr,
+		AdvertiseAddr: cfg.AdvertiseAddr,
+		Port:          cfg.GossipPort,
+		Seeds:         cfg.Seeds,
+		SecretKey:     gossipKey,
+		Meta: membership.Meta{
+			Version:   version.Version,
+			RaftAddr:  d.raftAddr(),
+			RPCAddr:   d.rpcAddr(),
+			VCPUs:     capacity.VCPUs,
+			MemoryMiB: capacity.MemoryMiB,
+		},
+		Logger: log.With("component", "membership"),
+		Timing: cfg.Tuning.Gossip,
+	})
+	d.rpcSrv = rpc.NewServer(tlsConf, log.With("component", "rpc"))
+	d.rpcCli = rpc.NewClient(tlsConf)
+	peers := peerView{d.members}
+	d.leader = controller.NewLeader(controller.LeaderConfig{
+		Self:              cfg.Name,
+		RaftVoters:        cfg.RaftVoters,
+		DeadVoterTimeout:  cfg.DeadVoterAfter,
+		ReconcileInterval: cfg.Tuning.ReconcileInterval,
+	}, d.store, d.store, peers, controller.SystemClock{}, log.With("component", "leader"))
+	d.boot = &controller.Bootstrap{
+		Self:   cfg.Name,
+		Expect: cfg.BootstrapExpect,
+		Settle: cfg.Tuning.BootstrapSettle,
+		Raft:   d.store,
+		Peers:  peers,
+		Ask: func(ctx context.Context, p controller.Peer) (controller.BootstrapView, error) {
+			var v controller.BootstrapView
+			err := d.rpcCli.Call(ctx, p.RPCAddr, "bootstrap.view", struct{}{}, &v)
+			return v, err
+		},
+		Clock: controller.SystemClock{},
+		Log:   log.With("component", "bootstrap"),
+	}
+	d.registerRPC()
+	d.admin = adminapi.New(backend{d}, log.With("component", "adminapi"))
+	return d, nil
+}
+
+func (d *Daemon) raftAddr() string {
+	return net.JoinHostPort(d.cfg.AdvertiseAddr, strconv.Itoa(d.cfg.RaftPort))
+}
+
+func (d *Daemon) rpcAddr() string {
+	return net.JoinHostPort(d.cfg.AdvertiseAddr, strconv.Itoa(d.cfg.RPCPort))
+}
+
+// Ready is closed once every listener is open and every loop started.
+func (d *Daemon) Ready() <-chan struct{} { return d.ready }
+
+// Name returns this host's name.
+func (d *Daemon) Name() string { return d.cfg.Name }
+
+func (d *Daemon) registerRPC() {
+	rpc.Register(d.rpcSrv, "bootstrap.view", func(ctx context.Context, _ struct{}) (controller.BootstrapView, error) {
+		return d.boot.View(), nil
+	})
+	rpc.Register(d.rpcSrv, "host.labels", d.leader.SetHostLabels)
+}
+
+// task is a running component: cancel stops it, done yields its result.
+type task struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Run starts everything, serves until ctx ends or a component fails, then
+// shuts down in reverse order of start. It returns nil on a clean stop.
+func (d *Daemon) Run(ctx context.Context) (err error) {
+	adminLn, err := adminapi.Listen(d.cfg.Socket, d.cfg.SocketGroup)
+	if err != nil {
+		return err
+	}
+	defer adminLn.Close()
+	rpcLn, err := net.Listen("tcp", net.JoinHostPort(d.cfg.BindAddr, strconv.Itoa(d.cfg.RPCPort)))
+	if err != nil {
+		return fmt.Errorf("cluster rpc: %w", err)
+	}
+	defer rpcLn.Close()
+	if err := d.store.Open(); err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := d.store.Close(); cerr != nil {
+			d.log.Warn("raft shutdown", "err", cerr)
+		}
+	}()
+	d.members.UpdateMeta(func(m *membership.Meta) { m.InCluster = d.store.HasState() })
+	if err := d.members.Start(); err != nil {
+		return err
+	}
+
+	failed := make(chan error, 8)
+	var tasks []*task
+	start := func(name string, fn func(context.Context) error) {
+		tctx, cancel := context.WithCancel(context.Background())
+		t := &task{name: name, cancel: cancel, done: make(chan error, 1)}
+		go func() {
+			err := fn(tctx)
+			if err != nil && tctx.Err() == nil {
+				failed <- fmt.Errorf("%s: %w", name, err)
+			}
+			t.done <- err // nil before cancel: the task finished its job (bootstrap)
+		}()
+		tasks = append(tasks, t)
+	}
+	start("rpc", func(ctx context.Context) error { return d.rpcSrv.Serve(ctx, rpcLn) })
+	start("gossip", d.members.Run)
+	start("leader", d.leader.Run)
+	start("bootstrap", d.boot.Run)
+	start("meta", d.syncMeta)
+	start("adminapi", func(ctx context.Context) error { return d.admin.Serve(ctx, adminLn) })
+	close(d.ready)
+	d.log.Info("corrald running", "version", version.Version, "advertise", d.cfg.AdvertiseAddr,
+		"socket", d.cfg.Socket, "seeds", d.cfg.Seeds)
+
+	select {
+	case <-ctx.Done():
+	case err = <-failed:
+		d.log.Error("component failed; shutting down", "err", err)
+	}
+	for i := len(tasks) - 1; i >= 0; i-- {
+		t := tasks[i]
+		t.cancel()
+		select {
+		case <-t.done:
+		case <-time.After(10 * time.Second):
+			d.log.Warn("component did not stop in time", "component", t.name)
+		}
+	}
+	d.rpcCli.Close()
+	d.log.Info("corrald stopped")
+	return err
+}
+
+// syncMeta keeps the gossip metadata's InCluster flag in line with the
+// store, so that bootstrap on other hosts sees this host join a cluster.
+func (d *Daemon) syncMeta(ctx context.Context) error {
+	changes, stop := d.store.Watch()
+	defer stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		in := d.store.HasState()
+		d.members.UpdateMeta(func(m *membership.Meta) { m.InCluster = in })
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changes:
+		case <-tick.C:
+		}
+	}
+}
+
+// peerView adapts gossip members to the controller's Peer type.
+type peerView struct{ m *membership.Membership }
+
+func (p peerView) Peers() []controller.Peer {
+	members := p.m.Members()
+	out := make([]controller.Peer, len(members))
+	for i, m := range members {
+		host, _, _ := net.SplitHostPort(m.Addr)
+		out[i] = controller.Peer{
+			Name: m.Name, State: controller.PeerState(m.State), Since: m.Since, Addr: host,
+			RaftAddr: m.Meta.RaftAddr, RPCAddr: m.Meta.RPCAddr, Version: m.Meta.Version,
+			Capacity:  model.Capacity{VCPUs: m.Meta.VCPUs, MemoryMiB: m.Meta.MemoryMiB},
+			InCluster: m.Meta.InCluster,
+		}
+	}
+	return out
+}
+
+func (p peerView) Changes() (<-chan struct{}, func()) { return p.m.Changes() }
+
+// errNoLeader is returned by forwarded writes while no leader is known.
+var errNoLeader = fmt.Errorf("no leader elected yet: %w", model.ErrNotLeader)
+
+// forward runs a leader-only operation: locally when this host leads,
+// otherwise over the cluster RPC on the leader. While there is no leader, or
+// leadership moves, it retries with backoff until ctx (bounded by
+// ForwardTimeout) ends.
+func forward[Req, Resp any](ctx context.Context, d *Daemon, method string, req Req, local func(context.Context, Req) (Resp, error)) (Resp, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Tuning.ForwardTimeout)
+	defer cancel()
+	backoff := 25 * time.Millisecond
+	for {
+		var (
+			resp Resp
+			err  error
+		)
+		if d.store.IsLeader() {
+			resp, err = local(ctx, req)
+		} else if addr := d.leaderRPCAddr(); addr != "" {
+			err = d.rpcCli.Call(ctx, addr, method, req, &resp)
+		} else {
+			err = errNoLeader
+		}
+		if err == nil || !(errors.Is(err, model.ErrNotLeader) || errors.Is(err, model.ErrUnavailable)) {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return resp, err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// leaderRPCAddr finds the leader's cluster RPC address through gossip, or
+// cluster state when gossip does not know it.
+func (d *Daemon) leaderRPCAddr() string {
+	id, _ := d.store.Leader()
+	if id == "" {
+		return ""
+	}
+	if m, ok := d.members.Member(id); ok && m.Meta.RPCAddr != "" {
+		return m.Meta.RPCAddr
+	}
+	if h, err := d.store.Host(id); err == nil {
+		return h.RPCAddr
+	}
+	return ""
+}

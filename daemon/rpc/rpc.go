@@ -1,0 +1,194 @@
+// Package rpc is the cluster RPC between corral daemons: JSON requests over
+// HTTP on rpc_port, one POST per named method. Followers forward writes to
+// the leader through it, and hosts renew their leases with it. Given a TLS
+// config (mutual TLS, cluster CA) the same server and client run over TLS;
+// nothing else changes. Errors keep their class across the hop (see
+// internal/errcode).
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/internal/errcode"
+	"github.com/corralhq/corral/model"
+)
+
+const (
+	pathPrefix   = "/cluster/v1/"
+	maxBodyBytes = 16 << 20
+)
+
+// Handler serves one method: it gets the raw JSON request and returns a
+// value to encode as the response.
+type Handler func(ctx context.Context, body json.RawMessage) (any, error)
+
+// Server dispatches cluster RPCs to registered handlers.
+type Server struct {
+	log *slog.Logger
+	tls *tls.Config
+
+	mu       sync.RWMutex
+	handlers map[string]Handler
+}
+
+// NewServer returns a server; tlsConf nil means plain TCP.
+func NewServer(tlsConf *tls.Config, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{log: log, tls: tlsConf, handlers: map[string]Handler{}}
+}
+
+// Handle registers h for method.
+func (s *Server) Handle(method string, h Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.handlers[method] = h
+}
+
+// Register registers a typed handler: the request body is decoded into Req.
+func Register[Req, Resp any](s *Server, method string, fn func(context.Context, Req) (Resp, error)) {
+	s.Handle(method, func(ctx context.Context, body json.RawMessage) (any, error) {
+		var req Req
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, fmt.Errorf("%s: bad request body: %v: %w", method, err, model.ErrInvalid)
+		}
+		return fn(ctx, req)
+	})
+}
+
+// Serve answers on ln until ctx ends. A cancelled ctx is a clean stop.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		case <-done:
+		}
+	}()
+	err := srv.Serve(ln)
+	close(done)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || len(r.URL.Path) <= len(pathPrefix) || r.URL.Path[:len(pathPrefix)] != pathPrefix {
+		writeErr(w, fmt.Errorf("no such rpc %s %s: %w", r.Method, r.URL.Path, model.ErrNotFound))
+		return
+	}
+	method := r.URL.Path[len(pathPrefix):]
+	s.mu.RLock()
+	h := s.handlers[method]
+	s.mu.RUnlock()
+	if h == nil {
+		writeErr(w, fmt.Errorf("no such rpc method %q: %w", method, model.ErrNotFound))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		writeErr(w, fmt.Errorf("read request: %v: %w", err, model.ErrInvalid))
+		return
+	}
+	resp, err := h(r.Context(), body)
+	if err != nil {
+		s.log.Debug("rpc failed", "method", method, "from", r.RemoteAddr, "err", err)
+		writeErr(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(resp); err != nil {
+		s.log.Debug("rpc write", "method", method, "err", err)
+	}
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	e := errcode.ToAPI(err)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Code.Status())
+	json.NewEncoder(w).Encode(e)
+}
+
+// Client calls other daemons. It is safe for concurrent use.
+type Client struct {
+	hc     *http.Client
+	scheme string
+}
+
+// NewClient returns a client; tlsConf nil means plain TCP.
+func NewClient(tlsConf *tls.Config) *Client {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+		TLSClientConfig:     tlsConf,
+	}
+	scheme := "http"
+	if tlsConf != nil {
+		scheme = "https"
+	}
+	return &Client{hc: &http.Client{Transport: tr}, scheme: scheme}
+}
+
+// Call invokes method on the daemon at addr (host:port). A transport
+// failure wraps model.ErrUnavailable; an error from the remote handler keeps
+// its class.
+func (c *Client) Call(ctx context.Context, addr, method string, req, resp any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("rpc %s: encode: %w", method, err)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.scheme+"://"+addr+pathPrefix+method, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("rpc %s: %w", method, err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hresp, err := c.hc.Do(hreq)
+	if err != nil {
+		return fmt.Errorf("rpc %s to %s: %v: %w", method, addr, err, model.ErrUnavailable)
+	}
+	defer hresp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(hresp.Body, maxBodyBytes))
+	if err != nil {
+		return fmt.Errorf("rpc %s to %s: read: %v: %w", method, addr, err, model.ErrUnavailable)
+	}
+	if hresp.StatusCode != http.StatusOK {
+		var e api.Error
+		if json.Unmarshal(data, &e) != nil || e.Code == "" {
+			return fmt.Errorf("rpc %s to %s: status %d: %w", method, addr, hresp.StatusCode, model.ErrUnavailable)
+		}
+		return errcode.FromAPI(&e)
+	}
+	if resp == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, resp); err != nil {
+		return fmt.Errorf("rpc %s to %s: decode response: %w", method, addr, err)
+	}
+	return nil
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }

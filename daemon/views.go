@@ -1,0 +1,181 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+
+	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/daemon/controller"
+	"github.com/corralhq/corral/daemon/membership"
+	"github.com/corralhq/corral/internal/version"
+	"github.com/corralhq/corral/model"
+)
+
+// backend answers the admin API: reads from this host's copy of the state
+// and gossip view, writes forwarded to the leader.
+type backend struct{ d *Daemon }
+
+func (b backend) Status(ctx context.Context) (api.Status, error) {
+	d := b.d
+	st := d.store.Status()
+	leader, _ := d.store.Leader()
+	out := api.Status{
+		Host:    d.cfg.Name,
+		Version: version.Version,
+		Leader:  leader,
+		Raft: api.RaftStatus{State: st.State, Term: st.Term, LastIndex: st.LastIndex,
+			CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastContact: st.LastContact},
+		Voters:    []string{},
+		Nonvoters: []string{},
+		Members:   map[string]int{},
+		Joined:    d.members.Joined(),
+	}
+	if servers, err := d.store.Servers(); err == nil {
+		for _, s := range servers {
+			if s.Voter {
+				out.Voters = append(out.Voters, s.ID)
+			} else {
+				out.Nonvoters = append(out.Nonvoters, s.ID)
+			}
+		}
+	}
+	for _, m := range d.members.Members() {
+		out.Members[string(m.State)]++
+	}
+	return out, nil
+}
+
+func (b backend) Hosts(ctx context.Context) ([]api.Host, error) {
+	d := b.d
+	roles := b.raftRoles()
+	members := map[string]membership.Member{}
+	for _, m := range d.members.Members() {
+		members[m.Name] = m
+	}
+	var out []api.Host
+	seen := map[string]bool{}
+	for _, h := range d.store.Hosts() {
+		m, ok := members[h.Name]
+		out = append(out, hostView(h, m, ok, roles))
+		seen[h.Name] = true
+	}
+	// Hosts gossip knows but the leader has not recorded yet.
+	for _, m := range d.members.Members() {
+		if !seen[m.Name] {
+			out = append(out, hostView(model.Host{Name: m.Name}, m, true, roles))
+		}
+	}
+	sortHosts(out)
+	return out, nil
+}
+
+func (b backend) Host(ctx context.Context, name string) (api.Host, error) {
+	d := b.d
+	h, err := d.store.Host(name)
+	m, ok := d.members.Member(name)
+	if err != nil && !ok {
+		return api.Host{}, err
+	}
+	return hostView(h, m, ok, b.raftRoles()), nil
+}
+
+func (b backend) SetHostLabels(ctx context.Context, name string, req api.HostLabelsRequest) (api.Host, error) {
+	_, err := forward(ctx, b.d, "host.labels", controller.HostLabels{Name: name, Set: req.Set, Remove: req.Remove}, b.d.leader.SetHostLabels)
+	if err != nil {
+		return api.Host{}, err
+	}
+	// Read back from the local copy once it has caught up with the write.
+	if err := b.d.waitHost(ctx, name, func(h model.Host) bool { return labelsApplied(h, req) }); err != nil {
+		return api.Host{}, err
+	}
+	return b.Host(ctx, name)
+}
+
+func labelsApplied(h model.Host, req api.HostLabelsRequest) bool {
+	for k, v := range req.Set {
+		if h.Labels[k] != v {
+			return false
+		}
+	}
+	for _, k := range req.Remove {
+		if _, ok := h.Labels[k]; ok {
+			return false
+		}
+	}
+	return true
+}
+
+// waitHost waits until this host's copy of the state shows host name
+// satisfying ok, so that a write answered by the leader is visible in the
+// reply and in the next read on this host.
+func (d *Daemon) waitHost(ctx context.Context, name string, ok func(model.Host) bool) error {
+	changes, stop := d.store.Watch()
+	defer stop()
+	for {
+		if h, err := d.store.Host(name); err == nil && ok(h) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the write to reach this host: %w", model.ErrUnavailable)
+		case <-changes:
+		}
+	}
+}
+
+// raftRoles maps host name to leader, voter or nonvoter.
+func (b backend) raftRoles() map[string]string {
+	roles := map[string]string{}
+	servers, err := b.d.store.Servers()
+	if err != nil {
+		return roles
+	}
+	leader, _ := b.d.store.Leader()
+	for _, s := range servers {
+		switch {
+		case s.ID == leader:
+			roles[s.ID] = "leader"
+		case s.Voter:
+			roles[s.ID] = "voter"
+		default:
+			roles[s.ID] = "nonvoter"
+		}
+	}
+	return roles
+}
+
+func hostView(h model.Host, m membership.Member, inGossip bool, roles map[string]string) api.Host {
+	out := api.Host{
+		Name:         h.Name,
+		Addresses:    api.HostAddresses{Advertise: h.Addr, Raft: h.RaftAddr, RPC: h.RPCAddr},
+		Gossip:       "unknown",
+		RaftRole:     "none",
+		Version:      h.Version,
+		Capacity:     api.Capacity{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB},
+		Labels:       h.Labels,
+		Mode:         string(h.Mode),
+		RegisteredAt: h.RegisteredAt,
+	}
+	if r, ok := roles[h.Name]; ok {
+		out.RaftRole = r
+	}
+	if inGossip {
+		out.Gossip, out.GossipSince = string(m.State), m.Since
+		out.Addresses.Gossip = m.Addr
+		// Until the leader records the host, gossip is all we know.
+		if out.Addresses.Advertise == "" {
+			host, _, _ := net.SplitHostPort(m.Addr)
+			out.Addresses.Advertise = host
+			out.Addresses.Raft, out.Addresses.RPC = m.Meta.RaftAddr, m.Meta.RPCAddr
+			out.Version = m.Meta.Version
+			out.Capacity = api.Capacity{VCPUs: m.Meta.VCPUs, MemoryMiB: m.Meta.MemoryMiB}
+		}
+	}
+	return out
+}
+
+func sortHosts(hs []api.Host) {
+	sort.Slice(hs, func(i, j int) bool { return hs[i].Name < hs[j].Name })
+}

@@ -1,0 +1,16 @@
+package model
+
+import "errors"
+
+// The error vocabulary shared across corral. Packages wrap these with the
+// identifiers involved (fmt.Errorf("host %q: %w", name, ErrNotFound)); the
+// admin API and the cluster RPC map them to codes in one place each, and
+// their clients map the codes back, so errors.Is works across a socket.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrInvalid     = errors.New("invalid")
+	ErrConflict    = errors.New("conflict")
+	ErrNoCapacity  = errors.New("no capacity")
+	ErrNotLeader   = errors.New("not the leader")
+	ErrUnavailable = errors.New("unavailable")
+)

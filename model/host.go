@@ -1,0 +1,79 @@
+package model
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// HostMode is the operator-visible mode of a host in cluster state.
+type HostMode string
+
+const (
+	// ModeActive hosts run guests and receive new placements.
+	ModeActive HostMode = "active"
+	// ModeMaintenance hosts receive no new placements; their guests are
+	// drained away.
+	ModeMaintenance HostMode = "maintenance"
+	// ModeFenced hosts were declared dead; they own no guests until they
+	// return and are reactivated.
+	ModeFenced HostMode = "fenced"
+)
+
+// Valid reports whether m is one of the known modes.
+func (m HostMode) Valid() bool {
+	switch m {
+	case ModeActive, ModeMaintenance, ModeFenced:
+		return true
+	}
+	return false
+}
+
+// Capacity is what a host offers to guests.
+type Capacity struct {
+	VCPUs     int   `json:"vcpus"`
+	MemoryMiB int64 `json:"memory_mib"`
+}
+
+// Host is a physical host as recorded in cluster state.
+type Host struct {
+	Name     string            `json:"name"`
+	Addr     string            `json:"addr"`      // advertise IP address
+	RaftAddr string            `json:"raft_addr"` // host:port of the Raft transport
+	RPCAddr  string            `json:"rpc_addr"`  // host:port of the cluster RPC
+	Version  string            `json:"version"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Capacity Capacity          `json:"capacity"`
+	Mode     HostMode          `json:"mode"`
+	// RegisteredAt is when the leader first recorded the host (leader's
+	// wall clock, chosen before the Raft entry was written).
+	RegisteredAt time.Time `json:"registered_at"`
+}
+
+// Clone returns a deep copy of h.
+func (h Host) Clone() Host {
+	h.Labels = CloneLabels(h.Labels)
+	return h
+}
+
+// Validate checks the fields a host registers with.
+func (h Host) Validate() error {
+	if err := ValidateHostName(h.Name); err != nil {
+		return err
+	}
+	if net.ParseIP(h.Addr) == nil {
+		return fmt.Errorf("host %q: address %q is not an IP address: %w", h.Name, h.Addr, ErrInvalid)
+	}
+	for _, a := range []struct{ key, val string }{{"raft_addr", h.RaftAddr}, {"rpc_addr", h.RPCAddr}} {
+		if _, _, err := net.SplitHostPort(a.val); err != nil {
+			return fmt.Errorf("host %q: %s %q: %v: %w", h.Name, a.key, a.val, err, ErrInvalid)
+		}
+	}
+	if h.Capacity.VCPUs < 0 || h.Capacity.MemoryMiB < 0 {
+		return fmt.Errorf("host %q: negative capacity: %w", h.Name, ErrInvalid)
+	}
+	if h.Mode != "" && !h.Mode.Valid() {
+		return fmt.Errorf("host %q: unknown mode %q: %w", h.Name, h.Mode, ErrInvalid)
+	}
+	return ValidateLabels(h.Labels)
+}

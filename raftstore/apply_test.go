@@ -1,0 +1,296 @@
+package raftstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/corralhq/corral/model"
+)
+
+func testHost(name string) model.Host {
+	return model.Host{
+		Name: name, Addr: "10.0.0.1", RaftAddr: "10.0.0.1:7947", RPCAddr: "10.0.0.1:7948",
+		Version: "test", Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 16384},
+		RegisteredAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+}
+
+func testVM(name string) model.VM {
+	return model.VM{ID: "id-" + name, Name: name, Spec: model.VMSpec{VCPUs: 1, MemoryMiB: 256}}
+}
+
+// applyAll feeds commands through the FSM as raft would and returns the
+// results.
+func applyAll(t testing.TB, f *fsm, cmds ...Command) []any {
+	t.Helper()
+	var out []any
+	for i, c := range cmds {
+		out = append(out, f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: MustEncode(c)}))
+	}
+	return out
+}
+
+func TestApplyRules(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   []Command
+		cmd     Command
+		wantErr error
+		check   func(t *testing.T, s *State)
+	}{
+		{name: "register host sets active", cmd: RegisterHost{Host: testHost("a")},
+			check: func(t *testing.T, s *State) {
+				if s.hosts["a"].Mode != model.ModeActive {
+					t.Errorf("mode = %q", s.hosts["a"].Mode)
+				}
+			}},
+		{name: "re-register keeps labels and mode",
+			setup: []Command{RegisterHost{Host: testHost("a")}, SetHostLabels{Name: "a", Set: map[string]string{"rack": "r1"}}, SetHostMode{Name: "a", Mode: model.ModeMaintenance}},
+			cmd:   RegisterHost{Host: func() model.Host { h := testHost("a"); h.Version = "v2"; return h }()},
+			check: func(t *testing.T, s *State) {
+				h := s.hosts["a"]
+				if h.Labels["rack"] != "r1" || h.Mode != model.ModeMaintenance || h.Version != "v2" {
+					t.Errorf("host = %+v", h)
+				}
+			}},
+		{name: "register bad address", cmd: RegisterHost{Host: func() model.Host { h := testHost("a"); h.Addr = "nope"; return h }()}, wantErr: model.ErrInvalid},
+		{name: "labels on unknown host", cmd: SetHostLabels{Name: "x", Set: map[string]string{"a": "b"}}, wantErr: model.ErrNotFound},
+		{name: "bad label key", setup: []Command{RegisterHost{Host: testHost("a")}}, cmd: SetHostLabels{Name: "a", Set: map[string]string{"Bad Key": "b"}}, wantErr: model.ErrInvalid},
+		{name: "remove label", setup: []Command{RegisterHost{Host: testHost("a")}, SetHostLabels{Name: "a", Set: map[string]string{"k": "v"}}},
+			cmd: SetHostLabels{Name: "a", Remove: []string{"k"}},
+			check: func(t *testing.T, s *State) {
+				if s.hosts["a"].Labels != nil {
+					t.Errorf("labels = %v", s.hosts["a"].Labels)
+				}
+			}},
+		{name: "bad mode", setup: []Command{RegisterHost{Host: testHost("a")}}, cmd: SetHostMode{Name: "a", Mode: "sleepy"}, wantErr: model.ErrInvalid},
+		{name: "remove host with vms", setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: func() model.VM { v := testVM("v"); v.Host = "a"; return v }()}},
+			cmd: RemoveHost{Name: "a"}, wantErr: model.ErrConflict},
+		{name: "create vm", cmd: CreateVM{VM: testVM("v")},
+			check: func(t *testing.T, s *State) {
+				if v := s.vms["v"]; v.Desired != model.PowerRunning || v.Generation != 0 {
+					t.Errorf("vm = %+v", v)
+				}
+			}},
+		{name: "duplicate vm", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: CreateVM{VM: testVM("v")}, wantErr: model.ErrConflict},
+		{name: "duplicate vm id", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: CreateVM{VM: func() model.VM { v := testVM("w"); v.ID = "id-v"; return v }()}, wantErr: model.ErrConflict},
+		{name: "vm name with slash", cmd: CreateVM{VM: testVM("a/b")}, wantErr: model.ErrInvalid},
+		{name: "vm on unknown host", cmd: CreateVM{VM: func() model.VM { v := testVM("v"); v.Host = "nope"; return v }()}, wantErr: model.ErrNotFound},
+		{name: "place bumps generation", setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}},
+			cmd: PlaceVM{Name: "v", Host: "a", Generation: 0},
+			check: func(t *testing.T, s *State) {
+				if v := s.vms["v"]; v.Host != "a" || v.Generation != 1 {
+					t.Errorf("vm = %+v", v)
+				}
+			}},
+		{name: "place with stale generation", setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}},
+			cmd: PlaceVM{Name: "v", Host: "a", Generation: 0}, wantErr: model.ErrConflict},
+		{name: "delete vm frees id", setup: []Command{CreateVM{VM: testVM("v")}, DeleteVM{Name: "v"}}, cmd: CreateVM{VM: testVM("v")}},
+		{name: "delete unknown vm", cmd: DeleteVM{Name: "v"}, wantErr: model.ErrNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFSM()
+			for i, r := range applyAll(t, f, tc.setup...) {
+				if err, ok := r.(error); ok {
+					t.Fatalf("setup %d: %v", i, err)
+				}
+			}
+			before := snapshotBytes(t, f)
+			res := f.Apply(&raft.Log{Index: 100, Type: raft.LogCommand, Data: MustEncode(tc.cmd)})
+			err, _ := res.(error)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("apply = %v, want %v", res, tc.wantErr)
+			}
+			if err != nil {
+				if after := snapshotBytes(t, f); !bytes.Equal(before, after) {
+					t.Errorf("refused command changed the state")
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, f.state)
+			}
+		})
+	}
+}
+
+func TestBatch(t *testing.T) {
+	f := newFSM()
+	b := Batch{Entries: [][]byte{
+		MustEncode(CreateVM{VM: testVM("a")}),
+		MustEncode(CreateVM{VM: testVM("a")}),
+		{byte(IgnoreUnknown | 0x7f), '{', '}'},
+		MustEncode(CreateVM{VM: testVM("b")}),
+	}}
+	res := applyAll(t, f, b)[0].(BatchResult)
+	if res[0] != nil || !errors.Is(res[1], model.ErrConflict) || res[2] != nil || res[3] != nil {
+		t.Fatalf("batch result = %v", res)
+	}
+	if len(f.state.vms) != 2 {
+		t.Fatalf("vms = %d", len(f.state.vms))
+	}
+}
+
+func TestUnknownEntryTypes(t *testing.T) {
+	f := newFSM()
+	// A skippable unknown entry is ignored.
+	if res := f.Apply(&raft.Log{Type: raft.LogCommand, Data: []byte{byte(IgnoreUnknown | 0x55), '{', '}'}}); res != nil {
+		t.Fatalf("skippable entry: %v", res)
+	}
+	// Any other unknown or undecodable entry stops the FSM.
+	for _, data := range [][]byte{{0x55, '{', '}'}, {byte(TypeCreateVM), '{'}, {}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("entry %q did not panic", data)
+				}
+			}()
+			f.Apply(&raft.Log{Type: raft.LogCommand, Data: data})
+		}()
+	}
+}
+
+func snapshotBytes(t testing.TB, f *fsm) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	snap, _ := f.Snapshot()
+	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state); err != nil {
+		t.Fatal(err)
+	}
+	// Map order varies; compare decoded states instead of bytes.
+	s, err := readSnapshot(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(fmt.Sprintf("%v", canonical(s)))
+}
+
+// canonical renders a state in a fixed order, for comparisons.
+func canonical(s *State) []any {
+	var out []any
+	for _, h := range s.hostList() {
+		out = append(out, h)
+	}
+	for _, v := range s.vmList() {
+		out = append(out, v)
+	}
+	for _, k := range model.SortedKeys(s.networks) {
+		out = append(out, s.networks[k])
+	}
+	return out
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	f := newFSM()
+	var cmds []Command
+	for i := 0; i < 5; i++ {
+		h := testHost(fmt.Sprintf("h%d", i))
+		cmds = append(cmds, RegisterHost{Host: h}, SetHostLabels{Name: h.Name, Set: map[string]string{"rack": fmt.Sprint(i % 2)}})
+	}
+	for i := 0; i < 200; i++ {
+		v := testVM(fmt.Sprintf("vm%03d", i))
+		v.Host = fmt.Sprintf("h%d", i%5)
+		v.Spec.Labels = map[string]string{"app": "web"}
+		cmds = append(cmds, CreateVM{VM: v})
+	}
+	for i, r := range applyAll(t, f, cmds...) {
+		if r != nil {
+			t.Fatalf("cmd %d: %v", i, r)
+		}
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The snapshot is a copy: later applies do not leak into it.
+	applyAll(t, f, DeleteVM{Name: "vm000"})
+	var buf bytes.Buffer
+	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state); err != nil {
+		t.Fatal(err)
+	}
+	g := newFSM()
+	if err := g.Restore(nopCloser{&buf}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.state.vm("vm000"); err != nil {
+		t.Fatalf("restored state lost vm000: %v", err)
+	}
+	applyAll(t, g, DeleteVM{Name: "vm000"})
+	if !reflect.DeepEqual(canonical(f.state), canonical(g.state)) {
+		t.Fatal("restored state differs")
+	}
+	if g.state.vmIDs["id-vm001"] != "vm001" {
+		t.Fatal("restore did not rebuild the id index")
+	}
+}
+
+func TestRestoreRejectsTruncatedSnapshot(t *testing.T) {
+	f := newFSM()
+	applyAll(t, f, CreateVM{VM: testVM("a")}, CreateVM{VM: testVM("b")})
+	var buf bytes.Buffer
+	if err := writeSnapshot(&buf, f.state); err != nil {
+		t.Fatal(err)
+	}
+	g := newFSM()
+	applyAll(t, g, CreateVM{VM: testVM("keep")})
+	trunc := buf.Bytes()[:buf.Len()-10]
+	if err := g.Restore(nopCloser{bytes.NewReader(trunc)}); err == nil {
+		t.Fatal("truncated snapshot restored")
+	}
+	if _, err := g.state.vm("keep"); err != nil {
+		t.Fatal("failed restore replaced the state")
+	}
+}
+
+type nopCloser struct {
+	r interface{ Read([]byte) (int, error) }
+}
+
+func (n nopCloser) Read(p []byte) (int, error) { return n.r.Read(p) }
+func (nopCloser) Close() error                 { return nil }
+
+func FuzzDecode(f *testing.F) {
+	for _, c := range []Command{
+		RegisterHost{Host: testHost("a")}, SetHostLabels{Name: "a", Set: map[string]string{"k": "v"}, Remove: []string{"x"}},
+		SetHostMode{Name: "a", Mode: model.ModeFenced}, RemoveHost{Name: "a"}, CreateVM{VM: testVM("v")},
+		PlaceVM{Name: "v", Host: "a", Generation: 3}, DeleteVM{Name: "v"},
+		Batch{Entries: [][]byte{MustEncode(DeleteVM{Name: "v"})}},
+	} {
+		f.Add(MustEncode(c))
+	}
+	f.Add([]byte{0xff, '{', '}'})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Decode(data)
+		if err != nil || c == nil {
+			return
+		}
+		// Whatever decodes re-encodes to an entry that decodes to the same
+		// command.
+		again, err := Decode(MustEncode(c))
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if !reflect.DeepEqual(normalize(c), normalize(again)) {
+			t.Fatalf("round trip: %#v != %#v", c, again)
+		}
+		// Applying a decoded command never panics (a nested undecodable
+		// batch entry is the one allowed panic, as for any bad entry).
+		if b, ok := c.(Batch); ok {
+			for _, e := range b.Entries {
+				if _, err := Decode(e); err != nil {
+					return
+				}
+			}
+		}
+		newState().apply(c)
+	})
+}
+
+// normalize maps nil and empty maps/slices to one form, as JSON does.
+func normalize(c Command) string { return string(MustEncode(c)) }

@@ -1,0 +1,162 @@
+package raftstore
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/corralhq/corral/internal/notify"
+	"github.com/corralhq/corral/model"
+)
+
+// fsm is the raft.FSM over State. Reads take the read lock and copy out.
+type fsm struct {
+	mu    sync.RWMutex
+	state *State
+
+	changes notify.Hub
+}
+
+func newFSM() *fsm {
+	return &fsm{state: newState()}
+}
+
+// Apply implements raft.FSM. An undecodable entry panics: the log is corrupt
+// or written by a newer daemon whose entry we must not skip, and carrying on
+// would diverge from the other hosts.
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	c, err := Decode(l.Data)
+	if err != nil {
+		panic(fmt.Sprintf("raftstore: entry %d: %v", l.Index, err))
+	}
+	if c == nil { // unknown type with IgnoreUnknown
+		return nil
+	}
+	f.mu.Lock()
+	res := f.state.apply(c)
+	f.mu.Unlock()
+	f.changes.Signal()
+	return res
+}
+
+// read runs fn with the state under the read lock.
+func (f *fsm) read(fn func(*State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// Snapshot implements raft.FSM. It copies the maps (not the values, which
+// are immutable) so that Apply can continue while Persist writes.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &fsmSnapshot{state: f.state.clone()}, nil
+}
+
+// Restore implements raft.FSM: it builds a new State from the snapshot and
+// swaps it in only when the whole snapshot decoded.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.state = s
+	f.mu.Unlock()
+	f.changes.Signal()
+	return nil
+}
+
+const snapshotFormat = 1
+
+type snapHeader struct {
+	Format   int `json:"format"`
+	Hosts    int `json:"hosts"`
+	VMs      int `json:"vms"`
+	Networks int `json:"networks"`
+}
+
+type fsmSnapshot struct{ state *State }
+
+// Persist writes a header and then one JSON record per object.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := writeSnapshot(sink, s.state); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+func writeSnapshot(w io.Writer, s *State) error {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	enc := json.NewEncoder(bw)
+	err := enc.Encode(snapHeader{Format: snapshotFormat, Hosts: len(s.hosts), VMs: len(s.vms), Networks: len(s.networks)})
+	for _, h := range s.hosts {
+		if err != nil {
+			break
+		}
+		err = enc.Encode(h)
+	}
+	for _, v := range s.vms {
+		if err != nil {
+			break
+		}
+		err = enc.Encode(v)
+	}
+	for _, n := range s.networks {
+		if err != nil {
+			break
+		}
+		err = enc.Encode(n)
+	}
+	if err != nil {
+		return fmt.Errorf("write snapshot: %w", err)
+	}
+	return bw.Flush()
+}
+
+func readSnapshot(r io.Reader) (*State, error) {
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 1<<16))
+	var hdr snapHeader
+	if err := dec.Decode(&hdr); err != nil {
+		return nil, fmt.Errorf("read snapshot header: %w", err)
+	}
+	if hdr.Format != snapshotFormat {
+		return nil, fmt.Errorf("snapshot format %d, this daemon reads %d", hdr.Format, snapshotFormat)
+	}
+	s := newState()
+	for i := 0; i < hdr.Hosts; i++ {
+		var h model.Host
+		if err := dec.Decode(&h); err != nil {
+			return nil, fmt.Errorf("read snapshot host %d: %w", i, err)
+		}
+		s.hosts[h.Name] = h
+	}
+	for i := 0; i < hdr.VMs; i++ {
+		var v model.VM
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("read snapshot vm %d: %w", i, err)
+		}
+		s.vms[v.Name] = v
+		s.vmIDs[v.ID] = v.Name
+	}
+	for i := 0; i < hdr.Networks; i++ {
+		var n model.Network
+		if err := dec.Decode(&n); err != nil {
+			return nil, fmt.Errorf("read snapshot network %d: %w", i, err)
+		}
+		s.networks[n.Name] = n
+	}
+	return s, nil
+}

@@ -1,0 +1,85 @@
+package raftstore
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/corralhq/corral/model"
+)
+
+// State is the replicated cluster state: the desired state of hosts, VMs and
+// networks. Stored values are never modified in place; apply replaces them.
+// That lets Snapshot copy the maps shallowly and persist them while Apply
+// carries on.
+type State struct {
+	hosts    map[string]model.Host
+	vms      map[string]model.VM
+	vmIDs    map[string]string // VM ID -> name
+	networks map[string]model.Network
+}
+
+func newState() *State {
+	return &State{
+		hosts:    map[string]model.Host{},
+		vms:      map[string]model.VM{},
+		vmIDs:    map[string]string{},
+		networks: map[string]model.Network{},
+	}
+}
+
+// clone copies the maps, not the values (values are immutable once stored).
+func (s *State) clone() *State {
+	c := &State{
+		hosts:    make(map[string]model.Host, len(s.hosts)),
+		vms:      make(map[string]model.VM, len(s.vms)),
+		vmIDs:    make(map[string]string, len(s.vmIDs)),
+		networks: make(map[string]model.Network, len(s.networks)),
+	}
+	for k, v := range s.hosts {
+		c.hosts[k] = v
+	}
+	for k, v := range s.vms {
+		c.vms[k] = v
+	}
+	for k, v := range s.vmIDs {
+		c.vmIDs[k] = v
+	}
+	for k, v := range s.networks {
+		c.networks[k] = v
+	}
+	return c
+}
+
+func (s *State) host(name string) (model.Host, error) {
+	h, ok := s.hosts[name]
+	if !ok {
+		return model.Host{}, fmt.Errorf("host %q: %w", name, model.ErrNotFound)
+	}
+	return h.Clone(), nil
+}
+
+func (s *State) hostList() []model.Host {
+	out := make([]model.Host, 0, len(s.hosts))
+	for _, h := range s.hosts {
+		out = append(out, h.Clone())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (s *State) vm(name string) (model.VM, error) {
+	v, ok := s.vms[name]
+	if !ok {
+		return model.VM{}, fmt.Errorf("vm %q: %w", name, model.ErrNotFound)
+	}
+	return v.Clone(), nil
+}
+
+func (s *State) vmList() []model.VM {
+	out := make([]model.VM, 0, len(s.vms))
+	for _, v := range s.vms {
+		out = append(out, v.Clone())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

@@ -1,0 +1,417 @@
+package raftstore
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+
+	"github.com/corralhq/corral/internal/logadapt"
+	"github.com/corralhq/corral/model"
+)
+
+// Timing holds Raft's timers. Production uses DefaultTiming; tests shrink it.
+type Timing struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotInterval   time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+}
+
+// DefaultTiming is what corrald runs with: Raft's own defaults.
+func DefaultTiming() Timing {
+	return Timing{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		SnapshotInterval:   120 * time.Second,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       10240,
+	}
+}
+
+// Config is what a Store needs.
+type Config struct {
+	ID            string // server ID: the host name
+	BindAddr      string // ip:port to listen on
+	AdvertiseAddr string // ip:port peers dial
+	Dir           string // raft's directory: wal/ and snapshots/
+	TLS           *tls.Config
+	Logger        *slog.Logger
+	Timing        Timing
+}
+
+// Server is one member of the Raft configuration.
+type Server struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+}
+
+// Status is a summary of the local Raft node.
+type Status struct {
+	State        string    `json:"state"` // Leader, Follower, Candidate, Shutdown
+	Term         uint64    `json:"term"`
+	LastIndex    uint64    `json:"last_index"`
+	CommitIndex  uint64    `json:"commit_index"`
+	AppliedIndex uint64    `json:"applied_index"`
+	LastContact  time.Time `json:"last_contact"`
+}
+
+// Store runs a Raft node and its FSM. New builds nothing; Open starts Raft;
+// Close stops it.
+type Store struct {
+	cfg Config
+	log *slog.Logger
+	fsm *fsm
+
+	mu       sync.Mutex
+	raft     *raft.Raft
+	closeLog func()
+	trans    *raft.NetworkTransport
+	hasState bool
+}
+
+// New returns a Store for cfg; call Open to start it.
+func New(cfg Config) *Store {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timing == (Timing{}) {
+		cfg.Timing = DefaultTiming()
+	}
+	return &Store{cfg: cfg, log: cfg.Logger, fsm: newFSM()}
+}
+
+// Open creates the data directories, opens the log and snapshot stores, and
+// starts Raft. A node with existing state resumes from it.
+func (s *Store) Open() error {
+	walDir := filepath.Join(s.cfg.Dir, "wal")
+	snapDir := filepath.Join(s.cfg.Dir, "snapshots")
+	for _, d := range []string{walDir, snapDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("raft data dir: %w", err)
+		}
+	}
+	hl := logadapt.Hclog(s.log, "raft")
+	meta := &metadb.BoltMetaDB{} // wal.Close does not close its meta store; we do
+	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta))
+	if err != nil {
+		meta.Close()
+		return fmt.Errorf("open raft log %s: %w", walDir, err)
+	}
+	closeLog := func() {
+		w.Close()
+		meta.Close()
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 3, hl.Named("snapshot"))
+	if err != nil {
+		closeLog()
+		return fmt.Errorf("open snapshot store %s: %w", snapDir, err)
+	}
+	has, err := raft.HasExistingState(w, w, snaps)
+	if err != nil {
+		closeLog()
+		return fmt.Errorf("read raft state: %w", err)
+	}
+	stream, err := newStreamLayer(s.cfg.BindAddr, s.cfg.AdvertiseAddr, s.cfg.TLS)
+	if err != nil {
+		closeLog()
+		return err
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl.Named("net"),
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.cfg.ID)
+	rc.Logger = hl
+	rc.ShutdownOnRemove = false // a removed host stays a passive follower and can be re-added
+	t := s.cfg.Timing
+	rc.HeartbeatTimeout, rc.ElectionTimeout = t.HeartbeatTimeout, t.ElectionTimeout
+	rc.LeaderLeaseTimeout, rc.CommitTimeout = t.LeaderLeaseTimeout, t.CommitTimeout
+	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = t.SnapshotInterval, t.SnapshotThreshold, t.TrailingLogs
+
+	r, err := raft.NewRaft(rc, s.fsm, w, w, snaps, trans)
+	if err != nil {
+		trans.Close()
+		closeLog()
+		return fmt.Errorf("start raft: %w", err)
+	}
+	s.mu.Lock()
+	s.raft, s.closeLog, s.trans, s.hasState = r, closeLog, trans, has
+	s.mu.Unlock()
+	s.log.Info("raft started", "id", s.cfg.ID, "addr", s.cfg.AdvertiseAddr, "existing_state", has)
+	return nil
+}
+
+// Close shuts Raft down and closes its stores.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	r, closeLog, trans := s.raft, s.closeLog, s.trans
+	s.raft = nil
+	s.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	err := r.Shutdown().Error()
+	trans.Close()
+	closeLog()
+	return err
+}
+
+func (s *Store) r() (*raft.Raft, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.raft == nil {
+		return nil, fmt.Errorf("raft is not running: %w", model.ErrUnavailable)
+	}
+	return s.raft, nil
+}
+
+// HasState reports whether this node belongs to a cluster already: it had
+// Raft state when opened, has bootstrapped, or has received log entries.
+func (s *Store) HasState() bool {
+	s.mu.Lock()
+	has, r := s.hasState, s.raft
+	s.mu.Unlock()
+	return has || r != nil && r.LastIndex() > 0
+}
+
+// Bootstrap forms a new cluster with the given voters. Call it on one node
+// only, with no existing state.
+func (s *Store) Bootstrap(servers []Server) error {
+	r, err := s.r()
+	if err != nil {
+		return err
+	}
+	var conf raft.Configuration
+	for _, sv := range servers {
+		suffrage := raft.Voter
+		if !sv.Voter {
+			suffrage = raft.Nonvoter
+		}
+		conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(sv.ID), Address: raft.ServerAddress(sv.Address), Suffrage: suffrage})
+	}
+	if err := r.BootstrapCluster(conf).Error(); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	s.mu.Lock()
+	s.hasState = true
+	s.mu.Unlock()
+	return nil
+}
+
+// Apply writes c through Raft and returns what the FSM returned: a refusal
+// by the state rules comes back as the error. Only the leader can apply;
+// others get model.ErrNotLeader.
+func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
+	data, err := Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	return s.ApplyRaw(ctx, data)
+}
+
+// ApplyRaw is Apply for an already encoded entry.
+func (s *Store) ApplyRaw(ctx context.Context, data []byte) (any, error) {
+	r, err := s.r()
+	if err != nil {
+		return nil, err
+	}
+	f := r.Apply(data, timeout(ctx))
+	if err := f.Error(); err != nil {
+		return nil, mapRaftErr(err)
+	}
+	res := f.Response()
+	if err, ok := res.(error); ok {
+		return nil, err
+	}
+	return res, nil
+}
+
+// ApplyBatch writes cmds as one Batch entry and returns one error per command.
+func (s *Store) ApplyBatch(ctx context.Context, cmds []Command) (BatchResult, error) {
+	b := Batch{Entries: make([][]byte, len(cmds))}
+	for i, c := range cmds {
+		data, err := Encode(c)
+		if err != nil {
+			return nil, err
+		}
+		b.Entries[i] = data
+	}
+	res, err := s.Apply(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	return res.(BatchResult), nil
+}
+
+func timeout(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Millisecond
+	}
+	return 10 * time.Second
+}
+
+func mapRaftErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%v: %w", err, model.ErrNotLeader)
+	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%v: %w", err, model.ErrUnavailable)
+	}
+	return err
+}
+
+// Barrier waits until every entry committed before the call is applied to
+// the local FSM. A new leader calls it before acting on state.
+func (s *Store) Barrier(ctx context.Context) error {
+	r, err := s.r()
+	if err != nil {
+		return err
+	}
+	return mapRaftErr(r.Barrier(timeout(ctx)).Error())
+}
+
+// IsLeader reports whether this node is the Raft leader.
+func (s *Store) IsLeader() bool {
+	r, err := s.r()
+	return err == nil && r.State() == raft.Leader
+}
+
+// Leader returns the ID and address of the current leader, empty if none is
+// known.
+func (s *Store) Leader() (id, addr string) {
+	r, err := s.r()
+	if err != nil {
+		return "", ""
+	}
+	a, i := r.LeaderWithID()
+	return string(i), string(a)
+}
+
+// LeaderCh delivers true when this node becomes leader and false when it
+// stops being leader. It has one consumer: the leader loop.
+func (s *Store) LeaderCh() <-chan bool {
+	r, err := s.r()
+	if err != nil {
+		return nil
+	}
+	return r.LeaderCh()
+}
+
+// Servers returns the latest Raft configuration known to this node.
+func (s *Store) Servers() ([]Server, error) {
+	r, err := s.r()
+	if err != nil {
+		return nil, err
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, mapRaftErr(err)
+	}
+	var out []Server
+	for _, sv := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(sv.ID), Address: string(sv.Address), Voter: sv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// AddVoter adds a voter, or promotes an existing non-voter.
+func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
+	r, err := s.r()
+	if err != nil {
+		return err
+	}
+	return mapRaftErr(r.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout(ctx)).Error())
+}
+
+// AddNonvoter adds a non-voting member that receives the log.
+func (s *Store) AddNonvoter(ctx context.Context, id, addr string) error {
+	r, err := s.r()
+	if err != nil {
+		return err
+	}
+	return mapRaftErr(r.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout(ctx)).Error())
+}
+
+// RemoveServer removes a member from the configuration.
+func (s *Store) RemoveServer(ctx context.Context, id string) error {
+	r, err := s.r()
+	if err != nil {
+		return err
+	}
+	return mapRaftErr(r.RemoveServer(raft.ServerID(id), 0, timeout(ctx)).Error())
+}
+
+// Status returns a summary of the local node.
+func (s *Store) Status() Status {
+	r, err := s.r()
+	if err != nil {
+		return Status{State: "Shutdown"}
+	}
+	return Status{
+		State:        r.State().String(),
+		Term:         r.CurrentTerm(),
+		LastIndex:    r.LastIndex(),
+		CommitIndex:  r.CommitIndex(),
+		AppliedIndex: r.AppliedIndex(),
+		LastContact:  r.LastContact(),
+	}
+}
+
+// Watch returns a channel that receives a value (coalesced) after every
+// change to the state, and a function to stop watching.
+func (s *Store) Watch() (<-chan struct{}, func()) { return s.fsm.changes.Subscribe() }
+
+// Hosts returns all hosts, sorted by name.
+func (s *Store) Hosts() []model.Host {
+	var out []model.Host
+	s.fsm.read(func(st *State) { out = st.hostList() })
+	return out
+}
+
+// Host returns one host or an error wrapping model.ErrNotFound.
+func (s *Store) Host(name string) (model.Host, error) {
+	var (
+		h   model.Host
+		err error
+	)
+	s.fsm.read(func(st *State) { h, err = st.host(name) })
+	return h, err
+}
+
+// VMs returns all VMs, sorted by name.
+func (s *Store) VMs() []model.VM {
+	var out []model.VM
+	s.fsm.read(func(st *State) { out = st.vmList() })
+	return out
+}
+
+// VM returns one VM or an error wrapping model.ErrNotFound.
+func (s *Store) VM(name string) (model.VM, error) {
+	var (
+		v   model.VM
+		err error
+	)
+	s.fsm.read(func(st *State) { v, err = st.vm(name) })
+	return v, err
+}

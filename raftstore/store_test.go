@@ -1,0 +1,135 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/internal/testutil"
+	"github.com/corralhq/corral/model"
+)
+
+// fastTiming shrinks Raft's timers for in-process tests.
+func fastTiming() Timing {
+	return Timing{
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		SnapshotInterval: time.Hour, SnapshotThreshold: 1 << 20, TrailingLogs: 1024,
+	}
+}
+
+// startCluster starts n stores on 127.0.0.x and bootstraps them as voters.
+func startCluster(t testing.TB, n int) []*Store {
+	t.Helper()
+	var stores []*Store
+	var servers []Server
+	for i := 0; i < n; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", i+1)
+		addr := fmt.Sprintf("%s:%d", ip, testutil.FreePort(t, ip))
+		s := New(Config{ID: fmt.Sprintf("h%d", i+1), BindAddr: addr, AdvertiseAddr: addr, Dir: t.TempDir(),
+			Logger: testutil.Logger(t), Timing: fastTiming()})
+		if err := s.Open(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores = append(stores, s)
+		servers = append(servers, Server{ID: s.cfg.ID, Address: addr, Voter: true})
+	}
+	if err := stores[0].Bootstrap(servers); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, stores)
+	return stores
+}
+
+func waitLeader(t testing.TB, stores []*Store) *Store {
+	t.Helper()
+	var leader *Store
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for _, s := range stores {
+			if s.IsLeader() {
+				leader = s
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	return leader
+}
+
+func TestClusterReplicatesAndFailsOver(t *testing.T) {
+	stores := startCluster(t, 3)
+	leader := waitLeader(t, stores)
+	ctx := context.Background()
+	if _, err := leader.Apply(ctx, RegisterHost{Host: testHost("h1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.Apply(ctx, CreateVM{VM: testVM("v1")}); err != nil {
+		t.Fatal(err)
+	}
+	// A refused command comes back as the FSM's error.
+	if _, err := leader.Apply(ctx, CreateVM{VM: testVM("v1")}); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("duplicate create: %v", err)
+	}
+	// Followers refuse writes with ErrNotLeader.
+	for _, s := range stores {
+		if s != leader {
+			if _, err := s.Apply(ctx, DeleteVM{Name: "v1"}); !errors.Is(err, model.ErrNotLeader) {
+				t.Fatalf("follower apply: %v", err)
+			}
+		}
+	}
+	for _, s := range stores {
+		testutil.Eventually(t, 5*time.Second, func() error { _, err := s.VM("v1"); return err })
+	}
+	// Kill the leader: the others elect a new one, which keeps the state.
+	leader.Close()
+	var rest []*Store
+	for _, s := range stores {
+		if s != leader {
+			rest = append(rest, s)
+		}
+	}
+	next := waitLeader(t, rest)
+	if _, err := next.Apply(ctx, CreateVM{VM: testVM("v2")}); err != nil {
+		t.Fatal(err)
+	}
+	if len(next.VMs()) != 2 {
+		t.Fatalf("vms on new leader: %v", next.VMs())
+	}
+}
+
+func TestRestartKeepsState(t *testing.T) {
+	ip := "127.0.0.1"
+	addr := fmt.Sprintf("%s:%d", ip, testutil.FreePort(t, ip))
+	dir := t.TempDir()
+	cfg := Config{ID: "solo", BindAddr: addr, AdvertiseAddr: addr, Dir: dir, Logger: testutil.Logger(t), Timing: fastTiming()}
+	s := New(cfg)
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	if s.HasState() {
+		t.Fatal("fresh store has state")
+	}
+	if err := s.Bootstrap([]Server{{ID: "solo", Address: addr, Voter: true}}); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, []*Store{s})
+	if _, err := s.Apply(context.Background(), CreateVM{VM: testVM("v")}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s2 := New(cfg)
+	if err := s2.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if !s2.HasState() {
+		t.Fatal("restarted store has no state")
+	}
+	waitLeader(t, []*Store{s2})
+	testutil.Eventually(t, 5*time.Second, func() error { _, err := s2.VM("v"); return err })
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install the Debian packages a corral target needs, when they are missing.
+# usage: scripts/deps.sh test|demo
+set -euo pipefail
+what=${1:-test}
+pkgs=(iproute2)
+case "$what" in
+  test|demo) ;;
+  *) echo "usage: $0 test|demo" >&2; exit 2 ;;
+esac
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
+  echo "deps: Go is not installed (expected /usr/local/go/bin/go)" >&2
+  exit 1
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing Debian packages: ${missing[*]}; run as root or install them" >&2
+  exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -74,9 +74,9 @@ type Status struct {
 // Store runs a Raft node and its FSM. New builds nothing; Open starts Raft;
 // Close stops it.
 type Store struct {
+	reader
 	cfg Config
 	log *slog.Logger
-	fsm *fsm
 
 	mu       sync.Mutex
 	raft     *raft.Raft
@@ -93,7 +93,7 @@ func New(cfg Config) *Store {
 	if cfg.Timing == (Timing{}) {
 		cfg.Timing = DefaultTiming()
 	}
-	return &Store{cfg: cfg, log: cfg.Logger, fsm: newFSM()}
+	return &Store{reader: reader{newFSM()}, cfg: cfg, log: cfg.Logger}
 }
 
 // Open creates the data directories, opens the log and snapshot stores, and
@@ -376,42 +376,4 @@ func (s *Store) Status() Status {
 		AppliedIndex: r.AppliedIndex(),
 		LastContact:  r.LastContact(),
 	}
-}
-
-// Watch returns a channel that receives a value (coalesced) after every
-// change to the state, and a function to stop watching.
-func (s *Store) Watch() (<-chan struct{}, func()) { return s.fsm.changes.Subscribe() }
-
-// Hosts returns all hosts, sorted by name.
-func (s *Store) Hosts() []model.Host {
-	var out []model.Host
-	s.fsm.read(func(st *State) { out = st.hostList() })
-	return out
-}
-
-// Host returns one host or an error wrapping model.ErrNotFound.
-func (s *Store) Host(name string) (model.Host, error) {
-	var (
-		h   model.Host
-		err error
-	)
-	s.fsm.read(func(st *State) { h, err = st.host(name) })
-	return h, err
-}
-
-// VMs returns all VMs, sorted by name.
-func (s *Store) VMs() []model.VM {
-	var out []model.VM
-	s.fsm.read(func(st *State) { out = st.vmList() })
-	return out
-}
-
-// VM returns one VM or an error wrapping model.ErrNotFound.
-func (s *Store) VM(name string) (model.VM, error) {
-	var (
-		v   model.VM
-		err error
-	)
-	s.fsm.read(func(st *State) { v, err = st.vm(name) })
-	return v, err
 }

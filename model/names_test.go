@@ -1,0 +1,61 @@
+package model
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidateName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"web-1", true}, {"a", true}, {"db_2.prod", true}, {strings.Repeat("a", 63), true},
+		{"", false}, {strings.Repeat("a", 64), false}, {"a/b", false}, {"Web", false},
+		{"-x", false}, {"x y", false}, {"../etc", false}, {"é", false},
+	} {
+		err := ValidateName("vm", tc.name)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%q: %v", tc.name, err)
+		}
+	}
+}
+
+func TestValidateLabels(t *testing.T) {
+	for _, tc := range []struct {
+		labels map[string]string
+		ok     bool
+	}{
+		{map[string]string{"rack": "r1", "corral.io/zone": "a"}, true},
+		{map[string]string{"k": ""}, true},
+		{map[string]string{"": "v"}, false},
+		{map[string]string{"K": "v"}, false},
+		{map[string]string{"k": "a=b"}, false},
+		{map[string]string{"k": "a,b"}, false},
+		{map[string]string{"k": "line\nbreak"}, false},
+		{map[string]string{"k": strings.Repeat("v", 64)}, false},
+	} {
+		err := ValidateLabels(tc.labels)
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: %v", tc.labels, err)
+		}
+	}
+}
+
+func TestVMSpecLimits(t *testing.T) {
+	for _, tc := range []struct {
+		spec VMSpec
+		ok   bool
+	}{
+		{VMSpec{VCPUs: 1, MemoryMiB: 128}, true},
+		{VMSpec{VCPUs: 0, MemoryMiB: 128}, false},
+		{VMSpec{VCPUs: 1, MemoryMiB: 0}, false},
+		{VMSpec{VCPUs: 1, MemoryMiB: 1 << 40}, false},
+		{VMSpec{VCPUs: 100000, MemoryMiB: 128}, false},
+	} {
+		if err := tc.spec.Validate("v"); (err == nil) != tc.ok {
+			t.Errorf("%+v: %v", tc.spec, err)
+		}
+	}
+}

@@ -1,0 +1,36 @@
+package raftstore
+
+import (
+	"context"
+
+	"github.com/hashicorp/raft"
+)
+
+// Memory applies commands straight to an in-memory FSM, with no Raft and
+// no disk. It behaves like a single-node Store that is always the leader,
+// for tests of the logic above the store.
+type Memory struct {
+	reader
+	index uint64
+}
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory { return &Memory{reader: reader{newFSM()}} }
+
+// Apply encodes c, applies it and returns the FSM's result, exactly as a
+// committed entry would be applied.
+func (m *Memory) Apply(ctx context.Context, c Command) (any, error) {
+	data, err := Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	m.fsm.mu.Lock()
+	m.index++
+	idx := m.index
+	m.fsm.mu.Unlock()
+	res := m.fsm.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
+	if err, ok := res.(error); ok {
+		return nil, err
+	}
+	return res, nil
+}

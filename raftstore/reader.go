@@ -1,0 +1,45 @@
+package raftstore
+
+import "github.com/corralhq/corral/model"
+
+// reader is the read side shared by Store and Memory: copies out of the
+// local FSM, and change notifications.
+type reader struct{ fsm *fsm }
+
+// Watch returns a channel that receives a value (coalesced) after every
+// change to the state, and a function to stop watching.
+func (r reader) Watch() (<-chan struct{}, func()) { return r.fsm.changes.Subscribe() }
+
+// Hosts returns all hosts, sorted by name.
+func (r reader) Hosts() []model.Host {
+	var out []model.Host
+	r.fsm.read(func(st *State) { out = st.hostList() })
+	return out
+}
+
+// Host returns one host or an error wrapping model.ErrNotFound.
+func (r reader) Host(name string) (model.Host, error) {
+	var (
+		h   model.Host
+		err error
+	)
+	r.fsm.read(func(st *State) { h, err = st.host(name) })
+	return h, err
+}
+
+// VMs returns all VMs, sorted by name.
+func (r reader) VMs() []model.VM {
+	var out []model.VM
+	r.fsm.read(func(st *State) { out = st.vmList() })
+	return out
+}
+
+// VM returns one VM or an error wrapping model.ErrNotFound.
+func (r reader) VM(name string) (model.VM, error) {
+	var (
+		v   model.VM
+		err error
+	)
+	r.fsm.read(func(st *State) { v, err = st.vm(name) })
+	return v, err
+}

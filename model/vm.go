@@ -2,6 +2,8 @@ package model
 
 import (
 	"fmt"
+	"net"
+	"strings"
 	"time"
 )
 
@@ -16,29 +18,142 @@ const (
 // Valid reports whether p is a known desired power state.
 func (p PowerState) Valid() bool { return p == PowerRunning || p == PowerStopped }
 
-// VMSpec is what an operator asks for when creating a VM.
-type VMSpec struct {
-	VCPUs     int               `json:"vcpus"`
-	MemoryMiB int64             `json:"memory_mib"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	// AntiAffinity names a group; two VMs of one group never share a host.
-	AntiAffinity string `json:"anti_affinity,omitempty"`
+// DiskSpec is one disk of a VM: a copy-on-write overlay on a base image, or
+// a blank volume.
+type DiskSpec struct {
+	// Image names a base image; the disk is a qcow2 overlay on it.
+	Image string `json:"image,omitempty"`
+	// SizeMiB is the size of a blank disk, or the virtual size of an
+	// overlay (0: the image's size).
+	SizeMiB int64 `json:"size_mib,omitempty"`
 }
 
-// Limits on a VM's size: enough for any real host, small enough to reject
-// typos like a memory size given in bytes.
+// KernelBoot boots a VM directly from a kernel and initrd on the host
+// (appliance guests). The paths must exist on every host, typically on
+// shared storage.
+type KernelBoot struct {
+	Kernel  string `json:"kernel"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+}
+
+// NICSpec is a network interface on a corral network.
+type NICSpec struct {
+	Network string `json:"network"`
+	// MAC is chosen by the leader when the VM is created and kept through
+	// restarts, recovery and migration.
+	MAC string `json:"mac,omitempty"`
+}
+
+// HAPolicy says what corral does when a VM's guest or host fails.
+type HAPolicy struct {
+	// Enabled: recover the VM on another host when its host fails.
+	Enabled bool `json:"enabled"`
+	// Priority orders recovery: higher first.
+	Priority int `json:"priority"`
+	// MaxRestart local restarts after crashes within RestartWindowSec,
+	// then the VM is relocated, at most MaxRelocate times, then failed.
+	MaxRestart       int `json:"max_restart"`
+	RestartWindowSec int `json:"restart_window_s"`
+	MaxRelocate      int `json:"max_relocate"`
+}
+
+// DefaultHA is the policy of a VM created without one.
+func DefaultHA() HAPolicy {
+	return HAPolicy{Enabled: true, MaxRestart: 3, RestartWindowSec: 600, MaxRelocate: 2}
+}
+
+// VMSpec is what an operator asks for when creating a VM.
+type VMSpec struct {
+	VCPUs     int         `json:"vcpus"`
+	MemoryMiB int64       `json:"memory_mib"`
+	Disks     []DiskSpec  `json:"disks,omitempty"`
+	Kernel    *KernelBoot `json:"kernel,omitempty"`
+	NICs      []NICSpec   `json:"nics,omitempty"`
+	// UserData is cloud-init user data; the host attaches it as a NoCloud
+	// seed (an ISO 9660 volume labelled cidata).
+	UserData string            `json:"user_data,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	// AntiAffinity names a group; two VMs of one group never share a host.
+	AntiAffinity string `json:"anti_affinity,omitempty"`
+	// Require lists host labels the VM's host must carry.
+	Require map[string]string `json:"require,omitempty"`
+	HA      HAPolicy          `json:"ha"`
+}
+
+// Limits on a VM: enough for any real host, small enough to reject typos
+// like a memory size given in bytes.
 const (
-	MaxVCPUs     = 512
-	MaxMemoryMiB = 16 << 20 // 16 TiB
+	MaxVCPUs       = 512
+	MinMemoryMiB   = 16
+	MaxMemoryMiB   = 16 << 20 // 16 TiB
+	MaxDisks       = 16
+	MaxDiskMiB     = 64 << 20 // 64 TiB
+	MaxNICs        = 8
+	MaxUserData    = 64 << 10
+	maxPathLen     = 4096
+	maxCmdlineLen  = 4096
+	maxHAPriority  = 1000
+	maxHAMaxCount  = 100
+	maxHAWindowSec = 7 * 24 * 3600
 )
 
 // Validate checks a spec for the VM called name.
 func (s VMSpec) Validate(name string) error {
-	if s.VCPUs < 1 || s.VCPUs > MaxVCPUs {
-		return fmt.Errorf("vm %q: vcpus %d out of range 1..%d: %w", name, s.VCPUs, MaxVCPUs, ErrInvalid)
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("vm %q: %s: %w", name, fmt.Sprintf(format, args...), ErrInvalid)
 	}
-	if s.MemoryMiB < 16 || s.MemoryMiB > MaxMemoryMiB {
-		return fmt.Errorf("vm %q: memory %d MiB out of range 16..%d MiB: %w", name, s.MemoryMiB, int64(MaxMemoryMiB), ErrInvalid)
+	if s.VCPUs < 1 || s.VCPUs > MaxVCPUs {
+		return bad("vcpus %d out of range 1..%d", s.VCPUs, MaxVCPUs)
+	}
+	if s.MemoryMiB < MinMemoryMiB || s.MemoryMiB > MaxMemoryMiB {
+		return bad("memory %d MiB out of range %d..%d MiB", s.MemoryMiB, MinMemoryMiB, int64(MaxMemoryMiB))
+	}
+	if len(s.Disks) > MaxDisks {
+		return bad("%d disks, at most %d", len(s.Disks), MaxDisks)
+	}
+	for i, d := range s.Disks {
+		if d.SizeMiB < 0 || d.SizeMiB > MaxDiskMiB {
+			return bad("disk %d: size %d MiB out of range 0..%d", i, d.SizeMiB, int64(MaxDiskMiB))
+		}
+		if d.Image == "" && d.SizeMiB == 0 {
+			return bad("disk %d: give an image or a size", i)
+		}
+		if d.Image != "" {
+			if err := ValidateName("image", d.Image); err != nil {
+				return fmt.Errorf("vm %q: disk %d: %w", name, i, err)
+			}
+		}
+	}
+	if k := s.Kernel; k != nil {
+		if !strings.HasPrefix(k.Kernel, "/") || len(k.Kernel) > maxPathLen {
+			return bad("kernel %q must be an absolute path", k.Kernel)
+		}
+		if k.Initrd != "" && (!strings.HasPrefix(k.Initrd, "/") || len(k.Initrd) > maxPathLen) {
+			return bad("initrd %q must be an absolute path", k.Initrd)
+		}
+		if len(k.Cmdline) > maxCmdlineLen || strings.ContainsAny(k.Cmdline, "\n\x00") {
+			return bad("kernel command line too long or has a newline")
+		}
+	}
+	if len(s.Disks) == 0 && s.Kernel == nil {
+		return bad("nothing to boot: give a disk (image or size) or a kernel")
+	}
+	if len(s.NICs) > MaxNICs {
+		return bad("%d NICs, at most %d", len(s.NICs), MaxNICs)
+	}
+	for i, n := range s.NICs {
+		if err := ValidateName("network", n.Network); err != nil {
+			return fmt.Errorf("vm %q: nic %d: %w", name, i, err)
+		}
+		if n.MAC != "" {
+			if hw, err := net.ParseMAC(n.MAC); err != nil || len(hw) != 6 || hw[0]&1 != 0 {
+				return bad("nic %d: %q is not a unicast MAC address", i, n.MAC)
+			}
+		}
+	}
+	if len(s.UserData) > MaxUserData {
+		return bad("user data is %d bytes, at most %d", len(s.UserData), MaxUserData)
 	}
 	if s.AntiAffinity != "" {
 		if err := ValidateName("anti-affinity group", s.AntiAffinity); err != nil {
@@ -48,13 +163,65 @@ func (s VMSpec) Validate(name string) error {
 	if err := ValidateLabels(s.Labels); err != nil {
 		return fmt.Errorf("vm %q: %w", name, err)
 	}
+	if err := ValidateLabels(s.Require); err != nil {
+		return fmt.Errorf("vm %q: required host labels: %w", name, err)
+	}
+	ha := s.HA
+	if ha.Priority < -maxHAPriority || ha.Priority > maxHAPriority {
+		return bad("ha priority %d out of range -%d..%d", ha.Priority, maxHAPriority, maxHAPriority)
+	}
+	if ha.MaxRestart < 0 || ha.MaxRestart > maxHAMaxCount || ha.MaxRelocate < 0 || ha.MaxRelocate > maxHAMaxCount {
+		return bad("ha max_restart and max_relocate must be within 0..%d", maxHAMaxCount)
+	}
+	if ha.RestartWindowSec < 0 || ha.RestartWindowSec > maxHAWindowSec {
+		return bad("ha restart window %ds out of range 0..%d", ha.RestartWindowSec, maxHAWindowSec)
+	}
 	return nil
 }
 
 // Clone returns a deep copy of s.
 func (s VMSpec) Clone() VMSpec {
 	s.Labels = CloneLabels(s.Labels)
+	s.Require = CloneLabels(s.Require)
+	s.Disks = append([]DiskSpec(nil), s.Disks...)
+	s.NICs = append([]NICSpec(nil), s.NICs...)
+	if s.Kernel != nil {
+		k := *s.Kernel
+		s.Kernel = &k
+	}
 	return s
+}
+
+// VMState is a VM's actual state as its host last reported it, or as the
+// leader derived it.
+type VMState string
+
+const (
+	StatePending  VMState = "pending"  // not placed, or its host has not reported yet
+	StateStarting VMState = "starting" // being defined and started
+	StateRunning  VMState = "running"
+	StateStopping VMState = "stopping"
+	StateStopped  VMState = "stopped"
+	StateCrashed  VMState = "crashed" // died unexpectedly; restart pending
+	StateFailed   VMState = "failed"  // corral gave up; see Failed
+	StateError    VMState = "error"   // the host could not act; see Message
+	StateDeleting VMState = "deleting"
+	StateDeleted  VMState = "deleted" // host removed domain and disks
+)
+
+// Actual is the last report about a VM from the host it is placed on.
+type Actual struct {
+	State      VMState `json:"state"`
+	Host       string  `json:"host,omitempty"`
+	Generation uint64  `json:"generation,omitempty"`
+	// Since is when the guest was started (running) or when State began.
+	Since   time.Time `json:"since,omitzero"`
+	Message string    `json:"message,omitempty"`
+	// Restarts counts local restarts after crashes in the current window.
+	Restarts int `json:"restarts,omitempty"`
+	// SpecVersion is the spec version the running domain was defined with.
+	SpecVersion uint64    `json:"spec_version,omitempty"`
+	UpdatedAt   time.Time `json:"updated_at,omitzero"`
 }
 
 // VM is a guest as recorded in cluster state: what the operator asked for,
@@ -68,12 +235,43 @@ type VM struct {
 	// Generation counts placements. It is bumped every time Host changes,
 	// and a host acts on (and reports about) one generation only, so stale
 	// reports from a former host are ignored.
-	Generation uint64    `json:"generation"`
-	CreatedAt  time.Time `json:"created_at"`
+	Generation uint64 `json:"generation"`
+	// SpecVersion is bumped by every change of Spec (resize).
+	SpecVersion uint64 `json:"spec_version"`
+	// RestartSeq is bumped by "vm restart"; the host restarts the guest
+	// when it sees a value it has not acted on.
+	RestartSeq uint64 `json:"restart_seq,omitempty"`
+	// Deleting: the operator removed the VM; its host destroys the domain
+	// and its disks, then the leader forgets it.
+	Deleting bool `json:"deleting,omitempty"`
+	// Failed is why corral gave up on the VM (crash loop beyond its HA
+	// limits); a start clears it.
+	Failed      string    `json:"failed,omitempty"`
+	Relocations int       `json:"relocations,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	Actual      Actual    `json:"actual"`
 }
 
 // Clone returns a deep copy of v.
 func (v VM) Clone() VM {
 	v.Spec = v.Spec.Clone()
 	return v
+}
+
+// DiskVolume names the storage volume of disk i of the VM: unique per VM
+// incarnation (the ID), recognisable by name.
+func (v VM) DiskVolume(i int) string {
+	return fmt.Sprintf("vm-%s-%s-disk%d.qcow2", v.Name, shortID(v.ID), i)
+}
+
+// SeedVolume names the cloud-init NoCloud seed volume of the VM.
+func (v VM) SeedVolume() string {
+	return fmt.Sprintf("vm-%s-%s-seed.iso", v.Name, shortID(v.ID))
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
 }

@@ -30,6 +30,29 @@ func (s *State) apply(c Command) any {
 		return s.placeVM(c)
 	case DeleteVM:
 		return s.deleteVM(c)
+	case SetVMPower:
+		return s.setVMPower(c)
+	case RestartVM:
+		return s.updateVM(c.Name, func(v *model.VM) error { v.RestartSeq++; return nil })
+	case ResizeVM:
+		return s.resizeVM(c)
+	case MarkVMDelete:
+		return s.updateVM(c.Name, func(v *model.VM) error {
+			v.Deleting = true
+			v.Desired = model.PowerStopped
+			return nil
+		})
+	case ReportVMs:
+		return s.reportVMs(c)
+	case FailVM:
+		return s.failVM(c)
+	case PutImage:
+		return s.putImage(c)
+	case DeleteImage:
+		return s.deleteImage(c)
+	case AddEvents:
+		s.addEvents(c.Events)
+		return nil
 	case Batch:
 		res := make(BatchResult, len(c.Entries))
 		for i, e := range c.Entries {
@@ -149,6 +172,9 @@ func (s *State) createVM(c CreateVM) error {
 		return fmt.Errorf("vm %q: unknown power state %q: %w", v.Name, v.Desired, model.ErrInvalid)
 	}
 	v.Generation = 0
+	v.SpecVersion = 1
+	v.RestartSeq, v.Deleting, v.Failed, v.Relocations = 0, false, "", 0
+	v.Actual = model.Actual{State: model.StatePending}
 	if v.Host != "" {
 		if _, err := s.host(v.Host); err != nil {
 			return fmt.Errorf("vm %q: %w", v.Name, err)
@@ -173,8 +199,12 @@ func (s *State) placeVM(c PlaceVM) error {
 			return fmt.Errorf("vm %q: %w", c.Name, err)
 		}
 	}
+	if c.Relocation {
+		v.Relocations++
+	}
 	v.Host = c.Host
 	v.Generation++
+	v.Actual = model.Actual{State: model.StatePending}
 	s.vms[v.Name] = v
 	return nil
 }
@@ -187,4 +217,126 @@ func (s *State) deleteVM(c DeleteVM) error {
 	delete(s.vms, c.Name)
 	delete(s.vmIDs, v.ID)
 	return nil
+}
+
+// updateVM applies fn to a copy of the VM and stores it if fn succeeds.
+func (s *State) updateVM(name string, fn func(*model.VM) error) error {
+	v, err := s.vm(name)
+	if err != nil {
+		return err
+	}
+	if err := fn(&v); err != nil {
+		return err
+	}
+	s.vms[name] = v
+	return nil
+}
+
+func (s *State) setVMPower(c SetVMPower) error {
+	if !c.Desired.Valid() {
+		return fmt.Errorf("vm %q: unknown power state %q: %w", c.Name, c.Desired, model.ErrInvalid)
+	}
+	return s.updateVM(c.Name, func(v *model.VM) error {
+		if v.Deleting {
+			return fmt.Errorf("vm %q is being deleted: %w", c.Name, model.ErrConflict)
+		}
+		v.Desired = c.Desired
+		if c.ClearFailed {
+			v.Failed = ""
+			v.Relocations = 0
+		}
+		return nil
+	})
+}
+
+func (s *State) resizeVM(c ResizeVM) error {
+	return s.updateVM(c.Name, func(v *model.VM) error {
+		v.Spec.VCPUs, v.Spec.MemoryMiB = c.VCPUs, c.MemoryMiB
+		if err := v.Spec.Validate(v.Name); err != nil {
+			return err
+		}
+		v.SpecVersion++
+		return nil
+	})
+}
+
+// reportVMs applies the reports that match the VM's current placement and
+// returns how many it applied.
+func (s *State) reportVMs(c ReportVMs) any {
+	applied := 0
+	for _, r := range c.Reports {
+		v, ok := s.vms[r.Name]
+		if !ok || v.Host != c.Host || v.Generation != r.Generation {
+			continue // stale: the VM moved, was replaced or is gone
+		}
+		if r.State == model.StateDeleted {
+			if v.Deleting {
+				delete(s.vms, v.Name)
+				delete(s.vmIDs, v.ID)
+				applied++
+			}
+			continue
+		}
+		v = v.Clone()
+		v.Actual = model.Actual{
+			State: r.State, Host: c.Host, Generation: r.Generation, Since: r.Since, Message: r.Message,
+			Restarts: r.Restarts, SpecVersion: r.SpecVersion, UpdatedAt: c.Time,
+		}
+		s.vms[v.Name] = v
+		applied++
+	}
+	return applied
+}
+
+func (s *State) failVM(c FailVM) error {
+	return s.updateVM(c.Name, func(v *model.VM) error {
+		if v.Generation != c.Generation {
+			return fmt.Errorf("vm %q: generation is %d, not %d: %w", c.Name, v.Generation, c.Generation, model.ErrConflict)
+		}
+		v.Failed = c.Reason
+		v.Actual.State = model.StateFailed
+		v.Actual.Message = c.Reason
+		return nil
+	})
+}
+
+func (s *State) putImage(c PutImage) error {
+	im := c.Image
+	if err := model.ValidateName("image", im.Name); err != nil {
+		return err
+	}
+	if im.Format != "qcow2" && im.Format != "raw" {
+		return fmt.Errorf("image %q: format %q, want qcow2 or raw: %w", im.Name, im.Format, model.ErrInvalid)
+	}
+	if _, ok := s.images[im.Name]; ok {
+		return fmt.Errorf("image %q already exists: %w", im.Name, model.ErrConflict)
+	}
+	s.images[im.Name] = im
+	return nil
+}
+
+func (s *State) deleteImage(c DeleteImage) error {
+	if _, err := s.image(c.Name); err != nil {
+		return err
+	}
+	for _, name := range model.SortedKeys(s.vms) {
+		for _, d := range s.vms[name].Spec.Disks {
+			if d.Image == c.Name {
+				return fmt.Errorf("image %q is used by vm %q: %w", c.Name, name, model.ErrConflict)
+			}
+		}
+	}
+	delete(s.images, c.Name)
+	return nil
+}
+
+func (s *State) addEvents(evs []model.Event) {
+	for _, e := range evs {
+		s.eventSeq++
+		e.Seq = s.eventSeq
+		s.events = append(s.events, e)
+	}
+	if over := len(s.events) - maxEvents; over > 0 {
+		s.events = append([]model.Event(nil), s.events[over:]...)
+	}
 }

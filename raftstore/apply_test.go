@@ -22,7 +22,7 @@ func testHost(name string) model.Host {
 }
 
 func testVM(name string) model.VM {
-	return model.VM{ID: "id-" + name, Name: name, Spec: model.VMSpec{VCPUs: 1, MemoryMiB: 256}}
+	return model.VM{ID: "id-" + name, Name: name, Spec: model.VMSpec{VCPUs: 1, MemoryMiB: 256, Disks: []model.DiskSpec{{SizeMiB: 64}}}}
 }
 
 // applyAll feeds commands through the FSM as raft would and returns the
@@ -93,6 +93,52 @@ func TestApplyRules(t *testing.T) {
 			cmd: PlaceVM{Name: "v", Host: "a", Generation: 0}, wantErr: model.ErrConflict},
 		{name: "delete vm frees id", setup: []Command{CreateVM{VM: testVM("v")}, DeleteVM{Name: "v"}}, cmd: CreateVM{VM: testVM("v")}},
 		{name: "delete unknown vm", cmd: DeleteVM{Name: "v"}, wantErr: model.ErrNotFound},
+		{name: "stale report ignored",
+			setup: []Command{RegisterHost{Host: testHost("a")}, RegisterHost{Host: testHost("b")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}, PlaceVM{Name: "v", Host: "b", Generation: 1}},
+			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning}}},
+			check: func(t *testing.T, s *State) {
+				if st := s.vms["v"].Actual.State; st != model.StatePending {
+					t.Errorf("a stale report from the former host changed the state to %q", st)
+				}
+			}},
+		{name: "current report applied",
+			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}},
+			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 2}}},
+			check: func(t *testing.T, s *State) {
+				if a := s.vms["v"].Actual; a.State != model.StateRunning || a.Host != "a" || a.Restarts != 2 {
+					t.Errorf("actual = %+v", a)
+				}
+			}},
+		{name: "deleted report forgets a deleting vm",
+			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}, MarkVMDelete{Name: "v"}},
+			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
+			check: func(t *testing.T, s *State) {
+				if _, ok := s.vms["v"]; ok {
+					t.Error("vm still there")
+				}
+			}},
+		{name: "deleted report ignored for a wanted vm",
+			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}},
+			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
+			check: func(t *testing.T, s *State) {
+				if _, ok := s.vms["v"]; !ok {
+					t.Error("vm forgotten")
+				}
+			}},
+		{name: "start of a deleting vm", setup: []Command{CreateVM{VM: testVM("v")}, MarkVMDelete{Name: "v"}},
+			cmd: SetVMPower{Name: "v", Desired: model.PowerRunning}, wantErr: model.ErrConflict},
+		{name: "resize validates", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: ResizeVM{Name: "v", VCPUs: 0, MemoryMiB: 256}, wantErr: model.ErrInvalid},
+		{name: "resize bumps spec version", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: ResizeVM{Name: "v", VCPUs: 2, MemoryMiB: 512},
+			check: func(t *testing.T, s *State) {
+				if v := s.vms["v"]; v.SpecVersion != 2 || v.Spec.VCPUs != 2 {
+					t.Errorf("vm = %+v", v)
+				}
+			}},
+		{name: "fail with stale generation", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: FailVM{Name: "v", Generation: 5, Reason: "x"}, wantErr: model.ErrConflict},
+		{name: "image in use", setup: []Command{PutImage{Image: model.Image{Name: "base", Format: "qcow2"}},
+			CreateVM{VM: func() model.VM { v := testVM("v"); v.Spec.Disks = []model.DiskSpec{{Image: "base"}}; return v }()}},
+			cmd: DeleteImage{Name: "base"}, wantErr: model.ErrConflict},
+		{name: "image bad format", cmd: PutImage{Image: model.Image{Name: "x", Format: "vmdk"}}, wantErr: model.ErrInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,6 +163,23 @@ func TestApplyRules(t *testing.T) {
 				tc.check(t, f.state)
 			}
 		})
+	}
+}
+
+func TestEventsAreNumberedAndBounded(t *testing.T) {
+	f := newFSM()
+	for i := 0; i < maxEvents+10; i++ {
+		applyAll(t, f, AddEvents{Events: []model.Event{{Kind: "k", Message: fmt.Sprint(i)}}})
+	}
+	evs := f.state.eventsAfter(0, 0)
+	if len(evs) != maxEvents || evs[0].Seq != 11 || evs[len(evs)-1].Seq != maxEvents+10 {
+		t.Fatalf("%d events, first %d, last %d", len(evs), evs[0].Seq, evs[len(evs)-1].Seq)
+	}
+	if got := f.state.eventsAfter(maxEvents+5, 0); len(got) != 5 || got[0].Seq != maxEvents+6 {
+		t.Fatalf("after: %v", got)
+	}
+	if got := f.state.eventsAfter(0, 3); len(got) != 3 || got[2].Seq != maxEvents+10 {
+		t.Fatalf("limit keeps the newest: %v", got)
 	}
 }
 
@@ -183,7 +246,13 @@ func canonical(s *State) []any {
 	for _, k := range model.SortedKeys(s.networks) {
 		out = append(out, s.networks[k])
 	}
-	return out
+	for _, im := range s.imageList() {
+		out = append(out, im)
+	}
+	for _, e := range s.events {
+		out = append(out, e)
+	}
+	return append(out, s.eventSeq)
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
@@ -193,6 +262,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		h := testHost(fmt.Sprintf("h%d", i))
 		cmds = append(cmds, RegisterHost{Host: h}, SetHostLabels{Name: h.Name, Set: map[string]string{"rack": fmt.Sprint(i % 2)}})
 	}
+	cmds = append(cmds, PutImage{Image: model.Image{Name: "base", Format: "qcow2", SizeBytes: 1}},
+		AddEvents{Events: []model.Event{{Kind: "created", VM: "vm000"}, {Kind: "placed", VM: "vm000", Host: "h0"}}})
 	for i := 0; i < 200; i++ {
 		v := testVM(fmt.Sprintf("vm%03d", i))
 		v.Host = fmt.Sprintf("h%d", i%5)
@@ -259,7 +330,12 @@ func FuzzDecode(f *testing.F) {
 	for _, c := range []Command{
 		RegisterHost{Host: testHost("a")}, SetHostLabels{Name: "a", Set: map[string]string{"k": "v"}, Remove: []string{"x"}},
 		SetHostMode{Name: "a", Mode: model.ModeFenced}, RemoveHost{Name: "a"}, CreateVM{VM: testVM("v")},
-		PlaceVM{Name: "v", Host: "a", Generation: 3}, DeleteVM{Name: "v"},
+		PlaceVM{Name: "v", Host: "a", Generation: 3, Relocation: true}, DeleteVM{Name: "v"},
+		SetVMPower{Name: "v", Desired: model.PowerStopped, ClearFailed: true}, RestartVM{Name: "v"},
+		ResizeVM{Name: "v", VCPUs: 2, MemoryMiB: 64}, MarkVMDelete{Name: "v"},
+		ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning}}},
+		FailVM{Name: "v", Generation: 1, Reason: "r"}, PutImage{Image: model.Image{Name: "i", Format: "raw"}},
+		DeleteImage{Name: "i"}, AddEvents{Events: []model.Event{{Kind: "k"}}},
 		Batch{Entries: [][]byte{MustEncode(DeleteVM{Name: "v"})}},
 	} {
 		f.Add(MustEncode(c))

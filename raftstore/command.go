@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/corralhq/corral/model"
 )
@@ -24,9 +25,20 @@ const (
 	TypeSetHostMode   Type = 3
 	TypeRemoveHost    Type = 4
 
-	TypeCreateVM Type = 10
-	TypePlaceVM  Type = 11
-	TypeDeleteVM Type = 12
+	TypeCreateVM     Type = 10
+	TypePlaceVM      Type = 11
+	TypeDeleteVM     Type = 12
+	TypeSetVMPower   Type = 13
+	TypeRestartVM    Type = 14
+	TypeResizeVM     Type = 15
+	TypeMarkVMDelete Type = 16
+	TypeReportVMs    Type = 17
+	TypeFailVM       Type = 18
+
+	TypePutImage    Type = 20
+	TypeDeleteImage Type = 21
+
+	TypeAddEvents Type = 25
 
 	TypeBatch Type = 30
 )
@@ -71,16 +83,90 @@ type CreateVM struct {
 }
 
 // PlaceVM assigns a VM to a host, provided its generation is still
-// Generation (compare and set); the VM's generation is then bumped.
+// Generation (compare and set); the VM's generation is then bumped and its
+// actual state reset to pending. Relocation counts the move against the
+// VM's max_relocate.
 type PlaceVM struct {
 	Name       string `json:"name"`
 	Host       string `json:"host"`
 	Generation uint64 `json:"generation"`
+	Relocation bool   `json:"relocation,omitempty"`
 }
 
-// DeleteVM removes a VM.
+// DeleteVM forgets a VM at once (its host cleans up when it sees the
+// domain is no longer wanted).
 type DeleteVM struct {
 	Name string `json:"name"`
+}
+
+// SetVMPower sets the desired power state; ClearFailed forgets a failure
+// and the relocation count (an operator's start).
+type SetVMPower struct {
+	Name        string           `json:"name"`
+	Desired     model.PowerState `json:"desired"`
+	ClearFailed bool             `json:"clear_failed,omitempty"`
+}
+
+// RestartVM asks the VM's host to restart it (bumps RestartSeq).
+type RestartVM struct {
+	Name string `json:"name"`
+}
+
+// ResizeVM changes vCPUs and memory (bumps SpecVersion); the host applies
+// it at the guest's next start.
+type ResizeVM struct {
+	Name      string `json:"name"`
+	VCPUs     int    `json:"vcpus"`
+	MemoryMiB int64  `json:"memory_mib"`
+}
+
+// MarkVMDelete starts the removal of a VM: its host destroys the domain
+// and deletes its disks, then reports "deleted", which forgets the VM.
+type MarkVMDelete struct {
+	Name string `json:"name"`
+}
+
+// VMReport is a host's report about one VM it runs.
+type VMReport struct {
+	Name        string        `json:"name"`
+	Generation  uint64        `json:"generation"`
+	State       model.VMState `json:"state"`
+	Since       time.Time     `json:"since,omitzero"`
+	Message     string        `json:"message,omitempty"`
+	Restarts    int           `json:"restarts,omitempty"`
+	SpecVersion uint64        `json:"spec_version,omitempty"`
+}
+
+// ReportVMs records reports from Host. A report is applied only while the
+// VM is placed on Host with the report's generation; others are stale and
+// ignored. A "deleted" report about a VM being deleted forgets the VM.
+type ReportVMs struct {
+	Host    string     `json:"host"`
+	Time    time.Time  `json:"time"`
+	Reports []VMReport `json:"reports"`
+}
+
+// FailVM marks a VM failed (corral gives up on it) if its generation is
+// still Generation.
+type FailVM struct {
+	Name       string `json:"name"`
+	Generation uint64 `json:"generation"`
+	Reason     string `json:"reason"`
+}
+
+// PutImage records a base image in the storage pool.
+type PutImage struct {
+	Image model.Image `json:"image"`
+}
+
+// DeleteImage forgets an image; refused while a VM's disk uses it.
+type DeleteImage struct {
+	Name string `json:"name"`
+}
+
+// AddEvents appends to the event log; the state machine numbers them.
+type AddEvents struct {
+	Events []model.Event `json:"events"`
 }
 
 // Batch applies several commands in one log entry, in order. Each command
@@ -96,6 +182,15 @@ func (RemoveHost) Type() Type    { return TypeRemoveHost }
 func (CreateVM) Type() Type      { return TypeCreateVM }
 func (PlaceVM) Type() Type       { return TypePlaceVM }
 func (DeleteVM) Type() Type      { return TypeDeleteVM }
+func (SetVMPower) Type() Type    { return TypeSetVMPower }
+func (RestartVM) Type() Type     { return TypeRestartVM }
+func (ResizeVM) Type() Type      { return TypeResizeVM }
+func (MarkVMDelete) Type() Type  { return TypeMarkVMDelete }
+func (ReportVMs) Type() Type     { return TypeReportVMs }
+func (FailVM) Type() Type        { return TypeFailVM }
+func (PutImage) Type() Type      { return TypePutImage }
+func (DeleteImage) Type() Type   { return TypeDeleteImage }
+func (AddEvents) Type() Type     { return TypeAddEvents }
 func (Batch) Type() Type         { return TypeBatch }
 
 // Encode serializes c as one type byte followed by its JSON body.
@@ -140,6 +235,24 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[PlaceVM](t, body)
 	case TypeDeleteVM:
 		return decodeAs[DeleteVM](t, body)
+	case TypeSetVMPower:
+		return decodeAs[SetVMPower](t, body)
+	case TypeRestartVM:
+		return decodeAs[RestartVM](t, body)
+	case TypeResizeVM:
+		return decodeAs[ResizeVM](t, body)
+	case TypeMarkVMDelete:
+		return decodeAs[MarkVMDelete](t, body)
+	case TypeReportVMs:
+		return decodeAs[ReportVMs](t, body)
+	case TypeFailVM:
+		return decodeAs[FailVM](t, body)
+	case TypePutImage:
+		return decodeAs[PutImage](t, body)
+	case TypeDeleteImage:
+		return decodeAs[DeleteImage](t, body)
+	case TypeAddEvents:
+		return decodeAs[AddEvents](t, body)
 	case TypeBatch:
 		return decodeAs[Batch](t, body)
 	}

@@ -79,10 +79,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 const snapshotFormat = 1
 
 type snapHeader struct {
-	Format   int `json:"format"`
-	Hosts    int `json:"hosts"`
-	VMs      int `json:"vms"`
-	Networks int `json:"networks"`
+	Format   int    `json:"format"`
+	Hosts    int    `json:"hosts"`
+	VMs      int    `json:"vms"`
+	Networks int    `json:"networks"`
+	Images   int    `json:"images"`
+	Events   int    `json:"events"`
+	EventSeq uint64 `json:"event_seq"`
 }
 
 type fsmSnapshot struct{ state *State }
@@ -101,7 +104,8 @@ func (s *fsmSnapshot) Release() {}
 func writeSnapshot(w io.Writer, s *State) error {
 	bw := bufio.NewWriterSize(w, 1<<16)
 	enc := json.NewEncoder(bw)
-	err := enc.Encode(snapHeader{Format: snapshotFormat, Hosts: len(s.hosts), VMs: len(s.vms), Networks: len(s.networks)})
+	err := enc.Encode(snapHeader{Format: snapshotFormat, Hosts: len(s.hosts), VMs: len(s.vms), Networks: len(s.networks),
+		Images: len(s.images), Events: len(s.events), EventSeq: s.eventSeq})
 	for _, h := range s.hosts {
 		if err != nil {
 			break
@@ -119,6 +123,18 @@ func writeSnapshot(w io.Writer, s *State) error {
 			break
 		}
 		err = enc.Encode(n)
+	}
+	for _, im := range s.images {
+		if err != nil {
+			break
+		}
+		err = enc.Encode(im)
+	}
+	for _, e := range s.events {
+		if err != nil {
+			break
+		}
+		err = enc.Encode(e)
 	}
 	if err != nil {
 		return fmt.Errorf("write snapshot: %w", err)
@@ -158,5 +174,19 @@ func readSnapshot(r io.Reader) (*State, error) {
 		}
 		s.networks[n.Name] = n
 	}
+	for i := 0; i < hdr.Images; i++ {
+		var im model.Image
+		if err := dec.Decode(&im); err != nil {
+			return nil, fmt.Errorf("read snapshot image %d: %w", i, err)
+		}
+		s.images[im.Name] = im
+	}
+	s.events = make([]model.Event, hdr.Events)
+	for i := range s.events {
+		if err := dec.Decode(&s.events[i]); err != nil {
+			return nil, fmt.Errorf("read snapshot event %d: %w", i, err)
+		}
+	}
+	s.eventSeq = hdr.EventSeq
 	return s, nil
 }

@@ -43,3 +43,28 @@ func (r reader) VM(name string) (model.VM, error) {
 	r.fsm.read(func(st *State) { v, err = st.vm(name) })
 	return v, err
 }
+
+// Images returns all images, sorted by name.
+func (r reader) Images() []model.Image {
+	var out []model.Image
+	r.fsm.read(func(st *State) { out = st.imageList() })
+	return out
+}
+
+// Image returns one image or an error wrapping model.ErrNotFound.
+func (r reader) Image(name string) (model.Image, error) {
+	var (
+		im  model.Image
+		err error
+	)
+	r.fsm.read(func(st *State) { im, err = st.image(name) })
+	return im, err
+}
+
+// Events returns up to limit events with Seq greater than after (0 and 0:
+// everything kept).
+func (r reader) Events(after uint64, limit int) []model.Event {
+	var out []model.Event
+	r.fsm.read(func(st *State) { out = st.eventsAfter(after, limit) })
+	return out
+}

@@ -16,7 +16,14 @@ type State struct {
 	vms      map[string]model.VM
 	vmIDs    map[string]string // VM ID -> name
 	networks map[string]model.Network
+	images   map[string]model.Image
+	// events is a ring of the last maxEvents events; eventSeq numbers them.
+	events   []model.Event
+	eventSeq uint64
 }
+
+// maxEvents bounds the event log kept in state.
+const maxEvents = 2000
 
 func newState() *State {
 	return &State{
@@ -24,6 +31,7 @@ func newState() *State {
 		vms:      map[string]model.VM{},
 		vmIDs:    map[string]string{},
 		networks: map[string]model.Network{},
+		images:   map[string]model.Image{},
 	}
 }
 
@@ -34,6 +42,9 @@ func (s *State) clone() *State {
 		vms:      make(map[string]model.VM, len(s.vms)),
 		vmIDs:    make(map[string]string, len(s.vmIDs)),
 		networks: make(map[string]model.Network, len(s.networks)),
+		images:   make(map[string]model.Image, len(s.images)),
+		events:   append([]model.Event(nil), s.events...),
+		eventSeq: s.eventSeq,
 	}
 	for k, v := range s.hosts {
 		c.hosts[k] = v
@@ -46,6 +57,9 @@ func (s *State) clone() *State {
 	}
 	for k, v := range s.networks {
 		c.networks[k] = v
+	}
+	for k, v := range s.images {
+		c.images[k] = v
 	}
 	return c
 }
@@ -82,4 +96,31 @@ func (s *State) vmList() []model.VM {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+func (s *State) image(name string) (model.Image, error) {
+	im, ok := s.images[name]
+	if !ok {
+		return model.Image{}, fmt.Errorf("image %q: %w", name, model.ErrNotFound)
+	}
+	return im, nil
+}
+
+func (s *State) imageList() []model.Image {
+	out := make([]model.Image, 0, len(s.images))
+	for _, im := range s.images {
+		out = append(out, im)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// eventsAfter returns up to limit events with Seq > after, oldest first.
+func (s *State) eventsAfter(after uint64, limit int) []model.Event {
+	i := sort.Search(len(s.events), func(i int) bool { return s.events[i].Seq > after })
+	out := s.events[i:]
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return append([]model.Event(nil), out...)
 }

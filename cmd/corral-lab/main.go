@@ -1,0 +1,194 @@
+// Command corral-lab runs corral's testbed: N hosts on this machine, each
+// with its own network and mount namespace, libvirtd and corrald.
+//
+//	corral-lab up --hosts 3 [--dir D] [--corrald bin/corrald]
+//	corral-lab status | down
+//	corral-lab kill H | boot H                  power loss / power on
+//	corral-lab partition H | heal H             cut / restore H's link
+//	corral-lab stop-daemon H [--kill] | start-daemon H
+//	corral-lab restart-libvirtd H
+//	corral-lab exec H -- CMD [ARGS]             e.g. corralctl status
+//
+// It needs root and installs nothing: it says what is missing.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/corralhq/corral/api/client"
+	"github.com/corralhq/corral/internal/lab"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "corral-lab:", err)
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.ExitCode())
+		}
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: corral-lab [--dir D] COMMAND
+  up --hosts N [--id K] [--corrald PATH] [--config-extra TOML]
+  status | down
+  kill H | boot H | partition H | heal H
+  stop-daemon H [--kill] | start-daemon H | restart-libvirtd H
+  exec H -- CMD [ARGS]`
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("corral-lab", flag.ContinueOnError)
+	dir := fs.String("dir", lab.DefaultDir, "lab directory")
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	args = fs.Args()
+	if len(args) == 0 {
+		fs.Usage()
+		return errors.New("no command")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd, args := args[0], args[1:]
+	if cmd == "up" {
+		return up(ctx, *dir, args)
+	}
+	l, err := lab.Load(*dir)
+	if err != nil {
+		if cmd == "down" && errors.Is(err, os.ErrNotExist) {
+			fmt.Println("no lab to take down")
+			return nil
+		}
+		return err
+	}
+	switch cmd {
+	case "down":
+		if err := l.Down(ctx); err != nil {
+			return err
+		}
+		fmt.Println("lab removed")
+		return nil
+	case "status":
+		return status(ctx, l)
+	}
+	if len(args) < 1 {
+		return fmt.Errorf("%s: which host?", cmd)
+	}
+	h, err := l.Host(args[0])
+	if err != nil {
+		return err
+	}
+	rest := args[1:]
+	switch cmd {
+	case "kill":
+		return h.Kill(ctx)
+	case "boot":
+		return h.Boot(ctx)
+	case "partition":
+		return h.Partition(ctx)
+	case "heal":
+		return h.Heal(ctx)
+	case "stop-daemon":
+		return h.StopDaemon(ctx, "corrald", len(rest) > 0 && rest[0] == "--kill")
+	case "start-daemon":
+		return h.StartDaemon(ctx, "corrald")
+	case "restart-libvirtd":
+		return h.RestartDaemon(ctx, "libvirtd")
+	case "exec":
+		if len(rest) > 0 && rest[0] == "--" {
+			rest = rest[1:]
+		}
+		if len(rest) == 0 {
+			return errors.New("exec: no command")
+		}
+		c := h.Command(ctx, rest[0], rest[1:]...)
+		c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+		c.Env = append(os.Environ(), "CORRAL_SOCKET=/run/corral/corral.sock")
+		return c.Run()
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+func up(ctx context.Context, dir string, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	hosts := fs.Int("hosts", 3, "number of hosts")
+	id := fs.Int("id", 0, "lab id (0-255): subnet 10.77.ID.0/24, names carry it")
+	corrald := fs.String("corrald", "", "corrald binary (default: next to corral-lab, then $PATH)")
+	extra := fs.String("config-extra", "", "TOML appended to every host's corral.toml")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	bin := *corrald
+	if bin == "" {
+		self, _ := os.Executable()
+		bin = filepath.Join(filepath.Dir(self), "corrald")
+		if _, err := os.Stat(bin); err != nil {
+			if bin, err = exec.LookPath("corrald"); err != nil {
+				return errors.New("no corrald next to corral-lab or in $PATH; pass --corrald")
+			}
+		}
+	}
+	l, err := lab.Up(ctx, lab.Config{Dir: dir, ID: *id, Hosts: *hosts, Corrald: bin, CorraldConfig: *extra})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("lab up in %s: %d hosts on %s (bridge %s), shared storage %s\n", l.Dir, len(l.Hosts), l.Subnet, l.Bridge, l.SharedDir())
+	return status(ctx, l)
+}
+
+func status(ctx context.Context, l *lab.Lab) error {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "HOST\tIP\tLINK\tDAEMONS\tCORRALD SOCKET")
+	for _, h := range l.Hosts {
+		var running []string
+		for d, ok := range h.Running() {
+			if ok {
+				running = append(running, d)
+			}
+		}
+		link := "down"
+		if h.LinkUp() {
+			link = "up"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.IP, link, orNone(sortedJoin(running)), h.Socket())
+	}
+	w.Flush()
+	if len(l.Hosts) > 0 {
+		if s, err := client.New(l.Hosts[0].Socket()).Status(ctx); err == nil {
+			fmt.Printf("\nleader: %s; voters: %s\n", orNone(s.Leader), strings.Join(s.Voters, ", "))
+		}
+	}
+	fmt.Printf("\nuse corralctl on a host:  corral-lab --dir %s exec h1 -- corralctl status\n", l.Dir)
+	fmt.Printf("or from here:             corralctl --socket %s status\n", l.Hosts[0].Socket())
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func sortedJoin(s []string) string {
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			if s[j] < s[i] {
+				s[i], s[j] = s[j], s[i]
+			}
+		}
+	}
+	return strings.Join(s, ",")
+}

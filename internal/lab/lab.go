@@ -1,0 +1,336 @@
+// Package lab is corral's testbed: N corral hosts on one machine. Each host
+// is a network namespace plus a mount namespace with private /run,
+// /var/lib/libvirt, /etc/libvirt, /var/log/libvirt, /etc/corral and
+// /var/lib/corral, with its own virtlogd, virtlockd, libvirtd and corrald.
+// Hosts reach each other through veth pairs on one bridge; a shared storage
+// directory is visible to every host at the same path. The lab can power a
+// host off (kill every process in its namespace and cut its link), partition
+// and heal it, and restart its daemons.
+//
+// cmd/corral-lab is its command line; end-to-end tests and the demo use it.
+// It needs root, iproute2, util-linux (unshare, nsenter), libvirt and QEMU,
+// and installs nothing: Check reports what is missing.
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config describes a lab.
+type Config struct {
+	// Dir holds everything the lab makes (default /var/lib/corral-lab).
+	Dir string
+	// ID (0-255) keeps concurrent labs apart: it is part of namespace,
+	// bridge and interface names and the third octet of the subnet
+	// 10.77.ID.0/24.
+	ID    int
+	Hosts int
+	// Corrald is the corrald binary to run on every host.
+	Corrald string
+	// CorraldConfig is appended to every host's corral.toml.
+	CorraldConfig string
+	// Seeds lists the hosts (by index) every host joins through; default all.
+	Seeds []int
+}
+
+// Host is one lab host.
+type Host struct {
+	Name   string         `json:"name"`
+	IP     string         `json:"ip"`
+	Netns  string         `json:"netns"`
+	Veth   string         `json:"veth"` // root-side end of its link
+	Dir    string         `json:"dir"`
+	PIDs   map[string]int `json:"pids"` // daemon -> pid
+	lab    *Lab
+	config string
+}
+
+// Lab is a running (or stopped) testbed; its state is in Dir/lab.json.
+type Lab struct {
+	Dir     string  `json:"dir"`
+	ID      int     `json:"id"`
+	Bridge  string  `json:"bridge"`
+	Subnet  string  `json:"subnet"`
+	Hosts   []*Host `json:"hosts"`
+	Corrald string  `json:"corrald"`
+}
+
+// DefaultDir is where corral-lab keeps its labs.
+const DefaultDir = "/var/lib/corral-lab"
+
+// Check returns an error naming every missing requirement.
+func Check() error {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root privileges")
+	}
+	for _, tool := range []struct{ bin, pkg string }{
+		{"ip", "iproute2"}, {"unshare", "util-linux"}, {"nsenter", "util-linux"}, {"mount", "mount"},
+		{"libvirtd", "libvirt-daemon-system"}, {"virtlogd", "libvirt-daemon-system"}, {"virtlockd", "libvirt-daemon-system"},
+		{"qemu-system-x86_64", "qemu-system-x86"}, {"qemu-img", "qemu-utils"},
+	} {
+		if _, err := exec.LookPath(tool.bin); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (Debian package %s)", tool.bin, tool.pkg))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("the lab needs: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func (l *Lab) stateFile() string { return filepath.Join(l.Dir, "lab.json") }
+func (l *Lab) nsDir() string     { return filepath.Join(l.Dir, "ns") }
+
+// SharedDir is the storage directory every host sees at the same path.
+func (l *Lab) SharedDir() string { return filepath.Join(l.Dir, "shared") }
+
+func (l *Lab) save() error {
+	b, err := json.MarshalIndent(l, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := l.stateFile() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, l.stateFile())
+}
+
+// Load reads the lab in dir.
+func Load(dir string) (*Lab, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "lab.json"))
+	if err != nil {
+		return nil, fmt.Errorf("no lab in %s: %w", dir, err)
+	}
+	var l Lab
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("lab state %s: %w", dir, err)
+	}
+	for _, h := range l.Hosts {
+		h.lab = &l
+	}
+	return &l, nil
+}
+
+// Host returns the host called name.
+func (l *Lab) Host(name string) (*Host, error) {
+	for _, h := range l.Hosts {
+		if h.Name == name {
+			return h, nil
+		}
+	}
+	return nil, fmt.Errorf("no host %q in the lab (hosts: %s)", name, strings.Join(l.names(), ", "))
+}
+
+func (l *Lab) names() []string {
+	var out []string
+	for _, h := range l.Hosts {
+		out = append(out, h.Name)
+	}
+	return out
+}
+
+// run runs a command in the root namespaces and returns its error with
+// its output.
+func run(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Up builds the lab: bridge, hosts, shared storage, daemons. It fails if a
+// lab already exists in cfg.Dir.
+func Up(ctx context.Context, cfg Config) (*Lab, error) {
+	if err := Check(); err != nil {
+		return nil, err
+	}
+	if cfg.Dir == "" {
+		cfg.Dir = DefaultDir
+	}
+	if cfg.Hosts < 1 || cfg.Hosts > 200 {
+		return nil, fmt.Errorf("hosts: %d, want 1..200", cfg.Hosts)
+	}
+	if cfg.ID < 0 || cfg.ID > 255 {
+		return nil, fmt.Errorf("lab id %d, want 0..255", cfg.ID)
+	}
+	if cfg.Corrald == "" {
+		return nil, errors.New("no corrald binary given")
+	}
+	corrald, err := filepath.Abs(cfg.Corrald)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "lab.json")); err == nil {
+		return nil, fmt.Errorf("a lab already exists in %s (corral-lab down first)", cfg.Dir)
+	}
+	l := &Lab{
+		Dir: cfg.Dir, ID: cfg.ID, Corrald: corrald,
+		Bridge: fmt.Sprintf("corral%dbr", cfg.ID),
+		Subnet: fmt.Sprintf("10.77.%d.0/24", cfg.ID),
+	}
+	for i := 0; i < cfg.Hosts; i++ {
+		name := fmt.Sprintf("h%d", i+1)
+		l.Hosts = append(l.Hosts, &Host{
+			Name: name, IP: fmt.Sprintf("10.77.%d.%d", cfg.ID, 11+i),
+			Netns: fmt.Sprintf("corral%d-%s", cfg.ID, name), Veth: fmt.Sprintf("c%d%s", cfg.ID, name),
+			Dir: filepath.Join(cfg.Dir, "hosts", name), PIDs: map[string]int{}, lab: l,
+		})
+	}
+	seeds := cfg.Seeds
+	if len(seeds) == 0 {
+		for i := range l.Hosts {
+			seeds = append(seeds, i)
+		}
+	}
+	var seedIPs []string
+	for _, s := range seeds {
+		seedIPs = append(seedIPs, fmt.Sprintf("%q", l.Hosts[s].IP))
+	}
+	for _, d := range []string{l.Dir, l.nsDir(), filepath.Join(l.SharedDir(), "pool")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.save(); err != nil {
+		return nil, err
+	}
+	// From here on, a failure tears down what was built.
+	fail := func(err error) (*Lab, error) {
+		l.Down(context.Background())
+		return nil, err
+	}
+	// The mount namespace files must live on a private mount.
+	if err := run(ctx, "mount", "--bind", l.nsDir(), l.nsDir()); err != nil {
+		return fail(err)
+	}
+	if err := run(ctx, "mount", "--make-private", l.nsDir()); err != nil {
+		return fail(err)
+	}
+	if err := l.setupBridge(ctx); err != nil {
+		return fail(err)
+	}
+	for _, h := range l.Hosts {
+		h.config = fmt.Sprintf(`name = %q
+bind_addr = %q
+seeds = [%s]
+bootstrap_expect = %d
+# storage_pool = %q
+%s
+`, h.Name, h.IP, strings.Join(seedIPs, ", "), min(3, cfg.Hosts), filepath.Join(l.SharedDir(), "pool"), cfg.CorraldConfig)
+		if err := h.create(ctx); err != nil {
+			return fail(fmt.Errorf("%s: %w", h.Name, err))
+		}
+		if err := l.save(); err != nil {
+			return fail(err)
+		}
+	}
+	for _, h := range l.Hosts {
+		if err := h.Boot(ctx); err != nil {
+			return fail(fmt.Errorf("%s: %w", h.Name, err))
+		}
+	}
+	return l, l.save()
+}
+
+func (l *Lab) setupBridge(ctx context.Context) error {
+	if err := run(ctx, "ip", "link", "add", l.Bridge, "type", "bridge"); err != nil {
+		return err
+	}
+	_, ipnet, _ := net.ParseCIDR(l.Subnet)
+	gw := ipnet.IP.To4()
+	gw[3] = 1
+	if err := run(ctx, "ip", "addr", "add", gw.String()+"/24", "dev", l.Bridge); err != nil {
+		return err
+	}
+	return run(ctx, "ip", "link", "set", l.Bridge, "up")
+}
+
+// Down stops every process of every host, and removes the namespaces,
+// links, bridge, mounts and directory of the lab. It is safe to run twice
+// and on a half-built lab.
+func (l *Lab) Down(ctx context.Context) error {
+	var errs []error
+	for _, h := range l.Hosts {
+		h.killAll()
+		if err := h.unmountNS(); err != nil {
+			errs = append(errs, err)
+		}
+		if nsExists(h.Netns) {
+			if err := run(ctx, "ip", "netns", "del", h.Netns); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if linkExists(h.Veth) {
+			run(ctx, "ip", "link", "del", h.Veth)
+		}
+	}
+	if linkExists(l.Bridge) {
+		if err := run(ctx, "ip", "link", "del", l.Bridge); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if mounted(l.nsDir()) {
+		if err := run(ctx, "umount", l.nsDir()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(l.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func nsExists(name string) bool {
+	_, err := os.Stat(filepath.Join("/run/netns", name))
+	return err == nil
+}
+
+func linkExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
+}
+
+// mounted reports whether path is a mount point (per /proc/self/mountinfo).
+func mounted(path string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == path {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor polls cond every 50ms until it is true or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v waiting for %s", timeout, what)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,17 @@
+package model
+
+import "time"
+
+// Event is one step the cluster took, for operators: a VM created, placed,
+// crashed, restarted, relocated, failed; later fencing and recovery steps.
+type Event struct {
+	// Seq is assigned by the state machine: strictly increasing.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"` // chosen by the leader
+	// Kind is a short stable word: created, placed, started, stopped,
+	// crashed, restarted, relocated, failed, deleted, ...
+	Kind    string `json:"kind"`
+	Host    string `json:"host,omitempty"`
+	VM      string `json:"vm,omitempty"`
+	Message string `json:"message,omitempty"`
+}

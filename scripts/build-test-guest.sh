@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Build corral's tiny test guest from Debian's cloud kernel and busybox-static:
+#   OUT/vmlinuz     the kernel (direct kernel boot)
+#   OUT/initrd.img  busybox + virtio/isofs/button modules + /init
+#   OUT/disk.qcow2  a 16 MiB blank base image (the guest keeps a counter on it)
+# The guest prints CORRAL-BOOT on its serial console, then a CORRAL-TICK line
+# every second with a counter it keeps on its first disk and its uptime, so a
+# test can tell a reboot (counter continues, uptime restarts) from a live
+# migration (both continue). It powers off on the ACPI power button, mounts a
+# NoCloud seed (iso9660, label cidata) if attached and prints its user-data,
+# and configures eth0 from corral.ip=ADDR/LEN on the kernel command line.
+#
+# usage: scripts/build-test-guest.sh OUT
+set -euo pipefail
+out=${1:?usage: $0 OUT}
+mkdir -p "$out"
+kver=$(ls /lib/modules | grep -- '-cloud-amd64$' | sort -V | tail -1)
+[ -n "$kver" ] || { echo "no cloud kernel in /lib/modules (apt-get install linux-image-cloud-amd64)" >&2; exit 1; }
+kernel=/boot/vmlinuz-$kver
+stamp="$out/.stamp"
+want="$kver $(sha256sum "$0" | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$out/initrd.img" ] && [ -f "$out/disk.qcow2" ]; then
+  exit 0
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+root=$work/root
+mkdir -p "$root"/{bin,dev,proc,sys,mnt,etc/acpi/PWRF,lib/modules,tmp}
+cp /bin/busybox "$root/bin/busybox"
+
+# Modules, each after its dependencies (modinfo -F depends).
+order=()
+seen=" "
+add() {
+  local m=$1 f d
+  case "$seen" in *" $m "*) return ;; esac
+  seen="$seen$m "
+  f=$(modinfo -k "$kver" -F filename "$m" 2>/dev/null) || { echo "module $m not found" >&2; exit 1; }
+  case "$f" in (builtin*) return ;; esac
+  for d in $(modinfo -k "$kver" -F depends "$m" | tr ',' ' '); do add "$d"; done
+  cp "$f" "$root/lib/modules/"
+  order+=("$(basename "$f")")
+}
+for m in virtio_pci virtio_blk virtio_net virtio_console isofs evdev button pvpanic_pci; do add "$m"; done
+printf '%s\n' "${order[@]}" > "$root/lib/modules/order"
+
+cat > "$root/etc/acpi/PWRF/00000080" <<'SH'
+#!/bin/sh
+echo "CORRAL-POWEROFF" > /dev/ttyS0
+sync
+poweroff -f
+SH
+chmod +x "$root/etc/acpi/PWRF/00000080"
+
+cat > "$root/init" <<'SH'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /lib/modules/order); do
+  case "$m" in *.ko.xz) xz -dc "/lib/modules/$m" > /tmp/m.ko; insmod /tmp/m.ko ;; *) insmod "/lib/modules/$m" ;; esac 2>/dev/null
+done
+exec >/dev/ttyS0 2>&1
+arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
+name=$(arg corral.name)
+hostname "${name:-guest}"
+acpid -d -c /etc/acpi &  # in the foreground: as a daemon it needs /var/log
+ip link set lo up
+ip=$(arg corral.ip)
+if [ -n "$ip" ]; then
+  ip link set eth0 up && ip addr add "$ip" dev eth0 && echo "CORRAL-NET eth0 $ip"
+fi
+for d in /dev/vd[b-z]; do
+  [ -b "$d" ] || continue
+  if mount -t iso9660 -o ro "$d" /mnt 2>/dev/null; then
+    [ -f /mnt/user-data ] && echo "CORRAL-USERDATA $(head -c 200 /mnt/user-data | tr '\n' ' ')"
+    umount /mnt
+  fi
+done
+n=$(dd if=/dev/vda bs=16 count=1 2>/dev/null | tr -dc 0-9)
+n=${n:-0}
+echo "CORRAL-BOOT host=$(hostname) counter=$n"
+while true; do
+  n=$((n+1))
+  printf '%-16s' "$n" | dd of=/dev/vda bs=16 count=1 conv=notrunc,fsync 2>/dev/null
+  echo "CORRAL-TICK counter=$n uptime=$(cut -d' ' -f1 /proc/uptime)"
+  sleep 1
+done
+SH
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.img.tmp"
+mv "$out/initrd.img.tmp" "$out/initrd.img"
+cp "$kernel" "$out/vmlinuz"
+rm -f "$out/disk.qcow2"
+qemu-img create -q -f qcow2 "$out/disk.qcow2" 16M
+echo "$want" > "$stamp"
+echo "test guest: $out (kernel $kver, modules: ${order[*]})"

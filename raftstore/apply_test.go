@@ -95,7 +95,7 @@ func TestApplyRules(t *testing.T) {
 		{name: "delete unknown vm", cmd: DeleteVM{Name: "v"}, wantErr: model.ErrNotFound},
 		{name: "stale report ignored",
 			setup: []Command{RegisterHost{Host: testHost("a")}, RegisterHost{Host: testHost("b")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}, PlaceVM{Name: "v", Host: "b", Generation: 1}},
-			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning}}},
+			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning}}},
 			check: func(t *testing.T, s *State) {
 				if st := s.vms["v"].Actual.State; st != model.StatePending {
 					t.Errorf("a stale report from the former host changed the state to %q", st)
@@ -103,7 +103,7 @@ func TestApplyRules(t *testing.T) {
 			}},
 		{name: "current report applied",
 			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}},
-			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 2}}},
+			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 2}}},
 			check: func(t *testing.T, s *State) {
 				if a := s.vms["v"].Actual; a.State != model.StateRunning || a.Host != "a" || a.Restarts != 2 {
 					t.Errorf("actual = %+v", a)
@@ -111,7 +111,7 @@ func TestApplyRules(t *testing.T) {
 			}},
 		{name: "deleted report forgets a deleting vm",
 			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}, MarkVMDelete{Name: "v"}},
-			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
+			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
 			check: func(t *testing.T, s *State) {
 				if _, ok := s.vms["v"]; ok {
 					t.Error("vm still there")
@@ -119,7 +119,7 @@ func TestApplyRules(t *testing.T) {
 			}},
 		{name: "deleted report ignored for a wanted vm",
 			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}},
-			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
+			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
 			check: func(t *testing.T, s *State) {
 				if _, ok := s.vms["v"]; !ok {
 					t.Error("vm forgotten")

@@ -40,28 +40,35 @@ type Config struct {
 	CorraldConfig string
 	// Seeds lists the hosts (by index) every host joins through; default all.
 	Seeds []int
+	// NoCorrald boots hosts with their libvirt daemons only (for driver
+	// tests).
+	NoCorrald bool
 }
 
 // Host is one lab host.
 type Host struct {
-	Name   string         `json:"name"`
-	IP     string         `json:"ip"`
-	Netns  string         `json:"netns"`
-	Veth   string         `json:"veth"` // root-side end of its link
-	Dir    string         `json:"dir"`
-	PIDs   map[string]int `json:"pids"` // daemon -> pid
+	Name  string         `json:"name"`
+	IP    string         `json:"ip"`
+	Netns string         `json:"netns"`
+	Veth  string         `json:"veth"` // root-side end of its link
+	Dir   string         `json:"dir"`
+	PIDs  map[string]int `json:"pids"` // daemon -> pid
+	// NetIno and MntIno identify the host's namespaces.
+	NetIno uint64 `json:"net_ino"`
+	MntIno uint64 `json:"mnt_ino"`
 	lab    *Lab
 	config string
 }
 
 // Lab is a running (or stopped) testbed; its state is in Dir/lab.json.
 type Lab struct {
-	Dir     string  `json:"dir"`
-	ID      int     `json:"id"`
-	Bridge  string  `json:"bridge"`
-	Subnet  string  `json:"subnet"`
-	Hosts   []*Host `json:"hosts"`
-	Corrald string  `json:"corrald"`
+	Dir       string  `json:"dir"`
+	ID        int     `json:"id"`
+	Bridge    string  `json:"bridge"`
+	Subnet    string  `json:"subnet"`
+	Hosts     []*Host `json:"hosts"`
+	Corrald   string  `json:"corrald"`
+	NoCorrald bool    `json:"no_corrald,omitempty"`
 }
 
 // DefaultDir is where corral-lab keeps its labs.
@@ -165,18 +172,22 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if cfg.ID < 0 || cfg.ID > 255 {
 		return nil, fmt.Errorf("lab id %d, want 0..255", cfg.ID)
 	}
-	if cfg.Corrald == "" {
+	if cfg.Corrald == "" && !cfg.NoCorrald {
 		return nil, errors.New("no corrald binary given")
 	}
-	corrald, err := filepath.Abs(cfg.Corrald)
-	if err != nil {
-		return nil, err
+	corrald := ""
+	if !cfg.NoCorrald {
+		abs, err := filepath.Abs(cfg.Corrald)
+		if err != nil {
+			return nil, err
+		}
+		corrald = abs
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Dir, "lab.json")); err == nil {
 		return nil, fmt.Errorf("a lab already exists in %s (corral-lab down first)", cfg.Dir)
 	}
 	l := &Lab{
-		Dir: cfg.Dir, ID: cfg.ID, Corrald: corrald,
+		Dir: cfg.Dir, ID: cfg.ID, Corrald: corrald, NoCorrald: cfg.NoCorrald,
 		Bridge: fmt.Sprintf("corral%dbr", cfg.ID),
 		Subnet: fmt.Sprintf("10.77.%d.0/24", cfg.ID),
 	}
@@ -202,6 +213,11 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
+	}
+	// QEMU runs as libvirt-qemu: it must be able to reach the shared
+	// storage (disks, kernels) through the lab directory.
+	if err := os.Chmod(l.Dir, 0o755); err != nil {
+		return nil, err
 	}
 	if err := l.save(); err != nil {
 		return nil, err

@@ -1,0 +1,206 @@
+// Package libvirt is corral's hypervisor driver over libvirt's RPC protocol
+// (github.com/digitalocean/go-libvirt, the only importer, with domain XML
+// built by libvirt.org/go/libvirtxml). It keeps one connection to the local
+// libvirtd and reconnects with backoff when libvirtd goes away: a libvirtd
+// restart leaves guests running and is not a host failure. Corral-managed
+// domains carry corral metadata (VM id, placement generation, spec version)
+// in <metadata>; guests get a run record (start time, restart sequence) on
+// the live domain when corral starts them.
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	golibvirt "github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
+
+	"github.com/corralhq/corral/daemon/hypervisor"
+)
+
+// Config configures the driver.
+type Config struct {
+	URI    string // e.g. qemu:///system
+	Socket string // libvirtd's Unix socket
+	// PoolDir is the storage pool directory (shared between hosts in
+	// production); PoolName is its libvirt name.
+	PoolDir  string
+	PoolName string
+	// DomainType is kvm, qemu (TCG) or auto: kvm when /dev/kvm works and
+	// this host is not itself a virtual machine.
+	DomainType string
+	Logger     *slog.Logger
+}
+
+// Driver talks to one libvirtd.
+type Driver struct {
+	cfg     Config
+	log     *slog.Logger
+	domType string
+
+	mu   sync.Mutex
+	conn *golibvirt.Libvirt
+
+	events chan hypervisor.Event
+}
+
+// New returns a driver; Run connects it.
+func New(cfg Config) *Driver {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PoolName == "" {
+		cfg.PoolName = "corral"
+	}
+	return &Driver{cfg: cfg, log: cfg.Logger, events: make(chan hypervisor.Event, 1024)}
+}
+
+// Events delivers lifecycle events of all domains and EventConnected after
+// every (re)connection.
+func (d *Driver) Events() <-chan hypervisor.Event { return d.events }
+
+// Connected reports whether libvirtd is reachable now.
+func (d *Driver) Connected() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.conn != nil
+}
+
+// DomainType is the libvirt domain type guests are defined with.
+func (d *Driver) DomainType() string { return d.domType }
+
+func (d *Driver) c() (*golibvirt.Libvirt, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn == nil {
+		return nil, hypervisor.ErrDisconnected
+	}
+	return d.conn, nil
+}
+
+// Run keeps the connection up until ctx ends: connect, prepare the storage
+// pool, stream lifecycle events, and on loss reconnect with backoff
+// (100 ms doubling to 5 s).
+func (d *Driver) Run(ctx context.Context) error {
+	d.domType = chooseDomainType(d.cfg.DomainType, d.log)
+	backoff := 100 * time.Millisecond
+	for {
+		l, err := d.connect(ctx)
+		if err == nil {
+			backoff = 100 * time.Millisecond
+			err = d.serve(ctx, l)
+			if ctx.Err() != nil {
+				return nil
+			}
+			d.log.Warn("libvirtd connection lost; reconnecting", "err", err)
+		} else {
+			d.log.Warn("cannot connect to libvirtd", "socket", d.cfg.Socket, "in", backoff, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (d *Driver) connect(ctx context.Context) (*golibvirt.Libvirt, error) {
+	l := golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(d.cfg.Socket), dialers.WithLocalTimeout(5*time.Second)))
+	if err := l.ConnectToURI(golibvirt.ConnectURI(d.cfg.URI)); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// serve runs one connection until it drops or ctx ends.
+func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
+	defer l.Disconnect()
+	if err := d.ensurePool(l); err != nil {
+		return fmt.Errorf("storage pool: %w", err)
+	}
+	evctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	evs, err := l.LifecycleEvents(evctx)
+	if err != nil {
+		return fmt.Errorf("subscribe to lifecycle events: %w", err)
+	}
+	d.mu.Lock()
+	d.conn = l
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.conn = nil
+		d.mu.Unlock()
+	}()
+	ver, _ := l.ConnectGetLibVersion()
+	d.log.Info("connected to libvirtd", "socket", d.cfg.Socket, "libvirt", fmt.Sprintf("%d.%d.%d", ver/1000000, ver/1000%1000, ver%1000), "domain_type", d.domType)
+	d.emit(hypervisor.Event{Kind: hypervisor.EventConnected})
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.Disconnected():
+			return errors.New("disconnected")
+		case ev, ok := <-evs:
+			if !ok {
+				return errors.New("event stream closed")
+			}
+			d.emit(lifecycleEvent(ev))
+		}
+	}
+}
+
+// emit never blocks: when the consumer lags, events are dropped, and its
+// periodic resync catches up.
+func (d *Driver) emit(ev hypervisor.Event) {
+	select {
+	case d.events <- ev:
+	default:
+		d.log.Warn("event queue full; dropping", "domain", ev.Name, "event", ev.Kind)
+	}
+}
+
+// libvirt's virDomainEventType and the details of its stopped events.
+var (
+	eventKinds = map[int32]hypervisor.EventKind{
+		0: hypervisor.EventDefined, 1: hypervisor.EventUndefined, 2: hypervisor.EventStarted,
+		3: hypervisor.EventSuspended, 4: hypervisor.EventResumed, 5: hypervisor.EventStopped,
+		6: hypervisor.EventShutdown, 8: hypervisor.EventCrashed,
+	}
+	stoppedDetails = map[int32]string{0: "shutdown", 1: "destroyed", 2: "crashed", 3: "migrated", 4: "saved", 5: "failed", 6: "from-snapshot"}
+)
+
+func lifecycleEvent(ev golibvirt.DomainEventLifecycleMsg) hypervisor.Event {
+	kind, ok := eventKinds[ev.Event]
+	if !ok {
+		kind = hypervisor.EventKind(fmt.Sprintf("event-%d", ev.Event))
+	}
+	out := hypervisor.Event{Name: ev.Dom.Name, Kind: kind}
+	if kind == hypervisor.EventStopped {
+		out.Detail = stoppedDetails[ev.Detail]
+	}
+	return out
+}
+
+// isCode reports whether err is a libvirt error with the given code.
+func isCode(err error, code golibvirt.ErrorNumber) bool {
+	var le golibvirt.Error
+	return errors.As(err, &le) && le.Code == uint32(code)
+}
+
+// wrap maps connection failures to hypervisor.ErrDisconnected.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var le golibvirt.Error
+	if !errors.As(err, &le) {
+		return fmt.Errorf("%s: %v: %w", op, err, hypervisor.ErrDisconnected)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

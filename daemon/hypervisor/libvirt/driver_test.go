@@ -1,0 +1,247 @@
+package libvirt
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/daemon/hypervisor"
+	"github.com/corralhq/corral/internal/lab"
+	"github.com/corralhq/corral/internal/testutil"
+	"github.com/corralhq/corral/model"
+)
+
+// TestDriverAgainstLibvirtd runs the driver against a real libvirtd in a lab
+// host, with the busybox test guest under QEMU.
+func TestDriverAgainstLibvirtd(t *testing.T) {
+	if !testutil.InLabHost(t, func() (*lab.Host, map[string]string) {
+		testutil.NeedRoot(t)
+		l := testutil.NewLab(t, lab.Config{Hosts: 1, NoCorrald: true})
+		g := testutil.BuildGuest(t, filepath.Join(l.SharedDir(), "guest"))
+		return l.Hosts[0], map[string]string{
+			"T_POOL": filepath.Join(l.SharedDir(), "pool"), "T_KERNEL": g.Kernel, "T_INITRD": g.Initrd,
+			"T_BASE": g.BaseDisk, "T_LAB": l.Dir,
+		}
+	}) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	d := New(Config{URI: "qemu:///system", Socket: "/run/libvirt/libvirt-sock", PoolDir: os.Getenv("T_POOL"), Logger: testutil.Logger(t)})
+	runDone := make(chan error, 1)
+	go func() { runDone <- d.Run(ctx) }()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !d.Connected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	t.Logf("domain type %s", d.DomainType())
+
+	// Base image into the pool, overlay and seed on it.
+	base, _ := os.ReadFile(os.Getenv("T_BASE"))
+	if err := os.WriteFile(d.VolumePath("image-base"), base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := d.EnsureVolume(ctx, hypervisor.Volume{Name: "vm-t1-disk0.qcow2", Backing: "image-base", BackingFormat: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := d.EnsureSeed(ctx, "vm-t1-seed.iso", "#cloud-config\nhostname: t1\n", "instance-id: t1\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := hypervisor.DomainSpec{
+		VMID: "6f1c2a3b-0000-4000-8000-000000000001", Name: "t1", Generation: 1, SpecVersion: 1, VCPUs: 1, MemoryMiB: 128,
+		Kernel: &model.KernelBoot{Kernel: os.Getenv("T_KERNEL"), Initrd: os.Getenv("T_INITRD"), Cmdline: "console=ttyS0 quiet corral.name=t1"},
+		Disks:  []hypervisor.Disk{{Path: disk, Format: "qcow2"}, {Path: seed, Format: "raw", ReadOnly: true}},
+	}
+	if err := d.Define(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	other := spec
+	other.VMID = "6f1c2a3b-0000-4000-8000-000000000002"
+	if err := d.Define(ctx, other); err == nil {
+		t.Fatal("redefined a domain that belongs to another VM id")
+	}
+	started := time.Now().Truncate(time.Millisecond)
+	if err := d.Start(ctx, "t1", hypervisor.RunInfo{StartedAt: started, RestartSeq: 7}); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, "t1", `CORRAL-USERDATA #cloud-config hostname: t1`)
+	first := bootCounter(t, waitLog(t, "t1", `CORRAL-BOOT host=t1 counter=(\d+)`))
+	dom := getDomain(t, d, "t1")
+	if dom.State != hypervisor.Running || dom.VMID != spec.VMID || dom.Generation != 1 || !dom.StartedAt.Equal(started) || dom.RestartSeq != 7 {
+		t.Fatalf("domain = %+v", dom)
+	}
+	st, err := d.Stats(ctx, "t1")
+	if err != nil || st.CPUTime == 0 || len(st.Disks) != 2 {
+		t.Fatalf("stats %+v %v", st, err)
+	}
+
+	// libvirtd restarts: the guest keeps running, the driver reconnects.
+	l, err := lab.Load(os.Getenv("T_LAB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := l.Hosts[0]
+	if err := h.RestartDaemon(ctx, "libvirtd"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, func() error {
+		dom, err := d.Get(ctx, "t1")
+		if err != nil {
+			return err
+		}
+		if dom.State != hypervisor.Running || !dom.StartedAt.Equal(started) {
+			return fmt.Errorf("after libvirtd restart: %+v", dom)
+		}
+		return nil
+	})
+	drainEvents(d)
+
+	// QEMU killed: the domain stops, and libvirt says why.
+	pid := qemuPID(t, "t1")
+	syscall.Kill(pid, syscall.SIGKILL)
+	ev := waitEvent(t, d, "t1", hypervisor.EventStopped)
+	dom = getDomain(t, d, "t1")
+	t.Logf("QEMU killed: event %s/%s, state %s/%s", ev.Kind, ev.Detail, dom.State, dom.Reason)
+	if dom.State != hypervisor.Shutoff || dom.Reason == "shutdown" || dom.Reason == "destroyed" {
+		t.Fatalf("after kill: %+v", dom)
+	}
+	// Start again: the disk kept its counter.
+	if err := d.Start(ctx, "t1", hypervisor.RunInfo{StartedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		b, _ := d.ConsoleLog(ctx, "t1", 0)
+		ms := regexp.MustCompile(`CORRAL-BOOT host=t1 counter=(\d+)`).FindAllSubmatch(b, -1)
+		if len(ms) < 2 {
+			return errors.New("no second boot yet")
+		}
+		if n, _ := strconv.Atoi(string(ms[len(ms)-1][1])); n <= first {
+			return fmt.Errorf("counter %d after restart, was %d at first boot", n, first)
+		}
+		return nil
+	})
+
+	// Graceful shutdown through ACPI.
+	if err := d.Shutdown(ctx, "t1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	dom = getDomain(t, d, "t1")
+	if dom.State != hypervisor.Shutoff || dom.Reason != "shutdown" {
+		t.Fatalf("after graceful shutdown: %+v", dom)
+	}
+	if b, _ := d.ConsoleLog(ctx, "t1", 0); !strings.Contains(string(b), "CORRAL-POWEROFF") {
+		t.Fatal("guest did not see the power button")
+	}
+
+	// Clean up: undefine, delete volumes.
+	if err := d.Undefine(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"vm-t1-disk0.qcow2", "vm-t1-seed.iso"} {
+		if err := d.DeleteVolume(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(d.VolumePath(v)); !os.IsNotExist(err) {
+			t.Fatalf("%s still there", v)
+		}
+	}
+	if doms, err := d.List(ctx); err != nil || len(doms) != 0 {
+		t.Fatalf("list after undefine: %v %v", doms, err)
+	}
+	if _, err := d.Get(ctx, "t1"); !errors.Is(err, hypervisor.ErrNoDomain) {
+		t.Fatalf("get after undefine: %v", err)
+	}
+	cancel()
+	<-runDone
+}
+
+func getDomain(t *testing.T, d *Driver, name string) hypervisor.Domain {
+	t.Helper()
+	dom, err := d.Get(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dom
+}
+
+// waitLog waits for a line matching re in the console log and returns it.
+func waitLog(t *testing.T, name, re string) string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	var line string
+	testutil.Eventually(t, 60*time.Second, func() error {
+		f, err := os.Open(consoleLog(name))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if rx.MatchString(sc.Text()) {
+				line = sc.Text()
+			}
+		}
+		if line == "" {
+			return fmt.Errorf("no %q in the console log yet", re)
+		}
+		return nil
+	})
+	return line
+}
+
+func bootCounter(t *testing.T, line string) int {
+	m := regexp.MustCompile(`counter=(\d+)`).FindStringSubmatch(line)
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+func qemuPID(t *testing.T, name string) int {
+	t.Helper()
+	b, err := os.ReadFile("/run/libvirt/qemu/" + name + ".pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func drainEvents(d *Driver) {
+	for {
+		select {
+		case <-d.Events():
+		default:
+			return
+		}
+	}
+}
+
+func waitEvent(t *testing.T, d *Driver, name string, kind hypervisor.EventKind) hypervisor.Event {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case ev := <-d.Events():
+			if ev.Name == name && ev.Kind == kind {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("no %s event for %s", kind, name)
+		}
+	}
+}

@@ -1,6 +1,10 @@
 package raftstore
 
-import "github.com/corralhq/corral/model"
+import (
+	"fmt"
+
+	"github.com/corralhq/corral/model"
+)
 
 // reader is the read side shared by Store and Memory: copies out of the
 // local FSM, and change notifications.
@@ -67,4 +71,17 @@ func (r reader) Events(after uint64, limit int) []model.Event {
 	var out []model.Event
 	r.fsm.read(func(st *State) { out = st.eventsAfter(after, limit) })
 	return out
+}
+
+// Network returns one network or an error wrapping model.ErrNotFound.
+func (r reader) Network(name string) (model.Network, error) {
+	var (
+		n  model.Network
+		ok bool
+	)
+	r.fsm.read(func(st *State) { n, ok = st.networks[name] })
+	if !ok {
+		return n, fmt.Errorf("network %q: %w", name, model.ErrNotFound)
+	}
+	return n, nil
 }

@@ -13,6 +13,10 @@ type Store interface {
 	Apply(ctx context.Context, c raftstore.Command) (any, error)
 	Hosts() []model.Host
 	Host(name string) (model.Host, error)
+	VMs() []model.VM
+	VM(name string) (model.VM, error)
+	Image(name string) (model.Image, error)
+	Network(name string) (model.Network, error)
 }
 
 // Raft is the consensus node as the controller uses it.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftstore"
 )
@@ -24,6 +25,8 @@ type LeaderConfig struct {
 	// ReconcileInterval is the period of the full reconcile pass; gossip
 	// changes also trigger one.
 	ReconcileInterval time.Duration
+	// Placement tunes where VMs go.
+	Placement placement.Options
 }
 
 // Leader runs the leader loop and serves leader-only operations.

@@ -1,0 +1,498 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/daemon/hypervisor"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// Driver runs guests on this host. hypervisor/libvirt implements it for
+// real, hypervisor/fake for tests.
+type Driver interface {
+	Connected() bool
+	Events() <-chan hypervisor.Event
+	List(ctx context.Context) ([]hypervisor.Domain, error)
+	Define(ctx context.Context, spec hypervisor.DomainSpec) error
+	Start(ctx context.Context, name string, info hypervisor.RunInfo) error
+	Shutdown(ctx context.Context, name string, timeout time.Duration) error
+	Destroy(ctx context.Context, name string) error
+	Undefine(ctx context.Context, name string) error
+	EnsureVolume(ctx context.Context, v hypervisor.Volume) (string, error)
+	EnsureSeed(ctx context.Context, name, userData, metaData string) (string, error)
+	DeleteVolume(ctx context.Context, name string) error
+}
+
+// HostStore is the local copy of cluster state as the host loop reads it.
+type HostStore interface {
+	VMs() []model.VM
+	Image(name string) (model.Image, error)
+	Watch() (<-chan struct{}, func())
+}
+
+// Reporter sends a host's findings to the leader.
+type Reporter interface {
+	// Report sends actual states.
+	Report(ctx context.Context, r raftstore.ReportVMs) error
+	// Relocate asks the leader to move a VM that keeps crashing here.
+	Relocate(ctx context.Context, r RelocateRequest) error
+}
+
+// RelocateRequest asks the leader to move a VM off Host.
+type RelocateRequest struct {
+	Name       string `json:"name"`
+	Generation uint64 `json:"generation"`
+	Host       string `json:"host"`
+	Reason     string `json:"reason"`
+}
+
+// HostConfig tunes the host loop.
+type HostConfig struct {
+	Self string
+	// ResyncInterval is the period of a full comparison of state and
+	// hypervisor, besides the one after every state change and event.
+	ResyncInterval time.Duration
+	// ShutdownTimeout is how long a guest gets to power off before it is
+	// destroyed.
+	ShutdownTimeout time.Duration
+	// MaxParallel caps concurrent operations (starts, stops, deletions).
+	MaxParallel int
+	// Bridge names the host bridge of a corral network.
+	Bridge func(network string) string
+	// MayStart gates starting guests (the lease: a host that may have been
+	// declared dead starts nothing). Nil means always.
+	MayStart func() bool
+}
+
+// HostLoop makes this host's hypervisor match what cluster state says it
+// should run. See DESIGN.md, "Host loop".
+type HostLoop struct {
+	cfg   HostConfig
+	store HostStore
+	drv   Driver
+	rep   Reporter
+	clock Clock
+	log   *slog.Logger
+	sem   chan struct{}
+
+	mu     sync.Mutex
+	track  map[string]*vmTrack
+	poke   chan struct{}
+	report sync.Mutex // one report in flight
+}
+
+// vmTrack is what the loop remembers about one VM between passes.
+type vmTrack struct {
+	id          string
+	gen         uint64
+	busy        bool
+	seenRunning bool        // observed running (so a stop we did not cause is a crash)
+	restarts    []time.Time // crash restarts in the current window
+	failed      string
+	relocating  bool
+	lastErr     string
+	retryAt     time.Time
+	backoff     time.Duration
+}
+
+// NewHostLoop returns a host loop; Run starts it.
+func NewHostLoop(cfg HostConfig, store HostStore, drv Driver, rep Reporter, clock Clock, log *slog.Logger) *HostLoop {
+	if cfg.MaxParallel < 1 {
+		cfg.MaxParallel = 4
+	}
+	if cfg.Bridge == nil {
+		cfg.Bridge = func(n string) string { return "corral-" + n }
+	}
+	return &HostLoop{cfg: cfg, store: store, drv: drv, rep: rep, clock: clock, log: log,
+		sem: make(chan struct{}, cfg.MaxParallel), track: map[string]*vmTrack{}, poke: make(chan struct{}, 1)}
+}
+
+func (h *HostLoop) wake() {
+	select {
+	case h.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Run reconciles on every state change, hypervisor event, finished
+// operation and ResyncInterval, until ctx ends.
+func (h *HostLoop) Run(ctx context.Context) error {
+	changes, stop := h.store.Watch()
+	defer stop()
+	tick := time.NewTicker(h.cfg.ResyncInterval)
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		h.reconcile(ctx, &wg)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changes:
+		case ev := <-h.drv.Events():
+			h.log.Debug("hypervisor event", "vm", ev.Name, "event", ev.Kind, "detail", ev.Detail)
+		case <-h.poke:
+		case <-tick.C:
+		}
+	}
+}
+
+func (h *HostLoop) trackOf(v model.VM) *vmTrack {
+	t, ok := h.track[v.Name]
+	if !ok || t.id != v.ID || t.gen != v.Generation {
+		// A new VM, or a new placement: forget what we knew.
+		t = &vmTrack{id: v.ID, gen: v.Generation}
+		h.track[v.Name] = t
+	}
+	return t
+}
+
+// reconcile compares once and launches what must be done.
+func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
+	if !h.drv.Connected() {
+		return // libvirtd away: nothing is known, nothing is done, nothing is reported
+	}
+	doms, err := h.drv.List(ctx)
+	if err != nil {
+		h.log.Warn("list domains", "err", err)
+		return
+	}
+	byName := map[string]hypervisor.Domain{}
+	for _, d := range doms {
+		byName[d.Name] = d
+	}
+	now := h.clock.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var reports []raftstore.VMReport
+	mine := map[string]bool{}
+	for _, v := range h.store.VMs() {
+		if v.Host != h.cfg.Self {
+			continue
+		}
+		mine[v.Name] = true
+		t := h.trackOf(v)
+		if t.busy {
+			continue
+		}
+		dom, exists := byName[v.Name]
+		op, rep := h.decide(v, dom, exists, t, now)
+		if op != nil {
+			t.busy = true
+			h.launch(ctx, wg, v, t, op)
+		}
+		if rep != nil && reportDiffers(v, *rep) {
+			reports = append(reports, *rep)
+		}
+	}
+	// Corral domains this host no longer owns: the VM moved (recovered or
+	// migrated elsewhere) or was deleted. Destroy and undefine them; their
+	// disks belong to the VM wherever it is now.
+	for name, d := range byName {
+		if mine[name] {
+			continue
+		}
+		if t, ok := h.track[name]; ok && t.busy {
+			continue
+		}
+		t := &vmTrack{id: d.VMID, busy: true}
+		h.track[name] = t
+		name := name
+		h.launch(ctx, wg, model.VM{Name: name, ID: d.VMID}, t, func(ctx context.Context) error {
+			h.log.Info("removing domain this host no longer owns", "vm", name, "vm_id", d.VMID)
+			if err := h.drv.Destroy(ctx, name); err != nil && !errors.Is(err, hypervisor.ErrNoDomain) {
+				return err
+			}
+			return h.drv.Undefine(ctx, name)
+		})
+	}
+	for name, t := range h.track {
+		if !mine[name] && !t.busy {
+			if _, ok := byName[name]; !ok {
+				delete(h.track, name)
+			}
+		}
+	}
+	if len(reports) > 0 {
+		go h.send(ctx, raftstore.ReportVMs{Host: h.cfg.Self, Time: now.UTC(), Reports: reports})
+	}
+}
+
+// send delivers reports; one at a time, the next pass resends what did not
+// arrive (reports are idempotent).
+func (h *HostLoop) send(ctx context.Context, r raftstore.ReportVMs) {
+	if !h.report.TryLock() {
+		return
+	}
+	defer h.report.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := h.rep.Report(rctx, r); err != nil && ctx.Err() == nil {
+		h.log.Warn("report to leader", "vms", len(r.Reports), "err", err)
+	}
+}
+
+type op func(ctx context.Context) error
+
+// launch runs op in the background under the parallelism cap and wakes the
+// loop when it is done.
+func (h *HostLoop) launch(ctx context.Context, wg *sync.WaitGroup, v model.VM, t *vmTrack, fn op) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case h.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		err := fn(ctx)
+		<-h.sem
+		h.mu.Lock()
+		t.busy = false
+		if err != nil && ctx.Err() == nil {
+			t.lastErr = err.Error()
+			t.backoff = min(max(2*t.backoff, time.Second), time.Minute)
+			t.retryAt = h.clock.Now().Add(t.backoff)
+			h.log.Warn("vm operation failed", "vm", v.Name, "err", err, "retry_in", t.backoff)
+		} else if err == nil {
+			t.lastErr, t.backoff = "", 0
+		}
+		h.mu.Unlock()
+		h.wake()
+	}()
+}
+
+func report(v model.VM, state model.VMState, since time.Time, msg string) *raftstore.VMReport {
+	return &raftstore.VMReport{Name: v.Name, Generation: v.Generation, State: state, Since: since, Message: msg}
+}
+
+// reportDiffers reports whether r says something the state does not know.
+func reportDiffers(v model.VM, r raftstore.VMReport) bool {
+	a := v.Actual
+	return a.State != r.State || !a.Since.Equal(r.Since) || a.Message != r.Message || a.Restarts != r.Restarts ||
+		a.SpecVersion != r.SpecVersion || a.Generation != r.Generation
+}
+
+// stateSince keeps the VM's reported Since while its state does not change.
+func stateSince(v model.VM, s model.VMState, now time.Time) time.Time {
+	if v.Actual.State == s && !v.Actual.Since.IsZero() {
+		return v.Actual.Since
+	}
+	return now.UTC().Truncate(time.Second)
+}
+
+// decide returns the operation to run for v, if any, and the report to
+// send about it now.
+func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmTrack, now time.Time) (op, *raftstore.VMReport) {
+	if exists && dom.VMID != v.ID {
+		// A domain of an earlier VM of the same name: remove it first.
+		return func(ctx context.Context) error {
+			h.log.Info("removing domain of a former vm of this name", "vm", v.Name, "old_id", dom.VMID)
+			if err := h.drv.Destroy(ctx, v.Name); err != nil {
+				return err
+			}
+			return h.drv.Undefine(ctx, v.Name)
+		}, nil
+	}
+	if v.Deleting {
+		return h.deleteOp(v), nil
+	}
+	if t.failed != v.Failed {
+		if v.Failed == "" { // an operator's start cleared the failure
+			t.restarts, t.relocating = nil, false
+		}
+		t.failed = v.Failed
+	}
+	if !t.retryAt.IsZero() && now.Before(t.retryAt) {
+		return nil, report(v, model.StateError, stateSince(v, model.StateError, now), t.lastErr)
+	}
+	active := exists && dom.State.Active()
+	if v.Failed != "" {
+		if active {
+			return h.stopOp(v, t), nil
+		}
+		return nil, report(v, model.StateFailed, stateSince(v, model.StateFailed, now), v.Failed)
+	}
+	if v.Desired == model.PowerStopped {
+		t.seenRunning = false
+		t.restarts = nil
+		if active {
+			return h.stopOp(v, t), report(v, model.StateStopping, stateSince(v, model.StateStopping, now), "")
+		}
+		return nil, report(v, model.StateStopped, stateSince(v, model.StateStopped, now), "")
+	}
+	// Desired running.
+	if active {
+		t.seenRunning = true
+		if v.RestartSeq > dom.RestartSeq {
+			return h.restartOp(v, t), nil
+		}
+		r := report(v, model.StateRunning, dom.StartedAt.UTC(), "")
+		if dom.State == hypervisor.Paused {
+			r.Message = "paused"
+		}
+		r.SpecVersion = dom.SpecVersion
+		if dom.SpecVersion < v.SpecVersion {
+			r.Message = "resized; takes effect at the next restart"
+		}
+		r.Restarts = len(t.restarts)
+		return nil, r
+	}
+	if h.cfg.MayStart != nil && !h.cfg.MayStart() {
+		return nil, report(v, model.StatePending, stateSince(v, model.StatePending, now), "waiting for this host's lease")
+	}
+	if t.seenRunning {
+		// It was running under our watch and we did not stop it: a crash.
+		window := time.Duration(v.Spec.HA.RestartWindowSec) * time.Second
+		kept := t.restarts[:0]
+		for _, at := range t.restarts {
+			if now.Sub(at) < window {
+				kept = append(kept, at)
+			}
+		}
+		t.restarts = kept
+		why := "guest stopped unexpectedly"
+		if exists && dom.Reason != "" {
+			why += " (" + dom.Reason + ")"
+		}
+		if len(t.restarts) >= v.Spec.HA.MaxRestart {
+			if !t.relocating {
+				t.relocating = true
+				go h.relocate(v, fmt.Sprintf("%s; %d restarts within %v", why, len(t.restarts), window))
+			}
+			r := report(v, model.StateCrashed, stateSince(v, model.StateCrashed, now), why+"; restart limit reached, asking the leader to relocate")
+			r.Restarts = len(t.restarts)
+			return nil, r
+		}
+		t.restarts = append(t.restarts, now)
+		t.seenRunning = false
+		h.log.Warn("guest crashed; restarting", "vm", v.Name, "reason", dom.Reason, "restart", len(t.restarts), "max", v.Spec.HA.MaxRestart)
+		r := report(v, model.StateCrashed, now.UTC().Truncate(time.Second), fmt.Sprintf("%s; restart %d of %d", why, len(t.restarts), v.Spec.HA.MaxRestart))
+		r.Restarts = len(t.restarts)
+		return h.startOp(v, t), r
+	}
+	return h.startOp(v, t), report(v, model.StateStarting, stateSince(v, model.StateStarting, now), "")
+}
+
+func (h *HostLoop) relocate(v model.VM, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := h.rep.Relocate(ctx, RelocateRequest{Name: v.Name, Generation: v.Generation, Host: h.cfg.Self, Reason: reason})
+	if err != nil {
+		h.log.Warn("relocation request failed", "vm", v.Name, "err", err)
+		h.mu.Lock()
+		if t, ok := h.track[v.Name]; ok {
+			t.relocating = false
+		}
+		h.mu.Unlock()
+	}
+}
+
+// domainSpec turns a VM into a domain definition, creating its volumes.
+func (h *HostLoop) domainSpec(ctx context.Context, v model.VM) (hypervisor.DomainSpec, error) {
+	spec := hypervisor.DomainSpec{
+		VMID: v.ID, Name: v.Name, Generation: v.Generation, SpecVersion: v.SpecVersion,
+		VCPUs: v.Spec.VCPUs, MemoryMiB: v.Spec.MemoryMiB, Kernel: v.Spec.Kernel,
+	}
+	for i, d := range v.Spec.Disks {
+		vol := hypervisor.Volume{Name: v.DiskVolume(i), SizeMiB: d.SizeMiB}
+		if d.Image != "" {
+			im, err := h.store.Image(d.Image)
+			if err != nil {
+				return spec, fmt.Errorf("disk %d: %w", i, err)
+			}
+			vol.Backing, vol.BackingFormat = im.Volume, im.Format
+		}
+		path, err := h.drv.EnsureVolume(ctx, vol)
+		if err != nil {
+			return spec, fmt.Errorf("disk %d: %w", i, err)
+		}
+		spec.Disks = append(spec.Disks, hypervisor.Disk{Path: path, Format: "qcow2"})
+	}
+	if v.Spec.UserData != "" {
+		meta := fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", v.ID, v.Name)
+		path, err := h.drv.EnsureSeed(ctx, v.SeedVolume(), v.Spec.UserData, meta)
+		if err != nil {
+			return spec, fmt.Errorf("cloud-init seed: %w", err)
+		}
+		spec.Disks = append(spec.Disks, hypervisor.Disk{Path: path, Format: "raw", ReadOnly: true})
+	}
+	for _, n := range v.Spec.NICs {
+		spec.NICs = append(spec.NICs, hypervisor.NIC{Bridge: h.cfg.Bridge(n.Network), MAC: n.MAC})
+	}
+	return spec, nil
+}
+
+func (h *HostLoop) startOp(v model.VM, t *vmTrack) op {
+	return func(ctx context.Context) error {
+		spec, err := h.domainSpec(ctx, v)
+		if err != nil {
+			return err
+		}
+		if err := h.drv.Define(ctx, spec); err != nil {
+			return err
+		}
+		if err := h.drv.Start(ctx, v.Name, hypervisor.RunInfo{StartedAt: h.clock.Now(), RestartSeq: v.RestartSeq}); err != nil {
+			return err
+		}
+		h.log.Info("guest started", "vm", v.Name, "generation", v.Generation)
+		h.mu.Lock()
+		t.seenRunning = true
+		h.mu.Unlock()
+		return nil
+	}
+}
+
+func (h *HostLoop) stopOp(v model.VM, t *vmTrack) op {
+	return func(ctx context.Context) error {
+		if err := h.drv.Shutdown(ctx, v.Name, h.cfg.ShutdownTimeout); err != nil {
+			return err
+		}
+		h.log.Info("guest stopped", "vm", v.Name)
+		return nil
+	}
+}
+
+func (h *HostLoop) restartOp(v model.VM, t *vmTrack) op {
+	stop, start := h.stopOp(v, t), h.startOp(v, t)
+	return func(ctx context.Context) error {
+		if err := stop(ctx); err != nil {
+			return err
+		}
+		h.mu.Lock()
+		t.seenRunning = false
+		h.mu.Unlock()
+		return start(ctx)
+	}
+}
+
+// deleteOp destroys the domain, removes its definition and the VM's
+// volumes, and reports "deleted", upon which the leader forgets the VM.
+func (h *HostLoop) deleteOp(v model.VM) op {
+	return func(ctx context.Context) error {
+		if err := h.drv.Destroy(ctx, v.Name); err != nil && !errors.Is(err, hypervisor.ErrNoDomain) {
+			return err
+		}
+		if err := h.drv.Undefine(ctx, v.Name); err != nil {
+			return err
+		}
+		vols := []string{v.SeedVolume()}
+		for i := range v.Spec.Disks {
+			vols = append(vols, v.DiskVolume(i))
+		}
+		for _, vol := range vols {
+			if err := h.drv.DeleteVolume(ctx, vol); err != nil {
+				return err
+			}
+		}
+		h.log.Info("vm deleted", "vm", v.Name)
+		return h.rep.Report(ctx, raftstore.ReportVMs{Host: h.cfg.Self, Time: h.clock.Now().UTC(),
+			Reports: []raftstore.VMReport{{Name: v.Name, Generation: v.Generation, State: model.StateDeleted}}})
+	}
+}

@@ -1,0 +1,295 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/daemon/hypervisor"
+	"github.com/corralhq/corral/daemon/hypervisor/fake"
+	"github.com/corralhq/corral/internal/testutil"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// memReporter applies reports straight to the in-memory state, as the
+// leader would, and records relocation requests.
+type memReporter struct {
+	store *raftstore.Memory
+	mu    sync.Mutex
+	reloc []RelocateRequest
+}
+
+func (r *memReporter) Report(ctx context.Context, rep raftstore.ReportVMs) error {
+	_, err := r.store.Apply(ctx, rep)
+	return err
+}
+
+func (r *memReporter) Relocate(ctx context.Context, req RelocateRequest) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reloc = append(r.reloc, req)
+	return nil
+}
+
+func (r *memReporter) relocations() []RelocateRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]RelocateRequest(nil), r.reloc...)
+}
+
+type hostEnv struct {
+	store *raftstore.Memory
+	drv   *fake.Driver
+	rep   *memReporter
+	clock *fakeClock
+	loop  *HostLoop
+	may   *atomicBool
+}
+
+type atomicBool struct {
+	mu sync.Mutex
+	v  bool
+}
+
+func (b *atomicBool) get() bool  { b.mu.Lock(); defer b.mu.Unlock(); return b.v }
+func (b *atomicBool) set(v bool) { b.mu.Lock(); b.v = v; b.mu.Unlock() }
+
+func newHostEnv(t *testing.T) *hostEnv {
+	e := &hostEnv{store: raftstore.NewMemory(), drv: fake.New(), clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, may: &atomicBool{v: true}}
+	e.rep = &memReporter{store: e.store}
+	ctx := context.Background()
+	for _, h := range []string{"h1", "h2"} {
+		e.store.Apply(ctx, raftstore.RegisterHost{Host: model.Host{Name: h, Addr: "10.0.0.1", RaftAddr: "10.0.0.1:1", RPCAddr: "10.0.0.1:2", Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}}})
+	}
+	e.store.Apply(ctx, raftstore.PutImage{Image: model.Image{Name: "base", Format: "qcow2", Volume: "image-base"}})
+	e.loop = NewHostLoop(HostConfig{Self: "h1", ResyncInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second, MayStart: e.may.get},
+		e.store, e.drv, e.rep, e.clock, slog.New(slog.DiscardHandler))
+	return e
+}
+
+// start runs the loop until the test ends.
+func (e *hostEnv) start(t *testing.T) *hostEnv {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	t.Cleanup(func() { cancel(); <-done })
+	go func() { done <- e.loop.Run(ctx) }()
+	return e
+}
+
+func (e *hostEnv) create(t *testing.T, name, host string, mod func(*model.VM)) model.VM {
+	t.Helper()
+	v := model.VM{ID: "id-" + name, Name: name, Host: host,
+		Spec: model.VMSpec{VCPUs: 1, MemoryMiB: 128, Disks: []model.DiskSpec{{Image: "base"}}, HA: model.DefaultHA()}}
+	if mod != nil {
+		mod(&v)
+	}
+	if _, err := e.store.Apply(context.Background(), raftstore.CreateVM{VM: v}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := e.store.VM(name)
+	return got
+}
+
+func (e *hostEnv) waitState(t *testing.T, name string, want model.VMState) model.VM {
+	t.Helper()
+	var v model.VM
+	testutil.Eventually(t, 5*time.Second, func() error {
+		var err error
+		v, err = e.store.VM(name)
+		if err != nil {
+			return err
+		}
+		if v.Actual.State != want {
+			return fmt.Errorf("%s is %s (%s), want %s", name, v.Actual.State, v.Actual.Message, want)
+		}
+		return nil
+	})
+	return v
+}
+
+func (e *hostEnv) apply(t *testing.T, c raftstore.Command) {
+	t.Helper()
+	if _, err := e.store.Apply(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHostLoopStartsStopsAndDeletes(t *testing.T) {
+	e := newHostEnv(t).start(t)
+	e.create(t, "web", "h1", func(v *model.VM) { v.Spec.UserData = "#cloud-config\n" })
+	v := e.waitState(t, "web", model.StateRunning)
+	dom, _ := e.drv.Domain("web")
+	if !v.Actual.Since.Equal(dom.StartedAt.UTC()) || v.Actual.Host != "h1" {
+		t.Fatalf("actual %+v, domain %+v", v.Actual, dom)
+	}
+	spec, _ := e.drv.Spec("web")
+	if len(spec.Disks) != 2 || !spec.Disks[1].ReadOnly {
+		t.Fatalf("disks %+v: want the overlay and the cloud-init seed", spec.Disks)
+	}
+	if vols := e.drv.Volumes(); !slices.Equal(vols, []string{v.DiskVolume(0), v.SeedVolume()}) {
+		t.Fatalf("volumes %v", vols)
+	}
+
+	e.apply(t, raftstore.SetVMPower{Name: "web", Desired: model.PowerStopped})
+	e.waitState(t, "web", model.StateStopped)
+	if d, _ := e.drv.Domain("web"); d.State != hypervisor.Shutoff || d.Reason != "shutdown" {
+		t.Fatalf("domain after stop: %+v", d)
+	}
+
+	e.apply(t, raftstore.MarkVMDelete{Name: "web"})
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if _, err := e.store.VM("web"); err == nil {
+			return errors.New("vm still in state")
+		}
+		return nil
+	})
+	if _, ok := e.drv.Domain("web"); ok {
+		t.Fatal("domain still defined")
+	}
+	if vols := e.drv.Volumes(); len(vols) != 0 {
+		t.Fatalf("volumes left: %v", vols)
+	}
+}
+
+func TestHostLoopRestartsCrashesThenAsksToRelocate(t *testing.T) {
+	e := newHostEnv(t).start(t)
+	e.create(t, "db", "h1", func(v *model.VM) { v.Spec.HA.MaxRestart = 2 })
+	e.waitState(t, "db", model.StateRunning)
+	for i := 1; i <= 2; i++ {
+		e.drv.Crash("db")
+		testutil.Eventually(t, 5*time.Second, func() error {
+			v, _ := e.store.VM("db")
+			if v.Actual.State != model.StateRunning || v.Actual.Restarts != i {
+				return fmt.Errorf("after crash %d: %+v", i, v.Actual)
+			}
+			return nil
+		})
+	}
+	e.drv.Crash("db")
+	v := e.waitState(t, "db", model.StateCrashed)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if r := e.rep.relocations(); len(r) != 1 || r[0].Name != "db" || r[0].Generation != v.Generation {
+			return fmt.Errorf("relocations %v", r)
+		}
+		return nil
+	})
+	if n := e.drv.Calls("Start"); n != 3 {
+		t.Fatalf("%d starts, want 3 (first boot and two restarts)", n)
+	}
+	// Outside the window the budget is back.
+	e.clock.Advance(time.Hour)
+	e.apply(t, raftstore.FailVM{Name: "db", Generation: v.Generation, Reason: "test"})
+	e.waitState(t, "db", model.StateFailed)
+	e.apply(t, raftstore.SetVMPower{Name: "db", Desired: model.PowerRunning, ClearFailed: true})
+	e.waitState(t, "db", model.StateRunning)
+}
+
+func TestHostLoopAdoptsRunningGuests(t *testing.T) {
+	e := newHostEnv(t)
+	started := time.Date(2025, 12, 31, 23, 0, 0, 0, time.UTC)
+	// The guest runs before the loop starts (a corrald restart).
+	e.drv.Adopt(hypervisor.DomainSpec{VMID: "id-app", Name: "app", Generation: 1, SpecVersion: 1}, hypervisor.RunInfo{StartedAt: started})
+	e.create(t, "app", "h1", nil)
+	e.start(t)
+	v := e.waitState(t, "app", model.StateRunning)
+	if !v.Actual.Since.Equal(started) {
+		t.Fatalf("since %v, want %v (the guest's own start)", v.Actual.Since, started)
+	}
+	if n := e.drv.Calls("Start"); n != 0 {
+		t.Fatalf("adopted guest started %d times", n)
+	}
+}
+
+func TestHostLoopRemovesDomainsItNoLongerOwns(t *testing.T) {
+	e := newHostEnv(t)
+	e.drv.Adopt(hypervisor.DomainSpec{VMID: "id-moved", Name: "moved", Generation: 1}, hypervisor.RunInfo{StartedAt: time.Now()})
+	e.drv.Adopt(hypervisor.DomainSpec{VMID: "id-gone", Name: "gone", Generation: 1}, hypervisor.RunInfo{StartedAt: time.Now()})
+	e.create(t, "moved", "h2", nil) // recovered elsewhere
+	e.start(t)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		for _, n := range []string{"moved", "gone"} {
+			if _, ok := e.drv.Domain(n); ok {
+				return fmt.Errorf("%s still defined", n)
+			}
+		}
+		return nil
+	})
+	if e.drv.Calls("DeleteVolume") != 0 {
+		t.Fatal("deleted volumes of a VM that lives on elsewhere")
+	}
+}
+
+func TestHostLoopWaitsForHypervisorAndLease(t *testing.T) {
+	e := newHostEnv(t)
+	e.drv.SetConnected(false)
+	e.may.set(false)
+	e.create(t, "w", "h1", nil)
+	e.start(t)
+	// Nothing happens while libvirtd is away: several passes check the
+	// connection and do nothing else.
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if n := e.drv.Calls("Connected"); n < 3 {
+			return fmt.Errorf("%d passes so far", n)
+		}
+		return nil
+	})
+	if e.drv.Calls("List") != 0 || e.drv.Calls("Start") != 0 {
+		t.Fatal("acted while disconnected")
+	}
+	e.drv.SetConnected(true)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		v, _ := e.store.VM("w")
+		if v.Actual.State != model.StatePending || v.Actual.Message == "" {
+			return fmt.Errorf("actual %+v", v.Actual)
+		}
+		return nil
+	})
+	if e.drv.Calls("Start") != 0 {
+		t.Fatal("started without a lease")
+	}
+	e.may.set(true)
+	e.waitState(t, "w", model.StateRunning)
+}
+
+func TestHostLoopRetriesFailedStarts(t *testing.T) {
+	e := newHostEnv(t).start(t)
+	e.drv.SetStartErr("bad", errors.New("qemu said no"))
+	e.create(t, "bad", "h1", nil)
+	v := e.waitState(t, "bad", model.StateError)
+	if v.Actual.Message != "qemu said no" {
+		t.Fatalf("message %q", v.Actual.Message)
+	}
+	e.drv.SetStartErr("bad", nil)
+	e.clock.Advance(2 * time.Second) // past the backoff
+	e.waitState(t, "bad", model.StateRunning)
+}
+
+func TestHostLoopRestartAndResize(t *testing.T) {
+	e := newHostEnv(t).start(t)
+	e.create(t, "r", "h1", nil)
+	e.waitState(t, "r", model.StateRunning)
+	e.apply(t, raftstore.ResizeVM{Name: "r", VCPUs: 2, MemoryMiB: 256})
+	testutil.Eventually(t, 5*time.Second, func() error {
+		v, _ := e.store.VM("r")
+		if v.Actual.Message == "" {
+			return errors.New("no pending-restart message")
+		}
+		return nil
+	})
+	e.apply(t, raftstore.RestartVM{Name: "r"})
+	testutil.Eventually(t, 5*time.Second, func() error {
+		spec, _ := e.drv.Spec("r")
+		d, _ := e.drv.Domain("r")
+		v, _ := e.store.VM("r")
+		if spec.VCPUs != 2 || d.RestartSeq != 1 || v.Actual.Message != "" || v.Actual.State != model.StateRunning {
+			return fmt.Errorf("spec %+v domain %+v actual %+v", spec, d, v.Actual)
+		}
+		return nil
+	})
+}

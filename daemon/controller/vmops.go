@@ -1,0 +1,370 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+
+	"github.com/corralhq/corral/daemon/placement"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// CreateVMRequest creates and places a VM.
+type CreateVMRequest struct {
+	Name string       `json:"name"`
+	Spec model.VMSpec `json:"spec"`
+	// Host pins the VM to a host.
+	Host string `json:"host,omitempty"`
+	// Stopped creates the VM without starting it.
+	Stopped bool `json:"stopped,omitempty"`
+}
+
+// VMPowerRequest starts or stops a VM.
+type VMPowerRequest struct {
+	Name    string           `json:"name"`
+	Desired model.PowerState `json:"desired"`
+}
+
+// NameRequest names one object.
+type NameRequest struct {
+	Name string `json:"name"`
+}
+
+// ResizeVMRequest changes a VM's size.
+type ResizeVMRequest struct {
+	Name      string `json:"name"`
+	VCPUs     int    `json:"vcpus"`
+	MemoryMiB int64  `json:"memory_mib"`
+	// Restart restarts a running VM so the new size takes effect now.
+	Restart bool `json:"restart,omitempty"`
+}
+
+// DeleteVMRequest removes a VM. Without Force the VM's host destroys the
+// domain and deletes its disks first; with Force the VM is forgotten at once
+// (for a host that will never come back) and its disks stay in the pool.
+type DeleteVMRequest struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
+}
+
+func (l *Leader) event(ctx context.Context, kind, host, vm, format string, args ...any) {
+	e := model.Event{Time: l.clock.Now().UTC(), Kind: kind, Host: host, VM: vm, Message: fmt.Sprintf(format, args...)}
+	if _, err := l.store.Apply(ctx, raftstore.AddEvents{Events: []model.Event{e}}); err != nil {
+		l.log.Warn("record event", "kind", kind, "vm", vm, "err", err)
+	}
+}
+
+// candidates are the hosts in state with what the leader knows of their
+// liveness (gossip).
+func (l *Leader) candidates() []placement.Candidate {
+	state := map[string]PeerState{}
+	for _, p := range l.peers.Peers() {
+		state[p.Name] = p.State
+	}
+	var out []placement.Candidate
+	for _, h := range l.store.Hosts() {
+		c := placement.Candidate{Host: h}
+		if st, ok := state[h.Name]; !ok {
+			c.Unavailable = "not in the gossip pool"
+		} else if st != PeerAlive {
+			c.Unavailable = "host " + string(st)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func (l *Leader) index() *placement.Index {
+	return placement.NewIndex(l.candidates(), l.store.VMs(), l.cfg.Placement)
+}
+
+func newUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func newMAC() string {
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+// CreateVM validates, places and records a VM. When no host fits it
+// returns a placement.NoFitError (matching model.ErrNoCapacity) that says
+// why for every host, and records nothing.
+func (l *Leader) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, error) {
+	if err := l.ready(); err != nil {
+		return model.VM{}, err
+	}
+	spec := req.Spec.Clone()
+	if err := model.ValidateName("vm", req.Name); err != nil {
+		return model.VM{}, err
+	}
+	if err := spec.Validate(req.Name); err != nil {
+		return model.VM{}, err
+	}
+	if _, err := l.store.VM(req.Name); err == nil {
+		return model.VM{}, fmt.Errorf("vm %q already exists: %w", req.Name, model.ErrConflict)
+	}
+	for i, d := range spec.Disks {
+		if d.Image == "" {
+			continue
+		}
+		if _, err := l.store.Image(d.Image); err != nil {
+			return model.VM{}, fmt.Errorf("vm %q: disk %d: %w", req.Name, i, err)
+		}
+	}
+	for i := range spec.NICs {
+		if _, err := l.store.Network(spec.NICs[i].Network); err != nil {
+			return model.VM{}, fmt.Errorf("vm %q: nic %d: %w", req.Name, i, err)
+		}
+		if spec.NICs[i].MAC == "" {
+			spec.NICs[i].MAC = newMAC()
+		}
+	}
+	host, err := l.index().Place(placement.Request{Name: req.Name, Spec: spec, Host: req.Host})
+	if err != nil {
+		return model.VM{}, err
+	}
+	v := model.VM{ID: newUUID(), Name: req.Name, Spec: spec, Host: host, Desired: model.PowerRunning, CreatedAt: l.clock.Now().UTC()}
+	if req.Stopped {
+		v.Desired = model.PowerStopped
+	}
+	if _, err := l.store.Apply(ctx, raftstore.CreateVM{VM: v}); err != nil {
+		return model.VM{}, err
+	}
+	l.event(ctx, "created", host, v.Name, "placed on %s (%d vCPU, %d MiB)", host, spec.VCPUs, spec.MemoryMiB)
+	return l.store.VM(v.Name)
+}
+
+// SetVMPower starts or stops a VM. A start also clears a failure, giving
+// the VM a fresh restart and relocation budget.
+func (l *Leader) SetVMPower(ctx context.Context, req VMPowerRequest) (model.VM, error) {
+	if err := l.ready(); err != nil {
+		return model.VM{}, err
+	}
+	v, err := l.store.VM(req.Name)
+	if err != nil {
+		return v, err
+	}
+	if v.Desired == req.Desired && (req.Desired == model.PowerStopped || v.Failed == "") {
+		return v, nil
+	}
+	if _, err := l.store.Apply(ctx, raftstore.SetVMPower{Name: req.Name, Desired: req.Desired, ClearFailed: req.Desired == model.PowerRunning}); err != nil {
+		return v, err
+	}
+	kind := "start"
+	if req.Desired == model.PowerStopped {
+		kind = "stop"
+	}
+	l.event(ctx, kind, v.Host, v.Name, "operator asked to %s", kind)
+	return l.store.VM(req.Name)
+}
+
+// RestartVM asks the VM's host to restart the guest.
+func (l *Leader) RestartVM(ctx context.Context, req NameRequest) (model.VM, error) {
+	if err := l.ready(); err != nil {
+		return model.VM{}, err
+	}
+	v, err := l.store.VM(req.Name)
+	if err != nil {
+		return v, err
+	}
+	if v.Desired != model.PowerRunning {
+		return v, fmt.Errorf("vm %q is stopped; start it instead: %w", req.Name, model.ErrConflict)
+	}
+	if _, err := l.store.Apply(ctx, raftstore.RestartVM{Name: req.Name}); err != nil {
+		return v, err
+	}
+	l.event(ctx, "restart", v.Host, v.Name, "operator asked to restart")
+	return l.store.VM(req.Name)
+}
+
+// ResizeVM changes vCPUs and memory. The host applies the new size when the
+// guest next starts; with Restart a running guest is restarted now. The new
+// size must fit on the VM's host.
+func (l *Leader) ResizeVM(ctx context.Context, req ResizeVMRequest) (model.VM, error) {
+	if err := l.ready(); err != nil {
+		return model.VM{}, err
+	}
+	v, err := l.store.VM(req.Name)
+	if err != nil {
+		return v, err
+	}
+	spec := v.Spec.Clone()
+	spec.VCPUs, spec.MemoryMiB = req.VCPUs, req.MemoryMiB
+	if err := spec.Validate(v.Name); err != nil {
+		return v, err
+	}
+	if v.Host != "" {
+		others := []model.VM{}
+		for _, o := range l.store.VMs() {
+			if o.Name != v.Name {
+				others = append(others, o)
+			}
+		}
+		x := placement.NewIndex(l.candidates(), others, l.cfg.Placement)
+		// Anti-affinity and labels were checked at placement; only size matters here.
+		check := spec
+		check.AntiAffinity, check.Require = "", nil
+		if _, err := x.Place(placement.Request{Name: v.Name, Spec: check, Host: v.Host}); err != nil {
+			return v, err
+		}
+	}
+	if _, err := l.store.Apply(ctx, raftstore.ResizeVM{Name: v.Name, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB}); err != nil {
+		return v, err
+	}
+	l.event(ctx, "resized", v.Host, v.Name, "%d vCPU, %d MiB", req.VCPUs, req.MemoryMiB)
+	if req.Restart && v.Desired == model.PowerRunning {
+		return l.RestartVM(ctx, NameRequest{Name: v.Name})
+	}
+	return l.store.VM(v.Name)
+}
+
+// DeleteVM removes a VM (see DeleteVMRequest).
+func (l *Leader) DeleteVM(ctx context.Context, req DeleteVMRequest) (model.VM, error) {
+	if err := l.ready(); err != nil {
+		return model.VM{}, err
+	}
+	v, err := l.store.VM(req.Name)
+	if err != nil {
+		return v, err
+	}
+	if req.Force || v.Host == "" {
+		if _, err := l.store.Apply(ctx, raftstore.DeleteVM{Name: v.Name}); err != nil {
+			return v, err
+		}
+		l.event(ctx, "deleted", v.Host, v.Name, "removed from cluster state (force=%v)", req.Force)
+		return v, nil
+	}
+	if !v.Deleting {
+		if _, err := l.store.Apply(ctx, raftstore.MarkVMDelete{Name: v.Name}); err != nil {
+			return v, err
+		}
+		l.event(ctx, "deleting", v.Host, v.Name, "operator asked to delete")
+	}
+	return l.store.VM(v.Name)
+}
+
+// ReportVMs records a host's reports and turns notable transitions into
+// events. It returns how many reports were applied (stale ones are not).
+func (l *Leader) ReportVMs(ctx context.Context, r raftstore.ReportVMs) (int, error) {
+	if err := l.ready(); err != nil {
+		return 0, err
+	}
+	before := map[string]model.VM{}
+	for _, rep := range r.Reports {
+		if v, err := l.store.VM(rep.Name); err == nil {
+			before[rep.Name] = v
+		}
+	}
+	res, err := l.store.Apply(ctx, r)
+	if err != nil {
+		return 0, err
+	}
+	var evs []model.Event
+	now := l.clock.Now().UTC()
+	for _, rep := range r.Reports {
+		v, ok := before[rep.Name]
+		if !ok || v.Host != r.Host || v.Generation != rep.Generation || v.Actual.State == rep.State && v.Actual.Restarts == rep.Restarts {
+			continue
+		}
+		kind := ""
+		switch rep.State {
+		case model.StateRunning:
+			kind = "running"
+		case model.StateStopped:
+			kind = "stopped"
+		case model.StateCrashed:
+			kind = "crashed"
+		case model.StateError:
+			kind = "error"
+		case model.StateDeleted:
+			kind = "deleted"
+		}
+		if kind == "" {
+			continue
+		}
+		evs = append(evs, model.Event{Time: now, Kind: kind, Host: r.Host, VM: rep.Name, Message: rep.Message})
+	}
+	if len(evs) > 0 {
+		if _, err := l.store.Apply(ctx, raftstore.AddEvents{Events: evs}); err != nil {
+			l.log.Warn("record events", "err", err)
+		}
+	}
+	n, _ := res.(int)
+	return n, nil
+}
+
+// RelocateVM moves a VM that keeps crashing on its host to another host, or
+// marks it failed when it has used its relocations or nothing else fits.
+func (l *Leader) RelocateVM(ctx context.Context, req RelocateRequest) (model.VM, error) {
+	if err := l.ready(); err != nil {
+		return model.VM{}, err
+	}
+	v, err := l.store.VM(req.Name)
+	if err != nil {
+		return v, err
+	}
+	if v.Host != req.Host || v.Generation != req.Generation {
+		return v, fmt.Errorf("vm %q is no longer placed on %s at generation %d: %w", v.Name, req.Host, req.Generation, model.ErrConflict)
+	}
+	fail := func(reason string) (model.VM, error) {
+		if _, err := l.store.Apply(ctx, raftstore.FailVM{Name: v.Name, Generation: v.Generation, Reason: reason}); err != nil {
+			return v, err
+		}
+		l.event(ctx, "failed", v.Host, v.Name, "%s", reason)
+		return l.store.VM(v.Name)
+	}
+	if v.Relocations >= v.Spec.HA.MaxRelocate {
+		return fail(fmt.Sprintf("%s; relocated %d times already (max_relocate %d)", req.Reason, v.Relocations, v.Spec.HA.MaxRelocate))
+	}
+	target, err := l.index().Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{req.Host: true}})
+	var nf *placement.NoFitError
+	if errors.As(err, &nf) {
+		return fail(fmt.Sprintf("%s; no other host fits: %v", req.Reason, err))
+	}
+	if err != nil {
+		return v, err
+	}
+	if _, err := l.store.Apply(ctx, raftstore.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation, Relocation: true}); err != nil {
+		return v, err
+	}
+	l.event(ctx, "relocated", target, v.Name, "from %s: %s", req.Host, req.Reason)
+	return l.store.VM(v.Name)
+}
+
+// PutImage records an image that a host wrote into the storage pool.
+func (l *Leader) PutImage(ctx context.Context, im model.Image) (model.Image, error) {
+	if err := l.ready(); err != nil {
+		return im, err
+	}
+	im.CreatedAt = l.clock.Now().UTC()
+	if _, err := l.store.Apply(ctx, raftstore.PutImage{Image: im}); err != nil {
+		return im, err
+	}
+	l.event(ctx, "image", "", "", "image %s imported (%s, %d bytes)", im.Name, im.Format, im.SizeBytes)
+	return l.store.Image(im.Name)
+}
+
+// DeleteImage forgets an image no VM uses; the caller removes the file.
+func (l *Leader) DeleteImage(ctx context.Context, req NameRequest) (model.Image, error) {
+	if err := l.ready(); err != nil {
+		return model.Image{}, err
+	}
+	im, err := l.store.Image(req.Name)
+	if err != nil {
+		return im, err
+	}
+	_, err = l.store.Apply(ctx, raftstore.DeleteImage{Name: req.Name})
+	return im, err
+}

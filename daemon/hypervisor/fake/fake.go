@@ -1,0 +1,326 @@
+// Package fake is an in-memory hypervisor driver for tests of the logic
+// above it (the controller's host loop). Faults are injected through fields
+// and methods, as Nomad's mock driver does: a start error, a slow start, a
+// crash, a disconnection.
+package fake
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/daemon/hypervisor"
+)
+
+// Driver is a fake hypervisor. The zero value is not usable; call New.
+type Driver struct {
+	mu        sync.Mutex
+	domains   map[string]*domain
+	volumes   map[string]hypervisor.Volume
+	seeds     map[string]string
+	connected bool
+	events    chan hypervisor.Event
+
+	startErr   map[string]error
+	startDelay time.Duration
+	calls      map[string]int
+}
+
+// SetStartErr makes Start of the named domain fail with err (nil clears).
+func (d *Driver) SetStartErr(name string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		delete(d.startErr, name)
+	} else {
+		d.startErr[name] = err
+	}
+}
+
+// SetStartDelay makes every Start take this long (a slow boot).
+func (d *Driver) SetStartDelay(delay time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.startDelay = delay
+}
+
+// Calls returns how often a method was called, e.g. Calls("Start").
+func (d *Driver) Calls(method string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.calls[method]
+}
+
+type domain struct {
+	spec hypervisor.DomainSpec
+	dom  hypervisor.Domain
+}
+
+// New returns a connected fake driver with no domains.
+func New() *Driver {
+	return &Driver{
+		domains: map[string]*domain{}, volumes: map[string]hypervisor.Volume{}, seeds: map[string]string{},
+		connected: true, events: make(chan hypervisor.Event, 1024), startErr: map[string]error{}, calls: map[string]int{},
+	}
+}
+
+func (d *Driver) emit(ev hypervisor.Event) {
+	select {
+	case d.events <- ev:
+	default:
+	}
+}
+
+func (d *Driver) call(name string) error {
+	d.calls[name]++
+	if !d.connected {
+		return hypervisor.ErrDisconnected
+	}
+	return nil
+}
+
+// Events implements the driver interface.
+func (d *Driver) Events() <-chan hypervisor.Event { return d.events }
+
+// Connected implements the driver interface.
+func (d *Driver) Connected() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls["Connected"]++
+	return d.connected
+}
+
+// SetConnected simulates libvirtd going away and coming back.
+func (d *Driver) SetConnected(c bool) {
+	d.mu.Lock()
+	d.connected = c
+	d.mu.Unlock()
+	if c {
+		d.emit(hypervisor.Event{Kind: hypervisor.EventConnected})
+	}
+}
+
+// List implements the driver interface.
+func (d *Driver) List(ctx context.Context) ([]hypervisor.Domain, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("List"); err != nil {
+		return nil, err
+	}
+	var out []hypervisor.Domain
+	for _, dm := range d.domains {
+		out = append(out, dm.dom)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Domain returns one domain and whether it exists.
+func (d *Driver) Domain(name string) (hypervisor.Domain, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dm, ok := d.domains[name]
+	if !ok {
+		return hypervisor.Domain{}, false
+	}
+	return dm.dom, true
+}
+
+// Spec returns the definition of a domain.
+func (d *Driver) Spec(name string) (hypervisor.DomainSpec, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dm, ok := d.domains[name]
+	if !ok {
+		return hypervisor.DomainSpec{}, false
+	}
+	return dm.spec, true
+}
+
+// Define implements the driver interface.
+func (d *Driver) Define(ctx context.Context, spec hypervisor.DomainSpec) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("Define"); err != nil {
+		return err
+	}
+	dm, ok := d.domains[spec.Name]
+	if ok && dm.dom.VMID != spec.VMID {
+		return fmt.Errorf("define %s: domain belongs to vm id %s", spec.Name, dm.dom.VMID)
+	}
+	if !ok {
+		dm = &domain{dom: hypervisor.Domain{Name: spec.Name, State: hypervisor.Shutoff, Reason: "unknown"}}
+		d.domains[spec.Name] = dm
+	}
+	dm.spec = spec
+	dm.dom.VMID, dm.dom.Generation, dm.dom.SpecVersion = spec.VMID, spec.Generation, spec.SpecVersion
+	return nil
+}
+
+func (d *Driver) lookup(name string) (*domain, error) {
+	dm, ok := d.domains[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", name, hypervisor.ErrNoDomain)
+	}
+	return dm, nil
+}
+
+// Start implements the driver interface.
+func (d *Driver) Start(ctx context.Context, name string, info hypervisor.RunInfo) error {
+	d.mu.Lock()
+	delay := d.startDelay
+	d.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("Start"); err != nil {
+		return err
+	}
+	if err := d.startErr[name]; err != nil {
+		return err
+	}
+	dm, err := d.lookup(name)
+	if err != nil {
+		return err
+	}
+	if dm.dom.State.Active() {
+		return fmt.Errorf("start %s: already running", name)
+	}
+	dm.dom.State, dm.dom.Reason = hypervisor.Running, "booted"
+	dm.dom.StartedAt, dm.dom.RestartSeq = info.StartedAt, info.RestartSeq
+	d.emit(hypervisor.Event{Name: name, Kind: hypervisor.EventStarted})
+	return nil
+}
+
+func (d *Driver) stop(dm *domain, reason string) {
+	dm.dom.State, dm.dom.Reason = hypervisor.Shutoff, reason
+	dm.dom.StartedAt, dm.dom.RestartSeq = time.Time{}, 0
+	d.emit(hypervisor.Event{Name: dm.dom.Name, Kind: hypervisor.EventStopped, Detail: reason})
+}
+
+// Shutdown implements the driver interface (the fake guest always obeys).
+func (d *Driver) Shutdown(ctx context.Context, name string, timeout time.Duration) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("Shutdown"); err != nil {
+		return err
+	}
+	dm, err := d.lookup(name)
+	if err != nil {
+		return err
+	}
+	if dm.dom.State.Active() {
+		d.stop(dm, "shutdown")
+	}
+	return nil
+}
+
+// Destroy implements the driver interface.
+func (d *Driver) Destroy(ctx context.Context, name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("Destroy"); err != nil {
+		return err
+	}
+	dm, err := d.lookup(name)
+	if err != nil {
+		return err
+	}
+	if dm.dom.State.Active() {
+		d.stop(dm, "destroyed")
+	}
+	return nil
+}
+
+// Undefine implements the driver interface.
+func (d *Driver) Undefine(ctx context.Context, name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("Undefine"); err != nil {
+		return err
+	}
+	if dm, ok := d.domains[name]; ok && dm.dom.State.Active() {
+		return fmt.Errorf("undefine %s: running", name)
+	}
+	delete(d.domains, name)
+	return nil
+}
+
+// Crash makes a running domain die as if QEMU were killed.
+func (d *Driver) Crash(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if dm, ok := d.domains[name]; ok && dm.dom.State.Active() {
+		d.stop(dm, "crashed")
+	}
+}
+
+// Adopt adds a domain as if it had been running before the consumer
+// started (a corrald restart).
+func (d *Driver) Adopt(spec hypervisor.DomainSpec, info hypervisor.RunInfo) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.domains[spec.Name] = &domain{spec: spec, dom: hypervisor.Domain{
+		Name: spec.Name, VMID: spec.VMID, Generation: spec.Generation, SpecVersion: spec.SpecVersion,
+		State: hypervisor.Running, Reason: "booted", StartedAt: info.StartedAt, RestartSeq: info.RestartSeq,
+	}}
+}
+
+// EnsureVolume implements the driver interface.
+func (d *Driver) EnsureVolume(ctx context.Context, v hypervisor.Volume) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("EnsureVolume"); err != nil {
+		return "", err
+	}
+	if _, ok := d.volumes[v.Name]; !ok {
+		d.volumes[v.Name] = v
+	}
+	return "/pool/" + v.Name, nil
+}
+
+// EnsureSeed implements the driver interface.
+func (d *Driver) EnsureSeed(ctx context.Context, name, userData, metaData string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("EnsureSeed"); err != nil {
+		return "", err
+	}
+	d.seeds[name] = userData
+	return "/pool/" + name, nil
+}
+
+// DeleteVolume implements the driver interface.
+func (d *Driver) DeleteVolume(ctx context.Context, name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("DeleteVolume"); err != nil {
+		return err
+	}
+	delete(d.volumes, name)
+	delete(d.seeds, name)
+	return nil
+}
+
+// Volumes lists the volume names present.
+func (d *Driver) Volumes() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for n := range d.volumes {
+		out = append(out, n)
+	}
+	for n := range d.seeds {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

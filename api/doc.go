@@ -8,6 +8,18 @@
 //	GET  /v1/hosts                  every host: addresses, gossip state, Raft role
 //	GET  /v1/hosts/{name}           one host
 //	PUT  /v1/hosts/{name}/labels    set and remove host labels (HostLabelsRequest)
+//	GET  /v1/vms                    every VM with its host, desired and actual state
+//	POST /v1/vms                    create and place a VM (VMCreateRequest)
+//	GET  /v1/vms/{name}             one VM
+//	POST /v1/vms/{name}/start|stop|restart
+//	PUT  /v1/vms/{name}/resize      change vCPUs and memory (VMResizeRequest)
+//	DELETE /v1/vms/{name}[?force=true]
+//	GET  /v1/vms/{name}/console[?bytes=N]   tail of the serial console (ConsoleLog)
+//	GET  /v1/vms/{name}/stats       counters from the VM's host (VMStats)
+//	GET  /v1/images                 base images
+//	PUT  /v1/images/{name}          upload an image (qcow2 or raw) as the body
+//	DELETE /v1/images/{name}
+//	GET  /v1/events[?after=SEQ&limit=N&wait=DURATION]   event log; wait long-polls
 //
 // Errors come back with a 4xx or 5xx status and an Error body.
 package api

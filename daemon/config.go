@@ -48,6 +48,17 @@ type Config struct {
 	TLSKey          string        `toml:"tls_key" help:"this host's private key (PEM)"`
 	TLSServerName   string        `toml:"tls_server_name" help:"name every host certificate carries (as a DNS SAN)"`
 
+	LibvirtURI        string        `toml:"libvirt_uri" help:"libvirt connection URI"`
+	LibvirtSocket     string        `toml:"libvirt_socket" help:"libvirtd's Unix socket"`
+	StoragePool       string        `toml:"storage_pool" help:"directory of the storage pool for images and VM disks; shared by all hosts (e.g. NFS) so that VMs can move"`
+	DomainType        string        `toml:"domain_type" help:"kvm, qemu (software emulation) or auto (kvm when it works and this host is not itself a VM)"`
+	ShutdownTimeout   time.Duration `toml:"guest_shutdown_timeout" help:"how long a guest gets to power off (ACPI) before it is destroyed"`
+	PlacementStrategy string        `toml:"placement_strategy" help:"spread (least loaded host first) or pack (fill hosts one by one)"`
+	CPUOvercommit     float64       `toml:"cpu_overcommit" help:"vCPUs placed per physical CPU"`
+	MemoryOvercommit  float64       `toml:"memory_overcommit" help:"guest memory placed per MiB of host memory"`
+	ReservedVCPUs     int           `toml:"reserved_vcpus" help:"CPUs kept for the host itself"`
+	ReservedMemoryMiB int64         `toml:"reserved_memory_mib" help:"memory (MiB) kept for the host itself"`
+
 	// Tuning holds timers that tests shrink; it is not part of the file.
 	Tuning Tuning `toml:"-"`
 }
@@ -59,6 +70,10 @@ type Tuning struct {
 	ReconcileInterval time.Duration
 	BootstrapSettle   time.Duration
 	ForwardTimeout    time.Duration
+	// HostResync is the period of the host loop's full comparison.
+	HostResync time.Duration
+	// Driver replaces the libvirt driver (tests use hypervisor/fake).
+	Driver GuestDriver
 }
 
 // DefaultTuning is what production runs with.
@@ -69,6 +84,7 @@ func DefaultTuning() Tuning {
 		ReconcileInterval: 5 * time.Second,
 		BootstrapSettle:   2 * time.Second,
 		ForwardTimeout:    15 * time.Second,
+		HostResync:        5 * time.Second,
 	}
 }
 
@@ -90,7 +106,18 @@ func DefaultConfig() Config {
 		LogLevel:        "info",
 		LogFormat:       "text",
 		TLSServerName:   "corral",
-		Tuning:          DefaultTuning(),
+
+		LibvirtURI:        "qemu:///system",
+		LibvirtSocket:     "/var/run/libvirt/libvirt-sock",
+		StoragePool:       "/var/lib/corral/pool",
+		DomainType:        "auto",
+		ShutdownTimeout:   time.Minute,
+		PlacementStrategy: "spread",
+		CPUOvercommit:     4,
+		MemoryOvercommit:  1,
+		ReservedMemoryMiB: 1024,
+
+		Tuning: DefaultTuning(),
 	}
 }
 
@@ -196,6 +223,34 @@ func (c *Config) Validate() error {
 	if tlsSet != 0 && tlsSet != 3 {
 		return bad("tls_ca", "tls_ca, tls_cert and tls_key must be set together")
 	}
+	if !strings.Contains(c.LibvirtURI, "://") {
+		return bad("libvirt_uri", "%q is not a libvirt URI (e.g. qemu:///system)", c.LibvirtURI)
+	}
+	for _, p := range []struct{ key, val string }{{"libvirt_socket", c.LibvirtSocket}, {"storage_pool", c.StoragePool}} {
+		if !strings.HasPrefix(p.val, "/") {
+			return bad(p.key, "%q: must be an absolute path", p.val)
+		}
+	}
+	switch c.DomainType {
+	case "auto", "kvm", "qemu":
+	default:
+		return bad("domain_type", "%q: use auto, kvm or qemu", c.DomainType)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return bad("guest_shutdown_timeout", "must be positive")
+	}
+	if c.PlacementStrategy != "spread" && c.PlacementStrategy != "pack" {
+		return bad("placement_strategy", "%q: use spread or pack", c.PlacementStrategy)
+	}
+	if c.CPUOvercommit < 0.1 || c.CPUOvercommit > 64 {
+		return bad("cpu_overcommit", "%g: must be within 0.1..64", c.CPUOvercommit)
+	}
+	if c.MemoryOvercommit < 0.1 || c.MemoryOvercommit > 4 {
+		return bad("memory_overcommit", "%g: must be within 0.1..4", c.MemoryOvercommit)
+	}
+	if c.ReservedVCPUs < 0 || c.ReservedMemoryMiB < 0 {
+		return bad("reserved_memory_mib", "reserves cannot be negative")
+	}
 	return nil
 }
 
@@ -300,12 +355,18 @@ func setField(field reflect.Value, s string) error {
 	switch field.Interface().(type) {
 	case string:
 		field.SetString(s)
-	case int:
-		n, err := strconv.Atoi(s)
+	case int, int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", s)
+		}
+		field.SetInt(n)
+	case float64:
+		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {
 			return fmt.Errorf("%q is not a number", s)
 		}
-		field.SetInt(int64(n))
+		field.SetFloat(f)
 	case time.Duration:
 		d, err := time.ParseDuration(s)
 		if err != nil {

@@ -18,7 +18,9 @@ import (
 
 	"github.com/corralhq/corral/daemon/adminapi"
 	"github.com/corralhq/corral/daemon/controller"
+	"github.com/corralhq/corral/daemon/hypervisor/libvirt"
 	"github.com/corralhq/corral/daemon/membership"
+	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/hwmon"
 	"github.com/corralhq/corral/internal/version"
@@ -38,6 +40,8 @@ type Daemon struct {
 	leader  *controller.Leader
 	boot    *controller.Bootstrap
 	admin   *adminapi.Server
+	driver  GuestDriver
+	host    *controller.HostLoop
 
 	ready chan struct{}
 }
@@ -99,7 +103,21 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		RaftVoters:        cfg.RaftVoters,
 		DeadVoterTimeout:  cfg.DeadVoterAfter,
 		ReconcileInterval: cfg.Tuning.ReconcileInterval,
+		Placement: placement.Options{
+			Strategy: placement.Strategy(cfg.PlacementStrategy), CPUOvercommit: cfg.CPUOvercommit, MemoryOvercommit: cfg.MemoryOvercommit,
+			ReservedVCPUs: cfg.ReservedVCPUs, ReservedMemoryMiB: cfg.ReservedMemoryMiB,
+		},
 	}, d.store, d.store, peers, controller.SystemClock{}, log.With("component", "leader"))
+	d.driver = cfg.Tuning.Driver
+	if d.driver == nil {
+		d.driver = libvirt.New(libvirt.Config{
+			URI: cfg.LibvirtURI, Socket: cfg.LibvirtSocket, PoolDir: cfg.StoragePool, DomainType: cfg.DomainType,
+			Logger: log.With("component", "libvirt"),
+		})
+	}
+	d.host = controller.NewHostLoop(controller.HostConfig{
+		Self: cfg.Name, ResyncInterval: cfg.Tuning.HostResync, ShutdownTimeout: cfg.ShutdownTimeout,
+	}, d.store, d.driver, reporter{d}, controller.SystemClock{}, log.With("component", "host"))
 	d.boot = &controller.Bootstrap{
 		Self:   cfg.Name,
 		Expect: cfg.BootstrapExpect,
@@ -138,6 +156,13 @@ func (d *Daemon) registerRPC() {
 		return d.boot.View(), nil
 	})
 	rpc.Register(d.rpcSrv, "host.labels", d.leader.SetHostLabels)
+	rpc.Register(d.rpcSrv, "raft.commit", func(ctx context.Context, _ struct{}) (commitIndex, error) {
+		if !d.store.IsLeader() {
+			return commitIndex{}, fmt.Errorf("ask the leader: %w", model.ErrNotLeader)
+		}
+		return commitIndex{Index: d.store.Status().CommitIndex}, nil
+	})
+	d.registerGuestRPC()
 }
 
 // task is a running component: cancel stops it, done yields its result.
@@ -192,6 +217,14 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("leader", d.leader.Run)
 	start("bootstrap", d.boot.Run)
 	start("meta", d.syncMeta)
+	start("hypervisor", d.driver.Run)
+	start("host", func(ctx context.Context) error {
+		// Act on guests only with a state that has caught up (see waitCaughtUp).
+		if err := d.waitCaughtUp(ctx); err != nil || ctx.Err() != nil {
+			return err
+		}
+		return d.host.Run(ctx)
+	})
 	start("adminapi", func(ctx context.Context) error { return d.admin.Serve(ctx, adminLn) })
 	close(d.ready)
 	d.log.Info("corrald running", "version", version.Version, "advertise", d.cfg.AdvertiseAddr,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/api/client"
+	"github.com/corralhq/corral/daemon/hypervisor/fake"
 	"github.com/corralhq/corral/daemon/membership"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/raftstore"
@@ -36,6 +38,7 @@ func fastTuning() Tuning {
 		ReconcileInterval: 200 * time.Millisecond,
 		BootstrapSettle:   200 * time.Millisecond,
 		ForwardTimeout:    10 * time.Second,
+		HostResync:        100 * time.Millisecond,
 	}
 }
 
@@ -60,6 +63,10 @@ func newTestCluster(t testing.TB, n int, seeds []int, mod func(i int, c *Config)
 	t.Helper()
 	tc := &testCluster{t: t}
 	dir := t.TempDir()
+	pool := filepath.Join(dir, "pool") // "shared storage" of the fakes
+	if err := os.MkdirAll(pool, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	var cfgs []Config
 	for i := 0; i < n; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", i+1)
@@ -73,6 +80,10 @@ func newTestCluster(t testing.TB, n int, seeds []int, mod func(i int, c *Config)
 		c.Socket = filepath.Join(dir, c.Name+".sock")
 		c.SocketGroup = ""
 		c.Tuning = fastTuning()
+		drv := fake.New()
+		drv.SetPoolDir(pool)
+		c.Tuning.Driver = drv
+		c.StoragePool = pool
 		c.DeadVoterAfter = 2 * time.Second
 		cfgs = append(cfgs, c)
 	}

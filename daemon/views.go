@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"sort"
 
@@ -87,9 +86,10 @@ func (b backend) SetHostLabels(ctx context.Context, name string, req api.HostLab
 		return api.Host{}, err
 	}
 	// Read back from the local copy once it has caught up with the write.
-	if err := b.d.waitHost(ctx, name, func(h model.Host) bool { return labelsApplied(h, req) }); err != nil {
-		return api.Host{}, err
-	}
+	b.d.waitState(ctx, func() bool {
+		h, err := b.d.store.Host(name)
+		return err == nil && labelsApplied(h, req)
+	})
 	return b.Host(ctx, name)
 }
 
@@ -105,24 +105,6 @@ func labelsApplied(h model.Host, req api.HostLabelsRequest) bool {
 		}
 	}
 	return true
-}
-
-// waitHost waits until this host's copy of the state shows host name
-// satisfying ok, so that a write answered by the leader is visible in the
-// reply and in the next read on this host.
-func (d *Daemon) waitHost(ctx context.Context, name string, ok func(model.Host) bool) error {
-	changes, stop := d.store.Watch()
-	defer stop()
-	for {
-		if h, err := d.store.Host(name); err == nil && ok(h) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the write to reach this host: %w", model.ErrUnavailable)
-		case <-changes:
-		}
-	}
 }
 
 // raftRoles maps host name to leader, voter or nonvoter.

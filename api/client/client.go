@@ -54,11 +54,13 @@ func (c *Client) http() *http.Client {
 	return c.hc
 }
 
-// Do sends a request with in as the JSON body (nil for none) and decodes the
-// response into out (nil to discard).
+// Do sends a request with in as the JSON body (nil for none; an io.Reader
+// is sent as it is) and decodes the response into out (nil to discard).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
-	if in != nil {
+	if r, ok := in.(io.Reader); ok {
+		body = r
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)

@@ -47,7 +47,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&c.socket, "socket", def, "admin socket of the local corrald ($CORRAL_SOCKET)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after this long")
-	root.AddCommand(c.statusCmd(), c.hostCmd())
+	root.AddCommand(c.statusCmd(), c.hostCmd(), c.vmCmd(), c.imageCmd(), c.eventsCmd())
 	return root
 }
 
@@ -62,7 +62,7 @@ func (c *cli) ctx() (context.Context, context.CancelFunc) {
 
 // print writes v as indented JSON with -o json, else calls table.
 func (c *cli) print(v any, table func(w *tabwriter.Writer)) error {
-	if c.output == "json" {
+	if c.output == "json" || table == nil {
 		enc := json.NewEncoder(c.out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)

@@ -30,6 +30,22 @@ type Backend interface {
 	Hosts(ctx context.Context) ([]api.Host, error)
 	Host(ctx context.Context, name string) (api.Host, error)
 	SetHostLabels(ctx context.Context, name string, req api.HostLabelsRequest) (api.Host, error)
+
+	VMs(ctx context.Context) ([]api.VM, error)
+	VM(ctx context.Context, name string) (api.VM, error)
+	CreateVM(ctx context.Context, req api.VMCreateRequest) (api.VM, error)
+	SetVMPower(ctx context.Context, name, desired string) (api.VM, error)
+	RestartVM(ctx context.Context, name string) (api.VM, error)
+	ResizeVM(ctx context.Context, name string, req api.VMResizeRequest) (api.VM, error)
+	DeleteVM(ctx context.Context, name string, force bool) (api.VM, error)
+	ConsoleLog(ctx context.Context, name string, bytes int64) (api.ConsoleLog, error)
+	VMStats(ctx context.Context, name string) (api.VMStats, error)
+
+	Images(ctx context.Context) ([]api.Image, error)
+	ImportImage(ctx context.Context, name string, body io.Reader) (api.Image, error)
+	DeleteImage(ctx context.Context, name string) error
+
+	Events(ctx context.Context, after uint64, limit int, wait time.Duration) ([]api.Event, error)
 }
 
 const maxBody = 1 << 20
@@ -80,7 +96,115 @@ func (s *Server) routes() []route {
 			}
 			return s.b.SetHostLabels(r.Context(), name, req)
 		}},
+
+		{"GET /v1/vms", func(r *http.Request) (any, error) { return s.b.VMs(r.Context()) }},
+		{"POST /v1/vms", func(r *http.Request) (any, error) {
+			var req api.VMCreateRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.CreateVM(r.Context(), req)
+		}},
+		{"GET /v1/vms/{name}", withVM(func(r *http.Request, name string) (any, error) { return s.b.VM(r.Context(), name) })},
+		{"POST /v1/vms/{name}/start", withVM(func(r *http.Request, name string) (any, error) { return s.b.SetVMPower(r.Context(), name, "running") })},
+		{"POST /v1/vms/{name}/stop", withVM(func(r *http.Request, name string) (any, error) { return s.b.SetVMPower(r.Context(), name, "stopped") })},
+		{"POST /v1/vms/{name}/restart", withVM(func(r *http.Request, name string) (any, error) { return s.b.RestartVM(r.Context(), name) })},
+		{"PUT /v1/vms/{name}/resize", withVM(func(r *http.Request, name string) (any, error) {
+			var req api.VMResizeRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.ResizeVM(r.Context(), name, req)
+		})},
+		{"DELETE /v1/vms/{name}", withVM(func(r *http.Request, name string) (any, error) {
+			force, err := boolParam(r, "force")
+			if err != nil {
+				return nil, err
+			}
+			return s.b.DeleteVM(r.Context(), name, force)
+		})},
+		{"GET /v1/vms/{name}/console", withVM(func(r *http.Request, name string) (any, error) {
+			n, err := intParam(r, "bytes", 64<<10)
+			if err != nil {
+				return nil, err
+			}
+			return s.b.ConsoleLog(r.Context(), name, n)
+		})},
+		{"GET /v1/vms/{name}/stats", withVM(func(r *http.Request, name string) (any, error) { return s.b.VMStats(r.Context(), name) })},
+
+		{"GET /v1/images", func(r *http.Request) (any, error) { return s.b.Images(r.Context()) }},
+		{"PUT /v1/images/{name}", func(r *http.Request) (any, error) {
+			name := r.PathValue("name")
+			if err := model.ValidateName("image", name); err != nil {
+				return nil, err
+			}
+			return s.b.ImportImage(r.Context(), name, r.Body)
+		}},
+		{"DELETE /v1/images/{name}", func(r *http.Request) (any, error) {
+			name := r.PathValue("name")
+			if err := model.ValidateName("image", name); err != nil {
+				return nil, err
+			}
+			return struct{}{}, s.b.DeleteImage(r.Context(), name)
+		}},
+
+		{"GET /v1/events", func(r *http.Request) (any, error) {
+			after, err := intParam(r, "after", 0)
+			if err != nil {
+				return nil, err
+			}
+			limit, err := intParam(r, "limit", 0)
+			if err != nil {
+				return nil, err
+			}
+			wait := time.Duration(0)
+			if w := r.URL.Query().Get("wait"); w != "" {
+				if wait, err = time.ParseDuration(w); err != nil || wait < 0 || wait > 5*time.Minute {
+					return nil, fmt.Errorf("wait %q: want a duration up to 5m: %w", w, model.ErrInvalid)
+				}
+			}
+			evs, err := s.b.Events(r.Context(), uint64(after), int(limit), wait)
+			if evs == nil {
+				evs = []api.Event{}
+			}
+			return evs, err
+		}},
 	}
+}
+
+// withVM validates the {name} of a VM route before calling h.
+func withVM(h func(r *http.Request, name string) (any, error)) func(r *http.Request) (any, error) {
+	return func(r *http.Request) (any, error) {
+		name := r.PathValue("name")
+		if err := model.ValidateName("vm", name); err != nil {
+			return nil, err
+		}
+		return h(r, name)
+	}
+}
+
+func intParam(r *http.Request, key string, def int64) (int64, error) {
+	v := r.URL.Query().Get(key)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s=%q: want a non-negative number: %w", key, v, model.ErrInvalid)
+	}
+	return n, nil
+}
+
+func boolParam(r *http.Request, key string) (bool, error) {
+	v := r.URL.Query().Get(key)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q: want true or false: %w", key, v, model.ErrInvalid)
+	}
+	return b, nil
 }
 
 func hostName(r *http.Request) (string, error) {

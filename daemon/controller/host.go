@@ -177,10 +177,10 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 			continue
 		}
 		mine[v.Name] = true
-		t := h.trackOf(v)
-		if t.busy {
-			continue
+		if t, ok := h.track[v.Name]; ok && t.busy {
+			continue // one operation per name at a time, whatever it is for
 		}
+		t := h.trackOf(v)
 		dom, exists := byName[v.Name]
 		op, rep := h.decide(v, dom, exists, t, now)
 		if op != nil {

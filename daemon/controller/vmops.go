@@ -252,7 +252,9 @@ func (l *Leader) DeleteVM(ctx context.Context, req DeleteVMRequest) (model.VM, e
 		}
 		l.event(ctx, "deleting", v.Host, v.Name, "operator asked to delete")
 	}
-	return l.store.VM(v.Name)
+	// Not read back: the host may already have finished and the VM be gone.
+	v.Deleting, v.Desired = true, model.PowerStopped
+	return v, nil
 }
 
 // ReportVMs records a host's reports and turns notable transitions into

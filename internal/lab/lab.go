@@ -242,7 +242,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 bind_addr = %q
 seeds = [%s]
 bootstrap_expect = %d
-# storage_pool = %q
+storage_pool = %q
 %s
 `, h.Name, h.IP, strings.Join(seedIPs, ", "), min(3, cfg.Hosts), filepath.Join(l.SharedDir(), "pool"), cfg.CorraldConfig)
 		if err := h.create(ctx); err != nil {

@@ -7,6 +7,7 @@ package fake
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ type Driver struct {
 	connected bool
 	events    chan hypervisor.Event
 
+	poolDir    string
 	startErr   map[string]error
 	startDelay time.Duration
 	calls      map[string]int
@@ -324,3 +326,50 @@ func (d *Driver) Volumes() []string {
 	sort.Strings(out)
 	return out
 }
+
+// Run implements the daemon's driver interface: the fake needs no
+// connection loop.
+func (d *Driver) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+// ConsoleLog returns a synthetic console log naming the domain's state.
+func (d *Driver) ConsoleLog(ctx context.Context, name string, max int64) ([]byte, error) {
+	dom, ok := d.Domain(name)
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", name, hypervisor.ErrNoDomain)
+	}
+	return []byte(fmt.Sprintf("fake console of %s: %s since %s\n", name, dom.State, dom.StartedAt.Format(time.RFC3339))), nil
+}
+
+// Stats returns zero counters and the domain's state.
+func (d *Driver) Stats(ctx context.Context, name string) (hypervisor.Stats, error) {
+	dom, ok := d.Domain(name)
+	if !ok {
+		return hypervisor.Stats{}, fmt.Errorf("%s: %w", name, hypervisor.ErrNoDomain)
+	}
+	spec, _ := d.Spec(name)
+	return hypervisor.Stats{State: dom.State, VCPUs: spec.VCPUs, MemoryKiB: uint64(spec.MemoryMiB) << 10}, nil
+}
+
+// SetPoolDir sets the directory images are written to.
+func (d *Driver) SetPoolDir(dir string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.poolDir = dir
+}
+
+// PoolDir is where images are written (SetPoolDir; the system temporary
+// directory by default).
+func (d *Driver) PoolDir() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.poolDir == "" {
+		return os.TempDir()
+	}
+	return d.poolDir
+}
+
+// Refresh does nothing.
+func (d *Driver) Refresh(ctx context.Context) error { return nil }

@@ -1,0 +1,144 @@
+package api
+
+import "time"
+
+// Disk is one disk of a VM: an overlay on a base image, or a blank volume.
+type Disk struct {
+	Image   string `json:"image,omitempty"`
+	SizeMiB int64  `json:"size_mib,omitempty"`
+}
+
+// Kernel boots a VM directly from a kernel and initrd (paths on the hosts).
+type Kernel struct {
+	Kernel  string `json:"kernel"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+}
+
+// NIC is a network interface on a corral network.
+type NIC struct {
+	Network string `json:"network"`
+	MAC     string `json:"mac,omitempty"`
+}
+
+// HAPolicy says how corral reacts to crashes and host failures.
+type HAPolicy struct {
+	Enabled          bool `json:"enabled"`
+	Priority         int  `json:"priority"`
+	MaxRestart       int  `json:"max_restart"`
+	RestartWindowSec int  `json:"restart_window_s"`
+	MaxRelocate      int  `json:"max_relocate"`
+}
+
+// VMSpec is what a VM is made of.
+type VMSpec struct {
+	VCPUs        int               `json:"vcpus"`
+	MemoryMiB    int64             `json:"memory_mib"`
+	Disks        []Disk            `json:"disks,omitempty"`
+	Kernel       *Kernel           `json:"kernel,omitempty"`
+	NICs         []NIC             `json:"nics,omitempty"`
+	UserData     string            `json:"user_data,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	AntiAffinity string            `json:"anti_affinity,omitempty"`
+	Require      map[string]string `json:"require,omitempty"`
+	HA           HAPolicy          `json:"ha"`
+}
+
+// VMCreateRequest is the body of POST /v1/vms. HA nil takes the defaults
+// (enabled, max_restart 3 in 600 s, max_relocate 2).
+type VMCreateRequest struct {
+	Name    string    `json:"name"`
+	Spec    VMSpec    `json:"spec"`
+	HA      *HAPolicy `json:"ha,omitempty"`
+	Host    string    `json:"host,omitempty"`
+	Stopped bool      `json:"stopped,omitempty"`
+}
+
+// VMResizeRequest is the body of PUT /v1/vms/{name}/resize.
+type VMResizeRequest struct {
+	VCPUs     int   `json:"vcpus"`
+	MemoryMiB int64 `json:"memory_mib"`
+	Restart   bool  `json:"restart,omitempty"`
+}
+
+// VM is a VM as any host reports it from cluster state.
+type VM struct {
+	Name       string `json:"name"`
+	ID         string `json:"id"`
+	Host       string `json:"host"`
+	Desired    string `json:"desired"` // running or stopped
+	State      string `json:"state"`   // pending, starting, running, stopping, stopped, crashed, failed, error, deleting
+	Message    string `json:"message,omitempty"`
+	Generation uint64 `json:"generation"`
+	// Since is when the guest started (running) or entered State.
+	Since       time.Time `json:"since,omitzero"`
+	Restarts    int       `json:"restarts,omitempty"`
+	Relocations int       `json:"relocations,omitempty"`
+	Failed      string    `json:"failed,omitempty"`
+	Deleting    bool      `json:"deleting,omitempty"`
+	// PendingRestart: a resize waits for the guest's next start.
+	PendingRestart bool      `json:"pending_restart,omitempty"`
+	ReportedAt     time.Time `json:"reported_at,omitzero"`
+	CreatedAt      time.Time `json:"created_at"`
+	Spec           VMSpec    `json:"spec"`
+}
+
+// ConsoleLog is the tail of a VM's serial console log.
+type ConsoleLog struct {
+	Host string `json:"host"`
+	Log  string `json:"log"`
+}
+
+// VMStats are a running VM's counters, from its host's hypervisor.
+type VMStats struct {
+	Host         string      `json:"host"`
+	State        string      `json:"state"`
+	CPUTimeNs    uint64      `json:"cpu_time_ns"`
+	VCPUs        int         `json:"vcpus"`
+	MemoryKiB    uint64      `json:"memory_kib"`
+	MaxMemoryKiB uint64      `json:"max_memory_kib"`
+	Disks        []DiskStats `json:"disks"`
+	NICs         []NICStats  `json:"nics"`
+}
+
+// DiskStats are block device counters.
+type DiskStats struct {
+	Name       string `json:"name"`
+	ReadBytes  int64  `json:"read_bytes"`
+	WriteBytes int64  `json:"write_bytes"`
+	ReadReqs   int64  `json:"read_reqs"`
+	WriteReqs  int64  `json:"write_reqs"`
+}
+
+// NICStats are interface counters.
+type NICStats struct {
+	Name      string `json:"name"`
+	RxBytes   int64  `json:"rx_bytes"`
+	TxBytes   int64  `json:"tx_bytes"`
+	RxPackets int64  `json:"rx_packets"`
+	TxPackets int64  `json:"tx_packets"`
+	RxErrs    int64  `json:"rx_errs"`
+	TxErrs    int64  `json:"tx_errs"`
+	RxDrop    int64  `json:"rx_drop"`
+	TxDrop    int64  `json:"tx_drop"`
+}
+
+// Image is a base image in the storage pool.
+type Image struct {
+	Name             string    `json:"name"`
+	Format           string    `json:"format"`
+	SizeBytes        int64     `json:"size_bytes"`
+	VirtualSizeBytes int64     `json:"virtual_size_bytes"`
+	SHA256           string    `json:"sha256"`
+	CreatedAt        time.Time `json:"created_at"`
+}
+
+// Event is one step the cluster took.
+type Event struct {
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"`
+	Kind    string    `json:"kind"`
+	Host    string    `json:"host,omitempty"`
+	VM      string    `json:"vm,omitempty"`
+	Message string    `json:"message,omitempty"`
+}

@@ -1,0 +1,493 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corralhq/corral/api"
+)
+
+func (c *cli) vmCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "vm", Short: "Create and operate virtual machines"}
+	cmd.AddCommand(c.vmLs(), c.vmShow(), c.vmCreate(), c.vmPower("start"), c.vmPower("stop"), c.vmPower("restart"),
+		c.vmRm(), c.vmResize(), c.vmConsoleLog(), c.vmStats())
+	return cmd
+}
+
+func (c *cli) vmLs() *cobra.Command {
+	return &cobra.Command{
+		Use: "ls", Aliases: []string{"list"}, Short: "List VMs: host, desired and actual state, uptime", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			vms, err := c.client().VMs(ctx)
+			if err != nil {
+				return err
+			}
+			return c.print(vms, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "NAME\tHOST\tDESIRED\tSTATE\tUPTIME\tVCPUS\tMEMORY\tRESTARTS\tMESSAGE")
+				for _, v := range vms {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", v.Name, orDash(v.Host), v.Desired, v.State, uptime(v),
+						v.Spec.VCPUs, fmtMiB(v.Spec.MemoryMiB), v.Restarts, truncate(vmMessage(v), 60))
+				}
+			})
+		},
+	}
+}
+
+func vmMessage(v api.VM) string {
+	if v.Failed != "" {
+		return v.Failed
+	}
+	return v.Message
+}
+
+func uptime(v api.VM) string {
+	if v.State != "running" || v.Since.IsZero() {
+		return "-"
+	}
+	return fmtDuration(time.Since(v.Since))
+}
+
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func (c *cli) vmShow() *cobra.Command {
+	return &cobra.Command{
+		Use: "show NAME", Short: "Show one VM", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			v, err := c.client().VM(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return c.print(v, func(w *tabwriter.Writer) { printVM(w, v) })
+		},
+	}
+}
+
+func printVM(w *tabwriter.Writer, v api.VM) {
+	fmt.Fprintf(w, "Name:\t%s\n", v.Name)
+	fmt.Fprintf(w, "ID:\t%s\n", v.ID)
+	fmt.Fprintf(w, "Host:\t%s (placement generation %d)\n", orDash(v.Host), v.Generation)
+	fmt.Fprintf(w, "Desired:\t%s\n", v.Desired)
+	state := v.State
+	if v.State == "running" {
+		state += ", up " + uptime(v)
+	}
+	if v.PendingRestart {
+		state += " (resize pending restart)"
+	}
+	fmt.Fprintf(w, "State:\t%s\n", state)
+	if m := vmMessage(v); m != "" {
+		fmt.Fprintf(w, "Message:\t%s\n", m)
+	}
+	if !v.Since.IsZero() {
+		fmt.Fprintf(w, "Since:\t%s\n", v.Since.Local().Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "Restarts:\t%d (relocations %d)\n", v.Restarts, v.Relocations)
+	s := v.Spec
+	fmt.Fprintf(w, "Size:\t%d vCPU, %s memory\n", s.VCPUs, fmtMiB(s.MemoryMiB))
+	for i, d := range s.Disks {
+		what := "blank " + fmtMiB(d.SizeMiB)
+		if d.Image != "" {
+			what = "overlay on image " + d.Image
+			if d.SizeMiB > 0 {
+				what += ", " + fmtMiB(d.SizeMiB)
+			}
+		}
+		fmt.Fprintf(w, "Disk %d:\t%s\n", i, what)
+	}
+	if s.Kernel != nil {
+		fmt.Fprintf(w, "Kernel:\t%s initrd=%s cmdline=%q\n", s.Kernel.Kernel, orDash(s.Kernel.Initrd), s.Kernel.Cmdline)
+	}
+	for i, n := range s.NICs {
+		fmt.Fprintf(w, "NIC %d:\t%s %s\n", i, n.Network, n.MAC)
+	}
+	if s.UserData != "" {
+		fmt.Fprintf(w, "User data:\t%d bytes\n", len(s.UserData))
+	}
+	fmt.Fprintf(w, "Labels:\t%s\n", fmtLabels(s.Labels))
+	if s.AntiAffinity != "" {
+		fmt.Fprintf(w, "Anti-affinity:\t%s\n", s.AntiAffinity)
+	}
+	if len(s.Require) > 0 {
+		fmt.Fprintf(w, "Requires:\t%s\n", fmtLabels(s.Require))
+	}
+	ha := "off"
+	if s.HA.Enabled {
+		ha = fmt.Sprintf("on, priority %d", s.HA.Priority)
+	}
+	fmt.Fprintf(w, "HA:\t%s; %d restarts per %ds, %d relocations\n", ha, s.HA.MaxRestart, s.HA.RestartWindowSec, s.HA.MaxRelocate)
+	fmt.Fprintf(w, "Created:\t%s\n", v.CreatedAt.Local().Format(time.RFC3339))
+}
+
+// parseSize reads 512, 512M, 2G, 1T as MiB.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	num := strings.TrimSpace(strings.ToUpper(s))
+	num = strings.TrimSuffix(strings.TrimSuffix(num, "IB"), "B")
+	switch {
+	case strings.HasSuffix(num, "T"):
+		mult, num = 1<<20, strings.TrimSuffix(num, "T")
+	case strings.HasSuffix(num, "G"):
+		mult, num = 1<<10, strings.TrimSuffix(num, "G")
+	case strings.HasSuffix(num, "M"):
+		num = strings.TrimSuffix(num, "M")
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: use a number of MiB or a suffix M, G, T", s)
+	}
+	return n * mult, nil
+}
+
+func parseKV(list []string, what string) (map[string]string, error) {
+	if len(list) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range list {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s %q: use key=value", what, kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (c *cli) vmCreate() *cobra.Command {
+	var (
+		vcpus                          int
+		memory, diskSize               string
+		image, kernel, initrd, cmdline string
+		userData, host, anti           string
+		disks, nics, labels, require   []string
+		stopped, noHA, wait            bool
+		priority, maxRestart, maxReloc int
+		window                         time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a VM; the leader places it and its host starts it",
+		Long: `Create a VM. The leader checks the request, chooses a host (or takes --host),
+and records the VM; that host's corrald defines and starts it. With --wait the
+command follows it until it runs and prints each step. When no host fits, the
+error says why for every host.
+
+Disks: --image NAME makes the first disk a copy-on-write overlay on that base
+image (--disk-size grows it); without --image, --disk-size makes it blank.
+--disk SIZE adds blank disks. --kernel/--initrd/--cmdline boot a kernel directly.`,
+		Example: `  corralctl vm create web1 --vcpus 2 --memory 2G --image debian12 --wait
+  corralctl vm create app --memory 256M --kernel /srv/k/vmlinuz --initrd /srv/k/initrd.img --cmdline console=ttyS0 --disk 1G`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mem, err := parseSize(memory)
+			if err != nil {
+				return fmt.Errorf("--memory: %w", err)
+			}
+			req := api.VMCreateRequest{Name: args[0], Host: host, Stopped: stopped, Spec: api.VMSpec{VCPUs: vcpus, MemoryMiB: mem, AntiAffinity: anti}}
+			if image != "" || diskSize != "" {
+				d := api.Disk{Image: image}
+				if diskSize != "" {
+					if d.SizeMiB, err = parseSize(diskSize); err != nil {
+						return fmt.Errorf("--disk-size: %w", err)
+					}
+				}
+				req.Spec.Disks = append(req.Spec.Disks, d)
+			}
+			for _, s := range disks {
+				n, err := parseSize(s)
+				if err != nil {
+					return fmt.Errorf("--disk: %w", err)
+				}
+				req.Spec.Disks = append(req.Spec.Disks, api.Disk{SizeMiB: n})
+			}
+			if kernel != "" {
+				req.Spec.Kernel = &api.Kernel{Kernel: kernel, Initrd: initrd, Cmdline: cmdline}
+			} else if initrd != "" || cmdline != "" {
+				return errors.New("--initrd and --cmdline need --kernel")
+			}
+			for _, n := range nics {
+				net, mac, _ := strings.Cut(n, ",mac=")
+				req.Spec.NICs = append(req.Spec.NICs, api.NIC{Network: net, MAC: mac})
+			}
+			if userData != "" {
+				b, err := os.ReadFile(userData)
+				if err != nil {
+					return fmt.Errorf("--user-data: %w", err)
+				}
+				req.Spec.UserData = string(b)
+			}
+			if req.Spec.Labels, err = parseKV(labels, "--label"); err != nil {
+				return err
+			}
+			if req.Spec.Require, err = parseKV(require, "--require"); err != nil {
+				return err
+			}
+			req.HA = &api.HAPolicy{Enabled: !noHA, Priority: priority, MaxRestart: maxRestart, RestartWindowSec: int(window.Seconds()), MaxRelocate: maxReloc}
+			ctx, cancel := c.ctx()
+			defer cancel()
+			start := time.Now()
+			v, err := c.client().CreateVM(ctx, req)
+			if err != nil {
+				return explainNoFit(err)
+			}
+			if !wait || stopped {
+				return c.print(v, func(w *tabwriter.Writer) { fmt.Fprintf(w, "vm %s created on %s\n", v.Name, v.Host) })
+			}
+			v, err = c.follow(ctx, v.Name, start, func(v api.VM) bool { return v.State == "running" })
+			if err != nil {
+				return err
+			}
+			return c.print(v, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "vm %s running on %s after %.1fs\n", v.Name, v.Host, time.Since(start).Seconds())
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&vcpus, "vcpus", 1, "virtual CPUs")
+	f.StringVar(&memory, "memory", "512M", "memory (MiB, or with M/G suffix)")
+	f.StringVar(&image, "image", "", "base image for the first disk (a copy-on-write overlay)")
+	f.StringVar(&diskSize, "disk-size", "", "size of the first disk (overlay or, without --image, blank)")
+	f.StringArrayVar(&disks, "disk", nil, "add a blank disk of this size (repeatable)")
+	f.StringVar(&kernel, "kernel", "", "boot this kernel directly (path on the hosts)")
+	f.StringVar(&initrd, "initrd", "", "initrd for --kernel")
+	f.StringVar(&cmdline, "cmdline", "", "kernel command line for --kernel")
+	f.StringArrayVar(&nics, "nic", nil, "attach a NIC on a corral network: NETWORK[,mac=MAC] (repeatable)")
+	f.StringVar(&userData, "user-data", "", "cloud-init user data file (attached as a NoCloud seed)")
+	f.StringArrayVar(&labels, "label", nil, "VM label key=value (repeatable)")
+	f.StringArrayVar(&require, "require", nil, "host label the VM's host must have, key=value (repeatable)")
+	f.StringVar(&anti, "anti-affinity", "", "anti-affinity group: no two VMs of a group share a host")
+	f.StringVar(&host, "host", "", "place on this host")
+	f.BoolVar(&stopped, "stopped", false, "create without starting")
+	f.BoolVar(&noHA, "no-ha", false, "do not recover this VM on another host when its host fails")
+	f.IntVar(&priority, "ha-priority", 0, "recovery order: higher first")
+	f.IntVar(&maxRestart, "max-restart", 3, "local restarts after crashes within --restart-window before relocating")
+	f.DurationVar(&window, "restart-window", 10*time.Minute, "window for --max-restart")
+	f.IntVar(&maxReloc, "max-relocate", 2, "relocations after crash loops before the VM is marked failed")
+	f.BoolVar(&wait, "wait", false, "wait until the VM runs, showing progress")
+	return cmd
+}
+
+// explainNoFit adds the per-host reasons of a no-capacity error.
+func explainNoFit(err error) error {
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeNoCapacity {
+		return err
+	}
+	reasons, ok := ae.Details.([]any)
+	if !ok || len(reasons) == 0 {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("no host can take this VM:")
+	for _, r := range reasons {
+		m, _ := r.(map[string]any)
+		fmt.Fprintf(&b, "\n  %v: %v", m["host"], m["reason"])
+	}
+	return &api.Error{Code: ae.Code, Message: b.String(), Details: ae.Details}
+}
+
+// follow prints a VM's progress to stderr until done, or until it fails.
+func (c *cli) follow(ctx context.Context, name string, start time.Time, done func(api.VM) bool) (api.VM, error) {
+	v, err := c.client().WaitVM(ctx, name, 250*time.Millisecond, func(v api.VM) bool {
+		return done(v) || v.State == "failed" || v.State == "error" && v.Message != ""
+	}, func(v api.VM) {
+		msg := ""
+		if m := vmMessage(v); m != "" {
+			msg = ": " + m
+		}
+		fmt.Fprintf(os.Stderr, "[%5.1fs] %s: %s on %s%s\n", time.Since(start).Seconds(), v.Name, v.State, orDash(v.Host), msg)
+	})
+	if err != nil {
+		return v, err
+	}
+	if !done(v) {
+		return v, fmt.Errorf("vm %s is %s: %s", v.Name, v.State, vmMessage(v))
+	}
+	return v, nil
+}
+
+func (c *cli) vmPower(action string) *cobra.Command {
+	var wait bool
+	short := map[string]string{"start": "Start a VM (also clears a failure)", "stop": "Stop a VM (ACPI power off, then destroy after the timeout)", "restart": "Restart a running VM"}[action]
+	cmd := &cobra.Command{
+		Use: action + " NAME", Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			cl := c.client()
+			start := time.Now()
+			var (
+				v   api.VM
+				err error
+			)
+			switch action {
+			case "start":
+				v, err = cl.StartVM(ctx, args[0])
+			case "stop":
+				v, err = cl.StopVM(ctx, args[0])
+			case "restart":
+				v, err = cl.RestartVM(ctx, args[0])
+			}
+			if err != nil {
+				return err
+			}
+			if wait {
+				since := v.Since
+				want := map[string]func(api.VM) bool{
+					"start":   func(v api.VM) bool { return v.State == "running" },
+					"stop":    func(v api.VM) bool { return v.State == "stopped" },
+					"restart": func(v api.VM) bool { return v.State == "running" && v.Since.After(since) },
+				}[action]
+				if v, err = c.follow(ctx, v.Name, start, want); err != nil {
+					return err
+				}
+			}
+			return c.print(v, func(w *tabwriter.Writer) { fmt.Fprintf(w, "vm %s: desired %s, now %s\n", v.Name, v.Desired, v.State) })
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until done, showing progress")
+	return cmd
+}
+
+func (c *cli) vmRm() *cobra.Command {
+	var force, noWait bool
+	cmd := &cobra.Command{
+		Use: "rm NAME", Aliases: []string{"delete"}, Short: "Delete a VM: its host destroys it and deletes its disks", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			start := time.Now()
+			v, err := c.client().DeleteVM(ctx, args[0], force)
+			if err != nil {
+				return err
+			}
+			if !noWait && v.State != "deleted" {
+				_, err := c.follow(ctx, v.Name, start, func(api.VM) bool { return false })
+				if !errors.Is(err, api.ErrNotFound) {
+					return err
+				}
+			}
+			return c.print(map[string]string{"name": args[0], "state": "deleted"}, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "vm %s deleted\n", args[0])
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "forget the VM at once, without its host (disks stay in the pool)")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the deletion is recorded")
+	return cmd
+}
+
+func (c *cli) vmResize() *cobra.Command {
+	var (
+		vcpus   int
+		memory  string
+		restart bool
+	)
+	cmd := &cobra.Command{
+		Use: "resize NAME", Short: "Change vCPUs and memory; takes effect at the next start (or now with --restart)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			cur, err := c.client().VM(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			req := api.VMResizeRequest{VCPUs: cur.Spec.VCPUs, MemoryMiB: cur.Spec.MemoryMiB, Restart: restart}
+			if cmd.Flags().Changed("vcpus") {
+				req.VCPUs = vcpus
+			}
+			if memory != "" {
+				if req.MemoryMiB, err = parseSize(memory); err != nil {
+					return fmt.Errorf("--memory: %w", err)
+				}
+			}
+			v, err := c.client().ResizeVM(ctx, args[0], req)
+			if err != nil {
+				return explainNoFit(err)
+			}
+			return c.print(v, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "vm %s: %d vCPU, %s\n", v.Name, v.Spec.VCPUs, fmtMiB(v.Spec.MemoryMiB))
+			})
+		},
+	}
+	cmd.Flags().IntVar(&vcpus, "vcpus", 0, "new vCPU count")
+	cmd.Flags().StringVar(&memory, "memory", "", "new memory size")
+	cmd.Flags().BoolVar(&restart, "restart", false, "restart the VM now so the new size applies")
+	return cmd
+}
+
+func (c *cli) vmConsoleLog() *cobra.Command {
+	var bytes int64
+	cmd := &cobra.Command{
+		Use: "console-log NAME", Short: "Print the end of a VM's serial console log (from its host)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			l, err := c.client().ConsoleLog(ctx, args[0], bytes)
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return c.print(l, nil)
+			}
+			_, err = fmt.Fprint(c.out, l.Log)
+			return err
+		},
+	}
+	cmd.Flags().Int64Var(&bytes, "bytes", 16<<10, "how much of the end of the log")
+	return cmd
+}
+
+func (c *cli) vmStats() *cobra.Command {
+	return &cobra.Command{
+		Use: "stats NAME", Short: "Show a VM's CPU, memory, disk and NIC counters", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			s, err := c.client().VMStats(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return c.print(s, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "Host:\t%s\nState:\t%s\nCPU time:\t%.2fs on %d vCPUs\nMemory:\t%d MiB of %d MiB\n",
+					s.Host, s.State, float64(s.CPUTimeNs)/1e9, s.VCPUs, s.MemoryKiB>>10, s.MaxMemoryKiB>>10)
+				for _, d := range s.Disks {
+					fmt.Fprintf(w, "Disk %s:\tread %d B (%d ops), written %d B (%d ops)\n", d.Name, d.ReadBytes, d.ReadReqs, d.WriteBytes, d.WriteReqs)
+				}
+				for _, n := range s.NICs {
+					fmt.Fprintf(w, "NIC %s:\trx %d B %d pkts (%d err, %d drop), tx %d B %d pkts (%d err, %d drop)\n",
+						n.Name, n.RxBytes, n.RxPackets, n.RxErrs, n.RxDrop, n.TxBytes, n.TxPackets, n.TxErrs, n.TxDrop)
+				}
+			})
+		},
+	}
+}

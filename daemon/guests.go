@@ -1,0 +1,313 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/daemon/controller"
+	"github.com/corralhq/corral/daemon/hypervisor"
+	"github.com/corralhq/corral/daemon/images"
+	"github.com/corralhq/corral/daemon/rpc"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// GuestDriver is what the daemon needs from a hypervisor driver: what the
+// host loop uses, plus its connection loop and the per-host reads the admin
+// API serves (console log, stats).
+type GuestDriver interface {
+	controller.Driver
+	Run(ctx context.Context) error
+	ConsoleLog(ctx context.Context, name string, max int64) ([]byte, error)
+	Stats(ctx context.Context, name string) (hypervisor.Stats, error)
+	PoolDir() string
+	Refresh(ctx context.Context) error
+}
+
+// reporter sends the host loop's findings to the leader.
+type reporter struct{ d *Daemon }
+
+func (r reporter) Report(ctx context.Context, rep raftstore.ReportVMs) error {
+	_, err := forward(ctx, r.d, "vm.report", rep, r.d.leader.ReportVMs)
+	return err
+}
+
+func (r reporter) Relocate(ctx context.Context, req controller.RelocateRequest) error {
+	_, err := forward(ctx, r.d, "vm.relocate", req, r.d.leader.RelocateVM)
+	return err
+}
+
+// hostRead is a read served by the host that runs a VM (its console log,
+// its counters): locally when that is this host, else over the cluster RPC.
+type hostRead struct {
+	VM    string `json:"vm"`
+	Bytes int64  `json:"bytes,omitempty"`
+}
+
+func (d *Daemon) registerGuestRPC() {
+	l := d.leader
+	rpc.Register(d.rpcSrv, "vm.create", l.CreateVM)
+	rpc.Register(d.rpcSrv, "vm.power", l.SetVMPower)
+	rpc.Register(d.rpcSrv, "vm.restart", l.RestartVM)
+	rpc.Register(d.rpcSrv, "vm.resize", l.ResizeVM)
+	rpc.Register(d.rpcSrv, "vm.delete", l.DeleteVM)
+	rpc.Register(d.rpcSrv, "vm.report", l.ReportVMs)
+	rpc.Register(d.rpcSrv, "vm.relocate", l.RelocateVM)
+	rpc.Register(d.rpcSrv, "image.put", l.PutImage)
+	rpc.Register(d.rpcSrv, "image.delete", l.DeleteImage)
+	rpc.Register(d.rpcSrv, "vm.console", d.localConsole)
+	rpc.Register(d.rpcSrv, "vm.stats", d.localStats)
+}
+
+func (d *Daemon) localConsole(ctx context.Context, req hostRead) (api.ConsoleLog, error) {
+	b, err := d.driver.ConsoleLog(ctx, req.VM, req.Bytes)
+	return api.ConsoleLog{Host: d.cfg.Name, Log: string(b)}, err
+}
+
+func (d *Daemon) localStats(ctx context.Context, req hostRead) (api.VMStats, error) {
+	st, err := d.driver.Stats(ctx, req.VM)
+	if err != nil {
+		return api.VMStats{}, err
+	}
+	out := api.VMStats{Host: d.cfg.Name, State: string(st.State), CPUTimeNs: st.CPUTime, VCPUs: st.VCPUs, MemoryKiB: st.MemoryKiB, MaxMemoryKiB: st.MaxMemoryKiB}
+	for _, s := range st.Disks {
+		out.Disks = append(out.Disks, api.DiskStats(s))
+	}
+	for _, s := range st.NICs {
+		out.NICs = append(out.NICs, api.NICStats(s))
+	}
+	return out, nil
+}
+
+// onHost runs a host read on the VM's host.
+func onHost[Resp any](ctx context.Context, d *Daemon, method, vm string, req hostRead, local func(context.Context, hostRead) (Resp, error)) (Resp, error) {
+	var resp Resp
+	v, err := d.store.VM(vm)
+	if err != nil {
+		return resp, err
+	}
+	if v.Host == "" {
+		return resp, fmt.Errorf("vm %q is not placed on any host: %w", vm, model.ErrConflict)
+	}
+	if v.Host == d.cfg.Name {
+		return local(ctx, req)
+	}
+	h, err := d.store.Host(v.Host)
+	if err != nil {
+		return resp, err
+	}
+	err = d.rpcCli.Call(ctx, h.RPCAddr, method, req, &resp)
+	return resp, err
+}
+
+func vmView(v model.VM) api.VM {
+	s := v.Spec
+	out := api.VM{
+		Name: v.Name, ID: v.ID, Host: v.Host, Desired: string(v.Desired), State: string(v.Actual.State), Message: v.Actual.Message,
+		Generation: v.Generation, Since: v.Actual.Since, Restarts: v.Actual.Restarts, Relocations: v.Relocations,
+		Failed: v.Failed, Deleting: v.Deleting, ReportedAt: v.Actual.UpdatedAt, CreatedAt: v.CreatedAt,
+		PendingRestart: v.Actual.State == model.StateRunning && v.Actual.SpecVersion != 0 && v.Actual.SpecVersion < v.SpecVersion,
+		Spec: api.VMSpec{
+			VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, UserData: s.UserData, Labels: s.Labels, AntiAffinity: s.AntiAffinity,
+			Require: s.Require, HA: api.HAPolicy(s.HA),
+		},
+	}
+	if v.Actual.State == "" {
+		out.State = string(model.StatePending)
+	}
+	if v.Deleting {
+		out.State = string(model.StateDeleting)
+	}
+	for _, dk := range s.Disks {
+		out.Spec.Disks = append(out.Spec.Disks, api.Disk(dk))
+	}
+	for _, n := range s.NICs {
+		out.Spec.NICs = append(out.Spec.NICs, api.NIC(n))
+	}
+	if s.Kernel != nil {
+		k := api.Kernel(*s.Kernel)
+		out.Spec.Kernel = &k
+	}
+	return out
+}
+
+func specFromAPI(req api.VMCreateRequest) model.VMSpec {
+	s := req.Spec
+	out := model.VMSpec{
+		VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, UserData: s.UserData, Labels: s.Labels,
+		AntiAffinity: s.AntiAffinity, Require: s.Require, HA: model.DefaultHA(),
+	}
+	if req.HA != nil {
+		out.HA = model.HAPolicy(*req.HA)
+	}
+	for _, d := range s.Disks {
+		out.Disks = append(out.Disks, model.DiskSpec(d))
+	}
+	for _, n := range s.NICs {
+		out.NICs = append(out.NICs, model.NICSpec(n))
+	}
+	if s.Kernel != nil {
+		k := model.KernelBoot(*s.Kernel)
+		out.Kernel = &k
+	}
+	return out
+}
+
+func imageView(im model.Image) api.Image {
+	return api.Image{Name: im.Name, Format: im.Format, SizeBytes: im.SizeBytes, VirtualSizeBytes: im.VirtualSizeBytes, SHA256: im.SHA256, CreatedAt: im.CreatedAt}
+}
+
+func (b backend) VMs(ctx context.Context) ([]api.VM, error) {
+	vms := b.d.store.VMs()
+	out := make([]api.VM, len(vms))
+	for i, v := range vms {
+		out[i] = vmView(v)
+	}
+	return out, nil
+}
+
+func (b backend) VM(ctx context.Context, name string) (api.VM, error) {
+	v, err := b.d.store.VM(name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return vmView(v), nil
+}
+
+// afterWrite answers a write with the VM as this host's copy of the state
+// shows it once the write has reached it.
+func (b backend) afterWrite(ctx context.Context, v model.VM, err error) (api.VM, error) {
+	if err != nil {
+		return api.VM{}, err
+	}
+	b.d.waitState(ctx, func() bool {
+		cur, err := b.d.store.VM(v.Name)
+		return err == nil && cur.Generation >= v.Generation && cur.SpecVersion >= v.SpecVersion &&
+			cur.RestartSeq >= v.RestartSeq && cur.Desired == v.Desired && cur.Deleting == v.Deleting
+	})
+	return b.VM(ctx, v.Name)
+}
+
+func (b backend) CreateVM(ctx context.Context, req api.VMCreateRequest) (api.VM, error) {
+	v, err := forward(ctx, b.d, "vm.create", controller.CreateVMRequest{Name: req.Name, Spec: specFromAPI(req), Host: req.Host, Stopped: req.Stopped}, b.d.leader.CreateVM)
+	return b.afterWrite(ctx, v, err)
+}
+
+func (b backend) SetVMPower(ctx context.Context, name string, desired string) (api.VM, error) {
+	v, err := forward(ctx, b.d, "vm.power", controller.VMPowerRequest{Name: name, Desired: model.PowerState(desired)}, b.d.leader.SetVMPower)
+	return b.afterWrite(ctx, v, err)
+}
+
+func (b backend) RestartVM(ctx context.Context, name string) (api.VM, error) {
+	v, err := forward(ctx, b.d, "vm.restart", controller.NameRequest{Name: name}, b.d.leader.RestartVM)
+	return b.afterWrite(ctx, v, err)
+}
+
+func (b backend) ResizeVM(ctx context.Context, name string, req api.VMResizeRequest) (api.VM, error) {
+	v, err := forward(ctx, b.d, "vm.resize", controller.ResizeVMRequest{Name: name, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Restart: req.Restart}, b.d.leader.ResizeVM)
+	return b.afterWrite(ctx, v, err)
+}
+
+func (b backend) DeleteVM(ctx context.Context, name string, force bool) (api.VM, error) {
+	v, err := forward(ctx, b.d, "vm.delete", controller.DeleteVMRequest{Name: name, Force: force}, b.d.leader.DeleteVM)
+	if err != nil {
+		return api.VM{}, err
+	}
+	// Wait until this host's copy shows the deletion under way, or done.
+	b.d.waitState(ctx, func() bool {
+		cur, err := b.d.store.VM(name)
+		return err != nil || cur.Deleting
+	})
+	if cur, err := b.d.store.VM(name); err == nil {
+		return vmView(cur), nil
+	}
+	out := vmView(v)
+	out.State, out.Deleting = string(model.StateDeleted), false
+	return out, nil
+}
+
+func (b backend) ConsoleLog(ctx context.Context, name string, bytes int64) (api.ConsoleLog, error) {
+	return onHost(ctx, b.d, "vm.console", name, hostRead{VM: name, Bytes: bytes}, b.d.localConsole)
+}
+
+func (b backend) VMStats(ctx context.Context, name string) (api.VMStats, error) {
+	return onHost(ctx, b.d, "vm.stats", name, hostRead{VM: name}, b.d.localStats)
+}
+
+func (b backend) Images(ctx context.Context) ([]api.Image, error) {
+	var out []api.Image
+	for _, im := range b.d.store.Images() {
+		out = append(out, imageView(im))
+	}
+	return out, nil
+}
+
+// ImportImage streams an upload into the shared storage pool and records it
+// through the leader; a refused record removes the file again.
+func (b backend) ImportImage(ctx context.Context, name string, body io.Reader) (api.Image, error) {
+	if _, err := b.d.store.Image(name); err == nil {
+		return api.Image{}, fmt.Errorf("image %q already exists: %w", name, model.ErrConflict)
+	}
+	dir := b.d.driver.PoolDir()
+	im, err := images.Import(dir, name, body)
+	if err != nil {
+		return api.Image{}, err
+	}
+	rec, err := forward(ctx, b.d, "image.put", im, b.d.leader.PutImage)
+	if err != nil {
+		images.Remove(dir, name)
+		return api.Image{}, err
+	}
+	if err := b.d.driver.Refresh(ctx); err != nil && !errors.Is(err, hypervisor.ErrDisconnected) {
+		b.d.log.Warn("refresh storage pool", "err", err)
+	}
+	b.d.waitState(ctx, func() bool { _, err := b.d.store.Image(name); return err == nil })
+	return imageView(rec), nil
+}
+
+func (b backend) DeleteImage(ctx context.Context, name string) error {
+	if _, err := forward(ctx, b.d, "image.delete", controller.NameRequest{Name: name}, b.d.leader.DeleteImage); err != nil {
+		return err
+	}
+	return images.Remove(b.d.driver.PoolDir(), name)
+}
+
+// Events returns events after seq; with wait > 0 it waits up to wait for
+// at least one.
+func (b backend) Events(ctx context.Context, after uint64, limit int, wait time.Duration) ([]api.Event, error) {
+	get := func() []api.Event {
+		var out []api.Event
+		for _, e := range b.d.store.Events(after, limit) {
+			out = append(out, api.Event(e))
+		}
+		return out
+	}
+	evs := get()
+	if len(evs) > 0 || wait <= 0 {
+		return evs, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	b.d.waitState(wctx, func() bool { evs = get(); return len(evs) > 0 })
+	return evs, nil
+}
+
+// waitState waits until cond holds on this host's copy of the state, or ctx
+// ends (bounded by ForwardTimeout).
+func (d *Daemon) waitState(ctx context.Context, cond func() bool) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Tuning.ForwardTimeout)
+	defer cancel()
+	changes, stop := d.store.Watch()
+	defer stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		}
+	}
+}

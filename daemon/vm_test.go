@@ -13,6 +13,7 @@ import (
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/api/client"
+	"github.com/corralhq/corral/daemon/hypervisor/fake"
 	"github.com/corralhq/corral/internal/testutil"
 )
 
@@ -250,4 +251,78 @@ func TestBadVMInputChangesNothing(t *testing.T) {
 	if evAfter, _ := c.Events(ctx, 0, 0, 0); len(evAfter) != len(evBefore) {
 		t.Fatalf("bad requests recorded events: %d -> %d", len(evBefore), len(evAfter))
 	}
+}
+
+// TestCrashLoopRelocatesThenFails: a guest that keeps crashing is restarted
+// on its host up to max_restart, then relocated up to max_relocate, then
+// marked failed, with an event at each step; a start gives it a new budget.
+func TestCrashLoopRelocatesThenFails(t *testing.T) {
+	tc := newTestCluster(t, 3, []int{0, 1, 2}, nil)
+	tc.startAll()
+	tc.waitConverged(3, 0)
+	c := tc.hosts[0].client
+	ctx := ctxT(t)
+	if _, err := c.ImportImage(ctx, "base", bytes.NewReader(qcow2(1<<20)), 1024); err != nil {
+		t.Fatal(err)
+	}
+	req := vmReq("flaky")
+	req.HA = &api.HAPolicy{Enabled: true, MaxRestart: 1, RestartWindowSec: 600, MaxRelocate: 1}
+	if _, err := c.CreateVM(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	driverOf := func(host string) *fake.Driver { return tc.host(host).cfg.Tuning.Driver.(*fake.Driver) }
+	crashUntil := func(cond func(api.VM) bool) api.VM {
+		var v api.VM
+		testutil.Eventually(t, 20*time.Second, func() error {
+			var err error
+			if v, err = c.VM(ctx, "flaky"); err != nil {
+				return err
+			}
+			if cond(v) {
+				return nil
+			}
+			if v.State == "running" {
+				driverOf(v.Host).Crash("flaky")
+			}
+			return fmt.Errorf("%s on %s: %s", v.State, v.Host, v.Message)
+		})
+		return v
+	}
+	first := waitVMState(t, c, "flaky", "running").Host
+	v := crashUntil(func(v api.VM) bool { return v.Host != first && v.State == "running" })
+	if v.Relocations != 1 || v.Generation != 2 {
+		t.Fatalf("after relocation: %+v", v)
+	}
+	v = crashUntil(func(v api.VM) bool { return v.State == "failed" })
+	if !strings.Contains(v.Failed, "max_relocate") {
+		t.Fatalf("failed: %+v", v)
+	}
+	// A failed VM is not restarted.
+	if d, _ := driverOf(v.Host).Domain("flaky"); d.State.Active() {
+		t.Fatal("failed vm running")
+	}
+	evs, _ := c.Events(ctx, 0, 0, 0)
+	var kinds []string
+	for _, e := range evs {
+		if e.VM == "flaky" {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	for _, k := range []string{"crashed", "relocated", "failed"} {
+		if !strings.Contains(strings.Join(kinds, " "), k) {
+			t.Fatalf("no %s event: %v", k, kinds)
+		}
+	}
+	// An operator's start clears the failure.
+	if _, err := c.StartVM(ctx, "flaky"); err != nil {
+		t.Fatal(err)
+	}
+	waitVMState(t, c, "flaky", "running")
+}
+
+func waitVMState(t *testing.T, c *client.Client, name, state string) api.VM {
+	t.Helper()
+	waitVM(t, c, name, state)
+	v, _ := c.VM(ctxT(t), name)
+	return v
 }

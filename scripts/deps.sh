@@ -3,7 +3,12 @@
 # usage: scripts/deps.sh test|demo
 set -euo pipefail
 what=${1:-test}
-pkgs=(iproute2)
+# iproute2 and util-linux (ip, unshare, nsenter) build the lab's namespaces;
+# libvirt, QEMU and virtlockd run the guests; busybox-static, the cloud kernel,
+# cpio and kmod (modinfo) build the test guest; genisoimage writes cloud-init
+# seeds.
+pkgs=(iproute2 util-linux libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+      busybox-static linux-image-cloud-amd64 cpio kmod genisoimage)
 case "$what" in
   test|demo) ;;
   *) echo "usage: $0 test|demo" >&2; exit 2 ;;

@@ -44,6 +44,8 @@ type Driver struct {
 
 	mu   sync.Mutex
 	conn *golibvirt.Libvirt
+	// volMu serialises storage pool operations.
+	volMu sync.Mutex
 
 	events chan hypervisor.Event
 }

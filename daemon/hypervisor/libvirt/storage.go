@@ -51,27 +51,39 @@ func (d *Driver) VolumePath(name string) string { return filepath.Join(d.cfg.Poo
 // PoolDir is the storage pool directory.
 func (d *Driver) PoolDir() string { return d.cfg.PoolDir }
 
-// pool looks the pool up and refreshes it, so volumes another host created
-// on the shared directory are known.
+// pool looks the pool up. Callers hold volMu: libvirt refuses to refresh a
+// pool while it creates a volume in it ("asynchronous jobs running").
 func (d *Driver) pool() (*golibvirt.Libvirt, golibvirt.StoragePool, error) {
 	l, err := d.c()
 	if err != nil {
 		return nil, golibvirt.StoragePool{}, err
 	}
 	p, err := l.StoragePoolLookupByName(d.cfg.PoolName)
-	if err != nil {
-		return nil, p, wrap("storage pool", err)
+	return l, p, wrap("storage pool", err)
+}
+
+// volume looks a volume up, rescanning the pool directory once if libvirt
+// does not know it yet (another host created it on the shared directory).
+func (d *Driver) volume(l *golibvirt.Libvirt, p golibvirt.StoragePool, name string) (golibvirt.StorageVol, error) {
+	v, err := l.StorageVolLookupByName(p, name)
+	if isCode(err, golibvirt.ErrNoStorageVol) {
+		if err := l.StoragePoolRefresh(p, 0); err != nil {
+			return v, wrap("refresh storage pool", err)
+		}
+		v, err = l.StorageVolLookupByName(p, name)
 	}
-	if err := l.StoragePoolRefresh(p, 0); err != nil {
-		return nil, p, wrap("refresh storage pool", err)
-	}
-	return l, p, nil
+	return v, wrap("volume "+name, err)
 }
 
 // Refresh makes libvirt rescan the pool directory.
 func (d *Driver) Refresh(ctx context.Context) error {
-	_, _, err := d.pool()
-	return err
+	d.volMu.Lock()
+	defer d.volMu.Unlock()
+	l, p, err := d.pool()
+	if err != nil {
+		return err
+	}
+	return wrap("refresh storage pool", l.StoragePoolRefresh(p, 0))
 }
 
 // EnsureVolume creates a qcow2 volume unless it exists: an overlay on
@@ -83,6 +95,8 @@ func (d *Driver) EnsureVolume(ctx context.Context, v hypervisor.Volume) (string,
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
+	d.volMu.Lock()
+	defer d.volMu.Unlock()
 	l, p, err := d.pool()
 	if err != nil {
 		return "", err
@@ -91,9 +105,9 @@ func (d *Driver) EnsureVolume(ctx context.Context, v hypervisor.Volume) (string,
 	backing := ""
 	if v.Backing != "" {
 		backing = d.VolumePath(v.Backing)
-		bv, err := l.StorageVolLookupByName(p, v.Backing)
+		bv, err := d.volume(l, p, v.Backing)
 		if err != nil {
-			return "", wrap("base volume "+v.Backing, err)
+			return "", err
 		}
 		_, capacity, _, err := l.StorageVolGetInfo(bv)
 		if err != nil {
@@ -142,7 +156,7 @@ func (d *Driver) EnsureSeed(ctx context.Context, name, userData, metaData string
 	if err := os.Rename(tmp, path); err != nil {
 		return "", err
 	}
-	return path, d.Refresh(ctx)
+	return path, nil
 }
 
 // DeleteVolume removes a volume from the pool; a missing one is fine.
@@ -150,13 +164,19 @@ func (d *Driver) DeleteVolume(ctx context.Context, name string) error {
 	if _, err := os.Stat(d.VolumePath(name)); os.IsNotExist(err) {
 		return nil
 	}
+	d.volMu.Lock()
+	defer d.volMu.Unlock()
 	l, p, err := d.pool()
 	if err != nil {
 		return err
 	}
 	v, err := l.StorageVolLookupByName(p, name)
 	if isCode(err, golibvirt.ErrNoStorageVol) {
-		return os.Remove(d.VolumePath(name))
+		// Not known to this libvirtd (made by another host): the file is all.
+		if err := os.Remove(d.VolumePath(name)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		return nil
 	}
 	if err != nil {
 		return wrap("volume "+name, err)

@@ -44,15 +44,22 @@ func TestValidateLabels(t *testing.T) {
 }
 
 func TestVMSpecLimits(t *testing.T) {
+	disk := []DiskSpec{{SizeMiB: 64}}
 	for _, tc := range []struct {
 		spec VMSpec
 		ok   bool
 	}{
-		{VMSpec{VCPUs: 1, MemoryMiB: 128}, true},
-		{VMSpec{VCPUs: 0, MemoryMiB: 128}, false},
-		{VMSpec{VCPUs: 1, MemoryMiB: 0}, false},
-		{VMSpec{VCPUs: 1, MemoryMiB: 1 << 40}, false},
-		{VMSpec{VCPUs: 100000, MemoryMiB: 128}, false},
+		{VMSpec{VCPUs: 1, MemoryMiB: 128, Disks: disk}, true},
+		{VMSpec{VCPUs: 1, MemoryMiB: 128}, false}, // nothing to boot
+		{VMSpec{VCPUs: 1, MemoryMiB: 128, Kernel: &KernelBoot{Kernel: "/k"}}, true},
+		{VMSpec{VCPUs: 1, MemoryMiB: 128, Kernel: &KernelBoot{Kernel: "k"}}, false},
+		{VMSpec{VCPUs: 0, MemoryMiB: 128, Disks: disk}, false},
+		{VMSpec{VCPUs: 1, MemoryMiB: 0, Disks: disk}, false},
+		{VMSpec{VCPUs: 1, MemoryMiB: 1 << 40, Disks: disk}, false},
+		{VMSpec{VCPUs: 100000, MemoryMiB: 128, Disks: disk}, false},
+		{VMSpec{VCPUs: 1, MemoryMiB: 128, Disks: []DiskSpec{{}}}, false},
+		{VMSpec{VCPUs: 1, MemoryMiB: 128, Disks: disk, NICs: []NICSpec{{Network: "lan", MAC: "01:00:00:00:00:01"}}}, false},
+		{VMSpec{VCPUs: 1, MemoryMiB: 128, Disks: disk, HA: HAPolicy{MaxRestart: -1}}, false},
 	} {
 		if err := tc.spec.Validate("v"); (err == nil) != tc.ok {
 			t.Errorf("%+v: %v", tc.spec, err)

@@ -48,6 +48,19 @@ type Host struct {
 	// RegisteredAt is when the leader first recorded the host (leader's
 	// wall clock, chosen before the Raft entry was written).
 	RegisteredAt time.Time `json:"registered_at"`
+	// FencedAt and FenceReason say when and why the leader declared the
+	// host dead (mode fenced).
+	FencedAt    time.Time `json:"fenced_at,omitzero"`
+	FenceReason string    `json:"fence_reason,omitempty"`
+	// Draining: the leader is live-migrating the host's VMs away.
+	Draining bool `json:"draining,omitempty"`
+}
+
+// Cluster holds cluster-wide settings kept in state.
+type Cluster struct {
+	// HADisarmed pauses fencing and recovery (for cluster-wide network
+	// work): the leader declares no host dead, hosts do not self-fence.
+	HADisarmed bool `json:"ha_disarmed,omitempty"`
 }
 
 // Clone returns a deep copy of h.

@@ -197,16 +197,17 @@ func (s VMSpec) Clone() VMSpec {
 type VMState string
 
 const (
-	StatePending  VMState = "pending"  // not placed, or its host has not reported yet
-	StateStarting VMState = "starting" // being defined and started
-	StateRunning  VMState = "running"
-	StateStopping VMState = "stopping"
-	StateStopped  VMState = "stopped"
-	StateCrashed  VMState = "crashed" // died unexpectedly; restart pending
-	StateFailed   VMState = "failed"  // corral gave up; see Failed
-	StateError    VMState = "error"   // the host could not act; see Message
-	StateDeleting VMState = "deleting"
-	StateDeleted  VMState = "deleted" // host removed domain and disks
+	StatePending   VMState = "pending"  // not placed, or its host has not reported yet
+	StateStarting  VMState = "starting" // being defined and started
+	StateRunning   VMState = "running"
+	StateStopping  VMState = "stopping"
+	StateStopped   VMState = "stopped"
+	StateCrashed   VMState = "crashed" // died unexpectedly; restart pending
+	StateFailed    VMState = "failed"  // corral gave up; see Failed
+	StateError     VMState = "error"   // the host could not act; see Message
+	StateDeleting  VMState = "deleting"
+	StateMigrating VMState = "migrating"
+	StateDeleted   VMState = "deleted" // host removed domain and disks
 )
 
 // Actual is the last report about a VM from the host it is placed on.
@@ -250,11 +251,27 @@ type VM struct {
 	Relocations int       `json:"relocations,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	Actual      Actual    `json:"actual"`
+	// Migration is a live migration the leader asked for; the VM's host
+	// drives it and the placement changes when it succeeds.
+	Migration *Migration `json:"migration,omitempty"`
+	// Home is the host a drain moved the VM away from (for failback).
+	Home string `json:"home,omitempty"`
+}
+
+// Migration is a requested live migration.
+type Migration struct {
+	Target    string    `json:"target"`
+	Reason    string    `json:"reason"` // drain, failback
+	StartedAt time.Time `json:"started_at"`
 }
 
 // Clone returns a deep copy of v.
 func (v VM) Clone() VM {
 	v.Spec = v.Spec.Clone()
+	if v.Migration != nil {
+		m := *v.Migration
+		v.Migration = &m
+	}
 	return v
 }
 

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/corralhq/corral/model"
 )
@@ -52,6 +53,30 @@ func (s *State) apply(c Command) any {
 		return s.deleteImage(c)
 	case AddEvents:
 		s.addEvents(c.Events)
+		return nil
+	case FenceHost:
+		return s.updateHost(c.Name, func(h *model.Host) error {
+			if h.Mode != model.ModeFenced {
+				h.Mode, h.FencedAt, h.FenceReason, h.Draining = model.ModeFenced, c.Time, c.Reason, false
+			}
+			return nil
+		})
+	case SetHostDraining:
+		return s.updateHost(c.Name, func(h *model.Host) error { h.Draining = c.Draining; return nil })
+	case StartMigration:
+		return s.startMigration(c)
+	case FinishMigration:
+		return s.finishMigration(c)
+	case AbortMigration:
+		return s.updateVM(c.Name, func(v *model.VM) error {
+			if v.Generation != c.Generation || v.Migration == nil {
+				return fmt.Errorf("vm %q: no migration at generation %d: %w", c.Name, c.Generation, model.ErrConflict)
+			}
+			v.Migration = nil
+			return nil
+		})
+	case SetHA:
+		s.cluster.HADisarmed = c.Disarmed
 		return nil
 	case Batch:
 		res := make(BatchResult, len(c.Entries))
@@ -119,16 +144,73 @@ func (s *State) setHostLabels(c SetHostLabels) error {
 }
 
 func (s *State) setHostMode(c SetHostMode) error {
-	h, err := s.host(c.Name)
-	if err != nil {
-		return err
-	}
 	if !c.Mode.Valid() {
 		return fmt.Errorf("host %q: unknown mode %q: %w", c.Name, c.Mode, model.ErrInvalid)
 	}
-	h.Mode = c.Mode
-	s.hosts[h.Name] = h
+	return s.updateHost(c.Name, func(h *model.Host) error {
+		h.Mode = c.Mode
+		if c.Mode != model.ModeFenced {
+			h.FencedAt, h.FenceReason = time.Time{}, ""
+		}
+		if c.Mode == model.ModeActive {
+			h.Draining = false
+		}
+		return nil
+	})
+}
+
+// updateHost applies fn to a copy of the host and stores it if fn succeeds.
+func (s *State) updateHost(name string, fn func(*model.Host) error) error {
+	h, err := s.host(name)
+	if err != nil {
+		return err
+	}
+	if err := fn(&h); err != nil {
+		return err
+	}
+	s.hosts[name] = h
 	return nil
+}
+
+func (s *State) startMigration(c StartMigration) error {
+	if _, err := s.host(c.Target); err != nil {
+		return fmt.Errorf("migration target: %w", err)
+	}
+	return s.updateVM(c.Name, func(v *model.VM) error {
+		switch {
+		case v.Generation != c.Generation:
+			return fmt.Errorf("vm %q: generation is %d, not %d: %w", c.Name, v.Generation, c.Generation, model.ErrConflict)
+		case v.Migration != nil:
+			return fmt.Errorf("vm %q is already migrating to %s: %w", c.Name, v.Migration.Target, model.ErrConflict)
+		case v.Deleting:
+			return fmt.Errorf("vm %q is being deleted: %w", c.Name, model.ErrConflict)
+		case v.Host == "" || v.Host == c.Target:
+			return fmt.Errorf("vm %q: cannot migrate from %q to %q: %w", c.Name, v.Host, c.Target, model.ErrInvalid)
+		}
+		v.Migration = &model.Migration{Target: c.Target, Reason: c.Reason, StartedAt: c.Time}
+		return nil
+	})
+}
+
+func (s *State) finishMigration(c FinishMigration) error {
+	return s.updateVM(c.Name, func(v *model.VM) error {
+		if v.Generation != c.Generation || v.Migration == nil || v.Migration.Target != c.Target {
+			return fmt.Errorf("vm %q: no migration to %s at generation %d: %w", c.Name, c.Target, c.Generation, model.ErrConflict)
+		}
+		switch v.Migration.Reason {
+		case "drain":
+			if v.Home == "" {
+				v.Home = v.Host
+			}
+		case "failback":
+			v.Home = ""
+		}
+		v.Host = c.Target
+		v.Generation++
+		v.Migration = nil
+		v.Actual.Host, v.Actual.Generation = c.Target, v.Generation
+		return nil
+	})
 }
 
 func (s *State) removeHost(c RemoveHost) error {

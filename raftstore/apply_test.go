@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -139,6 +140,47 @@ func TestApplyRules(t *testing.T) {
 			CreateVM{VM: func() model.VM { v := testVM("v"); v.Spec.Disks = []model.DiskSpec{{Image: "base"}}; return v }()}},
 			cmd: DeleteImage{Name: "base"}, wantErr: model.ErrConflict},
 		{name: "image bad format", cmd: PutImage{Image: model.Image{Name: "x", Format: "vmdk"}}, wantErr: model.ErrInvalid},
+		{name: "fence host", setup: []Command{RegisterHost{Host: testHost("a")}, SetHostDraining{Name: "a", Draining: true}},
+			cmd: FenceHost{Name: "a", Reason: "lease expired", Time: time.Unix(100, 0)},
+			check: func(t *testing.T, s *State) {
+				if h := s.hosts["a"]; h.Mode != model.ModeFenced || h.FenceReason != "lease expired" || h.Draining {
+					t.Errorf("host %+v", h)
+				}
+			}},
+		{name: "reactivation clears the fence", setup: []Command{RegisterHost{Host: testHost("a")}, FenceHost{Name: "a", Reason: "x"}},
+			cmd: SetHostMode{Name: "a", Mode: model.ModeActive},
+			check: func(t *testing.T, s *State) {
+				if h := s.hosts["a"]; h.Mode != model.ModeActive || h.FenceReason != "" {
+					t.Errorf("host %+v", h)
+				}
+			}},
+		{name: "migration to the same host", setup: migrationSetup(), cmd: StartMigration{Name: "v", Generation: 1, Target: "a"}, wantErr: model.ErrInvalid},
+		{name: "migration twice", setup: append(migrationSetup(), StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
+			cmd: StartMigration{Name: "v", Generation: 1, Target: "b"}, wantErr: model.ErrConflict},
+		{name: "finish migration", setup: append(migrationSetup(), StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"},
+			ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Since: time.Unix(50, 0)}}}),
+			cmd: FinishMigration{Name: "v", Generation: 1, Target: "b"},
+			check: func(t *testing.T, s *State) {
+				v := s.vms["v"]
+				if v.Host != "b" || v.Generation != 2 || v.Migration != nil || v.Home != "a" || v.Actual.State != model.StateRunning ||
+					!v.Actual.Since.Equal(time.Unix(50, 0)) || v.Actual.Generation != 2 {
+					t.Errorf("vm %+v", v)
+				}
+			}},
+		{name: "finish a migration to another target", setup: append(migrationSetup(), StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
+			cmd: FinishMigration{Name: "v", Generation: 1, Target: "a"}, wantErr: model.ErrConflict},
+		{name: "abort migration", setup: append(migrationSetup(), StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
+			cmd: AbortMigration{Name: "v", Generation: 1},
+			check: func(t *testing.T, s *State) {
+				if v := s.vms["v"]; v.Migration != nil || v.Host != "a" {
+					t.Errorf("vm %+v", v)
+				}
+			}},
+		{name: "disarm", cmd: SetHA{Disarmed: true}, check: func(t *testing.T, s *State) {
+			if !s.cluster.HADisarmed {
+				t.Error("not disarmed")
+			}
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -164,6 +206,12 @@ func TestApplyRules(t *testing.T) {
 			}
 		})
 	}
+}
+
+func migrationSetup() []Command {
+	v := testVM("v")
+	v.Host = "a"
+	return []Command{RegisterHost{Host: testHost("a")}, RegisterHost{Host: testHost("b")}, CreateVM{VM: v}}
 }
 
 func TestEventsAreNumberedAndBounded(t *testing.T) {
@@ -231,7 +279,11 @@ func snapshotBytes(t testing.TB, f *fsm) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []byte(fmt.Sprintf("%v", canonical(s)))
+	b, err := json.Marshal(canonical(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // canonical renders a state in a fixed order, for comparisons.
@@ -252,7 +304,7 @@ func canonical(s *State) []any {
 	for _, e := range s.events {
 		out = append(out, e)
 	}
-	return append(out, s.eventSeq)
+	return append(out, s.eventSeq, s.cluster)
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
@@ -262,7 +314,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		h := testHost(fmt.Sprintf("h%d", i))
 		cmds = append(cmds, RegisterHost{Host: h}, SetHostLabels{Name: h.Name, Set: map[string]string{"rack": fmt.Sprint(i % 2)}})
 	}
-	cmds = append(cmds, PutImage{Image: model.Image{Name: "base", Format: "qcow2", SizeBytes: 1}},
+	cmds = append(cmds, SetHA{Disarmed: true}, PutImage{Image: model.Image{Name: "base", Format: "qcow2", SizeBytes: 1}},
 		AddEvents{Events: []model.Event{{Kind: "created", VM: "vm000"}, {Kind: "placed", VM: "vm000", Host: "h0"}}})
 	for i := 0; i < 200; i++ {
 		v := testVM(fmt.Sprintf("vm%03d", i))
@@ -336,6 +388,9 @@ func FuzzDecode(f *testing.F) {
 		ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning}}},
 		FailVM{Name: "v", Generation: 1, Reason: "r"}, PutImage{Image: model.Image{Name: "i", Format: "raw"}},
 		DeleteImage{Name: "i"}, AddEvents{Events: []model.Event{{Kind: "k"}}},
+		FenceHost{Name: "a", Reason: "r"}, SetHostDraining{Name: "a", Draining: true},
+		StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}, FinishMigration{Name: "v", Generation: 1, Target: "b"},
+		AbortMigration{Name: "v", Generation: 1}, SetHA{Disarmed: true},
 		Batch{Entries: [][]byte{MustEncode(DeleteVM{Name: "v"})}},
 	} {
 		f.Add(MustEncode(c))

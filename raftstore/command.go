@@ -40,6 +40,13 @@ const (
 
 	TypeAddEvents Type = 25
 
+	TypeFenceHost       Type = 40
+	TypeSetHostDraining Type = 41
+	TypeStartMigration  Type = 42
+	TypeFinishMigration Type = 43
+	TypeAbortMigration  Type = 44
+	TypeSetHA           Type = 45
+
 	TypeBatch Type = 30
 )
 
@@ -164,6 +171,48 @@ type DeleteImage struct {
 	Name string `json:"name"`
 }
 
+// FenceHost records that the leader declared a host dead: mode fenced.
+type FenceHost struct {
+	Name   string    `json:"name"`
+	Reason string    `json:"reason"`
+	Time   time.Time `json:"time"`
+}
+
+// SetHostDraining starts or ends a drain of a host.
+type SetHostDraining struct {
+	Name     string `json:"name"`
+	Draining bool   `json:"draining"`
+}
+
+// StartMigration records the intent to live-migrate a VM to Target.
+type StartMigration struct {
+	Name       string    `json:"name"`
+	Generation uint64    `json:"generation"`
+	Target     string    `json:"target"`
+	Reason     string    `json:"reason"`
+	Time       time.Time `json:"time"`
+}
+
+// FinishMigration moves a VM's placement to the migration's target once
+// libvirt reported success: the generation is bumped and the actual state
+// (running since...) carried over.
+type FinishMigration struct {
+	Name       string `json:"name"`
+	Generation uint64 `json:"generation"`
+	Target     string `json:"target"`
+}
+
+// AbortMigration forgets a migration that failed; the VM stays where it is.
+type AbortMigration struct {
+	Name       string `json:"name"`
+	Generation uint64 `json:"generation"`
+}
+
+// SetHA arms or disarms fencing and recovery cluster-wide.
+type SetHA struct {
+	Disarmed bool `json:"disarmed"`
+}
+
 // AddEvents appends to the event log; the state machine numbers them.
 type AddEvents struct {
 	Events []model.Event `json:"events"`
@@ -175,23 +224,29 @@ type Batch struct {
 	Entries [][]byte `json:"entries"`
 }
 
-func (RegisterHost) Type() Type  { return TypeRegisterHost }
-func (SetHostLabels) Type() Type { return TypeSetHostLabels }
-func (SetHostMode) Type() Type   { return TypeSetHostMode }
-func (RemoveHost) Type() Type    { return TypeRemoveHost }
-func (CreateVM) Type() Type      { return TypeCreateVM }
-func (PlaceVM) Type() Type       { return TypePlaceVM }
-func (DeleteVM) Type() Type      { return TypeDeleteVM }
-func (SetVMPower) Type() Type    { return TypeSetVMPower }
-func (RestartVM) Type() Type     { return TypeRestartVM }
-func (ResizeVM) Type() Type      { return TypeResizeVM }
-func (MarkVMDelete) Type() Type  { return TypeMarkVMDelete }
-func (ReportVMs) Type() Type     { return TypeReportVMs }
-func (FailVM) Type() Type        { return TypeFailVM }
-func (PutImage) Type() Type      { return TypePutImage }
-func (DeleteImage) Type() Type   { return TypeDeleteImage }
-func (AddEvents) Type() Type     { return TypeAddEvents }
-func (Batch) Type() Type         { return TypeBatch }
+func (RegisterHost) Type() Type    { return TypeRegisterHost }
+func (SetHostLabels) Type() Type   { return TypeSetHostLabels }
+func (SetHostMode) Type() Type     { return TypeSetHostMode }
+func (RemoveHost) Type() Type      { return TypeRemoveHost }
+func (CreateVM) Type() Type        { return TypeCreateVM }
+func (PlaceVM) Type() Type         { return TypePlaceVM }
+func (DeleteVM) Type() Type        { return TypeDeleteVM }
+func (SetVMPower) Type() Type      { return TypeSetVMPower }
+func (RestartVM) Type() Type       { return TypeRestartVM }
+func (ResizeVM) Type() Type        { return TypeResizeVM }
+func (MarkVMDelete) Type() Type    { return TypeMarkVMDelete }
+func (ReportVMs) Type() Type       { return TypeReportVMs }
+func (FailVM) Type() Type          { return TypeFailVM }
+func (PutImage) Type() Type        { return TypePutImage }
+func (DeleteImage) Type() Type     { return TypeDeleteImage }
+func (AddEvents) Type() Type       { return TypeAddEvents }
+func (FenceHost) Type() Type       { return TypeFenceHost }
+func (SetHostDraining) Type() Type { return TypeSetHostDraining }
+func (StartMigration) Type() Type  { return TypeStartMigration }
+func (FinishMigration) Type() Type { return TypeFinishMigration }
+func (AbortMigration) Type() Type  { return TypeAbortMigration }
+func (SetHA) Type() Type           { return TypeSetHA }
+func (Batch) Type() Type           { return TypeBatch }
 
 // Encode serializes c as one type byte followed by its JSON body.
 func Encode(c Command) ([]byte, error) {
@@ -253,6 +308,18 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[DeleteImage](t, body)
 	case TypeAddEvents:
 		return decodeAs[AddEvents](t, body)
+	case TypeFenceHost:
+		return decodeAs[FenceHost](t, body)
+	case TypeSetHostDraining:
+		return decodeAs[SetHostDraining](t, body)
+	case TypeStartMigration:
+		return decodeAs[StartMigration](t, body)
+	case TypeFinishMigration:
+		return decodeAs[FinishMigration](t, body)
+	case TypeAbortMigration:
+		return decodeAs[AbortMigration](t, body)
+	case TypeSetHA:
+		return decodeAs[SetHA](t, body)
 	case TypeBatch:
 		return decodeAs[Batch](t, body)
 	}

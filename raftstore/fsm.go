@@ -79,13 +79,14 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 const snapshotFormat = 1
 
 type snapHeader struct {
-	Format   int    `json:"format"`
-	Hosts    int    `json:"hosts"`
-	VMs      int    `json:"vms"`
-	Networks int    `json:"networks"`
-	Images   int    `json:"images"`
-	Events   int    `json:"events"`
-	EventSeq uint64 `json:"event_seq"`
+	Format   int           `json:"format"`
+	Hosts    int           `json:"hosts"`
+	VMs      int           `json:"vms"`
+	Networks int           `json:"networks"`
+	Images   int           `json:"images"`
+	Events   int           `json:"events"`
+	EventSeq uint64        `json:"event_seq"`
+	Cluster  model.Cluster `json:"cluster"`
 }
 
 type fsmSnapshot struct{ state *State }
@@ -105,7 +106,7 @@ func writeSnapshot(w io.Writer, s *State) error {
 	bw := bufio.NewWriterSize(w, 1<<16)
 	enc := json.NewEncoder(bw)
 	err := enc.Encode(snapHeader{Format: snapshotFormat, Hosts: len(s.hosts), VMs: len(s.vms), Networks: len(s.networks),
-		Images: len(s.images), Events: len(s.events), EventSeq: s.eventSeq})
+		Images: len(s.images), Events: len(s.events), EventSeq: s.eventSeq, Cluster: s.cluster})
 	for _, h := range s.hosts {
 		if err != nil {
 			break
@@ -188,5 +189,6 @@ func readSnapshot(r io.Reader) (*State, error) {
 		}
 	}
 	s.eventSeq = hdr.EventSeq
+	s.cluster = hdr.Cluster
 	return s, nil
 }

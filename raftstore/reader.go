@@ -85,3 +85,10 @@ func (r reader) Network(name string) (model.Network, error) {
 	}
 	return n, nil
 }
+
+// Cluster returns the cluster-wide settings.
+func (r reader) Cluster() model.Cluster {
+	var c model.Cluster
+	r.fsm.read(func(st *State) { c = st.cluster })
+	return c
+}

@@ -20,6 +20,7 @@ type State struct {
 	// events is a ring of the last maxEvents events; eventSeq numbers them.
 	events   []model.Event
 	eventSeq uint64
+	cluster  model.Cluster
 }
 
 // maxEvents bounds the event log kept in state.
@@ -45,6 +46,7 @@ func (s *State) clone() *State {
 		images:   make(map[string]model.Image, len(s.images)),
 		events:   append([]model.Event(nil), s.events...),
 		eventSeq: s.eventSeq,
+		cluster:  s.cluster,
 	}
 	for k, v := range s.hosts {
 		c.hosts[k] = v

@@ -8,10 +8,14 @@
 //	GET  /v1/hosts                  every host: addresses, gossip state, Raft role
 //	GET  /v1/hosts/{name}           one host
 //	PUT  /v1/hosts/{name}/labels    set and remove host labels (HostLabelsRequest)
+//	POST /v1/hosts/{name}/drain     maintenance: live-migrate its VMs away
+//	POST /v1/hosts/{name}/restore   back to service (HostRestoreRequest: failback)
+//	PUT  /v1/cluster/ha             arm or disarm fencing and recovery (HARequest)
 //	GET  /v1/vms                    every VM with its host, desired and actual state
 //	POST /v1/vms                    create and place a VM (VMCreateRequest)
 //	GET  /v1/vms/{name}             one VM
 //	POST /v1/vms/{name}/start|stop|restart
+//	POST /v1/vms/{name}/migrate     live-migrate (VMMigrateRequest)
 //	PUT  /v1/vms/{name}/resize      change vCPUs and memory (VMResizeRequest)
 //	DELETE /v1/vms/{name}[?force=true]
 //	GET  /v1/vms/{name}/console[?bytes=N]   tail of the serial console (ConsoleLog)

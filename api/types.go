@@ -25,6 +25,12 @@ type Status struct {
 	Members map[string]int `json:"members"`
 	// Joined is false while this host is still looking for its seeds.
 	Joined bool `json:"joined"`
+	// HAArmed: fencing and recovery are on (corralctl cluster ha).
+	HAArmed bool `json:"ha_armed"`
+	// Lease is this host's own lease: held (valid), fencing (expired, guests
+	// destroyed) or none; LeaseRemainingMs is what is left of it.
+	Lease            string `json:"lease"`
+	LeaseRemainingMs int64  `json:"lease_remaining_ms"`
 }
 
 // Capacity is what a host offers to guests.
@@ -59,6 +65,29 @@ type Host struct {
 	// not recorded the host yet.
 	Mode         string    `json:"mode"`
 	RegisteredAt time.Time `json:"registered_at,omitzero"`
+	// Lease is the leader's view of the host's lease: ok, late (renewals
+	// missing, suspected), or unknown (no leader to ask); LeaseAgeMs is the
+	// time since its last renewal reached the leader.
+	Lease       string    `json:"lease"`
+	LeaseAgeMs  int64     `json:"lease_age_ms"`
+	Draining    bool      `json:"draining,omitempty"`
+	FencedAt    time.Time `json:"fenced_at,omitzero"`
+	FenceReason string    `json:"fence_reason,omitempty"`
+}
+
+// HostRestoreRequest is the body of POST /v1/hosts/{name}/restore.
+type HostRestoreRequest struct {
+	Failback bool `json:"failback,omitempty"`
+}
+
+// VMMigrateRequest is the body of POST /v1/vms/{name}/migrate.
+type VMMigrateRequest struct {
+	Target string `json:"target,omitempty"`
+}
+
+// HARequest is the body of PUT /v1/cluster/ha.
+type HARequest struct {
+	Armed bool `json:"armed"`
 }
 
 // HostLabelsRequest is the body of PUT /v1/hosts/{name}/labels.

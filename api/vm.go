@@ -81,6 +81,10 @@ type VM struct {
 	ReportedAt     time.Time `json:"reported_at,omitzero"`
 	CreatedAt      time.Time `json:"created_at"`
 	Spec           VMSpec    `json:"spec"`
+	// MigratingTo is the target of a live migration in progress.
+	MigratingTo string `json:"migrating_to,omitempty"`
+	// Home is the host a drain moved the VM from (restore --failback).
+	Home string `json:"home,omitempty"`
 }
 
 // ConsoleLog is the tail of a VM's serial console log.

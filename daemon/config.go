@@ -59,6 +59,18 @@ type Config struct {
 	ReservedVCPUs     int           `toml:"reserved_vcpus" help:"CPUs kept for the host itself"`
 	ReservedMemoryMiB int64         `toml:"reserved_memory_mib" help:"memory (MiB) kept for the host itself"`
 
+	HeartbeatInterval time.Duration `toml:"heartbeat_interval" help:"how often a host renews its lease with the leader"`
+	LeaseTTL          time.Duration `toml:"lease_ttl" help:"a lease lasts this long from when its renewal was sent; a host whose lease expires destroys its guests"`
+	FenceMargin       time.Duration `toml:"fence_margin" help:"the leader declares a host dead only when its last renewal is lease_ttl + fence_margin old"`
+	FenceCommand      string        `toml:"fence_command" help:"command the leader runs with a late host's name and address to power it off (exit 0 = off); then its guests are recovered at once"`
+	FenceAfter        time.Duration `toml:"fence_after" help:"how late a host's renewals must be before fence_command runs"`
+	FenceTimeout      time.Duration `toml:"fence_timeout" help:"how long fence_command may take"`
+	WatchdogDevice    string        `toml:"watchdog_device" help:"watchdog device fed only while this host holds its lease (e.g. /dev/watchdog); empty for none"`
+	SharedStorage     bool          `toml:"shared_storage" help:"VM disks are on storage all hosts reach, so VMs can be recovered and migrated"`
+	DrainParallel     int           `toml:"drain_parallel" help:"live migrations at once when draining a host"`
+	MigrationURI      string        `toml:"migration_uri" help:"libvirt URI of a target host's libvirtd for live migration; %s is its address"`
+	MigrationDataURI  string        `toml:"migration_data_uri" help:"where QEMU streams guest memory during live migration; %s is the target's address"`
+
 	// Tuning holds timers that tests shrink; it is not part of the file.
 	Tuning Tuning `toml:"-"`
 }
@@ -116,6 +128,16 @@ func DefaultConfig() Config {
 		CPUOvercommit:     4,
 		MemoryOvercommit:  1,
 		ReservedMemoryMiB: 1024,
+
+		HeartbeatInterval: 500 * time.Millisecond,
+		LeaseTTL:          5 * time.Second,
+		FenceMargin:       time.Second,
+		FenceAfter:        1500 * time.Millisecond,
+		FenceTimeout:      30 * time.Second,
+		SharedStorage:     true,
+		DrainParallel:     2,
+		MigrationURI:      "qemu+tcp://%s/system",
+		MigrationDataURI:  "tcp://%s",
 
 		Tuning: DefaultTuning(),
 	}
@@ -250,6 +272,32 @@ func (c *Config) Validate() error {
 	}
 	if c.ReservedVCPUs < 0 || c.ReservedMemoryMiB < 0 {
 		return bad("reserved_memory_mib", "reserves cannot be negative")
+	}
+	if c.HeartbeatInterval < 50*time.Millisecond {
+		return bad("heartbeat_interval", "%v: at least 50ms", c.HeartbeatInterval)
+	}
+	if c.LeaseTTL < 4*c.HeartbeatInterval {
+		return bad("lease_ttl", "%v: must be at least 4 heartbeat intervals (%v)", c.LeaseTTL, 4*c.HeartbeatInterval)
+	}
+	if minTTL := 2 * c.Tuning.Raft.ElectionTimeout; c.LeaseTTL <= minTTL {
+		return bad("lease_ttl", "%v: must exceed the worst leader election (about %v), or a leader change would fence healthy hosts", c.LeaseTTL, minTTL)
+	}
+	if c.FenceMargin < c.HeartbeatInterval/2 {
+		return bad("fence_margin", "%v: at least half a heartbeat interval; it covers clock drift and the time a host takes to destroy its guests", c.FenceMargin)
+	}
+	if c.FenceAfter < 2*c.HeartbeatInterval {
+		return bad("fence_after", "%v: at least 2 heartbeat intervals", c.FenceAfter)
+	}
+	if c.FenceTimeout <= 0 {
+		return bad("fence_timeout", "must be positive")
+	}
+	if c.DrainParallel < 1 || c.DrainParallel > 64 {
+		return bad("drain_parallel", "%d: 1..64", c.DrainParallel)
+	}
+	for _, u := range []struct{ key, val string }{{"migration_uri", c.MigrationURI}, {"migration_data_uri", c.MigrationDataURI}} {
+		if strings.Count(u.val, "%s") != 1 || !strings.Contains(u.val, "://") {
+			return bad(u.key, "%q: a URI with one %%s for the target's address", u.val)
+		}
 	}
 	return nil
 }

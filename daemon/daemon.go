@@ -14,6 +14,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/corralhq/corral/daemon/adminapi"
@@ -42,6 +43,7 @@ type Daemon struct {
 	admin   *adminapi.Server
 	driver  GuestDriver
 	host    *controller.HostLoop
+	lease   *controller.Lease
 
 	ready chan struct{}
 }
@@ -107,6 +109,11 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			Strategy: placement.Strategy(cfg.PlacementStrategy), CPUOvercommit: cfg.CPUOvercommit, MemoryOvercommit: cfg.MemoryOvercommit,
 			ReservedVCPUs: cfg.ReservedVCPUs, ReservedMemoryMiB: cfg.ReservedMemoryMiB,
 		},
+		Liveness: controller.LivenessConfig{
+			Interval: cfg.HeartbeatInterval, TTL: cfg.LeaseTTL, Margin: cfg.FenceMargin,
+			FenceCommand: strings.Fields(cfg.FenceCommand), FenceAfter: cfg.FenceAfter, FenceTimeout: cfg.FenceTimeout,
+			SharedStorage: cfg.SharedStorage, DrainParallel: cfg.DrainParallel,
+		},
 	}, d.store, d.store, peers, controller.SystemClock{}, log.With("component", "leader"))
 	d.driver = cfg.Tuning.Driver
 	if d.driver == nil {
@@ -115,8 +122,16 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			Logger: log.With("component", "libvirt"),
 		})
 	}
+	d.lease = controller.NewLease(controller.LeaseConfig{
+		Self: cfg.Name, Interval: cfg.HeartbeatInterval, TTL: cfg.LeaseTTL, Watchdog: cfg.WatchdogDevice,
+	}, renewer{d}, controller.SystemClock{}, log.With("component", "lease"), func(string) { d.host.Fence() })
 	d.host = controller.NewHostLoop(controller.HostConfig{
 		Self: cfg.Name, ResyncInterval: cfg.Tuning.HostResync, ShutdownTimeout: cfg.ShutdownTimeout,
+		MayStart: func() bool { return d.lease.MayStart(d.store.AppliedIndex()) },
+		Fencing:  d.lease.Fencing,
+		MigrationURIs: func(addr string) (string, string) {
+			return fmt.Sprintf(cfg.MigrationURI, addr), fmt.Sprintf(cfg.MigrationDataURI, addr)
+		},
 	}, d.store, d.driver, reporter{d}, controller.SystemClock{}, log.With("component", "host"))
 	d.boot = &controller.Bootstrap{
 		Self:   cfg.Name,
@@ -218,6 +233,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("bootstrap", d.boot.Run)
 	start("meta", d.syncMeta)
 	start("hypervisor", d.driver.Run)
+	start("lease", d.lease.Run)
 	start("host", func(ctx context.Context) error {
 		// Act on guests only with a state that has caught up (see waitCaughtUp).
 		if err := d.waitCaughtUp(ctx); err != nil || ctx.Err() != nil {

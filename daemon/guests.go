@@ -41,6 +41,29 @@ func (r reporter) Relocate(ctx context.Context, req controller.RelocateRequest) 
 	return err
 }
 
+func (r reporter) MigrationDone(ctx context.Context, res controller.MigrationResult) error {
+	_, err := forward(ctx, r.d, "vm.migrated", res, r.d.leader.MigrationDone)
+	return err
+}
+
+// renewer sends lease renewals to the leader: one attempt, no retries (the
+// lease loop sends the next one on its own schedule).
+type renewer struct{ d *Daemon }
+
+func (r renewer) Renew(ctx context.Context, req controller.LeaseRequest) (controller.LeaseGrant, error) {
+	d := r.d
+	if d.store.IsLeader() {
+		return d.leader.Renew(ctx, req)
+	}
+	addr := d.leaderRPCAddr()
+	if addr == "" {
+		return controller.LeaseGrant{}, errNoLeader
+	}
+	var g controller.LeaseGrant
+	err := d.rpcCli.Call(ctx, addr, "lease.renew", req, &g)
+	return g, err
+}
+
 // hostRead is a read served by the host that runs a VM (its console log,
 // its counters): locally when that is this host, else over the cluster RPC.
 type hostRead struct {
@@ -59,6 +82,13 @@ func (d *Daemon) registerGuestRPC() {
 	rpc.Register(d.rpcSrv, "vm.relocate", l.RelocateVM)
 	rpc.Register(d.rpcSrv, "image.put", l.PutImage)
 	rpc.Register(d.rpcSrv, "image.delete", l.DeleteImage)
+	rpc.Register(d.rpcSrv, "vm.migrate", l.MigrateVM)
+	rpc.Register(d.rpcSrv, "vm.migrated", l.MigrationDone)
+	rpc.Register(d.rpcSrv, "host.drain", l.DrainHost)
+	rpc.Register(d.rpcSrv, "host.restore", l.RestoreHost)
+	rpc.Register(d.rpcSrv, "lease.renew", l.Renew)
+	rpc.Register(d.rpcSrv, "lease.ages", l.LeaseAges)
+	rpc.Register(d.rpcSrv, "cluster.ha", l.SetHA)
 	rpc.Register(d.rpcSrv, "vm.console", d.localConsole)
 	rpc.Register(d.rpcSrv, "vm.stats", d.localStats)
 }
@@ -119,6 +149,10 @@ func vmView(v model.VM) api.VM {
 	if v.Actual.State == "" {
 		out.State = string(model.StatePending)
 	}
+	if v.Migration != nil {
+		out.MigratingTo = v.Migration.Target
+	}
+	out.Home = v.Home
 	if v.Deleting {
 		out.State = string(model.StateDeleting)
 	}
@@ -228,6 +262,18 @@ func (b backend) DeleteVM(ctx context.Context, name string, force bool) (api.VM,
 	out := vmView(v)
 	out.State, out.Deleting = string(model.StateDeleted), false
 	return out, nil
+}
+
+func (b backend) MigrateVM(ctx context.Context, name string, req api.VMMigrateRequest) (api.VM, error) {
+	v, err := forward(ctx, b.d, "vm.migrate", controller.MigrateVMRequest{Name: name, Target: req.Target}, b.d.leader.MigrateVM)
+	if err != nil {
+		return api.VM{}, err
+	}
+	b.d.waitState(ctx, func() bool {
+		cur, err := b.d.store.VM(name)
+		return err != nil || cur.Migration != nil || cur.Generation > v.Generation
+	})
+	return b.VM(ctx, name)
 }
 
 func (b backend) ConsoleLog(ctx context.Context, name string, bytes int64) (api.ConsoleLog, error) {

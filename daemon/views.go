@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sort"
+	"time"
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/daemon/controller"
@@ -30,6 +31,14 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 		Nonvoters: []string{},
 		Members:   map[string]int{},
 		Joined:    d.members.Joined(),
+		HAArmed:   !d.store.Cluster().HADisarmed,
+		Lease:     "none",
+	}
+	switch {
+	case d.lease.Valid():
+		out.Lease, out.LeaseRemainingMs = "held", d.lease.Remaining().Milliseconds()
+	case d.lease.Fencing():
+		out.Lease = "fencing"
 	}
 	if servers, err := d.store.Servers(); err == nil {
 		for _, s := range servers {
@@ -46,9 +55,50 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 	return out, nil
 }
 
+// leaseAges asks the leader for its view of every host's lease; nil when
+// no leader answers quickly.
+func (b backend) leaseAges(ctx context.Context) map[string]controller.LeaseAge {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var ages []controller.LeaseAge
+	var err error
+	if b.d.store.IsLeader() {
+		ages, err = b.d.leader.LeaseAges(ctx, struct{}{})
+	} else if addr := b.d.leaderRPCAddr(); addr != "" {
+		err = b.d.rpcCli.Call(ctx, addr, "lease.ages", struct{}{}, &ages)
+	} else {
+		return nil
+	}
+	if err != nil {
+		return nil
+	}
+	out := map[string]controller.LeaseAge{}
+	for _, a := range ages {
+		out[a.Host] = a
+	}
+	return out
+}
+
+func withLease(h api.Host, ages map[string]controller.LeaseAge) api.Host {
+	a, ok := ages[h.Name]
+	switch {
+	case !ok:
+		h.Lease = "unknown"
+	case a.Suspected:
+		h.Lease, h.LeaseAgeMs = "late", a.Age.Milliseconds()
+		if h.Gossip == "alive" {
+			h.Gossip = "suspect" // gossip still hears it; the leader does not
+		}
+	default:
+		h.Lease, h.LeaseAgeMs = "ok", a.Age.Milliseconds()
+	}
+	return h
+}
+
 func (b backend) Hosts(ctx context.Context) ([]api.Host, error) {
 	d := b.d
 	roles := b.raftRoles()
+	ages := b.leaseAges(ctx)
 	members := map[string]membership.Member{}
 	for _, m := range d.members.Members() {
 		members[m.Name] = m
@@ -67,6 +117,9 @@ func (b backend) Hosts(ctx context.Context) ([]api.Host, error) {
 		}
 	}
 	sortHosts(out)
+	for i := range out {
+		out[i] = withLease(out[i], ages)
+	}
 	return out, nil
 }
 
@@ -77,7 +130,31 @@ func (b backend) Host(ctx context.Context, name string) (api.Host, error) {
 	if err != nil && !ok {
 		return api.Host{}, err
 	}
-	return hostView(h, m, ok, b.raftRoles()), nil
+	return withLease(hostView(h, m, ok, b.raftRoles()), b.leaseAges(ctx)), nil
+}
+
+func (b backend) DrainHost(ctx context.Context, name string) (api.Host, error) {
+	if _, err := forward(ctx, b.d, "host.drain", controller.NameRequest{Name: name}, b.d.leader.DrainHost); err != nil {
+		return api.Host{}, err
+	}
+	b.d.waitState(ctx, func() bool { h, err := b.d.store.Host(name); return err == nil && h.Mode == model.ModeMaintenance })
+	return b.Host(ctx, name)
+}
+
+func (b backend) RestoreHost(ctx context.Context, name string, req api.HostRestoreRequest) (api.Host, error) {
+	if _, err := forward(ctx, b.d, "host.restore", controller.HostRestoreRequest{Name: name, Failback: req.Failback}, b.d.leader.RestoreHost); err != nil {
+		return api.Host{}, err
+	}
+	b.d.waitState(ctx, func() bool { h, err := b.d.store.Host(name); return err == nil && h.Mode == model.ModeActive })
+	return b.Host(ctx, name)
+}
+
+func (b backend) SetHA(ctx context.Context, req api.HARequest) (api.Status, error) {
+	if _, err := forward(ctx, b.d, "cluster.ha", controller.HARequest{Armed: req.Armed}, b.d.leader.SetHA); err != nil {
+		return api.Status{}, err
+	}
+	b.d.waitState(ctx, func() bool { return b.d.store.Cluster().HADisarmed == !req.Armed })
+	return b.Status(ctx)
 }
 
 func (b backend) SetHostLabels(ctx context.Context, name string, req api.HostLabelsRequest) (api.Host, error) {
@@ -139,6 +216,9 @@ func hostView(h model.Host, m membership.Member, inGossip bool, roles map[string
 		Labels:       h.Labels,
 		Mode:         string(h.Mode),
 		RegisteredAt: h.RegisteredAt,
+		Draining:     h.Draining,
+		FencedAt:     h.FencedAt,
+		FenceReason:  h.FenceReason,
 	}
 	if r, ok := roles[h.Name]; ok {
 		out.RaftRole = r

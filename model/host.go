@@ -61,6 +61,8 @@ type Cluster struct {
 	// HADisarmed pauses fencing and recovery (for cluster-wide network
 	// work): the leader declares no host dead, hosts do not self-fence.
 	HADisarmed bool `json:"ha_disarmed,omitempty"`
+	// HAChangedAt is when HA was last armed or disarmed (leader's clock).
+	HAChangedAt time.Time `json:"ha_changed_at,omitzero"`
 }
 
 // Clone returns a deep copy of h.

@@ -76,7 +76,7 @@ func (s *State) apply(c Command) any {
 			return nil
 		})
 	case SetHA:
-		s.cluster.HADisarmed = c.Disarmed
+		s.cluster.HADisarmed, s.cluster.HAChangedAt = c.Disarmed, c.Time
 		return nil
 	case Batch:
 		res := make(BatchResult, len(c.Entries))

@@ -210,7 +210,8 @@ type AbortMigration struct {
 
 // SetHA arms or disarms fencing and recovery cluster-wide.
 type SetHA struct {
-	Disarmed bool `json:"disarmed"`
+	Disarmed bool      `json:"disarmed"`
+	Time     time.Time `json:"time"`
 }
 
 // AddEvents appends to the event log; the state machine numbers them.

@@ -377,3 +377,22 @@ func (s *Store) Status() Status {
 		LastContact:  r.LastContact(),
 	}
 }
+
+// CommitIndex is the latest index known committed (on the leader: by a
+// quorum).
+func (s *Store) CommitIndex() uint64 {
+	r, err := s.r()
+	if err != nil {
+		return 0
+	}
+	return r.CommitIndex()
+}
+
+// AppliedIndex is the latest index applied to the local state.
+func (s *Store) AppliedIndex() uint64 {
+	r, err := s.r()
+	if err != nil {
+		return 0
+	}
+	return r.AppliedIndex()
+}

@@ -135,3 +135,26 @@ func (c *Client) SetHostLabels(ctx context.Context, name string, req api.HostLab
 	err := c.Do(ctx, http.MethodPut, "/v1/hosts/"+url.PathEscape(name)+"/labels", req, &h)
 	return h, err
 }
+
+// DrainHost puts a host in maintenance and live-migrates its VMs away; it
+// returns at once (follow progress with VMs).
+func (c *Client) DrainHost(ctx context.Context, name string) (api.Host, error) {
+	var h api.Host
+	err := c.Do(ctx, http.MethodPost, "/v1/hosts/"+url.PathEscape(name)+"/drain", nil, &h)
+	return h, err
+}
+
+// RestoreHost returns a host to service; with failback its former VMs
+// migrate back.
+func (c *Client) RestoreHost(ctx context.Context, name string, failback bool) (api.Host, error) {
+	var h api.Host
+	err := c.Do(ctx, http.MethodPost, "/v1/hosts/"+url.PathEscape(name)+"/restore", api.HostRestoreRequest{Failback: failback}, &h)
+	return h, err
+}
+
+// SetHA arms or disarms fencing and recovery cluster-wide.
+func (c *Client) SetHA(ctx context.Context, armed bool) (api.Status, error) {
+	var s api.Status
+	err := c.Do(ctx, http.MethodPut, "/v1/cluster/ha", api.HARequest{Armed: armed}, &s)
+	return s, err
+}

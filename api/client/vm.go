@@ -155,3 +155,10 @@ func (c *Client) Events(ctx context.Context, after uint64, limit int, wait time.
 	err := c.Do(ctx, http.MethodGet, p, nil, &out)
 	return out, err
 }
+
+// MigrateVM live-migrates a running VM (target "" lets placement choose).
+func (c *Client) MigrateVM(ctx context.Context, name, target string) (api.VM, error) {
+	var out api.VM
+	err := c.Do(ctx, http.MethodPost, vmPath(name)+"/migrate", api.VMMigrateRequest{Target: target}, &out)
+	return out, err
+}

@@ -4,6 +4,7 @@
 //	corral-lab up --hosts 3 [--dir D] [--corrald bin/corrald]
 //	corral-lab status | down
 //	corral-lab kill H | boot H                  power loss / power on
+//	corral-lab fence H                          fence agent: power H off (for fence_command)
 //	corral-lab partition H | heal H             cut / restore H's link
 //	corral-lab stop-daemon H [--kill] | start-daemon H
 //	corral-lab restart-libvirtd H
@@ -43,7 +44,7 @@ func main() {
 const usage = `usage: corral-lab [--dir D] COMMAND
   up --hosts N [--id K] [--corrald PATH] [--config-extra TOML]
   status | down
-  kill H | boot H | partition H | heal H
+  kill H | boot H | fence H | partition H | heal H
   stop-daemon H [--kill] | start-daemon H | restart-libvirtd H
   exec H -- CMD [ARGS]`
 
@@ -94,6 +95,14 @@ func run(args []string) error {
 	switch cmd {
 	case "kill":
 		return h.Kill(ctx)
+	case "fence":
+		// The testbed's fence agent: corrald's fence_command runs it on
+		// the leader with the victim's name.
+		if err := h.PowerOff(); err != nil {
+			return err
+		}
+		fmt.Printf("%s powered off\n", h.Name)
+		return nil
 	case "boot":
 		return h.Boot(ctx)
 	case "partition":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -14,7 +15,7 @@ import (
 
 func (c *cli) hostCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "host", Short: "Inspect and label hosts"}
-	cmd.AddCommand(
+	cmd.AddCommand(c.hostDrain(), c.hostRestore(),
 		&cobra.Command{
 			Use: "ls", Aliases: []string{"list"}, Short: "List hosts", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
@@ -25,10 +26,14 @@ func (c *cli) hostCmd() *cobra.Command {
 					return err
 				}
 				return c.print(hosts, func(w *tabwriter.Writer) {
-					fmt.Fprintln(w, "NAME\tADDRESS\tGOSSIP\tRAFT\tMODE\tVCPUS\tMEMORY\tLABELS\tVERSION")
+					fmt.Fprintln(w, "NAME\tADDRESS\tGOSSIP\tLEASE\tRAFT\tMODE\tVCPUS\tMEMORY\tLABELS\tVERSION")
 					for _, h := range hosts {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.Name, orDash(h.Addresses.Advertise), h.Gossip,
-							h.RaftRole, orDash(h.Mode), h.Capacity.VCPUs, fmtMiB(h.Capacity.MemoryMiB), fmtLabels(h.Labels), orDash(h.Version))
+						mode := orDash(h.Mode)
+						if h.Draining {
+							mode += " (draining)"
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.Name, orDash(h.Addresses.Advertise), h.Gossip, leaseText(h),
+							h.RaftRole, mode, h.Capacity.VCPUs, fmtMiB(h.Capacity.MemoryMiB), fmtLabels(h.Labels), orDash(h.Version))
 					}
 				})
 			},
@@ -67,6 +72,101 @@ func (c *cli) hostCmd() *cobra.Command {
 	return cmd
 }
 
+func leaseText(h api.Host) string {
+	switch h.Lease {
+	case "ok", "late":
+		return fmt.Sprintf("%s (%.1fs)", h.Lease, float64(h.LeaseAgeMs)/1000)
+	}
+	return orDash(h.Lease)
+}
+
+func (c *cli) hostDrain() *cobra.Command {
+	var noWait bool
+	cmd := &cobra.Command{
+		Use:   "drain NAME",
+		Short: "Put a host in maintenance and live-migrate every guest away, showing progress per VM",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			cl := c.client()
+			start := time.Now()
+			if _, err := cl.DrainHost(ctx, args[0]); err != nil {
+				return err
+			}
+			if noWait {
+				return c.print(map[string]string{"host": args[0], "state": "draining"}, func(w *tabwriter.Writer) { fmt.Fprintf(w, "draining %s\n", args[0]) })
+			}
+			seen := map[string]string{}
+			for {
+				h, err := cl.Host(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				vms, err := cl.VMs(ctx)
+				if err != nil {
+					return err
+				}
+				left := 0
+				for _, v := range vms {
+					line := ""
+					switch {
+					case v.Host == args[0] && v.MigratingTo != "":
+						line = fmt.Sprintf("migrating to %s %s", v.MigratingTo, v.Message)
+					case v.Host == args[0]:
+						line = fmt.Sprintf("waiting (%s)", v.State)
+					case v.Home == args[0]:
+						line = fmt.Sprintf("on %s, %s", v.Host, v.State)
+					default:
+						continue
+					}
+					if v.Host == args[0] {
+						left++
+					}
+					if seen[v.Name] != line {
+						seen[v.Name] = line
+						fmt.Fprintf(os.Stderr, "[%5.1fs] %s: %s\n", time.Since(start).Seconds(), v.Name, line)
+					}
+				}
+				if !h.Draining {
+					return c.print(h, func(w *tabwriter.Writer) {
+						if left == 0 {
+							fmt.Fprintf(w, "%s drained in %.1fs: in maintenance with no guests (corralctl host restore %s to return it)\n", h.Name, time.Since(start).Seconds(), h.Name)
+						} else {
+							fmt.Fprintf(w, "%s: %d guests could not be migrated and keep running there; see corralctl events\n", h.Name, left)
+						}
+					})
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(300 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the drain has started")
+	return cmd
+}
+
+func (c *cli) hostRestore() *cobra.Command {
+	var failback bool
+	cmd := &cobra.Command{
+		Use: "restore NAME", Short: "Return a host in maintenance to service", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			h, err := c.client().RestoreHost(ctx, args[0], failback)
+			if err != nil {
+				return err
+			}
+			return c.print(h, func(w *tabwriter.Writer) { fmt.Fprintf(w, "%s is %s\n", h.Name, h.Mode) })
+		},
+	}
+	cmd.Flags().BoolVar(&failback, "failback", false, "live-migrate the guests the drain moved away back to it")
+	return cmd
+}
+
 func parseLabelArgs(args []string) (api.HostLabelsRequest, error) {
 	req := api.HostLabelsRequest{Set: map[string]string{}}
 	for _, a := range args {
@@ -88,6 +188,13 @@ func printHost(w *tabwriter.Writer, h api.Host) {
 	fmt.Fprintf(w, "Name:\t%s\n", h.Name)
 	fmt.Fprintf(w, "Mode:\t%s\n", orDash(h.Mode))
 	fmt.Fprintf(w, "Gossip:\t%s%s\n", h.Gossip, since(h.GossipSince))
+	fmt.Fprintf(w, "Lease:\t%s\n", leaseText(h))
+	if h.FenceReason != "" {
+		fmt.Fprintf(w, "Fenced:\t%s (%s)\n", h.FencedAt.Local().Format(time.RFC3339), h.FenceReason)
+	}
+	if h.Draining {
+		fmt.Fprintf(w, "Draining:\tyes\n")
+	}
 	fmt.Fprintf(w, "Raft role:\t%s\n", h.RaftRole)
 	fmt.Fprintf(w, "Version:\t%s\n", orDash(h.Version))
 	fmt.Fprintf(w, "Address:\t%s\n", orDash(h.Addresses.Advertise))

@@ -26,6 +26,16 @@ func (c *cli) statusCmd() *cobra.Command {
 				fmt.Fprintf(w, "Voters:\t%s\n", joinOrDash(s.Voters))
 				fmt.Fprintf(w, "Non-voters:\t%s\n", joinOrDash(s.Nonvoters))
 				fmt.Fprintf(w, "Members:\t%d alive, %d dead, %d left\n", s.Members["alive"], s.Members["dead"], s.Members["left"])
+				ha := "armed"
+				if !s.HAArmed {
+					ha = "DISARMED (no fencing, no recovery)"
+				}
+				fmt.Fprintf(w, "HA:\t%s\n", ha)
+				lease := s.Lease
+				if s.Lease == "held" {
+					lease = fmt.Sprintf("held, %.1fs left", float64(s.LeaseRemainingMs)/1000)
+				}
+				fmt.Fprintf(w, "Lease:\t%s\n", lease)
 				if !s.Joined {
 					fmt.Fprintf(w, "Joined:\tno (still looking for seeds)\n")
 				}

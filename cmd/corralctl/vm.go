@@ -18,7 +18,7 @@ import (
 func (c *cli) vmCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create and operate virtual machines"}
 	cmd.AddCommand(c.vmLs(), c.vmShow(), c.vmCreate(), c.vmPower("start"), c.vmPower("stop"), c.vmPower("restart"),
-		c.vmRm(), c.vmResize(), c.vmConsoleLog(), c.vmStats())
+		c.vmRm(), c.vmResize(), c.vmMigrate(), c.vmConsoleLog(), c.vmStats())
 	return cmd
 }
 
@@ -442,6 +442,45 @@ func (c *cli) vmResize() *cobra.Command {
 	cmd.Flags().IntVar(&vcpus, "vcpus", 0, "new vCPU count")
 	cmd.Flags().StringVar(&memory, "memory", "", "new memory size")
 	cmd.Flags().BoolVar(&restart, "restart", false, "restart the VM now so the new size applies")
+	return cmd
+}
+
+func (c *cli) vmMigrate() *cobra.Command {
+	var (
+		to   string
+		wait bool
+	)
+	cmd := &cobra.Command{
+		Use: "migrate NAME", Short: "Live-migrate a running VM to another host", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			start := time.Now()
+			v, err := c.client().MigrateVM(ctx, args[0], to)
+			if err != nil {
+				return explainNoFit(err)
+			}
+			from, target := v.Host, v.MigratingTo
+			if wait {
+				v, err = c.follow(ctx, v.Name, start, func(v api.VM) bool { return v.MigratingTo == "" && v.State == "running" })
+				if err != nil {
+					return err
+				}
+				if v.Host == from {
+					return fmt.Errorf("migration of %s to %s failed; it keeps running on %s (see corralctl events --vm %s)", v.Name, target, from, v.Name)
+				}
+			}
+			return c.print(v, func(w *tabwriter.Writer) {
+				if wait {
+					fmt.Fprintf(w, "vm %s migrated from %s to %s in %.1fs\n", v.Name, from, v.Host, time.Since(start).Seconds())
+				} else {
+					fmt.Fprintf(w, "vm %s migrating from %s to %s\n", v.Name, from, target)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "target host (default: placement chooses)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until done, showing progress")
 	return cmd
 }
 

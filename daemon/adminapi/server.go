@@ -30,6 +30,10 @@ type Backend interface {
 	Hosts(ctx context.Context) ([]api.Host, error)
 	Host(ctx context.Context, name string) (api.Host, error)
 	SetHostLabels(ctx context.Context, name string, req api.HostLabelsRequest) (api.Host, error)
+	DrainHost(ctx context.Context, name string) (api.Host, error)
+	RestoreHost(ctx context.Context, name string, req api.HostRestoreRequest) (api.Host, error)
+	SetHA(ctx context.Context, req api.HARequest) (api.Status, error)
+	MigrateVM(ctx context.Context, name string, req api.VMMigrateRequest) (api.VM, error)
 
 	VMs(ctx context.Context) ([]api.VM, error)
 	VM(ctx context.Context, name string) (api.VM, error)
@@ -96,8 +100,44 @@ func (s *Server) routes() []route {
 			}
 			return s.b.SetHostLabels(r.Context(), name, req)
 		}},
+		{"POST /v1/hosts/{name}/drain", func(r *http.Request) (any, error) {
+			name, err := hostName(r)
+			if err != nil {
+				return nil, err
+			}
+			return s.b.DrainHost(r.Context(), name)
+		}},
+		{"POST /v1/hosts/{name}/restore", func(r *http.Request) (any, error) {
+			name, err := hostName(r)
+			if err != nil {
+				return nil, err
+			}
+			var req api.HostRestoreRequest
+			if r.ContentLength != 0 {
+				if err := decode(r, &req); err != nil {
+					return nil, err
+				}
+			}
+			return s.b.RestoreHost(r.Context(), name, req)
+		}},
+		{"PUT /v1/cluster/ha", func(r *http.Request) (any, error) {
+			var req api.HARequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.SetHA(r.Context(), req)
+		}},
 
 		{"GET /v1/vms", func(r *http.Request) (any, error) { return s.b.VMs(r.Context()) }},
+		{"POST /v1/vms/{name}/migrate", withVM(func(r *http.Request, name string) (any, error) {
+			var req api.VMMigrateRequest
+			if r.ContentLength != 0 {
+				if err := decode(r, &req); err != nil {
+					return nil, err
+				}
+			}
+			return s.b.MigrateVM(r.Context(), name, req)
+		})},
 		{"POST /v1/vms", func(r *http.Request) (any, error) {
 			var req api.VMCreateRequest
 			if err := decode(r, &req); err != nil {

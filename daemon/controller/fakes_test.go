@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/internal/notify"
 	"github.com/corralhq/corral/raftstore"
 )
@@ -66,6 +67,8 @@ func (f *fakeRaft) AddNonvoter(ctx context.Context, id, addr string) error {
 	f.servers[id] = raftstore.Server{ID: id, Address: addr}
 	return nil
 }
+func (f *fakeRaft) CommitIndex() uint64 { return 42 }
+
 func (f *fakeRaft) RemoveServer(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -135,4 +138,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func setLabels(host, k, v string) raftstore.SetHostLabels {
 	return raftstore.SetHostLabels{Name: host, Set: map[string]string{k: v}}
+}
+
+func placementOpts() placement.Options {
+	return placement.Options{Strategy: placement.Spread, CPUOvercommit: 4, MemoryOvercommit: 1}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -27,11 +28,13 @@ type Driver interface {
 	EnsureVolume(ctx context.Context, v hypervisor.Volume) (string, error)
 	EnsureSeed(ctx context.Context, name, userData, metaData string) (string, error)
 	DeleteVolume(ctx context.Context, name string) error
+	Migrate(ctx context.Context, name, destURI, dataURI string, progress func(done, total uint64)) error
 }
 
 // HostStore is the local copy of cluster state as the host loop reads it.
 type HostStore interface {
 	VMs() []model.VM
+	Host(name string) (model.Host, error)
 	Image(name string) (model.Image, error)
 	Watch() (<-chan struct{}, func())
 }
@@ -42,6 +45,8 @@ type Reporter interface {
 	Report(ctx context.Context, r raftstore.ReportVMs) error
 	// Relocate asks the leader to move a VM that keeps crashing here.
 	Relocate(ctx context.Context, r RelocateRequest) error
+	// MigrationDone tells the leader how a live migration ended.
+	MigrationDone(ctx context.Context, r MigrationResult) error
 }
 
 // RelocateRequest asks the leader to move a VM off Host.
@@ -68,6 +73,13 @@ type HostConfig struct {
 	// MayStart gates starting guests (the lease: a host that may have been
 	// declared dead starts nothing). Nil means always.
 	MayStart func() bool
+	// Fencing reports that this host fenced itself (its lease expired):
+	// every corral guest here is destroyed and nothing starts. Nil means
+	// never.
+	Fencing func() bool
+	// MigrationURIs gives the libvirt URI of a target host's libvirtd and
+	// the URI QEMU streams memory to, from the target's address.
+	MigrationURIs func(addr string) (dest, data string)
 }
 
 // HostLoop makes this host's hypervisor match what cluster state says it
@@ -108,6 +120,11 @@ func NewHostLoop(cfg HostConfig, store HostStore, drv Driver, rep Reporter, cloc
 	}
 	if cfg.Bridge == nil {
 		cfg.Bridge = func(n string) string { return "corral-" + n }
+	}
+	if cfg.MigrationURIs == nil {
+		cfg.MigrationURIs = func(addr string) (string, string) {
+			return "qemu+tcp://" + addr + "/system", "tcp://" + addr
+		}
 	}
 	return &HostLoop{cfg: cfg, store: store, drv: drv, rep: rep, clock: clock, log: log,
 		sem: make(chan struct{}, cfg.MaxParallel), track: map[string]*vmTrack{}, poke: make(chan struct{}, 1)}
@@ -167,12 +184,22 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 	for _, d := range doms {
 		byName[d.Name] = d
 	}
+	if h.cfg.Fencing != nil && h.cfg.Fencing() {
+		h.fence(ctx, doms)
+		return
+	}
 	now := h.clock.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var reports []raftstore.VMReport
 	mine := map[string]bool{}
-	for _, v := range h.store.VMs() {
+	vms := h.store.VMs()
+	// Higher HA priority first: after a recovery, its guests start first.
+	sort.SliceStable(vms, func(i, j int) bool { return vms[i].Spec.HA.Priority > vms[j].Spec.HA.Priority })
+	for _, v := range vms {
+		if v.Migration != nil && v.Migration.Target == h.cfg.Self {
+			mine[v.Name] = true // arriving by live migration: not a stray
+		}
 		if v.Host != h.cfg.Self {
 			continue
 		}
@@ -328,6 +355,10 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 		return nil, report(v, model.StateStopped, stateSince(v, model.StateStopped, now), "")
 	}
 	// Desired running.
+	if active && v.Migration != nil && v.Migration.Target != h.cfg.Self {
+		t.seenRunning = true
+		return h.migrateOp(v), report(v, model.StateMigrating, stateSince(v, model.StateMigrating, now), "to "+v.Migration.Target)
+	}
 	if active {
 		t.seenRunning = true
 		if v.RestartSeq > dom.RestartSeq {
@@ -470,6 +501,85 @@ func (h *HostLoop) restartOp(v model.VM, t *vmTrack) op {
 		h.mu.Unlock()
 		return start(ctx)
 	}
+}
+
+// migrateOp live-migrates the guest to the migration's target, reporting
+// progress, and tells the leader how it ended.
+func (h *HostLoop) migrateOp(v model.VM) op {
+	target := v.Migration.Target
+	return func(ctx context.Context) error {
+		th, err := h.store.Host(target)
+		if err != nil {
+			return h.rep.MigrationDone(ctx, MigrationResult{Name: v.Name, Generation: v.Generation, Target: target, Error: err.Error()})
+		}
+		dest, data := h.cfg.MigrationURIs(th.Addr)
+		h.log.Info("live migration starting", "vm", v.Name, "to", target, "uri", dest)
+		var last time.Time
+		start := h.clock.Now()
+		err = h.drv.Migrate(ctx, v.Name, dest, data, func(done, total uint64) {
+			if h.clock.Now().Sub(last) < time.Second {
+				return
+			}
+			last = h.clock.Now()
+			msg := fmt.Sprintf("to %s: %d%% of %d MiB", target, done*100/max(total, 1), total>>20)
+			h.rep.Report(ctx, raftstore.ReportVMs{Host: h.cfg.Self, Time: last.UTC(), Reports: []raftstore.VMReport{
+				{Name: v.Name, Generation: v.Generation, State: model.StateMigrating, Since: v.Actual.Since, Message: msg}}})
+		})
+		res := MigrationResult{Name: v.Name, Generation: v.Generation, Target: target}
+		if err != nil {
+			res.Error = err.Error()
+			h.log.Warn("live migration failed", "vm", v.Name, "to", target, "err", err)
+		} else {
+			h.log.Info("live migration done", "vm", v.Name, "to", target, "took", h.clock.Now().Sub(start).Round(time.Millisecond))
+		}
+		// Tell the leader, retrying: until it knows, the VM looks like it
+		// still migrates, and nothing else happens to it.
+		for {
+			rerr := h.rep.MigrationDone(ctx, res)
+			if rerr == nil || errors.Is(rerr, model.ErrConflict) || ctx.Err() != nil {
+				return nil
+			}
+			h.log.Warn("report migration result", "vm", v.Name, "err", rerr)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// Fence wakes the loop at once after the lease expired; the loop then
+// destroys every guest (see fence).
+func (h *HostLoop) Fence() { h.wake() }
+
+// fence destroys every active corral domain at once, in parallel and
+// outside the operation cap, and forgets which guests were seen running:
+// this is not a crash. Definitions stay; once the host holds a lease again
+// and has caught up, the normal pass removes those it no longer owns and
+// restarts those still placed here.
+func (h *HostLoop) fence(ctx context.Context, doms []hypervisor.Domain) {
+	h.mu.Lock()
+	for _, t := range h.track {
+		t.seenRunning, t.restarts = false, nil
+	}
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, d := range doms {
+		if !d.State.Active() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.drv.Destroy(ctx, d.Name); err != nil {
+				h.log.Error("fence: destroy guest", "vm", d.Name, "err", err)
+				return
+			}
+			h.log.Warn("fence: guest destroyed", "vm", d.Name)
+		}()
+	}
+	wg.Wait()
 }
 
 // deleteOp destroys the domain, removes its definition and the VM's

@@ -37,6 +37,8 @@ func (r *memReporter) Relocate(ctx context.Context, req RelocateRequest) error {
 	return nil
 }
 
+func (r *memReporter) MigrationDone(ctx context.Context, res MigrationResult) error { return nil }
+
 func (r *memReporter) relocations() []RelocateRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()

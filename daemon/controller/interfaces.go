@@ -17,6 +17,7 @@ type Store interface {
 	VM(name string) (model.VM, error)
 	Image(name string) (model.Image, error)
 	Network(name string) (model.Network, error)
+	Cluster() model.Cluster
 }
 
 // Raft is the consensus node as the controller uses it.
@@ -30,6 +31,7 @@ type Raft interface {
 	AddVoter(ctx context.Context, id, addr string) error
 	AddNonvoter(ctx context.Context, id, addr string) error
 	RemoveServer(ctx context.Context, id string) error
+	CommitIndex() uint64
 }
 
 // PeerState is a peer's gossip state.

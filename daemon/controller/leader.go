@@ -27,6 +27,8 @@ type LeaderConfig struct {
 	ReconcileInterval time.Duration
 	// Placement tunes where VMs go.
 	Placement placement.Options
+	// Liveness tunes leases, fencing and recovery.
+	Liveness LivenessConfig
 }
 
 // Leader runs the leader loop and serves leader-only operations.
@@ -40,11 +42,26 @@ type Leader struct {
 
 	mu      sync.Mutex
 	leading bool
+
+	live   liveness
+	mig    migrations // touched only by the leader loop and leader operations, under the Raft apply order
+	pokeCh chan struct{}
+}
+
+// poke wakes the leader loop.
+func (l *Leader) poke() {
+	select {
+	case l.pokeCh <- struct{}{}:
+	default:
+	}
 }
 
 // NewLeader returns a Leader; Run starts it.
 func NewLeader(cfg LeaderConfig, store Store, raft Raft, peers Peers, clock Clock, log *slog.Logger) *Leader {
-	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log}
+	if cfg.Liveness.Interval <= 0 {
+		cfg.Liveness.Interval = 500 * time.Millisecond
+	}
+	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log, pokeCh: make(chan struct{}, 1)}
 }
 
 // Run follows leadership until ctx ends: on becoming leader it waits for a
@@ -113,6 +130,7 @@ func (l *Leader) lead(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+	l.resetLiveness(l.clock.Now())
 	l.setLeading(true)
 	defer l.setLeading(false)
 
@@ -120,6 +138,8 @@ func (l *Leader) lead(ctx context.Context) {
 	defer stop()
 	tick := time.NewTicker(l.cfg.ReconcileInterval)
 	defer tick.Stop()
+	live := time.NewTicker(l.cfg.Liveness.Interval)
+	defer live.Stop()
 	for {
 		if err := l.reconcile(ctx); err != nil && ctx.Err() == nil {
 			l.log.Warn("reconcile", "err", err)
@@ -129,14 +149,24 @@ func (l *Leader) lead(ctx context.Context) {
 			return
 		case <-changes:
 		case <-tick.C:
+		case <-l.pokeCh:
+		case <-live.C:
 		}
 	}
 }
 
-// reconcile brings cluster state and Raft membership in line with gossip.
+// reconcile brings cluster state and Raft membership in line with gossip,
+// checks leases, and moves drains and failbacks along.
 func (l *Leader) reconcile(ctx context.Context) error {
 	peers := l.peers.Peers()
-	return errors.Join(l.registerHosts(ctx, peers), l.reconcileRaft(ctx, peers))
+	err := errors.Join(l.registerHosts(ctx, peers), l.reconcileRaft(ctx, peers))
+	dead := map[string]bool{}
+	for _, p := range peers {
+		dead[p.Name] = p.State == PeerDead
+	}
+	l.checkLiveness(ctx, dead)
+	l.driveMigrations(ctx)
+	return err
 }
 
 // registerHosts records alive hosts whose addresses, version or capacity

@@ -273,6 +273,9 @@ func (l *Leader) ReportVMs(ctx context.Context, r raftstore.ReportVMs) (int, err
 	if err != nil {
 		return 0, err
 	}
+	for _, rep := range r.Reports {
+		l.noteRecovered(ctx, r.Host, rep)
+	}
 	var evs []model.Event
 	now := l.clock.Now().UTC()
 	for _, rep := range r.Reports {

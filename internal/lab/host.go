@@ -22,6 +22,10 @@ func (h *Host) nsFile() string { return filepath.Join(h.lab.nsDir(), h.Name+".mn
 // root namespaces.
 func (h *Host) Socket() string { return filepath.Join(h.Dir, "run-corral", "corral.sock") }
 
+// LibvirtSocket is the path of the host's libvirtd socket, reachable from
+// the root namespaces.
+func (h *Host) LibvirtSocket() string { return filepath.Join(h.Dir, "run-libvirt", "libvirt-sock") }
+
 // ConfigFile is the host's corral.toml.
 func (h *Host) ConfigFile() string { return filepath.Join(h.Dir, "corral.toml") }
 
@@ -44,7 +48,7 @@ func (h *Host) LibvirtPath(p string) string {
 // create makes the host's directories, configuration, network namespace and
 // link.
 func (h *Host) create(ctx context.Context) error {
-	for _, d := range []string{"etc-libvirt", "lib-libvirt", "log-libvirt/qemu", "run-corral", "data", "logs"} {
+	for _, d := range []string{"etc-libvirt", "lib-libvirt", "log-libvirt/qemu", "run-corral", "run-libvirt", "data", "logs"} {
 		if err := os.MkdirAll(filepath.Join(h.Dir, d), 0o755); err != nil {
 			return err
 		}
@@ -110,13 +114,21 @@ func (h *Host) makeMountNS(ctx context.Context) error {
 	if err := os.WriteFile(h.nsFile(), nil, 0o644); err != nil {
 		return err
 	}
+	// A boot starts with an empty /run/libvirt, as after a real reboot.
+	if err := os.RemoveAll(filepath.Join(h.Dir, "run-libvirt")); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(h.Dir, "run-libvirt"), 0o755); err != nil {
+		return err
+	}
 	script := strings.Join([]string{
 		"set -e",
 		"umount -l /sys",
 		"nsenter --net=/run/netns/" + h.Netns + " mount -t sysfs sysfs /sys",
 		"mount -t tmpfs -o mode=0755 tmpfs /run",
-		"mkdir -p /run/corral /run/lock",
+		"mkdir -p /run/corral /run/lock /run/libvirt",
 		"mount --bind " + filepath.Join(h.Dir, "run-corral") + " /run/corral",
+		"mount --bind " + filepath.Join(h.Dir, "run-libvirt") + " /run/libvirt",
 		"mount --bind " + filepath.Join(h.Dir, "etc-libvirt") + " /etc/libvirt",
 		"mount --bind " + filepath.Join(h.Dir, "lib-libvirt") + " /var/lib/libvirt",
 		"mount --bind " + filepath.Join(h.Dir, "log-libvirt") + " /var/log/libvirt",
@@ -287,16 +299,22 @@ func alive(pid int) bool {
 	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
 }
 
-// pids lists every process in the host's network namespace.
+// pids lists every process in the host's network namespace. It compares
+// namespace inodes under /proc, so it works from any namespace (the fence
+// agent runs inside another lab host).
 func (h *Host) pids() []int {
-	out, err := exec.Command("ip", "netns", "pids", h.Netns).Output()
+	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
 	var pids []int
-	for _, f := range strings.Fields(string(out)) {
-		if n, err := strconv.Atoi(f); err == nil && alive(n) {
-			pids = append(pids, n)
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if nsIno(fmt.Sprintf("/proc/%d/ns/net", pid)) == h.NetIno && alive(pid) {
+			pids = append(pids, pid)
 		}
 	}
 	return pids
@@ -305,7 +323,7 @@ func (h *Host) pids() []int {
 // killAll SIGKILLs every process in the host's network namespace (its
 // daemons and their QEMU guests) until none is left.
 func (h *Host) killAll() {
-	if !nsExists(h.Netns) {
+	if h.NetIno == 0 {
 		return
 	}
 	for i := 0; i < 100; i++ {
@@ -319,6 +337,14 @@ func (h *Host) killAll() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	h.PIDs = map[string]int{}
+}
+
+// PowerOff kills every process of the host at once, as a fence agent cutting
+// its power would. Unlike Kill it leaves the link alone, so it works from
+// inside another host's namespaces.
+func (h *Host) PowerOff() error {
+	h.killAll()
+	return h.lab.save()
 }
 
 // Kill is a power loss: every process of the host dies at once and its

@@ -25,6 +25,8 @@ type Driver struct {
 	events    chan hypervisor.Event
 
 	poolDir    string
+	peers      map[string]*Driver
+	migrateErr error
 	startErr   map[string]error
 	startDelay time.Duration
 	calls      map[string]int
@@ -373,3 +375,56 @@ func (d *Driver) PoolDir() string {
 
 // Refresh does nothing.
 func (d *Driver) Refresh(ctx context.Context) error { return nil }
+
+// Connect makes fake drivers reachable from each other for Migrate, keyed
+// by the destination URI a migration names.
+func Connect(drivers map[string]*Driver) {
+	for _, d := range drivers {
+		d.mu.Lock()
+		d.peers = drivers
+		d.mu.Unlock()
+	}
+}
+
+// SetMigrateErr makes every Migrate fail with err (nil clears).
+func (d *Driver) SetMigrateErr(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.migrateErr = err
+}
+
+// Migrate moves a running domain, with its run info, to the peer driver
+// registered under destURI (see Connect).
+func (d *Driver) Migrate(ctx context.Context, name, destURI, dataURI string, progress func(done, total uint64)) error {
+	d.mu.Lock()
+	if err := d.call("Migrate"); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	if d.migrateErr != nil {
+		err := d.migrateErr
+		d.mu.Unlock()
+		return err
+	}
+	dm, err := d.lookup(name)
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	peer := d.peers[destURI]
+	if peer == nil || !dm.dom.State.Active() {
+		d.mu.Unlock()
+		return fmt.Errorf("migrate %s to %s: no such peer or not running", name, destURI)
+	}
+	moved := *dm
+	delete(d.domains, name)
+	d.mu.Unlock()
+	if progress != nil {
+		progress(50, 100)
+	}
+	peer.mu.Lock()
+	peer.domains[name] = &moved
+	peer.mu.Unlock()
+	peer.emit(hypervisor.Event{Name: name, Kind: hypervisor.EventStarted, Detail: "migrated"})
+	return nil
+}

@@ -1,0 +1,208 @@
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// LeaseRequest is a host's lease renewal.
+type LeaseRequest struct {
+	Host string `json:"host"`
+}
+
+// LeaseGrant is the leader's answer to a renewal.
+type LeaseGrant struct {
+	Leader string `json:"leader"`
+	// CommitIndex is the leader's commit index when it granted: after
+	// (re)acquiring its lease a host starts guests only once its state has
+	// applied at least this much.
+	CommitIndex uint64 `json:"commit_index"`
+	// Armed: HA is armed; a host holding this grant self-fences when its
+	// lease expires. A grant made while HA is disarmed does not.
+	Armed bool `json:"armed"`
+	// Fenced: the leader had declared this host dead.
+	Fenced bool `json:"fenced"`
+}
+
+// Renewer sends a renewal to the leader.
+type Renewer interface {
+	Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error)
+}
+
+// LeaseConfig tunes the host side of the lease protocol.
+type LeaseConfig struct {
+	Self string
+	// Interval between renewals (heartbeat_interval).
+	Interval time.Duration
+	// TTL: a lease lasts TTL from the moment its renewal was SENT, on this
+	// host's monotonic clock (lease_ttl).
+	TTL time.Duration
+	// Watchdog, if set, is a watchdog device fed while the lease is valid.
+	Watchdog string
+}
+
+// Lease is this host's lease with the leader. See DESIGN.md, "Leases and
+// fencing".
+type Lease struct {
+	cfg     LeaseConfig
+	renewer Renewer
+	clock   Clock
+	log     *slog.Logger
+	// fence destroys every guest corral runs on this host.
+	fence func(reason string)
+
+	mu         sync.Mutex
+	held       bool
+	fencing    bool // an armed lease expired; cleared by the next lease
+	validUntil time.Time
+	armed      bool
+	target     uint64
+	inflight   int
+}
+
+// NewLease returns a lease; Run keeps it renewed. fence is called when a
+// lease granted while HA was armed expires.
+func NewLease(cfg LeaseConfig, renewer Renewer, clock Clock, log *slog.Logger, fence func(reason string)) *Lease {
+	return &Lease{cfg: cfg, renewer: renewer, clock: clock, log: log, fence: fence}
+}
+
+// Valid reports whether this host holds an unexpired lease.
+func (l *Lease) Valid() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held && l.clock.Now().Before(l.validUntil)
+}
+
+// MayStart reports whether guests may be started: the lease is valid and
+// the local state has applied what the leader had committed when the lease
+// was (re)acquired.
+func (l *Lease) MayStart(applied uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held && l.clock.Now().Before(l.validUntil) && applied >= l.target
+}
+
+// Fencing reports whether this host has fenced itself: an armed lease
+// expired and no new one has been granted. While fencing, no corral guest
+// may run here.
+func (l *Lease) Fencing() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fencing
+}
+
+// Remaining returns how long the lease has left (0 when not held).
+func (l *Lease) Remaining() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held {
+		return 0
+	}
+	return max(l.validUntil.Sub(l.clock.Now()), 0)
+}
+
+// Run renews every Interval (several renewals may be in flight, so one
+// stuck on a dead connection does not delay the next), checks for expiry
+// five times per Interval, and feeds the watchdog while the lease is valid.
+func (l *Lease) Run(ctx context.Context) error {
+	var wd *os.File
+	if l.cfg.Watchdog != "" {
+		f, err := os.OpenFile(l.cfg.Watchdog, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		wd = f
+		defer wd.Close() // no magic close: a stopped corrald must not disarm the watchdog
+	}
+	tick := time.NewTicker(l.cfg.Interval / 5)
+	defer tick.Stop()
+	var lastSend time.Time
+	for {
+		now := l.clock.Now()
+		if now.Sub(lastSend) >= l.cfg.Interval {
+			l.mu.Lock()
+			send := l.inflight < 4
+			if send {
+				l.inflight++
+			}
+			l.mu.Unlock()
+			if send {
+				lastSend = now
+				go l.attempt(ctx, now)
+			}
+		}
+		l.checkExpiry(now)
+		if wd != nil && l.feedWatchdog() {
+			if _, err := wd.Write([]byte{0}); err != nil {
+				l.log.Warn("feed watchdog", "device", l.cfg.Watchdog, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// feedWatchdog: feed while the lease is valid, or while HA is disarmed and
+// the last lease did not arm self-fencing.
+func (l *Lease) feedWatchdog() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held && (l.clock.Now().Before(l.validUntil) || !l.armed)
+}
+
+func (l *Lease) attempt(ctx context.Context, sent time.Time) {
+	defer func() {
+		l.mu.Lock()
+		l.inflight--
+		l.mu.Unlock()
+	}()
+	rctx, cancel := context.WithTimeout(ctx, l.cfg.TTL)
+	defer cancel()
+	g, err := l.renewer.Renew(rctx, LeaseRequest{Host: l.cfg.Self})
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Debug("lease renewal failed", "err", err)
+		}
+		return
+	}
+	until := sent.Add(l.cfg.TTL)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !until.After(l.clock.Now()) {
+		return // answered too late to be of use
+	}
+	if !l.held {
+		l.held, l.target, l.fencing = true, g.CommitIndex, false
+		l.log.Info("lease acquired", "leader", g.Leader, "ttl", l.cfg.TTL, "armed", g.Armed, "catch_up_to", g.CommitIndex, "was_fenced", g.Fenced)
+	}
+	if until.After(l.validUntil) {
+		l.validUntil = until
+	}
+	l.armed = g.Armed
+}
+
+func (l *Lease) checkExpiry(now time.Time) {
+	l.mu.Lock()
+	expired := l.held && !now.Before(l.validUntil)
+	armed := l.armed
+	if expired {
+		l.held = false
+		l.fencing = armed
+	}
+	l.mu.Unlock()
+	if !expired {
+		return
+	}
+	if !armed {
+		l.log.Warn("lease expired while HA is disarmed; guests keep running")
+		return
+	}
+	l.log.Error("lease expired; fencing this host: destroying its guests and starting nothing until a new lease")
+	l.fence("lease expired")
+}

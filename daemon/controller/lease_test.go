@@ -1,0 +1,98 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+)
+
+type fakeRenewer struct {
+	mu    sync.Mutex
+	grant LeaseGrant
+	err   error
+	calls int
+}
+
+func (f *fakeRenewer) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return f.grant, f.err
+}
+
+func (f *fakeRenewer) set(g LeaseGrant, err error) {
+	f.mu.Lock()
+	f.grant, f.err = g, err
+	f.mu.Unlock()
+}
+
+func newTestLease(r Renewer, clock *fakeClock) (*Lease, *int) {
+	fences := 0
+	l := NewLease(LeaseConfig{Self: "h1", Interval: 500 * time.Millisecond, TTL: 5 * time.Second}, r, clock, slog.New(slog.DiscardHandler),
+		func(string) { fences++ })
+	return l, &fences
+}
+
+func TestLeaseCountsFromSendTime(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	r := &fakeRenewer{grant: LeaseGrant{Armed: true, CommitIndex: 10}}
+	l, fences := newTestLease(r, clock)
+	ctx := context.Background()
+	sent := clock.Now()
+	clock.Advance(2 * time.Second) // the answer takes 2s to come back
+	l.attempt(ctx, sent)
+	if !l.Valid() || l.Remaining() != 3*time.Second {
+		t.Fatalf("valid %v, remaining %v: the lease must count from the send", l.Valid(), l.Remaining())
+	}
+	if l.MayStart(9) || !l.MayStart(10) {
+		t.Fatal("starts must wait until the state has applied the leader's commit index")
+	}
+	clock.Advance(3 * time.Second)
+	l.checkExpiry(clock.Now())
+	if l.Valid() || *fences != 1 || !l.Fencing() {
+		t.Fatalf("after expiry: valid %v, fences %d, fencing %v", l.Valid(), *fences, l.Fencing())
+	}
+	l.checkExpiry(clock.Now())
+	if *fences != 1 {
+		t.Fatal("fenced twice for one expiry")
+	}
+	// A renewal sent before the expiry and answered after it is of no use.
+	l.attempt(ctx, clock.Now().Add(-6*time.Second))
+	if l.Valid() || !l.Fencing() {
+		t.Fatal("a stale answer revived the lease")
+	}
+	// A fresh grant ends the fencing; catching up is required again.
+	r.set(LeaseGrant{Armed: true, CommitIndex: 20}, nil)
+	l.attempt(ctx, clock.Now())
+	if !l.Valid() || l.Fencing() || l.MayStart(19) || !l.MayStart(20) {
+		t.Fatal("re-acquired lease")
+	}
+}
+
+func TestLeaseDisarmedDoesNotFence(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	r := &fakeRenewer{grant: LeaseGrant{Armed: false}}
+	l, fences := newTestLease(r, clock)
+	l.attempt(context.Background(), clock.Now())
+	clock.Advance(6 * time.Second)
+	l.checkExpiry(clock.Now())
+	if *fences != 0 || l.Fencing() {
+		t.Fatal("a lease granted while HA was disarmed fenced the host")
+	}
+}
+
+func TestLeaseFailedRenewalsChangeNothing(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	r := &fakeRenewer{err: errors.New("no leader")}
+	l, fences := newTestLease(r, clock)
+	l.attempt(context.Background(), clock.Now())
+	clock.Advance(time.Hour)
+	l.checkExpiry(clock.Now())
+	// Never held a lease (a host starting up): nothing to fence, nothing may start.
+	if l.Valid() || l.MayStart(1<<60) || *fences != 0 || l.Fencing() {
+		t.Fatal("a host without a lease must neither start guests nor fence")
+	}
+}

@@ -1,0 +1,383 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/daemon/placement"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// LivenessConfig tunes the leader side of the lease protocol.
+type LivenessConfig struct {
+	Interval time.Duration // heartbeat_interval
+	TTL      time.Duration // lease_ttl
+	// Margin: a host is declared dead only when its last renewal reached
+	// the leader more than TTL+Margin ago (fence_margin).
+	Margin time.Duration
+	// FenceCommand, if set, is run with the host's name and address once
+	// the host's renewals are FenceAfter late (or gossip calls it dead);
+	// exit status 0 means the host is powered off, and its guests are
+	// recovered at once.
+	FenceCommand []string
+	FenceAfter   time.Duration
+	FenceTimeout time.Duration
+	// SharedStorage: VM disks are on storage every host reaches, so VMs can
+	// be recovered elsewhere. Without it they are reported, not moved.
+	SharedStorage bool
+	// DrainParallel caps concurrent live migrations of a drain.
+	DrainParallel int
+}
+
+// liveness is the leader's view of hosts' leases, kept in memory only: a new
+// leader starts by treating every host as heard at its own election.
+type liveness struct {
+	mu        sync.Mutex
+	heard     map[string]time.Time // last renewal received (leader's monotonic clock)
+	renewedAt map[string]time.Time // last real renewal (not the election-time default)
+	suspected map[string]bool
+	armedAck  map[string]bool // renewed while armed: it will self-fence on expiry
+	fencing   map[string]bool // fence command running
+	fenceOK   map[string]string
+	fenceFail map[string]time.Time
+	// recovering maps a VM being recovered to when its host was declared
+	// dead, for the "recovered" event.
+	recovering map[string]recovery
+	reported   map[string]bool // "not recovered" already said, per vm@host
+}
+
+type recovery struct {
+	from       string
+	lastHeard  time.Time
+	declaredAt time.Time
+}
+
+func (l *Leader) resetLiveness(now time.Time) {
+	cl := l.store.Cluster()
+	// A lease granted while HA was disarmed does not self-fence. Once HA has
+	// been armed for longer than a lease lives, every lease out there was
+	// granted armed; before that, wait for each host to renew.
+	settled := cl.HAChangedAt.IsZero() || l.clock.Now().Sub(cl.HAChangedAt) > l.cfg.Liveness.TTL+l.cfg.Liveness.Margin
+	lv := &l.live
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	lv.heard, lv.renewedAt, lv.suspected, lv.armedAck = map[string]time.Time{}, map[string]time.Time{}, map[string]bool{}, map[string]bool{}
+	lv.fencing, lv.fenceOK, lv.fenceFail = map[string]bool{}, map[string]string{}, map[string]time.Time{}
+	lv.recovering, lv.reported = map[string]recovery{}, map[string]bool{}
+	for _, h := range l.store.Hosts() {
+		lv.heard[h.Name] = now
+		lv.armedAck[h.Name] = settled && !cl.HADisarmed
+	}
+}
+
+// Renew grants a lease renewal.
+func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error) {
+	if err := l.ready(); err != nil {
+		return LeaseGrant{}, err
+	}
+	cl := l.store.Cluster()
+	now := l.clock.Now()
+	lv := &l.live
+	lv.mu.Lock()
+	if lv.heard == nil {
+		lv.mu.Unlock()
+		return LeaseGrant{}, fmt.Errorf("leader is starting: %w", model.ErrNotLeader)
+	}
+	lv.heard[req.Host] = now
+	lv.renewedAt[req.Host] = now
+	if !cl.HADisarmed {
+		lv.armedAck[req.Host] = true
+	}
+	lv.mu.Unlock()
+	fenced := false
+	if h, err := l.store.Host(req.Host); err == nil && h.Mode == model.ModeFenced {
+		fenced = true
+	}
+	return LeaseGrant{Leader: l.cfg.Self, CommitIndex: l.raft.CommitIndex(), Armed: !cl.HADisarmed, Fenced: fenced}, nil
+}
+
+// LeaseAge is the leader's view of one host's lease.
+type LeaseAge struct {
+	Host      string        `json:"host"`
+	Age       time.Duration `json:"age"`
+	Suspected bool          `json:"suspected"`
+}
+
+// LeaseAges reports how long ago each host last renewed.
+func (l *Leader) LeaseAges(ctx context.Context, _ struct{}) ([]LeaseAge, error) {
+	if err := l.ready(); err != nil {
+		return nil, err
+	}
+	now := l.clock.Now()
+	lv := &l.live
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	var out []LeaseAge
+	for h, t := range lv.heard {
+		out = append(out, LeaseAge{Host: h, Age: now.Sub(t), Suspected: lv.suspected[h]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
+	return out, nil
+}
+
+// checkLiveness runs every heartbeat interval on the leader: it notes late
+// hosts, runs the fence command, declares hosts dead whose leases have
+// surely expired, recovers their guests, and welcomes fenced hosts back.
+func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) {
+	cfg := l.cfg.Liveness
+	cl := l.store.Cluster()
+	now := l.clock.Now()
+	lv := &l.live
+	lv.mu.Lock()
+	started := lv.heard != nil
+	lv.mu.Unlock()
+	if !started {
+		return // not leading (resetLiveness runs when leadership starts)
+	}
+	for _, h := range l.store.Hosts() {
+		if h.Name == l.cfg.Self {
+			lv.mu.Lock()
+			lv.heard[h.Name] = now // the leader's own renewal is local
+			lv.mu.Unlock()
+		}
+		lv.mu.Lock()
+		last, ok := lv.heard[h.Name]
+		if !ok { // registered after this leader started
+			last = now
+			lv.heard[h.Name] = now
+		}
+		renewed := lv.renewedAt[h.Name]
+		age := now.Sub(last)
+		armed := lv.armedAck[h.Name]
+		fenceDone, fenceDoneOK := lv.fenceOK[h.Name]
+		fencing := lv.fencing[h.Name]
+		failedAt := lv.fenceFail[h.Name]
+		lv.mu.Unlock()
+
+		if h.Mode == model.ModeFenced {
+			if !renewed.IsZero() && renewed.After(h.FencedAt) && age < 2*cfg.Interval {
+				l.welcomeBack(ctx, h)
+			} else {
+				l.recover(ctx, h.Name)
+			}
+			continue
+		}
+		late := age > 2*cfg.Interval+cfg.Interval/2
+		lv.mu.Lock()
+		wasSuspected := lv.suspected[h.Name]
+		lv.suspected[h.Name] = late
+		lv.mu.Unlock()
+		if late && !wasSuspected {
+			l.event(ctx, "suspected", h.Name, "", "no lease renewal for %v", age.Round(time.Millisecond))
+		} else if !late && wasSuspected {
+			l.event(ctx, "reachable", h.Name, "", "lease renewed again")
+		}
+		if cl.HADisarmed || h.Name == l.cfg.Self {
+			continue
+		}
+		if fenceDoneOK {
+			l.declareDead(ctx, h.Name, fenceDone, last)
+			continue
+		}
+		if len(cfg.FenceCommand) > 0 && !fencing && (age > cfg.FenceAfter || gossipDead[h.Name] && late) &&
+			now.Sub(failedAt) > cfg.FenceTimeout {
+			l.startFence(ctx, h, age)
+		}
+		if age > cfg.TTL+cfg.Margin {
+			if !armed {
+				key := "unacked@" + h.Name
+				if l.once(key) {
+					l.event(ctx, "not-fenced", h.Name, "", "lease expired, but the host has not renewed since HA was armed; it may still run its guests, so they are not recovered until it returns or is fenced by fence_command")
+				}
+				continue
+			}
+			l.declareDead(ctx, h.Name, fmt.Sprintf("lease expired: last renewal %v ago (lease_ttl %v + fence_margin %v)", age.Round(time.Millisecond), cfg.TTL, cfg.Margin), last)
+		}
+	}
+}
+
+func (l *Leader) once(key string) bool {
+	lv := &l.live
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.reported == nil {
+		lv.reported = map[string]bool{}
+	}
+	if lv.reported[key] {
+		return false
+	}
+	lv.reported[key] = true
+	return true
+}
+
+// startFence runs the fence command in the background; on success the next
+// liveness pass declares the host dead.
+func (l *Leader) startFence(ctx context.Context, h model.Host, age time.Duration) {
+	cfg := l.cfg.Liveness
+	lv := &l.live
+	lv.mu.Lock()
+	lv.fencing[h.Name] = true
+	lv.mu.Unlock()
+	l.event(ctx, "fencing", h.Name, "", "no lease renewal for %v; running fence_command", age.Round(time.Millisecond))
+	go func() {
+		fctx, cancel := context.WithTimeout(ctx, cfg.FenceTimeout)
+		defer cancel()
+		args := append(append([]string(nil), cfg.FenceCommand[1:]...), h.Name, h.Addr)
+		start := l.clock.Now()
+		out, err := exec.CommandContext(fctx, cfg.FenceCommand[0], args...).CombinedOutput()
+		took := l.clock.Now().Sub(start).Round(time.Millisecond)
+		lv.mu.Lock()
+		lv.fencing[h.Name] = false
+		if err == nil {
+			lv.fenceOK[h.Name] = fmt.Sprintf("fence_command confirmed power-off in %v", took)
+		} else {
+			lv.fenceFail[h.Name] = l.clock.Now()
+		}
+		lv.mu.Unlock()
+		if err != nil {
+			l.event(context.Background(), "fence-failed", h.Name, "", "fence_command failed after %v: %v: %s", took, err, strings.TrimSpace(string(out)))
+		}
+		l.poke()
+	}()
+}
+
+// declareDead fences a host in state and recovers its guests.
+func (l *Leader) declareDead(ctx context.Context, host, reason string, lastHeard time.Time) {
+	now := l.clock.Now()
+	if _, err := l.store.Apply(ctx, raftstore.FenceHost{Name: host, Reason: reason, Time: now.UTC()}); err != nil {
+		l.log.Warn("declare host dead", "host", host, "err", err)
+		return
+	}
+	lv := &l.live
+	lv.mu.Lock()
+	delete(lv.fenceOK, host)
+	lv.suspected[host] = false
+	lv.mu.Unlock()
+	l.log.Warn("host declared dead", "host", host, "reason", reason)
+	l.event(ctx, "fenced", host, "", "%s", reason)
+	l.recoverAt(ctx, host, lastHeard, now)
+}
+
+func (l *Leader) recover(ctx context.Context, host string) {
+	h, err := l.store.Host(host)
+	if err != nil {
+		return
+	}
+	l.recoverAt(ctx, host, time.Time{}, h.FencedAt)
+}
+
+// recoverAt re-places the HA guests of a dead host by priority onto hosts
+// chosen by placement, in one Raft entry; the targets' host loops start them
+// (at most 4 at a time each, higher priority first). Guests that cannot move
+// are reported once: HA disabled, storage not shared, or no capacity (tried
+// again on every pass).
+func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declaredAt time.Time) {
+	var vms []model.VM
+	for _, v := range l.store.VMs() {
+		if v.Host == host && !v.Deleting {
+			vms = append(vms, v)
+		}
+	}
+	if len(vms) == 0 {
+		return
+	}
+	sort.Slice(vms, func(i, j int) bool {
+		if vms[i].Spec.HA.Priority != vms[j].Spec.HA.Priority {
+			return vms[i].Spec.HA.Priority > vms[j].Spec.HA.Priority
+		}
+		return vms[i].Name < vms[j].Name
+	})
+	idx := l.index()
+	var cmds []raftstore.Command
+	var placed []model.VM
+	var targets []string
+	for _, v := range vms {
+		key := v.Name + "@" + host
+		switch {
+		case !v.Spec.HA.Enabled:
+			if l.once(key) {
+				l.event(ctx, "not-recovered", host, v.Name, "HA disabled for this VM; it stays on %s", host)
+			}
+			continue
+		case !l.cfg.Liveness.SharedStorage:
+			if l.once(key) {
+				l.event(ctx, "not-recovered", host, v.Name, "storage is not shared (shared_storage = false); the VM's disks are only on %s", host)
+			}
+			continue
+		}
+		target, err := idx.Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{host: true}})
+		if err != nil {
+			if l.once(key) {
+				l.event(ctx, "not-recovered", host, v.Name, "%v", err)
+			}
+			continue
+		}
+		cmds = append(cmds, raftstore.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation})
+		placed = append(placed, v)
+		targets = append(targets, target)
+	}
+	if len(cmds) == 0 {
+		return
+	}
+	res, err := l.store.Apply(ctx, batchOf(cmds))
+	if err != nil {
+		l.log.Warn("recover", "host", host, "err", err)
+		return
+	}
+	results, _ := res.(raftstore.BatchResult)
+	lv := &l.live
+	for i, v := range placed {
+		if i < len(results) && results[i] != nil {
+			continue
+		}
+		lv.mu.Lock()
+		lv.recovering[v.Name] = recovery{from: host, lastHeard: lastHeard, declaredAt: declaredAt}
+		lv.mu.Unlock()
+		l.event(ctx, "recovering", targets[i], v.Name, "from %s (priority %d)", host, v.Spec.HA.Priority)
+	}
+}
+
+func batchOf(cmds []raftstore.Command) raftstore.Batch {
+	b := raftstore.Batch{Entries: make([][]byte, len(cmds))}
+	for i, c := range cmds {
+		b.Entries[i] = raftstore.MustEncode(c)
+	}
+	return b
+}
+
+// welcomeBack returns a fenced host that renews again to service. Its guests
+// were recovered elsewhere; its own host loop removes the stale domains
+// once its state has caught up.
+func (l *Leader) welcomeBack(ctx context.Context, h model.Host) {
+	if _, err := l.store.Apply(ctx, raftstore.SetHostMode{Name: h.Name, Mode: model.ModeActive}); err != nil {
+		return
+	}
+	l.event(ctx, "returned", h.Name, "", "renewing its lease again after being fenced (%s); back in service", h.FenceReason)
+}
+
+// noteRecovered turns a report of a recovered VM running into an event with
+// the timings.
+func (l *Leader) noteRecovered(ctx context.Context, host string, rep raftstore.VMReport) {
+	lv := &l.live
+	lv.mu.Lock()
+	r, ok := lv.recovering[rep.Name]
+	if ok && rep.State == model.StateRunning {
+		delete(lv.recovering, rep.Name)
+	}
+	lv.mu.Unlock()
+	if !ok || rep.State != model.StateRunning {
+		return
+	}
+	now := l.clock.Now()
+	msg := fmt.Sprintf("running on %s, %v after %s was declared dead", host, now.Sub(r.declaredAt).Round(time.Millisecond), r.from)
+	if !r.lastHeard.IsZero() {
+		msg += fmt.Sprintf(", %v after its last lease renewal", now.Sub(r.lastHeard).Round(time.Millisecond))
+	}
+	l.event(ctx, "recovered", host, rep.Name, "%s", msg)
+}

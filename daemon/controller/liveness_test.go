@@ -1,0 +1,296 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+type liveEnv struct {
+	l     *Leader
+	r     *fakeRaft
+	peers *fakePeers
+	clock *fakeClock
+}
+
+func newLiveEnv(t *testing.T, mod func(*LivenessConfig)) *liveEnv {
+	r := newFakeRaft()
+	p := &fakePeers{}
+	c := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	cfg := LivenessConfig{Interval: 500 * time.Millisecond, TTL: 5 * time.Second, Margin: time.Second,
+		FenceAfter: 1500 * time.Millisecond, FenceTimeout: 5 * time.Second, SharedStorage: true, DrainParallel: 2}
+	if mod != nil {
+		mod(&cfg)
+	}
+	l := NewLeader(LeaderConfig{Self: "h1", RaftVoters: 3, DeadVoterTimeout: time.Hour, ReconcileInterval: time.Second,
+		Placement: placementOpts(), Liveness: cfg}, r.store, r, p, c, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	for _, h := range []string{"h1", "h2", "h3"} {
+		p.set(Peer{Name: h, State: PeerAlive, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}})
+	}
+	l.registerHosts(ctx, p.Peers())
+	l.setLeading(true)
+	l.resetLiveness(c.Now())
+	return &liveEnv{l: l, r: r, peers: p, clock: c}
+}
+
+func (e *liveEnv) vm(t *testing.T, name, host string, prio int, ha bool) {
+	t.Helper()
+	spec := model.VMSpec{VCPUs: 1, MemoryMiB: 256, Disks: []model.DiskSpec{{SizeMiB: 10}}, HA: model.DefaultHA()}
+	spec.HA.Priority, spec.HA.Enabled = prio, ha
+	if _, err := e.r.store.Apply(context.Background(), raftstore.CreateVM{VM: model.VM{ID: "id-" + name, Name: name, Host: host, Spec: spec}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// renew has every host but the given ones renew now.
+func (e *liveEnv) renewAllBut(skip ...string) {
+	for _, h := range []string{"h1", "h2", "h3"} {
+		if !strings.Contains(strings.Join(skip, ","), h) {
+			e.l.Renew(context.Background(), LeaseRequest{Host: h})
+		}
+	}
+}
+
+func (e *liveEnv) step(d time.Duration, skip ...string) {
+	e.clock.Advance(d)
+	e.renewAllBut(skip...)
+	e.l.checkLiveness(context.Background(), nil)
+}
+
+func (e *liveEnv) events(kind string) []model.Event {
+	var out []model.Event
+	for _, ev := range e.r.store.Events(0, 0) {
+		if ev.Kind == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func TestLeaseExpiryFencesAndRecoversByPriority(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	e.vm(t, "low", "h3", 0, true)
+	e.vm(t, "high", "h3", 10, true)
+	e.vm(t, "pinned", "h3", 5, false)
+	// h3 goes silent. It is suspected after 2.5 intervals, declared dead
+	// only after lease_ttl + fence_margin.
+	var fencedAt time.Duration
+	for i := 1; i <= 14; i++ {
+		e.step(500*time.Millisecond, "h3")
+		h, _ := e.r.store.Host("h3")
+		if h.Mode == model.ModeFenced && fencedAt == 0 {
+			fencedAt = time.Duration(i) * 500 * time.Millisecond
+		}
+	}
+	if len(e.events("suspected")) != 1 {
+		t.Fatalf("suspected events: %v", e.events("suspected"))
+	}
+	if fencedAt != 6500*time.Millisecond {
+		t.Fatalf("declared dead after %v, want the first check past 6s (lease_ttl 5s + fence_margin 1s)", fencedAt)
+	}
+	for _, name := range []string{"low", "high"} {
+		v, _ := e.r.store.VM(name)
+		if v.Host == "h3" || v.Host == "" || v.Generation != 2 {
+			t.Fatalf("%s not recovered: %+v", name, v)
+		}
+	}
+	if v, _ := e.r.store.VM("pinned"); v.Host != "h3" {
+		t.Fatal("a VM with HA disabled was moved")
+	}
+	rec := e.events("recovering")
+	if len(rec) != 2 || rec[0].VM != "high" {
+		t.Fatalf("recovery order: %v", rec)
+	}
+	if nr := e.events("not-recovered"); len(nr) != 1 || nr[0].VM != "pinned" {
+		t.Fatalf("not-recovered: %v", nr)
+	}
+	// h3 comes back: back in service, its pinned VM still its own.
+	e.step(500 * time.Millisecond)
+	if h, _ := e.r.store.Host("h3"); h.Mode != model.ModeActive {
+		t.Fatalf("h3 not welcomed back: %+v", h)
+	}
+}
+
+func TestNewLeaderWaitsAFullLeaseFromItsElection(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	e.vm(t, "v", "h2", 0, true)
+	// h2 died long before this leader was elected; the leader still waits
+	// lease_ttl + fence_margin from its own election.
+	for i := 0; i < 12; i++ {
+		e.step(500*time.Millisecond, "h2")
+		if h, _ := e.r.store.Host("h2"); h.Mode == model.ModeFenced {
+			t.Fatalf("fenced %v after election", time.Duration(i+1)*500*time.Millisecond)
+		}
+	}
+	e.step(500*time.Millisecond, "h2")
+	if h, _ := e.r.store.Host("h2"); h.Mode != model.ModeFenced {
+		t.Fatal("not fenced 6.5s after election")
+	}
+}
+
+func TestShortBlipIsRiddenOut(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	e.vm(t, "v", "h2", 0, true)
+	for i := 0; i < 6; i++ { // 3s without renewals
+		e.step(500*time.Millisecond, "h2")
+	}
+	e.step(500 * time.Millisecond)
+	if h, _ := e.r.store.Host("h2"); h.Mode != model.ModeActive {
+		t.Fatal("a 3s blip fenced the host")
+	}
+	if v, _ := e.r.store.VM("v"); v.Host != "h2" {
+		t.Fatal("a 3s blip moved a VM")
+	}
+}
+
+func TestFenceCommandRecoversEarly(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "fenced")
+	script := filepath.Join(dir, "fence.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 $2\" > "+marker+"\n"), 0o755)
+	e := newLiveEnv(t, func(c *LivenessConfig) { c.FenceCommand = []string{script} })
+	e.vm(t, "v", "h2", 0, true)
+	for i := 0; i < 3; i++ {
+		e.step(500*time.Millisecond, "h2")
+	}
+	if len(e.events("fencing")) != 0 {
+		t.Fatal("fence command ran before fence_after")
+	}
+	e.step(500*time.Millisecond, "h2")
+	if len(e.events("fencing")) != 1 {
+		t.Fatalf("fence command not started after 2s: %v", e.r.store.Events(0, 0))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.step(0, "h2")
+		if h, _ := e.r.store.Host("h2"); h.Mode == model.ModeFenced {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not fenced after the fence command: %v", e.r.store.Events(0, 0))
+		}
+		time.Sleep(10 * time.Millisecond) // the fence command runs as a real process
+	}
+	if b, _ := os.ReadFile(marker); !strings.HasPrefix(string(b), "h2 10.0.0.1") {
+		t.Fatalf("fence command args: %q", b)
+	}
+	if v, _ := e.r.store.VM("v"); v.Host == "h2" {
+		t.Fatal("not recovered")
+	}
+}
+
+func TestRearmedHAWaitsForHostsToRenew(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	e.vm(t, "v", "h2", 0, true)
+	ctx := context.Background()
+	e.l.SetHA(ctx, HARequest{Armed: false})
+	for i := 0; i < 20; i++ {
+		e.step(500*time.Millisecond, "h2")
+	}
+	if h, _ := e.r.store.Host("h2"); h.Mode == model.ModeFenced {
+		t.Fatal("fenced while disarmed")
+	}
+	// Re-armed while h2 is silent: its last lease was granted disarmed, so
+	// it does not fence itself; the leader must not recover its VMs.
+	e.l.SetHA(ctx, HARequest{Armed: true})
+	for i := 0; i < 20; i++ {
+		e.step(500*time.Millisecond, "h2")
+	}
+	if h, _ := e.r.store.Host("h2"); h.Mode == model.ModeFenced {
+		t.Fatal("fenced a host that never renewed after re-arming")
+	}
+	if len(e.events("not-fenced")) != 1 {
+		t.Fatalf("events: %v", e.r.store.Events(0, 0))
+	}
+	// Once it renews armed and then goes silent, the normal rule applies.
+	e.step(500 * time.Millisecond)
+	for i := 0; i < 13; i++ {
+		e.step(500*time.Millisecond, "h2")
+	}
+	if h, _ := e.r.store.Host("h2"); h.Mode != model.ModeFenced {
+		t.Fatal("armed host not fenced")
+	}
+}
+
+func TestDrainMigratesInParallelAndRetriesElsewhere(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("d%d", i)
+		e.vm(t, name, "h2", 0, true)
+		e.r.store.Apply(ctx, raftstore.ReportVMs{Host: "h2", Reports: []raftstore.VMReport{{Name: name, Generation: 1, State: model.StateRunning}}})
+	}
+	if _, err := e.l.DrainHost(ctx, NameRequest{Name: "h2"}); err != nil {
+		t.Fatal(err)
+	}
+	e.l.driveMigrations(ctx)
+	migrating := 0
+	for _, v := range e.r.store.VMs() {
+		if v.Migration != nil {
+			migrating++
+		}
+	}
+	if migrating != 2 {
+		t.Fatalf("%d migrations at once, want drain_parallel=2", migrating)
+	}
+	// d0's migration fails: it is retried on another target, not lost.
+	d0, _ := e.r.store.VM("d0")
+	first := d0.Migration.Target
+	if _, err := e.l.MigrationDone(ctx, MigrationResult{Name: "d0", Generation: 1, Target: first, Error: "boom"}); err != nil {
+		t.Fatal(err)
+	}
+	e.l.driveMigrations(ctx)
+	d0, _ = e.r.store.VM("d0")
+	if d0.Host != "h2" || d0.Migration == nil || d0.Migration.Target == first {
+		t.Fatalf("d0 after a failed migration: %+v", d0)
+	}
+	// Everything succeeds: the host ends up empty and in maintenance.
+	for i := 0; i < 10; i++ {
+		for _, v := range e.r.store.VMs() {
+			if v.Migration != nil {
+				e.l.MigrationDone(ctx, MigrationResult{Name: v.Name, Generation: v.Generation, Target: v.Migration.Target})
+				e.r.store.Apply(ctx, raftstore.ReportVMs{Host: v.Migration.Target, Reports: []raftstore.VMReport{{Name: v.Name, Generation: v.Generation + 1, State: model.StateRunning}}})
+			}
+		}
+		e.l.driveMigrations(ctx)
+	}
+	h, _ := e.r.store.Host("h2")
+	if h.Draining || h.Mode != model.ModeMaintenance {
+		t.Fatalf("host after drain: %+v", h)
+	}
+	for _, v := range e.r.store.VMs() {
+		if v.Host == "h2" || v.Home != "h2" {
+			t.Fatalf("%s: host %s home %s", v.Name, v.Host, v.Home)
+		}
+	}
+	if len(e.events("drained")) != 1 {
+		t.Fatal("no drained event")
+	}
+	// Restore with failback brings them home.
+	if _, err := e.l.RestoreHost(ctx, HostRestoreRequest{Name: "h2", Failback: true}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		e.l.driveMigrations(ctx)
+		for _, v := range e.r.store.VMs() {
+			if v.Migration != nil {
+				e.l.MigrationDone(ctx, MigrationResult{Name: v.Name, Generation: v.Generation, Target: v.Migration.Target})
+				e.r.store.Apply(ctx, raftstore.ReportVMs{Host: "h2", Reports: []raftstore.VMReport{{Name: v.Name, Generation: v.Generation + 1, State: model.StateRunning}}})
+			}
+		}
+	}
+	for _, v := range e.r.store.VMs() {
+		if v.Host != "h2" || v.Home != "" {
+			t.Fatalf("after failback %s: host %s home %s", v.Name, v.Host, v.Home)
+		}
+	}
+}

@@ -1,0 +1,372 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/corralhq/corral/daemon/placement"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// HostRestoreRequest returns a host to service.
+type HostRestoreRequest struct {
+	Name string `json:"name"`
+	// Failback live-migrates back the VMs a drain moved away from it.
+	Failback bool `json:"failback,omitempty"`
+}
+
+// MigrateVMRequest live-migrates one VM; an empty Target lets placement
+// choose.
+type MigrateVMRequest struct {
+	Name   string `json:"name"`
+	Target string `json:"target,omitempty"`
+}
+
+// MigrationResult is a source host's report that a migration ended.
+type MigrationResult struct {
+	Name       string `json:"name"`
+	Generation uint64 `json:"generation"`
+	Target     string `json:"target"`
+	Error      string `json:"error,omitempty"`
+}
+
+// maxMigrationAttempts is how many targets a drain tries for one VM before
+// leaving it where it is and saying so.
+const maxMigrationAttempts = 3
+
+// migrations is the leader's memory of failbacks in progress and of
+// targets that failed a VM. It is lost with leadership; the next leader
+// starts afresh (a drain itself is in state and carries on).
+type migrations struct {
+	mu       sync.Mutex
+	failback map[string]bool            // host -> move its former VMs back
+	failed   map[string]map[string]bool // vm -> targets that failed
+}
+
+func (m *migrations) init() {
+	if m.failback == nil {
+		m.failback, m.failed = map[string]bool{}, map[string]map[string]bool{}
+	}
+}
+
+func (m *migrations) setFailback(host string, on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	if on {
+		m.failback[host] = true
+	} else {
+		delete(m.failback, host)
+	}
+}
+
+func (m *migrations) failingBack(host string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	return m.failback[host]
+}
+
+func (m *migrations) markFailed(vm, target string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	if m.failed[vm] == nil {
+		m.failed[vm] = map[string]bool{}
+	}
+	m.failed[vm][target] = true
+}
+
+func (m *migrations) clearFailed(vm string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	delete(m.failed, vm)
+}
+
+// failedTargets returns a copy of the targets that failed vm.
+func (m *migrations) failedTargets(vm string) map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	out := map[string]bool{}
+	for t := range m.failed[vm] {
+		out[t] = true
+	}
+	return out
+}
+
+// DrainHost puts a host in maintenance (no new placements) and live-migrates
+// its VMs away, DrainParallel at a time.
+func (l *Leader) DrainHost(ctx context.Context, req NameRequest) (model.Host, error) {
+	if err := l.ready(); err != nil {
+		return model.Host{}, err
+	}
+	h, err := l.store.Host(req.Name)
+	if err != nil {
+		return h, err
+	}
+	if h.Mode == model.ModeFenced {
+		return h, fmt.Errorf("host %q is fenced; its VMs were recovered: %w", h.Name, model.ErrConflict)
+	}
+	if _, err := l.store.Apply(ctx, batchOf([]raftstore.Command{
+		raftstore.SetHostMode{Name: h.Name, Mode: model.ModeMaintenance},
+		raftstore.SetHostDraining{Name: h.Name, Draining: true},
+	})); err != nil {
+		return h, err
+	}
+	l.event(ctx, "draining", h.Name, "", "maintenance: live-migrating its VMs away")
+	l.poke()
+	return l.store.Host(h.Name)
+}
+
+// RestoreHost returns a host in maintenance to service.
+func (l *Leader) RestoreHost(ctx context.Context, req HostRestoreRequest) (model.Host, error) {
+	if err := l.ready(); err != nil {
+		return model.Host{}, err
+	}
+	h, err := l.store.Host(req.Name)
+	if err != nil {
+		return h, err
+	}
+	if h.Mode == model.ModeFenced {
+		return h, fmt.Errorf("host %q is fenced; it returns to service by itself when it renews its lease again: %w", h.Name, model.ErrConflict)
+	}
+	if _, err := l.store.Apply(ctx, raftstore.SetHostMode{Name: h.Name, Mode: model.ModeActive}); err != nil {
+		return h, err
+	}
+	msg := "back in service"
+	if req.Failback {
+		l.mig.setFailback(h.Name, true)
+		msg += "; moving its former VMs back"
+	}
+	l.event(ctx, "restored", h.Name, "", "%s", msg)
+	l.poke()
+	return l.store.Host(h.Name)
+}
+
+// MigrateVM starts a live migration of one running VM.
+func (l *Leader) MigrateVM(ctx context.Context, req MigrateVMRequest) (model.VM, error) {
+	if err := l.ready(); err != nil {
+		return model.VM{}, err
+	}
+	v, err := l.store.VM(req.Name)
+	if err != nil {
+		return v, err
+	}
+	if v.Actual.State != model.StateRunning || v.Actual.Host != v.Host {
+		return v, fmt.Errorf("vm %q is %s, not running: only running VMs migrate live: %w", v.Name, v.Actual.State, model.ErrConflict)
+	}
+	if err := l.startMigration(ctx, v, req.Target, "operator"); err != nil {
+		return v, err
+	}
+	return l.store.VM(v.Name)
+}
+
+// startMigration places v (on target, or where placement says, never its
+// current host or a target that failed it) and records the intent.
+func (l *Leader) startMigration(ctx context.Context, v model.VM, target, reason string) error {
+	exclude := l.mig.failedTargets(v.Name)
+	exclude[v.Host] = true
+	req := placement.Request{Name: v.Name, Spec: v.Spec, Exclude: exclude}
+	if target != "" {
+		req.Host, req.Exclude = target, map[string]bool{v.Host: true}
+	}
+	others := make([]model.VM, 0)
+	for _, o := range l.store.VMs() {
+		if o.Name != v.Name {
+			others = append(others, o)
+		}
+	}
+	t, err := placement.NewIndex(l.candidates(), others, l.cfg.Placement).Place(req)
+	if err != nil {
+		return err
+	}
+	if _, err := l.store.Apply(ctx, raftstore.StartMigration{Name: v.Name, Generation: v.Generation, Target: t, Reason: reason, Time: l.clock.Now().UTC()}); err != nil {
+		return err
+	}
+	l.event(ctx, "migrating", v.Host, v.Name, "live migration to %s (%s)", t, reason)
+	return nil
+}
+
+// MigrationDone records the end of a migration reported by its source
+// host: the placement moves on success; on failure the VM stays and the
+// target is not tried again for it.
+func (l *Leader) MigrationDone(ctx context.Context, r MigrationResult) (model.VM, error) {
+	if err := l.ready(); err != nil {
+		return model.VM{}, err
+	}
+	v, err := l.store.VM(r.Name)
+	if err != nil {
+		return v, err
+	}
+	if v.Migration == nil || v.Generation != r.Generation || v.Migration.Target != r.Target {
+		return v, fmt.Errorf("vm %q has no migration to %s at generation %d: %w", r.Name, r.Target, r.Generation, model.ErrConflict)
+	}
+	took := l.clock.Now().Sub(v.Migration.StartedAt).Round(10e6)
+	if r.Error == "" {
+		if _, err := l.store.Apply(ctx, raftstore.FinishMigration{Name: v.Name, Generation: v.Generation, Target: r.Target}); err != nil {
+			return v, err
+		}
+		l.mig.clearFailed(v.Name)
+		l.event(ctx, "migrated", r.Target, v.Name, "from %s in %v", v.Host, took)
+	} else {
+		if _, err := l.store.Apply(ctx, raftstore.AbortMigration{Name: v.Name, Generation: v.Generation}); err != nil {
+			return v, err
+		}
+		l.mig.markFailed(v.Name, r.Target)
+		l.event(ctx, "migration-failed", v.Host, v.Name, "to %s after %v: %s; the VM keeps running on %s", r.Target, took, r.Error, v.Host)
+	}
+	l.poke()
+	return l.store.VM(v.Name)
+}
+
+// driveMigrations moves drains and failbacks along: it starts migrations up
+// to DrainParallel per host, moves stopped VMs cold, and ends a drain when
+// the host is empty or every VM left has failed on maxMigrationAttempts
+// targets (those keep running where they are, never lost).
+func (l *Leader) driveMigrations(ctx context.Context) {
+	vms := l.store.VMs()
+	sort.Slice(vms, func(i, j int) bool {
+		if vms[i].Spec.HA.Priority != vms[j].Spec.HA.Priority {
+			return vms[i].Spec.HA.Priority > vms[j].Spec.HA.Priority
+		}
+		return vms[i].Name < vms[j].Name
+	})
+	par := max(l.cfg.Liveness.DrainParallel, 1)
+	for _, h := range l.store.Hosts() {
+		if h.Draining {
+			l.drainStep(ctx, h, vms, par)
+		}
+		if l.mig.failingBack(h.Name) {
+			if h.Mode != model.ModeActive {
+				l.mig.setFailback(h.Name, false)
+				continue
+			}
+			inflight, left := 0, 0
+			for _, v := range vms {
+				if v.Home != h.Name || v.Host == h.Name || v.Deleting {
+					continue
+				}
+				left++
+				if v.Migration != nil {
+					inflight++
+					continue
+				}
+				if inflight >= par || v.Actual.State != model.StateRunning || len(l.mig.failedTargets(v.Name)) > 0 {
+					continue
+				}
+				if err := l.startMigration(ctx, v, h.Name, "failback"); err != nil {
+					if l.once("failback:" + v.Name) {
+						l.event(ctx, "migration-failed", v.Host, v.Name, "failback to %s: %v", h.Name, err)
+					}
+					continue
+				}
+				inflight++
+			}
+			if left == 0 {
+				l.mig.setFailback(h.Name, false)
+				l.event(ctx, "failback-done", h.Name, "", "its former VMs are back")
+			}
+		}
+	}
+}
+
+func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, par int) {
+	inflight, left, stuck := 0, 0, 0
+	for _, v := range vms {
+		if v.Host != h.Name || v.Deleting {
+			continue
+		}
+		left++
+		if v.Migration != nil {
+			inflight++
+			continue
+		}
+		failed := len(l.mig.failedTargets(v.Name))
+		if failed >= maxMigrationAttempts {
+			stuck++
+			continue
+		}
+		if inflight >= par {
+			continue
+		}
+		if v.Desired == model.PowerStopped && v.Actual.State == model.StateStopped {
+			// Nothing runs: move the placement cold.
+			x := l.index()
+			target, err := x.Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{h.Name: true}})
+			if err == nil {
+				if _, err = l.store.Apply(ctx, raftstore.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation}); err == nil {
+					l.event(ctx, "moved", target, v.Name, "stopped VM moved off %s", h.Name)
+				}
+			}
+			continue
+		}
+		if v.Actual.State != model.StateRunning {
+			continue // starting, crashed...: wait until it runs
+		}
+		err := l.startMigration(ctx, v, "", "drain")
+		var nf *placement.NoFitError
+		if errors.As(err, &nf) {
+			if l.once("drainfit:" + v.Name + ":" + fmt.Sprint(failed)) {
+				l.event(ctx, "migration-failed", h.Name, v.Name, "no target: %v", err)
+			}
+			stuck++
+			continue
+		}
+		if err != nil {
+			l.log.Warn("start migration", "vm", v.Name, "err", err)
+			continue
+		}
+		inflight++
+	}
+	if left == 0 || left == stuck {
+		if _, err := l.store.Apply(ctx, raftstore.SetHostDraining{Name: h.Name, Draining: false}); err != nil {
+			return
+		}
+		if left == 0 {
+			l.event(ctx, "drained", h.Name, "", "no VMs left; the host stays in maintenance until restored")
+		} else {
+			l.event(ctx, "drained", h.Name, "", "%d VMs could not be moved and keep running here; see migration-failed events", stuck)
+		}
+	}
+}
+
+// HARequest arms or disarms fencing and recovery.
+type HARequest struct {
+	Armed bool `json:"armed"`
+}
+
+// SetHA arms or disarms HA cluster-wide. Disarmed, the leader declares no
+// host dead and hosts do not fence themselves when their leases expire (for
+// network work that would cut every host off). Re-armed, a host counts as
+// armed again once it renews (see DESIGN.md).
+func (l *Leader) SetHA(ctx context.Context, req HARequest) (model.Cluster, error) {
+	if err := l.ready(); err != nil {
+		return model.Cluster{}, err
+	}
+	cur := l.store.Cluster()
+	if cur.HADisarmed == !req.Armed {
+		return cur, nil
+	}
+	if _, err := l.store.Apply(ctx, raftstore.SetHA{Disarmed: !req.Armed, Time: l.clock.Now().UTC()}); err != nil {
+		return cur, err
+	}
+	if req.Armed {
+		// Leases granted while disarmed do not self-fence: a host counts
+		// as armed only once it renews again.
+		l.live.mu.Lock()
+		for h := range l.live.armedAck {
+			l.live.armedAck[h] = false
+		}
+		l.live.mu.Unlock()
+		l.event(ctx, "ha-armed", "", "", "fencing and recovery resumed")
+	} else {
+		l.event(ctx, "ha-disarmed", "", "", "fencing and recovery paused: no host is declared dead, no host fences itself")
+	}
+	return l.store.Cluster(), nil
+}

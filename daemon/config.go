@@ -130,7 +130,7 @@ func DefaultConfig() Config {
 		ReservedMemoryMiB: 1024,
 
 		HeartbeatInterval: 500 * time.Millisecond,
-		LeaseTTL:          5 * time.Second,
+		LeaseTTL:          4500 * time.Millisecond,
 		FenceMargin:       time.Second,
 		FenceAfter:        1500 * time.Millisecond,
 		FenceTimeout:      30 * time.Second,

@@ -119,7 +119,8 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	if d.driver == nil {
 		d.driver = libvirt.New(libvirt.Config{
 			URI: cfg.LibvirtURI, Socket: cfg.LibvirtSocket, PoolDir: cfg.StoragePool, DomainType: cfg.DomainType,
-			Logger: log.With("component", "libvirt"),
+			SharedStorage: cfg.SharedStorage,
+			Logger:        log.With("component", "libvirt"),
 		})
 	}
 	d.lease = controller.NewLease(controller.LeaseConfig{

@@ -111,8 +111,10 @@ func (c *cli) hostDrain() *cobra.Command {
 				for _, v := range vms {
 					line := ""
 					switch {
+					case v.Host == args[0] && v.MigratingTo != "" && v.Message != "":
+						line = "migrating " + v.Message
 					case v.Host == args[0] && v.MigratingTo != "":
-						line = fmt.Sprintf("migrating to %s %s", v.MigratingTo, v.Message)
+						line = "migrating to " + v.MigratingTo
 					case v.Host == args[0]:
 						line = fmt.Sprintf("waiting (%s)", v.State)
 					case v.Home == args[0]:

@@ -24,6 +24,8 @@ type Driver interface {
 	Start(ctx context.Context, name string, info hypervisor.RunInfo) error
 	Shutdown(ctx context.Context, name string, timeout time.Duration) error
 	Destroy(ctx context.Context, name string) error
+	// PowerOff stops a guest as fast as the host can (fencing).
+	PowerOff(ctx context.Context, name string) error
 	Undefine(ctx context.Context, name string) error
 	EnsureVolume(ctx context.Context, v hypervisor.Volume) (string, error)
 	EnsureSeed(ctx context.Context, name, userData, metaData string) (string, error)
@@ -549,9 +551,19 @@ func (h *HostLoop) migrateOp(v model.VM) op {
 	}
 }
 
-// Fence wakes the loop at once after the lease expired; the loop then
-// destroys every guest (see fence).
-func (h *HostLoop) Fence() { h.wake() }
+// Fence powers off every corral guest now, from the caller's goroutine (the
+// lease's expiry check), without waiting for the loop, which may be busy;
+// the loop keeps enforcing it while the host is fencing.
+func (h *HostLoop) Fence() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if doms, err := h.drv.List(ctx); err == nil {
+		h.fence(ctx, doms)
+	} else {
+		h.log.Error("fence: cannot list guests", "err", err)
+	}
+	h.wake()
+}
 
 // fence destroys every active corral domain at once, in parallel and
 // outside the operation cap, and forgets which guests were seen running:
@@ -572,8 +584,8 @@ func (h *HostLoop) fence(ctx context.Context, doms []hypervisor.Domain) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := h.drv.Destroy(ctx, d.Name); err != nil {
-				h.log.Error("fence: destroy guest", "vm", d.Name, "err", err)
+			if err := h.drv.PowerOff(ctx, d.Name); err != nil {
+				h.log.Error("fence: power off guest", "vm", d.Name, "err", err)
 				return
 			}
 			h.log.Warn("fence: guest destroyed", "vm", d.Name)

@@ -130,27 +130,39 @@ func (l *Leader) lead(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
-	l.resetLiveness(l.clock.Now())
+	elected := l.clock.Now()
+	l.resetLiveness(elected)
 	l.setLeading(true)
 	defer l.setLeading(false)
+	l.event(ctx, "leader", l.cfg.Self, "", "elected leader; every host counts as heard now, so none is declared dead before %v from now",
+		l.cfg.Liveness.TTL+l.cfg.Liveness.Margin)
 
 	changes, stop := l.peers.Changes()
 	defer stop()
 	tick := time.NewTicker(l.cfg.ReconcileInterval)
 	defer tick.Stop()
-	live := time.NewTicker(l.cfg.Liveness.Interval)
+	// Leases are checked five times per heartbeat interval, so a host is
+	// declared dead within a fifth of an interval of its deadline.
+	live := time.NewTicker(l.cfg.Liveness.Interval / 5)
 	defer live.Stop()
 	for {
 		if err := l.reconcile(ctx); err != nil && ctx.Err() == nil {
 			l.log.Warn("reconcile", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changes:
-		case <-tick.C:
-		case <-l.pokeCh:
-		case <-live.C:
+		full := false
+		for !full {
+			select {
+			case <-ctx.Done():
+				return
+			case <-live.C:
+				l.checkLiveness(ctx, l.gossipDead())
+			case <-changes:
+				full = true
+			case <-tick.C:
+				full = true
+			case <-l.pokeCh:
+				full = true
+			}
 		}
 	}
 }
@@ -160,13 +172,18 @@ func (l *Leader) lead(ctx context.Context) {
 func (l *Leader) reconcile(ctx context.Context) error {
 	peers := l.peers.Peers()
 	err := errors.Join(l.registerHosts(ctx, peers), l.reconcileRaft(ctx, peers))
-	dead := map[string]bool{}
-	for _, p := range peers {
-		dead[p.Name] = p.State == PeerDead
-	}
-	l.checkLiveness(ctx, dead)
+	l.checkLiveness(ctx, l.gossipDead())
 	l.driveMigrations(ctx)
 	return err
+}
+
+// gossipDead says which hosts gossip has declared dead.
+func (l *Leader) gossipDead() map[string]bool {
+	dead := map[string]bool{}
+	for _, p := range l.peers.Peers() {
+		dead[p.Name] = p.State == PeerDead
+	}
+	return dead
 }
 
 // registerHosts records alive hosts whose addresses, version or capacity

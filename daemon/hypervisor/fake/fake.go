@@ -428,3 +428,6 @@ func (d *Driver) Migrate(ctx context.Context, name, destURI, dataURI string, pro
 	peer.emit(hypervisor.Event{Name: name, Kind: hypervisor.EventStarted, Detail: "migrated"})
 	return nil
 }
+
+// PowerOff implements the driver interface: like Destroy.
+func (d *Driver) PowerOff(ctx context.Context, name string) error { return d.Destroy(ctx, name) }

@@ -33,7 +33,13 @@ type Config struct {
 	// DomainType is kvm, qemu (TCG) or auto: kvm when /dev/kvm works and
 	// this host is not itself a virtual machine.
 	DomainType string
-	Logger     *slog.Logger
+	// SharedStorage: the pool is shared by all hosts (corral's
+	// shared_storage). libvirt recognises NFS and cluster file systems but
+	// not every shared setup (a cluster FS on a shared block device, the
+	// lab's directory), so with this set migration skips libvirt's guess
+	// (VIR_MIGRATE_UNSAFE). virtlockd still guards the disks.
+	SharedStorage bool
+	Logger        *slog.Logger
 }
 
 // Driver talks to one libvirtd.

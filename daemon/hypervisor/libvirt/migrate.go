@@ -22,6 +22,9 @@ func (d *Driver) Migrate(ctx context.Context, name, destURI, dataURI string, pro
 	params := []golibvirt.TypedParam{{Field: golibvirt.MigrateParamURI, Value: *golibvirt.NewTypedParamValueString(dataURI)}}
 	flags := golibvirt.MigrateLive | golibvirt.MigratePeer2peer | golibvirt.MigratePersistDest |
 		golibvirt.MigrateUndefineSource | golibvirt.MigrateAbortOnError | golibvirt.MigrateAutoConverge
+	if d.cfg.SharedStorage {
+		flags |= golibvirt.MigrateUnsafe
+	}
 	done := make(chan error, 1)
 	go func() {
 		_, err := l.DomainMigratePerform3Params(dom, golibvirt.OptString{destURI}, params, nil, flags)

@@ -139,19 +139,23 @@ func TestVMsAcrossInProcessCluster(t *testing.T) {
 	if err := c1.DeleteImage(ctx, "base"); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("delete used image: %v", err)
 	}
-	evs, err := c3.Events(ctx, 0, 0, 0)
-	if err != nil || len(evs) == 0 {
-		t.Fatalf("events: %v %v", evs, err)
-	}
-	kinds := map[string]bool{}
-	for _, e := range evs {
-		kinds[e.Kind] = true
-	}
-	for _, k := range []string{"created", "running", "stop", "stopped", "start", "deleting", "deleted"} {
-		if !kinds[k] {
-			t.Errorf("no %q event in %v", k, kinds)
+	// Every step left an event (the last one lands just after the VM is gone).
+	testutil.Eventually(t, 5*time.Second, func() error {
+		evs, err := c3.Events(ctx, 0, 0, 0)
+		if err != nil {
+			return err
 		}
-	}
+		kinds := map[string]bool{}
+		for _, e := range evs {
+			kinds[e.Kind] = true
+		}
+		for _, k := range []string{"created", "running", "stop", "stopped", "start", "deleting", "deleted"} {
+			if !kinds[k] {
+				return fmt.Errorf("no %q event in %v", k, kinds)
+			}
+		}
+		return nil
+	})
 }
 
 // stable drops fields that legitimately differ between reads.

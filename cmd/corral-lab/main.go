@@ -9,6 +9,7 @@
 //	corral-lab stop-daemon H [--kill] | start-daemon H
 //	corral-lab restart-libvirtd H
 //	corral-lab exec H -- CMD [ARGS]             e.g. corralctl status
+//	corral-lab bench-recovery [--runs 10]       recovery times after host kills
 //
 // It needs root and installs nothing: it says what is missing.
 package main
@@ -46,11 +47,16 @@ const usage = `usage: corral-lab [--dir D] COMMAND
   status | down
   kill H | boot H | fence H | partition H | heal H
   stop-daemon H [--kill] | start-daemon H | restart-libvirtd H
-  exec H -- CMD [ARGS]`
+  exec H -- CMD [ARGS]
+  bench-recovery [--runs 10] [--guest DIR] [--only lease|fence]`
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("corral-lab", flag.ContinueOnError)
-	dir := fs.String("dir", lab.DefaultDir, "lab directory")
+	def := lab.DefaultDir
+	if d := os.Getenv("CORRAL_LAB_DIR"); d != "" {
+		def = d
+	}
+	dir := fs.String("dir", def, "lab directory ($CORRAL_LAB_DIR)")
 	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,8 +69,11 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd, args := args[0], args[1:]
-	if cmd == "up" {
+	switch cmd {
+	case "up":
 		return up(ctx, *dir, args)
+	case "bench-recovery":
+		return benchRecovery(ctx, *dir, args)
 	}
 	l, err := lab.Load(*dir)
 	if err != nil {
@@ -97,7 +106,7 @@ func run(args []string) error {
 		return h.Kill(ctx)
 	case "fence":
 		// The testbed's fence agent: corrald's fence_command runs it on
-		// the leader with the victim's name.
+		// the leader with the victim's name (and address, ignored).
 		if err := h.PowerOff(); err != nil {
 			return err
 		}

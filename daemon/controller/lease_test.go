@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,12 @@ func (f *fakeRenewer) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, 
 	defer f.mu.Unlock()
 	f.calls++
 	return f.grant, f.err
+}
+
+func (f *fakeRenewer) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
 }
 
 func (f *fakeRenewer) set(g LeaseGrant, err error) {
@@ -94,5 +101,52 @@ func TestLeaseFailedRenewalsChangeNothing(t *testing.T) {
 	// Never held a lease (a host starting up): nothing to fence, nothing may start.
 	if l.Valid() || l.MayStart(1<<60) || *fences != 0 || l.Fencing() {
 		t.Fatal("a host without a lease must neither start guests nor fence")
+	}
+}
+
+// TestWatchdogFedOnlyWhileLeaseValid runs the lease loop against a file
+// standing in for /dev/watchdog.
+func TestWatchdogFedOnlyWhileLeaseValid(t *testing.T) {
+	dev := t.TempDir() + "/watchdog"
+	if err := os.WriteFile(dev, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	r := &fakeRenewer{grant: LeaseGrant{Armed: true}}
+	fenced := make(chan struct{}, 1)
+	l := NewLease(LeaseConfig{Self: "h1", Interval: 50 * time.Millisecond, TTL: time.Second, Watchdog: dev}, r, clock,
+		slog.New(slog.DiscardHandler), func(string) { fenced <- struct{}{} })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	size := func() int64 { fi, _ := os.Stat(dev); return fi.Size() }
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			clock.Advance(10 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // let the loop's real ticker fire
+		}
+	}
+	waitFor("the watchdog to be fed", func() bool { return l.Valid() && size() > 3 })
+	r.set(LeaseGrant{}, errors.New("leader unreachable"))
+	clock.Advance(2 * time.Second)
+	waitFor("the fence", func() bool {
+		select {
+		case <-fenced:
+			return true
+		default:
+			return false
+		}
+	})
+	stopped := size()
+	base := r.count()
+	waitFor("a few more loop passes", func() bool { return r.count() > base+5 })
+	if size() != stopped {
+		t.Fatalf("watchdog fed after the lease expired: %d -> %d bytes", stopped, size())
 	}
 }

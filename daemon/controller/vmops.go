@@ -57,19 +57,32 @@ func (l *Leader) event(ctx context.Context, kind, host, vm, format string, args 
 }
 
 // candidates are the hosts in state with what the leader knows of their
-// liveness (gossip).
+// liveness: its lease view once it leads (a host whose renewals are late
+// takes no new VMs), gossip before that.
 func (l *Leader) candidates() []placement.Candidate {
-	state := map[string]PeerState{}
+	lv := &l.live
+	lv.mu.Lock()
+	leasing := lv.heard != nil
+	suspected := map[string]bool{}
+	for h, s := range lv.suspected {
+		suspected[h] = s
+	}
+	lv.mu.Unlock()
+	gossip := map[string]PeerState{}
 	for _, p := range l.peers.Peers() {
-		state[p.Name] = p.State
+		gossip[p.Name] = p.State
 	}
 	var out []placement.Candidate
 	for _, h := range l.store.Hosts() {
 		c := placement.Candidate{Host: h}
-		if st, ok := state[h.Name]; !ok {
+		switch {
+		case leasing && suspected[h.Name]:
+			c.Unavailable = "lease renewals late"
+		case leasing:
+		case gossip[h.Name] == "":
 			c.Unavailable = "not in the gossip pool"
-		} else if st != PeerAlive {
-			c.Unavailable = "host " + string(st)
+		case gossip[h.Name] != PeerAlive:
+			c.Unavailable = "host " + string(gossip[h.Name])
 		}
 		out = append(out, c)
 	}

@@ -85,7 +85,7 @@ func DefaultTiming() Timing {
 	return Timing{
 		ProbeInterval: c.ProbeInterval, ProbeTimeout: c.ProbeTimeout, GossipInterval: c.GossipInterval,
 		PushPullInterval: c.PushPullInterval, TCPTimeout: c.TCPTimeout, SuspicionMult: c.SuspicionMult,
-		JoinBackoffMax: 30 * time.Second, RejoinInterval: 30 * time.Second,
+		JoinBackoffMax: 30 * time.Second, RejoinInterval: 5 * time.Second,
 	}
 }
 

@@ -222,6 +222,9 @@ func (h *Host) StartDaemon(ctx context.Context, d string) error {
 	defer logf.Close()
 	cmd := h.Command(context.Background(), bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// The testbed's fence agent (corral-lab fence, run by corrald as its
+	// fence_command) finds the lab through this.
+	cmd.Env = append(os.Environ(), "CORRAL_LAB_DIR="+h.lab.Dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", d, err)

@@ -65,10 +65,11 @@ func BuildGuest(t testing.TB, dir string) Guest {
 	return Guest{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.img"), BaseDisk: filepath.Join(dir, "disk.qcow2")}
 }
 
-// BuildCorral builds corrald and corralctl into dir and returns their paths.
+// BuildCorral builds corrald, corralctl and corral-lab into dir and returns
+// the paths of the first two.
 func BuildCorral(t testing.TB, dir string) (corrald, corralctl string) {
 	t.Helper()
-	for _, name := range []string{"corrald", "corralctl"} {
+	for _, name := range []string{"corrald", "corralctl", "corral-lab"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
 		cmd.Dir = RepoRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -83,7 +84,7 @@ func BuildCorral(t testing.TB, dir string) (corrald, corralctl string) {
 // gets an ID no other running lab holds.
 func NewLab(t testing.TB, cfg lab.Config) *lab.Lab {
 	t.Helper()
-	id, release := claimLabID(t)
+	id, release := ClaimLabID(t)
 	cfg.ID = id
 	dir, err := os.MkdirTemp("", "corral-lab-")
 	if err != nil {
@@ -93,6 +94,7 @@ func NewLab(t testing.TB, cfg lab.Config) *lab.Lab {
 	cfg.Dir = filepath.Join(dir, "lab")
 	l, err := lab.Up(context.Background(), cfg)
 	if err != nil {
+		os.RemoveAll(dir) // Up took down what it had built
 		release()
 		t.Fatalf("lab up: %v", err)
 	}
@@ -126,9 +128,9 @@ func tail(s string, n int) string {
 	return s
 }
 
-// claimLabID takes a free lab ID (100-250) with an exclusive lock file whose
+// ClaimLabID takes a free lab ID (100-250) with an exclusive lock file whose
 // owner PID is checked, so concurrent test binaries do not collide.
-func claimLabID(t testing.TB) (int, func()) {
+func ClaimLabID(t testing.TB) (int, func()) {
 	dir := "/run/corral-lab-ids"
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -77,6 +77,20 @@ func (e *env) ctx() context.Context {
 
 func (e *env) client(i int) *client.Client { return client.New(e.lab.Hosts[i].Socket()) }
 
+// any returns a client of the first host whose corrald answers.
+func (e *env) any() *client.Client {
+	for i := range e.lab.Hosts {
+		c := e.client(i)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := c.Status(ctx)
+		cancel()
+		if err == nil {
+			return c
+		}
+	}
+	return e.client(0)
+}
+
 func (e *env) host(name string) *lab.Host {
 	h, err := e.lab.Host(name)
 	if err != nil {
@@ -128,7 +142,7 @@ func (e *env) waitVM(name string, timeout time.Duration, cond func(api.VM) error
 	var v api.VM
 	testutil.Eventually(e.t, timeout, func() error {
 		var err error
-		if v, err = e.client(0).VM(e.ctx(), name); err != nil {
+		if v, err = e.any().VM(e.ctx(), name); err != nil {
 			return err
 		}
 		return cond(v)
@@ -177,7 +191,7 @@ func parseGuestLog(s string) guestLog {
 // console returns the parsed console log of a VM on whatever host runs it.
 func (e *env) console(name string) guestLog {
 	e.t.Helper()
-	l, err := e.client(0).ConsoleLog(e.ctx(), name, 1<<20)
+	l, err := e.any().ConsoleLog(e.ctx(), name, 1<<20)
 	if err != nil {
 		e.t.Fatalf("console of %s: %v", name, err)
 	}
@@ -189,7 +203,7 @@ func (e *env) waitTicks(name string, n int) guestLog {
 	e.t.Helper()
 	var g guestLog
 	testutil.Eventually(e.t, 90*time.Second, func() error {
-		l, err := e.client(0).ConsoleLog(e.ctx(), name, 1<<20)
+		l, err := e.any().ConsoleLog(e.ctx(), name, 1<<20)
 		if err != nil {
 			return err
 		}

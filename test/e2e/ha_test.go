@@ -1,0 +1,495 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/daemon/hypervisor"
+	"github.com/corralhq/corral/daemon/hypervisor/libvirt"
+	"github.com/corralhq/corral/internal/testutil"
+)
+
+// pinned creates n guests on host h and waits until they boot.
+func (e *env) pinned(h, prefix string, n int) []string {
+	e.t.Helper()
+	var names []string
+	for i := 0; i < n; i++ {
+		req := e.vmRequest(fmt.Sprintf("%s%d", prefix, i))
+		req.Host = h
+		if _, err := e.client(0).CreateVM(e.ctx(), req); err != nil {
+			e.t.Fatal(err)
+		}
+		names = append(names, req.Name)
+	}
+	for _, n := range names {
+		e.waitTicks(n, 1)
+	}
+	return names
+}
+
+// leader returns the current leader's name.
+func (e *env) leader() string {
+	e.t.Helper()
+	for i := range e.lab.Hosts {
+		if s, err := e.client(i).Status(e.ctx()); err == nil && s.Leader != "" {
+			return s.Leader
+		}
+	}
+	e.t.Fatal("no leader")
+	return ""
+}
+
+// survivor returns a client of a host other than h.
+func (e *env) survivor(h string) int {
+	for i, x := range e.lab.Hosts {
+		if x.Name != h {
+			return i
+		}
+	}
+	return 0
+}
+
+// checker polls every host's libvirt every 100ms and records any VM seen
+// running on two hosts in the same round.
+type checker struct {
+	mu      sync.Mutex
+	doubles []string
+	rounds  int
+	stop    func()
+}
+
+func (e *env) startChecker() *checker {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &checker{}
+	var drivers []*libvirt.Driver
+	var wg sync.WaitGroup
+	for _, h := range e.lab.Hosts {
+		d := libvirt.New(libvirt.Config{URI: "qemu:///system", Socket: h.LibvirtSocket(), PoolDir: filepath.Join(e.lab.SharedDir(), "pool")})
+		drivers = append(drivers, d)
+		wg.Add(1)
+		go func() { defer wg.Done(); d.Run(ctx) }()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			where := map[string][]string{}
+			for i, d := range drivers {
+				doms, err := d.List(ctx)
+				if err != nil {
+					continue // libvirtd dead (host killed): nothing runs there
+				}
+				for _, dm := range doms {
+					// Only running counts: a paused QEMU (starting up, or the
+					// receiving end of a live migration) runs no guest code.
+					if dm.State == hypervisor.Running {
+						where[dm.Name] = append(where[dm.Name], e.lab.Hosts[i].Name)
+					}
+				}
+			}
+			c.mu.Lock()
+			c.rounds++
+			for vm, hs := range where {
+				if len(hs) > 1 {
+					c.doubles = append(c.doubles, fmt.Sprintf("%s on %v at %s", vm, hs, time.Now().Format("15:04:05.000")))
+				}
+			}
+			c.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	c.stop = func() { cancel(); wg.Wait() }
+	e.t.Cleanup(c.stop)
+	return c
+}
+
+func (c *checker) check(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.doubles) > 0 {
+		t.Fatalf("a VM ran on two hosts at once: %v", c.doubles)
+	}
+	if c.rounds < 10 {
+		t.Fatalf("checker ran only %d rounds", c.rounds)
+	}
+	t.Logf("checker: %d rounds of every host's libvirt, no VM ever running twice", c.rounds)
+}
+
+// waitMoved waits until every named VM runs on a host other than from and
+// returns them.
+func (e *env) waitMoved(ci int, names []string, from string, timeout time.Duration) map[string]api.VM {
+	e.t.Helper()
+	out := map[string]api.VM{}
+	testutil.Eventually(e.t, timeout, func() error {
+		for _, n := range names {
+			v, err := e.client(ci).VM(e.ctx(), n)
+			if err != nil {
+				return err
+			}
+			if v.Host == from || v.State != "running" {
+				return fmt.Errorf("%s on %s is %s (%s)", n, v.Host, v.State, v.Message)
+			}
+			out[n] = v
+		}
+		return nil
+	})
+	return out
+}
+
+// counters returns each VM's last disk counter from its console log.
+func (e *env) counters(ci int, names []string) map[string]guestLog {
+	out := map[string]guestLog{}
+	for _, n := range names {
+		l, err := e.client(ci).ConsoleLog(e.ctx(), n, 1<<20)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out[n] = parseGuestLog(l.Log)
+	}
+	return out
+}
+
+func testHostKill(t *testing.T, killLeader bool) {
+	e := newEnv(t, 3, "")
+	leader := e.leader()
+	victim := leader
+	if !killLeader {
+		for _, h := range e.lab.Hosts {
+			if h.Name != leader {
+				victim = h.Name
+				break
+			}
+		}
+	}
+	names := e.pinned(victim, "k", 2)
+	si := e.survivor(victim)
+	before := e.counters(si, names)
+	killed := time.Now()
+	if err := e.host(victim).Kill(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	moved := e.waitMoved(si, names, victim, 60*time.Second)
+	t.Logf("killed %s (leader=%v): guests running on survivors after %v", victim, killLeader, time.Since(killed).Round(time.Millisecond))
+	// Each guest's disk counter carries on from where it was.
+	for _, n := range names {
+		g := e.waitTicks(n, 0)
+		testutil.Eventually(t, 30*time.Second, func() error {
+			l, _ := e.client(si).ConsoleLog(e.ctx(), n, 1<<20)
+			g = parseGuestLog(l.Log)
+			if len(g.boots) == 0 {
+				return fmt.Errorf("%s: no boot on %s yet", n, moved[n].Host)
+			}
+			return nil
+		})
+		if g.boots[0] < before[n].counter {
+			t.Fatalf("%s: counter %d after recovery, %d before the kill", n, g.boots[0], before[n].counter)
+		}
+	}
+	h, _ := e.client(si).Host(e.ctx(), victim)
+	if h.Mode != "fenced" || !strings.Contains(h.FenceReason, "lease expired") {
+		t.Fatalf("victim %+v", h)
+	}
+}
+
+// TestKillFollowerHost: a follower dies with guests; they run on survivors,
+// their disks intact.
+func TestKillFollowerHost(t *testing.T) { testHostKill(t, false) }
+
+// TestKillLeaderHost: the same when the dead host was the Raft leader.
+func TestKillLeaderHost(t *testing.T) { testHostKill(t, true) }
+
+// TestPartitionFencesItself: a partitioned host that keeps running fences
+// itself; its guests come back elsewhere; no VM ever runs on two hosts;
+// after healing it rejoins, runs none of its old guests, and takes new ones.
+func TestPartitionFencesItself(t *testing.T) {
+	e := newEnv(t, 3, "")
+	chk := e.startChecker()
+	victim := ""
+	for _, h := range e.lab.Hosts {
+		if h.Name != e.leader() {
+			victim = h.Name
+			break
+		}
+	}
+	names := e.pinned(victim, "p", 2)
+	si := e.survivor(victim)
+	if err := e.host(victim).Partition(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitMoved(si, names, victim, 60*time.Second)
+	// The partitioned host's own view: it fenced itself.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		out := e.virsh(victim, "list", "--name", "--state-running")
+		if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("still running on %s: %s", victim, out)
+		}
+		return nil
+	})
+	if err := e.host(victim).Heal(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		h, err := e.client(si).Host(e.ctx(), victim)
+		if err != nil {
+			return err
+		}
+		if h.Mode != "active" || h.Lease != "ok" {
+			return fmt.Errorf("%s: mode %s lease %s", victim, h.Mode, h.Lease)
+		}
+		if out := e.virsh(victim, "list", "--all", "--name"); strings.TrimSpace(out) != "" {
+			return fmt.Errorf("stale domains on %s: %s", victim, out)
+		}
+		return nil
+	})
+	// New placements go there again.
+	req := e.vmRequest("after-heal")
+	req.Host = victim
+	if _, err := e.client(si).CreateVM(e.ctx(), req); err != nil {
+		t.Fatal(err)
+	}
+	e.waitTicks("after-heal", 1)
+	for _, n := range names {
+		if v, _ := e.client(si).VM(e.ctx(), n); v.Host == victim {
+			t.Fatalf("%s went back to %s", n, victim)
+		}
+	}
+	chk.stop()
+	chk.check(t)
+}
+
+// TestShortBlipRestartsNothing: a 2s network blip changes nothing.
+func TestShortBlipRestartsNothing(t *testing.T) {
+	e := newEnv(t, 3, "")
+	victim := e.lab.Hosts[2].Name
+	names := e.pinned(victim, "b", 2)
+	before := map[string]api.VM{}
+	for _, n := range names {
+		before[n], _ = e.client(0).VM(e.ctx(), n)
+	}
+	logsBefore := e.counters(0, names)
+	if err := e.host(victim).Partition(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	blip := time.Now()
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if time.Since(blip) < 2*time.Second {
+			return fmt.Errorf("blip lasts 2s")
+		}
+		return nil
+	})
+	if err := e.host(victim).Heal(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	// Give the cluster well past the fencing deadline to misbehave.
+	after := e.waitTicks(names[0], logsBefore[names[0]].counter+8)
+	_ = after
+	for _, n := range names {
+		v, _ := e.client(0).VM(e.ctx(), n)
+		g := e.counters(0, []string{n})[n]
+		if v.Host != victim || v.Generation != before[n].Generation || len(g.boots) != 1 || !v.Since.Equal(before[n].Since) {
+			t.Fatalf("%s changed after a 2s blip: %+v, boots %v", n, v, g.boots)
+		}
+	}
+	if h, _ := e.client(0).Host(e.ctx(), victim); h.Mode != "active" {
+		t.Fatalf("%s is %s", victim, h.Mode)
+	}
+}
+
+// TestDrainLiveMigratesWithoutReboot: draining a host with 4 guests
+// live-migrates them all; none reboots.
+func TestDrainLiveMigratesWithoutReboot(t *testing.T) {
+	e := newEnv(t, 3, "")
+	chk := e.startChecker()
+	victim := e.lab.Hosts[0].Name
+	names := e.pinned(victim, "d", 4)
+	before := e.counters(1, names)
+	out, err := e.corralctl("h2", "host", "drain", victim)
+	if err != nil {
+		t.Fatalf("drain: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	for _, n := range names {
+		v, _ := e.client(1).VM(e.ctx(), n)
+		if v.Host == victim || v.State != "running" || v.Home != victim {
+			t.Fatalf("%s after drain: %+v", n, v)
+		}
+		// The target's console log starts at the migration: a reboot would
+		// show a boot marker there and an uptime back near zero.
+		g := e.waitTicks(n, before[n].counter)
+		if len(g.boots) != 0 || g.uptime < before[n].uptime {
+			t.Fatalf("%s rebooted during migration: boots %v, uptime %.1f -> %.1f", n, g.boots, before[n].uptime, g.uptime)
+		}
+	}
+	h, _ := e.client(1).Host(e.ctx(), victim)
+	if h.Mode != "maintenance" || h.Draining {
+		t.Fatalf("host after drain: %+v", h)
+	}
+	if out := e.virsh(victim, "list", "--all", "--name"); strings.TrimSpace(out) != "" {
+		t.Fatalf("domains left on %s: %s", victim, out)
+	}
+	// Nothing new goes to a host in maintenance.
+	req := e.vmRequest("not-there")
+	req.Host = victim
+	if _, err := e.client(1).CreateVM(e.ctx(), req); err == nil {
+		t.Fatal("placed a VM on a host in maintenance")
+	}
+	// Restore with failback: they come home, still without rebooting.
+	if out, err := e.corralctl("h2", "host", "restore", victim, "--failback"); err != nil {
+		t.Fatalf("restore: %v %s", err, out)
+	}
+	testutil.Eventually(t, 90*time.Second, func() error {
+		for _, n := range names {
+			v, _ := e.client(1).VM(e.ctx(), n)
+			if v.Host != victim || v.State != "running" {
+				return fmt.Errorf("%s on %s %s", n, v.Host, v.State)
+			}
+		}
+		return nil
+	})
+	for _, n := range names {
+		// Back on the first host, virtlogd appended to its old log: one boot.
+		if g := e.waitTicks(n, 0); len(g.boots) != 1 || g.uptime < before[n].uptime {
+			t.Fatalf("%s rebooted on failback: boots %v, uptime %.1f", n, g.boots, g.uptime)
+		}
+	}
+	chk.stop()
+	chk.check(t)
+}
+
+// TestCorraldShortOutage: corrald killed for less than lease_ttl: nothing
+// moves, and the restarted daemon adopts its guests.
+func TestCorraldShortOutage(t *testing.T) {
+	e := newEnv(t, 3, "")
+	victim := e.lab.Hosts[1].Name
+	names := e.pinned(victim, "s", 2)
+	before := map[string]api.VM{}
+	for _, n := range names {
+		before[n], _ = e.client(0).VM(e.ctx(), n)
+	}
+	h := e.host(victim)
+	if err := h.StopDaemon(e.ctx(), "corrald", true); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if time.Since(down) < 2*time.Second {
+			return fmt.Errorf("outage lasts 2s")
+		}
+		return nil
+	})
+	if err := h.StartDaemon(e.ctx(), "corrald"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitTicks(names[0], e.counters(0, names)[names[0]].counter+8)
+	for _, n := range names {
+		v, _ := e.client(0).VM(e.ctx(), n)
+		g := e.counters(0, []string{n})[n]
+		if v.Host != victim || v.Generation != before[n].Generation || len(g.boots) != 1 || v.State != "running" {
+			t.Fatalf("%s after a 2s corrald outage: %+v, boots %v", n, v, g.boots)
+		}
+	}
+}
+
+// TestCorraldLongOutageDiskLocks: corrald killed for longer than the lease,
+// no watchdog: the guests keep running on that host, so when the leader
+// recovers them elsewhere the disk locks refuse the second copy, and the
+// leader says why; when corrald returns it removes its stale copies and
+// each VM ends up running exactly once.
+func TestCorraldLongOutageDiskLocks(t *testing.T) {
+	e := newEnv(t, 3, "")
+	chk := e.startChecker()
+	victim := e.lab.Hosts[2].Name
+	names := e.pinned(victim, "l", 2)
+	si := e.survivor(victim)
+	h := e.host(victim)
+	if err := h.StopDaemon(e.ctx(), "corrald", true); err != nil {
+		t.Fatal(err)
+	}
+	// The leader declares the host dead and tries to recover; the disk
+	// locks held by the still-running guests refuse.
+	testutil.Eventually(t, 60*time.Second, func() error {
+		for _, n := range names {
+			v, err := e.client(si).VM(e.ctx(), n)
+			if err != nil {
+				return err
+			}
+			if v.Host == victim || v.State != "error" || !strings.Contains(v.Message, "lock") {
+				return fmt.Errorf("%s on %s: %s %q", n, v.Host, v.State, v.Message)
+			}
+		}
+		return nil
+	})
+	if out := e.virsh(victim, "list", "--name", "--state-running"); len(strings.Fields(out)) != 2 {
+		t.Fatalf("the guests should still run on %s: %q", victim, out)
+	}
+	evs, _ := e.client(si).Events(e.ctx(), 0, 0, 0)
+	found := false
+	for _, ev := range evs {
+		if ev.Kind == "error" && strings.Contains(ev.Message, "lock") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no event says why the guests were not recovered")
+	}
+	// corrald returns: stale copies go, the recovered ones start.
+	if err := h.StartDaemon(e.ctx(), "corrald"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitMoved(si, names, victim, 3*time.Minute)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if out := e.virsh(victim, "list", "--all", "--name"); strings.TrimSpace(out) != "" {
+			return fmt.Errorf("stale domains on %s: %s", victim, out)
+		}
+		return nil
+	})
+	chk.stop()
+	chk.check(t)
+}
+
+// TestExternalFencing: with the lab's fence agent as fence_command, the
+// leader powers a silent host off and recovers at once, without waiting
+// for the lease.
+func TestExternalFencing(t *testing.T) {
+	binaries(t)
+	labBin := filepath.Join(binDir, "corral-lab")
+	// The fence agent finds its lab through CORRAL_LAB_DIR, which the lab
+	// sets for every daemon it starts.
+	e := newEnv(t, 3, fmt.Sprintf("fence_command = %q\n", labBin+" fence"))
+	chk := e.startChecker()
+	victim := ""
+	for _, h := range e.lab.Hosts {
+		if h.Name != e.leader() {
+			victim = h.Name
+			break
+		}
+	}
+	names := e.pinned(victim, "x", 2)
+	si := e.survivor(victim)
+	start := time.Now()
+	if err := e.host(victim).Partition(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitMoved(si, names, victim, 30*time.Second)
+	took := time.Since(start)
+	h, _ := e.client(si).Host(e.ctx(), victim)
+	if !strings.Contains(h.FenceReason, "fence_command") {
+		t.Fatalf("fenced for %q, want fence_command", h.FenceReason)
+	}
+	t.Logf("recovered through fence_command %v after the partition", took.Round(time.Millisecond))
+	chk.stop()
+	chk.check(t)
+}

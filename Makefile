@@ -8,7 +8,7 @@ BIN := bin
 GOTEST_FLAGS ?=
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test test-unit lint fmt bench fuzz cluster cluster-status cluster-down clean deps
+.PHONY: help build test test-unit lint fmt bench bench-e2e bench-recovery fuzz demo cluster cluster-status cluster-down clean deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -20,8 +20,11 @@ build: ## build corrald, corralctl and corral-lab into bin/
 deps: ## install the Debian packages the tests need (when missing)
 	scripts/deps.sh test
 
-test: deps ## the full test suite, as CI runs it (installs what it needs)
+test: deps ## the full test suite, as CI runs it (installs what it needs; root)
 	go test -count=1 -timeout 45m $(GOTEST_FLAGS) ./...
+
+demo: ## the demo: 3-host lab, guests, a host killed and recovered, a drain (KEEP=1 leaves it up; root)
+	scripts/demo.sh
 
 test-unit: ## fast tests only (no processes, no root)
 	go test -count=1 -short ./...
@@ -34,8 +37,15 @@ lint: ## go vet, gofmt and staticcheck
 fmt: ## gofmt the tree
 	gofmt -w .
 
-bench: ## benchmarks that back the numbers in the docs
-	go test -run '^$$' -bench . -benchtime 2s ./raftstore/...
+bench: ## unit benchmarks: FSM, Raft commits, snapshots, placement
+	go test -run '^$$' -bench . -benchtime 2s ./raftstore/... ./daemon/placement/...
+
+bench-e2e: deps ## lab benchmarks: create-to-running, 50 creates at once (root)
+	go test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/
+
+bench-recovery: deps build ## recovery times after host kills, 10 runs per setting (root)
+	scripts/build-test-guest.sh _build/guest
+	bin/corral-lab --dir /var/lib/corral-lab-bench bench-recovery --runs 10 --guest _build/guest
 
 fuzz: ## run the codec fuzz target for a minute
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./raftstore

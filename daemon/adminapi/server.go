@@ -21,6 +21,7 @@ import (
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/internal/errcode"
+	"github.com/corralhq/corral/internal/httpserve"
 	"github.com/corralhq/corral/model"
 )
 
@@ -287,24 +288,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 
 // Serve answers on ln until ctx ends; a cancelled ctx is a clean stop.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
-		case <-done:
-		}
-	}()
-	err := srv.Serve(ln)
-	close(done)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return httpserve.Serve(ctx, ln, s.mux, s.log)
 }
 
 // ErrAlreadyRunning is returned by Listen when another daemon answers on

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -197,7 +196,7 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 	mine := map[string]bool{}
 	vms := h.store.VMs()
 	// Higher HA priority first: after a recovery, its guests start first.
-	sort.SliceStable(vms, func(i, j int) bool { return vms[i].Spec.HA.Priority > vms[j].Spec.HA.Priority })
+	byPriority(vms)
 	for _, v := range vms {
 		if v.Migration != nil && v.Migration.Target == h.cfg.Self {
 			mine[v.Name] = true // arriving by live migration: not a stray

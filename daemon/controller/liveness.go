@@ -287,12 +287,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 	if len(vms) == 0 {
 		return
 	}
-	sort.Slice(vms, func(i, j int) bool {
-		if vms[i].Spec.HA.Priority != vms[j].Spec.HA.Priority {
-			return vms[i].Spec.HA.Priority > vms[j].Spec.HA.Priority
-		}
-		return vms[i].Name < vms[j].Name
-	})
+	byPriority(vms)
 	idx := l.index()
 	var cmds []raftstore.Command
 	var placed []model.VM

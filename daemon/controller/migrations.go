@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 
 	"github.com/corralhq/corral/daemon/placement"
@@ -231,12 +230,7 @@ func (l *Leader) MigrationDone(ctx context.Context, r MigrationResult) (model.VM
 // targets (those keep running where they are, never lost).
 func (l *Leader) driveMigrations(ctx context.Context) {
 	vms := l.store.VMs()
-	sort.Slice(vms, func(i, j int) bool {
-		if vms[i].Spec.HA.Priority != vms[j].Spec.HA.Priority {
-			return vms[i].Spec.HA.Priority > vms[j].Spec.HA.Priority
-		}
-		return vms[i].Name < vms[j].Name
-	})
+	byPriority(vms)
 	par := max(l.cfg.Liveness.DrainParallel, 1)
 	for _, h := range l.store.Hosts() {
 		if h.Draining {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/model"
@@ -385,4 +386,14 @@ func (l *Leader) DeleteImage(ctx context.Context, req NameRequest) (model.Image,
 	}
 	_, err = l.store.Apply(ctx, raftstore.DeleteImage{Name: req.Name})
 	return im, err
+}
+
+// byPriority orders VMs by HA priority, highest first, then by name.
+func byPriority(vms []model.VM) {
+	sort.SliceStable(vms, func(i, j int) bool {
+		if vms[i].Spec.HA.Priority != vms[j].Spec.HA.Priority {
+			return vms[i].Spec.HA.Priority > vms[j].Spec.HA.Priority
+		}
+		return vms[i].Name < vms[j].Name
+	})
 }

@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/internal/errcode"
+	"github.com/corralhq/corral/internal/httpserve"
 	"github.com/corralhq/corral/model"
 )
 
@@ -74,24 +74,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
 	}
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
-		case <-done:
-		}
-	}()
-	err := srv.Serve(ln)
-	close(done)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return httpserve.Serve(ctx, ln, s, s.log)
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

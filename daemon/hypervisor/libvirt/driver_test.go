@@ -115,16 +115,22 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	// QEMU killed: the domain stops, and libvirt says why.
 	pid := qemuPID(t, "t1")
 	syscall.Kill(pid, syscall.SIGKILL)
-	ev := waitEvent(t, d, "t1", hypervisor.EventStopped)
-	dom = getDomain(t, d, "t1")
-	t.Logf("QEMU killed: event %s/%s, state %s/%s", ev.Kind, ev.Detail, dom.State, dom.Reason)
-	if dom.State != hypervisor.Shutoff || dom.Reason == "shutdown" || dom.Reason == "destroyed" {
-		t.Fatalf("after kill: %+v", dom)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if dom = getDomain(t, d, "t1"); dom.State != hypervisor.Shutoff {
+			return fmt.Errorf("after kill: %+v", dom)
+		}
+		return nil
+	})
+	t.Logf("QEMU killed: state %s/%s", dom.State, dom.Reason)
+	if dom.Reason == "shutdown" || dom.Reason == "destroyed" {
+		t.Fatalf("a killed QEMU must not look like a requested stop: %+v", dom)
 	}
-	// Start again: the disk kept its counter.
+	// Start again: a lifecycle event says so, and the disk kept its counter.
+	drainEvents(d)
 	if err := d.Start(ctx, "t1", hypervisor.RunInfo{StartedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	waitEvent(t, d, "t1", hypervisor.EventStarted)
 	testutil.Eventually(t, 60*time.Second, func() error {
 		b, _ := d.ConsoleLog(ctx, "t1", 0)
 		ms := regexp.MustCompile(`CORRAL-BOOT host=t1 counter=(\d+)`).FindAllSubmatch(b, -1)

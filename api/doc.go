@@ -20,6 +20,9 @@
 //	DELETE /v1/vms/{name}[?force=true]
 //	GET  /v1/vms/{name}/console[?bytes=N]   tail of the serial console (ConsoleLog)
 //	GET  /v1/vms/{name}/stats       counters from the VM's host (VMStats)
+//	GET  /v1/networks               networks, with how this host set each up
+//	POST /v1/networks               create a network (NetworkCreateRequest)
+//	DELETE /v1/networks/{name}      refused while a VM uses it
 //	GET  /v1/images                 base images
 //	PUT  /v1/images/{name}          upload an image (qcow2 or raw) as the body
 //	DELETE /v1/images/{name}

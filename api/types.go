@@ -95,3 +95,29 @@ type HostLabelsRequest struct {
 	Set    map[string]string `json:"set,omitempty"`
 	Remove []string          `json:"remove,omitempty"`
 }
+
+// Network is a corral network (a bridge on every host).
+type Network struct {
+	Name   string `json:"name"`
+	Kind   string `json:"kind"` // vxlan or vlan
+	VNI    int    `json:"vni,omitempty"`
+	VLAN   int    `json:"vlan,omitempty"`
+	Uplink string `json:"uplink,omitempty"`
+	MTU    int    `json:"mtu,omitempty"`
+	// Bridge is the bridge's name on every host.
+	Bridge    string    `json:"bridge"`
+	CreatedAt time.Time `json:"created_at"`
+	// LocalOK and LocalError: how the answering host set it up.
+	LocalOK    bool   `json:"local_ok"`
+	LocalError string `json:"local_error,omitempty"`
+}
+
+// NetworkCreateRequest is the body of POST /v1/networks.
+type NetworkCreateRequest struct {
+	Name   string `json:"name"`
+	Kind   string `json:"kind"`
+	VNI    int    `json:"vni,omitempty"`
+	VLAN   int    `json:"vlan,omitempty"`
+	Uplink string `json:"uplink,omitempty"`
+	MTU    int    `json:"mtu,omitempty"`
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/membership"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftstore"
@@ -70,6 +71,7 @@ type Config struct {
 	DrainParallel     int           `toml:"drain_parallel" help:"live migrations at once when draining a host"`
 	MigrationURI      string        `toml:"migration_uri" help:"libvirt URI of a target host's libvirtd for live migration; %s is its address"`
 	MigrationDataURI  string        `toml:"migration_data_uri" help:"where QEMU streams guest memory during live migration; %s is the target's address"`
+	ManageNetworks    bool          `toml:"manage_networks" help:"build corral networks (bridges, VLAN, VXLAN) on this host"`
 
 	// Tuning holds timers that tests shrink; it is not part of the file.
 	Tuning Tuning `toml:"-"`
@@ -86,6 +88,9 @@ type Tuning struct {
 	HostResync time.Duration
 	// Driver replaces the libvirt driver (tests use hypervisor/fake).
 	Driver GuestDriver
+	// Networker replaces netsetup (tests that must not touch the host's
+	// network namespace).
+	Networker controller.Networker
 }
 
 // DefaultTuning is what production runs with.
@@ -138,6 +143,7 @@ func DefaultConfig() Config {
 		DrainParallel:     2,
 		MigrationURI:      "qemu+tcp://%s/system",
 		MigrationDataURI:  "tcp://%s",
+		ManageNetworks:    true,
 
 		Tuning: DefaultTuning(),
 	}

@@ -44,6 +44,7 @@ type Daemon struct {
 	driver  GuestDriver
 	host    *controller.HostLoop
 	lease   *controller.Lease
+	netloop *controller.NetLoop
 
 	ready chan struct{}
 }
@@ -130,6 +131,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Self: cfg.Name, ResyncInterval: cfg.Tuning.HostResync, ShutdownTimeout: cfg.ShutdownTimeout,
 		MayStart: func() bool { return d.lease.MayStart(d.store.AppliedIndex()) },
 		Fencing:  d.lease.Fencing,
+		Bridge:   d.bridgeOf,
 		MigrationURIs: func(addr string) (string, string) {
 			return fmt.Sprintf(cfg.MigrationURI, addr), fmt.Sprintf(cfg.MigrationDataURI, addr)
 		},
@@ -147,6 +149,13 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		},
 		Clock: controller.SystemClock{},
 		Log:   log.With("component", "bootstrap"),
+	}
+	if cfg.ManageNetworks {
+		nets := cfg.Tuning.Networker
+		if nets == nil {
+			nets = &netsetupNetworker{log: log.With("component", "netsetup")}
+		}
+		d.netloop = controller.NewNetLoop(cfg.Name, d.store, nets, 10*time.Second, log.With("component", "network"))
 	}
 	d.registerRPC()
 	d.admin = adminapi.New(backend{d}, log.With("component", "adminapi"))
@@ -235,6 +244,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("meta", d.syncMeta)
 	start("hypervisor", d.driver.Run)
 	start("lease", d.lease.Run)
+	if d.netloop != nil {
+		start("network", d.netloop.Run)
+	}
 	start("host", func(ctx context.Context) error {
 		// Act on guests only with a state that has caught up (see waitCaughtUp).
 		if err := d.waitCaughtUp(ctx); err != nil || ctx.Err() != nil {

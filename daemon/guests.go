@@ -89,6 +89,8 @@ func (d *Daemon) registerGuestRPC() {
 	rpc.Register(d.rpcSrv, "lease.renew", l.Renew)
 	rpc.Register(d.rpcSrv, "lease.ages", l.LeaseAges)
 	rpc.Register(d.rpcSrv, "cluster.ha", l.SetHA)
+	rpc.Register(d.rpcSrv, "net.create", l.CreateNetwork)
+	rpc.Register(d.rpcSrv, "net.delete", l.DeleteNetwork)
 	rpc.Register(d.rpcSrv, "vm.console", d.localConsole)
 	rpc.Register(d.rpcSrv, "vm.stats", d.localStats)
 }

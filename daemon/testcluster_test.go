@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/corralhq/corral/daemon/hypervisor/fake"
 	"github.com/corralhq/corral/daemon/membership"
 	"github.com/corralhq/corral/internal/testutil"
+	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftstore"
 )
 
@@ -83,6 +86,7 @@ func newTestCluster(t testing.TB, n int, seeds []int, mod func(i int, c *Config)
 		drv := fake.New()
 		drv.SetPoolDir(pool)
 		c.Tuning.Driver = drv
+		c.Tuning.Networker = &fakeNetworker{}
 		c.StoragePool = pool
 		c.DeadVoterAfter = 2 * time.Second
 		cfgs = append(cfgs, c)
@@ -218,3 +222,38 @@ func sorted(s []string) string {
 }
 
 var errNotYet = errors.New("not yet")
+
+// fakeNetworker records networks instead of building them, so in-process
+// tests leave the machine's network namespace alone.
+type fakeNetworker struct {
+	mu   sync.Mutex
+	nets map[string]bool
+}
+
+func (f *fakeNetworker) EnsureNetwork(n model.Network, local net.IP, peers []net.IP) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.nets == nil {
+		f.nets = map[string]bool{}
+	}
+	changed := !f.nets[n.Name]
+	f.nets[n.Name] = true
+	return changed, nil
+}
+
+func (f *fakeNetworker) RemoveNetwork(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.nets, name)
+	return nil
+}
+
+func (f *fakeNetworker) OwnedNetworks() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for n := range f.nets {
+		out = append(out, n)
+	}
+	return out, nil
+}

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/corralhq/corral/model"
@@ -75,6 +76,10 @@ func (s *State) apply(c Command) any {
 			v.Migration = nil
 			return nil
 		})
+	case CreateNetwork:
+		return s.createNetwork(c)
+	case DeleteNetwork:
+		return s.deleteNetwork(c)
 	case SetHA:
 		s.cluster.HADisarmed, s.cluster.HAChangedAt = c.Disarmed, c.Time
 		return nil
@@ -421,4 +426,45 @@ func (s *State) addEvents(evs []model.Event) {
 	if over := len(s.events) - maxEvents; over > 0 {
 		s.events = append([]model.Event(nil), s.events[over:]...)
 	}
+}
+
+func (s *State) createNetwork(c CreateNetwork) error {
+	n := c.Network
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	if _, ok := s.networks[n.Name]; ok {
+		return fmt.Errorf("network %q already exists: %w", n.Name, model.ErrConflict)
+	}
+	for _, name := range model.SortedKeys(s.networks) {
+		o := s.networks[name]
+		if n.Kind == model.NetVXLAN && o.Kind == model.NetVXLAN && o.VNI == n.VNI {
+			return fmt.Errorf("vni %d is taken by network %q: %w", n.VNI, o.Name, model.ErrConflict)
+		}
+		if n.Kind == model.NetVLAN && o.Kind == model.NetVLAN && o.VLAN == n.VLAN {
+			return fmt.Errorf("vlan %d is taken by network %q: %w", n.VLAN, o.Name, model.ErrConflict)
+		}
+	}
+	s.networks[n.Name] = n
+	return nil
+}
+
+func (s *State) deleteNetwork(c DeleteNetwork) error {
+	if _, ok := s.networks[c.Name]; !ok {
+		return fmt.Errorf("network %q: %w", c.Name, model.ErrNotFound)
+	}
+	var users []string
+	for _, name := range model.SortedKeys(s.vms) {
+		for _, nic := range s.vms[name].Spec.NICs {
+			if nic.Network == c.Name {
+				users = append(users, name)
+				break
+			}
+		}
+	}
+	if len(users) > 0 {
+		return fmt.Errorf("network %q is used by %d VMs (%s): %w", c.Name, len(users), strings.Join(users, ", "), model.ErrConflict)
+	}
+	delete(s.networks, c.Name)
+	return nil
 }

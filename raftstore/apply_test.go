@@ -176,6 +176,17 @@ func TestApplyRules(t *testing.T) {
 					t.Errorf("vm %+v", v)
 				}
 			}},
+		{name: "network", cmd: CreateNetwork{Network: model.Network{Name: "blue", Kind: model.NetVXLAN, VNI: 10}}},
+		{name: "network vni taken", setup: []Command{CreateNetwork{Network: model.Network{Name: "blue", Kind: model.NetVXLAN, VNI: 10}}},
+			cmd: CreateNetwork{Network: model.Network{Name: "red", Kind: model.NetVXLAN, VNI: 10}}, wantErr: model.ErrConflict},
+		{name: "network bad vlan", cmd: CreateNetwork{Network: model.Network{Name: "v", Kind: model.NetVLAN, VLAN: 5000, Uplink: "eth0"}}, wantErr: model.ErrInvalid},
+		{name: "network in use", setup: []Command{CreateNetwork{Network: model.Network{Name: "blue", Kind: model.NetVXLAN, VNI: 10}},
+			CreateVM{VM: func() model.VM {
+				v := testVM("v")
+				v.Spec.NICs = []model.NICSpec{{Network: "blue", MAC: "52:54:00:00:00:01"}}
+				return v
+			}()}},
+			cmd: DeleteNetwork{Name: "blue"}, wantErr: model.ErrConflict},
 		{name: "disarm", cmd: SetHA{Disarmed: true}, check: func(t *testing.T, s *State) {
 			if !s.cluster.HADisarmed {
 				t.Error("not disarmed")
@@ -314,7 +325,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		h := testHost(fmt.Sprintf("h%d", i))
 		cmds = append(cmds, RegisterHost{Host: h}, SetHostLabels{Name: h.Name, Set: map[string]string{"rack": fmt.Sprint(i % 2)}})
 	}
-	cmds = append(cmds, SetHA{Disarmed: true}, PutImage{Image: model.Image{Name: "base", Format: "qcow2", SizeBytes: 1}},
+	cmds = append(cmds, SetHA{Disarmed: true}, CreateNetwork{Network: model.Network{Name: "net1", Kind: model.NetVXLAN, VNI: 7}}, PutImage{Image: model.Image{Name: "base", Format: "qcow2", SizeBytes: 1}},
 		AddEvents{Events: []model.Event{{Kind: "created", VM: "vm000"}, {Kind: "placed", VM: "vm000", Host: "h0"}}})
 	for i := 0; i < 200; i++ {
 		v := testVM(fmt.Sprintf("vm%03d", i))
@@ -391,6 +402,7 @@ func FuzzDecode(f *testing.F) {
 		FenceHost{Name: "a", Reason: "r"}, SetHostDraining{Name: "a", Draining: true},
 		StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}, FinishMigration{Name: "v", Generation: 1, Target: "b"},
 		AbortMigration{Name: "v", Generation: 1}, SetHA{Disarmed: true},
+		CreateNetwork{Network: model.Network{Name: "n", Kind: model.NetVXLAN, VNI: 9}}, DeleteNetwork{Name: "n"},
 		Batch{Entries: [][]byte{MustEncode(DeleteVM{Name: "v"})}},
 	} {
 		f.Add(MustEncode(c))

@@ -47,6 +47,9 @@ const (
 	TypeAbortMigration  Type = 44
 	TypeSetHA           Type = 45
 
+	TypeCreateNetwork Type = 50
+	TypeDeleteNetwork Type = 51
+
 	TypeBatch Type = 30
 )
 
@@ -214,6 +217,16 @@ type SetHA struct {
 	Time     time.Time `json:"time"`
 }
 
+// CreateNetwork adds a network; refused when the name, VNI or VLAN is taken.
+type CreateNetwork struct {
+	Network model.Network `json:"network"`
+}
+
+// DeleteNetwork removes a network; refused while a VM has a NIC on it.
+type DeleteNetwork struct {
+	Name string `json:"name"`
+}
+
 // AddEvents appends to the event log; the state machine numbers them.
 type AddEvents struct {
 	Events []model.Event `json:"events"`
@@ -247,6 +260,8 @@ func (StartMigration) Type() Type  { return TypeStartMigration }
 func (FinishMigration) Type() Type { return TypeFinishMigration }
 func (AbortMigration) Type() Type  { return TypeAbortMigration }
 func (SetHA) Type() Type           { return TypeSetHA }
+func (CreateNetwork) Type() Type   { return TypeCreateNetwork }
+func (DeleteNetwork) Type() Type   { return TypeDeleteNetwork }
 func (Batch) Type() Type           { return TypeBatch }
 
 // Encode serializes c as one type byte followed by its JSON body.
@@ -321,6 +336,10 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[AbortMigration](t, body)
 	case TypeSetHA:
 		return decodeAs[SetHA](t, body)
+	case TypeCreateNetwork:
+		return decodeAs[CreateNetwork](t, body)
+	case TypeDeleteNetwork:
+		return decodeAs[DeleteNetwork](t, body)
 	case TypeBatch:
 		return decodeAs[Batch](t, body)
 	}

@@ -92,3 +92,14 @@ func (r reader) Cluster() model.Cluster {
 	r.fsm.read(func(st *State) { c = st.cluster })
 	return c
 }
+
+// Networks returns all networks, sorted by name.
+func (r reader) Networks() []model.Network {
+	var out []model.Network
+	r.fsm.read(func(st *State) {
+		for _, k := range model.SortedKeys(st.networks) {
+			out = append(out, st.networks[k])
+		}
+	})
+	return out
+}

@@ -8,7 +8,8 @@
 # test can tell a reboot (counter continues, uptime restarts) from a live
 # migration (both continue). It powers off on the ACPI power button, mounts a
 # NoCloud seed (iso9660, label cidata) if attached and prints its user-data,
-# and configures eth0 from corral.ip=ADDR/LEN on the kernel command line.
+# configures eth0 from corral.ip=ADDR/LEN on the kernel command line, and
+# with corral.ping=ADDR prints CORRAL-PING ok|fail ADDR every second.
 #
 # usage: scripts/build-test-guest.sh OUT
 set -euo pipefail
@@ -71,6 +72,14 @@ ip link set lo up
 ip=$(arg corral.ip)
 if [ -n "$ip" ]; then
   ip link set eth0 up && ip addr add "$ip" dev eth0 && echo "CORRAL-NET eth0 $ip"
+fi
+# corral.ping=ADDR: ping ADDR every second and say how it went.
+peer=$(arg corral.ping)
+if [ -n "$peer" ]; then
+  (while true; do
+    if ping -c 1 -W 1 "$peer" >/dev/null 2>&1; then echo "CORRAL-PING ok $peer"; else echo "CORRAL-PING fail $peer"; fi
+    sleep 1
+  done) &
 fi
 for d in /dev/vd[b-z]; do
   [ -b "$d" ] || continue

@@ -158,3 +158,22 @@ func (c *Client) SetHA(ctx context.Context, armed bool) (api.Status, error) {
 	err := c.Do(ctx, http.MethodPut, "/v1/cluster/ha", api.HARequest{Armed: armed}, &s)
 	return s, err
 }
+
+// Networks lists networks.
+func (c *Client) Networks(ctx context.Context) ([]api.Network, error) {
+	var out []api.Network
+	err := c.Do(ctx, http.MethodGet, "/v1/networks", nil, &out)
+	return out, err
+}
+
+// CreateNetwork creates a network.
+func (c *Client) CreateNetwork(ctx context.Context, req api.NetworkCreateRequest) (api.Network, error) {
+	var out api.Network
+	err := c.Do(ctx, http.MethodPost, "/v1/networks", req, &out)
+	return out, err
+}
+
+// DeleteNetwork deletes a network no VM uses.
+func (c *Client) DeleteNetwork(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/networks/"+url.PathEscape(name), nil, nil)
+}

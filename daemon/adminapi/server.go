@@ -46,6 +46,10 @@ type Backend interface {
 	ConsoleLog(ctx context.Context, name string, bytes int64) (api.ConsoleLog, error)
 	VMStats(ctx context.Context, name string) (api.VMStats, error)
 
+	Networks(ctx context.Context) ([]api.Network, error)
+	CreateNetwork(ctx context.Context, req api.NetworkCreateRequest) (api.Network, error)
+	DeleteNetwork(ctx context.Context, name string) error
+
 	Images(ctx context.Context) ([]api.Image, error)
 	ImportImage(ctx context.Context, name string, body io.Reader) (api.Image, error)
 	DeleteImage(ctx context.Context, name string) error
@@ -172,6 +176,22 @@ func (s *Server) routes() []route {
 			return s.b.ConsoleLog(r.Context(), name, n)
 		})},
 		{"GET /v1/vms/{name}/stats", withVM(func(r *http.Request, name string) (any, error) { return s.b.VMStats(r.Context(), name) })},
+
+		{"GET /v1/networks", func(r *http.Request) (any, error) { return s.b.Networks(r.Context()) }},
+		{"POST /v1/networks", func(r *http.Request) (any, error) {
+			var req api.NetworkCreateRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.CreateNetwork(r.Context(), req)
+		}},
+		{"DELETE /v1/networks/{name}", func(r *http.Request) (any, error) {
+			name := r.PathValue("name")
+			if err := model.ValidateName("network", name); err != nil {
+				return nil, err
+			}
+			return struct{}{}, s.b.DeleteNetwork(r.Context(), name)
+		}},
 
 		{"GET /v1/images", func(r *http.Request) (any, error) { return s.b.Images(r.Context()) }},
 		{"PUT /v1/images/{name}", func(r *http.Request) (any, error) {

@@ -51,6 +51,7 @@ var owners = map[string]string{
 	"github.com/digitalocean/go-libvirt": module + "/daemon/hypervisor/libvirt",
 	"libvirt.org/go/libvirtxml":          module + "/daemon/hypervisor/libvirt",
 	"github.com/vishvananda/netlink":     module + "/netsetup",
+	"github.com/vishvananda/netns":       module + "/netsetup",
 	"github.com/shirou/gopsutil/v4":      module + "/hwmon",
 	"github.com/hashicorp/memberlist":    module + "/daemon/membership",
 	"github.com/hashicorp/raft":          module + "/raftstore",

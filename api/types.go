@@ -73,6 +73,17 @@ type Host struct {
 	Draining    bool      `json:"draining,omitempty"`
 	FencedAt    time.Time `json:"fenced_at,omitzero"`
 	FenceReason string    `json:"fence_reason,omitempty"`
+	// Health is the host's hardware health (ok, degraded, failing) and why.
+	Health        string   `json:"health"`
+	HealthReasons []string `json:"health_reasons,omitempty"`
+	// Allocatable is what placement may use (capacity less the reserve,
+	// times overcommit); Allocated is what the VMs placed there take.
+	Allocatable Capacity `json:"allocatable"`
+	Allocated   Capacity `json:"allocated"`
+	VMs         int      `json:"vms"`
+	// Usage as the host last gossiped it.
+	CPUPercent         int   `json:"cpu_percent"`
+	MemoryAvailableMiB int64 `json:"memory_available_mib"`
 }
 
 // HostRestoreRequest is the body of POST /v1/hosts/{name}/restore.

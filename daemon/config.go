@@ -16,6 +16,7 @@ import (
 
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/membership"
+	"github.com/corralhq/corral/hwmon"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftstore"
 )
@@ -73,6 +74,21 @@ type Config struct {
 	MigrationDataURI  string        `toml:"migration_data_uri" help:"where QEMU streams guest memory during live migration; %s is the target's address"`
 	ManageNetworks    bool          `toml:"manage_networks" help:"build corral networks (bridges, VLAN, VXLAN) on this host"`
 
+	SampleInterval  time.Duration `toml:"hw_sample_interval" help:"how often the hardware is sampled"`
+	Uplink          string        `toml:"uplink" help:"interface whose link and errors count for health (default: the one with advertise_addr)"`
+	AutoEvacuate    bool          `toml:"auto_evacuate" help:"drain a host by live migration when its health turns failing"`
+	MemDegradedPct  float64       `toml:"health_mem_degraded_pct" help:"degraded when available memory falls below this percentage (0 = off)"`
+	MemFailingPct   float64       `toml:"health_mem_failing_pct" help:"failing when available memory falls below this percentage"`
+	DiskDegradedPct float64       `toml:"health_disk_degraded_pct" help:"degraded when data_dir or the storage pool is fuller than this percentage"`
+	DiskFailingPct  float64       `toml:"health_disk_failing_pct" help:"failing when data_dir or the storage pool is fuller than this percentage"`
+	TempDegradedC   float64       `toml:"health_temp_degraded_c" help:"degraded when a sensor is hotter (°C)"`
+	TempFailingC    float64       `toml:"health_temp_failing_c" help:"failing when a sensor is hotter (°C)"`
+	LoadDegraded    float64       `toml:"health_load_per_cpu_degraded" help:"degraded when the 1-minute load per CPU is above this"`
+	NICErrDegraded  int64         `toml:"health_nic_errors_degraded" help:"degraded when the uplink shows more new errors and drops per sample"`
+	HealthRise      int           `toml:"health_rise" help:"consecutive samples before health gets worse"`
+	HealthFall      int           `toml:"health_fall" help:"consecutive samples before health gets better"`
+	MetricsAddr     string        `toml:"metrics_addr" help:"address:port for Prometheus metrics on /metrics (empty: off)"`
+
 	// Tuning holds timers that tests shrink; it is not part of the file.
 	Tuning Tuning `toml:"-"`
 }
@@ -91,6 +107,8 @@ type Tuning struct {
 	// Networker replaces netsetup (tests that must not touch the host's
 	// network namespace).
 	Networker controller.Networker
+	// HWSource replaces the gopsutil sampler (tests inject samples).
+	HWSource hwmon.Source
 }
 
 // DefaultTuning is what production runs with.
@@ -144,6 +162,18 @@ func DefaultConfig() Config {
 		MigrationURI:      "qemu+tcp://%s/system",
 		MigrationDataURI:  "tcp://%s",
 		ManageNetworks:    true,
+
+		SampleInterval:  10 * time.Second,
+		MemDegradedPct:  10,
+		MemFailingPct:   3,
+		DiskDegradedPct: 85,
+		DiskFailingPct:  95,
+		TempDegradedC:   85,
+		TempFailingC:    95,
+		LoadDegraded:    4,
+		NICErrDegraded:  100,
+		HealthRise:      3,
+		HealthFall:      3,
 
 		Tuning: DefaultTuning(),
 	}
@@ -300,6 +330,27 @@ func (c *Config) Validate() error {
 	if c.DrainParallel < 1 || c.DrainParallel > 64 {
 		return bad("drain_parallel", "%d: 1..64", c.DrainParallel)
 	}
+	if c.SampleInterval < 100*time.Millisecond {
+		return bad("hw_sample_interval", "%v: at least 100ms", c.SampleInterval)
+	}
+	if c.HealthRise < 1 || c.HealthFall < 1 {
+		return bad("health_rise", "health_rise and health_fall must be at least 1")
+	}
+	for _, p := range []struct {
+		key      string
+		val, max float64
+	}{{"health_mem_degraded_pct", c.MemDegradedPct, 100}, {"health_mem_failing_pct", c.MemFailingPct, 100},
+		{"health_disk_degraded_pct", c.DiskDegradedPct, 100}, {"health_disk_failing_pct", c.DiskFailingPct, 100},
+		{"health_temp_degraded_c", c.TempDegradedC, 200}, {"health_temp_failing_c", c.TempFailingC, 200}} {
+		if p.val < 0 || p.val > p.max {
+			return bad(p.key, "%g: must be within 0..%g", p.val, p.max)
+		}
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return bad("metrics_addr", "%q: %v", c.MetricsAddr, err)
+		}
+	}
 	for _, u := range []struct{ key, val string }{{"migration_uri", c.MigrationURI}, {"migration_data_uri", c.MigrationDataURI}} {
 		if strings.Count(u.val, "%s") != 1 || !strings.Contains(u.val, "://") {
 			return bad(u.key, "%q: a URI with one %%s for the target's address", u.val)
@@ -445,4 +496,14 @@ func setField(field reflect.Value, s string) error {
 		return fmt.Errorf("unsupported type %s", field.Type())
 	}
 	return nil
+}
+
+func (c *Config) thresholds() hwmon.Thresholds {
+	return hwmon.Thresholds{
+		MemDegradedPct: c.MemDegradedPct, MemFailingPct: c.MemFailingPct,
+		DiskDegradedPct: c.DiskDegradedPct, DiskFailingPct: c.DiskFailingPct,
+		TempDegradedC: c.TempDegradedC, TempFailingC: c.TempFailingC,
+		LoadDegradedPerCPU: c.LoadDegraded, NICErrorsDegraded: uint64(max(c.NICErrDegraded, 0)),
+		Rise: c.HealthRise, Fall: c.HealthFall,
+	}
 }

@@ -45,6 +45,8 @@ type Daemon struct {
 	host    *controller.HostLoop
 	lease   *controller.Lease
 	netloop *controller.NetLoop
+	monitor *hwmon.Monitor
+	hw      hardware
 
 	ready chan struct{}
 }
@@ -77,10 +79,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Logger:        log.With("component", "raftstore"),
 		Timing:        cfg.Tuning.Raft,
 	})
-	capacity, err := hwmon.Capacity()
-	if err != nil {
-		log.Warn("cannot read host capacity", "err", err)
-	}
+	d.monitor = hwmon.NewMonitor(cfg.thresholds())
 	d.members = membership.New(membership.Config{
 		Name:          cfg.Name,
 		BindAddr:      cfg.BindAddr,
@@ -89,11 +88,9 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Seeds:         cfg.Seeds,
 		SecretKey:     gossipKey,
 		Meta: membership.Meta{
-			Version:   version.Version,
-			RaftAddr:  d.raftAddr(),
-			RPCAddr:   d.rpcAddr(),
-			VCPUs:     capacity.VCPUs,
-			MemoryMiB: capacity.MemoryMiB,
+			Version:  version.Version,
+			RaftAddr: d.raftAddr(),
+			RPCAddr:  d.rpcAddr(),
 		},
 		Logger: log.With("component", "membership"),
 		Timing: cfg.Tuning.Gossip,
@@ -113,7 +110,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Liveness: controller.LivenessConfig{
 			Interval: cfg.HeartbeatInterval, TTL: cfg.LeaseTTL, Margin: cfg.FenceMargin,
 			FenceCommand: strings.Fields(cfg.FenceCommand), FenceAfter: cfg.FenceAfter, FenceTimeout: cfg.FenceTimeout,
-			SharedStorage: cfg.SharedStorage, DrainParallel: cfg.DrainParallel,
+			SharedStorage: cfg.SharedStorage, DrainParallel: cfg.DrainParallel, AutoEvacuate: cfg.AutoEvacuate,
 		},
 	}, d.store, d.store, peers, controller.SystemClock{}, log.With("component", "leader"))
 	d.driver = cfg.Tuning.Driver
@@ -219,6 +216,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		}
 	}()
 	d.members.UpdateMeta(func(m *membership.Meta) { m.InCluster = d.store.HasState() })
+	d.sampleOnce(ctx)
 	if err := d.members.Start(); err != nil {
 		return err
 	}
@@ -243,6 +241,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("bootstrap", d.boot.Run)
 	start("meta", d.syncMeta)
 	start("hypervisor", d.driver.Run)
+	start("hwmon", d.runHardware)
 	start("lease", d.lease.Run)
 	if d.netloop != nil {
 		start("network", d.netloop.Run)
@@ -309,6 +308,7 @@ func (p peerView) Peers() []controller.Peer {
 			Name: m.Name, State: controller.PeerState(m.State), Since: m.Since, Addr: host,
 			RaftAddr: m.Meta.RaftAddr, RPCAddr: m.Meta.RPCAddr, Version: m.Meta.Version,
 			Capacity:  model.Capacity{VCPUs: m.Meta.VCPUs, MemoryMiB: m.Meta.MemoryMiB},
+			Health:    healthOf(m.Meta),
 			InCluster: m.Meta.InCluster,
 		}
 	}
@@ -366,4 +366,12 @@ func (d *Daemon) leaderRPCAddr() string {
 		return h.RPCAddr
 	}
 	return ""
+}
+
+func healthOf(m membership.Meta) model.Health {
+	h := model.Health{State: model.HealthState(m.Health)}
+	if m.Reasons != "" {
+		h.Reasons = strings.Split(m.Reasons, "; ")
+	}
+	return h
 }

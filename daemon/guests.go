@@ -345,17 +345,22 @@ func (b backend) Events(ctx context.Context, after uint64, limit int, wait time.
 }
 
 // waitState waits until cond holds on this host's copy of the state, or ctx
-// ends (bounded by ForwardTimeout).
+// ends (bounded by ForwardTimeout). It re-checks on every change and every
+// 50 ms: Raft applies configuration and no-op entries without a change to
+// watch, and conditions on the applied index must still see them.
 func (d *Daemon) waitState(ctx context.Context, cond func() bool) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Tuning.ForwardTimeout)
 	defer cancel()
 	changes, stop := d.store.Watch()
 	defer stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
 		select {
 		case <-ctx.Done():
 			return
 		case <-changes:
+		case <-tick.C:
 		}
 	}
 }

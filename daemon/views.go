@@ -117,10 +117,29 @@ func (b backend) Hosts(ctx context.Context) ([]api.Host, error) {
 		}
 	}
 	sortHosts(out)
+	vms := d.store.VMs()
 	for i := range out {
-		out[i] = withLease(out[i], ages)
+		out[i] = b.withAllocation(withLease(out[i], ages), vms)
 	}
 	return out, nil
+}
+
+// withAllocation adds what placement may use on the host and what its VMs
+// take.
+func (b backend) withAllocation(h api.Host, vms []model.VM) api.Host {
+	p := b.d.cfg
+	h.Allocatable = api.Capacity{
+		VCPUs:     max(int(float64(h.Capacity.VCPUs-p.ReservedVCPUs)*p.CPUOvercommit), 0),
+		MemoryMiB: max(int64(float64(h.Capacity.MemoryMiB-p.ReservedMemoryMiB)*p.MemoryOvercommit), 0),
+	}
+	for _, v := range vms {
+		if v.Host == h.Name && !v.Deleting {
+			h.VMs++
+			h.Allocated.VCPUs += v.Spec.VCPUs
+			h.Allocated.MemoryMiB += v.Spec.MemoryMiB
+		}
+	}
+	return h
 }
 
 func (b backend) Host(ctx context.Context, name string) (api.Host, error) {
@@ -130,7 +149,7 @@ func (b backend) Host(ctx context.Context, name string) (api.Host, error) {
 	if err != nil && !ok {
 		return api.Host{}, err
 	}
-	return withLease(hostView(h, m, ok, b.raftRoles()), b.leaseAges(ctx)), nil
+	return b.withAllocation(withLease(hostView(h, m, ok, b.raftRoles()), b.leaseAges(ctx)), d.store.VMs()), nil
 }
 
 func (b backend) DrainHost(ctx context.Context, name string) (api.Host, error) {
@@ -207,18 +226,20 @@ func (b backend) raftRoles() map[string]string {
 
 func hostView(h model.Host, m membership.Member, inGossip bool, roles map[string]string) api.Host {
 	out := api.Host{
-		Name:         h.Name,
-		Addresses:    api.HostAddresses{Advertise: h.Addr, Raft: h.RaftAddr, RPC: h.RPCAddr},
-		Gossip:       "unknown",
-		RaftRole:     "none",
-		Version:      h.Version,
-		Capacity:     api.Capacity{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB},
-		Labels:       h.Labels,
-		Mode:         string(h.Mode),
-		RegisteredAt: h.RegisteredAt,
-		Draining:     h.Draining,
-		FencedAt:     h.FencedAt,
-		FenceReason:  h.FenceReason,
+		Name:          h.Name,
+		Addresses:     api.HostAddresses{Advertise: h.Addr, Raft: h.RaftAddr, RPC: h.RPCAddr},
+		Gossip:        "unknown",
+		RaftRole:      "none",
+		Version:       h.Version,
+		Capacity:      api.Capacity{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB},
+		Labels:        h.Labels,
+		Mode:          string(h.Mode),
+		RegisteredAt:  h.RegisteredAt,
+		Draining:      h.Draining,
+		FencedAt:      h.FencedAt,
+		FenceReason:   h.FenceReason,
+		Health:        string(h.Health.State),
+		HealthReasons: h.Health.Reasons,
 	}
 	if r, ok := roles[h.Name]; ok {
 		out.RaftRole = r
@@ -226,6 +247,7 @@ func hostView(h model.Host, m membership.Member, inGossip bool, roles map[string
 	if inGossip {
 		out.Gossip, out.GossipSince = string(m.State), m.Since
 		out.Addresses.Gossip = m.Addr
+		out.CPUPercent, out.MemoryAvailableMiB = m.Meta.CPUPercent, m.Meta.MemAvailMiB
 		// Until the leader records the host, gossip is all we know.
 		if out.Addresses.Advertise == "" {
 			host, _, _ := net.SplitHostPort(m.Addr)

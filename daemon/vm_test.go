@@ -176,7 +176,7 @@ func waitVM(t *testing.T, c *client.Client, name, state string) {
 			return err
 		}
 		if v.State != state {
-			return fmt.Errorf("%s is %s", name, v.State)
+			return fmt.Errorf("%s is %s (%s)", name, v.State, v.Message)
 		}
 		return nil
 	})

@@ -29,6 +29,21 @@ func (m HostMode) Valid() bool {
 	return false
 }
 
+// HealthState is a host's hardware health.
+type HealthState string
+
+const (
+	HealthOK       HealthState = "ok"
+	HealthDegraded HealthState = "degraded"
+	HealthFailing  HealthState = "failing"
+)
+
+// Health is a host's hardware health with the reasons for it.
+type Health struct {
+	State   HealthState `json:"state"`
+	Reasons []string    `json:"reasons,omitempty"`
+}
+
 // Capacity is what a host offers to guests.
 type Capacity struct {
 	VCPUs     int   `json:"vcpus"`
@@ -44,6 +59,7 @@ type Host struct {
 	Version  string            `json:"version"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	Capacity Capacity          `json:"capacity"`
+	Health   Health            `json:"health"`
 	Mode     HostMode          `json:"mode"`
 	// RegisteredAt is when the leader first recorded the host (leader's
 	// wall clock, chosen before the Raft entry was written).
@@ -68,6 +84,7 @@ type Cluster struct {
 // Clone returns a deep copy of h.
 func (h Host) Clone() Host {
 	h.Labels = CloneLabels(h.Labels)
+	h.Health.Reasons = append([]string(nil), h.Health.Reasons...)
 	return h
 }
 

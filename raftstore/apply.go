@@ -113,7 +113,7 @@ func (s *State) registerHost(c RegisterHost) error {
 	}
 	if old, ok := s.hosts[h.Name]; ok {
 		h.Labels = old.Labels
-		h.Mode = old.Mode
+		h.Mode, h.FencedAt, h.FenceReason, h.Draining = old.Mode, old.FencedAt, old.FenceReason, old.Draining
 		h.RegisteredAt = old.RegisteredAt
 	} else if h.Mode == "" {
 		h.Mode = model.ModeActive

@@ -26,14 +26,15 @@ func (c *cli) hostCmd() *cobra.Command {
 					return err
 				}
 				return c.print(hosts, func(w *tabwriter.Writer) {
-					fmt.Fprintln(w, "NAME\tADDRESS\tGOSSIP\tLEASE\tRAFT\tMODE\tVCPUS\tMEMORY\tLABELS\tVERSION")
+					fmt.Fprintln(w, "NAME\tADDRESS\tGOSSIP\tLEASE\tRAFT\tMODE\tHEALTH\tVMS\tVCPUS\tMEMORY\tLABELS\tVERSION")
 					for _, h := range hosts {
 						mode := orDash(h.Mode)
 						if h.Draining {
 							mode += " (draining)"
 						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", h.Name, orDash(h.Addresses.Advertise), h.Gossip, leaseText(h),
-							h.RaftRole, mode, h.Capacity.VCPUs, fmtMiB(h.Capacity.MemoryMiB), fmtLabels(h.Labels), orDash(h.Version))
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d/%d\t%s/%s\t%s\t%s\n", h.Name, orDash(h.Addresses.Advertise), h.Gossip, leaseText(h),
+							h.RaftRole, mode, orDash(h.Health), h.VMs, h.Allocated.VCPUs, h.Allocatable.VCPUs,
+							fmtMiB(h.Allocated.MemoryMiB), fmtMiB(h.Allocatable.MemoryMiB), fmtLabels(h.Labels), orDash(h.Version))
 					}
 				})
 			},
@@ -203,7 +204,15 @@ func printHost(w *tabwriter.Writer, h api.Host) {
 	fmt.Fprintf(w, "Gossip addr:\t%s\n", orDash(h.Addresses.Gossip))
 	fmt.Fprintf(w, "Raft addr:\t%s\n", orDash(h.Addresses.Raft))
 	fmt.Fprintf(w, "RPC addr:\t%s\n", orDash(h.Addresses.RPC))
-	fmt.Fprintf(w, "Capacity:\t%d vCPUs, %s memory\n", h.Capacity.VCPUs, fmtMiB(h.Capacity.MemoryMiB))
+	fmt.Fprintf(w, "Capacity:\t%d CPUs, %s memory\n", h.Capacity.VCPUs, fmtMiB(h.Capacity.MemoryMiB))
+	fmt.Fprintf(w, "Allocatable:\t%d vCPUs, %s (after reserve and overcommit)\n", h.Allocatable.VCPUs, fmtMiB(h.Allocatable.MemoryMiB))
+	fmt.Fprintf(w, "Allocated:\t%d vCPUs, %s to %d VMs\n", h.Allocated.VCPUs, fmtMiB(h.Allocated.MemoryMiB), h.VMs)
+	fmt.Fprintf(w, "Usage:\t%d%% CPU, %s memory available\n", h.CPUPercent, fmtMiB(h.MemoryAvailableMiB))
+	health := orDash(h.Health)
+	if len(h.HealthReasons) > 0 {
+		health += ": " + strings.Join(h.HealthReasons, "; ")
+	}
+	fmt.Fprintf(w, "Health:\t%s\n", health)
 	fmt.Fprintf(w, "Labels:\t%s\n", fmtLabels(h.Labels))
 	if !h.RegisteredAt.IsZero() {
 		fmt.Fprintf(w, "Registered:\t%s\n", h.RegisteredAt.Format(time.RFC3339))

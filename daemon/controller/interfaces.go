@@ -53,6 +53,7 @@ type Peer struct {
 	RPCAddr   string
 	Version   string
 	Capacity  model.Capacity
+	Health    model.Health
 	InCluster bool // the peer has Raft state
 }
 

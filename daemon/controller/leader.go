@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,7 +196,10 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 		if p.State != PeerAlive || p.RaftAddr == "" {
 			continue
 		}
-		want := model.Host{Name: p.Name, Addr: p.Addr, RaftAddr: p.RaftAddr, RPCAddr: p.RPCAddr, Version: p.Version, Capacity: p.Capacity}
+		want := model.Host{Name: p.Name, Addr: p.Addr, RaftAddr: p.RaftAddr, RPCAddr: p.RPCAddr, Version: p.Version, Capacity: p.Capacity, Health: p.Health}
+		if want.Health.State == "" {
+			want.Health.State = model.HealthOK
+		}
 		have, err := l.store.Host(p.Name)
 		switch {
 		case errors.Is(err, model.ErrNotFound):
@@ -203,8 +208,10 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 			errs = append(errs, err)
 			continue
 		case have.Addr == want.Addr && have.RaftAddr == want.RaftAddr && have.RPCAddr == want.RPCAddr &&
-			have.Version == want.Version && have.Capacity == want.Capacity:
+			have.Version == want.Version && have.Capacity == want.Capacity && sameHealth(have.Health, want.Health):
 			continue
+		case have.Health.State != want.Health.State:
+			l.event(ctx, "health", p.Name, "", "%s -> %s: %s", orOK(have.Health.State), want.Health.State, strings.Join(want.Health.Reasons, "; "))
 		}
 		if _, err := l.store.Apply(ctx, raftstore.RegisterHost{Host: want}); err != nil {
 			errs = append(errs, err)
@@ -213,6 +220,17 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 		l.log.Info("host registered", "host", p.Name, "addr", p.Addr, "version", p.Version)
 	}
 	return errors.Join(errs...)
+}
+
+func sameHealth(a, b model.Health) bool {
+	return a.State == b.State && slices.Equal(a.Reasons, b.Reasons)
+}
+
+func orOK(s model.HealthState) model.HealthState {
+	if s == "" {
+		return model.HealthOK
+	}
+	return s
 }
 
 // reconcileRaft adds new hosts to Raft (voters up to RaftVoters, then

@@ -33,6 +33,8 @@ type LivenessConfig struct {
 	SharedStorage bool
 	// DrainParallel caps concurrent live migrations of a drain.
 	DrainParallel int
+	// AutoEvacuate drains a host whose health turns failing.
+	AutoEvacuate bool
 }
 
 // liveness is the leader's view of hosts' leases, kept in memory only: a new
@@ -177,6 +179,12 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 			l.event(ctx, "suspected", h.Name, "", "no lease renewal for %v", age.Round(time.Millisecond))
 		} else if !late && wasSuspected {
 			l.event(ctx, "reachable", h.Name, "", "lease renewed again")
+		}
+		if cfg.AutoEvacuate && h.Health.State == model.HealthFailing && h.Mode == model.ModeActive && !h.Draining && !late {
+			l.event(ctx, "evacuating", h.Name, "", "health failing (%s): draining it", strings.Join(h.Health.Reasons, "; "))
+			if _, err := l.DrainHost(ctx, NameRequest{Name: h.Name}); err != nil {
+				l.log.Warn("auto-evacuate", "host", h.Name, "err", err)
+			}
 		}
 		if cl.HADisarmed || h.Name == l.cfg.Self {
 			continue

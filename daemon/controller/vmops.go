@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/model"
@@ -77,6 +78,8 @@ func (l *Leader) candidates() []placement.Candidate {
 	for _, h := range l.store.Hosts() {
 		c := placement.Candidate{Host: h}
 		switch {
+		case h.Health.State != "" && h.Health.State != model.HealthOK:
+			c.Unavailable = fmt.Sprintf("health %s: %s", h.Health.State, strings.Join(h.Health.Reasons, "; "))
 		case leasing && suspected[h.Name]:
 			c.Unavailable = "lease renewals late"
 		case leasing:

@@ -45,6 +45,12 @@ type Meta struct {
 	RPCAddr   string `json:"p"`
 	VCPUs     int    `json:"c,omitempty"`
 	MemoryMiB int64  `json:"m,omitempty"`
+	// Health of the hardware: state and reasons (cut to fit), and usage:
+	// CPU percent and memory available.
+	Health      string `json:"h,omitempty"`
+	Reasons     string `json:"hr,omitempty"`
+	CPUPercent  int    `json:"u,omitempty"`
+	MemAvailMiB int64  `json:"a,omitempty"`
 	// InCluster is set once the host belongs to a Raft cluster (it has Raft
 	// state); bootstrap never forms a new cluster while a peer says so.
 	InCluster bool `json:"i,omitempty"`

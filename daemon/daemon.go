@@ -21,6 +21,7 @@ import (
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/hypervisor/libvirt"
 	"github.com/corralhq/corral/daemon/membership"
+	"github.com/corralhq/corral/daemon/metrics"
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/hwmon"
@@ -47,6 +48,7 @@ type Daemon struct {
 	netloop *controller.NetLoop
 	monitor *hwmon.Monitor
 	hw      hardware
+	metrics *metrics.Metrics
 
 	ready chan struct{}
 }
@@ -80,6 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Timing:        cfg.Tuning.Raft,
 	})
 	d.monitor = hwmon.NewMonitor(cfg.thresholds())
+	d.metrics = metrics.New(metricsSource{d})
 	d.members = membership.New(membership.Config{
 		Name:          cfg.Name,
 		BindAddr:      cfg.BindAddr,
@@ -112,6 +115,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			FenceCommand: strings.Fields(cfg.FenceCommand), FenceAfter: cfg.FenceAfter, FenceTimeout: cfg.FenceTimeout,
 			SharedStorage: cfg.SharedStorage, DrainParallel: cfg.DrainParallel, AutoEvacuate: cfg.AutoEvacuate,
 		},
+		Recorder: d.metrics,
 	}, d.store, d.store, peers, controller.SystemClock{}, log.With("component", "leader"))
 	d.driver = cfg.Tuning.Driver
 	if d.driver == nil {
@@ -207,6 +211,13 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("cluster rpc: %w", err)
 	}
 	defer rpcLn.Close()
+	var metricsLn net.Listener
+	if d.cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", d.cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics_addr: %w", err)
+		}
+		defer metricsLn.Close()
+	}
 	if err := d.store.Open(); err != nil {
 		return err
 	}
@@ -253,6 +264,11 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		}
 		return d.host.Run(ctx)
 	})
+	if metricsLn != nil {
+		start("metrics", func(ctx context.Context) error {
+			return d.metrics.Serve(ctx, metricsLn, d.log.With("component", "metrics"))
+		})
+	}
 	start("adminapi", func(ctx context.Context) error { return d.admin.Serve(ctx, adminLn) })
 	close(d.ready)
 	d.log.Info("corrald running", "version", version.Version, "advertise", d.cfg.AdvertiseAddr,

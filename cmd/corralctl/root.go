@@ -47,7 +47,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&c.socket, "socket", def, "admin socket of the local corrald ($CORRAL_SOCKET)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after this long")
-	root.AddCommand(c.statusCmd(), c.hostCmd(), c.vmCmd(), c.imageCmd(), c.netCmd(), c.eventsCmd(), c.clusterCmd())
+	root.AddCommand(c.statusCmd(), c.hostCmd(), c.vmCmd(), c.imageCmd(), c.netCmd(), c.eventsCmd(), c.clusterCmd(), c.topCmd())
 	return root
 }
 

@@ -31,7 +31,22 @@ type LeaderConfig struct {
 	Placement placement.Options
 	// Liveness tunes leases, fencing and recovery.
 	Liveness LivenessConfig
+	// Recorder receives counts and durations for metrics; nil for none.
+	Recorder Recorder
 }
+
+// Recorder takes the leader's counts and durations (metrics implements it).
+type Recorder interface {
+	Recovered(d time.Duration)
+	Fenced(how string)
+	Migrated(d time.Duration, ok bool)
+}
+
+type noRecorder struct{}
+
+func (noRecorder) Recovered(time.Duration)      {}
+func (noRecorder) Fenced(string)                {}
+func (noRecorder) Migrated(time.Duration, bool) {}
 
 // Leader runs the leader loop and serves leader-only operations.
 type Leader struct {
@@ -60,6 +75,9 @@ func (l *Leader) poke() {
 
 // NewLeader returns a Leader; Run starts it.
 func NewLeader(cfg LeaderConfig, store Store, raft Raft, peers Peers, clock Clock, log *slog.Logger) *Leader {
+	if cfg.Recorder == nil {
+		cfg.Recorder = noRecorder{}
+	}
 	if cfg.Liveness.Interval <= 0 {
 		cfg.Liveness.Interval = 500 * time.Millisecond
 	}

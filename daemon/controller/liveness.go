@@ -190,6 +190,7 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 			continue
 		}
 		if fenceDoneOK {
+			l.cfg.Recorder.Fenced("fence_command")
 			l.declareDead(ctx, h.Name, fenceDone, last)
 			continue
 		}
@@ -205,6 +206,7 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 				}
 				continue
 			}
+			l.cfg.Recorder.Fenced("lease")
 			l.declareDead(ctx, h.Name, fmt.Sprintf("lease expired: last renewal %v ago (lease_ttl %v + fence_margin %v)", age.Round(time.Millisecond), cfg.TTL, cfg.Margin), last)
 		}
 	}
@@ -378,6 +380,7 @@ func (l *Leader) noteRecovered(ctx context.Context, host string, rep raftstore.V
 		return
 	}
 	now := l.clock.Now()
+	l.cfg.Recorder.Recovered(now.Sub(r.declaredAt))
 	msg := fmt.Sprintf("running on %s, %v after %s was declared dead", host, now.Sub(r.declaredAt).Round(time.Millisecond), r.from)
 	if !r.lastHeard.IsZero() {
 		msg += fmt.Sprintf(", %v after its last lease renewal", now.Sub(r.lastHeard).Round(time.Millisecond))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/corralhq/corral/internal/httpserve"
@@ -110,7 +111,7 @@ func New(src Source) *Metrics {
 	m.migration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "corral_migration_duration_seconds",
 		Help: "Duration of live migrations.", Buckets: []float64{0.5, 1, 2, 4, 8, 16, 32, 64, 128}})
 	m.reg.MustRegister(m.recoveries, m.recovery, m.fenced, m.migrations, m.migration, &collector{src: src},
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

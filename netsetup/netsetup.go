@@ -67,17 +67,19 @@ func New(nsPath string, log *slog.Logger) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Only rtnetlink: without a family list netlink also opens XFRM and
+	// netfilter sockets, which fail where those modules are not loaded.
 	var h *netlink.Handle
 	var err error
 	if nsPath == "" {
-		h, err = netlink.NewHandle()
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	} else {
 		ns, nerr := netns.GetFromPath(nsPath)
 		if nerr != nil {
 			return nil, fmt.Errorf("network namespace %s: %w", nsPath, nerr)
 		}
 		defer ns.Close()
-		h, err = netlink.NewHandleAt(ns)
+		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)

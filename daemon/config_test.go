@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 func writeConf(t *testing.T, body string) string {
@@ -86,5 +88,48 @@ func TestConfigSyntaxErrorHasPosition(t *testing.T) {
 	_, err := LoadConfig([]string{"--config", writeConf(t, "name = \"a\"\nseeds = [\n")})
 	if err == nil || !strings.Contains(err.Error(), "line") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// The example file documents every key, and its commented defaults are the
+// defaults: uncommented, it parses to DefaultConfig (apart from the keys
+// shown with an example value), and left commented it changes nothing.
+func TestExampleConfigMatchesDefaults(t *testing.T) {
+	ex := ExampleConfig()
+	if _, err := LoadConfig([]string{"--config", writeConf(t, ex), "--bind-addr", "127.0.0.1"}); err != nil {
+		t.Fatalf("the example as shipped: %v", err)
+	}
+	var lines []string
+	for _, l := range strings.Split(ex, "\n") {
+		if k, _, ok := strings.Cut(l, " = "); ok && strings.HasPrefix(k, "#") && !strings.Contains(k, " ") {
+			l = strings.TrimPrefix(l, "#")
+		}
+		lines = append(lines, l)
+	}
+	var got Config
+	md, err := toml.Decode(strings.Join(lines, "\n"), &got)
+	if err != nil {
+		t.Fatalf("uncommented example: %v", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		t.Fatalf("unknown keys in the example: %v", und)
+	}
+	want := DefaultConfig()
+	gv, wv := reflect.ValueOf(got), reflect.ValueOf(want)
+	for i := 0; i < gv.NumField(); i++ {
+		key := gv.Type().Field(i).Tag.Get("toml")
+		if key == "" || key == "-" {
+			continue
+		}
+		if !md.IsDefined(key) {
+			t.Errorf("key %s is missing from the example", key)
+			continue
+		}
+		if _, ok := configExamples[key]; ok {
+			continue
+		}
+		if !reflect.DeepEqual(gv.Field(i).Interface(), wv.Field(i).Interface()) {
+			t.Errorf("%s: example says %v, default is %v", key, gv.Field(i).Interface(), wv.Field(i).Interface())
+		}
 	}
 }

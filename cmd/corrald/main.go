@@ -4,7 +4,9 @@
 //	corrald [--config /etc/corral/corral.toml] [--name NAME] [--seeds a,b,c] ...
 //
 // Every config key is also a flag (data_dir -> --data-dir); run
-// corrald --help for the list.
+// corrald --help for the list. corrald example-config prints a config file
+// documenting every key with its default (what the packages install as
+// /etc/corral/corral.toml); corrald version prints the version.
 package main
 
 import (
@@ -29,6 +31,10 @@ func main() {
 func run(args []string) int {
 	if len(args) == 1 && (args[0] == "--version" || args[0] == "version") {
 		fmt.Println("corrald", version.Version)
+		return 0
+	}
+	if len(args) == 1 && args[0] == "example-config" {
+		fmt.Print(daemon.ExampleConfig())
 		return 0
 	}
 	cfg, err := daemon.LoadConfig(args)

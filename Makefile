@@ -8,7 +8,7 @@ BIN := bin
 GOTEST_FLAGS ?=
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test test-unit lint fmt bench bench-e2e bench-recovery fuzz demo cluster cluster-status cluster-down clean deps
+.PHONY: help build test test-unit lint fmt bench bench-e2e bench-recovery fuzz demo package cluster cluster-status cluster-down clean deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: deps ## the full test suite, as CI runs it (installs what it needs; root)
 
 demo: ## the demo: 3-host lab, guests, a host killed and recovered, a drain (KEEP=1 leaves it up; root)
 	scripts/demo.sh
+
+package: ## build the .deb and .rpm (corrald, corralctl, systemd unit, /etc/corral/corral.toml) into dist/
+	scripts/package.sh dist
 
 test-unit: ## fast tests only (no processes, no root)
 	go test -count=1 -short ./...

@@ -6,9 +6,9 @@ what=${1:-test}
 # iproute2 and util-linux (ip, unshare, nsenter) build the lab's namespaces;
 # libvirt, QEMU and virtlockd run the guests; busybox-static, the cloud kernel,
 # cpio and kmod (modinfo) build the test guest; genisoimage writes cloud-init
-# seeds.
+# seeds; dpkg, rpm and systemd (systemd-analyze) check the packages.
 pkgs=(iproute2 util-linux libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-      busybox-static linux-image-cloud-amd64 cpio kmod genisoimage)
+      busybox-static linux-image-cloud-amd64 cpio kmod genisoimage dpkg rpm systemd)
 case "$what" in
   test|demo) ;;
   *) echo "usage: $0 test|demo" >&2; exit 2 ;;

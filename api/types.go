@@ -73,6 +73,9 @@ type Host struct {
 	Draining    bool      `json:"draining,omitempty"`
 	FencedAt    time.Time `json:"fenced_at,omitzero"`
 	FenceReason string    `json:"fence_reason,omitempty"`
+	// StoppedAt: corrald on the host stopped cleanly then and has not
+	// renewed its lease since; its guests keep running there.
+	StoppedAt time.Time `json:"stopped_at,omitzero"`
 	// Health is the host's hardware health (ok, degraded, failing) and why.
 	Health        string   `json:"health"`
 	HealthReasons []string `json:"health_reasons,omitempty"`

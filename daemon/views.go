@@ -238,6 +238,7 @@ func hostView(h model.Host, m membership.Member, inGossip bool, roles map[string
 		Draining:      h.Draining,
 		FencedAt:      h.FencedAt,
 		FenceReason:   h.FenceReason,
+		StoppedAt:     h.StoppedAt,
 		Health:        string(h.Health.State),
 		HealthReasons: h.Health.Reasons,
 	}

@@ -70,6 +70,11 @@ type Host struct {
 	FenceReason string    `json:"fence_reason,omitempty"`
 	// Draining: the leader is live-migrating the host's VMs away.
 	Draining bool `json:"draining,omitempty"`
+	// StoppedAt: corrald on this host stopped cleanly then (leader's wall
+	// clock) and has not renewed its lease since. Its guests keep running
+	// there, so an expired lease does not mean they are gone; cleared by
+	// its next renewal.
+	StoppedAt time.Time `json:"stopped_at,omitzero"`
 }
 
 // Cluster holds cluster-wide settings kept in state.

@@ -64,6 +64,8 @@ func (s *State) apply(c Command) any {
 		})
 	case SetHostDraining:
 		return s.updateHost(c.Name, func(h *model.Host) error { h.Draining = c.Draining; return nil })
+	case SetHostStopped:
+		return s.updateHost(c.Name, func(h *model.Host) error { h.StoppedAt = c.At; return nil })
 	case StartMigration:
 		return s.startMigration(c)
 	case FinishMigration:

@@ -147,6 +147,14 @@ func TestApplyRules(t *testing.T) {
 					t.Errorf("host %+v", h)
 				}
 			}},
+		{name: "host stopped, then back", setup: []Command{RegisterHost{Host: testHost("a")}, SetHostStopped{Name: "a", At: time.Unix(100, 0)}},
+			cmd: SetHostStopped{Name: "a"},
+			check: func(t *testing.T, s *State) {
+				if h := s.hosts["a"]; !h.StoppedAt.IsZero() {
+					t.Errorf("host %+v", h)
+				}
+			}},
+		{name: "stopped host unknown", cmd: SetHostStopped{Name: "zz", At: time.Unix(1, 0)}, wantErr: model.ErrNotFound},
 		{name: "reactivation clears the fence", setup: []Command{RegisterHost{Host: testHost("a")}, FenceHost{Name: "a", Reason: "x"}},
 			cmd: SetHostMode{Name: "a", Mode: model.ModeActive},
 			check: func(t *testing.T, s *State) {
@@ -401,7 +409,7 @@ func FuzzDecode(f *testing.F) {
 		DeleteImage{Name: "i"}, AddEvents{Events: []model.Event{{Kind: "k"}}},
 		FenceHost{Name: "a", Reason: "r"}, SetHostDraining{Name: "a", Draining: true},
 		StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}, FinishMigration{Name: "v", Generation: 1, Target: "b"},
-		AbortMigration{Name: "v", Generation: 1}, SetHA{Disarmed: true},
+		AbortMigration{Name: "v", Generation: 1}, SetHA{Disarmed: true}, SetHostStopped{Name: "a", At: time.Unix(5, 0)},
 		CreateNetwork{Network: model.Network{Name: "n", Kind: model.NetVXLAN, VNI: 9}}, DeleteNetwork{Name: "n"},
 		Batch{Entries: [][]byte{MustEncode(DeleteVM{Name: "v"})}},
 	} {

@@ -46,6 +46,9 @@ const (
 	TypeFinishMigration Type = 43
 	TypeAbortMigration  Type = 44
 	TypeSetHA           Type = 45
+	// SetHostStopped is advisory (a leader that does not know it fences
+	// as before), so older daemons may skip it during a rolling upgrade.
+	TypeSetHostStopped = IgnoreUnknown | 46
 
 	TypeCreateNetwork Type = 50
 	TypeDeleteNetwork Type = 51
@@ -187,6 +190,13 @@ type SetHostDraining struct {
 	Draining bool   `json:"draining"`
 }
 
+// SetHostStopped records that corrald on a host stopped cleanly, its guests
+// still running (At set), or that it renewed its lease again (At zero).
+type SetHostStopped struct {
+	Name string    `json:"name"`
+	At   time.Time `json:"at,omitzero"`
+}
+
 // StartMigration records the intent to live-migrate a VM to Target.
 type StartMigration struct {
 	Name       string    `json:"name"`
@@ -260,6 +270,7 @@ func (StartMigration) Type() Type  { return TypeStartMigration }
 func (FinishMigration) Type() Type { return TypeFinishMigration }
 func (AbortMigration) Type() Type  { return TypeAbortMigration }
 func (SetHA) Type() Type           { return TypeSetHA }
+func (SetHostStopped) Type() Type  { return TypeSetHostStopped }
 func (CreateNetwork) Type() Type   { return TypeCreateNetwork }
 func (DeleteNetwork) Type() Type   { return TypeDeleteNetwork }
 func (Batch) Type() Type           { return TypeBatch }
@@ -328,6 +339,8 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[FenceHost](t, body)
 	case TypeSetHostDraining:
 		return decodeAs[SetHostDraining](t, body)
+	case TypeSetHostStopped:
+		return decodeAs[SetHostStopped](t, body)
 	case TypeStartMigration:
 		return decodeAs[StartMigration](t, body)
 	case TypeFinishMigration:

@@ -195,6 +195,9 @@ func printHost(w *tabwriter.Writer, h api.Host) {
 	if h.FenceReason != "" {
 		fmt.Fprintf(w, "Fenced:\t%s (%s)\n", h.FencedAt.Local().Format(time.RFC3339), h.FenceReason)
 	}
+	if !h.StoppedAt.IsZero() {
+		fmt.Fprintf(w, "Stopped:\tcorrald stopped cleanly at %s; its guests keep running there\n", h.StoppedAt.Local().Format(time.RFC3339))
+	}
 	if h.Draining {
 		fmt.Fprintf(w, "Draining:\tyes\n")
 	}

@@ -11,6 +11,10 @@ import (
 // LeaseRequest is a host's lease renewal.
 type LeaseRequest struct {
 	Host string `json:"host"`
+	// Stopping: not a renewal but corrald's last word on a clean stop. Its
+	// guests keep running and nothing will fence them when the lease
+	// expires, so the leader must not read the expiry as "they are gone".
+	Stopping bool `json:"stopping,omitempty"`
 }
 
 // LeaseGrant is the leader's answer to a renewal.
@@ -61,6 +65,7 @@ type Lease struct {
 	armed      bool
 	target     uint64
 	inflight   int
+	attempts   sync.WaitGroup // renewals in flight, for sayStopping
 }
 
 // NewLease returns a lease; Run keeps it renewed. fence is called when a
@@ -131,7 +136,11 @@ func (l *Lease) Run(ctx context.Context) error {
 			l.mu.Unlock()
 			if send {
 				lastSend = now
-				go l.attempt(ctx, now)
+				l.attempts.Add(1)
+				go func(sent time.Time) {
+					defer l.attempts.Done()
+					l.attempt(ctx, sent)
+				}(now)
 			}
 		}
 		l.checkExpiry(now)
@@ -142,10 +151,38 @@ func (l *Lease) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			l.sayStopping()
 			return nil
 		case <-tick.C:
 		}
 	}
+}
+
+// sayStopping tells the leader, on a clean stop, that this host's guests
+// keep running without a corrald to fence them (see LeaseRequest.Stopping).
+// It waits for renewals in flight to give up first, so that none of them
+// reaches the leader after the notice. Best effort: if the leader cannot be
+// told, it treats the silence like any other.
+func (l *Lease) sayStopping() {
+	l.mu.Lock()
+	held, fencing := l.held, l.fencing
+	l.mu.Unlock()
+	if !held || fencing {
+		return // no lease, or guests already destroyed: nothing to say
+	}
+	drained := make(chan struct{})
+	go func() { l.attempts.Wait(); close(drained) }()
+	select { // renewals in flight were cancelled with ctx; they return at once
+	case <-drained:
+	case <-time.After(time.Second):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := l.renewer.Renew(ctx, LeaseRequest{Host: l.cfg.Self, Stopping: true}); err != nil {
+		l.log.Warn("could not tell the leader of this clean stop", "err", err)
+		return
+	}
+	l.log.Info("told the leader: corrald stops, guests keep running")
 }
 
 // feedWatchdog: feed while the lease is valid, or while HA is disarmed and

@@ -11,16 +11,20 @@ import (
 )
 
 type fakeRenewer struct {
-	mu    sync.Mutex
-	grant LeaseGrant
-	err   error
-	calls int
+	mu       sync.Mutex
+	grant    LeaseGrant
+	err      error
+	calls    int
+	stopping int // requests with Stopping set
 }
 
 func (f *fakeRenewer) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
+	if req.Stopping {
+		f.stopping++
+	}
 	return f.grant, f.err
 }
 
@@ -148,5 +152,43 @@ func TestWatchdogFedOnlyWhileLeaseValid(t *testing.T) {
 	waitFor("a few more loop passes", func() bool { return r.count() > base+5 })
 	if size() != stopped {
 		t.Fatalf("watchdog fed after the lease expired: %d -> %d bytes", stopped, size())
+	}
+}
+
+// TestLeaseSaysStoppingOnCleanStop: a host holding a lease tells the leader
+// when its lease loop stops cleanly; one that holds none says nothing.
+func TestLeaseSaysStoppingOnCleanStop(t *testing.T) {
+	for _, held := range []bool{true, false} {
+		clock := &fakeClock{now: time.Unix(1000, 0)}
+		r := &fakeRenewer{grant: LeaseGrant{Armed: true}}
+		if !held {
+			r.err = errors.New("no leader")
+		}
+		l := NewLease(LeaseConfig{Self: "h1", Interval: 20 * time.Millisecond, TTL: time.Second}, r, clock,
+			slog.New(slog.DiscardHandler), func(string) {})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- l.Run(ctx) }()
+		deadline := time.Now().Add(5 * time.Second)
+		for r.count() < 3 { // a few renewals (answered or not)
+			if time.Now().After(deadline) {
+				t.Fatal("no renewals")
+			}
+			clock.Advance(10 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // let the loop's real ticker fire
+		}
+		if l.Valid() != held {
+			t.Fatalf("held %v, valid %v", held, l.Valid())
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		r.mu.Lock()
+		stopping := r.stopping
+		r.mu.Unlock()
+		if want := map[bool]int{true: 1, false: 0}[held]; stopping != want {
+			t.Fatalf("held %v: %d stopping notices, want %d", held, stopping, want)
+		}
 	}
 }

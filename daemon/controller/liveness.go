@@ -83,6 +83,9 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 	if err := l.ready(); err != nil {
 		return LeaseGrant{}, err
 	}
+	if req.Stopping {
+		return l.hostStopping(ctx, req.Host)
+	}
 	cl := l.store.Cluster()
 	now := l.clock.Now()
 	lv := &l.live
@@ -98,10 +101,32 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 	}
 	lv.mu.Unlock()
 	fenced := false
-	if h, err := l.store.Host(req.Host); err == nil && h.Mode == model.ModeFenced {
-		fenced = true
+	if h, err := l.store.Host(req.Host); err == nil {
+		fenced = h.Mode == model.ModeFenced
+		if !h.StoppedAt.IsZero() {
+			if _, err := l.store.Apply(ctx, raftstore.SetHostStopped{Name: req.Host}); err != nil {
+				return LeaseGrant{}, err
+			}
+			l.event(ctx, "daemon-back", req.Host, "", "corrald renews its lease again after a clean stop at %s", h.StoppedAt.Format(time.RFC3339))
+		}
 	}
 	return LeaseGrant{Leader: l.cfg.Self, CommitIndex: l.raft.CommitIndex(), Armed: !cl.HADisarmed, Fenced: fenced}, nil
+}
+
+// hostStopping records a clean stop of corrald on host. Its guests keep
+// running and nothing there will destroy them when its lease runs out, so
+// until it renews again the leader recovers them only after fence_command
+// powers the host off, and runs fence_command only once the lease has
+// expired (a quick restart, as in a package upgrade, fences nothing).
+func (l *Leader) hostStopping(ctx context.Context, host string) (LeaseGrant, error) {
+	if err := l.ready(); err != nil {
+		return LeaseGrant{}, err
+	}
+	if _, err := l.store.Apply(ctx, raftstore.SetHostStopped{Name: host, At: l.clock.Now().UTC()}); err != nil {
+		return LeaseGrant{}, err
+	}
+	l.event(ctx, "daemon-stopped", host, "", "corrald stopped cleanly; its guests keep running there, unmanaged until it returns")
+	return LeaseGrant{Leader: l.cfg.Self}, nil
 }
 
 // LeaseAge is the leader's view of one host's lease.
@@ -175,7 +200,8 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 		wasSuspected := lv.suspected[h.Name]
 		lv.suspected[h.Name] = late
 		lv.mu.Unlock()
-		if late && !wasSuspected {
+		stopped := !h.StoppedAt.IsZero()
+		if late && !wasSuspected && !stopped { // a clean stop said so already
 			l.event(ctx, "suspected", h.Name, "", "no lease renewal for %v", age.Round(time.Millisecond))
 		} else if !late && wasSuspected {
 			l.event(ctx, "reachable", h.Name, "", "lease renewed again")
@@ -194,11 +220,20 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 			l.declareDead(ctx, h.Name, fenceDone, last)
 			continue
 		}
-		if len(cfg.FenceCommand) > 0 && !fencing && (age > cfg.FenceAfter || gossipDead[h.Name] && late) &&
-			now.Sub(failedAt) > cfg.FenceTimeout {
+		fenceNow := age > cfg.FenceAfter || gossipDead[h.Name] && late
+		if stopped {
+			fenceNow = age > cfg.TTL+cfg.Margin // a restart gets the whole lease
+		}
+		if len(cfg.FenceCommand) > 0 && !fencing && fenceNow && now.Sub(failedAt) > cfg.FenceTimeout {
 			l.startFence(ctx, h, age)
 		}
 		if age > cfg.TTL+cfg.Margin {
+			if stopped { // fence_command, when set, is on it (above)
+				if len(cfg.FenceCommand) == 0 && l.once("stopped@"+h.Name+"@"+h.StoppedAt.String()) {
+					l.event(ctx, "not-fenced", h.Name, "", "corrald stopped cleanly at %s and has not returned; its guests may still run there, so they are not recovered until it returns (or fence_command, when configured, powers the host off)", h.StoppedAt.Format(time.RFC3339))
+				}
+				continue
+			}
 			if !armed {
 				key := "unacked@" + h.Name
 				if l.once(key) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftstore"
 )
@@ -185,6 +186,93 @@ func TestFenceCommandRecoversEarly(t *testing.T) {
 	}
 	if v, _ := e.r.store.VM("v"); v.Host == "h2" {
 		t.Fatal("not recovered")
+	}
+}
+
+// fenceScript writes a fence command that records its arguments.
+func fenceScript(t *testing.T) (script, marker string) {
+	dir := t.TempDir()
+	marker = filepath.Join(dir, "fenced")
+	script = filepath.Join(dir, "fence.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 $2\" > "+marker+"\n"), 0o755)
+	return script, marker
+}
+
+// TestCleanStopWaitsForTheLease: corrald stopping cleanly (a restart, a
+// package upgrade) is not fenced early by fence_command; when it renews
+// again nothing has moved. A clean stop that outlasts the lease is fenced
+// by fence_command, and only then are its guests recovered.
+func TestCleanStopWaitsForTheLease(t *testing.T) {
+	script, marker := fenceScript(t)
+	e := newLiveEnv(t, func(c *LivenessConfig) { c.FenceCommand = []string{script} })
+	e.vm(t, "v", "h2", 0, true)
+	ctx := context.Background()
+	if _, err := e.l.Renew(ctx, LeaseRequest{Host: "h2", Stopping: true}); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := e.r.store.Host("h2"); h.StoppedAt.IsZero() || len(e.events("daemon-stopped")) != 1 {
+		t.Fatalf("clean stop not recorded: %+v", h)
+	}
+	for i := 0; i < 12; i++ { // 6s silent: fence_after (1.5s) long past, the lease not yet
+		e.step(500*time.Millisecond, "h2")
+	}
+	if n := len(e.events("fencing")) + len(e.events("suspected")); n != 0 {
+		t.Fatalf("a clean stop within the lease was fenced or suspected: %v", e.r.store.Events(0, 0))
+	}
+	e.step(500 * time.Millisecond) // back
+	if h, _ := e.r.store.Host("h2"); !h.StoppedAt.IsZero() || h.Mode != model.ModeActive || len(e.events("daemon-back")) != 1 {
+		t.Fatalf("after the restart: %+v", h)
+	}
+	if v, _ := e.r.store.VM("v"); v.Host != "h2" || v.Generation != 1 {
+		t.Fatalf("a restart moved the VM: %+v", v)
+	}
+
+	// Stopped for good: fence_command runs once the lease has expired.
+	e.l.Renew(ctx, LeaseRequest{Host: "h2", Stopping: true})
+	for i := 0; i < 12; i++ {
+		e.step(500*time.Millisecond, "h2")
+	}
+	if len(e.events("fencing")) != 0 {
+		t.Fatal("fenced before the lease expired")
+	}
+	e.step(500*time.Millisecond, "h2")
+	if len(e.events("fencing")) != 1 {
+		t.Fatalf("fence_command not run after the lease: %v", e.r.store.Events(0, 0))
+	}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		e.step(0, "h2")
+		if h, _ := e.r.store.Host("h2"); h.Mode != model.ModeFenced {
+			return fmt.Errorf("h2 %s", h.Mode)
+		}
+		return nil
+	})
+	if b, _ := os.ReadFile(marker); !strings.HasPrefix(string(b), "h2 ") {
+		t.Fatalf("fence command args: %q", b)
+	}
+	if v, _ := e.r.store.VM("v"); v.Host == "h2" {
+		t.Fatal("not recovered after fence_command")
+	}
+}
+
+// TestCleanStopWithoutFenceCommandKeepsGuests: with lease-only fencing a
+// host whose corrald stopped cleanly still runs its guests, so the leader
+// never recovers them on lease expiry; it says why, once.
+func TestCleanStopWithoutFenceCommandKeepsGuests(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	e.vm(t, "v", "h2", 0, true)
+	e.l.Renew(context.Background(), LeaseRequest{Host: "h2", Stopping: true})
+	for i := 0; i < 40; i++ {
+		e.step(500*time.Millisecond, "h2")
+	}
+	if h, _ := e.r.store.Host("h2"); h.Mode == model.ModeFenced {
+		t.Fatal("declared dead on lease expiry after a clean stop")
+	}
+	if v, _ := e.r.store.VM("v"); v.Host != "h2" {
+		t.Fatal("recovered while its host may still run it")
+	}
+	nf := e.events("not-fenced")
+	if len(nf) != 1 || !strings.Contains(nf[0].Message, "stopped cleanly") {
+		t.Fatalf("not-fenced events: %v", nf)
 	}
 }
 

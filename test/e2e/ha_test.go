@@ -493,3 +493,110 @@ func TestExternalFencing(t *testing.T) {
 	chk.stop()
 	chk.check(t)
 }
+
+// TestCleanRestartWithFenceCommand: corrald stopped cleanly (as a package
+// upgrade does) on a host with guests, with fence_command configured. The
+// leader records the clean stop and does not power the host off at
+// fence_after; corrald returns and adopts its guests, none rebooted. A
+// clean stop that outlasts the lease is fenced by fence_command and its
+// guests recovered, never running twice.
+func TestCleanRestartWithFenceCommand(t *testing.T) {
+	binaries(t)
+	labBin := filepath.Join(binDir, "corral-lab")
+	e := newEnv(t, 3, fmt.Sprintf("fence_command = %q\n", labBin+" fence"))
+	chk := e.startChecker()
+	victim := ""
+	for _, h := range e.lab.Hosts {
+		if h.Name != e.leader() {
+			victim = h.Name
+			break
+		}
+	}
+	names := e.pinned(victim, "r", 2)
+	si := e.survivor(victim)
+	before := map[string]api.VM{}
+	for _, n := range names {
+		before[n], _ = e.client(si).VM(e.ctx(), n)
+	}
+	h := e.host(victim)
+	if err := h.StopDaemon(e.ctx(), "corrald", false); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	// 4 s down: well past fence_after (1.5 s), short of lease_ttl +
+	// fence_margin (5.5 s). The host is marked stopped, never fenced.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		hv, err := e.client(si).Host(e.ctx(), victim)
+		if err != nil {
+			return err
+		}
+		if hv.Mode == "fenced" {
+			t.Fatalf("%s fenced %v after a clean stop: %s", victim, time.Since(stopped), hv.FenceReason)
+		}
+		if hv.StoppedAt.IsZero() {
+			return fmt.Errorf("%s not marked stopped", victim)
+		}
+		if time.Since(stopped) < 4*time.Second {
+			return fmt.Errorf("down for %v", time.Since(stopped))
+		}
+		return nil
+	})
+	if err := h.StartDaemon(e.ctx(), "corrald"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		hv, err := e.client(si).Host(e.ctx(), victim)
+		if err != nil {
+			return err
+		}
+		if !hv.StoppedAt.IsZero() || hv.Lease != "ok" {
+			return fmt.Errorf("%s: stopped at %v, lease %s", victim, hv.StoppedAt, hv.Lease)
+		}
+		return nil
+	})
+	e.waitTicks(names[0], e.counters(si, names)[names[0]].counter+5)
+	for _, n := range names {
+		v, _ := e.client(si).VM(e.ctx(), n)
+		g := e.counters(si, []string{n})[n]
+		if v.Host != victim || v.Generation != before[n].Generation || len(g.boots) != 1 || v.State != "running" {
+			t.Fatalf("%s after a clean corrald restart: %+v, boots %v", n, v, g.boots)
+		}
+	}
+	evs, _ := e.client(si).Events(e.ctx(), 0, 0, 0)
+	for _, ev := range evs {
+		if ev.Host == victim && (ev.Kind == "fencing" || ev.Kind == "fenced") {
+			t.Fatalf("a clean restart fenced the host: %+v", ev)
+		}
+	}
+
+	// Stopped for good: fenced by fence_command once the lease is over.
+	stopped = time.Now()
+	if err := h.StopDaemon(e.ctx(), "corrald", false); err != nil {
+		t.Fatal(err)
+	}
+	e.waitMoved(si, names, victim, 60*time.Second)
+	hv, _ := e.client(si).Host(e.ctx(), victim)
+	if !strings.Contains(hv.FenceReason, "fence_command") {
+		t.Fatalf("fenced for %q, want fence_command", hv.FenceReason)
+	}
+	t.Logf("a clean stop that lasted: recovered %v after SIGTERM", time.Since(stopped).Round(time.Millisecond))
+	evs, _ = e.client(si).Events(e.ctx(), 0, 0, 0)
+	var stopAt, fenceAt time.Time
+	for _, ev := range evs {
+		if ev.Host == victim {
+			t.Logf("event %s %s: %s", ev.Time.Format("15:04:05.000"), ev.Kind, ev.Message)
+			switch ev.Kind {
+			case "daemon-stopped":
+				stopAt = ev.Time
+			case "fencing":
+				fenceAt = ev.Time
+			}
+		}
+	}
+	// The leader heard the host last at most a heartbeat before the notice.
+	if fenceAt.Sub(stopAt) < 4500*time.Millisecond {
+		t.Fatalf("fence_command ran %v after the clean stop, before the lease could expire", fenceAt.Sub(stopAt))
+	}
+	chk.stop()
+	chk.check(t)
+}

@@ -431,21 +431,14 @@ func loadFile(path string, cfg *Config) error {
 // values first so that the file can be read in between.
 func bindFlags(fs *flag.FlagSet, cfg *Config) map[string]func(string) error {
 	setters := map[string]func(string) error{}
-	v := reflect.ValueOf(cfg).Elem()
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		key := f.Tag.Get("toml")
-		if key == "" || key == "-" {
-			continue
-		}
+	for _, k := range configKeys(reflect.ValueOf(cfg).Elem()) {
+		key, field := k.key, k.value
 		name := strings.ReplaceAll(key, "_", "-")
-		field := v.Field(i)
 		def := fmt.Sprint(field.Interface())
 		if field.Kind() == reflect.Slice {
 			def = strings.Join(field.Interface().([]string), ",")
 		}
-		fs.String(name, def, f.Tag.Get("help"))
+		fs.String(name, def, k.help)
 		setters[name] = func(s string) error {
 			if err := setField(field, s); err != nil {
 				return bad(key, "flag --%s: %v", name, err)
@@ -454,6 +447,27 @@ func bindFlags(fs *flag.FlagSet, cfg *Config) map[string]func(string) error {
 		}
 	}
 	return setters
+}
+
+// configKey is one key of the config file: its name, help text and the
+// field holding its value.
+type configKey struct {
+	key, help string
+	value     reflect.Value
+}
+
+// configKeys lists the keys of a Config value (every field with a toml
+// tag), in field order.
+func configKeys(v reflect.Value) []configKey {
+	var keys []configKey
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if key := f.Tag.Get("toml"); key != "" && key != "-" {
+			keys = append(keys, configKey{key: key, help: f.Tag.Get("help"), value: v.Field(i)})
+		}
+	}
+	return keys
 }
 
 func setField(field reflect.Value, s string) error {

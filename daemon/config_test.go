@@ -114,13 +114,9 @@ func TestExampleConfigMatchesDefaults(t *testing.T) {
 	if und := md.Undecoded(); len(und) > 0 {
 		t.Fatalf("unknown keys in the example: %v", und)
 	}
-	want := DefaultConfig()
-	gv, wv := reflect.ValueOf(got), reflect.ValueOf(want)
-	for i := 0; i < gv.NumField(); i++ {
-		key := gv.Type().Field(i).Tag.Get("toml")
-		if key == "" || key == "-" {
-			continue
-		}
+	wantKeys := configKeys(reflect.ValueOf(DefaultConfig()))
+	for i, k := range configKeys(reflect.ValueOf(got)) {
+		key, g, w := k.key, k.value.Interface(), wantKeys[i].value.Interface()
 		if !md.IsDefined(key) {
 			t.Errorf("key %s is missing from the example", key)
 			continue
@@ -128,8 +124,8 @@ func TestExampleConfigMatchesDefaults(t *testing.T) {
 		if _, ok := configExamples[key]; ok {
 			continue
 		}
-		if !reflect.DeepEqual(gv.Field(i).Interface(), wv.Field(i).Interface()) {
-			t.Errorf("%s: example says %v, default is %v", key, gv.Field(i).Interface(), wv.Field(i).Interface())
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("%s: example says %v, default is %v", key, g, w)
 		}
 	}
 }

@@ -50,19 +50,12 @@ func ExampleConfig() string {
 # addresses, bind_addr or advertise_addr. The hosts need storage_pool on
 # shared storage (e.g. NFS) for guests to be recovered and migrated.
 `)
-	cfg := DefaultConfig()
-	v := reflect.ValueOf(cfg)
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		key := f.Tag.Get("toml")
-		if key == "" || key == "-" {
-			continue
-		}
+	for _, k := range configKeys(reflect.ValueOf(DefaultConfig())) {
+		key := k.key
 		if s, ok := configSections[key]; ok {
 			fmt.Fprintf(&b, "\n# ---- %s ----\n", s)
 		}
-		help := f.Tag.Get("help")
+		help := k.help
 		ex, hasExample := configExamples[key]
 		if hasExample {
 			help, _, _ = strings.Cut(help, " (default: ")
@@ -73,7 +66,7 @@ func ExampleConfig() string {
 			fmt.Fprintf(&b, "#%s = %s\n", key, ex.value)
 			continue
 		}
-		fmt.Fprintf(&b, "#%s = %s\n", key, tomlValue(v.Field(i).Interface()))
+		fmt.Fprintf(&b, "#%s = %s\n", key, tomlValue(k.value.Interface()))
 	}
 	return b.String()
 }

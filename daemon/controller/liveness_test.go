@@ -154,10 +154,7 @@ func TestShortBlipIsRiddenOut(t *testing.T) {
 }
 
 func TestFenceCommandRecoversEarly(t *testing.T) {
-	dir := t.TempDir()
-	marker := filepath.Join(dir, "fenced")
-	script := filepath.Join(dir, "fence.sh")
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 $2\" > "+marker+"\n"), 0o755)
+	script, marker := fenceScript(t)
 	e := newLiveEnv(t, func(c *LivenessConfig) { c.FenceCommand = []string{script} })
 	e.vm(t, "v", "h2", 0, true)
 	for i := 0; i < 3; i++ {

@@ -217,13 +217,7 @@ func TestKillLeaderHost(t *testing.T) { testHostKill(t, true) }
 func TestPartitionFencesItself(t *testing.T) {
 	e := newEnv(t, 3, "")
 	chk := e.startChecker()
-	victim := ""
-	for _, h := range e.lab.Hosts {
-		if h.Name != e.leader() {
-			victim = h.Name
-			break
-		}
-	}
+	victim := e.follower()
 	names := e.pinned(victim, "p", 2)
 	si := e.survivor(victim)
 	if err := e.host(victim).Partition(e.ctx()); err != nil {
@@ -460,23 +454,33 @@ func TestCorraldLongOutageDiskLocks(t *testing.T) {
 	chk.check(t)
 }
 
+// newFencingEnv is a 3-host lab whose fence_command is the lab's fence
+// agent, which finds its lab through CORRAL_LAB_DIR (the lab sets it for
+// every daemon it starts).
+func newFencingEnv(t *testing.T) *env {
+	binaries(t)
+	labBin := filepath.Join(binDir, "corral-lab")
+	return newEnv(t, 3, fmt.Sprintf("fence_command = %q\n", labBin+" fence"))
+}
+
+// follower names a host that is not the leader.
+func (e *env) follower() string {
+	for _, h := range e.lab.Hosts {
+		if h.Name != e.leader() {
+			return h.Name
+		}
+	}
+	e.t.Fatal("no follower")
+	return ""
+}
+
 // TestExternalFencing: with the lab's fence agent as fence_command, the
 // leader powers a silent host off and recovers at once, without waiting
 // for the lease.
 func TestExternalFencing(t *testing.T) {
-	binaries(t)
-	labBin := filepath.Join(binDir, "corral-lab")
-	// The fence agent finds its lab through CORRAL_LAB_DIR, which the lab
-	// sets for every daemon it starts.
-	e := newEnv(t, 3, fmt.Sprintf("fence_command = %q\n", labBin+" fence"))
+	e := newFencingEnv(t)
 	chk := e.startChecker()
-	victim := ""
-	for _, h := range e.lab.Hosts {
-		if h.Name != e.leader() {
-			victim = h.Name
-			break
-		}
-	}
+	victim := e.follower()
 	names := e.pinned(victim, "x", 2)
 	si := e.survivor(victim)
 	start := time.Now()
@@ -501,17 +505,9 @@ func TestExternalFencing(t *testing.T) {
 // clean stop that outlasts the lease is fenced by fence_command and its
 // guests recovered, never running twice.
 func TestCleanRestartWithFenceCommand(t *testing.T) {
-	binaries(t)
-	labBin := filepath.Join(binDir, "corral-lab")
-	e := newEnv(t, 3, fmt.Sprintf("fence_command = %q\n", labBin+" fence"))
+	e := newFencingEnv(t)
 	chk := e.startChecker()
-	victim := ""
-	for _, h := range e.lab.Hosts {
-		if h.Name != e.leader() {
-			victim = h.Name
-			break
-		}
-	}
+	victim := e.follower()
 	names := e.pinned(victim, "r", 2)
 	si := e.survivor(victim)
 	before := map[string]api.VM{}

@@ -7,14 +7,16 @@
 # 0.0.0) with the commit time and hash as a pre-release, so that later
 # commits sort later: 0.0.0~git.20261127224500.eb425fa in the .deb.
 #
-# usage: scripts/package.sh [OUT]
+# usage: scripts/package.sh [OUT]   (OUT defaults to the repository's dist/)
 set -euo pipefail
+out=$(realpath -m "${1:-$(dirname "$0")/../dist}")
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
-out=${1:-dist}
 nfpm=github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 
-if tag=$(git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null); then
+if ! git rev-parse --git-dir >/dev/null 2>&1; then
+  pkgver=0.0.0-dev # not a git checkout
+elif tag=$(git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null); then
   pkgver=${tag#v}
 else
   base=$(git describe --tags --abbrev=0 --match 'v[0-9]*' 2>/dev/null || echo v0.0.0)

@@ -157,32 +157,42 @@ func TestFenceCommandRecoversEarly(t *testing.T) {
 	script, marker := fenceScript(t)
 	e := newLiveEnv(t, func(c *LivenessConfig) { c.FenceCommand = []string{script} })
 	e.vm(t, "v", "h2", 0, true)
-	for i := 0; i < 3; i++ {
-		e.step(500*time.Millisecond, "h2")
+	e.fenceStartsAfter(t, "h2", 3) // fence_after 1.5s: started at the 2s check
+	e.waitFencedAndRecovered(t, "h2", marker)
+}
+
+// fenceStartsAfter steps 500 ms at a time with host silent: fence_command
+// must not start in the first `quiet` steps and must start on the next.
+func (e *liveEnv) fenceStartsAfter(t *testing.T, host string, quiet int) {
+	t.Helper()
+	for i := 0; i < quiet; i++ {
+		e.step(500*time.Millisecond, host)
 	}
 	if len(e.events("fencing")) != 0 {
-		t.Fatal("fence command ran before fence_after")
+		t.Fatalf("fence_command started within %v", time.Duration(quiet)*500*time.Millisecond)
 	}
-	e.step(500*time.Millisecond, "h2")
+	e.step(500*time.Millisecond, host)
 	if len(e.events("fencing")) != 1 {
-		t.Fatalf("fence command not started after 2s: %v", e.r.store.Events(0, 0))
+		t.Fatalf("fence_command not started after %v: %v", time.Duration(quiet+1)*500*time.Millisecond, e.r.store.Events(0, 0))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		e.step(0, "h2")
-		if h, _ := e.r.store.Host("h2"); h.Mode == model.ModeFenced {
-			break
+}
+
+// waitFencedAndRecovered waits for the fence command (a real process) to
+// report, then checks its arguments and that the VM "v" moved off host.
+func (e *liveEnv) waitFencedAndRecovered(t *testing.T, host, marker string) {
+	t.Helper()
+	testutil.Eventually(t, 5*time.Second, func() error {
+		e.step(0, host)
+		if h, _ := e.r.store.Host(host); h.Mode != model.ModeFenced {
+			return fmt.Errorf("%s %s", host, h.Mode)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not fenced after the fence command: %v", e.r.store.Events(0, 0))
-		}
-		time.Sleep(10 * time.Millisecond) // the fence command runs as a real process
-	}
-	if b, _ := os.ReadFile(marker); !strings.HasPrefix(string(b), "h2 10.0.0.1") {
+		return nil
+	})
+	if b, _ := os.ReadFile(marker); !strings.HasPrefix(string(b), host+" 10.0.0.1") {
 		t.Fatalf("fence command args: %q", b)
 	}
-	if v, _ := e.r.store.VM("v"); v.Host == "h2" {
-		t.Fatal("not recovered")
+	if v, _ := e.r.store.VM("v"); v.Host == host {
+		t.Fatal("not recovered after fence_command")
 	}
 }
 
@@ -226,29 +236,8 @@ func TestCleanStopWaitsForTheLease(t *testing.T) {
 
 	// Stopped for good: fence_command runs once the lease has expired.
 	e.l.Renew(ctx, LeaseRequest{Host: "h2", Stopping: true})
-	for i := 0; i < 12; i++ {
-		e.step(500*time.Millisecond, "h2")
-	}
-	if len(e.events("fencing")) != 0 {
-		t.Fatal("fenced before the lease expired")
-	}
-	e.step(500*time.Millisecond, "h2")
-	if len(e.events("fencing")) != 1 {
-		t.Fatalf("fence_command not run after the lease: %v", e.r.store.Events(0, 0))
-	}
-	testutil.Eventually(t, 5*time.Second, func() error {
-		e.step(0, "h2")
-		if h, _ := e.r.store.Host("h2"); h.Mode != model.ModeFenced {
-			return fmt.Errorf("h2 %s", h.Mode)
-		}
-		return nil
-	})
-	if b, _ := os.ReadFile(marker); !strings.HasPrefix(string(b), "h2 ") {
-		t.Fatalf("fence command args: %q", b)
-	}
-	if v, _ := e.r.store.VM("v"); v.Host == "h2" {
-		t.Fatal("not recovered after fence_command")
-	}
+	e.fenceStartsAfter(t, "h2", 12) // lease_ttl 5s + fence_margin 1s: started at the 6.5s check
+	e.waitFencedAndRecovered(t, "h2", marker)
 }
 
 // TestCleanStopWithoutFenceCommandKeepsGuests: with lease-only fencing a

@@ -91,6 +91,27 @@ func TestCorralctlLinksNoDaemonLibraries(t *testing.T) {
 	}
 }
 
+// The fencer must stay small and must not wait on anything that can be
+// slow: the standard library, golang.org/x/sys and internal/guestproc only
+// (no libvirt client, no Raft, no gossip, no daemon code).
+func TestFencerIsSmall(t *testing.T) {
+	std := map[string]bool{}
+	for _, p := range listPackages(t, "std") {
+		std[p.ImportPath] = true
+	}
+	allowed := func(dep string) bool {
+		return std[dep] || strings.HasPrefix(dep, "golang.org/x/sys/") || strings.HasPrefix(dep, "vendor/") ||
+			dep == module+"/fencer" || dep == module+"/internal/guestproc" || dep == module+"/internal/version"
+	}
+	for _, p := range listPackages(t, "./cmd/corral-fencer") {
+		for _, dep := range p.Deps {
+			if !allowed(dep) {
+				t.Errorf("corral-fencer links %s", dep)
+			}
+		}
+	}
+}
+
 func TestAPIIsStdlibOnly(t *testing.T) {
 	std := map[string]bool{}
 	for _, p := range listPackages(t, "std") {

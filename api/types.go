@@ -31,6 +31,10 @@ type Status struct {
 	// destroyed) or none; LeaseRemainingMs is what is left of it.
 	Lease            string `json:"lease"`
 	LeaseRemainingMs int64  `json:"lease_remaining_ms"`
+	// Fencer is this host's fencer (corral-fencer): armed (it kills the
+	// guests when the lease ends, even without corrald), released, fenced,
+	// unreachable, or none (fencer_socket is empty).
+	Fencer string `json:"fencer"`
 }
 
 // Capacity is what a host offers to guests.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -68,6 +69,8 @@ type Config struct {
 	FenceAfter        time.Duration `toml:"fence_after" help:"how late a host's renewals must be before fence_command runs"`
 	FenceTimeout      time.Duration `toml:"fence_timeout" help:"how long fence_command may take"`
 	WatchdogDevice    string        `toml:"watchdog_device" help:"watchdog device fed only while this host holds its lease (e.g. /dev/watchdog); empty for none"`
+	FencerSocket      string        `toml:"fencer_socket" help:"socket of this host's fencer (corral-fencer), which kills the guests when the lease ends even if corrald is dead; with one set, guests start only while it holds the deadline; empty for none (guests then outlive a crashed corrald)"`
+	FenceKillBudget   time.Duration `toml:"fence_kill_budget" help:"a host kills its guests this long before its lease ends, so that they are dead when it does (measured: see README)"`
 	SharedStorage     bool          `toml:"shared_storage" help:"VM disks are on storage all hosts reach, so VMs can be recovered and migrated"`
 	DrainParallel     int           `toml:"drain_parallel" help:"live migrations at once when draining a host"`
 	MigrationURI      string        `toml:"migration_uri" help:"libvirt URI of a target host's libvirtd for live migration; %s is its address"`
@@ -155,6 +158,8 @@ func DefaultConfig() Config {
 		HeartbeatInterval: 500 * time.Millisecond,
 		LeaseTTL:          4500 * time.Millisecond,
 		FenceMargin:       time.Second,
+		FencerSocket:      "/run/corral-fencer/fencer.sock",
+		FenceKillBudget:   250 * time.Millisecond,
 		FenceAfter:        1500 * time.Millisecond,
 		FenceTimeout:      30 * time.Second,
 		SharedStorage:     true,
@@ -320,6 +325,12 @@ func (c *Config) Validate() error {
 	}
 	if c.FenceMargin < c.HeartbeatInterval/2 {
 		return bad("fence_margin", "%v: at least half a heartbeat interval; it covers clock drift and the time a host takes to destroy its guests", c.FenceMargin)
+	}
+	if c.FenceKillBudget < 0 || c.FenceKillBudget > c.LeaseTTL/4 || c.FenceKillBudget > 5*time.Second {
+		return bad("fence_kill_budget", "%v: must be within 0..min(lease_ttl/4, 5s)", c.FenceKillBudget)
+	}
+	if c.FencerSocket != "" && !filepath.IsAbs(c.FencerSocket) {
+		return bad("fencer_socket", "%q: must be an absolute path", c.FencerSocket)
 	}
 	if c.FenceAfter < 2*c.HeartbeatInterval {
 		return bad("fence_after", "%v: at least 2 heartbeat intervals", c.FenceAfter)

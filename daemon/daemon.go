@@ -24,6 +24,7 @@ import (
 	"github.com/corralhq/corral/daemon/metrics"
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/daemon/rpc"
+	"github.com/corralhq/corral/fencer"
 	"github.com/corralhq/corral/hwmon"
 	"github.com/corralhq/corral/internal/version"
 	"github.com/corralhq/corral/model"
@@ -45,6 +46,7 @@ type Daemon struct {
 	driver  GuestDriver
 	host    *controller.HostLoop
 	lease   *controller.Lease
+	fencer  *fencer.Client // nil without fencer_socket
 	netloop *controller.NetLoop
 	monitor *hwmon.Monitor
 	hw      hardware
@@ -125,9 +127,15 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			Logger:        log.With("component", "libvirt"),
 		})
 	}
+	var guard controller.Fencer
+	if cfg.FencerSocket != "" {
+		d.fencer = fencer.NewClient(cfg.FencerSocket, cfg.FenceKillBudget, log.With("component", "fencer"))
+		guard = d.fencer
+	}
 	d.lease = controller.NewLease(controller.LeaseConfig{
 		Self: cfg.Name, Interval: cfg.HeartbeatInterval, TTL: cfg.LeaseTTL, Watchdog: cfg.WatchdogDevice,
-	}, renewer{d}, controller.SystemClock{}, log.With("component", "lease"), func(string) { d.host.Fence() })
+		KillBudget: cfg.FenceKillBudget,
+	}, renewer{d}, controller.SystemClock{}, log.With("component", "lease"), func(string) { d.host.Fence() }, guard)
 	d.host = controller.NewHostLoop(controller.HostConfig{
 		Self: cfg.Name, ResyncInterval: cfg.Tuning.HostResync, ShutdownTimeout: cfg.ShutdownTimeout,
 		MayStart: func() bool { return d.lease.MayStart(d.store.AppliedIndex()) },
@@ -253,6 +261,11 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("meta", d.syncMeta)
 	start("hypervisor", d.driver.Run)
 	start("hwmon", d.runHardware)
+	if d.fencer != nil {
+		start("fencer", d.fencer.Run)
+	} else {
+		d.log.Warn("no fencer_socket: guests of this host outlive a crashed or hung corrald, and only disk locks keep a recovered copy from running beside them")
+	}
 	start("lease", d.lease.Run)
 	if d.netloop != nil {
 		start("network", d.netloop.Run)

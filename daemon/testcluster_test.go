@@ -82,6 +82,7 @@ func newTestCluster(t testing.TB, n int, seeds []int, mod func(i int, c *Config)
 		c.RPCPort = testutil.FreePort(t, ip)
 		c.Socket = filepath.Join(dir, c.Name+".sock")
 		c.SocketGroup = ""
+		c.FencerSocket = "" // fake guests: nothing for a fencer to kill
 		c.Tuning = fastTuning()
 		drv := fake.New()
 		drv.SetPoolDir(pool)

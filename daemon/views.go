@@ -40,6 +40,13 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 	case d.lease.Fencing():
 		out.Lease = "fencing"
 	}
+	out.Fencer = "none"
+	if d.fencer != nil {
+		out.Fencer = "unreachable"
+		if st, ok := d.fencer.Status(); ok {
+			out.Fencer = string(st.Mode)
+		}
+	}
 	if servers, err := d.store.Servers(); err == nil {
 		for _, s := range servers {
 			if s.Voter {

@@ -21,6 +21,8 @@ seeds = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 bootstrap_expect = 3
 socket = "$PWD/$dir/h$i.sock"
 socket_group = ""
+# control plane only: no guests, so no fencer to feed
+fencer_socket = ""
 CONF
     "$bin/corrald" --config "$dir/h$i.toml" >"$dir/h$i.log" 2>&1 &
     echo $! > "$dir/h$i.pid"

@@ -36,6 +36,14 @@ func (c *cli) statusCmd() *cobra.Command {
 					lease = fmt.Sprintf("held, %.1fs left", float64(s.LeaseRemainingMs)/1000)
 				}
 				fmt.Fprintf(w, "Lease:\t%s\n", lease)
+				fencer := s.Fencer
+				switch s.Fencer {
+				case "none":
+					fencer = "none (guests outlive a crashed corrald)"
+				case "unreachable":
+					fencer = "UNREACHABLE (no guests start; running ones outlive a crashed corrald)"
+				}
+				fmt.Fprintf(w, "Fencer:\t%s\n", fencer)
 				if !s.Joined {
 					fmt.Fprintf(w, "Joined:\tno (still looking for seeds)\n")
 				}

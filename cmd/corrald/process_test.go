@@ -64,6 +64,7 @@ rpc_port = %d
 seeds = [%s]
 socket = %q
 socket_group = ""
+fencer_socket = ""
 bootstrap_expect = 3
 `, p.name, filepath.Join(dir, p.name), i, ps[i-1].gossip, ps[i-1].raft, ps[i-1].rpc, strings.Join(seeds, ", "), p.socket)
 		confPath := filepath.Join(dir, p.name+".toml")

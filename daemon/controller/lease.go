@@ -15,6 +15,11 @@ type LeaseRequest struct {
 	// guests keep running and nothing will fence them when the lease
 	// expires, so the leader must not read the expiry as "they are gone".
 	Stopping bool `json:"stopping,omitempty"`
+	// Unguarded: this host has a fencer, and it does not hold an armed
+	// deadline yet. Such a renewal neither ends a clean-stop mark nor
+	// acknowledges re-armed HA: if corrald died now, nothing would kill
+	// its guests. The next renewal, sent after the fencer was armed, does.
+	Unguarded bool `json:"unguarded,omitempty"`
 }
 
 // LeaseGrant is the leader's answer to a renewal.
@@ -46,6 +51,23 @@ type LeaseConfig struct {
 	TTL time.Duration
 	// Watchdog, if set, is a watchdog device fed while the lease is valid.
 	Watchdog string
+	// KillBudget: the host fences itself this long before the lease ends,
+	// so that its guests are dead when it does (fence_kill_budget).
+	KillBudget time.Duration
+}
+
+// Fencer is the host's independent fencer (fencer.Client): it kills the
+// guests when a deadline passes unfed, even if corrald is dead.
+type Fencer interface {
+	// Arm: the lease ends remaining from now. Never blocks.
+	Arm(remaining time.Duration)
+	// Release: guests outlive corrald (HA disarmed, or a clean stop the
+	// leader knows of). Never blocks.
+	Release()
+	// Sync waits until the fencer acknowledged the last Arm or Release.
+	Sync(ctx context.Context) error
+	// Armed: the fencer holds a deadline whose kill is still ahead.
+	Armed() bool
 }
 
 // Lease is this host's lease with the leader. See DESIGN.md, "Leases and
@@ -57,6 +79,8 @@ type Lease struct {
 	log     *slog.Logger
 	// fence destroys every guest corral runs on this host.
 	fence func(reason string)
+	// fencer, if any, kills them even when this process cannot.
+	fencer Fencer
 
 	mu         sync.Mutex
 	held       bool
@@ -69,25 +93,37 @@ type Lease struct {
 }
 
 // NewLease returns a lease; Run keeps it renewed. fence is called when a
-// lease granted while HA was armed expires.
-func NewLease(cfg LeaseConfig, renewer Renewer, clock Clock, log *slog.Logger, fence func(reason string)) *Lease {
-	return &Lease{cfg: cfg, renewer: renewer, clock: clock, log: log, fence: fence}
+// lease granted while HA was armed expires. fencer may be nil (no
+// independent fencer: guests outlive a dead corrald).
+func NewLease(cfg LeaseConfig, renewer Renewer, clock Clock, log *slog.Logger, fence func(reason string), fencer Fencer) *Lease {
+	return &Lease{cfg: cfg, renewer: renewer, clock: clock, log: log, fence: fence, fencer: fencer}
 }
+
+// end is when the host fences itself: the lease's end less the kill
+// budget. Called with mu held.
+func (l *Lease) end() time.Time { return l.validUntil.Add(-l.cfg.KillBudget) }
 
 // Valid reports whether this host holds an unexpired lease.
 func (l *Lease) Valid() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.held && l.clock.Now().Before(l.validUntil)
+	return l.held && l.clock.Now().Before(l.end())
 }
 
-// MayStart reports whether guests may be started: the lease is valid and
-// the local state has applied what the leader had committed when the lease
-// was (re)acquired.
+// MayStart reports whether guests may be started: the lease is valid, the
+// local state has applied what the leader had committed when the lease was
+// (re)acquired, and, for an armed lease on a host with a fencer, the
+// fencer holds the deadline (a guest started now dies with the lease).
 func (l *Lease) MayStart(applied uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.held && l.clock.Now().Before(l.validUntil) && applied >= l.target
+	return l.held && l.clock.Now().Before(l.end()) && applied >= l.target && l.guarded()
+}
+
+// guarded: no fencer to wait for, or HA disarmed, or the fencer is armed.
+// Called with mu held.
+func (l *Lease) guarded() bool {
+	return l.fencer == nil || !l.armed || l.fencer.Armed()
 }
 
 // Fencing reports whether this host has fenced itself: an armed lease
@@ -106,7 +142,7 @@ func (l *Lease) Remaining() time.Duration {
 	if !l.held {
 		return 0
 	}
-	return max(l.validUntil.Sub(l.clock.Now()), 0)
+	return max(l.end().Sub(l.clock.Now()), 0)
 }
 
 // Run renews every Interval (several renewals may be in flight, so one
@@ -179,8 +215,17 @@ func (l *Lease) sayStopping() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if _, err := l.renewer.Renew(ctx, LeaseRequest{Host: l.cfg.Self, Stopping: true}); err != nil {
-		l.log.Warn("could not tell the leader of this clean stop", "err", err)
+		l.log.Warn("could not tell the leader of this clean stop; the fencer stays armed, so the guests die when the lease ends unless corrald is back by then", "err", err)
 		return
+	}
+	if l.fencer != nil {
+		// Only now: the leader knows the guests keep running, so it will
+		// not recover them on lease expiry alone.
+		l.fencer.Release()
+		if err := l.fencer.Sync(ctx); err != nil {
+			l.log.Error("the leader knows of this clean stop, but the fencer could not be released: the guests die when the lease ends", "err", err)
+			return
+		}
 	}
 	l.log.Info("told the leader: corrald stops, guests keep running")
 }
@@ -201,7 +246,10 @@ func (l *Lease) attempt(ctx context.Context, sent time.Time) {
 	}()
 	rctx, cancel := context.WithTimeout(ctx, l.cfg.TTL)
 	defer cancel()
-	g, err := l.renewer.Renew(rctx, LeaseRequest{Host: l.cfg.Self})
+	l.mu.Lock()
+	unguarded := l.fencer != nil && !l.fencer.Armed()
+	l.mu.Unlock()
+	g, err := l.renewer.Renew(rctx, LeaseRequest{Host: l.cfg.Self, Unguarded: unguarded})
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Debug("lease renewal failed", "err", err)
@@ -211,7 +259,7 @@ func (l *Lease) attempt(ctx context.Context, sent time.Time) {
 	until := sent.Add(l.cfg.TTL)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !until.After(l.clock.Now()) {
+	if !until.Add(-l.cfg.KillBudget).After(l.clock.Now()) {
 		return // answered too late to be of use
 	}
 	if !l.held {
@@ -222,11 +270,18 @@ func (l *Lease) attempt(ctx context.Context, sent time.Time) {
 		l.validUntil = until
 	}
 	l.armed = g.Armed
+	if l.fencer != nil {
+		if g.Armed {
+			l.fencer.Arm(l.validUntil.Sub(l.clock.Now()))
+		} else {
+			l.fencer.Release()
+		}
+	}
 }
 
 func (l *Lease) checkExpiry(now time.Time) {
 	l.mu.Lock()
-	expired := l.held && !now.Before(l.validUntil)
+	expired := l.held && !now.Before(l.end())
 	armed := l.armed
 	if expired {
 		l.held = false

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func (f *fakeRenewer) set(g LeaseGrant, err error) {
 func newTestLease(r Renewer, clock *fakeClock) (*Lease, *int) {
 	fences := 0
 	l := NewLease(LeaseConfig{Self: "h1", Interval: 500 * time.Millisecond, TTL: 5 * time.Second}, r, clock, slog.New(slog.DiscardHandler),
-		func(string) { fences++ })
+		func(string) { fences++ }, nil)
 	return l, &fences
 }
 
@@ -119,7 +120,7 @@ func TestWatchdogFedOnlyWhileLeaseValid(t *testing.T) {
 	r := &fakeRenewer{grant: LeaseGrant{Armed: true}}
 	fenced := make(chan struct{}, 1)
 	l := NewLease(LeaseConfig{Self: "h1", Interval: 50 * time.Millisecond, TTL: time.Second, Watchdog: dev}, r, clock,
-		slog.New(slog.DiscardHandler), func(string) { fenced <- struct{}{} })
+		slog.New(slog.DiscardHandler), func(string) { fenced <- struct{}{} }, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -165,7 +166,7 @@ func TestLeaseSaysStoppingOnCleanStop(t *testing.T) {
 			r.err = errors.New("no leader")
 		}
 		l := NewLease(LeaseConfig{Self: "h1", Interval: 20 * time.Millisecond, TTL: time.Second}, r, clock,
-			slog.New(slog.DiscardHandler), func(string) {})
+			slog.New(slog.DiscardHandler), func(string) {}, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- l.Run(ctx) }()
@@ -189,6 +190,125 @@ func TestLeaseSaysStoppingOnCleanStop(t *testing.T) {
 		r.mu.Unlock()
 		if want := map[bool]int{true: 1, false: 0}[held]; stopping != want {
 			t.Fatalf("held %v: %d stopping notices, want %d", held, stopping, want)
+		}
+	}
+}
+
+// fakeFencer records what the lease asks of the fencer.
+type fakeFencer struct {
+	mu       sync.Mutex
+	armed    bool // what Armed reports
+	arms     []time.Duration
+	releases int
+	syncs    int
+}
+
+func (f *fakeFencer) Arm(remaining time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.arms = append(f.arms, remaining)
+}
+
+func (f *fakeFencer) Release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.releases++
+}
+
+func (f *fakeFencer) Sync(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.syncs++
+	return nil
+}
+
+func (f *fakeFencer) Armed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.armed
+}
+
+// guardRenewer remembers whether each renewal said it was unguarded.
+type guardRenewer struct {
+	fakeRenewer
+	unguarded []bool
+}
+
+func (g *guardRenewer) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error) {
+	g.mu.Lock()
+	if !req.Stopping {
+		g.unguarded = append(g.unguarded, req.Unguarded)
+	}
+	g.mu.Unlock()
+	return g.fakeRenewer.Renew(ctx, req)
+}
+
+// TestLeaseFeedsTheFencer: every armed grant arms the fencer with the
+// lease's end; an unarmed one releases it; guests start only while the
+// fencer holds the deadline; renewals say when it does not; the host
+// fences itself the kill budget before the lease ends.
+func TestLeaseFeedsTheFencer(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	r := &guardRenewer{fakeRenewer: fakeRenewer{grant: LeaseGrant{Armed: true, CommitIndex: 1}}}
+	f := &fakeFencer{}
+	fences := 0
+	l := NewLease(LeaseConfig{Self: "h1", Interval: 500 * time.Millisecond, TTL: 5 * time.Second, KillBudget: 250 * time.Millisecond},
+		r, clock, slog.New(slog.DiscardHandler), func(string) { fences++ }, f)
+	ctx := context.Background()
+	sent := clock.Now()
+	clock.Advance(time.Second)
+	l.attempt(ctx, sent)
+	if len(f.arms) != 1 || f.arms[0] != 4*time.Second {
+		t.Fatalf("fencer armed with %v, want the lease's end 4s from now", f.arms)
+	}
+	if l.MayStart(1) {
+		t.Fatal("started guests before the fencer held the deadline")
+	}
+	f.armed = true
+	if !l.MayStart(1) {
+		t.Fatal("fencer armed, lease valid, caught up: guests may start")
+	}
+	l.attempt(ctx, clock.Now())
+	if !slices.Equal(r.unguarded, []bool{true, false}) {
+		t.Fatalf("renewals said unguarded %v, want [true false]", r.unguarded)
+	}
+	// The lease ends 5s after the last send; the host fences 250ms before.
+	clock.Advance(5*time.Second - 250*time.Millisecond - time.Millisecond)
+	l.checkExpiry(clock.Now())
+	if fences != 0 || l.Remaining() != time.Millisecond {
+		t.Fatalf("fenced %d times, remaining %v, before the budget's start", fences, l.Remaining())
+	}
+	clock.Advance(time.Millisecond)
+	l.checkExpiry(clock.Now())
+	if fences != 1 || l.MayStart(1) {
+		t.Fatalf("%d fences at the lease's end less the kill budget", fences)
+	}
+	// HA disarmed: the grant releases the fencer, and starts need no fencer.
+	f.armed = false
+	r.set(LeaseGrant{Armed: false, CommitIndex: 1}, nil)
+	l.attempt(ctx, clock.Now())
+	if f.releases != 1 || !l.MayStart(1) {
+		t.Fatalf("unarmed grant: %d releases, may start %v", f.releases, l.MayStart(1))
+	}
+}
+
+// TestCleanStopReleasesTheFencerOnlyOnceTheLeaderKnows: the fencer stands
+// down on a clean stop only after the leader acknowledged the notice; if
+// the notice fails it stays armed, and the guests die with the lease.
+func TestCleanStopReleasesTheFencerOnlyOnceTheLeaderKnows(t *testing.T) {
+	for _, leaderAnswers := range []bool{true, false} {
+		clock := &fakeClock{now: time.Unix(1000, 0)}
+		r := &fakeRenewer{grant: LeaseGrant{Armed: true}}
+		f := &fakeFencer{armed: true}
+		l := NewLease(LeaseConfig{Self: "h1", Interval: 500 * time.Millisecond, TTL: 5 * time.Second}, r, clock,
+			slog.New(slog.DiscardHandler), func(string) {}, f)
+		l.attempt(context.Background(), clock.Now())
+		if !leaderAnswers {
+			r.set(LeaseGrant{}, errors.New("no leader"))
+		}
+		l.sayStopping()
+		if got := f.releases == 1 && f.syncs == 1; got != leaderAnswers {
+			t.Fatalf("leader answered %v: %d releases, %d syncs", leaderAnswers, f.releases, f.syncs)
 		}
 	}
 }

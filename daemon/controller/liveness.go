@@ -96,14 +96,18 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 	}
 	lv.heard[req.Host] = now
 	lv.renewedAt[req.Host] = now
-	if !cl.HADisarmed {
+	// An unguarded renewal (the host's fencer holds no deadline yet) does
+	// not count as armed: were corrald to die right after it, nothing
+	// would kill the guests. The host arms its fencer with this grant and
+	// says so in its next renewal.
+	if !cl.HADisarmed && !req.Unguarded {
 		lv.armedAck[req.Host] = true
 	}
 	lv.mu.Unlock()
 	fenced := false
 	if h, err := l.store.Host(req.Host); err == nil {
 		fenced = h.Mode == model.ModeFenced
-		if !h.StoppedAt.IsZero() {
+		if !h.StoppedAt.IsZero() && !req.Unguarded {
 			if _, err := l.store.Apply(ctx, raftstore.SetHostStopped{Name: req.Host}); err != nil {
 				return LeaseGrant{}, err
 			}

@@ -262,6 +262,42 @@ func TestCleanStopWithoutFenceCommandKeepsGuests(t *testing.T) {
 	}
 }
 
+// TestUnguardedRenewalsAreNotTrusted: a renewal from a host whose fencer
+// holds no deadline yet neither ends its clean-stop mark nor counts as
+// acknowledging re-armed HA: were its corrald to die right after, nothing
+// would kill its guests, so the leader must not recover them on lease
+// expiry.
+func TestUnguardedRenewalsAreNotTrusted(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	e.vm(t, "v", "h2", 0, true)
+	ctx := context.Background()
+	e.l.Renew(ctx, LeaseRequest{Host: "h2", Stopping: true})
+	e.step(500*time.Millisecond, "h2")
+	if _, err := e.l.Renew(ctx, LeaseRequest{Host: "h2", Unguarded: true}); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := e.r.store.Host("h2"); h.StoppedAt.IsZero() {
+		t.Fatal("an unguarded renewal ended the clean-stop mark")
+	}
+	for i := 0; i < 20; i++ { // corrald dies before its fencer was armed
+		e.step(500*time.Millisecond, "h2")
+	}
+	if v, _ := e.r.store.VM("v"); v.Host != "h2" {
+		t.Fatal("recovered the guests of a host whose fencer was never armed")
+	}
+	// Re-armed HA: an unguarded renewal does not acknowledge it either.
+	e.l.SetHA(ctx, HARequest{Armed: false})
+	e.step(500 * time.Millisecond)
+	e.l.SetHA(ctx, HARequest{Armed: true})
+	e.l.Renew(ctx, LeaseRequest{Host: "h2", Unguarded: true})
+	for i := 0; i < 20; i++ {
+		e.step(500*time.Millisecond, "h2")
+	}
+	if h, _ := e.r.store.Host("h2"); h.Mode == model.ModeFenced {
+		t.Fatal("declared dead a host that never renewed guarded after re-arming")
+	}
+}
+
 func TestRearmedHAWaitsForHostsToRenew(t *testing.T) {
 	e := newLiveEnv(t, nil)
 	e.vm(t, "v", "h2", 0, true)

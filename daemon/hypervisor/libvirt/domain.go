@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
 
 	"github.com/corralhq/corral/daemon/hypervisor"
+	"github.com/corralhq/corral/internal/guestproc"
 )
 
 var (
@@ -306,14 +304,20 @@ func parseStats(params []golibvirt.TypedParam) hypervisor.Stats {
 	return st
 }
 
-// PowerOff kills the domain's QEMU at once (SIGKILL, by the pid libvirt
-// records), then lets libvirt clean up. Used to fence: libvirt's own
-// destroy sends SIGTERM first and waits for QEMU, which under load takes
-// seconds the fencing protocol does not have.
+// PowerOff kills the domain's QEMU at once (SIGKILL through a pidfd, by
+// the pid libvirt records), waits for its death, and only then lets
+// libvirt clean up. Used to fence: libvirt's own destroy sends SIGTERM
+// first and waits for QEMU, which under load takes seconds the fencing
+// protocol does not have.
 func (d *Driver) PowerOff(ctx context.Context, name string) error {
-	if b, err := os.ReadFile("/run/libvirt/qemu/" + name + ".pid"); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-			syscall.Kill(pid, syscall.SIGKILL)
+	if pid, err := guestproc.PIDFile(guestproc.DefaultRunDir, name); err == nil {
+		if p, err := guestproc.Open(guestproc.Target{Name: name, PID: pid}); err == nil {
+			p.Kill()
+			alive := guestproc.WaitDead([]*guestproc.Proc{p}, 5*time.Second)
+			p.Close()
+			if len(alive) > 0 {
+				d.log.Error("guest survived SIGKILL for 5s", "vm", name, "pid", pid)
+			}
 		}
 	}
 	return d.Destroy(ctx, name)

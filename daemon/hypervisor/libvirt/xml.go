@@ -8,13 +8,14 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/corralhq/corral/daemon/hypervisor"
+	"github.com/corralhq/corral/internal/guestproc"
 )
 
 // Metadata namespaces. The vm element is part of the persistent definition;
 // the run element is set on the live domain when corral starts it, so it
 // lives exactly as long as that QEMU (and migrates with it).
 const (
-	vmNS   = "https://corral.dev/xmlns/vm/1"
+	vmNS   = guestproc.MetadataNS // the fencer finds corral's guests by it
 	vmKey  = "corral"
 	runNS  = "https://corral.dev/xmlns/run/1"
 	runKey = "corralrun"

@@ -9,7 +9,9 @@
 # migration (both continue). It powers off on the ACPI power button, mounts a
 # NoCloud seed (iso9660, label cidata) if attached and prints its user-data,
 # configures eth0 from corral.ip=ADDR/LEN on the kernel command line, and
-# with corral.ping=ADDR prints CORRAL-PING ok|fail ADDR every second.
+# with corral.ping=ADDR prints CORRAL-PING ok|fail ADDR every second. With
+# corral.busy=1 it also spins a busy loop (a guest that keeps its vCPU busy,
+# for tests under CPU saturation).
 #
 # usage: scripts/build-test-guest.sh OUT
 set -euo pipefail
@@ -81,6 +83,7 @@ if [ -n "$peer" ]; then
     sleep 1
   done) &
 fi
+[ -n "$(arg corral.busy)" ] && (while true; do :; done) &
 for d in /dev/vd[b-z]; do
   [ -b "$d" ] || continue
   if mount -t iso9660 -o ro "$d" /mnt 2>/dev/null; then

@@ -13,8 +13,12 @@ import (
 	"time"
 )
 
-// Daemons a host runs, in start order.
-var daemons = []string{"virtlogd", "virtlockd", "libvirtd", "corrald"}
+// Daemons a host runs, in start order. The fencer comes before corrald,
+// which feeds it, as the packaged units order them.
+var daemons = []string{"virtlogd", "virtlockd", "libvirtd", "corral-fencer", "corrald"}
+
+// FencerSocket is the fencer's socket inside a host (and corrald's default).
+const FencerSocket = "/run/corral-fencer/fencer.sock"
 
 func (h *Host) nsFile() string { return filepath.Join(h.lab.nsDir(), h.Name+".mnt") }
 
@@ -183,7 +187,7 @@ func (h *Host) Boot(ctx context.Context) error {
 	}
 	os.Remove(h.Socket())
 	for _, d := range daemons {
-		if d == "corrald" && h.lab.NoCorrald {
+		if (d == "corrald" || d == "corral-fencer") && h.lab.NoCorrald {
 			continue
 		}
 		if err := h.StartDaemon(ctx, d); err != nil {
@@ -208,12 +212,20 @@ func (h *Host) StartDaemon(ctx context.Context, d string) error {
 	case "corrald":
 		args = []string{"--config", h.ConfigFile()}
 		ready = func(int) bool { return socketUp(h.Socket()) }
+	case "corral-fencer":
+		// At real-time priority from exec on, so that every thread has it,
+		// as the packaged unit's CPUSchedulingPolicy does.
+		args = []string{"-f", "50", h.lab.binary("corral-fencer"), "--socket", FencerSocket}
+		ready = func(pid int) bool { return socketUp(fmt.Sprintf("/proc/%d/root%s", pid, FencerSocket)) }
 	default:
 		return fmt.Errorf("unknown daemon %q", d)
 	}
 	bin := d
-	if d == "corrald" {
+	switch d {
+	case "corrald":
 		bin = h.lab.Corrald
+	case "corral-fencer":
+		bin = "chrt"
 	}
 	logf, err := os.OpenFile(h.LogFile(d), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -280,6 +292,48 @@ func (h *Host) StopDaemon(ctx context.Context, d string, kill bool) error {
 	}
 	delete(h.PIDs, d)
 	return h.lab.save()
+}
+
+// Signal sends sig to daemon d of the host (SIGSTOP to hang it, SIGCONT to
+// let it go on).
+func (h *Host) Signal(d string, sig syscall.Signal) error {
+	pid, ok := h.PIDs[d]
+	if !ok || !alive(pid) {
+		return fmt.Errorf("%s is not running on %s", d, h.Name)
+	}
+	return syscall.Kill(pid, sig)
+}
+
+// FencerStatusSocket is the host's fencer socket as the root namespaces
+// reach it (through the fencer's own root), or "" when it is not running.
+func (h *Host) FencerStatusSocket() string {
+	pid, ok := h.PIDs["corral-fencer"]
+	if !ok || !alive(pid) {
+		return ""
+	}
+	return fmt.Sprintf("/proc/%d/root%s", pid, FencerSocket)
+}
+
+// StartHog starts a process that spins on a CPU inside the host's
+// namespaces, as a busy workload of the host's own would; it dies with the
+// host (Kill) or by StopHogs.
+func (h *Host) StartHog(ctx context.Context) error {
+	cmd := h.Command(context.Background(), "sh", "-c", "while :; do :; done")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go cmd.Wait()
+	h.hogs = append(h.hogs, cmd.Process.Pid)
+	return nil
+}
+
+// StopHogs ends the host's CPU hogs, by PID.
+func (h *Host) StopHogs() {
+	for _, pid := range h.hogs {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	h.hogs = nil
 }
 
 // RestartDaemon stops d cleanly and starts it again.

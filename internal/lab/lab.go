@@ -1,7 +1,8 @@
 // Package lab is corral's testbed: N corral hosts on one machine. Each host
 // is a network namespace plus a mount namespace with private /run,
 // /var/lib/libvirt, /etc/libvirt, /var/log/libvirt, /etc/corral and
-// /var/lib/corral, with its own virtlogd, virtlockd, libvirtd and corrald.
+// /var/lib/corral, with its own virtlogd, virtlockd, libvirtd, fencer
+// (corral-fencer, from beside the corrald binary) and corrald.
 // Hosts reach each other through veth pairs on one bridge; a shared storage
 // directory is visible to every host at the same path. The lab can power a
 // host off (kill every process in its namespace and cut its link), partition
@@ -58,6 +59,7 @@ type Host struct {
 	MntIno uint64 `json:"mnt_ino"`
 	lab    *Lab
 	config string
+	hogs   []int
 }
 
 // Lab is a running (or stopped) testbed; its state is in Dir/lab.json.
@@ -81,7 +83,7 @@ func Check() error {
 		missing = append(missing, "root privileges")
 	}
 	for _, tool := range []struct{ bin, pkg string }{
-		{"ip", "iproute2"}, {"unshare", "util-linux"}, {"nsenter", "util-linux"}, {"mount", "mount"},
+		{"ip", "iproute2"}, {"unshare", "util-linux"}, {"chrt", "util-linux"}, {"nsenter", "util-linux"}, {"mount", "mount"},
 		{"libvirtd", "libvirt-daemon-system"}, {"virtlogd", "libvirt-daemon-system"}, {"virtlockd", "libvirt-daemon-system"},
 		{"qemu-system-x86_64", "qemu-system-x86"}, {"qemu-img", "qemu-utils"},
 	} {
@@ -96,7 +98,10 @@ func Check() error {
 }
 
 func (l *Lab) stateFile() string { return filepath.Join(l.Dir, "lab.json") }
-func (l *Lab) nsDir() string     { return filepath.Join(l.Dir, "ns") }
+
+// binary returns the path of another corral program beside corrald.
+func (l *Lab) binary(name string) string { return filepath.Join(filepath.Dir(l.Corrald), name) }
+func (l *Lab) nsDir() string             { return filepath.Join(l.Dir, "ns") }
 
 // SharedDir is the storage directory every host sees at the same path.
 func (l *Lab) SharedDir() string { return filepath.Join(l.Dir, "shared") }
@@ -182,6 +187,9 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 			return nil, err
 		}
 		corrald = abs
+		if _, err := os.Stat(filepath.Join(filepath.Dir(abs), "corral-fencer")); err != nil {
+			return nil, fmt.Errorf("corral-fencer must sit beside corrald: %w", err)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Dir, "lab.json")); err == nil {
 		return nil, fmt.Errorf("a lab already exists in %s (corral-lab down first)", cfg.Dir)

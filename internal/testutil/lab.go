@@ -69,7 +69,7 @@ func BuildGuest(t testing.TB, dir string) Guest {
 // the paths of the first two.
 func BuildCorral(t testing.TB, dir string) (corrald, corralctl string) {
 	t.Helper()
-	for _, name := range []string{"corrald", "corralctl", "corral-lab"} {
+	for _, name := range []string{"corrald", "corralctl", "corral-lab", "corral-fencer"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
 		cmd.Dir = RepoRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {

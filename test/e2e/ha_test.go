@@ -12,6 +12,7 @@ import (
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/daemon/hypervisor"
 	"github.com/corralhq/corral/daemon/hypervisor/libvirt"
+	"github.com/corralhq/corral/fencer"
 	"github.com/corralhq/corral/internal/testutil"
 )
 
@@ -397,11 +398,12 @@ func TestCorraldShortOutage(t *testing.T) {
 	}
 }
 
-// TestCorraldLongOutageDiskLocks: corrald killed for longer than the lease,
-// no watchdog: the guests keep running on that host, so when the leader
-// recovers them elsewhere the disk locks refuse the second copy, and the
-// leader says why; when corrald returns it removes its stale copies and
-// each VM ends up running exactly once.
+// TestCorraldLongOutageDiskLocks: corrald and the fencer both killed for
+// longer than the lease, no watchdog: nothing kills the guests on that
+// host, so when the leader recovers them elsewhere the disk locks refuse
+// the second copy, and the leader says why; when corrald returns it
+// removes its stale copies and each VM ends up running exactly once. (With
+// the fencer alive the guests die with the lease: TestFenceCorraldKilled.)
 func TestCorraldLongOutageDiskLocks(t *testing.T) {
 	e := newEnv(t, 3, "")
 	chk := e.startChecker()
@@ -409,8 +411,10 @@ func TestCorraldLongOutageDiskLocks(t *testing.T) {
 	names := e.pinned(victim, "l", 2)
 	si := e.survivor(victim)
 	h := e.host(victim)
-	if err := h.StopDaemon(e.ctx(), "corrald", true); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{"corral-fencer", "corrald"} {
+		if err := h.StopDaemon(e.ctx(), d, true); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// The leader declares the host dead and tries to recover; the disk
 	// locks held by the still-running guests refuse.
@@ -439,9 +443,13 @@ func TestCorraldLongOutageDiskLocks(t *testing.T) {
 	if !found {
 		t.Fatal("no event says why the guests were not recovered")
 	}
-	// corrald returns: stale copies go, the recovered ones start.
-	if err := h.StartDaemon(e.ctx(), "corrald"); err != nil {
-		t.Fatal(err)
+	// The fencer and corrald return: the fencer's deadline passed while it
+	// was down, so it kills the stale copies at once; the recovered ones
+	// start.
+	for _, d := range []string{"corral-fencer", "corrald"} {
+		if err := h.StartDaemon(e.ctx(), d); err != nil {
+			t.Fatal(err)
+		}
 	}
 	e.waitMoved(si, names, victim, 3*time.Minute)
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -498,12 +506,14 @@ func TestExternalFencing(t *testing.T) {
 	chk.check(t)
 }
 
-// TestCleanRestartWithFenceCommand: corrald stopped cleanly (as a package
-// upgrade does) on a host with guests, with fence_command configured. The
+// TestCleanRestartWithFenceCommand: a package upgrade on a host with
+// guests, with fence_command configured: the fencer is restarted (it keeps
+// its deadline), then corrald is stopped cleanly and started again. The
 // leader records the clean stop and does not power the host off at
-// fence_after; corrald returns and adopts its guests, none rebooted. A
-// clean stop that outlasts the lease is fenced by fence_command and its
-// guests recovered, never running twice.
+// fence_after; the fencer, released once the leader knew, kills nothing;
+// corrald returns and adopts its guests, none rebooted. A clean stop that
+// outlasts the lease is fenced by fence_command and its guests recovered,
+// never running twice.
 func TestCleanRestartWithFenceCommand(t *testing.T) {
 	e := newFencingEnv(t)
 	chk := e.startChecker()
@@ -515,9 +525,15 @@ func TestCleanRestartWithFenceCommand(t *testing.T) {
 		before[n], _ = e.client(si).VM(e.ctx(), n)
 	}
 	h := e.host(victim)
+	if err := h.RestartDaemon(e.ctx(), "corral-fencer"); err != nil {
+		t.Fatal(err)
+	}
 	stopped := time.Now()
 	if err := h.StopDaemon(e.ctx(), "corrald", false); err != nil {
 		t.Fatal(err)
+	}
+	if st, err := fencer.Query(e.ctx(), h.FencerStatusSocket()); err != nil || st.Mode != fencer.Released || len(st.Fences) != 0 {
+		t.Fatalf("fencer after a clean stop: %+v, %v", st, err)
 	}
 	// Down for 2.5 s from SIGTERM: past fence_after (1.5 s), where the
 	// leader used to power the host off. The restart must renew within

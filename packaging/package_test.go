@@ -60,11 +60,12 @@ func TestPackages(t *testing.T) {
 		root := t.TempDir()
 		command(t, "dpkg-deb", "-x", deb, root)
 		checkInstalledTree(t, root, "/lib/systemd/system/corrald.service")
+		checkFencerUnit(t, root, "/lib/systemd/system/corral-fencer.service")
 	})
 
 	t.Run("rpm", func(t *testing.T) {
 		files := command(t, "rpm", "-qpl", rpm)
-		for _, f := range []string{"/usr/bin/corrald", "/usr/bin/corralctl", "/usr/lib/systemd/system/corrald.service", "/etc/corral/corral.toml", "/var/lib/corral"} {
+		for _, f := range []string{"/usr/bin/corrald", "/usr/bin/corralctl", "/usr/bin/corral-fencer", "/usr/lib/systemd/system/corrald.service", "/usr/lib/systemd/system/corral-fencer.service", "/etc/corral/corral.toml", "/var/lib/corral"} {
 			if !strings.Contains(files, f+"\n") {
 				t.Errorf("rpm lacks %s:\n%s", f, files)
 			}
@@ -85,6 +86,26 @@ func TestPackages(t *testing.T) {
 			t.Errorf("rpm scripts:\n%s", sc)
 		}
 	})
+}
+
+// checkFencerUnit: the fencer's unit verifies, runs the packaged fencer at
+// real-time priority, and keeps its state across restarts.
+func checkFencerUnit(t *testing.T, root, unit string) {
+	if out, err := exec.Command("systemd-analyze", "verify", "--root="+root, unit).CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", unit, err, out)
+	}
+	body, err := os.ReadFile(filepath.Join(root, unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ExecStart=/usr/bin/corral-fencer --socket /run/corral-fencer/fencer.sock", "CPUSchedulingPolicy=fifo", "OOMScoreAdjust=-1000", "RuntimeDirectoryPreserve=yes", "Restart=always"} {
+		if !strings.Contains(string(body), "\n"+want+"\n") {
+			t.Errorf("fencer unit lacks %q", want)
+		}
+	}
+	if v := command(t, filepath.Join(root, "usr/bin/corral-fencer"), "--version"); !strings.HasPrefix(v, "corral-fencer ") {
+		t.Errorf("corral-fencer --version: %q", v)
+	}
 }
 
 // checkInstalledTree checks an unpacked package: the unit passes

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build corral's .deb and .rpm into OUT (default dist/): corrald and
-# corralctl (static, CGO_ENABLED=0), the systemd unit, and
+# Build corral's .deb and .rpm into OUT (default dist/): corrald,
+# corralctl and corral-fencer (static, CGO_ENABLED=0), their systemd units, and
 # /etc/corral/corral.toml as printed by "corrald example-config".
 #
 # Version: a tag vX.Y.Z on HEAD gives X.Y.Z; otherwise the newest tag (or
@@ -29,7 +29,7 @@ stage=_build/package
 rm -rf "$stage"
 mkdir -p "$stage" "$out"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/corralhq/corral/internal/version.Version=$goversion" \
-  -o "$stage/" ./cmd/corrald ./cmd/corralctl
+  -o "$stage/" ./cmd/corrald ./cmd/corralctl ./cmd/corral-fencer
 "$stage/corrald" example-config > "$stage/corral.toml"
 for p in deb rpm; do
   go run "$nfpm" package --config packaging/nfpm.yaml --packager "$p" --target "$out/"

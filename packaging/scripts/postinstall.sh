@@ -8,7 +8,10 @@ if [ "$1" = "configure" ] || [ "$1" = "1" ] || [ "$1" = "2" ] || [ -z "$1" ]; th
     systemctl daemon-reload || true
     # An upgrade restarts a running corrald: guests keep running and are
     # adopted. A fresh install starts nothing: set seeds first, then
-    # "systemctl enable --now corrald".
+    # "systemctl enable --now corral-fencer corrald". The fencer is
+    # restarted first; it keeps its deadline across the restart
+    # (/run/corral-fencer/fencer.state).
+    systemctl try-restart corral-fencer.service || true
     systemctl try-restart corrald.service || true
   fi
 fi

@@ -6,6 +6,8 @@ set -e
 if [ "$1" = "remove" ] || [ "$1" = "0" ]; then
   if [ -d /run/systemd/system ]; then
     systemctl disable --now corrald.service >/dev/null 2>&1 || true
+    # After corrald: its clean stop released the fencer.
+    systemctl disable --now corral-fencer.service >/dev/null 2>&1 || true
   fi
 fi
 exit 0

@@ -16,9 +16,10 @@ type LeaseRequest struct {
 	// expires, so the leader must not read the expiry as "they are gone".
 	Stopping bool `json:"stopping,omitempty"`
 	// Unguarded: this host has a fencer, and it does not hold an armed
-	// deadline yet. Such a renewal neither ends a clean-stop mark nor
-	// acknowledges re-armed HA: if corrald died now, nothing would kill
-	// its guests. The next renewal, sent after the fencer was armed, does.
+	// deadline (not yet, or HA is disarmed). While HA is armed such a
+	// renewal neither ends a clean-stop mark nor acknowledges re-armed HA:
+	// if corrald died now, nothing would kill its guests. The next renewal,
+	// sent after the fencer was armed with this one's grant, does.
 	Unguarded bool `json:"unguarded,omitempty"`
 }
 

@@ -107,7 +107,9 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 	fenced := false
 	if h, err := l.store.Host(req.Host); err == nil {
 		fenced = h.Mode == model.ModeFenced
-		if !h.StoppedAt.IsZero() && !req.Unguarded {
+		// While HA is disarmed the mark guards nothing (no host is declared
+		// dead), and re-arming waits for a guarded renewal anyway.
+		if !h.StoppedAt.IsZero() && (!req.Unguarded || cl.HADisarmed) {
 			if _, err := l.store.Apply(ctx, raftstore.SetHostStopped{Name: req.Host}); err != nil {
 				return LeaseGrant{}, err
 			}

@@ -286,7 +286,14 @@ func TestUnguardedRenewalsAreNotTrusted(t *testing.T) {
 		t.Fatal("recovered the guests of a host whose fencer was never armed")
 	}
 	// Re-armed HA: an unguarded renewal does not acknowledge it either.
+	// While disarmed, an unguarded renewal (the fencer is released then)
+	// ends the clean-stop mark: nothing is declared dead while disarmed,
+	// and re-arming waits for a guarded renewal.
 	e.l.SetHA(ctx, HARequest{Armed: false})
+	e.l.Renew(ctx, LeaseRequest{Host: "h2", Unguarded: true})
+	if h, _ := e.r.store.Host("h2"); !h.StoppedAt.IsZero() {
+		t.Fatal("with HA disarmed, the clean-stop mark outlived the host's return")
+	}
 	e.step(500 * time.Millisecond)
 	e.l.SetHA(ctx, HARequest{Armed: true})
 	e.l.Renew(ctx, LeaseRequest{Host: "h2", Unguarded: true})

@@ -90,7 +90,8 @@ func (s *State) apply(c Command) any {
 		for i, e := range c.Entries {
 			sub, err := Decode(e)
 			if err != nil {
-				panic(fmt.Sprintf("raftstore: undecodable entry %d in batch: %v", i, err))
+				res[i] = fmt.Errorf("batch entry %d: %w: %w", i, ErrBadEntry, err)
+				continue
 			}
 			if _, nested := sub.(Batch); nested {
 				res[i] = fmt.Errorf("nested batch: %w", model.ErrInvalid)
@@ -105,7 +106,7 @@ func (s *State) apply(c Command) any {
 		}
 		return res
 	}
-	panic(fmt.Sprintf("raftstore: no apply rule for %T", c))
+	return fmt.Errorf("%w: no apply rule for %T", ErrBadEntry, c)
 }
 
 func (s *State) registerHost(c RegisterHost) error {

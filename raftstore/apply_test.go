@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,7 +205,7 @@ func TestApplyRules(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFSM()
+			f := newFSM(nil)
 			for i, r := range applyAll(t, f, tc.setup...) {
 				if err, ok := r.(error); ok {
 					t.Fatalf("setup %d: %v", i, err)
@@ -234,7 +236,7 @@ func migrationSetup() []Command {
 }
 
 func TestEventsAreNumberedAndBounded(t *testing.T) {
-	f := newFSM()
+	f := newFSM(nil)
 	for i := 0; i < maxEvents+10; i++ {
 		applyAll(t, f, AddEvents{Events: []model.Event{{Kind: "k", Message: fmt.Sprint(i)}}})
 	}
@@ -251,7 +253,7 @@ func TestEventsAreNumberedAndBounded(t *testing.T) {
 }
 
 func TestBatch(t *testing.T) {
-	f := newFSM()
+	f := newFSM(nil)
 	b := Batch{Entries: [][]byte{
 		MustEncode(CreateVM{VM: testVM("a")}),
 		MustEncode(CreateVM{VM: testVM("a")}),
@@ -268,21 +270,43 @@ func TestBatch(t *testing.T) {
 }
 
 func TestUnknownEntryTypes(t *testing.T) {
-	f := newFSM()
+	f := newFSM(nil)
 	// A skippable unknown entry is ignored.
 	if res := f.Apply(&raft.Log{Type: raft.LogCommand, Data: []byte{byte(IgnoreUnknown | 0x55), '{', '}'}}); res != nil {
 		t.Fatalf("skippable entry: %v", res)
 	}
-	// Any other unknown or undecodable entry stops the FSM.
+	// Any other unknown or undecodable entry, alone or in a batch, is
+	// refused with an error and changes nothing: no panic, so a forged
+	// entry cannot crash-loop the daemon.
+	before := snapshotBytes(t, f)
+	batch := MustEncode(Batch{Entries: [][]byte{{0x55, '{', '}'}, {byte(TypeCreateVM), '{'}}})
 	for _, data := range [][]byte{{0x55, '{', '}'}, {byte(TypeCreateVM), '{'}, {}} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Errorf("entry %q did not panic", data)
-				}
-			}()
-			f.Apply(&raft.Log{Type: raft.LogCommand, Data: data})
-		}()
+		res := f.Apply(&raft.Log{Type: raft.LogCommand, Data: data})
+		if err, ok := res.(error); !ok || !errors.Is(err, ErrBadEntry) {
+			t.Errorf("entry %q: %v, want ErrBadEntry", data, res)
+		}
+	}
+	res, ok := f.Apply(&raft.Log{Type: raft.LogCommand, Data: batch}).(BatchResult)
+	if !ok || len(res) != 2 || !errors.Is(res[0], ErrBadEntry) || !errors.Is(res[1], ErrBadEntry) {
+		t.Errorf("batch of bad entries: %v", res)
+	}
+	if !bytes.Equal(before, snapshotBytes(t, f)) {
+		t.Error("a refused entry changed the state")
+	}
+}
+
+// TestRestoreRefusesBadCounts: a snapshot header with negative or absurd
+// counts is refused without allocating what it claims, and the state is
+// left as it was.
+func TestRestoreRefusesBadCounts(t *testing.T) {
+	for _, hdr := range []string{
+		`{"format":1,"events":-1}`, `{"format":1,"hosts":-5}`, `{"format":1,"events":1000000000000}`,
+		`{"format":1,"vms":1000000000000}`,
+	} {
+		f := newFSM(nil)
+		if err := f.Restore(io.NopCloser(strings.NewReader(hdr + "\n"))); err == nil {
+			t.Errorf("restore of %s succeeded", hdr)
+		}
 	}
 }
 
@@ -327,7 +351,7 @@ func canonical(s *State) []any {
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
-	f := newFSM()
+	f := newFSM(nil)
 	var cmds []Command
 	for i := 0; i < 5; i++ {
 		h := testHost(fmt.Sprintf("h%d", i))
@@ -356,7 +380,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state); err != nil {
 		t.Fatal(err)
 	}
-	g := newFSM()
+	g := newFSM(nil)
 	if err := g.Restore(nopCloser{&buf}); err != nil {
 		t.Fatal(err)
 	}
@@ -373,13 +397,13 @@ func TestSnapshotRoundTrip(t *testing.T) {
 }
 
 func TestRestoreRejectsTruncatedSnapshot(t *testing.T) {
-	f := newFSM()
+	f := newFSM(nil)
 	applyAll(t, f, CreateVM{VM: testVM("a")}, CreateVM{VM: testVM("b")})
 	var buf bytes.Buffer
 	if err := writeSnapshot(&buf, f.state); err != nil {
 		t.Fatal(err)
 	}
-	g := newFSM()
+	g := newFSM(nil)
 	applyAll(t, g, CreateVM{VM: testVM("keep")})
 	trunc := buf.Bytes()[:buf.Len()-10]
 	if err := g.Restore(nopCloser{bytes.NewReader(trunc)}); err == nil {
@@ -430,16 +454,10 @@ func FuzzDecode(f *testing.F) {
 		if !reflect.DeepEqual(normalize(c), normalize(again)) {
 			t.Fatalf("round trip: %#v != %#v", c, again)
 		}
-		// Applying a decoded command never panics (a nested undecodable
-		// batch entry is the one allowed panic, as for any bad entry).
-		if b, ok := c.(Batch); ok {
-			for _, e := range b.Entries {
-				if _, err := Decode(e); err != nil {
-					return
-				}
-			}
-		}
+		// Applying a decoded command never panics, nor does applying any
+		// entry at all (an undecodable one is refused with an error).
 		newState().apply(c)
+		newFSM(nil).Apply(&raft.Log{Type: raft.LogCommand, Data: data})
 	})
 }
 

@@ -13,7 +13,7 @@ import (
 
 // benchState builds a state with hosts and nVMs placed VMs.
 func benchState(nHosts, nVMs int) *fsm {
-	f := newFSM()
+	f := newFSM(nil)
 	for i := 0; i < nHosts; i++ {
 		h := testHost(fmt.Sprintf("host%04d", i))
 		f.state.hosts[h.Name] = h
@@ -164,7 +164,7 @@ func BenchmarkRestore100k(b *testing.B) {
 	data := buf.Bytes()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		g := newFSM()
+		g := newFSM(nil)
 		if err := g.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
 			b.Fatal(err)
 		}

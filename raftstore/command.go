@@ -60,6 +60,10 @@ const (
 // know and may not skip.
 var ErrUnknownType = errors.New("unknown log entry type")
 
+// ErrBadEntry is what applying an entry that does not decode returns; the
+// state is unchanged.
+var ErrBadEntry = errors.New("undecodable raft entry")
+
 // Command is a typed body of a log entry.
 type Command interface {
 	Type() Type

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -17,24 +18,32 @@ import (
 type fsm struct {
 	mu    sync.RWMutex
 	state *State
+	log   *slog.Logger
 
 	changes notify.Hub
 }
 
-func newFSM() *fsm {
-	return &fsm{state: newState()}
+func newFSM(log *slog.Logger) *fsm {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &fsm{state: newState(), log: log}
 }
 
-// Apply implements raft.FSM. An undecodable entry panics: the log is corrupt
-// or written by a newer daemon whose entry we must not skip, and carrying on
-// would diverge from the other hosts.
+// Apply implements raft.FSM. An entry this daemon cannot decode (a
+// corrupt or forged entry, or a newer daemon's entry not marked
+// IgnoreUnknown) changes nothing and returns an error wrapping
+// ErrBadEntry, logged: every host decodes the same bytes alike, so all
+// refuse it alike, and none crash-loops on it after a restart.
 func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
 	c, err := Decode(l.Data)
 	if err != nil {
-		panic(fmt.Sprintf("raftstore: entry %d: %v", l.Index, err))
+		err = fmt.Errorf("raft entry %d: %w: %w", l.Index, ErrBadEntry, err)
+		f.log.Error("refused a raft entry; state unchanged (a forged entry, or one from a newer corrald: upgrade this host)", "index", l.Index, "err", err)
+		return err
 	}
 	if c == nil { // unknown type with IgnoreUnknown
 		return nil
@@ -151,6 +160,10 @@ func readSnapshot(r io.Reader) (*State, error) {
 	}
 	if hdr.Format != snapshotFormat {
 		return nil, fmt.Errorf("snapshot format %d, this daemon reads %d", hdr.Format, snapshotFormat)
+	}
+	if hdr.Hosts < 0 || hdr.VMs < 0 || hdr.Networks < 0 || hdr.Images < 0 || hdr.Events < 0 || hdr.Events > maxEvents {
+		return nil, fmt.Errorf("snapshot header: bad counts (hosts %d, vms %d, networks %d, images %d, events %d of at most %d)",
+			hdr.Hosts, hdr.VMs, hdr.Networks, hdr.Images, hdr.Events, maxEvents)
 	}
 	s := newState()
 	for i := 0; i < hdr.Hosts; i++ {

@@ -15,7 +15,7 @@ type Memory struct {
 }
 
 // NewMemory returns an empty in-memory store.
-func NewMemory() *Memory { return &Memory{reader: reader{newFSM()}} }
+func NewMemory() *Memory { return &Memory{reader: reader{newFSM(nil)}} }
 
 // Apply encodes c, applies it and returns the FSM's result, exactly as a
 // committed entry would be applied.

@@ -97,7 +97,7 @@ func New(cfg Config) *Store {
 	if cfg.Timing == (Timing{}) {
 		cfg.Timing = DefaultTiming()
 	}
-	return &Store{reader: reader{newFSM()}, cfg: cfg, log: cfg.Logger}
+	return &Store{reader: reader{newFSM(cfg.Logger.With("component", "fsm"))}, cfg: cfg, log: cfg.Logger}
 }
 
 // Open creates the data directories, opens the log and snapshot stores, and

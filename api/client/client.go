@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/corralhq/corral/api"
 )
@@ -49,6 +50,9 @@ func (c *Client) http() *http.Client {
 				var d net.Dialer
 				return d.DialContext(ctx, "unix", path)
 			},
+			// A client that is dropped (a program making one per call)
+			// must not hold its connection, and the daemon's, for good.
+			IdleConnTimeout: 30 * time.Second,
 		}}
 	})
 	return c.hc

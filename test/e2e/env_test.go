@@ -48,6 +48,9 @@ type env struct {
 	lab    *lab.Lab
 	guest  testutil.Guest
 	ctlBin string
+
+	mu      sync.Mutex
+	clients map[int]*client.Client
 }
 
 func newEnv(t testing.TB, hosts int, extraConfig string) *env {
@@ -75,7 +78,21 @@ func (e *env) ctx() context.Context {
 	return ctx
 }
 
-func (e *env) client(i int) *client.Client { return client.New(e.lab.Hosts[i].Socket()) }
+// client returns host i's client; one per host, so that polling loops reuse
+// its connections instead of leaving one open per call.
+func (e *env) client(i int) *client.Client {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.clients == nil {
+		e.clients = map[int]*client.Client{}
+	}
+	if c, ok := e.clients[i]; ok {
+		return c
+	}
+	c := client.New(e.lab.Hosts[i].Socket())
+	e.clients[i] = c
+	return c
+}
 
 // any returns a client of the first host whose corrald answers.
 func (e *env) any() *client.Client {

@@ -26,7 +26,7 @@ var configExamples = map[string]struct{ value, dflt string }{
 	"tls_ca":          {`"/etc/corral/tls/ca.pem"`, "none: Raft and cluster RPC without TLS"},
 	"tls_cert":        {`"/etc/corral/tls/host.pem"`, "none"},
 	"tls_key":         {`"/etc/corral/tls/host-key.pem"`, "none"},
-	"fence_command":   {`"/usr/local/sbin/corral-fence-ipmi"`, "none: lease-only fencing; the command gets the host's name and address as its last two arguments"},
+	"fence_command":   {`"/usr/local/sbin/corral-fence-ipmi"`, "none: lease-only fencing; the command gets \"--\", the host's name and its address as its last three arguments, and CORRAL_FENCE_HOST and CORRAL_FENCE_ADDR in its environment"},
 	"watchdog_device": {`"/dev/watchdog"`, "none"},
 	"uplink":          {`"eth0"`, "the interface holding advertise_addr"},
 	"metrics_addr":    {`"127.0.0.1:9480"`, "none: no metrics listener"},

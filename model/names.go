@@ -36,7 +36,9 @@ func ValidateName(kind, name string) error {
 }
 
 // ValidateHostName checks a host name: 1 to 253 characters of letters, digits,
-// '-', '_' and '.', as a DNS name or a short hostname would be.
+// '-', '_' and '.', as a DNS name or a short hostname would be, starting
+// with a letter, digit or '_' (never '-': a name is passed to fence_command
+// and must not read as an option).
 func ValidateHostName(name string) error {
 	if name == "" {
 		return fmt.Errorf("host name is empty: %w", ErrInvalid)
@@ -45,9 +47,9 @@ func ValidateHostName(name string) error {
 		return fmt.Errorf("host name is %d characters, at most %d allowed: %w", len(name), maxHostNameLen, ErrInvalid)
 	}
 	for i, r := range name {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || i > 0 && (r == '-' || r == '.')
 		if !ok {
-			return fmt.Errorf("host name %q: character %q at position %d is not allowed: %w", name, r, i, ErrInvalid)
+			return fmt.Errorf("host name %q: character %q at position %d is not allowed (letters, digits, _, and - . after the first character): %w", name, r, i, ErrInvalid)
 		}
 	}
 	return nil

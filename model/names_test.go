@@ -22,6 +22,22 @@ func TestValidateName(t *testing.T) {
 	}
 }
 
+func TestValidateHostName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"rack1-07", true}, {"H1.example.org", true}, {"_svc", true}, {"7", true},
+		{"", false}, {"--help", false}, {"-x", false}, {".hidden", false}, {"a b", false}, {"a/../b", false},
+		{strings.Repeat("a", 254), false},
+	} {
+		err := ValidateHostName(tc.name)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%q: %v", tc.name, err)
+		}
+	}
+}
+
 func TestValidateLabels(t *testing.T) {
 	for _, tc := range []struct {
 		labels map[string]string

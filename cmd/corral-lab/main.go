@@ -93,6 +93,9 @@ func run(args []string) error {
 	case "status":
 		return status(ctx, l)
 	}
+	if cmd == "fence" && len(args) > 0 && args[0] == "--" {
+		args = args[1:] // as corrald runs a fence_command: -- NAME ADDR
+	}
 	if len(args) < 1 {
 		return fmt.Errorf("%s: which host?", cmd)
 	}
@@ -106,7 +109,7 @@ func run(args []string) error {
 		return h.Kill(ctx)
 	case "fence":
 		// The testbed's fence agent: corrald's fence_command runs it on
-		// the leader with the victim's name (and address, ignored).
+		// the leader with "--", the victim's name (and address, ignored).
 		if err := h.PowerOff(); err != nil {
 			return err
 		}

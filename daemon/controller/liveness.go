@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -253,6 +254,15 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 	}
 }
 
+// capText trims s and keeps at most n bytes of it, saying so.
+func capText(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return s[:n] + fmt.Sprintf("... (%d bytes more)", len(s)-n)
+	}
+	return s
+}
+
 func (l *Leader) once(key string) bool {
 	lv := &l.live
 	lv.mu.Lock()
@@ -279,9 +289,13 @@ func (l *Leader) startFence(ctx context.Context, h model.Host, age time.Duration
 	go func() {
 		fctx, cancel := context.WithTimeout(ctx, cfg.FenceTimeout)
 		defer cancel()
-		args := append(append([]string(nil), cfg.FenceCommand[1:]...), h.Name, h.Addr)
+		// The host's name and address come after "--" and in the
+		// environment, so that no name can pass for an option.
+		args := append(append([]string(nil), cfg.FenceCommand[1:]...), "--", h.Name, h.Addr)
+		cmd := exec.CommandContext(fctx, cfg.FenceCommand[0], args...)
+		cmd.Env = append(os.Environ(), "CORRAL_FENCE_HOST="+h.Name, "CORRAL_FENCE_ADDR="+h.Addr)
 		start := l.clock.Now()
-		out, err := exec.CommandContext(fctx, cfg.FenceCommand[0], args...).CombinedOutput()
+		out, err := cmd.CombinedOutput()
 		took := l.clock.Now().Sub(start).Round(time.Millisecond)
 		lv.mu.Lock()
 		lv.fencing[h.Name] = false
@@ -292,7 +306,7 @@ func (l *Leader) startFence(ctx context.Context, h model.Host, age time.Duration
 		}
 		lv.mu.Unlock()
 		if err != nil {
-			l.event(context.Background(), "fence-failed", h.Name, "", "fence_command failed after %v: %v: %s", took, err, strings.TrimSpace(string(out)))
+			l.event(context.Background(), "fence-failed", h.Name, "", "fence_command failed after %v: %v: %s", took, err, capText(string(out), 1024))
 		}
 		l.poke()
 	}()

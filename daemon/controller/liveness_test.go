@@ -201,7 +201,9 @@ func fenceScript(t *testing.T) (script, marker string) {
 	dir := t.TempDir()
 	marker = filepath.Join(dir, "fenced")
 	script = filepath.Join(dir, "fence.sh")
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 $2\" > "+marker+"\n"), 0o755)
+	// It checks the calling convention: "--", then name and address, the
+	// same in the environment.
+	os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = -- ] && [ \"$2\" = \"$CORRAL_FENCE_HOST\" ] && [ \"$3\" = \"$CORRAL_FENCE_ADDR\" ] || exit 3\necho \"$2 $3\" > "+marker+"\n"), 0o755)
 	return script, marker
 }
 

@@ -95,12 +95,41 @@ func (d *Daemon) registerGuestRPC() {
 	rpc.Register(d.rpcSrv, "vm.stats", d.localStats)
 }
 
+// maxConsoleBytes bounds what one console read returns.
+const maxConsoleBytes = 4 << 20
+
+// placedHere checks a host read that may come from the network: a valid
+// VM name, and a VM that state places on this host (never a file or a
+// domain by a name the caller made up).
+func (d *Daemon) placedHere(vm string) error {
+	if err := model.ValidateName("vm", vm); err != nil {
+		return err
+	}
+	v, err := d.store.VM(vm)
+	if err != nil {
+		return err
+	}
+	if v.Host != d.cfg.Name {
+		return fmt.Errorf("vm %q is placed on %q, not on %s: %w", vm, v.Host, d.cfg.Name, model.ErrConflict)
+	}
+	return nil
+}
+
 func (d *Daemon) localConsole(ctx context.Context, req hostRead) (api.ConsoleLog, error) {
+	if err := d.placedHere(req.VM); err != nil {
+		return api.ConsoleLog{}, err
+	}
+	if req.Bytes <= 0 || req.Bytes > maxConsoleBytes {
+		req.Bytes = maxConsoleBytes
+	}
 	b, err := d.driver.ConsoleLog(ctx, req.VM, req.Bytes)
 	return api.ConsoleLog{Host: d.cfg.Name, Log: string(b)}, err
 }
 
 func (d *Daemon) localStats(ctx context.Context, req hostRead) (api.VMStats, error) {
+	if err := d.placedHere(req.VM); err != nil {
+		return api.VMStats{}, err
+	}
 	st, err := d.driver.Stats(ctx, req.VM)
 	if err != nil {
 		return api.VMStats{}, err

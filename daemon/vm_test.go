@@ -14,7 +14,9 @@ import (
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/api/client"
 	"github.com/corralhq/corral/daemon/hypervisor/fake"
+	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/internal/testutil"
+	"github.com/corralhq/corral/model"
 )
 
 func qcow2(virtual uint64) []byte {
@@ -115,6 +117,22 @@ func TestVMsAcrossInProcessCluster(t *testing.T) {
 	st, err := other.client.VMStats(ctx, v0.Name)
 	if err != nil || st.Host != v0.Host || st.VCPUs != 1 {
 		t.Fatalf("stats: %+v %v", st, err)
+	}
+	// The cluster RPC serves host reads only for valid names of VMs that
+	// state places on the answering host: no path from the wire reaches a
+	// file, and no host answers for another's VM.
+	raw := rpc.NewClient(nil)
+	for _, tc := range []struct {
+		vm   string
+		want error
+	}{{"../../../../etc/passwd", model.ErrInvalid}, {"no-such-vm", model.ErrNotFound}, {v0.Name, model.ErrConflict}} {
+		for _, method := range []string{"vm.console", "vm.stats"} {
+			var out any
+			err := raw.Call(ctx, other.d.rpcAddr(), method, hostRead{VM: tc.vm, Bytes: 1 << 40}, &out)
+			if !errors.Is(err, tc.want) {
+				t.Errorf("%s %q on %s: %v, want %v", method, tc.vm, other.cfg.Name, err, tc.want)
+			}
+		}
 	}
 
 	// Stop, start, restart, delete.

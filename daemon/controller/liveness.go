@@ -84,6 +84,12 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 	if err := l.ready(); err != nil {
 		return LeaseGrant{}, err
 	}
+	// Only hosts in state hold leases: a renewal for a made-up name must
+	// not grow the leader's maps (nor record a clean stop).
+	h, err := l.store.Host(req.Host)
+	if err != nil {
+		return LeaseGrant{}, fmt.Errorf("lease for host %q: %w", req.Host, err)
+	}
 	if req.Stopping {
 		return l.hostStopping(ctx, req.Host)
 	}
@@ -105,17 +111,14 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 		lv.armedAck[req.Host] = true
 	}
 	lv.mu.Unlock()
-	fenced := false
-	if h, err := l.store.Host(req.Host); err == nil {
-		fenced = h.Mode == model.ModeFenced
-		// While HA is disarmed the mark guards nothing (no host is declared
-		// dead), and re-arming waits for a guarded renewal anyway.
-		if !h.StoppedAt.IsZero() && (!req.Unguarded || cl.HADisarmed) {
-			if _, err := l.store.Apply(ctx, raftstore.SetHostStopped{Name: req.Host}); err != nil {
-				return LeaseGrant{}, err
-			}
-			l.event(ctx, "daemon-back", req.Host, "", "corrald renews its lease again after a clean stop at %s", h.StoppedAt.Format(time.RFC3339))
+	fenced := h.Mode == model.ModeFenced
+	// While HA is disarmed the mark guards nothing (no host is declared
+	// dead), and re-arming waits for a guarded renewal anyway.
+	if !h.StoppedAt.IsZero() && (!req.Unguarded || cl.HADisarmed) {
+		if _, err := l.store.Apply(ctx, raftstore.SetHostStopped{Name: req.Host}); err != nil {
+			return LeaseGrant{}, err
 		}
+		l.event(ctx, "daemon-back", req.Host, "", "corrald renews its lease again after a clean stop at %s", h.StoppedAt.Format(time.RFC3339))
 	}
 	return LeaseGrant{Leader: l.cfg.Self, CommitIndex: l.raft.CommitIndex(), Armed: !cl.HADisarmed, Fenced: fenced}, nil
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -261,6 +262,24 @@ func TestCleanStopWithoutFenceCommandKeepsGuests(t *testing.T) {
 	nf := e.events("not-fenced")
 	if len(nf) != 1 || !strings.Contains(nf[0].Message, "stopped cleanly") {
 		t.Fatalf("not-fenced events: %v", nf)
+	}
+}
+
+// TestRenewalsOnlyFromHostsInState: a renewal (or a clean-stop notice) for
+// a host the state does not know is refused and leaves no trace.
+func TestRenewalsOnlyFromHostsInState(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	for _, req := range []LeaseRequest{{Host: "made-up"}, {Host: "made-up", Stopping: true}, {Host: "--help"}} {
+		if _, err := e.l.Renew(ctx, req); !errors.Is(err, model.ErrNotFound) {
+			t.Errorf("%+v: %v, want ErrNotFound", req, err)
+		}
+	}
+	e.l.live.mu.Lock()
+	_, heard := e.l.live.heard["made-up"]
+	e.l.live.mu.Unlock()
+	if heard || len(e.events("daemon-stopped")) != 0 {
+		t.Fatal("a renewal for an unknown host left a trace")
 	}
 }
 

@@ -8,7 +8,7 @@ BIN := bin
 GOTEST_FLAGS ?=
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test test-unit lint fmt bench bench-e2e bench-recovery bench-restart fuzz demo package cluster cluster-status cluster-down clean deps
+.PHONY: help build test test-unit lint fmt bench bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,12 @@ bench-e2e: deps ## lab benchmarks: create-to-running, 50 creates at once (root)
 bench-recovery: deps build ## recovery times after host kills, 10 runs per setting (root)
 	scripts/build-test-guest.sh _build/guest
 	bin/corral-lab --dir /var/lib/corral-lab-bench bench-recovery --runs 10 --guest _build/guest
+
+bench-fence: deps ## fencing faults (corrald killed/stopped, follower/leader partitioned), 20 runs each, CPUs saturated, exact checker (root)
+	go test -run '^$$' -bench FenceFaults -benchtime 1x -timeout 80m ./test/e2e/ -fence-runs 20
+
+bench-fence-latency: deps ## the fencer's kill: lease end to all QEMUs dead, 1/8/32 guests, idle and saturated (root)
+	go test -run '^$$' -bench FenceLatency -benchtime 5x -timeout 30m ./fencer/
 
 bench-restart: build ## clean corrald restarts on a 3-host lab: SIGTERM to renewed lease (root)
 	scripts/bench-restart.sh 8

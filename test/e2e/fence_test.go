@@ -170,6 +170,14 @@ func (e *env) fenceFault(fault string, seq int) fenceResult {
 	}
 	e.t.Logf("run %d %s on %s: gaps %v, death - lease end %v, fence took %v", seq, fault, victim,
 		res.gaps, res.afterExpiry, time.Duration(last.DeadNS-last.StartNS))
+	if slices.ContainsFunc(res.gaps, func(g time.Duration) bool { return g > 10*time.Second }) {
+		// A slow recovery is no safety failure, but say what took so long.
+		if evs, err := e.client(si).Events(e.ctx(), 0, 0, 0); err == nil {
+			for _, ev := range evs[max(len(evs)-40, 0):] {
+				e.t.Logf("  slow recovery, event %s %s %s %s: %s", ev.Time.Format("15:04:05.000"), ev.Kind, ev.Host, ev.VM, ev.Message)
+			}
+		}
+	}
 
 	switch fault {
 	case faultKill:

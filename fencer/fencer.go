@@ -330,6 +330,12 @@ func (s *Server) load() error {
 	default:
 		return fmt.Errorf("fencer state %s: mode %q", s.cfg.StateFile, st.Mode)
 	}
+	if st.Mode == Armed && time.Duration(st.DeadlineNS) > guestproc.MonoNow()+MaxAhead {
+		// A deadline no arm could have set: the file outlived a reboot
+		// (CLOCK_MONOTONIC restarts at zero). Kill rather than wait.
+		s.log.Warn("fencer state holds a deadline from before a reboot; fencing until corrald arms it again", "file", s.cfg.StateFile)
+		st.Mode = Fenced
+	}
 	s.st = st
 	return nil
 }

@@ -328,6 +328,28 @@ func TestPinnedByCommandLine(t *testing.T) {
 	}
 }
 
+// TestFencerStateFromAnotherBoot: a state file holding a deadline no arm
+// could have set (it outlived a reboot) leaves the fencer fenced, killing
+// corral's guests, never waiting for that deadline.
+func TestFencerStateFromAnotherBoot(t *testing.T) {
+	dir, runDir := t.TempDir(), t.TempDir()
+	state := fmt.Sprintf(`{"mode":"armed","deadline_ns":%d}`, int64(guestproc.MonoNow()+time.Hour))
+	if err := os.WriteFile(filepath.Join(dir, "fencer.state"), []byte(state), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := fakeGuest(t, runDir, "vm1", true)
+	socket, _ := startFencer(t, dir, runDir)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if !dead(g) {
+			return fmt.Errorf("guest alive")
+		}
+		return nil
+	})
+	if st, _ := Query(context.Background(), socket); st.Mode != Fenced {
+		t.Fatalf("%+v", st)
+	}
+}
+
 func roundTrip(socket string, r Request) (Status, error) {
 	conn, err := net.Dial("unix", socket)
 	if err != nil {

@@ -45,7 +45,7 @@ type Config struct {
 	SocketGroup     string        `toml:"socket_group" help:"group given access to the socket, when it exists"`
 	LogLevel        string        `toml:"log_level" help:"debug, info, warn or error"`
 	LogFormat       string        `toml:"log_format" help:"text or json"`
-	GossipKey       string        `toml:"gossip_key" help:"base64 key (16, 24 or 32 bytes) that encrypts gossip; empty for none"`
+	GossipKey       string        `toml:"gossip_key" secret:"true" help:"base64 key (16, 24 or 32 bytes) that encrypts gossip; empty for none (a secret: config file only, never a flag)"`
 	TLSCA           string        `toml:"tls_ca" help:"cluster CA certificate (PEM); with tls_cert and tls_key turns on mutual TLS for Raft and cluster RPC"`
 	TLSCert         string        `toml:"tls_cert" help:"this host's certificate (PEM), signed by tls_ca"`
 	TLSKey          string        `toml:"tls_key" help:"this host's private key (PEM)"`
@@ -408,6 +408,11 @@ func LoadConfig(args []string) (Config, error) {
 		if err := loadFile(path, &cfg); err != nil {
 			return cfg, err
 		}
+		if cfg.GossipKey != "" {
+			if err := private(path, "the config file holds gossip_key"); err != nil {
+				return cfg, bad("gossip_key", "%v", err)
+			}
+		}
 	}
 	// Flags win over the file: apply the ones given on the command line.
 	var ferr error
@@ -443,6 +448,9 @@ func loadFile(path string, cfg *Config) error {
 func bindFlags(fs *flag.FlagSet, cfg *Config) map[string]func(string) error {
 	setters := map[string]func(string) error{}
 	for _, k := range configKeys(reflect.ValueOf(cfg).Elem()) {
+		if k.secret {
+			continue // a flag shows in ps and in shell history
+		}
 		key, field := k.key, k.value
 		name := strings.ReplaceAll(key, "_", "-")
 		def := fmt.Sprint(field.Interface())
@@ -465,6 +473,20 @@ func bindFlags(fs *flag.FlagSet, cfg *Config) map[string]func(string) error {
 type configKey struct {
 	key, help string
 	value     reflect.Value
+	secret    bool // file only: never a flag
+}
+
+// private checks that a file holding a secret is not readable by others:
+// at most 0640 (the group is root's or corral's, as packaged).
+func private(path, why string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o037 != 0 {
+		return fmt.Errorf("%s is mode %04o but %s: make it 0600 or 0640 (chmod 600 %s)", path, perm, why, path)
+	}
+	return nil
 }
 
 // configKeys lists the keys of a Config value (every field with a toml
@@ -475,7 +497,7 @@ func configKeys(v reflect.Value) []configKey {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		if key := f.Tag.Get("toml"); key != "" && key != "-" {
-			keys = append(keys, configKey{key: key, help: f.Tag.Get("help"), value: v.Field(i)})
+			keys = append(keys, configKey{key: key, help: f.Tag.Get("help"), value: v.Field(i), secret: f.Tag.Get("secret") == "true"})
 		}
 	}
 	return keys

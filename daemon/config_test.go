@@ -15,10 +15,38 @@ import (
 func writeConf(t *testing.T, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "corral.toml")
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestSecretsStayPrivate: a gossip key only in a file others cannot read,
+// never as a flag (it would show in ps); a TLS key readable by others is
+// refused at start.
+func TestSecretsStayPrivate(t *testing.T) {
+	key := "c2l4dGVlbi1ieXRlLWtleQ==" // 16 bytes
+	p := writeConf(t, `gossip_key = "`+key+`"`)
+	if _, err := LoadConfig([]string{"--config", p}); err != nil {
+		t.Fatalf("0600 config with gossip_key: %v", err)
+	}
+	os.Chmod(p, 0o644)
+	var ce *ConfigError
+	if _, err := LoadConfig([]string{"--config", p}); !errors.As(err, &ce) || ce.Key != "gossip_key" || !strings.Contains(err.Error(), "0644") {
+		t.Fatalf("world-readable config with gossip_key: %v", err)
+	}
+	if _, err := LoadConfig([]string{"--config", writeConf(t, ""), "--gossip-key", key}); err == nil {
+		t.Fatal("--gossip-key accepted as a flag")
+	}
+	c := DefaultConfig()
+	c.TLSCA, c.TLSCert, c.TLSKey = writeCA(t, t.TempDir())
+	if _, err := c.tlsConfig(); err != nil {
+		t.Fatalf("0600 tls_key: %v", err)
+	}
+	os.Chmod(c.TLSKey, 0o644)
+	if _, err := c.tlsConfig(); !errors.As(err, &ce) || ce.Key != "tls_key" {
+		t.Fatalf("world-readable tls_key: %v", err)
+	}
 }
 
 func TestLoadConfigFileAndFlags(t *testing.T) {

@@ -41,8 +41,9 @@ func ExampleConfig() string {
 	b.WriteString(`# corrald's configuration (` + DefaultConfigFile + `).
 #
 # Every key is shown with its default, commented out: a key left commented
-# keeps its default. Every key is also a corrald flag (data_dir ->
-# --data-dir); flags win over this file. "corrald example-config" prints this
+# keeps its default. Every key but gossip_key (a secret) is also a corrald
+# flag (data_dir -> --data-dir); flags win over this file. With gossip_key
+# set, this file must not be readable by others (0600 or 0640). "corrald example-config" prints this
 # file for the corrald you run; "corrald --help" lists the flags.
 #
 # To form a cluster, set seeds (the same list on every host), bootstrap_expect

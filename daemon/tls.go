@@ -22,6 +22,9 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, bad("tls_ca", "%s holds no PEM certificate", c.TLSCA)
 	}
+	if err := private(c.TLSKey, "it is this host's private key"); err != nil {
+		return nil, bad("tls_key", "%v", err)
+	}
 	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 	if err != nil {
 		return nil, bad("tls_cert", "%v", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/corralhq/corral/api"
@@ -99,24 +100,28 @@ func (d *Daemon) registerGuestRPC() {
 const maxConsoleBytes = 4 << 20
 
 // placedHere checks a host read that may come from the network: a valid
-// VM name, and a VM that state places on this host (never a file or a
-// domain by a name the caller made up).
-func (d *Daemon) placedHere(vm string) error {
+// VM name (so never a path), and a VM that state places on this host or,
+// while this host's state still catches up after a restart, a corral
+// domain that runs here. No host answers for another host's VM.
+func (d *Daemon) placedHere(ctx context.Context, vm string) error {
 	if err := model.ValidateName("vm", vm); err != nil {
 		return err
 	}
 	v, err := d.store.VM(vm)
-	if err != nil {
-		return err
-	}
-	if v.Host != d.cfg.Name {
+	if err == nil && v.Host != d.cfg.Name {
 		return fmt.Errorf("vm %q is placed on %q, not on %s: %w", vm, v.Host, d.cfg.Name, model.ErrConflict)
+	}
+	if err != nil {
+		doms, lerr := d.driver.List(ctx)
+		if lerr != nil || !slices.ContainsFunc(doms, func(dm hypervisor.Domain) bool { return dm.Name == vm }) {
+			return err
+		}
 	}
 	return nil
 }
 
 func (d *Daemon) localConsole(ctx context.Context, req hostRead) (api.ConsoleLog, error) {
-	if err := d.placedHere(req.VM); err != nil {
+	if err := d.placedHere(ctx, req.VM); err != nil {
 		return api.ConsoleLog{}, err
 	}
 	if req.Bytes <= 0 || req.Bytes > maxConsoleBytes {
@@ -127,7 +132,7 @@ func (d *Daemon) localConsole(ctx context.Context, req hostRead) (api.ConsoleLog
 }
 
 func (d *Daemon) localStats(ctx context.Context, req hostRead) (api.VMStats, error) {
-	if err := d.placedHere(req.VM); err != nil {
+	if err := d.placedHere(ctx, req.VM); err != nil {
 		return api.VMStats{}, err
 	}
 	st, err := d.driver.Stats(ctx, req.VM)

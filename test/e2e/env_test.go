@@ -56,6 +56,10 @@ type env struct {
 func newEnv(t testing.TB, hosts int, extraConfig string) *env {
 	testutil.NeedRoot(t)
 	corrald, corralctl := binaries(t)
+	// The lab's hosts share this machine's two cores: the load of all of
+	// them (saturated on purpose in the fencing tests) would mark every
+	// host degraded and keep guests off it.
+	extraConfig = "health_load_per_cpu_degraded = 0\n" + extraConfig
 	l := testutil.NewLab(t, lab.Config{Hosts: hosts, Corrald: corrald, CorraldConfig: extraConfig})
 	e := &env{t: t, lab: l, ctlBin: corralctl}
 	e.guest = testutil.BuildGuest(t, filepath.Join(l.SharedDir(), "guest"))

@@ -38,8 +38,14 @@ func Poll(timeout, interval time.Duration, cond func() error) error {
 	}
 }
 
+// given holds the ports FreePort handed out in this process.
+var (
+	givenMu sync.Mutex
+	given   = map[int]bool{}
+)
+
 // FreePort returns a TCP port that is free on ip for both TCP and UDP at the
-// time of the call.
+// time of the call, and that it has not returned before in this process.
 func FreePort(t testing.TB, ip string) int {
 	t.Helper()
 	for i := 0; i < 50; i++ {
@@ -50,8 +56,18 @@ func FreePort(t testing.TB, ip string) int {
 		port := ln.Addr().(*net.TCPAddr).Port
 		pc, err := net.ListenPacket("udp", fmt.Sprintf("%s:%d", ip, port))
 		ln.Close()
-		if err == nil {
-			pc.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		// The kernel may hand a closed port out again at once: never give
+		// one twice in a process (a cluster's gossip and Raft ports once
+		// came out equal).
+		givenMu.Lock()
+		again := given[port]
+		given[port] = true
+		givenMu.Unlock()
+		if !again {
 			return port
 		}
 	}

@@ -356,7 +356,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 		return
 	}
 	byPriority(vms)
-	idx := l.index()
+	idx := l.recoveryIndex()
 	var cmds []raftstore.Command
 	var placed []model.VM
 	var targets []string

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftstore"
@@ -119,6 +120,29 @@ func TestLeaseExpiryFencesAndRecoversByPriority(t *testing.T) {
 	e.step(500 * time.Millisecond)
 	if h, _ := e.r.store.Host("h3"); h.Mode != model.ModeActive {
 		t.Fatalf("h3 not welcomed back: %+v", h)
+	}
+}
+
+// TestRecoveryAcceptsDegradedHosts: the guests of a dead host go to a
+// degraded (busy) survivor rather than stay down; new VMs still avoid it,
+// and a failing host takes nothing.
+func TestRecoveryAcceptsDegradedHosts(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	e.peers.set(Peer{Name: "h1", State: PeerAlive, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192},
+		Health: model.Health{State: model.HealthFailing, Reasons: []string{"disk full"}}})
+	e.peers.set(Peer{Name: "h2", State: PeerAlive, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192},
+		Health: model.Health{State: model.HealthDegraded, Reasons: []string{"load 10 on 2 CPUs"}}})
+	e.l.registerHosts(ctx, e.peers.Peers())
+	e.vm(t, "v", "h3", 0, true)
+	for i := 0; i < 14; i++ {
+		e.step(500*time.Millisecond, "h3")
+	}
+	if v, _ := e.r.store.VM("v"); v.Host != "h2" {
+		t.Fatalf("recovered onto %q, want the degraded h2 (h1 is failing)", v.Host)
+	}
+	if _, err := e.l.index().Place(placement.Request{Name: "new", Spec: model.VMSpec{VCPUs: 1, MemoryMiB: 256}}); !errors.Is(err, model.ErrNoCapacity) {
+		t.Fatalf("a new VM found a host although h1 is failing, h2 degraded and h3 dead: %v", err)
 	}
 }
 

@@ -181,7 +181,7 @@ func (l *Leader) startMigration(ctx context.Context, v model.VM, target, reason 
 			others = append(others, o)
 		}
 	}
-	t, err := placement.NewIndex(l.candidates(), others, l.cfg.Placement).Place(req)
+	t, err := placement.NewIndex(l.candidates(false), others, l.cfg.Placement).Place(req)
 	if err != nil {
 		return err
 	}

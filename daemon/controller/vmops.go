@@ -60,8 +60,10 @@ func (l *Leader) event(ctx context.Context, kind, host, vm, format string, args 
 
 // candidates are the hosts in state with what the leader knows of their
 // liveness: its lease view once it leads (a host whose renewals are late
-// takes no new VMs), gossip before that.
-func (l *Leader) candidates() []placement.Candidate {
+// takes no new VMs), gossip before that. Unhealthy hosts take no VMs,
+// except that recovery accepts a degraded one (busy, warm): a guest whose
+// host died is better running there than not at all.
+func (l *Leader) candidates(recovery bool) []placement.Candidate {
 	lv := &l.live
 	lv.mu.Lock()
 	leasing := lv.heard != nil
@@ -78,6 +80,7 @@ func (l *Leader) candidates() []placement.Candidate {
 	for _, h := range l.store.Hosts() {
 		c := placement.Candidate{Host: h}
 		switch {
+		case h.Health.State == model.HealthDegraded && recovery:
 		case h.Health.State != "" && h.Health.State != model.HealthOK:
 			c.Unavailable = fmt.Sprintf("health %s: %s", h.Health.State, strings.Join(h.Health.Reasons, "; "))
 		case leasing && suspected[h.Name]:
@@ -94,7 +97,12 @@ func (l *Leader) candidates() []placement.Candidate {
 }
 
 func (l *Leader) index() *placement.Index {
-	return placement.NewIndex(l.candidates(), l.store.VMs(), l.cfg.Placement)
+	return placement.NewIndex(l.candidates(false), l.store.VMs(), l.cfg.Placement)
+}
+
+// recoveryIndex places the guests of a dead host (see candidates).
+func (l *Leader) recoveryIndex() *placement.Index {
+	return placement.NewIndex(l.candidates(true), l.store.VMs(), l.cfg.Placement)
 }
 
 func newUUID() string {
@@ -229,7 +237,7 @@ func (l *Leader) ResizeVM(ctx context.Context, req ResizeVMRequest) (model.VM, e
 				others = append(others, o)
 			}
 		}
-		x := placement.NewIndex(l.candidates(), others, l.cfg.Placement)
+		x := placement.NewIndex(l.candidates(false), others, l.cfg.Placement)
 		// Anti-affinity and labels were checked at placement; only size matters here.
 		check := spec
 		check.AntiAffinity, check.Require = "", nil

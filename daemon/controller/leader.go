@@ -3,7 +3,9 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sort"
 	"strings"
@@ -206,6 +208,41 @@ func (l *Leader) gossipDead() map[string]bool {
 	return dead
 }
 
+// Bounds on what gossip may claim for a host: it is a hint, and a member
+// advertising 100,000 vCPUs would otherwise receive every new VM.
+const (
+	maxHostVCPUs     = 4096
+	maxHostMemoryMiB = 64 << 20 // 64 TiB
+	maxHealthReasons = 16
+	maxHintText      = 256
+)
+
+// checkHint validates a host as gossip describes it before the leader
+// writes it into state: a valid name, capacity within bounds, Raft and RPC
+// addresses on the advertised address, bounded free text.
+func checkHint(h model.Host) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	if h.Capacity.VCPUs > maxHostVCPUs || h.Capacity.MemoryMiB > maxHostMemoryMiB {
+		return fmt.Errorf("capacity %d vCPUs, %d MiB is beyond %d vCPUs, %d MiB: %w", h.Capacity.VCPUs, h.Capacity.MemoryMiB, maxHostVCPUs, maxHostMemoryMiB, model.ErrInvalid)
+	}
+	for _, a := range []string{h.RaftAddr, h.RPCAddr} {
+		if host, _, err := net.SplitHostPort(a); err != nil || host != h.Addr {
+			return fmt.Errorf("address %q is not on the advertised address %s: %w", a, h.Addr, model.ErrInvalid)
+		}
+	}
+	if len(h.Version) > maxHintText || len(h.Health.Reasons) > maxHealthReasons {
+		return fmt.Errorf("version or health reasons too long: %w", model.ErrInvalid)
+	}
+	for _, r := range h.Health.Reasons {
+		if len(r) > maxHintText {
+			return fmt.Errorf("health reason of %d bytes: %w", len(r), model.ErrInvalid)
+		}
+	}
+	return nil
+}
+
 // registerHosts records alive hosts whose addresses, version or capacity
 // are new or changed.
 func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
@@ -217,6 +254,12 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 		want := model.Host{Name: p.Name, Addr: p.Addr, RaftAddr: p.RaftAddr, RPCAddr: p.RPCAddr, Version: p.Version, Capacity: p.Capacity, Health: p.Health}
 		if want.Health.State == "" {
 			want.Health.State = model.HealthOK
+		}
+		if err := checkHint(want); err != nil {
+			// Logged, not remembered: a map keyed by names from gossip
+			// would grow with every made-up member.
+			l.log.Warn("gossip metadata refused; host not registered", "host", p.Name, "err", err)
+			continue
 		}
 		have, err := l.store.Host(p.Name)
 		switch {

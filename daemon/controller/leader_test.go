@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,6 +86,50 @@ func TestRegisterHostsOnlyOnChange(t *testing.T) {
 	h, _ = r.store.Host("a")
 	if h.Version != "v2" || h.Labels["rack"] != "r1" || h.RegisteredAt.Equal(clock.Now()) {
 		t.Fatalf("re-registration must update version and keep labels and registration time: %+v", h)
+	}
+}
+
+// TestGossipHintsAreBounded: gossip metadata is a hint the leader checks
+// before writing it: absurd capacity, Raft or RPC addresses off the
+// advertised address, a name that reads as an option, or long free text
+// keep a member out of state.
+func TestGossipHintsAreBounded(t *testing.T) {
+	l, r, peers, _ := newTestLeader(3)
+	ctx := context.Background()
+	ok := model.Capacity{VCPUs: 4, MemoryMiB: 8192}
+	for _, p := range []Peer{
+		{Name: "greedy", Capacity: model.Capacity{VCPUs: 100000, MemoryMiB: 8192}},
+		{Name: "elsewhere", Capacity: ok, Addr: "10.0.0.9", RaftAddr: "10.0.0.66:7947", RPCAddr: "10.0.0.9:7948"},
+		{Name: "--help", Capacity: ok},
+		{Name: "chatty", Capacity: ok, Version: strings.Repeat("v", 1000)},
+	} {
+		p.State = PeerAlive
+		peers.set(p)
+	}
+	peers.set(Peer{Name: "fine", State: PeerAlive, Capacity: ok})
+	l.reconcile(ctx)
+	for _, name := range []string{"greedy", "elsewhere", "--help", "chatty"} {
+		if _, err := r.store.Host(name); err == nil {
+			t.Errorf("%s registered", name)
+		}
+	}
+	if _, err := r.store.Host("fine"); err != nil {
+		t.Fatalf("a sound member was not registered: %v", err)
+	}
+}
+
+// TestImageVolumeIsTheLeaders: the pool file of an image is derived from
+// its name by the leader, whatever the caller sent.
+func TestImageVolumeIsTheLeaders(t *testing.T) {
+	l, _, _, _ := newTestLeader(3)
+	ctx := context.Background()
+	l.setLeading(true)
+	im, err := l.PutImage(ctx, model.Image{Name: "base", Format: "qcow2", Volume: "../../../../dev/sda"})
+	if err != nil || im.Volume != model.ImageVolume("base") {
+		t.Fatalf("image %+v, %v", im, err)
+	}
+	if _, err := l.PutImage(ctx, model.Image{Name: "../x", Format: "raw"}); !errors.Is(err, model.ErrInvalid) {
+		t.Fatalf("bad image name: %v", err)
 	}
 }
 

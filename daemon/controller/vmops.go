@@ -378,6 +378,16 @@ func (l *Leader) PutImage(ctx context.Context, im model.Image) (model.Image, err
 	if err := l.ready(); err != nil {
 		return im, err
 	}
+	if err := model.ValidateName("image", im.Name); err != nil {
+		return im, err
+	}
+	if im.SizeBytes < 0 || im.VirtualSizeBytes < 0 || len(im.SHA256) > 64 {
+		return im, fmt.Errorf("image %q: bad size or checksum: %w", im.Name, model.ErrInvalid)
+	}
+	// The file name in the pool is the leader's to say, never the
+	// caller's: a volume named "../../dev/sda" would back every disk made
+	// from the image with that device.
+	im.Volume = model.ImageVolume(im.Name)
 	im.CreatedAt = l.clock.Now().UTC()
 	if _, err := l.store.Apply(ctx, raftstore.PutImage{Image: im}); err != nil {
 		return im, err

@@ -53,6 +53,7 @@ type Config struct {
 
 	LibvirtURI        string        `toml:"libvirt_uri" help:"libvirt connection URI"`
 	LibvirtSocket     string        `toml:"libvirt_socket" help:"libvirtd's Unix socket"`
+	KernelDir         string        `toml:"kernel_dir" help:"directory holding the kernels and initrds VMs may boot directly; any other path is refused (on shared storage, like storage_pool)"`
 	StoragePool       string        `toml:"storage_pool" help:"directory of the storage pool for images and VM disks; shared by all hosts (e.g. NFS) so that VMs can move"`
 	DomainType        string        `toml:"domain_type" help:"kvm, qemu (software emulation) or auto (kvm when it works and this host is not itself a VM)"`
 	ShutdownTimeout   time.Duration `toml:"guest_shutdown_timeout" help:"how long a guest gets to power off (ACPI) before it is destroyed"`
@@ -148,6 +149,7 @@ func DefaultConfig() Config {
 		LibvirtURI:        "qemu:///system",
 		LibvirtSocket:     "/var/run/libvirt/libvirt-sock",
 		StoragePool:       "/var/lib/corral/pool",
+		KernelDir:         "/var/lib/corral/kernels",
 		DomainType:        "auto",
 		ShutdownTimeout:   time.Minute,
 		PlacementStrategy: "spread",
@@ -328,6 +330,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FenceKillBudget < 0 || c.FenceKillBudget > c.LeaseTTL/4 || c.FenceKillBudget > 5*time.Second {
 		return bad("fence_kill_budget", "%v: must be within 0..min(lease_ttl/4, 5s)", c.FenceKillBudget)
+	}
+	if !filepath.IsAbs(c.KernelDir) || filepath.Clean(c.KernelDir) == "/" {
+		return bad("kernel_dir", "%q: must be an absolute directory other than /", c.KernelDir)
 	}
 	if c.FencerSocket != "" && !filepath.IsAbs(c.FencerSocket) {
 		return bad("fencer_socket", "%q: must be an absolute path", c.FencerSocket)

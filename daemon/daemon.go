@@ -117,7 +117,8 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			FenceCommand: strings.Fields(cfg.FenceCommand), FenceAfter: cfg.FenceAfter, FenceTimeout: cfg.FenceTimeout,
 			SharedStorage: cfg.SharedStorage, DrainParallel: cfg.DrainParallel, AutoEvacuate: cfg.AutoEvacuate,
 		},
-		Recorder: d.metrics,
+		Recorder:  d.metrics,
+		KernelDir: cfg.KernelDir,
 	}, d.store, d.store, peers, controller.SystemClock{}, log.With("component", "leader"))
 	d.driver = cfg.Tuning.Driver
 	if d.driver == nil {
@@ -144,6 +145,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		MigrationURIs: func(addr string) (string, string) {
 			return fmt.Sprintf(cfg.MigrationURI, addr), fmt.Sprintf(cfg.MigrationDataURI, addr)
 		},
+		KernelDir: cfg.KernelDir,
 	}, d.store, d.driver, reporter{d}, controller.SystemClock{}, log.With("component", "host"))
 	d.boot = &controller.Bootstrap{
 		Self:   cfg.Name,

@@ -82,3 +82,23 @@ func TestVMSpecLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckKernelDir(t *testing.T) {
+	for _, tc := range []struct {
+		k  *KernelBoot
+		ok bool
+	}{
+		{nil, true},
+		{&KernelBoot{Kernel: "/srv/k/vmlinuz", Initrd: "/srv/k/sub/initrd.img"}, true},
+		{&KernelBoot{Kernel: "/etc/shadow"}, false},
+		{&KernelBoot{Kernel: "/srv/k/vmlinuz", Initrd: "/dev/sda"}, false},
+		{&KernelBoot{Kernel: "/srv/k/../../etc/shadow"}, false},
+		{&KernelBoot{Kernel: "/srv/kernels-not/vmlinuz"}, false},
+		{&KernelBoot{Kernel: "/srv/k"}, false},
+	} {
+		err := tc.k.CheckKernelDir("/srv/k/")
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%+v: %v", tc.k, err)
+		}
+	}
+}

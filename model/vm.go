@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -97,6 +98,25 @@ const (
 	maxHAMaxCount  = 100
 	maxHAWindowSec = 7 * 24 * 3600
 )
+
+// CheckKernelDir checks that a kernel boot's kernel and initrd lie inside
+// dir (kernel_dir): a VM must not boot, and so expose to its guest, any
+// file of the host it names (/etc/shadow, a block device).
+func (k *KernelBoot) CheckKernelDir(dir string) error {
+	if k == nil {
+		return nil
+	}
+	root := filepath.Clean(dir)
+	for _, p := range []string{k.Kernel, k.Initrd} {
+		if p == "" {
+			continue
+		}
+		if c := filepath.Clean(p); c == root || !strings.HasPrefix(c, root+"/") {
+			return fmt.Errorf("%q is outside kernel_dir %s; put kernels and initrds there: %w", p, root, ErrInvalid)
+		}
+	}
+	return nil
+}
 
 // Validate checks a spec for the VM called name.
 func (s VMSpec) Validate(name string) error {

@@ -81,6 +81,9 @@ type HostConfig struct {
 	// MigrationURIs gives the libvirt URI of a target host's libvirtd and
 	// the URI QEMU streams memory to, from the target's address.
 	MigrationURIs func(addr string) (dest, data string)
+	// KernelDir: a VM's kernel and initrd must lie there (kernel_dir),
+	// checked again before each define; empty allows any path (tests).
+	KernelDir string
 }
 
 // HostLoop makes this host's hypervisor match what cluster state says it
@@ -432,6 +435,11 @@ func (h *HostLoop) domainSpec(ctx context.Context, v model.VM) (hypervisor.Domai
 		VMID: v.ID, Name: v.Name, Generation: v.Generation, SpecVersion: v.SpecVersion,
 		VCPUs: v.Spec.VCPUs, MemoryMiB: v.Spec.MemoryMiB, Kernel: v.Spec.Kernel,
 	}
+	if h.cfg.KernelDir != "" {
+		if err := v.Spec.Kernel.CheckKernelDir(h.cfg.KernelDir); err != nil {
+			return spec, err
+		}
+	}
 	for i, d := range v.Spec.Disks {
 		vol := hypervisor.Volume{Name: v.DiskVolume(i), SizeMiB: d.SizeMiB}
 		if d.Image != "" {
@@ -439,7 +447,8 @@ func (h *HostLoop) domainSpec(ctx context.Context, v model.VM) (hypervisor.Domai
 			if err != nil {
 				return spec, fmt.Errorf("disk %d: %w", i, err)
 			}
-			vol.Backing, vol.BackingFormat = im.Volume, im.Format
+			// Derived from the name here too, never the stored volume.
+			vol.Backing, vol.BackingFormat = model.ImageVolume(im.Name), im.Format
 		}
 		path, err := h.drv.EnsureVolume(ctx, vol)
 		if err != nil {

@@ -35,6 +35,9 @@ type LeaderConfig struct {
 	Liveness LivenessConfig
 	// Recorder receives counts and durations for metrics; nil for none.
 	Recorder Recorder
+	// KernelDir is where VM kernels and initrds must lie (kernel_dir);
+	// empty allows any absolute path (tests only).
+	KernelDir string
 }
 
 // Recorder takes the leader's counts and durations (metrics implements it).

@@ -133,6 +133,28 @@ func TestImageVolumeIsTheLeaders(t *testing.T) {
 	}
 }
 
+// TestKernelPathsOnlyFromKernelDir: a VM may boot only kernels and
+// initrds from kernel_dir, never any host file it names.
+func TestKernelPathsOnlyFromKernelDir(t *testing.T) {
+	l, _, peers, _ := newTestLeader(3)
+	l.cfg.KernelDir = "/srv/kernels"
+	ctx := context.Background()
+	peers.set(Peer{Name: "a", State: PeerAlive, Capacity: model.Capacity{VCPUs: 4, MemoryMiB: 8192}})
+	l.reconcile(ctx)
+	l.setLeading(true)
+	spec := model.VMSpec{VCPUs: 1, MemoryMiB: 128}
+	for _, k := range []model.KernelBoot{{Kernel: "/etc/shadow"}, {Kernel: "/srv/kernels/vmlinuz", Initrd: "/dev/sda"}} {
+		spec.Kernel = &k
+		if _, err := l.CreateVM(ctx, CreateVMRequest{Name: "k", Spec: spec}); !errors.Is(err, model.ErrInvalid) {
+			t.Errorf("kernel %+v: %v, want ErrInvalid", k, err)
+		}
+	}
+	spec.Kernel = &model.KernelBoot{Kernel: "/srv/kernels/vmlinuz", Initrd: "/srv/kernels/initrd.img"}
+	if _, err := l.CreateVM(ctx, CreateVMRequest{Name: "k", Spec: spec}); err != nil {
+		t.Fatalf("kernel from kernel_dir: %v", err)
+	}
+}
+
 func TestOpsNeedLeadership(t *testing.T) {
 	l, r, peers, _ := newTestLeader(3)
 	ctx := context.Background()

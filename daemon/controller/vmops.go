@@ -137,6 +137,11 @@ func (l *Leader) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, e
 	if err := spec.Validate(req.Name); err != nil {
 		return model.VM{}, err
 	}
+	if l.cfg.KernelDir != "" {
+		if err := spec.Kernel.CheckKernelDir(l.cfg.KernelDir); err != nil {
+			return model.VM{}, fmt.Errorf("vm %q: %w", req.Name, err)
+		}
+	}
 	if _, err := l.store.VM(req.Name); err == nil {
 		return model.VM{}, fmt.Errorf("vm %q already exists: %w", req.Name, model.ErrConflict)
 	}

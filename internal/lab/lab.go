@@ -251,8 +251,9 @@ bind_addr = %q
 seeds = [%s]
 bootstrap_expect = %d
 storage_pool = %q
+kernel_dir = %q
 %s
-`, h.Name, h.IP, strings.Join(seedIPs, ", "), min(3, cfg.Hosts), filepath.Join(l.SharedDir(), "pool"), cfg.CorraldConfig)
+`, h.Name, h.IP, strings.Join(seedIPs, ", "), min(3, cfg.Hosts), filepath.Join(l.SharedDir(), "pool"), l.SharedDir(), cfg.CorraldConfig)
 		if err := h.create(ctx); err != nil {
 			return fail(fmt.Errorf("%s: %w", h.Name, err))
 		}

@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"time"
+
+	"github.com/corralhq/corral/daemon/rpc"
 )
 
 // commitIndex is the answer of the raft.commit RPC.
@@ -28,9 +30,9 @@ func (d *Daemon) waitCaughtUp(ctx context.Context) error {
 				return nil
 			}
 		} else if addr := d.leaderRPCAddr(); addr != "" {
-			var ci commitIndex
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err = d.rpcCli.Call(cctx, addr, "raft.commit", struct{}{}, &ci)
+			var ci commitIndex
+			ci, err = rpc.Call(cctx, d.rpcCli, addr, mRaftCommit, struct{}{})
 			cancel()
 			target = ci.Index
 			if err == nil {

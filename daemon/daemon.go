@@ -154,9 +154,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Raft:   d.store,
 		Peers:  peers,
 		Ask: func(ctx context.Context, p controller.Peer) (controller.BootstrapView, error) {
-			var v controller.BootstrapView
-			err := d.rpcCli.Call(ctx, p.RPCAddr, "bootstrap.view", struct{}{}, &v)
-			return v, err
+			return rpc.Call(ctx, d.rpcCli, p.RPCAddr, mBootstrapView, struct{}{})
 		},
 		Clock: controller.SystemClock{},
 		Log:   log.With("component", "bootstrap"),
@@ -188,11 +186,13 @@ func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 func (d *Daemon) Name() string { return d.cfg.Name }
 
 func (d *Daemon) registerRPC() {
-	rpc.Register(d.rpcSrv, "bootstrap.view", func(ctx context.Context, _ struct{}) (controller.BootstrapView, error) {
+	for _, m := range leaderMethods {
+		m.register(d)
+	}
+	rpc.Register(d.rpcSrv, mBootstrapView, func(ctx context.Context, _ struct{}) (controller.BootstrapView, error) {
 		return d.boot.View(), nil
 	})
-	rpc.Register(d.rpcSrv, "host.labels", d.leader.SetHostLabels)
-	rpc.Register(d.rpcSrv, "raft.commit", func(ctx context.Context, _ struct{}) (commitIndex, error) {
+	rpc.Register(d.rpcSrv, mRaftCommit, func(ctx context.Context, _ struct{}) (commitIndex, error) {
 		if !d.store.IsLeader() {
 			return commitIndex{}, fmt.Errorf("ask the leader: %w", model.ErrNotLeader)
 		}
@@ -355,7 +355,7 @@ var errNoLeader = fmt.Errorf("no leader elected yet: %w", model.ErrNotLeader)
 // otherwise over the cluster RPC on the leader. While there is no leader, or
 // leadership moves, it retries with backoff until ctx (bounded by
 // ForwardTimeout) ends.
-func forward[Req, Resp any](ctx context.Context, d *Daemon, method string, req Req, local func(context.Context, Req) (Resp, error)) (Resp, error) {
+func forward[Req, Resp any](ctx context.Context, d *Daemon, m leaderMethod[Req, Resp], req Req) (Resp, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Tuning.ForwardTimeout)
 	defer cancel()
 	backoff := 25 * time.Millisecond
@@ -365,9 +365,9 @@ func forward[Req, Resp any](ctx context.Context, d *Daemon, method string, req R
 			err  error
 		)
 		if d.store.IsLeader() {
-			resp, err = local(ctx, req)
+			resp, err = m.fn(d.leader, ctx, req)
 		} else if addr := d.leaderRPCAddr(); addr != "" {
-			err = d.rpcCli.Call(ctx, addr, method, req, &resp)
+			resp, err = rpc.Call(ctx, d.rpcCli, addr, m.Method, req)
 		} else {
 			err = errNoLeader
 		}

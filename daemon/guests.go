@@ -33,17 +33,17 @@ type GuestDriver interface {
 type reporter struct{ d *Daemon }
 
 func (r reporter) Report(ctx context.Context, rep raftstore.ReportVMs) error {
-	_, err := forward(ctx, r.d, "vm.report", rep, r.d.leader.ReportVMs)
+	_, err := forward(ctx, r.d, mVMReport, rep)
 	return err
 }
 
 func (r reporter) Relocate(ctx context.Context, req controller.RelocateRequest) error {
-	_, err := forward(ctx, r.d, "vm.relocate", req, r.d.leader.RelocateVM)
+	_, err := forward(ctx, r.d, mVMRelocate, req)
 	return err
 }
 
 func (r reporter) MigrationDone(ctx context.Context, res controller.MigrationResult) error {
-	_, err := forward(ctx, r.d, "vm.migrated", res, r.d.leader.MigrationDone)
+	_, err := forward(ctx, r.d, mVMMigrated, res)
 	return err
 }
 
@@ -60,9 +60,7 @@ func (r renewer) Renew(ctx context.Context, req controller.LeaseRequest) (contro
 	if addr == "" {
 		return controller.LeaseGrant{}, errNoLeader
 	}
-	var g controller.LeaseGrant
-	err := d.rpcCli.Call(ctx, addr, "lease.renew", req, &g)
-	return g, err
+	return rpc.Call(ctx, d.rpcCli, addr, mLeaseRenew.Method, req)
 }
 
 // hostRead is a read served by the host that runs a VM (its console log,
@@ -73,27 +71,8 @@ type hostRead struct {
 }
 
 func (d *Daemon) registerGuestRPC() {
-	l := d.leader
-	rpc.Register(d.rpcSrv, "vm.create", l.CreateVM)
-	rpc.Register(d.rpcSrv, "vm.power", l.SetVMPower)
-	rpc.Register(d.rpcSrv, "vm.restart", l.RestartVM)
-	rpc.Register(d.rpcSrv, "vm.resize", l.ResizeVM)
-	rpc.Register(d.rpcSrv, "vm.delete", l.DeleteVM)
-	rpc.Register(d.rpcSrv, "vm.report", l.ReportVMs)
-	rpc.Register(d.rpcSrv, "vm.relocate", l.RelocateVM)
-	rpc.Register(d.rpcSrv, "image.put", l.PutImage)
-	rpc.Register(d.rpcSrv, "image.delete", l.DeleteImage)
-	rpc.Register(d.rpcSrv, "vm.migrate", l.MigrateVM)
-	rpc.Register(d.rpcSrv, "vm.migrated", l.MigrationDone)
-	rpc.Register(d.rpcSrv, "host.drain", l.DrainHost)
-	rpc.Register(d.rpcSrv, "host.restore", l.RestoreHost)
-	rpc.Register(d.rpcSrv, "lease.renew", l.Renew)
-	rpc.Register(d.rpcSrv, "lease.ages", l.LeaseAges)
-	rpc.Register(d.rpcSrv, "cluster.ha", l.SetHA)
-	rpc.Register(d.rpcSrv, "net.create", l.CreateNetwork)
-	rpc.Register(d.rpcSrv, "net.delete", l.DeleteNetwork)
-	rpc.Register(d.rpcSrv, "vm.console", d.localConsole)
-	rpc.Register(d.rpcSrv, "vm.stats", d.localStats)
+	rpc.Register(d.rpcSrv, mVMConsole, d.localConsole)
+	rpc.Register(d.rpcSrv, mVMStats, d.localStats)
 }
 
 // maxConsoleBytes bounds what one console read returns.
@@ -150,7 +129,7 @@ func (d *Daemon) localStats(ctx context.Context, req hostRead) (api.VMStats, err
 }
 
 // onHost runs a host read on the VM's host.
-func onHost[Resp any](ctx context.Context, d *Daemon, method, vm string, req hostRead, local func(context.Context, hostRead) (Resp, error)) (Resp, error) {
+func onHost[Resp any](ctx context.Context, d *Daemon, m rpc.Method[hostRead, Resp], vm string, req hostRead, local func(context.Context, hostRead) (Resp, error)) (Resp, error) {
 	var resp Resp
 	v, err := d.store.VM(vm)
 	if err != nil {
@@ -166,8 +145,7 @@ func onHost[Resp any](ctx context.Context, d *Daemon, method, vm string, req hos
 	if err != nil {
 		return resp, err
 	}
-	err = d.rpcCli.Call(ctx, h.RPCAddr, method, req, &resp)
-	return resp, err
+	return rpc.Call(ctx, d.rpcCli, h.RPCAddr, m, req)
 }
 
 func vmView(v model.VM) api.VM {
@@ -263,27 +241,27 @@ func (b backend) afterWrite(ctx context.Context, v model.VM, err error) (api.VM,
 }
 
 func (b backend) CreateVM(ctx context.Context, req api.VMCreateRequest) (api.VM, error) {
-	v, err := forward(ctx, b.d, "vm.create", controller.CreateVMRequest{Name: req.Name, Spec: specFromAPI(req), Host: req.Host, Stopped: req.Stopped}, b.d.leader.CreateVM)
+	v, err := forward(ctx, b.d, mVMCreate, controller.CreateVMRequest{Name: req.Name, Spec: specFromAPI(req), Host: req.Host, Stopped: req.Stopped})
 	return b.afterWrite(ctx, v, err)
 }
 
 func (b backend) SetVMPower(ctx context.Context, name string, desired string) (api.VM, error) {
-	v, err := forward(ctx, b.d, "vm.power", controller.VMPowerRequest{Name: name, Desired: model.PowerState(desired)}, b.d.leader.SetVMPower)
+	v, err := forward(ctx, b.d, mVMPower, controller.VMPowerRequest{Name: name, Desired: model.PowerState(desired)})
 	return b.afterWrite(ctx, v, err)
 }
 
 func (b backend) RestartVM(ctx context.Context, name string) (api.VM, error) {
-	v, err := forward(ctx, b.d, "vm.restart", controller.NameRequest{Name: name}, b.d.leader.RestartVM)
+	v, err := forward(ctx, b.d, mVMRestart, controller.NameRequest{Name: name})
 	return b.afterWrite(ctx, v, err)
 }
 
 func (b backend) ResizeVM(ctx context.Context, name string, req api.VMResizeRequest) (api.VM, error) {
-	v, err := forward(ctx, b.d, "vm.resize", controller.ResizeVMRequest{Name: name, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Restart: req.Restart}, b.d.leader.ResizeVM)
+	v, err := forward(ctx, b.d, mVMResize, controller.ResizeVMRequest{Name: name, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Restart: req.Restart})
 	return b.afterWrite(ctx, v, err)
 }
 
 func (b backend) DeleteVM(ctx context.Context, name string, force bool) (api.VM, error) {
-	v, err := forward(ctx, b.d, "vm.delete", controller.DeleteVMRequest{Name: name, Force: force}, b.d.leader.DeleteVM)
+	v, err := forward(ctx, b.d, mVMDelete, controller.DeleteVMRequest{Name: name, Force: force})
 	if err != nil {
 		return api.VM{}, err
 	}
@@ -301,7 +279,7 @@ func (b backend) DeleteVM(ctx context.Context, name string, force bool) (api.VM,
 }
 
 func (b backend) MigrateVM(ctx context.Context, name string, req api.VMMigrateRequest) (api.VM, error) {
-	v, err := forward(ctx, b.d, "vm.migrate", controller.MigrateVMRequest{Name: name, Target: req.Target}, b.d.leader.MigrateVM)
+	v, err := forward(ctx, b.d, mVMMigrate, controller.MigrateVMRequest{Name: name, Target: req.Target})
 	if err != nil {
 		return api.VM{}, err
 	}
@@ -313,11 +291,11 @@ func (b backend) MigrateVM(ctx context.Context, name string, req api.VMMigrateRe
 }
 
 func (b backend) ConsoleLog(ctx context.Context, name string, bytes int64) (api.ConsoleLog, error) {
-	return onHost(ctx, b.d, "vm.console", name, hostRead{VM: name, Bytes: bytes}, b.d.localConsole)
+	return onHost(ctx, b.d, mVMConsole, name, hostRead{VM: name, Bytes: bytes}, b.d.localConsole)
 }
 
 func (b backend) VMStats(ctx context.Context, name string) (api.VMStats, error) {
-	return onHost(ctx, b.d, "vm.stats", name, hostRead{VM: name}, b.d.localStats)
+	return onHost(ctx, b.d, mVMStats, name, hostRead{VM: name}, b.d.localStats)
 }
 
 func (b backend) Images(ctx context.Context) ([]api.Image, error) {
@@ -339,7 +317,7 @@ func (b backend) ImportImage(ctx context.Context, name string, body io.Reader) (
 	if err != nil {
 		return api.Image{}, err
 	}
-	rec, err := forward(ctx, b.d, "image.put", im, b.d.leader.PutImage)
+	rec, err := forward(ctx, b.d, mImagePut, im)
 	if err != nil {
 		images.Remove(dir, name)
 		return api.Image{}, err
@@ -352,7 +330,7 @@ func (b backend) ImportImage(ctx context.Context, name string, body io.Reader) (
 }
 
 func (b backend) DeleteImage(ctx context.Context, name string) error {
-	if _, err := forward(ctx, b.d, "image.delete", controller.NameRequest{Name: name}, b.d.leader.DeleteImage); err != nil {
+	if _, err := forward(ctx, b.d, mImageDelete, controller.NameRequest{Name: name}); err != nil {
 		return err
 	}
 	return images.Remove(b.d.driver.PoolDir(), name)

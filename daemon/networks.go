@@ -98,7 +98,7 @@ func (b backend) Networks(ctx context.Context) ([]api.Network, error) {
 
 func (b backend) CreateNetwork(ctx context.Context, req api.NetworkCreateRequest) (api.Network, error) {
 	n := model.Network{Name: req.Name, Kind: model.NetKind(req.Kind), VNI: req.VNI, VLAN: req.VLAN, Uplink: req.Uplink, MTU: req.MTU}
-	if _, err := forward(ctx, b.d, "net.create", controller.CreateNetworkRequest{Network: n}, b.d.leader.CreateNetwork); err != nil {
+	if _, err := forward(ctx, b.d, mNetCreate, controller.CreateNetworkRequest{Network: n}); err != nil {
 		return api.Network{}, err
 	}
 	b.d.waitState(ctx, func() bool { _, err := b.d.store.Network(req.Name); return err == nil })
@@ -107,7 +107,7 @@ func (b backend) CreateNetwork(ctx context.Context, req api.NetworkCreateRequest
 }
 
 func (b backend) DeleteNetwork(ctx context.Context, name string) error {
-	if _, err := forward(ctx, b.d, "net.delete", controller.NameRequest{Name: name}, b.d.leader.DeleteNetwork); err != nil {
+	if _, err := forward(ctx, b.d, mNetDelete, controller.NameRequest{Name: name}); err != nil {
 		return err
 	}
 	b.d.waitState(ctx, func() bool { _, err := b.d.store.Network(name); return err != nil })

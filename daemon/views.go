@@ -9,6 +9,7 @@ import (
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/membership"
+	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/internal/version"
 	"github.com/corralhq/corral/model"
 )
@@ -72,7 +73,7 @@ func (b backend) leaseAges(ctx context.Context) map[string]controller.LeaseAge {
 	if b.d.store.IsLeader() {
 		ages, err = b.d.leader.LeaseAges(ctx, struct{}{})
 	} else if addr := b.d.leaderRPCAddr(); addr != "" {
-		err = b.d.rpcCli.Call(ctx, addr, "lease.ages", struct{}{}, &ages)
+		ages, err = rpc.Call(ctx, b.d.rpcCli, addr, mLeaseAges.Method, struct{}{})
 	} else {
 		return nil
 	}
@@ -160,7 +161,7 @@ func (b backend) Host(ctx context.Context, name string) (api.Host, error) {
 }
 
 func (b backend) DrainHost(ctx context.Context, name string) (api.Host, error) {
-	if _, err := forward(ctx, b.d, "host.drain", controller.NameRequest{Name: name}, b.d.leader.DrainHost); err != nil {
+	if _, err := forward(ctx, b.d, mHostDrain, controller.NameRequest{Name: name}); err != nil {
 		return api.Host{}, err
 	}
 	b.d.waitState(ctx, func() bool { h, err := b.d.store.Host(name); return err == nil && h.Mode == model.ModeMaintenance })
@@ -168,7 +169,7 @@ func (b backend) DrainHost(ctx context.Context, name string) (api.Host, error) {
 }
 
 func (b backend) RestoreHost(ctx context.Context, name string, req api.HostRestoreRequest) (api.Host, error) {
-	if _, err := forward(ctx, b.d, "host.restore", controller.HostRestoreRequest{Name: name, Failback: req.Failback}, b.d.leader.RestoreHost); err != nil {
+	if _, err := forward(ctx, b.d, mHostRestore, controller.HostRestoreRequest{Name: name, Failback: req.Failback}); err != nil {
 		return api.Host{}, err
 	}
 	b.d.waitState(ctx, func() bool { h, err := b.d.store.Host(name); return err == nil && h.Mode == model.ModeActive })
@@ -176,7 +177,7 @@ func (b backend) RestoreHost(ctx context.Context, name string, req api.HostResto
 }
 
 func (b backend) SetHA(ctx context.Context, req api.HARequest) (api.Status, error) {
-	if _, err := forward(ctx, b.d, "cluster.ha", controller.HARequest{Armed: req.Armed}, b.d.leader.SetHA); err != nil {
+	if _, err := forward(ctx, b.d, mClusterHA, controller.HARequest{Armed: req.Armed}); err != nil {
 		return api.Status{}, err
 	}
 	b.d.waitState(ctx, func() bool { return b.d.store.Cluster().HADisarmed == !req.Armed })
@@ -184,7 +185,7 @@ func (b backend) SetHA(ctx context.Context, req api.HARequest) (api.Status, erro
 }
 
 func (b backend) SetHostLabels(ctx context.Context, name string, req api.HostLabelsRequest) (api.Host, error) {
-	_, err := forward(ctx, b.d, "host.labels", controller.HostLabels{Name: name, Set: req.Set, Remove: req.Remove}, b.d.leader.SetHostLabels)
+	_, err := forward(ctx, b.d, mHostLabels, controller.HostLabels{Name: name, Set: req.Set, Remove: req.Remove})
 	if err != nil {
 		return api.Host{}, err
 	}

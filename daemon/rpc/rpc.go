@@ -51,15 +51,25 @@ func NewServer(tlsConf *tls.Config, log *slog.Logger) *Server {
 	return &Server{log: log, tls: tlsConf, handlers: map[string]Handler{}}
 }
 
-// Handle registers h for method.
+// Method declares one cluster RPC method: its name with its request and
+// response types, so that the server and its callers cannot disagree.
+type Method[Req, Resp any] struct{ Name string }
+
+// Handle registers h for method. Registering a method twice is a
+// programming error: it panics rather than silently replace the first.
 func (s *Server) Handle(method string, h Handler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, dup := s.handlers[method]; dup {
+		panic("rpc: method " + method + " registered twice")
+	}
 	s.handlers[method] = h
 }
 
-// Register registers a typed handler: the request body is decoded into Req.
-func Register[Req, Resp any](s *Server, method string, fn func(context.Context, Req) (Resp, error)) {
+// Register registers a typed handler for m: the request body is decoded
+// into Req.
+func Register[Req, Resp any](s *Server, m Method[Req, Resp], fn func(context.Context, Req) (Resp, error)) {
+	method := m.Name
 	s.Handle(method, func(ctx context.Context, body json.RawMessage) (any, error) {
 		var req Req
 		if err := json.Unmarshal(body, &req); err != nil {
@@ -139,6 +149,17 @@ func NewClient(tlsConf *tls.Config) *Client {
 // failure wraps model.ErrUnavailable; an error from the remote handler keeps
 // its class.
 func (c *Client) Call(ctx context.Context, addr, method string, req, resp any) error {
+	return c.call(ctx, addr, method, req, resp)
+}
+
+// Call calls m on the daemon at addr.
+func Call[Req, Resp any](ctx context.Context, c *Client, addr string, m Method[Req, Resp], req Req) (Resp, error) {
+	var resp Resp
+	err := c.call(ctx, addr, m.Name, req, &resp)
+	return resp, err
+}
+
+func (c *Client) call(ctx context.Context, addr, method string, req, resp any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("rpc %s: encode: %w", method, err)

@@ -20,8 +20,9 @@ build: ## build corrald, corralctl and corral-lab into bin/
 deps: ## install the Debian packages the tests need (when missing)
 	scripts/deps.sh test
 
-test: deps ## the full test suite, as CI runs it (installs what it needs; root)
+test: deps ## the full test suite, as CI runs it (installs what it needs; root), then each fuzz target for 10s
 	go test -count=1 -timeout 45m $(GOTEST_FLAGS) ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 demo: ## the demo: 3-host lab, guests, a host killed and recovered, a drain (KEEP=1 leaves it up; root)
 	scripts/demo.sh
@@ -59,8 +60,11 @@ bench-fence-latency: deps ## the fencer's kill: lease end to all QEMUs dead, 1/8
 bench-restart: build ## clean corrald restarts on a 3-host lab: SIGTERM to renewed lease (root)
 	scripts/bench-restart.sh 8
 
-fuzz: ## run the codec fuzz target for a minute
-	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./raftstore
+FUZZTIME ?= 60s
+fuzz: ## run each fuzz target (raft entry codec and apply, snapshot restore, config file) for FUZZTIME (60s)
+	go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./raftstore
+	go test -run '^$$' -fuzz FuzzRestore -fuzztime $(FUZZTIME) ./raftstore
+	go test -run '^$$' -fuzz FuzzLoadConfig -fuzztime $(FUZZTIME) ./daemon
 
 cluster: build ## start a 3-host cluster on 127.0.0.1-3 (data in _cluster/)
 	scripts/local-cluster.sh up

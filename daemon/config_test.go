@@ -157,3 +157,24 @@ func TestExampleConfigMatchesDefaults(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLoadConfig: any config file is either loaded into a valid config or
+// refused with an error naming a key; it never panics.
+func FuzzLoadConfig(f *testing.F) {
+	f.Add("name = \"h1\"\nseeds = [\"10.0.0.1\"]\nbootstrap_expect = 1\n")
+	f.Add("lease_ttl = \"1ns\"\n")
+	f.Add("fence_kill_budget = \"-5s\"\nkernel_dir = \"/\"\n")
+	f.Add("[tuning]\nx = 1\n")
+	f.Fuzz(func(t *testing.T, body string) {
+		p := filepath.Join(t.TempDir(), "corral.toml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig([]string{"--config", p})
+		if err == nil {
+			if verr := cfg.Validate(); verr != nil {
+				t.Fatalf("loaded a config that does not validate: %v", verr)
+			}
+		}
+	})
+}

@@ -463,3 +463,20 @@ func FuzzDecode(f *testing.F) {
 
 // normalize maps nil and empty maps/slices to one form, as JSON does.
 func normalize(c Command) string { return string(MustEncode(c)) }
+
+// FuzzRestore: whatever bytes a snapshot holds, restore returns an error or
+// a state, never panics, and a refused snapshot leaves the state as it was.
+func FuzzRestore(f *testing.F) {
+	g := newFSM(nil)
+	g.Apply(&raft.Log{Type: raft.LogCommand, Data: MustEncode(RegisterHost{Host: testHost("h1")})})
+	f.Add(snapshotBytes(f, g))
+	f.Add([]byte(`{"format":1,"events":-1}` + "\n"))
+	f.Add([]byte(`{"format":1,"hosts":2}` + "\n" + `{"name":"a"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h := newFSM(nil)
+		before := snapshotBytes(t, h)
+		if err := h.Restore(io.NopCloser(bytes.NewReader(data))); err != nil && !bytes.Equal(before, snapshotBytes(t, h)) {
+			t.Fatal("a refused snapshot changed the state")
+		}
+	})
+}

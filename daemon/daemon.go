@@ -139,9 +139,10 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	}, renewer{d}, controller.SystemClock{}, log.With("component", "lease"), func(string) { d.host.Fence() }, guard)
 	d.host = controller.NewHostLoop(controller.HostConfig{
 		Self: cfg.Name, ResyncInterval: cfg.Tuning.HostResync, ShutdownTimeout: cfg.ShutdownTimeout,
-		MayStart: func() bool { return d.lease.MayStart(d.store.AppliedIndex()) },
-		Fencing:  d.lease.Fencing,
-		Bridge:   d.bridgeOf,
+		MayStart:     func() bool { return d.lease.MayStart(d.store.AppliedIndex()) },
+		StartBlocked: func() string { return d.lease.StartBlocked(d.store.AppliedIndex()) },
+		Fencing:      d.lease.Fencing,
+		Bridge:       d.bridgeOf,
 		MigrationURIs: func(addr string) (string, string) {
 			return fmt.Sprintf(cfg.MigrationURI, addr), fmt.Sprintf(cfg.MigrationDataURI, addr)
 		},

@@ -74,6 +74,8 @@ type HostConfig struct {
 	// MayStart gates starting guests (the lease: a host that may have been
 	// declared dead starts nothing). Nil means always.
 	MayStart func() bool
+	// StartBlocked, if set, says why MayStart is false (the VM's message).
+	StartBlocked func() string
 	// Fencing reports that this host fenced itself (its lease expired):
 	// every corral guest here is destroyed and nothing starts. Nil means
 	// never.
@@ -380,7 +382,13 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 		return nil, r
 	}
 	if h.cfg.MayStart != nil && !h.cfg.MayStart() {
-		return nil, report(v, model.StatePending, stateSince(v, model.StatePending, now), "waiting for this host's lease")
+		why := "waiting for this host's lease"
+		if h.cfg.StartBlocked != nil {
+			if w := h.cfg.StartBlocked(); w != "" {
+				why = w
+			}
+		}
+		return nil, report(v, model.StatePending, stateSince(v, model.StatePending, now), why)
 	}
 	if t.seenRunning {
 		// It was running under our watch and we did not stop it: a crash.

@@ -115,10 +115,21 @@ func (l *Lease) Valid() bool {
 // local state has applied what the leader had committed when the lease was
 // (re)acquired, and, for an armed lease on a host with a fencer, the
 // fencer holds the deadline (a guest started now dies with the lease).
-func (l *Lease) MayStart(applied uint64) bool {
+func (l *Lease) MayStart(applied uint64) bool { return l.StartBlocked(applied) == "" }
+
+// StartBlocked says why guests may not start now ("" when they may).
+func (l *Lease) StartBlocked(applied uint64) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.held && l.clock.Now().Before(l.end()) && applied >= l.target && l.guarded()
+	switch {
+	case !l.held || !l.clock.Now().Before(l.end()):
+		return "waiting for this host's lease"
+	case applied < l.target:
+		return "waiting for this host's state to catch up with the leader"
+	case !l.guarded():
+		return "waiting for this host's fencer to hold the lease's deadline (is corral-fencer running?)"
+	}
+	return ""
 }
 
 // guarded: no fencer to wait for, or HA disarmed, or the fencer is armed.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -261,8 +262,8 @@ func TestLeaseFeedsTheFencer(t *testing.T) {
 	if len(f.arms) != 1 || f.arms[0] != 4*time.Second {
 		t.Fatalf("fencer armed with %v, want the lease's end 4s from now", f.arms)
 	}
-	if l.MayStart(1) {
-		t.Fatal("started guests before the fencer held the deadline")
+	if l.MayStart(1) || !strings.Contains(l.StartBlocked(1), "fencer") {
+		t.Fatalf("started guests before the fencer held the deadline (%q)", l.StartBlocked(1))
 	}
 	f.armed = true
 	if !l.MayStart(1) {

@@ -35,6 +35,9 @@ type Status struct {
 	// guests when the lease ends, even without corrald), released, fenced,
 	// unreachable, or none (fencer_socket is empty).
 	Fencer string `json:"fencer"`
+	// Exposures: what leaves this host's cluster plane open to anyone who
+	// reaches its ports (no TLS, no gossip key); empty when none.
+	Exposures []string `json:"exposures,omitempty"`
 }
 
 // Capacity is what a host offers to guests.

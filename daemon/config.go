@@ -481,6 +481,23 @@ type configKey struct {
 	secret    bool // file only: never a flag
 }
 
+// Exposures lists what leaves this host's cluster plane open to anyone who
+// reaches its ports: no mutual TLS on Raft and the cluster RPC, no gossip
+// encryption, on an address other than loopback. Empty means none.
+func (c Config) Exposures() []string {
+	if ip := net.ParseIP(c.BindAddr); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	var out []string
+	if c.TLSCA == "" {
+		out = append(out, fmt.Sprintf("Raft (port %d) and the cluster RPC (port %d) accept anyone: no tls_ca/tls_cert/tls_key", c.RaftPort, c.RPCPort))
+	}
+	if c.GossipKey == "" {
+		out = append(out, fmt.Sprintf("gossip (port %d) is neither encrypted nor authenticated: no gossip_key", c.GossipPort))
+	}
+	return out
+}
+
 // private checks that a file holding a secret is not readable by others:
 // at most 0640 (the group is root's or corral's, as packaged).
 func private(path, why string) error {

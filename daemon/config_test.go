@@ -178,3 +178,21 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestExposures: a host on a non-loopback address without TLS or a gossip
+// key says so (logged at start and hourly, shown by corralctl status).
+func TestExposures(t *testing.T) {
+	c := DefaultConfig()
+	if ex := c.Exposures(); len(ex) != 2 || !strings.Contains(ex[0], "tls_ca") || !strings.Contains(ex[1], "gossip_key") {
+		t.Fatalf("defaults: %q", ex)
+	}
+	c.TLSCA, c.TLSCert, c.TLSKey, c.GossipKey = "/ca", "/cert", "/key", "c2l4dGVlbi1ieXRlLWtleQ=="
+	if ex := c.Exposures(); len(ex) != 0 {
+		t.Fatalf("with TLS and a gossip key: %q", ex)
+	}
+	c = DefaultConfig()
+	c.BindAddr = "127.0.0.2"
+	if ex := c.Exposures(); len(ex) != 0 {
+		t.Fatalf("loopback: %q", ex)
+	}
+}

@@ -180,6 +180,34 @@ func (d *Daemon) rpcAddr() string {
 	return net.JoinHostPort(d.cfg.AdvertiseAddr, strconv.Itoa(d.cfg.RPCPort))
 }
 
+// warnExposures logs, now and every hour while running, what leaves the
+// cluster plane open (Config.Exposures): a host daemon that is root on
+// every machine must not trust its network silently.
+func (d *Daemon) warnExposures(ctx context.Context) {
+	ex := d.cfg.Exposures()
+	if len(ex) == 0 {
+		return
+	}
+	warn := func() {
+		for _, e := range ex {
+			d.log.Warn("INSECURE: anyone who reaches this host's cluster ports can control the cluster", "exposure", e)
+		}
+	}
+	warn()
+	go func() {
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				warn()
+			}
+		}
+	}()
+}
+
 // Ready is closed once every listener is open and every loop started.
 func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 
@@ -239,6 +267,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}()
 	d.members.UpdateMeta(func(m *membership.Meta) { m.InCluster = d.store.HasState() })
 	d.sampleOnce(ctx)
+	d.warnExposures(ctx)
 	if err := d.members.Start(); err != nil {
 		return err
 	}

@@ -41,6 +41,7 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 	case d.lease.Fencing():
 		out.Lease = "fencing"
 	}
+	out.Exposures = d.cfg.Exposures()
 	out.Fencer = "none"
 	if d.fencer != nil {
 		out.Fencer = "unreachable"

@@ -44,6 +44,9 @@ func (c *cli) statusCmd() *cobra.Command {
 					fencer = "UNREACHABLE (no guests start; running ones outlive a crashed corrald)"
 				}
 				fmt.Fprintf(w, "Fencer:\t%s\n", fencer)
+				for _, e := range s.Exposures {
+					fmt.Fprintf(w, "INSECURE:\t%s\n", e)
+				}
 				if !s.Joined {
 					fmt.Fprintf(w, "Joined:\tno (still looking for seeds)\n")
 				}

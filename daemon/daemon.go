@@ -53,6 +53,9 @@ type Daemon struct {
 	metrics *metrics.Metrics
 
 	ready chan struct{}
+	// caughtUp is closed once the local state has caught up with the
+	// leader after start (waitCaughtUp).
+	caughtUp chan struct{}
 }
 
 // New validates cfg and builds the daemon. It starts nothing and opens no
@@ -73,7 +76,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		cfg.Tuning = DefaultTuning()
 	}
 	log = log.With("host", cfg.Name)
-	d := &Daemon{cfg: cfg, log: log, ready: make(chan struct{})}
+	d := &Daemon{cfg: cfg, log: log, ready: make(chan struct{}), caughtUp: make(chan struct{})}
 	d.store = raftstore.New(raftstore.Config{
 		ID:            cfg.Name,
 		BindAddr:      net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.RaftPort)),
@@ -307,6 +310,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		if err := d.waitCaughtUp(ctx); err != nil || ctx.Err() != nil {
 			return err
 		}
+		close(d.caughtUp)
 		return d.host.Run(ctx)
 	})
 	if metricsLn != nil {

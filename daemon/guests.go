@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/corralhq/corral/api"
@@ -79,22 +78,28 @@ func (d *Daemon) registerGuestRPC() {
 const maxConsoleBytes = 4 << 20
 
 // placedHere checks a host read that may come from the network: a valid
-// VM name (so never a path), and a VM that state places on this host or,
-// while this host's state still catches up after a restart, a corral
-// domain that runs here. No host answers for another host's VM.
+// VM name (so never a path), and a VM that state places on this host. No
+// host answers for another host's VM. A host that restarted and is still
+// replaying the log waits to catch up (at most 10 s) before it says no.
 func (d *Daemon) placedHere(ctx context.Context, vm string) error {
 	if err := model.ValidateName("vm", vm); err != nil {
 		return err
 	}
 	v, err := d.store.VM(vm)
-	if err == nil && v.Host != d.cfg.Name {
-		return fmt.Errorf("vm %q is placed on %q, not on %s: %w", vm, v.Host, d.cfg.Name, model.ErrConflict)
+	if errors.Is(err, model.ErrNotFound) {
+		select {
+		case <-d.caughtUp: // caught up already: not found means not found
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Second):
+		}
+		v, err = d.store.VM(vm)
 	}
 	if err != nil {
-		doms, lerr := d.driver.List(ctx)
-		if lerr != nil || !slices.ContainsFunc(doms, func(dm hypervisor.Domain) bool { return dm.Name == vm }) {
-			return err
-		}
+		return err
+	}
+	if v.Host != d.cfg.Name {
+		return fmt.Errorf("vm %q is placed on %q, not on %s: %w", vm, v.Host, d.cfg.Name, model.ErrConflict)
 	}
 	return nil
 }

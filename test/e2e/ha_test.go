@@ -202,11 +202,16 @@ func (e *env) waitMoved(ci int, names []string, from string, timeout time.Durati
 func (e *env) counters(ci int, names []string) map[string]guestLog {
 	out := map[string]guestLog{}
 	for _, n := range names {
-		l, err := e.client(ci).ConsoleLog(e.ctx(), n, 1<<20)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		out[n] = parseGuestLog(l.Log)
+		// Right after a corrald restart its host may answer "not found"
+		// for a moment (it is still catching up): retry for a while.
+		testutil.Eventually(e.t, 30*time.Second, func() error {
+			l, err := e.client(ci).ConsoleLog(e.ctx(), n, 1<<20)
+			if err != nil {
+				return err
+			}
+			out[n] = parseGuestLog(l.Log)
+			return nil
+		})
 	}
 	return out
 }

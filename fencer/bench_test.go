@@ -71,7 +71,6 @@ func fenceOnce(b *testing.B, bin string, g testutil.Guest, n int, busy bool) Fen
 	if busy {
 		cmdline += " corral.busy=1"
 	}
-	var names []string
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("bench%d", i)
 		q := exec.Command("qemu-system-x86_64", "-name", "guest="+name+",debug-threads=on", "-machine", "pc", "-accel", "tcg",
@@ -86,7 +85,6 @@ func fenceOnce(b *testing.B, bin string, g testutil.Guest, n int, busy bool) Fen
 		b.Cleanup(func() { q.Process.Kill(); <-exited })
 		os.WriteFile(filepath.Join(runDir, name+".xml"), []byte("<domstatus><metadata><corral:vm xmlns:corral='"+guestproc.MetadataNS+"'/></metadata></domstatus>"), 0o600)
 		os.WriteFile(filepath.Join(runDir, name+".pid"), []byte(fmt.Sprint(q.Process.Pid)), 0o600)
-		names = append(names, name)
 	}
 	socket := filepath.Join(dir, "fencer.sock")
 	fencer := exec.Command("chrt", "-f", "50", bin, "--socket", socket, "--run-dir", runDir)

@@ -257,7 +257,7 @@ func TestGuestWatchQEMU(t *testing.T) {
 		t.Skip("starts fake QEMU processes and listens to the kernel's process events")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("the proc connector needs root (CAP_NET_ADMIN)")
+		t.Fatal("the proc connector needs root (CAP_NET_ADMIN): run as root, or go test -short")
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -430,7 +430,7 @@ func TestGuestWatchLost(t *testing.T) {
 		t.Skip("overflows a proc connector socket with process events")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("the proc connector needs root (CAP_NET_ADMIN)")
+		t.Fatal("the proc connector needs root (CAP_NET_ADMIN): run as root, or go test -short")
 	}
 	w, err := (&Lab{}).WatchGuests()
 	if err != nil {

@@ -13,6 +13,7 @@ const (
 	CodeNotLeader   ErrorCode = "not_leader"
 	CodeUnavailable ErrorCode = "unavailable"
 	CodeInternal    ErrorCode = "internal"
+	CodeForbidden   ErrorCode = "forbidden"
 )
 
 // Status returns the HTTP status that carries code.
@@ -26,6 +27,8 @@ func (c ErrorCode) Status() int {
 		return http.StatusConflict
 	case CodeNoCapacity:
 		return http.StatusUnprocessableEntity
+	case CodeForbidden:
+		return http.StatusForbidden
 	case CodeNotLeader, CodeUnavailable:
 		return http.StatusServiceUnavailable
 	}

@@ -111,6 +111,31 @@ type HARequest struct {
 	Armed bool `json:"armed"`
 }
 
+// JoinToken describes a join token; its secret is shown once, when it is
+// created, and never stored.
+type JoinToken struct {
+	ID          string    `json:"id"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created"`
+	Expires     time.Time `json:"expires"`
+	Expired     bool      `json:"expired,omitempty"`
+}
+
+// JoinTokenCreateRequest is the body of POST /v1/cluster/tokens.
+type JoinTokenCreateRequest struct {
+	// TTL is how long the token admits hosts (Go duration, default 24h,
+	// at most 720h).
+	TTL         string `json:"ttl,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// JoinTokenCreated is a new join token: Token is the whole text a host puts
+// in join_token.
+type JoinTokenCreated struct {
+	JoinToken
+	Token string `json:"token"`
+}
+
 // HostLabelsRequest is the body of PUT /v1/hosts/{name}/labels.
 type HostLabelsRequest struct {
 	Set    map[string]string `json:"set,omitempty"`

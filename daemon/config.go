@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/corralhq/corral/daemon/controller"
+	"github.com/corralhq/corral/daemon/identity"
 	"github.com/corralhq/corral/daemon/membership"
 	"github.com/corralhq/corral/hwmon"
 	"github.com/corralhq/corral/model"
@@ -45,11 +45,8 @@ type Config struct {
 	SocketGroup     string        `toml:"socket_group" help:"group given access to the socket, when it exists"`
 	LogLevel        string        `toml:"log_level" help:"debug, info, warn or error"`
 	LogFormat       string        `toml:"log_format" help:"text or json"`
-	GossipKey       string        `toml:"gossip_key" secret:"true" help:"base64 key (16, 24 or 32 bytes) that encrypts gossip; empty for none (a secret: config file only, never a flag)"`
-	TLSCA           string        `toml:"tls_ca" help:"cluster CA certificate (PEM); with tls_cert and tls_key turns on mutual TLS for Raft and cluster RPC"`
-	TLSCert         string        `toml:"tls_cert" help:"this host's certificate (PEM), signed by tls_ca"`
-	TLSKey          string        `toml:"tls_key" help:"this host's private key (PEM)"`
-	TLSServerName   string        `toml:"tls_server_name" help:"name every host certificate carries (as a DNS SAN)"`
+	JoinToken       string        `toml:"join_token" secret:"true" help:"join token from a member (corralctl cluster token create); with no cluster identity in data_dir/identity, this host joins with it at start (a secret: config file only, never a flag)"`
+	Insecure        bool          `toml:"insecure" help:"run without a cluster identity on an address other than loopback: Raft, RPC and gossip then accept anyone who reaches them (warned about at start, every hour and in status)"`
 
 	LibvirtURI        string        `toml:"libvirt_uri" help:"libvirt connection URI"`
 	LibvirtSocket     string        `toml:"libvirt_socket" help:"libvirtd's Unix socket"`
@@ -144,7 +141,6 @@ func DefaultConfig() Config {
 		SocketGroup:     "corral",
 		LogLevel:        "info",
 		LogFormat:       "text",
-		TLSServerName:   "corral",
 
 		LibvirtURI:        "qemu:///system",
 		LibvirtSocket:     "/var/run/libvirt/libvirt-sock",
@@ -270,23 +266,10 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return bad("log_format", "%q: use text or json", c.LogFormat)
 	}
-	if c.GossipKey != "" {
-		k, err := base64.StdEncoding.DecodeString(c.GossipKey)
-		if err != nil {
-			return bad("gossip_key", "not base64: %v", err)
+	if c.JoinToken != "" {
+		if _, err := identity.ParseToken(c.JoinToken); err != nil {
+			return bad("join_token", "%v", err)
 		}
-		if n := len(k); n != 16 && n != 24 && n != 32 {
-			return bad("gossip_key", "%d bytes; must be 16, 24 or 32", n)
-		}
-	}
-	tlsSet := 0
-	for _, v := range []string{c.TLSCA, c.TLSCert, c.TLSKey} {
-		if v != "" {
-			tlsSet++
-		}
-	}
-	if tlsSet != 0 && tlsSet != 3 {
-		return bad("tls_ca", "tls_ca, tls_cert and tls_key must be set together")
 	}
 	if !strings.Contains(c.LibvirtURI, "://") {
 		return bad("libvirt_uri", "%q is not a libvirt URI (e.g. qemu:///system)", c.LibvirtURI)
@@ -413,9 +396,9 @@ func LoadConfig(args []string) (Config, error) {
 		if err := loadFile(path, &cfg); err != nil {
 			return cfg, err
 		}
-		if cfg.GossipKey != "" {
-			if err := private(path, "the config file holds gossip_key"); err != nil {
-				return cfg, bad("gossip_key", "%v", err)
+		if cfg.JoinToken != "" {
+			if err := private(path, "the config file holds join_token"); err != nil {
+				return cfg, bad("join_token", "%v", err)
 			}
 		}
 	}
@@ -481,22 +464,14 @@ type configKey struct {
 	secret    bool // file only: never a flag
 }
 
-// Exposures lists what leaves this host's cluster plane open to anyone who
-// reaches its ports: no mutual TLS on Raft and the cluster RPC, no gossip
-// encryption, on an address other than loopback. Empty means none.
-func (c Config) Exposures() []string {
-	if ip := net.ParseIP(c.BindAddr); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	var out []string
-	if c.TLSCA == "" {
-		out = append(out, fmt.Sprintf("Raft (port %d) and the cluster RPC (port %d) accept anyone: no tls_ca/tls_cert/tls_key", c.RaftPort, c.RPCPort))
-	}
-	if c.GossipKey == "" {
-		out = append(out, fmt.Sprintf("gossip (port %d) is neither encrypted nor authenticated: no gossip_key", c.GossipPort))
-	}
-	return out
+// loopbackOnly reports whether the cluster ports listen on loopback only.
+func (c Config) loopbackOnly() bool {
+	ip := net.ParseIP(c.BindAddr)
+	return ip != nil && ip.IsLoopback()
 }
+
+// IdentityDir is where the cluster identity lives (package identity).
+func (c Config) IdentityDir() string { return filepath.Join(c.DataDir, "identity") }
 
 // private checks that a file holding a secret is not readable by others:
 // at most 0640 (the group is root's or corral's, as packaged).

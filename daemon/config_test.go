@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,31 +22,21 @@ func writeConf(t *testing.T, body string) string {
 	return p
 }
 
-// TestSecretsStayPrivate: a gossip key only in a file others cannot read,
-// never as a flag (it would show in ps); a TLS key readable by others is
-// refused at start.
+// TestSecretsStayPrivate: a join token only in a file others cannot read,
+// never as a flag (it would show in ps).
 func TestSecretsStayPrivate(t *testing.T) {
-	key := "c2l4dGVlbi1ieXRlLWtleQ==" // 16 bytes
-	p := writeConf(t, `gossip_key = "`+key+`"`)
+	tok := "corral1.abababababababababababababababababababababababababababababababab.0123456789ab.cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
+	p := writeConf(t, `join_token = "`+tok+`"`)
 	if _, err := LoadConfig([]string{"--config", p}); err != nil {
-		t.Fatalf("0600 config with gossip_key: %v", err)
+		t.Fatalf("0600 config with join_token: %v", err)
 	}
 	os.Chmod(p, 0o644)
 	var ce *ConfigError
-	if _, err := LoadConfig([]string{"--config", p}); !errors.As(err, &ce) || ce.Key != "gossip_key" || !strings.Contains(err.Error(), "0644") {
-		t.Fatalf("world-readable config with gossip_key: %v", err)
+	if _, err := LoadConfig([]string{"--config", p}); !errors.As(err, &ce) || ce.Key != "join_token" || !strings.Contains(err.Error(), "0644") {
+		t.Fatalf("world-readable config with join_token: %v", err)
 	}
-	if _, err := LoadConfig([]string{"--config", writeConf(t, ""), "--gossip-key", key}); err == nil {
-		t.Fatal("--gossip-key accepted as a flag")
-	}
-	c := DefaultConfig()
-	c.TLSCA, c.TLSCert, c.TLSKey = writeCA(t, t.TempDir())
-	if _, err := c.tlsConfig(); err != nil {
-		t.Fatalf("0600 tls_key: %v", err)
-	}
-	os.Chmod(c.TLSKey, 0o644)
-	if _, err := c.tlsConfig(); !errors.As(err, &ce) || ce.Key != "tls_key" {
-		t.Fatalf("world-readable tls_key: %v", err)
+	if _, err := LoadConfig([]string{"--config", writeConf(t, ""), "--join-token", tok}); err == nil {
+		t.Fatal("--join-token accepted as a flag")
 	}
 }
 
@@ -91,8 +82,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{file: `name = "bad name"`, key: "name"},
 		{file: `log_level = "loud"`, key: "log_level"},
 		{file: `socket = "relative.sock"`, key: "socket"},
+		{file: `join_token = "secret"`, key: "join_token"},
 		{file: `gossip_key = "c2hvcnQ="`, key: "gossip_key"},
-		{file: `tls_ca = "/x"`, key: "tls_ca"},
 		{file: `nonsense = 1`, key: "nonsense"},
 		{file: ``, args: []string{"--raft-port", "x"}, key: "raft_port"},
 		{file: ``, args: []string{"--dead-voter-timeout", "soon"}, key: "dead_voter_timeout"},
@@ -179,20 +170,39 @@ func FuzzLoadConfig(f *testing.F) {
 	})
 }
 
-// TestExposures: a host on a non-loopback address without TLS or a gossip
-// key says so (logged at start and hourly, shown by corralctl status).
-func TestExposures(t *testing.T) {
+// TestNoIdentityOnlyOnLoopback: without a cluster identity corrald runs
+// on loopback (saying that local users can reach it) or with insecure =
+// true (saying that anyone can); anywhere else it refuses to start.
+func TestNoIdentityOnlyOnLoopback(t *testing.T) {
 	c := DefaultConfig()
-	if ex := c.Exposures(); len(ex) != 2 || !strings.Contains(ex[0], "tls_ca") || !strings.Contains(ex[1], "gossip_key") {
-		t.Fatalf("defaults: %q", ex)
+	c.Name, c.DataDir, c.BindAddr, c.AdvertiseAddr = "h1", t.TempDir(), "0.0.0.0", "192.0.2.1"
+	var ce *ConfigError
+	if _, err := New(c, slog.New(slog.DiscardHandler)); !errors.As(err, &ce) || ce.Key != "insecure" || !strings.Contains(err.Error(), "corrald init") {
+		t.Fatalf("no identity on 0.0.0.0: %v", err)
 	}
-	c.TLSCA, c.TLSCert, c.TLSKey, c.GossipKey = "/ca", "/cert", "/key", "c2l4dGVlbi1ieXRlLWtleQ=="
-	if ex := c.Exposures(); len(ex) != 0 {
-		t.Fatalf("with TLS and a gossip key: %q", ex)
+	c.Insecure = true
+	d, err := New(c, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
 	}
-	c = DefaultConfig()
-	c.BindAddr = "127.0.0.2"
-	if ex := c.Exposures(); len(ex) != 0 {
+	if ex := d.exposures(); len(ex) != 1 || !strings.Contains(ex[0], "accept anyone") {
+		t.Fatalf("insecure: %q", ex)
+	}
+	c.Insecure, c.BindAddr, c.AdvertiseAddr = false, "127.0.0.2", ""
+	if d, err = New(c, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if ex := d.exposures(); len(ex) != 1 || !strings.Contains(ex[0], "local user") {
 		t.Fatalf("loopback: %q", ex)
+	}
+	if _, err := Init(c); err != nil {
+		t.Fatal(err)
+	}
+	c.BindAddr, c.AdvertiseAddr = "0.0.0.0", "192.0.2.1"
+	if d, err = New(c, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if ex := d.exposures(); len(ex) != 0 {
+		t.Fatalf("with an identity: %q", ex)
 	}
 }

@@ -22,10 +22,7 @@ var configExamples = map[string]struct{ value, dflt string }{
 	"name":            {`"host1"`, "this machine's hostname"},
 	"advertise_addr":  {`"192.0.2.11"`, "bind_addr, or the first global unicast address when bind_addr is 0.0.0.0"},
 	"seeds":           {`["192.0.2.11", "192.0.2.12", "192.0.2.13"]`, "none: a host alone"},
-	"gossip_key":      {`"<output of: head -c 32 /dev/urandom | base64>"`, "none: gossip is not encrypted"},
-	"tls_ca":          {`"/etc/corral/tls/ca.pem"`, "none: Raft and cluster RPC without TLS"},
-	"tls_cert":        {`"/etc/corral/tls/host.pem"`, "none"},
-	"tls_key":         {`"/etc/corral/tls/host-key.pem"`, "none"},
+	"join_token":      {`"corral1.<CA fingerprint>.<id>.<secret>"`, "none: this host does not join; see `corrald init`"},
 	"fence_command":   {`"/usr/local/sbin/corral-fence-ipmi"`, "none: lease-only fencing; the command gets \"--\", the host's name and its address as its last three arguments, and CORRAL_FENCE_HOST and CORRAL_FENCE_ADDR in its environment"},
 	"watchdog_device": {`"/dev/watchdog"`, "none"},
 	"uplink":          {`"eth0"`, "the interface holding advertise_addr"},
@@ -41,14 +38,16 @@ func ExampleConfig() string {
 	b.WriteString(`# corrald's configuration (` + DefaultConfigFile + `).
 #
 # Every key is shown with its default, commented out: a key left commented
-# keeps its default. Every key but gossip_key (a secret) is also a corrald
-# flag (data_dir -> --data-dir); flags win over this file. With gossip_key
+# keeps its default. Every key but join_token (a secret) is also a corrald
+# flag (data_dir -> --data-dir); flags win over this file. With join_token
 # set, this file must not be readable by others (0600 or 0640). "corrald example-config" prints this
 # file for the corrald you run; "corrald --help" lists the flags.
 #
-# To form a cluster, set seeds (the same list on every host), bootstrap_expect
-# (how many hosts start the cluster together) and, when this host has several
-# addresses, bind_addr or advertise_addr. The hosts need storage_pool on
+# To form a cluster, run "corrald init" on the first host (it creates the
+# cluster identity and prints a join token), set join_token on the others,
+# set seeds (the same list on every host), bootstrap_expect (how many hosts
+# start the cluster together) and, when this host has several addresses,
+# bind_addr or advertise_addr. The hosts need storage_pool on
 # shared storage (e.g. NFS) for guests to be recovered and migrated.
 `)
 	for _, k := range configKeys(reflect.ValueOf(DefaultConfig())) {

@@ -7,7 +7,7 @@ package daemon
 
 import (
 	"context"
-	"encoding/base64"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +20,7 @@ import (
 	"github.com/corralhq/corral/daemon/adminapi"
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/hypervisor/libvirt"
+	"github.com/corralhq/corral/daemon/identity"
 	"github.com/corralhq/corral/daemon/membership"
 	"github.com/corralhq/corral/daemon/metrics"
 	"github.com/corralhq/corral/daemon/placement"
@@ -37,6 +38,7 @@ type Daemon struct {
 	log *slog.Logger
 
 	store   *raftstore.Store
+	id      *identity.Identity // nil: no cluster identity (loopback or insecure)
 	members *membership.Membership
 	rpcSrv  *rpc.Server
 	rpcCli  *rpc.Client
@@ -64,25 +66,30 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	tlsConf, err := cfg.tlsConfig()
+	id, err := loadIdentity(cfg)
 	if err != nil {
 		return nil, err
 	}
-	var gossipKey []byte
-	if cfg.GossipKey != "" {
-		gossipKey, _ = base64.StdEncoding.DecodeString(cfg.GossipKey) // checked by Validate
+	var (
+		raftServerTLS, raftClientTLS, rpcServerTLS *tls.Config
+		gossipKeys                                 [][]byte
+	)
+	if id != nil {
+		raftServerTLS, raftClientTLS, rpcServerTLS = id.ServerTLS(true), id.ClientTLS(), id.ServerTLS(false)
+		gossipKeys = id.GossipKeys()
 	}
 	if cfg.Tuning == (Tuning{}) {
 		cfg.Tuning = DefaultTuning()
 	}
 	log = log.With("host", cfg.Name)
-	d := &Daemon{cfg: cfg, log: log, ready: make(chan struct{}), caughtUp: make(chan struct{})}
+	d := &Daemon{cfg: cfg, id: id, log: log, ready: make(chan struct{}), caughtUp: make(chan struct{})}
 	d.store = raftstore.New(raftstore.Config{
 		ID:            cfg.Name,
 		BindAddr:      net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.RaftPort)),
 		AdvertiseAddr: d.raftAddr(),
 		Dir:           filepath.Join(cfg.DataDir, "raft"),
-		TLS:           tlsConf,
+		ServerTLS:     raftServerTLS,
+		ClientTLS:     raftClientTLS,
 		Logger:        log.With("component", "raftstore"),
 		Timing:        cfg.Tuning.Raft,
 	})
@@ -94,7 +101,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		AdvertiseAddr: cfg.AdvertiseAddr,
 		Port:          cfg.GossipPort,
 		Seeds:         cfg.Seeds,
-		SecretKey:     gossipKey,
+		Keys:          gossipKeys,
 		Meta: membership.Meta{
 			Version:  version.Version,
 			RaftAddr: d.raftAddr(),
@@ -103,8 +110,8 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Logger: log.With("component", "membership"),
 		Timing: cfg.Tuning.Gossip,
 	})
-	d.rpcSrv = rpc.NewServer(tlsConf, log.With("component", "rpc"))
-	d.rpcCli = rpc.NewClient(tlsConf)
+	d.rpcSrv = rpc.NewServer(rpcServerTLS, log.With("component", "rpc"))
+	d.rpcCli = rpc.NewClient(raftClientTLS)
 	peers := peerView{d.members}
 	d.leader = controller.NewLeader(controller.LeaderConfig{
 		Self:              cfg.Name,
@@ -122,6 +129,9 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		},
 		Recorder:  d.metrics,
 		KernelDir: cfg.KernelDir,
+		VerifyHost: func(ctx context.Context, h model.Host) error {
+			return d.verifyHost(ctx, h.Name, h.RPCAddr, h.RaftAddr)
+		},
 	}, d.store, d.store, peers, controller.SystemClock{}, log.With("component", "leader"))
 	d.driver = cfg.Tuning.Driver
 	if d.driver == nil {
@@ -158,6 +168,11 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Raft:   d.store,
 		Peers:  peers,
 		Ask: func(ctx context.Context, p controller.Peer) (controller.BootstrapView, error) {
+			// Only a host that proves its name gets a seat in the first
+			// Raft configuration.
+			if err := d.verifyHost(ctx, p.Name, p.RPCAddr, p.RaftAddr); err != nil {
+				return controller.BootstrapView{}, err
+			}
 			return rpc.Call(ctx, d.rpcCli, p.RPCAddr, mBootstrapView, struct{}{})
 		},
 		Clock: controller.SystemClock{},
@@ -187,7 +202,7 @@ func (d *Daemon) rpcAddr() string {
 // cluster plane open (Config.Exposures): a host daemon that is root on
 // every machine must not trust its network silently.
 func (d *Daemon) warnExposures(ctx context.Context) {
-	ex := d.cfg.Exposures()
+	ex := d.exposures()
 	if len(ex) == 0 {
 		return
 	}
@@ -224,6 +239,8 @@ func (d *Daemon) registerRPC() {
 	rpc.Register(d.rpcSrv, mBootstrapView, func(ctx context.Context, _ struct{}) (controller.BootstrapView, error) {
 		return d.boot.View(), nil
 	})
+	rpc.Register(d.rpcSrv, mClusterJoin, d.serveJoin)
+	d.rpcSrv.Public(mClusterJoin.Name)
 	rpc.Register(d.rpcSrv, mRaftCommit, func(ctx context.Context, _ struct{}) (commitIndex, error) {
 		if !d.store.IsLeader() {
 			return commitIndex{}, fmt.Errorf("ask the leader: %w", model.ErrNotLeader)
@@ -293,6 +310,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("gossip", d.members.Run)
 	start("leader", d.leader.Run)
 	start("bootstrap", d.boot.Run)
+	start("identity", d.recordInitToken)
 	start("meta", d.syncMeta)
 	start("hypervisor", d.driver.Run)
 	start("hwmon", d.runHardware)
@@ -399,7 +417,7 @@ func forward[Req, Resp any](ctx context.Context, d *Daemon, m leaderMethod[Req, 
 			err  error
 		)
 		if d.store.IsLeader() {
-			resp, err = m.fn(d.leader, ctx, req)
+			resp, err = m.fn(d, ctx, req)
 		} else if addr := d.leaderRPCAddr(); addr != "" {
 			resp, err = rpc.Call(ctx, d.rpcCli, addr, m.Method, req)
 		} else {

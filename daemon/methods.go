@@ -2,10 +2,13 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/rpc"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
 )
 
 // The cluster RPC, each method declared once: its name and types
@@ -17,15 +20,42 @@ import (
 // leader (forward), which serves it with fn.
 type leaderMethod[Req, Resp any] struct {
 	rpc.Method[Req, Resp]
-	fn func(*controller.Leader, context.Context, Req) (Resp, error)
+	fn func(*Daemon, context.Context, Req) (Resp, error)
+	// speaker, when set, names the host a request speaks for (its lease,
+	// its guests' reports): over mutual TLS only that host may send it.
+	speaker func(*Daemon, Req) string
 }
 
 func leaderOnly[Req, Resp any](name string, fn func(*controller.Leader, context.Context, Req) (Resp, error)) leaderMethod[Req, Resp] {
+	return leaderMethod[Req, Resp]{Method: rpc.Method[Req, Resp]{Name: name},
+		fn: func(d *Daemon, ctx context.Context, req Req) (Resp, error) { return fn(d.leader, ctx, req) }}
+}
+
+// daemonLeaderOnly is a leader-only operation the daemon serves itself (it
+// needs the cluster identity, which the controller does not hold); fn
+// refuses when this host does not lead.
+func daemonLeaderOnly[Req, Resp any](name string, fn func(*Daemon, context.Context, Req) (Resp, error)) leaderMethod[Req, Resp] {
 	return leaderMethod[Req, Resp]{Method: rpc.Method[Req, Resp]{Name: name}, fn: fn}
 }
 
+// spokenBy binds a method to the host its requests speak for.
+func (m leaderMethod[Req, Resp]) spokenBy(host func(*Daemon, Req) string) leaderMethod[Req, Resp] {
+	m.speaker = host
+	return m
+}
+
 func (m leaderMethod[Req, Resp]) register(d *Daemon) {
-	rpc.Register(d.rpcSrv, m.Method, func(ctx context.Context, req Req) (Resp, error) { return m.fn(d.leader, ctx, req) })
+	rpc.Register(d.rpcSrv, m.Method, func(ctx context.Context, req Req) (Resp, error) {
+		if m.speaker != nil {
+			if peer, ok := rpc.Peer(ctx); ok {
+				if host := m.speaker(d, req); host != peer {
+					var zero Resp
+					return zero, fmt.Errorf("%s: host %q may not speak for host %q: %w", m.Name, peer, host, model.ErrForbidden)
+				}
+			}
+		}
+		return m.fn(d, ctx, req)
+	})
 }
 
 var (
@@ -34,20 +64,26 @@ var (
 	mVMRestart   = leaderOnly("vm.restart", (*controller.Leader).RestartVM)
 	mVMResize    = leaderOnly("vm.resize", (*controller.Leader).ResizeVM)
 	mVMDelete    = leaderOnly("vm.delete", (*controller.Leader).DeleteVM)
-	mVMReport    = leaderOnly("vm.report", (*controller.Leader).ReportVMs)
-	mVMRelocate  = leaderOnly("vm.relocate", (*controller.Leader).RelocateVM)
+	mVMReport    = leaderOnly("vm.report", (*controller.Leader).ReportVMs).spokenBy(func(_ *Daemon, r raftstore.ReportVMs) string { return r.Host })
+	mVMRelocate  = leaderOnly("vm.relocate", (*controller.Leader).RelocateVM).spokenBy(func(_ *Daemon, r controller.RelocateRequest) string { return r.Host })
 	mVMMigrate   = leaderOnly("vm.migrate", (*controller.Leader).MigrateVM)
-	mVMMigrated  = leaderOnly("vm.migrated", (*controller.Leader).MigrationDone)
+	mVMMigrated  = leaderOnly("vm.migrated", (*controller.Leader).MigrationDone).spokenBy(vmHost)
 	mImagePut    = leaderOnly("image.put", (*controller.Leader).PutImage)
 	mImageDelete = leaderOnly("image.delete", (*controller.Leader).DeleteImage)
 	mHostDrain   = leaderOnly("host.drain", (*controller.Leader).DrainHost)
 	mHostRestore = leaderOnly("host.restore", (*controller.Leader).RestoreHost)
 	mHostLabels  = leaderOnly("host.labels", (*controller.Leader).SetHostLabels)
-	mLeaseRenew  = leaderOnly("lease.renew", (*controller.Leader).Renew)
+	mLeaseRenew  = leaderOnly("lease.renew", (*controller.Leader).Renew).spokenBy(func(_ *Daemon, r controller.LeaseRequest) string { return r.Host })
 	mLeaseAges   = leaderOnly("lease.ages", (*controller.Leader).LeaseAges)
 	mClusterHA   = leaderOnly("cluster.ha", (*controller.Leader).SetHA)
 	mNetCreate   = leaderOnly("net.create", (*controller.Leader).CreateNetwork)
 	mNetDelete   = leaderOnly("net.delete", (*controller.Leader).DeleteNetwork)
+	mTokenCreate = daemonLeaderOnly("token.create", (*Daemon).createToken)
+	mTokenRevoke = daemonLeaderOnly("token.revoke", (*Daemon).revokeToken)
+
+	// Served by every host, to callers without a certificate too: a host
+	// joining (followers pass it to the leader).
+	mClusterJoin = rpc.Method[JoinRequest, JoinResponse]{Name: "cluster.join"}
 
 	// Served by every host about itself.
 	mBootstrapView = rpc.Method[struct{}, controller.BootstrapView]{Name: "bootstrap.view"}
@@ -61,5 +97,14 @@ var (
 var leaderMethods = []interface{ register(*Daemon) }{
 	mVMCreate, mVMPower, mVMRestart, mVMResize, mVMDelete, mVMReport, mVMRelocate, mVMMigrate, mVMMigrated,
 	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
-	mNetCreate, mNetDelete,
+	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke,
+}
+
+// vmHost is the host a VM is placed on: the one that reports its migration.
+func vmHost(d *Daemon, r controller.MigrationResult) string {
+	v, err := d.store.VM(r.Name)
+	if err != nil {
+		return ""
+	}
+	return v.Host
 }

@@ -112,7 +112,11 @@ func newTestCluster(t testing.TB, n int, seeds []int, mod func(i int, c *Config)
 // start runs the daemon in the background.
 func (h *testHost) start() {
 	h.t.Helper()
-	d, err := New(h.cfg, testutil.Logger(h.t).With("test_host", h.cfg.Name))
+	log := testutil.Logger(h.t).With("test_host", h.cfg.Name)
+	if err := Join(ctxT(h.t), h.cfg, log); err != nil {
+		h.t.Fatal(err)
+	}
+	d, err := New(h.cfg, log)
 	if err != nil {
 		h.t.Fatal(err)
 	}

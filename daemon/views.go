@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sort"
 	"time"
@@ -41,7 +42,7 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 	case d.lease.Fencing():
 		out.Lease = "fencing"
 	}
-	out.Exposures = d.cfg.Exposures()
+	out.Exposures = d.exposures()
 	out.Fencer = "none"
 	if d.fencer != nil {
 		out.Fencer = "unreachable"
@@ -183,6 +184,54 @@ func (b backend) SetHA(ctx context.Context, req api.HARequest) (api.Status, erro
 	}
 	b.d.waitState(ctx, func() bool { return b.d.store.Cluster().HADisarmed == !req.Armed })
 	return b.Status(ctx)
+}
+
+func (b backend) JoinTokens(ctx context.Context) ([]api.JoinToken, error) {
+	now := time.Now()
+	out := []api.JoinToken{}
+	for _, t := range b.d.store.Cluster().JoinTokens {
+		out = append(out, api.JoinToken{ID: t.ID, Description: t.Description, Created: t.Created, Expires: t.Expires, Expired: !now.Before(t.Expires)})
+	}
+	return out, nil
+}
+
+func (b backend) CreateJoinToken(ctx context.Context, req api.JoinTokenCreateRequest) (api.JoinTokenCreated, error) {
+	var ttl time.Duration
+	if req.TTL != "" {
+		var err error
+		if ttl, err = time.ParseDuration(req.TTL); err != nil {
+			return api.JoinTokenCreated{}, fmt.Errorf("ttl %q: %v: %w", req.TTL, err, model.ErrInvalid)
+		}
+	}
+	c, err := forward(ctx, b.d, mTokenCreate, TokenCreateRequest{TTL: ttl, Description: req.Description})
+	if err != nil {
+		return api.JoinTokenCreated{}, err
+	}
+	r := c.Record
+	b.d.waitState(ctx, func() bool {
+		for _, t := range b.d.store.Cluster().JoinTokens {
+			if t.ID == r.ID {
+				return true
+			}
+		}
+		return false
+	})
+	return api.JoinTokenCreated{Token: c.Token, JoinToken: api.JoinToken{ID: r.ID, Description: r.Description, Created: r.Created, Expires: r.Expires}}, nil
+}
+
+func (b backend) RevokeJoinToken(ctx context.Context, id string) error {
+	if _, err := forward(ctx, b.d, mTokenRevoke, TokenRevokeRequest{ID: id}); err != nil {
+		return err
+	}
+	b.d.waitState(ctx, func() bool {
+		for _, t := range b.d.store.Cluster().JoinTokens {
+			if t.ID == id {
+				return false
+			}
+		}
+		return true
+	})
+	return nil
 }
 
 func (b backend) SetHostLabels(ctx context.Context, name string, req api.HostLabelsRequest) (api.Host, error) {

@@ -13,4 +13,7 @@ var (
 	ErrNoCapacity  = errors.New("no capacity")
 	ErrNotLeader   = errors.New("not the leader")
 	ErrUnavailable = errors.New("unavailable")
+	// ErrForbidden: the caller is not allowed this (a host speaking for
+	// another, a request without a cluster certificate, a bad join token).
+	ErrForbidden = errors.New("forbidden")
 )

@@ -84,6 +84,48 @@ type Cluster struct {
 	HADisarmed bool `json:"ha_disarmed,omitempty"`
 	// HAChangedAt is when HA was last armed or disarmed (leader's clock).
 	HAChangedAt time.Time `json:"ha_changed_at,omitzero"`
+	// JoinTokens are the join tokens a new host may present (at most
+	// MaxJoinTokens; expired ones are dropped when a token is added).
+	JoinTokens []JoinToken `json:"join_tokens,omitempty"`
+}
+
+// MaxJoinTokens bounds the join tokens the cluster keeps.
+const MaxJoinTokens = 64
+
+// JoinToken is what the cluster keeps of a join token: its ID, a hash of
+// its secret (never the secret), and when it expires.
+type JoinToken struct {
+	ID          string    `json:"id"`
+	Hash        string    `json:"hash"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created"`
+	Expires     time.Time `json:"expires"`
+}
+
+// Validate checks a token record's form.
+func (t JoinToken) Validate() error {
+	if !isLowerHex(t.ID, 12) || !isLowerHex(t.Hash, 64) {
+		return fmt.Errorf("join token: malformed id or hash: %w", ErrInvalid)
+	}
+	if len(t.Description) > 256 {
+		return fmt.Errorf("join token: description of %d bytes, at most 256: %w", len(t.Description), ErrInvalid)
+	}
+	if !t.Expires.After(t.Created) {
+		return fmt.Errorf("join token: expires before it is created: %w", ErrInvalid)
+	}
+	return nil
+}
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Clone returns a deep copy of h.

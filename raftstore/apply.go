@@ -85,6 +85,20 @@ func (s *State) apply(c Command) any {
 	case SetHA:
 		s.cluster.HADisarmed, s.cluster.HAChangedAt = c.Disarmed, c.Time
 		return nil
+	case AddJoinToken:
+		return s.addJoinToken(c)
+	case RevokeJoinToken:
+		kept := make([]model.JoinToken, 0, len(s.cluster.JoinTokens))
+		for _, t := range s.cluster.JoinTokens {
+			if t.ID != c.ID {
+				kept = append(kept, t)
+			}
+		}
+		if len(kept) == len(s.cluster.JoinTokens) {
+			return fmt.Errorf("join token %q: %w", c.ID, model.ErrNotFound)
+		}
+		s.cluster.JoinTokens = kept
+		return nil
 	case Batch:
 		res := make(BatchResult, len(c.Entries))
 		for i, e := range c.Entries {
@@ -469,5 +483,27 @@ func (s *State) deleteNetwork(c DeleteNetwork) error {
 		return fmt.Errorf("network %q is used by %d VMs (%s): %w", c.Name, len(users), strings.Join(users, ", "), model.ErrConflict)
 	}
 	delete(s.networks, c.Name)
+	return nil
+}
+
+// addJoinToken replaces the token slice rather than appending to it in
+// place: stored values are immutable (a snapshot may hold the old one).
+func (s *State) addJoinToken(c AddJoinToken) error {
+	if err := c.Token.Validate(); err != nil {
+		return err
+	}
+	kept := make([]model.JoinToken, 0, len(s.cluster.JoinTokens)+1)
+	for _, t := range s.cluster.JoinTokens {
+		if t.ID == c.Token.ID {
+			return fmt.Errorf("join token %q exists: %w", t.ID, model.ErrConflict)
+		}
+		if t.Expires.After(c.Time) {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) >= model.MaxJoinTokens {
+		return fmt.Errorf("%d join tokens are live, at most %d: revoke some: %w", len(kept), model.MaxJoinTokens, model.ErrInvalid)
+	}
+	s.cluster.JoinTokens = append(kept, c.Token)
 	return nil
 }

@@ -197,6 +197,29 @@ func TestApplyRules(t *testing.T) {
 				return v
 			}()}},
 			cmd: DeleteNetwork{Name: "blue"}, wantErr: model.ErrConflict},
+		{name: "join token", cmd: AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}, check: func(t *testing.T, s *State) {
+			if len(s.cluster.JoinTokens) != 1 {
+				t.Errorf("tokens %+v", s.cluster.JoinTokens)
+			}
+		}},
+		{name: "join token id taken", setup: []Command{AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}},
+			cmd: AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}, wantErr: model.ErrConflict},
+		{name: "join token malformed", cmd: AddJoinToken{Token: model.JoinToken{ID: "../x", Hash: "y", Created: t0, Expires: t0.Add(time.Hour)}, Time: t0}, wantErr: model.ErrInvalid},
+		{name: "join tokens bounded", setup: manyTokens(model.MaxJoinTokens, t0),
+			cmd: AddJoinToken{Token: tok("b00000000001", t0, t0.Add(time.Hour)), Time: t0}, wantErr: model.ErrInvalid},
+		{name: "expired join tokens dropped", setup: manyTokens(model.MaxJoinTokens, t0),
+			cmd: AddJoinToken{Token: tok("b00000000001", t0, t0.Add(3*time.Hour)), Time: t0.Add(2 * time.Hour)}, check: func(t *testing.T, s *State) {
+				if len(s.cluster.JoinTokens) != 1 || s.cluster.JoinTokens[0].ID != "b00000000001" {
+					t.Errorf("tokens %+v", s.cluster.JoinTokens)
+				}
+			}},
+		{name: "revoke join token", setup: []Command{AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}},
+			cmd: RevokeJoinToken{ID: "a00000000001"}, check: func(t *testing.T, s *State) {
+				if len(s.cluster.JoinTokens) != 0 {
+					t.Errorf("tokens %+v", s.cluster.JoinTokens)
+				}
+			}},
+		{name: "revoke unknown join token", cmd: RevokeJoinToken{ID: "a00000000001"}, wantErr: model.ErrNotFound},
 		{name: "disarm", cmd: SetHA{Disarmed: true}, check: func(t *testing.T, s *State) {
 			if !s.cluster.HADisarmed {
 				t.Error("not disarmed")
@@ -479,4 +502,18 @@ func FuzzRestore(f *testing.F) {
 			t.Fatal("a refused snapshot changed the state")
 		}
 	})
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func tok(id string, created, expires time.Time) model.JoinToken {
+	return model.JoinToken{ID: id, Hash: strings.Repeat("ab", 32), Created: created, Expires: expires}
+}
+
+func manyTokens(n int, at time.Time) []Command {
+	var out []Command
+	for i := 0; i < n; i++ {
+		out = append(out, AddJoinToken{Token: tok(fmt.Sprintf("c%011x", i), at, at.Add(time.Hour)), Time: at})
+	}
+	return out
 }

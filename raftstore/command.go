@@ -53,6 +53,9 @@ const (
 	TypeCreateNetwork Type = 50
 	TypeDeleteNetwork Type = 51
 
+	TypeAddJoinToken    Type = 60
+	TypeRevokeJoinToken Type = 61
+
 	TypeBatch Type = 30
 )
 
@@ -225,6 +228,18 @@ type AbortMigration struct {
 	Generation uint64 `json:"generation"`
 }
 
+// AddJoinToken records a join token. Tokens expired at Time are dropped
+// first; refused when the ID is taken or MaxJoinTokens are kept.
+type AddJoinToken struct {
+	Token model.JoinToken `json:"token"`
+	Time  time.Time       `json:"time"`
+}
+
+// RevokeJoinToken forgets a join token: it admits no host from then on.
+type RevokeJoinToken struct {
+	ID string `json:"id"`
+}
+
 // SetHA arms or disarms fencing and recovery cluster-wide.
 type SetHA struct {
 	Disarmed bool      `json:"disarmed"`
@@ -274,6 +289,8 @@ func (StartMigration) Type() Type  { return TypeStartMigration }
 func (FinishMigration) Type() Type { return TypeFinishMigration }
 func (AbortMigration) Type() Type  { return TypeAbortMigration }
 func (SetHA) Type() Type           { return TypeSetHA }
+func (AddJoinToken) Type() Type    { return TypeAddJoinToken }
+func (RevokeJoinToken) Type() Type { return TypeRevokeJoinToken }
 func (SetHostStopped) Type() Type  { return TypeSetHostStopped }
 func (CreateNetwork) Type() Type   { return TypeCreateNetwork }
 func (DeleteNetwork) Type() Type   { return TypeDeleteNetwork }
@@ -353,6 +370,10 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[AbortMigration](t, body)
 	case TypeSetHA:
 		return decodeAs[SetHA](t, body)
+	case TypeAddJoinToken:
+		return decodeAs[AddJoinToken](t, body)
+	case TypeRevokeJoinToken:
+		return decodeAs[RevokeJoinToken](t, body)
 	case TypeCreateNetwork:
 		return decodeAs[CreateNetwork](t, body)
 	case TypeDeleteNetwork:

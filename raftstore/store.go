@@ -53,9 +53,11 @@ type Config struct {
 	BindAddr      string // ip:port to listen on
 	AdvertiseAddr string // ip:port peers dial
 	Dir           string // raft's directory: wal/ and snapshots/
-	TLS           *tls.Config
-	Logger        *slog.Logger
-	Timing        Timing
+	// ServerTLS and ClientTLS, both set or both nil, turn on mutual TLS:
+	// the listener's and the dialer's configurations.
+	ServerTLS, ClientTLS *tls.Config
+	Logger               *slog.Logger
+	Timing               Timing
 }
 
 // Server is one member of the Raft configuration.
@@ -131,7 +133,7 @@ func (s *Store) Open() error {
 		closeLog()
 		return fmt.Errorf("read raft state: %w", err)
 	}
-	stream, err := newStreamLayer(s.cfg.BindAddr, s.cfg.AdvertiseAddr, s.cfg.TLS)
+	stream, err := newStreamLayer(s.cfg.BindAddr, s.cfg.AdvertiseAddr, s.cfg.ServerTLS, s.cfg.ClientTLS)
 	if err != nil {
 		closeLog()
 		return err

@@ -9,16 +9,16 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// streamLayer is raft's stream layer over TCP, wrapped in mutual TLS when a
-// TLS config is given. The same config drives the cluster RPC, so switching
-// TLS on is a configuration change, not a new transport.
+// streamLayer is raft's stream layer over TCP, wrapped in mutual TLS when
+// TLS configs are given: the listener refuses a peer without a certificate
+// of the cluster's CA, the dialer presents this host's.
 type streamLayer struct {
 	net.Listener
 	advertise net.Addr
-	tls       *tls.Config
+	tls       *tls.Config // client side
 }
 
-func newStreamLayer(bind string, advertise string, tlsConf *tls.Config) (*streamLayer, error) {
+func newStreamLayer(bind string, advertise string, serverTLS, clientTLS *tls.Config) (*streamLayer, error) {
 	adv, err := net.ResolveTCPAddr("tcp", advertise)
 	if err != nil {
 		return nil, fmt.Errorf("raft advertise address %q: %w", advertise, err)
@@ -30,10 +30,10 @@ func newStreamLayer(bind string, advertise string, tlsConf *tls.Config) (*stream
 	if err != nil {
 		return nil, fmt.Errorf("raft listen %s: %w", bind, err)
 	}
-	if tlsConf != nil {
-		ln = tls.NewListener(ln, tlsConf)
+	if serverTLS != nil {
+		ln = tls.NewListener(ln, serverTLS)
 	}
-	return &streamLayer{Listener: ln, advertise: adv, tls: tlsConf}, nil
+	return &streamLayer{Listener: ln, advertise: adv, tls: clientTLS}, nil
 }
 
 // Addr returns the advertised address, which raft hands to peers.

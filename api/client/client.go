@@ -163,6 +163,25 @@ func (c *Client) SetHA(ctx context.Context, armed bool) (api.Status, error) {
 	return s, err
 }
 
+// JoinTokens lists the cluster's join tokens.
+func (c *Client) JoinTokens(ctx context.Context) ([]api.JoinToken, error) {
+	var out []api.JoinToken
+	err := c.Do(ctx, http.MethodGet, "/v1/cluster/tokens", nil, &out)
+	return out, err
+}
+
+// CreateJoinToken makes a join token for one or more new hosts.
+func (c *Client) CreateJoinToken(ctx context.Context, req api.JoinTokenCreateRequest) (api.JoinTokenCreated, error) {
+	var out api.JoinTokenCreated
+	err := c.Do(ctx, http.MethodPost, "/v1/cluster/tokens", req, &out)
+	return out, err
+}
+
+// RevokeJoinToken makes a join token admit no more hosts.
+func (c *Client) RevokeJoinToken(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/cluster/tokens/"+url.PathEscape(id), nil, nil)
+}
+
 // Networks lists networks.
 func (c *Client) Networks(ctx context.Context) ([]api.Network, error) {
 	var out []api.Network

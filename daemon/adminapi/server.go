@@ -34,6 +34,9 @@ type Backend interface {
 	DrainHost(ctx context.Context, name string) (api.Host, error)
 	RestoreHost(ctx context.Context, name string, req api.HostRestoreRequest) (api.Host, error)
 	SetHA(ctx context.Context, req api.HARequest) (api.Status, error)
+	JoinTokens(ctx context.Context) ([]api.JoinToken, error)
+	CreateJoinToken(ctx context.Context, req api.JoinTokenCreateRequest) (api.JoinTokenCreated, error)
+	RevokeJoinToken(ctx context.Context, id string) error
 	MigrateVM(ctx context.Context, name string, req api.VMMigrateRequest) (api.VM, error)
 
 	VMs(ctx context.Context) ([]api.VM, error)
@@ -131,6 +134,19 @@ func (s *Server) routes() []route {
 				return nil, err
 			}
 			return s.b.SetHA(r.Context(), req)
+		}},
+		{"GET /v1/cluster/tokens", func(r *http.Request) (any, error) { return s.b.JoinTokens(r.Context()) }},
+		{"POST /v1/cluster/tokens", func(r *http.Request) (any, error) {
+			var req api.JoinTokenCreateRequest
+			if r.ContentLength != 0 {
+				if err := decode(r, &req); err != nil {
+					return nil, err
+				}
+			}
+			return s.b.CreateJoinToken(r.Context(), req)
+		}},
+		{"DELETE /v1/cluster/tokens/{id}", func(r *http.Request) (any, error) {
+			return struct{}{}, s.b.RevokeJoinToken(r.Context(), r.PathValue("id"))
 		}},
 
 		{"GET /v1/vms", func(r *http.Request) (any, error) { return s.b.VMs(r.Context()) }},

@@ -38,6 +38,11 @@ type LeaderConfig struct {
 	// KernelDir is where VM kernels and initrds must lie (kernel_dir);
 	// empty allows any absolute path (tests only).
 	KernelDir string
+	// VerifyHost, when set, checks that a host gossip describes is that
+	// host (its cluster certificate answers at its addresses) before the
+	// leader registers it or changes its addresses; gossip metadata is
+	// only a hint. Only registered hosts get a Raft seat.
+	VerifyHost func(ctx context.Context, h model.Host) error
 }
 
 // Recorder takes the leader's counts and durations (metrics implements it).
@@ -265,6 +270,13 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 			continue
 		}
 		have, err := l.store.Host(p.Name)
+		moved := err != nil || have.Addr != want.Addr || have.RaftAddr != want.RaftAddr || have.RPCAddr != want.RPCAddr
+		if moved && err == nil || errors.Is(err, model.ErrNotFound) {
+			if verr := l.verifyHost(ctx, want); verr != nil {
+				l.log.Warn("host not registered: it does not prove its identity", "host", p.Name, "err", verr)
+				continue
+			}
+		}
 		switch {
 		case errors.Is(err, model.ErrNotFound):
 			want.RegisteredAt = l.clock.Now().UTC()
@@ -284,6 +296,17 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 		l.log.Info("host registered", "host", p.Name, "addr", p.Addr, "version", p.Version)
 	}
 	return errors.Join(errs...)
+}
+
+// verifyHost runs VerifyHost, bounded so that a host that does not answer
+// cannot hold up the reconcile pass for long.
+func (l *Leader) verifyHost(ctx context.Context, h model.Host) error {
+	if l.cfg.VerifyHost == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return l.cfg.VerifyHost(ctx, h)
 }
 
 func sameHealth(a, b model.Health) bool {
@@ -337,11 +360,17 @@ func (l *Leader) reconcileRaft(ctx context.Context, peers []Peer) error {
 			voters--
 		}
 	}
+	// A seat only for a registered host at the Raft address it registered
+	// (registerHosts verified it); gossip alone seats no one.
 	alive := make([]Peer, 0, len(peers))
 	for _, p := range peers {
-		if p.State == PeerAlive && p.RaftAddr != "" {
-			alive = append(alive, p)
+		if p.State != PeerAlive || p.RaftAddr == "" {
+			continue
 		}
+		if h, err := l.store.Host(p.Name); err != nil || h.RaftAddr != p.RaftAddr {
+			continue
+		}
+		alive = append(alive, p)
 	}
 	sort.Slice(alive, func(i, j int) bool { return alive[i].Name < alive[j].Name })
 	for _, p := range alive {

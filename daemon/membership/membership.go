@@ -103,7 +103,10 @@ type Config struct {
 	Port          int    // gossip port, TCP and UDP
 	Seeds         []string
 	Meta          Meta
-	SecretKey     []byte // optional gossip encryption key (16, 24 or 32 bytes)
+	// Keys is the gossip keyring (16, 24 or 32 bytes each), the first the
+	// one messages are encrypted with; the others are still accepted
+	// (rotation). Empty: gossip is neither encrypted nor authenticated.
+	Keys [][]byte
 	Logger        *slog.Logger
 	Timing        Timing
 }
@@ -149,7 +152,14 @@ func (m *Membership) Start() error {
 	t := m.cfg.Timing
 	c.ProbeInterval, c.ProbeTimeout, c.GossipInterval = t.ProbeInterval, t.ProbeTimeout, t.GossipInterval
 	c.PushPullInterval, c.TCPTimeout, c.SuspicionMult = t.PushPullInterval, t.TCPTimeout, t.SuspicionMult
-	c.SecretKey = m.cfg.SecretKey
+	if len(m.cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(m.cfg.Keys[1:], m.cfg.Keys[0])
+		if err != nil {
+			return fmt.Errorf("gossip keyring: %w", err)
+		}
+		c.Keyring = kr
+		c.GossipVerifyIncoming, c.GossipVerifyOutgoing = true, true
+	}
 	c.Delegate = delegate{m}
 	c.Events = events{m}
 	c.Logger = logadapt.Std(m.log)

@@ -41,6 +41,7 @@ type Server struct {
 
 	mu       sync.RWMutex
 	handlers map[string]Handler
+	public   map[string]bool
 }
 
 // NewServer returns a server; tlsConf nil means plain TCP.
@@ -48,7 +49,7 @@ func NewServer(tlsConf *tls.Config, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{log: log, tls: tlsConf, handlers: map[string]Handler{}}
+	return &Server{log: log, tls: tlsConf, handlers: map[string]Handler{}, public: map[string]bool{}}
 }
 
 // Method declares one cluster RPC method: its name with its request and
@@ -64,6 +65,24 @@ func (s *Server) Handle(method string, h Handler) {
 		panic("rpc: method " + method + " registered twice")
 	}
 	s.handlers[method] = h
+}
+
+// Public marks a method that callers without a cluster certificate may
+// call (joining). Every other method of a TLS server refuses them.
+func (s *Server) Public(method string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.public[method] = true
+}
+
+type peerKey struct{}
+
+// Peer returns the host that made this call: the name in its verified
+// cluster certificate. ok is false on a server without TLS, for a call made
+// in-process, and for a caller of a public method without a certificate.
+func Peer(ctx context.Context) (name string, ok bool) {
+	name, ok = ctx.Value(peerKey{}).(string)
+	return name, ok
 }
 
 // Register registers a typed handler for m: the request body is decoded
@@ -94,18 +113,29 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	method := r.URL.Path[len(pathPrefix):]
 	s.mu.RLock()
-	h := s.handlers[method]
+	h, public := s.handlers[method], s.public[method]
 	s.mu.RUnlock()
 	if h == nil {
 		writeErr(w, fmt.Errorf("no such rpc method %q: %w", method, model.ErrNotFound))
 		return
+	}
+	ctx := r.Context()
+	if s.tls != nil {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			if !public {
+				writeErr(w, fmt.Errorf("rpc %s needs a host certificate of this cluster: %w", method, model.ErrForbidden))
+				return
+			}
+		} else {
+			ctx = context.WithValue(ctx, peerKey{}, r.TLS.VerifiedChains[0][0].Subject.CommonName)
+		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		writeErr(w, fmt.Errorf("read request: %v: %w", err, model.ErrInvalid))
 		return
 	}
-	resp, err := h(r.Context(), body)
+	resp, err := h(ctx, body)
 	if err != nil {
 		s.log.Debug("rpc failed", "method", method, "from", r.RemoteAddr, "err", err)
 		writeErr(w, err)

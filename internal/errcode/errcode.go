@@ -22,6 +22,7 @@ var table = []struct {
 	{model.ErrNoCapacity, api.CodeNoCapacity},
 	{model.ErrNotLeader, api.CodeNotLeader},
 	{model.ErrUnavailable, api.CodeUnavailable},
+	{model.ErrForbidden, api.CodeForbidden},
 	{context.DeadlineExceeded, api.CodeUnavailable},
 }
 

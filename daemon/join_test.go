@@ -1,0 +1,292 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/daemon/controller"
+	"github.com/corralhq/corral/daemon/identity"
+	"github.com/corralhq/corral/daemon/membership"
+	"github.com/corralhq/corral/daemon/rpc"
+	"github.com/corralhq/corral/internal/testutil"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftstore"
+)
+
+// sharedRPCPort returns a port free on every given loopback address:
+// joining hosts find a member's cluster RPC at their own rpc_port.
+func sharedRPCPort(t *testing.T, ips ...string) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		port := testutil.FreePort(t, ips[0])
+		ok := true
+		for _, ip := range ips[1:] {
+			ln, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
+			if err != nil {
+				ok = false
+				break
+			}
+			ln.Close()
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Fatal("no port free on every address")
+	return 0
+}
+
+// securedCluster builds n hosts that run with cluster identities: h1 runs
+// corrald init, the others join with its first token. Hosts from index
+// joinAt on are left out of the first start (later joiners).
+func securedCluster(t *testing.T, n int) (*testCluster, string) {
+	t.Helper()
+	var ips []string
+	for i := 0; i < n; i++ {
+		ips = append(ips, fmt.Sprintf("127.0.0.%d", i+1))
+	}
+	port := sharedRPCPort(t, ips...)
+	tc := newTestCluster(t, n, []int{0}, func(i int, c *Config) {
+		c.RPCPort = port
+		c.BootstrapExpect = 3
+	})
+	tok, err := Init(tc.hosts[0].cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tc, tok
+}
+
+// TestJoinWithTokens: a cluster forms from corrald init and its first join
+// token (before Raft has any state); the token then moves into state; new
+// tokens admit hosts later, through a follower too; revoked, expired,
+// malformed and foreign tokens are refused; and a name joins once.
+func TestJoinWithTokens(t *testing.T) {
+	tc, first := securedCluster(t, 5)
+	h1, h2, h3, h4, h5 := tc.hosts[0], tc.hosts[1], tc.hosts[2], tc.hosts[3], tc.hosts[4]
+	h2.cfg.JoinToken, h3.cfg.JoinToken = first, first
+	h1.start()
+	h2.start()
+	h3.start()
+	st := tc.waitConverged(3, 0)
+	for _, h := range []*testHost{h2, h3} {
+		id, err := identity.Load(h.cfg.IdentityDir(), h.cfg.Name)
+		if err != nil || id.Fingerprint() != h1.d.id.Fingerprint() {
+			t.Fatalf("%s identity: %v", h.cfg.Name, err)
+		}
+	}
+	// The first token moves from h1's file into state.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if _, ok := identity.InitToken(h1.d.id.Dir); ok {
+			return errors.New("join-token file still there")
+		}
+		if ts := h2.d.store.Cluster().JoinTokens; len(ts) != 1 {
+			return fmt.Errorf("tokens in state: %+v", ts)
+		}
+		return nil
+	})
+	leader := tc.host(st.Leader)
+	var follower *testHost
+	for _, h := range tc.running() {
+		if h != leader {
+			follower = h
+		}
+	}
+
+	// A new token, asked for on a follower, admits h4 joining through that
+	// follower (which passes the request on to the leader).
+	created, err := forward(ctxT(t), follower.d, mTokenCreate, TokenCreateRequest{TTL: time.Hour, Description: "h4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(fmt.Sprint(leader.d.store.Cluster()), strings.Split(created.Token, ".")[3]) {
+		t.Fatal("the token's secret is in cluster state")
+	}
+	h4.cfg.JoinToken = created.Token
+	h4.cfg.Seeds = []string{fmt.Sprintf("%s:%d", follower.cfg.BindAddr, follower.cfg.GossipPort)}
+	h4.start()
+	tc.waitConverged(3, 1)
+
+	joinCtx := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	h5.cfg.Seeds = []string{h1.cfg.BindAddr}
+	tryJoin := func(tok string) error {
+		c := h5.cfg
+		c.JoinToken = tok
+		return Join(joinCtx(), c, testutil.Logger(t))
+	}
+	// A name that is a member already does not join again.
+	again, err := forward(ctxT(t), leader.d, mTokenCreate, TokenCreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h2.cfg
+	c.DataDir, c.JoinToken = t.TempDir(), again.Token
+	if err := Join(joinCtx(), c, testutil.Logger(t)); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("second join as h2: %v", err)
+	}
+	// Revoked.
+	if _, err := forward(ctxT(t), follower.d, mTokenRevoke, TokenRevokeRequest{ID: strings.Split(again.Token, ".")[2]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tryJoin(again.Token); !errors.Is(err, model.ErrForbidden) {
+		t.Fatalf("revoked token: %v", err)
+	}
+	// Expired.
+	old := identity.NewToken(h1.d.id.Fingerprint())
+	now := time.Now().UTC()
+	if _, err := leader.d.store.Apply(ctxT(t), raftstore.AddJoinToken{Token: model.JoinToken{ID: old.ID, Hash: old.Hash(),
+		Created: now.Add(-2 * time.Hour), Expires: now.Add(-time.Hour)}, Time: now.Add(-2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tryJoin(old.String()); !errors.Is(err, model.ErrForbidden) {
+		t.Fatalf("expired token: %v", err)
+	}
+	// A wrong secret, and a made-up ID.
+	wrong := created
+	wrongTok, _ := identity.ParseToken(wrong.Token)
+	wrongTok.Secret = strings.Repeat("0", 40)
+	if err := tryJoin(wrongTok.String()); !errors.Is(err, model.ErrForbidden) {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	wrongTok = identity.NewToken(h1.d.id.Fingerprint())
+	if err := tryJoin(wrongTok.String()); !errors.Is(err, model.ErrForbidden) {
+		t.Fatalf("unknown token: %v", err)
+	}
+	// A token pinning another CA: the members' certificates do not match,
+	// so the joiner trusts none of them and never sends its secret.
+	foreign := identity.NewToken(strings.Repeat("ab", 32))
+	if err := tryJoin(foreign.String()); err == nil || !strings.Contains(err.Error(), "deadline") {
+		t.Fatalf("token of another cluster: %v", err)
+	}
+	if identity.Exists(h5.cfg.IdentityDir()) {
+		t.Fatal("a refused join left an identity")
+	}
+	ts, err := h3.client.JoinTokens(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 3 { // first, h4's, the expired one
+		t.Fatalf("tokens %+v", ts)
+	}
+}
+
+// TestClusterPlaneNeedsIdentity: with identities, the cluster RPC refuses
+// a caller without a certificate and a host of another cluster; a host may
+// speak only for itself (its lease, its guests); and a gossip member that
+// holds the gossip key but not a certificate for its name gets neither a
+// registration nor a Raft seat.
+func TestClusterPlaneNeedsIdentity(t *testing.T) {
+	tc, first := securedCluster(t, 4)
+	h1, h2, h3, rogue := tc.hosts[0], tc.hosts[1], tc.hosts[2], tc.hosts[3]
+	h2.cfg.JoinToken, h3.cfg.JoinToken = first, first
+	h1.start()
+	h2.start()
+	h3.start()
+	st := tc.waitConverged(3, 0)
+	leader := tc.host(st.Leader)
+	ctx := ctxT(t)
+
+	anon := rpc.NewClient(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+	if _, err := rpc.Call(ctx, anon, leader.d.rpcAddr(), mBootstrapView, struct{}{}); !errors.Is(err, model.ErrForbidden) {
+		t.Fatalf("call without a certificate: %v", err)
+	}
+	if _, err := rpc.Call(ctx, anon, leader.d.rpcAddr(), mClusterHA.Method, controller.HARequest{Armed: false}); !errors.Is(err, model.ErrForbidden) {
+		t.Fatalf("disarm without a certificate: %v", err)
+	}
+	plain := rpc.NewClient(nil)
+	if _, err := rpc.Call(ctx, plain, leader.d.rpcAddr(), mBootstrapView, struct{}{}); !errors.Is(err, model.ErrUnavailable) {
+		t.Fatalf("plaintext call: %v", err)
+	}
+	other, _, err := identity.Init(filepath.Join(t.TempDir(), "identity"), h2.cfg.Name, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := rpc.NewClient(other.ClientTLS())
+	if _, err := rpc.Call(ctx, foreign, leader.d.rpcAddr(), mBootstrapView, struct{}{}); !errors.Is(err, model.ErrUnavailable) {
+		t.Fatalf("call with another cluster's certificate for h2: %v", err)
+	}
+
+	// A member speaks for itself only.
+	var speaker *testHost
+	for _, h := range tc.running() {
+		if h != leader {
+			speaker = h
+		}
+	}
+	victim := h1
+	if victim == speaker {
+		victim = h3
+	}
+	addr := leader.d.rpcAddr()
+	if _, err := rpc.Call(ctx, speaker.d.rpcCli, addr, mLeaseRenew.Method, controller.LeaseRequest{Host: victim.cfg.Name, Stopping: true}); !errors.Is(err, model.ErrForbidden) {
+		t.Fatalf("%s renewed %s's lease: %v", speaker.cfg.Name, victim.cfg.Name, err)
+	}
+	if _, err := rpc.Call(ctx, speaker.d.rpcCli, addr, mVMReport.Method, raftstore.ReportVMs{Host: victim.cfg.Name, Time: time.Now()}); !errors.Is(err, model.ErrForbidden) {
+		t.Fatalf("%s reported for %s: %v", speaker.cfg.Name, victim.cfg.Name, err)
+	}
+	if _, err := rpc.Call(ctx, speaker.d.rpcCli, addr, mLeaseRenew.Method, controller.LeaseRequest{Host: speaker.cfg.Name}); err != nil {
+		t.Fatalf("%s renewing its own lease: %v", speaker.cfg.Name, err)
+	}
+	if h, _ := leader.d.store.Host(victim.cfg.Name); !h.StoppedAt.IsZero() {
+		t.Fatal("a refused renewal changed state")
+	}
+
+	// The rogue host has the gossip key (say, stolen) and a certificate of
+	// its own CA: it joins gossip, but the leader never registers it.
+	if _, _, err := identity.Init(rogue.cfg.IdentityDir(), rogue.cfg.Name, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	keys := []byte(nil)
+	if keys, err = os.ReadFile(filepath.Join(h1.cfg.IdentityDir(), identity.KeysFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rogue.cfg.IdentityDir(), identity.KeysFile), keys, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rogue.start()
+	testutil.Eventually(t, 15*time.Second, func() error {
+		for _, m := range leader.d.members.Members() {
+			if m.Name == rogue.cfg.Name && m.State == membership.Alive {
+				return nil
+			}
+		}
+		return errors.New("rogue not in gossip yet")
+	})
+	// A reconcile pass that starts after the rogue is in gossip sees it:
+	// make one observable by changing h3's gossip metadata, which only a
+	// pass writes into state.
+	h3.d.members.UpdateMeta(func(m *membership.Meta) { m.Version = "after-rogue" })
+	testutil.Eventually(t, 15*time.Second, func() error {
+		if h, _ := leader.d.store.Host(h3.cfg.Name); h.Version != "after-rogue" {
+			return errors.New("h3's new metadata not registered yet")
+		}
+		return nil
+	})
+	if _, err := leader.d.store.Host(rogue.cfg.Name); err == nil {
+		t.Fatal("rogue host registered")
+	}
+	servers, err := leader.d.store.Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if s.ID == rogue.cfg.Name {
+			t.Fatal("rogue host has a Raft seat")
+		}
+	}
+	if err := leader.d.verifyHost(ctx, rogue.cfg.Name, rogue.d.rpcAddr(), rogue.d.raftAddr()); err == nil {
+		t.Fatal("rogue host verified")
+	}
+}

@@ -219,7 +219,12 @@ func (d *Daemon) serveJoin(ctx context.Context, req JoinRequest) (JoinResponse, 
 	switch {
 	case !d.store.HasState():
 		tok, ok := identity.InitToken(d.id.Dir)
-		if !ok || tok.ID != req.TokenID || !identity.SecretMatches(tok.Hash(), req.Secret) {
+		if !ok {
+			// A host that joined itself cannot judge tokens until the
+			// cluster has state: the joiner asks the next seed.
+			return JoinResponse{}, fmt.Errorf("this host admits hosts once the cluster has formed; ask the host that ran corrald init: %w", model.ErrUnavailable)
+		}
+		if tok.ID != req.TokenID || !identity.SecretMatches(tok.Hash(), req.Secret) {
 			return JoinResponse{}, errBadJoinToken
 		}
 		if exp := d.initTokenExpiry(); !now.Before(exp) {

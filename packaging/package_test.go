@@ -150,10 +150,13 @@ func checkInstalledTree(t *testing.T, root, unit string) {
 	}
 
 	// A one-host cluster from the packaged binaries and config, with the
-	// machine-specific keys given as flags. It must not reach this
-	// machine's libvirtd or network: libvirt_socket points nowhere and
-	// networks are not managed.
+	// machine-specific keys given as flags, after corrald init as the README
+	// says. It must not reach this machine's libvirtd or network:
+	// libvirt_socket points nowhere and networks are not managed.
 	dir := t.TempDir()
+	if out := command(t, corrald, "init", "--config", conf, "--name", "pkg1", "--data-dir", filepath.Join(dir, "data")); !strings.Contains(out, "corral1.") {
+		t.Errorf("corrald init printed no join token:\n%s", out)
+	}
 	sock := filepath.Join(dir, "corral.sock")
 	ip := "127.0.0.1"
 	logf, err := os.Create(filepath.Join(dir, "corrald.log"))

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # A 3-host corral cluster on loopback (127.0.0.1-3), for trying corralctl.
+# It is set up as an operator would: corrald init on h1, the others join
+# with its token, so Raft, RPC and gossip run with mutual TLS and a gossip key.
 # usage: scripts/local-cluster.sh up|status|down
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,21 +11,31 @@ n=3
 case "${1:-}" in
 up)
   mkdir -p "$dir"
-  for i in $(seq 1 $n); do
-    if [ -f "$dir/h$i.pid" ] && kill -0 "$(cat "$dir/h$i.pid")" 2>/dev/null; then
-      echo "h$i already running (pid $(cat "$dir/h$i.pid"))"; continue
-    fi
-    cat > "$dir/h$i.toml" <<CONF
-name = "h$i"
-data_dir = "$PWD/$dir/data-h$i"
-bind_addr = "127.0.0.$i"
+  write_conf() {
+    umask 077
+    cat > "$dir/h$1.toml" <<CONF
+name = "h$1"
+data_dir = "$PWD/$dir/data-h$1"
+bind_addr = "127.0.0.$1"
 seeds = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 bootstrap_expect = 3
-socket = "$PWD/$dir/h$i.sock"
+socket = "$PWD/$dir/h$1.sock"
 socket_group = ""
 # control plane only: no guests, so no fencer to feed
 fencer_socket = ""
 CONF
+  }
+  if [ ! -f "$dir/join-token" ]; then
+    write_conf 1
+    "$bin/corrald" init --config "$dir/h1.toml" >/dev/null
+    (umask 077; cp "$dir/data-h1/identity/join-token" "$dir/join-token")
+  fi
+  for i in $(seq 1 $n); do
+    if [ -f "$dir/h$i.pid" ] && kill -0 "$(cat "$dir/h$i.pid")" 2>/dev/null; then
+      echo "h$i already running (pid $(cat "$dir/h$i.pid"))"; continue
+    fi
+    write_conf "$i"
+    if [ "$i" != 1 ]; then echo "join_token = \"$(cat "$dir/join-token")\"" >> "$dir/h$i.toml"; fi
     "$bin/corrald" --config "$dir/h$i.toml" >"$dir/h$i.log" 2>&1 &
     echo $! > "$dir/h$i.pid"
     echo "started h$i (pid $!, log $dir/h$i.log)"

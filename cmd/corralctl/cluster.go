@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/corralhq/corral/api"
 )
 
 func (c *cli) clusterCmd() *cobra.Command {
@@ -34,6 +37,62 @@ func (c *cli) clusterCmd() *cobra.Command {
 			},
 		})
 	}
-	cmd.AddCommand(ha)
+	cmd.AddCommand(ha, c.tokenCmd())
+	return cmd
+}
+
+func (c *cli) tokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Join tokens: what a new host presents to join (join_token in its corral.toml)"}
+	var ttl, desc string
+	create := &cobra.Command{
+		Use: "create", Short: "Make a join token; its text is shown once", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			t, err := c.client().CreateJoinToken(ctx, api.JoinTokenCreateRequest{TTL: ttl, Description: desc})
+			if err != nil {
+				return err
+			}
+			return c.print(t, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "token %s, valid until %s\n\n%s\n\n", t.ID, t.Expires.Local().Format(time.RFC3339), t.Token)
+				fmt.Fprintln(w, "Put it in join_token of the new host's corral.toml (mode 0600). Anyone who holds it can join a host: treat it as a root password.")
+			})
+		},
+	}
+	create.Flags().StringVar(&ttl, "ttl", "24h", "how long the token admits hosts (at most 720h)")
+	create.Flags().StringVar(&desc, "description", "", "what the token is for")
+	ls := &cobra.Command{
+		Use: "ls", Short: "List join tokens (never their secrets)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			ts, err := c.client().JoinTokens(ctx)
+			if err != nil {
+				return err
+			}
+			return c.print(ts, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "ID\tEXPIRES\tSTATE\tDESCRIPTION")
+				for _, t := range ts {
+					state := "valid"
+					if t.Expired {
+						state = "expired"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.ID, t.Expires.Local().Format(time.RFC3339), state, t.Description)
+				}
+			})
+		},
+	}
+	revoke := &cobra.Command{
+		Use: "revoke ID", Short: "Make a join token admit no more hosts (hosts that joined with it stay)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			if err := c.client().RevokeJoinToken(ctx, args[0]); err != nil {
+				return err
+			}
+			return c.print(struct{}{}, func(w *tabwriter.Writer) { fmt.Fprintf(w, "token %s revoked\n", args[0]) })
+		},
+	}
+	cmd.AddCommand(create, ls, revoke)
 	return cmd
 }

@@ -7,6 +7,12 @@
 // corrald --help for the list. corrald example-config prints a config file
 // documenting every key with its default (what the packages install as
 // /etc/corral/corral.toml); corrald version prints the version.
+//
+//	corrald init [--config ...]
+//
+// creates a new cluster's identity on its first host (CA, this host's
+// certificate, gossip key, in data_dir/identity) and prints the first join
+// token, which the other hosts put in join_token.
 package main
 
 import (
@@ -37,6 +43,10 @@ func run(args []string) int {
 		fmt.Print(daemon.ExampleConfig())
 		return 0
 	}
+	initCluster := len(args) > 0 && args[0] == "init"
+	if initCluster {
+		args = args[1:]
+	}
 	cfg, err := daemon.LoadConfig(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -45,14 +55,30 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "corrald:", err)
 		return 2
 	}
+	if initCluster {
+		tok, err := daemon.Init(cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "corrald init:", err)
+			return 1
+		}
+		fmt.Printf("cluster identity created in %s for host %s\n", cfg.IdentityDir(), cfg.Name)
+		fmt.Printf("first join token (valid 24 hours; corralctl cluster token create makes more):\n\n%s\n\n", tok)
+		fmt.Println("On every other host put it in /etc/corral/corral.toml as join_token = \"...\" (the file must then be mode 0600),")
+		fmt.Println("with seeds naming this host, and start corrald there.")
+		return 0
+	}
 	log := newLogger(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := daemon.Join(ctx, cfg, log); err != nil {
+		fmt.Fprintln(os.Stderr, "corrald:", err)
+		return 2
+	}
 	d, err := daemon.New(cfg, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "corrald:", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	go func() {
 		select {
 		case <-d.Ready():

@@ -80,7 +80,8 @@ func (h *Host) create(ctx context.Context) error {
 		}
 	}
 	conf := h.config + fmt.Sprintf("data_dir = %q\n", filepath.Join(h.Dir, "data"))
-	if err := os.WriteFile(h.ConfigFile(), []byte(conf), 0o644); err != nil {
+	// 0600: it may hold a join token.
+	if err := os.WriteFile(h.ConfigFile(), []byte(conf), 0o600); err != nil {
 		return err
 	}
 	if err := run(ctx, "ip", "netns", "add", h.Netns); err != nil {
@@ -142,6 +143,19 @@ func (h *Host) makeMountNS(ctx context.Context) error {
 	}
 	h.NetIno, h.MntIno = nsIno("/run/netns/"+h.Netns), nsIno(h.nsFile())
 	return h.lab.save()
+}
+
+// appendConfig adds lines to the host's corral.toml.
+func (h *Host) appendConfig(text string) error {
+	f, err := os.OpenFile(h.ConfigFile(), os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func (h *Host) unmountNS() error {

@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/corralhq/corral/daemon/identity"
 )
 
 // Config describes a lab.
@@ -44,6 +46,10 @@ type Config struct {
 	// NoCorrald boots hosts with their libvirt daemons only (for driver
 	// tests).
 	NoCorrald bool
+	// Insecure runs corrald without cluster identities (insecure = true),
+	// for comparisons; by default h1 runs corrald init and the other hosts
+	// join with its token, as an operator would set a cluster up.
+	Insecure bool
 }
 
 // Host is one lab host.
@@ -261,12 +267,45 @@ kernel_dir = %q
 			return fail(err)
 		}
 	}
+	if !cfg.NoCorrald {
+		if err := l.identities(ctx, cfg.Insecure); err != nil {
+			return fail(err)
+		}
+	}
 	for _, h := range l.Hosts {
 		if err := h.Boot(ctx); err != nil {
 			return fail(fmt.Errorf("%s: %w", h.Name, err))
 		}
 	}
 	return l, l.save()
+}
+
+// identities sets the cluster's identity up the operator's way: corrald
+// init on h1, its first join token in every other host's corral.toml.
+// Insecure instead turns identities off on every host.
+func (l *Lab) identities(ctx context.Context, insecure bool) error {
+	if insecure {
+		for _, h := range l.Hosts {
+			if err := h.appendConfig("insecure = true\n"); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	first := l.Hosts[0]
+	if out, err := exec.CommandContext(ctx, l.Corrald, "init", "--config", first.ConfigFile()).CombinedOutput(); err != nil {
+		return fmt.Errorf("corrald init on %s: %v: %s", first.Name, err, out)
+	}
+	tok, ok := identity.InitToken(filepath.Join(first.Dir, "data", "identity"))
+	if !ok {
+		return fmt.Errorf("corrald init on %s wrote no join token", first.Name)
+	}
+	for _, h := range l.Hosts[1:] {
+		if err := h.appendConfig(fmt.Sprintf("join_token = %q\n", tok.String())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (l *Lab) setupBridge(ctx context.Context) error {

@@ -106,9 +106,9 @@ type Config struct {
 	// Keys is the gossip keyring (16, 24 or 32 bytes each), the first the
 	// one messages are encrypted with; the others are still accepted
 	// (rotation). Empty: gossip is neither encrypted nor authenticated.
-	Keys [][]byte
-	Logger        *slog.Logger
-	Timing        Timing
+	Keys   [][]byte
+	Logger *slog.Logger
+	Timing Timing
 }
 
 // Membership is this host's view of the gossip pool.

@@ -67,4 +67,5 @@ var (
 	ErrNotLeader   = &Error{Code: CodeNotLeader}
 	ErrUnavailable = &Error{Code: CodeUnavailable}
 	ErrInternal    = &Error{Code: CodeInternal}
+	ErrForbidden   = &Error{Code: CodeForbidden}
 )

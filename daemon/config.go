@@ -110,6 +110,8 @@ type Tuning struct {
 	Networker controller.Networker
 	// HWSource replaces the gopsutil sampler (tests inject samples).
 	HWSource hwmon.Source
+	// CertCheck is how often the host certificate's expiry is checked.
+	CertCheck time.Duration
 }
 
 // DefaultTuning is what production runs with.
@@ -121,6 +123,7 @@ func DefaultTuning() Tuning {
 		BootstrapSettle:   2 * time.Second,
 		ForwardTimeout:    15 * time.Second,
 		HostResync:        5 * time.Second,
+		CertCheck:         time.Hour,
 	}
 }
 

@@ -83,6 +83,9 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	}
 	log = log.With("host", cfg.Name)
 	d := &Daemon{cfg: cfg, id: id, log: log, ready: make(chan struct{}), caughtUp: make(chan struct{})}
+	if id != nil {
+		id.SetRevoked(func(name string, issued time.Time) bool { return d.store.Cluster().IsRevoked(name, issued) })
+	}
 	d.store = raftstore.New(raftstore.Config{
 		ID:            cfg.Name,
 		BindAddr:      net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.RaftPort)),
@@ -240,6 +243,7 @@ func (d *Daemon) registerRPC() {
 		return d.boot.View(), nil
 	})
 	rpc.Register(d.rpcSrv, mClusterJoin, d.serveJoin)
+	rpc.Register(d.rpcSrv, mCertRenew, d.serveRenew)
 	d.rpcSrv.Public(mClusterJoin.Name)
 	rpc.Register(d.rpcSrv, mRaftCommit, func(ctx context.Context, _ struct{}) (commitIndex, error) {
 		if !d.store.IsLeader() {
@@ -310,7 +314,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("gossip", d.members.Run)
 	start("leader", d.leader.Run)
 	start("bootstrap", d.boot.Run)
-	start("identity", d.recordInitToken)
+	start("identity", d.identityLoop)
 	start("meta", d.syncMeta)
 	start("hypervisor", d.driver.Run)
 	start("hwmon", d.runHardware)

@@ -146,6 +146,11 @@ func Join(ctx context.Context, cfg Config, log *slog.Logger) error {
 	req := JoinRequest{Name: cfg.Name, CSR: string(csr), TokenID: tok.ID, Secret: tok.Secret}
 	backoff := 250 * time.Millisecond
 	for {
+		// A refusal from one seed may be a member that does not know the
+		// token yet (the first token, until it is in state); the join gives
+		// up only when every seed refuses in one round.
+		var refused error
+		refusals := 0
 		for _, t := range targets {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			resp, err := rpc.Call(cctx, cli, t, mClusterJoin, req)
@@ -154,9 +159,14 @@ func Join(ctx context.Context, cfg Config, log *slog.Logger) error {
 				return saveJoined(cfg, tok, resp, key)
 			}
 			if errors.Is(err, model.ErrForbidden) || errors.Is(err, model.ErrInvalid) || errors.Is(err, model.ErrConflict) {
-				return fmt.Errorf("join through %s refused: %w", t, err)
+				refused = fmt.Errorf("join through %s refused: %w", t, err)
+				refusals++
+				continue
 			}
 			log.Warn("join: no answer yet; retrying", "seed", t, "err", err)
+		}
+		if refusals == len(targets) {
+			return refused
 		}
 		select {
 		case <-ctx.Done():
@@ -216,43 +226,50 @@ func (d *Daemon) serveJoin(ctx context.Context, req JoinRequest) (JoinResponse, 
 		return JoinResponse{}, errBadJoinToken
 	}
 	now := time.Now()
-	switch {
-	case !d.store.HasState():
-		tok, ok := identity.InitToken(d.id.Dir)
-		if !ok {
-			// A host that joined itself cannot judge tokens until the
-			// cluster has state: the joiner asks the next seed.
-			return JoinResponse{}, fmt.Errorf("this host admits hosts once the cluster has formed; ask the host that ran corrald init: %w", model.ErrUnavailable)
-		}
-		if tok.ID != req.TokenID || !identity.SecretMatches(tok.Hash(), req.Secret) {
-			return JoinResponse{}, errBadJoinToken
-		}
-		if exp := d.initTokenExpiry(); !now.Before(exp) {
+	if tok, ok := identity.InitToken(d.id.Dir); ok && tok.ID == req.TokenID {
+		// The first token, still in this host's file (corrald init ran
+		// here): before the cluster has state only this host can judge
+		// it, and afterwards until it is recorded in state.
+		if !identity.SecretMatches(tok.Hash(), req.Secret) || !now.Before(d.initTokenExpiry()) {
 			return JoinResponse{}, errBadJoinToken
 		}
 		if req.Name == d.cfg.Name {
 			return JoinResponse{}, fmt.Errorf("host %q is this host: %w", req.Name, model.ErrConflict)
 		}
+		if _, err := d.store.Host(req.Name); err == nil {
+			return JoinResponse{}, fmt.Errorf("host %q is already a member; a name joins once: %w", req.Name, model.ErrConflict)
+		}
+		return d.admit(req, now)
+	}
+	switch {
+	case !d.store.HasState():
+		// A host that joined itself cannot judge tokens until the cluster
+		// has state: the joiner asks the next seed.
+		return JoinResponse{}, fmt.Errorf("this host admits hosts once the cluster has formed; ask the host that ran corrald init: %w", model.ErrUnavailable)
 	case !d.store.IsLeader():
 		addr := d.leaderRPCAddr()
 		if addr == "" {
 			return JoinResponse{}, errNoLeader
 		}
 		return rpc.Call(ctx, d.rpcCli, addr, mClusterJoin, req)
-	default:
-		var rec *model.JoinToken
-		for _, t := range d.store.Cluster().JoinTokens {
-			if t.ID == req.TokenID {
-				rec = &t
-			}
-		}
-		if rec == nil || !now.Before(rec.Expires) || !identity.SecretMatches(rec.Hash, req.Secret) {
-			return JoinResponse{}, errBadJoinToken
-		}
-		if _, err := d.store.Host(req.Name); err == nil {
-			return JoinResponse{}, fmt.Errorf("host %q is already a member; a name joins once: %w", req.Name, model.ErrConflict)
+	}
+	var rec *model.JoinToken
+	for _, t := range d.store.Cluster().JoinTokens {
+		if t.ID == req.TokenID {
+			rec = &t
 		}
 	}
+	if rec == nil || !now.Before(rec.Expires) || !identity.SecretMatches(rec.Hash, req.Secret) {
+		return JoinResponse{}, errBadJoinToken
+	}
+	if _, err := d.store.Host(req.Name); err == nil {
+		return JoinResponse{}, fmt.Errorf("host %q is already a member; a name joins once: %w", req.Name, model.ErrConflict)
+	}
+	return d.admit(req, now)
+}
+
+// admit issues the identity of a host whose join request passed.
+func (d *Daemon) admit(req JoinRequest, now time.Time) (JoinResponse, error) {
 	cert, err := d.id.Sign([]byte(req.CSR), req.Name, now)
 	if err != nil {
 		return JoinResponse{}, fmt.Errorf("%v: %w", err, model.ErrInvalid)
@@ -277,39 +294,123 @@ func (d *Daemon) initTokenExpiry() time.Time {
 	return fi.ModTime().Add(initTokenTTL)
 }
 
-// recordInitToken moves the first join token from its file into cluster
-// state once this host leads a cluster with state, so that it can be
-// listed and revoked like any other; it then deletes the file.
-func (d *Daemon) recordInitToken(ctx context.Context) error {
+// identityLoop keeps this host's identity: it moves the first join token
+// into state, and renews the host certificate when a third of its life is
+// left. It checks every second while a first token waits, otherwise every
+// Tuning.CertCheck.
+func (d *Daemon) identityLoop(ctx context.Context) error {
 	if d.id == nil {
 		return nil
 	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
-		tok, ok := identity.InitToken(d.id.Dir)
-		if !ok {
-			return nil
+		wait := d.cfg.Tuning.CertCheck
+		if wait <= 0 {
+			wait = time.Hour
 		}
-		if d.store.HasState() && d.store.IsLeader() {
-			exp := d.initTokenExpiry()
-			rec := model.JoinToken{ID: tok.ID, Hash: tok.Hash(), Description: "first token (corrald init)", Created: exp.Add(-initTokenTTL).UTC(), Expires: exp.UTC()}
-			_, err := d.store.Apply(ctx, raftstore.AddJoinToken{Token: rec, Time: time.Now().UTC()})
-			if err == nil || errors.Is(err, model.ErrConflict) {
-				if err := identity.DropInitToken(d.id.Dir); err != nil {
-					return err
-				}
-				d.log.Info("first join token recorded in cluster state", "token", tok.ID, "expires", rec.Expires)
-				return nil
+		if _, pending := identity.InitToken(d.id.Dir); pending {
+			d.recordInitToken(ctx)
+			wait = time.Second
+		}
+		if d.id.RenewDue(time.Now()) {
+			if err := d.renewCert(ctx); err != nil {
+				d.log.Warn("host certificate renewal failed; retrying", "expires", d.id.Leaf().NotAfter, "err", err)
+				wait = min(wait, time.Minute)
 			}
-			d.log.Warn("record first join token", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
+}
+
+// recordInitToken moves the first join token from its file into cluster
+// state once this host leads a cluster with state, so that it can be
+// listed and revoked like any other; it then deletes the file.
+func (d *Daemon) recordInitToken(ctx context.Context) {
+	tok, ok := identity.InitToken(d.id.Dir)
+	if !ok || !d.store.HasState() {
+		return
+	}
+	exp := d.initTokenExpiry()
+	rec := model.JoinToken{ID: tok.ID, Hash: tok.Hash(), Description: "first token (corrald init)", Created: exp.Add(-initTokenTTL).UTC(), Expires: exp.UTC()}
+	_, err := forward(ctx, d, mTokenRecord, rec)
+	if err != nil && !errors.Is(err, model.ErrConflict) {
+		d.log.Warn("record first join token", "err", err)
+		return
+	}
+	if err := identity.DropInitToken(d.id.Dir); err != nil {
+		d.log.Warn("remove first join token file", "err", err)
+		return
+	}
+	d.log.Info("first join token recorded in cluster state", "token", tok.ID, "expires", rec.Expires)
+}
+
+// CertRenewRequest asks the leader to renew the caller's certificate.
+type CertRenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// CertRenewResponse is the renewed certificate.
+type CertRenewResponse struct {
+	Cert string `json:"cert"`
+}
+
+// renewCert gets this host a new certificate for its key from the leader
+// (signing it itself when it leads) and installs it.
+func (d *Daemon) renewCert(ctx context.Context) error {
+	csr, err := d.id.RenewalRequest()
+	if err != nil {
+		return err
+	}
+	var cert []byte
+	if d.store.IsLeader() {
+		if cert, err = d.id.Sign(csr, d.cfg.Name, time.Now()); err != nil {
+			return err
+		}
+	} else {
+		addr := d.leaderRPCAddr()
+		if addr == "" {
+			return errNoLeader
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := rpc.Call(cctx, d.rpcCli, addr, mCertRenew, CertRenewRequest{CSR: string(csr)})
+		cancel()
+		if err != nil {
+			return err
+		}
+		cert = []byte(resp.Cert)
+	}
+	if err := d.id.Renew(cert); err != nil {
+		return err
+	}
+	d.log.Info("host certificate renewed", "expires", d.id.Leaf().NotAfter)
+	return nil
+}
+
+// serveRenew signs a new certificate for the calling host: the name comes
+// from the certificate it called with (a revoked one does not get here).
+func (d *Daemon) serveRenew(ctx context.Context, req CertRenewRequest) (CertRenewResponse, error) {
+	if !d.store.IsLeader() {
+		return CertRenewResponse{}, fmt.Errorf("ask the leader: %w", model.ErrNotLeader)
+	}
+	peer, ok := rpc.Peer(ctx)
+	if !ok || d.id == nil {
+		return CertRenewResponse{}, fmt.Errorf("only a host with a cluster certificate renews it: %w", model.ErrForbidden)
+	}
+	if _, err := d.store.Host(peer); err != nil {
+		return CertRenewResponse{}, fmt.Errorf("host %q is not a member: %w", peer, model.ErrForbidden)
+	}
+	if len(req.CSR) > maxCSRBytes {
+		return CertRenewResponse{}, fmt.Errorf("certificate request of %d bytes: %w", len(req.CSR), model.ErrInvalid)
+	}
+	cert, err := d.id.Sign([]byte(req.CSR), peer, time.Now())
+	if err != nil {
+		return CertRenewResponse{}, fmt.Errorf("%v: %w", err, model.ErrInvalid)
+	}
+	d.log.Info("host certificate renewed", "for", peer)
+	return CertRenewResponse{Cert: string(cert)}, nil
 }
 
 // createToken makes a join token (leader only).
@@ -334,6 +435,16 @@ func (d *Daemon) createToken(ctx context.Context, req TokenCreateRequest) (Token
 	}
 	d.log.Info("join token created", "token", tok.ID, "expires", rec.Expires)
 	return TokenCreated{Token: tok.String(), Record: rec}, nil
+}
+
+// recordToken records a token made elsewhere: the first token, sent by the
+// host that ran corrald init (leader only).
+func (d *Daemon) recordToken(ctx context.Context, rec model.JoinToken) (struct{}, error) {
+	if !d.store.IsLeader() {
+		return struct{}{}, fmt.Errorf("ask the leader: %w", model.ErrNotLeader)
+	}
+	_, err := d.store.Apply(ctx, raftstore.AddJoinToken{Token: rec, Time: time.Now().UTC()})
+	return struct{}{}, err
 }
 
 // revokeToken forgets a join token (leader only).

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/identity"
 	"github.com/corralhq/corral/daemon/membership"
@@ -289,4 +290,125 @@ func TestClusterPlaneNeedsIdentity(t *testing.T) {
 	if err := leader.d.verifyHost(ctx, rogue.cfg.Name, rogue.d.rpcAddr(), rogue.d.raftAddr()); err == nil {
 		t.Fatal("rogue host verified")
 	}
+}
+
+// TestCertRenewal: with certificates that live seconds, every host renews
+// its own again and again (from the leader, or itself when it leads) and
+// the cluster keeps working over connections made with renewed ones.
+func TestCertRenewal(t *testing.T) {
+	tc, first := securedCluster(t, 3)
+	tc.hosts[1].cfg.JoinToken, tc.hosts[2].cfg.JoinToken = first, first
+	tc.startAll()
+	tc.waitConverged(3, 0)
+	serials := map[string]map[string]bool{}
+	for _, h := range tc.hosts {
+		h.d.id.SetLifetime(3 * time.Second)
+		serials[h.cfg.Name] = map[string]bool{h.d.id.Leaf().SerialNumber.String(): true}
+	}
+	// The first renewal is forced (a year-long certificate is not due);
+	// the 3 s certificates it brings are due after 2 s, and so on.
+	for _, h := range tc.hosts {
+		if err := h.d.renewCert(ctxT(t)); err != nil {
+			t.Fatalf("%s: %v", h.cfg.Name, err)
+		}
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for _, h := range tc.hosts {
+			serials[h.cfg.Name][h.d.id.Leaf().SerialNumber.String()] = true
+			if n := len(serials[h.cfg.Name]); n < 4 {
+				return fmt.Errorf("%s has had %d certificates", h.cfg.Name, n)
+			}
+		}
+		return nil
+	})
+	// New connections, made with renewed certificates, work.
+	for _, h := range tc.hosts {
+		fresh := rpc.NewClient(h.d.id.ClientTLS())
+		for _, o := range tc.hosts {
+			if _, err := rpc.Call(ctxT(t), fresh, o.d.rpcAddr(), mBootstrapView, struct{}{}); err != nil {
+				t.Fatalf("%s -> %s: %v", h.cfg.Name, o.cfg.Name, err)
+			}
+		}
+	}
+	tc.waitConverged(3, 0)
+}
+
+// TestRemoveHost: a stopped, empty host is removed from state and Raft and
+// its certificate is refused from then on; live hosts and the leader are
+// not removed; the name joins again with a new token.
+func TestRemoveHost(t *testing.T) {
+	tc, first := securedCluster(t, 4)
+	for _, h := range tc.hosts[1:] {
+		h.cfg.JoinToken = first
+	}
+	tc.hosts[3].cfg.Seeds = []string{fmt.Sprintf("%s:%d", tc.hosts[0].cfg.BindAddr, tc.hosts[0].cfg.GossipPort)}
+	tc.startAll()
+	st := tc.waitConverged(3, 1)
+	leader := tc.host(st.Leader)
+	// The one to remove: a host that is not the leader.
+	var gone *testHost
+	for _, h := range tc.hosts {
+		if h != leader && h.cfg.Name != "h1" {
+			gone = h
+		}
+	}
+	if err := leader.client.RemoveHost(ctxT(t), gone.cfg.Name); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "alive") {
+		t.Fatalf("removing a live host: %v", err)
+	}
+	if err := leader.client.RemoveHost(ctxT(t), leader.cfg.Name); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("removing the leader: %v", err)
+	}
+	oldID := gone.d.id
+	gone.stop()
+	testutil.Eventually(t, 15*time.Second, func() error {
+		for _, m := range leader.d.members.Members() {
+			if m.Name == gone.cfg.Name && m.State == membership.Alive {
+				return errors.New("still alive in gossip")
+			}
+		}
+		return nil
+	})
+	var other *testHost
+	for _, h := range tc.running() {
+		if h != leader {
+			other = h
+		}
+	}
+	if err := other.client.RemoveHost(ctxT(t), gone.cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.d.store.Host(gone.cfg.Name); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("removed host still in state on %s: %v", other.cfg.Name, err)
+	}
+	servers, err := leader.d.store.Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if s.ID == gone.cfg.Name {
+			t.Fatal("removed host still in the Raft configuration")
+		}
+	}
+	// Its certificate opens nothing any more.
+	old := rpc.NewClient(oldID.ClientTLS())
+	if _, err := rpc.Call(ctxT(t), old, leader.d.rpcAddr(), mBootstrapView, struct{}{}); !errors.Is(err, model.ErrUnavailable) {
+		t.Fatalf("removed host's certificate: %v", err)
+	}
+	if err := leader.d.verifyHost(ctxT(t), gone.cfg.Name, other.d.rpcAddr(), other.d.raftAddr()); err == nil {
+		t.Fatal("verifyHost accepted a wrong host")
+	}
+	// It comes back as a new host with a new token.
+	tok, err := leader.client.CreateJoinToken(ctxT(t), api.JoinTokenCreateRequest{TTL: "10m", Description: "rejoin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(gone.cfg.IdentityDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(gone.cfg.DataDir, "raft")); err != nil {
+		t.Fatal(err)
+	}
+	gone.cfg.JoinToken = tok.Token
+	gone.start()
+	tc.waitConverged(3, 1)
 }

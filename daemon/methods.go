@@ -72,6 +72,7 @@ var (
 	mImageDelete = leaderOnly("image.delete", (*controller.Leader).DeleteImage)
 	mHostDrain   = leaderOnly("host.drain", (*controller.Leader).DrainHost)
 	mHostRestore = leaderOnly("host.restore", (*controller.Leader).RestoreHost)
+	mHostRemove  = leaderOnly("host.remove", (*controller.Leader).RemoveHost)
 	mHostLabels  = leaderOnly("host.labels", (*controller.Leader).SetHostLabels)
 	mLeaseRenew  = leaderOnly("lease.renew", (*controller.Leader).Renew).spokenBy(func(_ *Daemon, r controller.LeaseRequest) string { return r.Host })
 	mLeaseAges   = leaderOnly("lease.ages", (*controller.Leader).LeaseAges)
@@ -80,10 +81,14 @@ var (
 	mNetDelete   = leaderOnly("net.delete", (*controller.Leader).DeleteNetwork)
 	mTokenCreate = daemonLeaderOnly("token.create", (*Daemon).createToken)
 	mTokenRevoke = daemonLeaderOnly("token.revoke", (*Daemon).revokeToken)
+	mTokenRecord = daemonLeaderOnly("token.record", (*Daemon).recordToken)
 
 	// Served by every host, to callers without a certificate too: a host
 	// joining (followers pass it to the leader).
 	mClusterJoin = rpc.Method[JoinRequest, JoinResponse]{Name: "cluster.join"}
+	// Served by the leader to the host that calls it (never forwarded: the
+	// certificate is for the caller's name).
+	mCertRenew = rpc.Method[CertRenewRequest, CertRenewResponse]{Name: "cert.renew"}
 
 	// Served by every host about itself.
 	mBootstrapView = rpc.Method[struct{}, controller.BootstrapView]{Name: "bootstrap.view"}
@@ -96,8 +101,8 @@ var (
 // leaderMethods are registered on every host: any may be the leader.
 var leaderMethods = []interface{ register(*Daemon) }{
 	mVMCreate, mVMPower, mVMRestart, mVMResize, mVMDelete, mVMReport, mVMRelocate, mVMMigrate, mVMMigrated,
-	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
-	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke,
+	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostRemove, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
+	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord,
 }
 
 // vmHost is the host a VM is placed on: the one that reports its migration.

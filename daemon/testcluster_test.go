@@ -42,6 +42,7 @@ func fastTuning() Tuning {
 		BootstrapSettle:   200 * time.Millisecond,
 		ForwardTimeout:    10 * time.Second,
 		HostResync:        100 * time.Millisecond,
+		CertCheck:         100 * time.Millisecond,
 	}
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -168,6 +169,14 @@ func (b backend) DrainHost(ctx context.Context, name string) (api.Host, error) {
 	}
 	b.d.waitState(ctx, func() bool { h, err := b.d.store.Host(name); return err == nil && h.Mode == model.ModeMaintenance })
 	return b.Host(ctx, name)
+}
+
+func (b backend) RemoveHost(ctx context.Context, name string) error {
+	if _, err := forward(ctx, b.d, mHostRemove, controller.NameRequest{Name: name}); err != nil {
+		return err
+	}
+	b.d.waitState(ctx, func() bool { _, err := b.d.store.Host(name); return errors.Is(err, model.ErrNotFound) })
+	return nil
 }
 
 func (b backend) RestoreHost(ctx context.Context, name string, req api.HostRestoreRequest) (api.Host, error) {

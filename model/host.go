@@ -87,6 +87,31 @@ type Cluster struct {
 	// JoinTokens are the join tokens a new host may present (at most
 	// MaxJoinTokens; expired ones are dropped when a token is added).
 	JoinTokens []JoinToken `json:"join_tokens,omitempty"`
+	// Revoked lists removed hosts: a certificate for Name issued at or
+	// before Before is refused everywhere. Kept for RevocationKeep, longer
+	// than any host certificate lives; one entry per name.
+	Revoked []RevokedHost `json:"revoked,omitempty"`
+}
+
+// RevokedHost is a removed host whose certificates are revoked.
+type RevokedHost struct {
+	Name   string    `json:"name"`
+	Before time.Time `json:"before"`
+}
+
+// RevocationKeep is how long a revocation is kept: beyond it, every
+// certificate it covers has expired.
+const RevocationKeep = 400 * 24 * time.Hour
+
+// IsRevoked reports whether a certificate for name issued at issued is
+// revoked.
+func (c Cluster) IsRevoked(name string, issued time.Time) bool {
+	for _, r := range c.Revoked {
+		if r.Name == name && !issued.After(r.Before) {
+			return true
+		}
+	}
+	return false
 }
 
 // MaxJoinTokens bounds the join tokens the cluster keeps.

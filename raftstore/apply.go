@@ -249,6 +249,15 @@ func (s *State) removeHost(c RemoveHost) error {
 		return fmt.Errorf("host %q still has %d VMs assigned: %w", c.Name, n, model.ErrConflict)
 	}
 	delete(s.hosts, c.Name)
+	if !c.Time.IsZero() {
+		kept := []model.RevokedHost{}
+		for _, r := range s.cluster.Revoked {
+			if r.Name != c.Name && c.Time.Sub(r.Before) < model.RevocationKeep {
+				kept = append(kept, r)
+			}
+		}
+		s.cluster.Revoked = append(kept, model.RevokedHost{Name: c.Name, Before: c.Time})
+	}
 	return nil
 }
 

@@ -92,9 +92,12 @@ type SetHostMode struct {
 	Mode model.HostMode `json:"mode"`
 }
 
-// RemoveHost forgets a host. Refused while VMs are assigned to it.
+// RemoveHost forgets a host. Refused while VMs are assigned to it. With
+// Time set, the certificates issued to its name until then are revoked
+// (model.Cluster.Revoked).
 type RemoveHost struct {
-	Name string `json:"name"`
+	Name string    `json:"name"`
+	Time time.Time `json:"time,omitzero"`
 }
 
 // CreateVM adds a VM. Refused when the name or ID is taken.

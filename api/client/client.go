@@ -148,6 +148,11 @@ func (c *Client) DrainHost(ctx context.Context, name string) (api.Host, error) {
 	return h, err
 }
 
+// RemoveHost forgets a stopped, empty host and revokes its certificate.
+func (c *Client) RemoveHost(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/hosts/"+url.PathEscape(name), nil, nil)
+}
+
 // RestoreHost returns a host to service; with failback its former VMs
 // migrate back.
 func (c *Client) RestoreHost(ctx context.Context, name string, failback bool) (api.Host, error) {

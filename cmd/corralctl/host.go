@@ -15,7 +15,7 @@ import (
 
 func (c *cli) hostCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "host", Short: "Inspect and label hosts"}
-	cmd.AddCommand(c.hostDrain(), c.hostRestore(),
+	cmd.AddCommand(c.hostDrain(), c.hostRestore(), c.hostRemove(),
 		&cobra.Command{
 			Use: "ls", Aliases: []string{"list"}, Short: "List hosts", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
@@ -168,6 +168,24 @@ func (c *cli) hostRestore() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&failback, "failback", false, "live-migrate the guests the drain moved away back to it")
 	return cmd
+}
+
+func (c *cli) hostRemove() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a host for good: out of state and Raft, its certificate revoked (drain it and stop its corrald first)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			if err := c.client().RemoveHost(ctx, args[0]); err != nil {
+				return err
+			}
+			return c.print(map[string]string{"host": args[0], "state": "removed"}, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "%s removed; its certificate is revoked. To bring it back, delete its data_dir/identity and join it again with a new token.\n", args[0])
+			})
+		},
+	}
 }
 
 func parseLabelArgs(args []string) (api.HostLabelsRequest, error) {

@@ -32,6 +32,7 @@ type Backend interface {
 	Host(ctx context.Context, name string) (api.Host, error)
 	SetHostLabels(ctx context.Context, name string, req api.HostLabelsRequest) (api.Host, error)
 	DrainHost(ctx context.Context, name string) (api.Host, error)
+	RemoveHost(ctx context.Context, name string) error
 	RestoreHost(ctx context.Context, name string, req api.HostRestoreRequest) (api.Host, error)
 	SetHA(ctx context.Context, req api.HARequest) (api.Status, error)
 	JoinTokens(ctx context.Context) ([]api.JoinToken, error)
@@ -107,6 +108,13 @@ func (s *Server) routes() []route {
 				return nil, err
 			}
 			return s.b.SetHostLabels(r.Context(), name, req)
+		}},
+		{"DELETE /v1/hosts/{name}", func(r *http.Request) (any, error) {
+			name, err := hostName(r)
+			if err != nil {
+				return nil, err
+			}
+			return struct{}{}, s.b.RemoveHost(r.Context(), name)
 		}},
 		{"POST /v1/hosts/{name}/drain", func(r *http.Request) (any, error) {
 			name, err := hostName(r)

@@ -123,6 +123,50 @@ func (l *Leader) DrainHost(ctx context.Context, req NameRequest) (model.Host, er
 	return l.store.Host(h.Name)
 }
 
+// RemoveHost forgets a host for good: it leaves cluster state and the Raft
+// configuration, and the certificates issued to its name until now are
+// revoked (the name may join again later with a new token). Refused for
+// this host, for a host gossip sees alive (stop its corrald first) and for
+// a host with VMs (drain it first).
+func (l *Leader) RemoveHost(ctx context.Context, req NameRequest) (model.Host, error) {
+	if err := l.ready(); err != nil {
+		return model.Host{}, err
+	}
+	h, err := l.store.Host(req.Name)
+	if err != nil {
+		return h, err
+	}
+	if h.Name == l.cfg.Self {
+		return h, fmt.Errorf("host %q leads the cluster; remove it from another host once leadership has moved: %w", h.Name, model.ErrConflict)
+	}
+	for _, p := range l.peers.Peers() {
+		if p.Name == h.Name && p.State == PeerAlive {
+			return h, fmt.Errorf("host %q is alive; stop corrald on it first (drain it before, if it runs VMs): %w", h.Name, model.ErrConflict)
+		}
+	}
+	for _, v := range l.store.VMs() {
+		if v.Host == h.Name {
+			return h, fmt.Errorf("host %q still has VM %q; drain it (or delete its VMs) first: %w", h.Name, v.Name, model.ErrConflict)
+		}
+	}
+	servers, err := l.raft.Servers()
+	if err != nil {
+		return h, err
+	}
+	for _, s := range servers {
+		if s.ID == h.Name {
+			if err := l.raft.RemoveServer(ctx, h.Name); err != nil {
+				return h, err
+			}
+		}
+	}
+	if _, err := l.store.Apply(ctx, raftstore.RemoveHost{Name: h.Name, Time: l.clock.Now().UTC()}); err != nil {
+		return h, err
+	}
+	l.event(ctx, "removed", h.Name, "", "host removed; its certificates are revoked")
+	return h, nil
+}
+
 // RestoreHost returns a host in maintenance to service.
 func (l *Leader) RestoreHost(ctx context.Context, req HostRestoreRequest) (model.Host, error) {
 	if err := l.ready(); err != nil {

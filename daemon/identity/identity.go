@@ -70,10 +70,79 @@ type Identity struct {
 	caKey crypto.Signer
 	pool  *x509.CertPool
 
-	mu   sync.RWMutex
-	cert *tls.Certificate
-	leaf *x509.Certificate
-	keys [][]byte
+	mu      sync.RWMutex
+	cert    *tls.Certificate
+	leaf    *x509.Certificate
+	keys    [][]byte
+	revoked func(name string, issued time.Time) bool
+	// lifetime of the host certificates this identity signs.
+	lifetime time.Duration
+}
+
+// SetLifetime sets the lifetime of the host certificates this identity
+// signs from now on (default CertLifetime; tests shrink it).
+func (id *Identity) SetLifetime(d time.Duration) {
+	id.mu.Lock()
+	id.lifetime = d
+	id.mu.Unlock()
+}
+
+// SetRevoked installs the check that refuses revoked peer certificates:
+// those of a removed host, issued before its removal. TLS configurations
+// from this identity apply it from the next handshake on.
+func (id *Identity) SetRevoked(fn func(name string, issued time.Time) bool) {
+	id.mu.Lock()
+	id.revoked = fn
+	id.mu.Unlock()
+}
+
+// Issued returns when the CA issued a host certificate: the exact time
+// stamped in its subject's serialNumber attribute (NotBefore is set back
+// to allow for clock skew). ok is false for a certificate without it.
+func Issued(c *x509.Certificate) (t time.Time, ok bool) {
+	t, err := time.Parse(time.RFC3339Nano, c.Subject.SerialNumber)
+	return t, err == nil
+}
+
+// RenewDue reports whether this host's certificate has less than a third
+// of its lifetime left.
+func (id *Identity) RenewDue(now time.Time) bool {
+	leaf := id.Leaf()
+	issued, ok := Issued(leaf)
+	if !ok {
+		issued = leaf.NotBefore
+	}
+	return now.After(leaf.NotAfter.Add(-leaf.NotAfter.Sub(issued) / 3))
+}
+
+// RenewalRequest returns a certificate request for this host's name,
+// signed by its current key: a renewal keeps the key, so that replacing
+// the certificate file alone is atomic.
+func (id *Identity) RenewalRequest() ([]byte, error) {
+	id.mu.RLock()
+	key := id.cert.PrivateKey
+	id.mu.RUnlock()
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("host key cannot sign")
+	}
+	return csrFor(signer, id.Name)
+}
+
+// Renew installs a renewed certificate for this host's current key and
+// writes it to host.crt.
+func (id *Identity) Renew(certPEM []byte) error {
+	id.mu.RLock()
+	key := id.cert.PrivateKey
+	id.mu.RUnlock()
+	keyPEMData, err := keyPEM(key.(crypto.Signer))
+	if err != nil {
+		return err
+	}
+	if err := id.SetCert(certPEM, keyPEMData); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(id.Dir, CertFile), certPEM)
 }
 
 // Fingerprint is the SHA-256 of the CA certificate: what a join token pins.
@@ -305,12 +374,18 @@ func (id *Identity) Sign(csrPEM []byte, name string, now time.Time) ([]byte, err
 	if csr.Subject.CommonName != name {
 		return nil, fmt.Errorf("certificate request names %q, the host joining is %q", csr.Subject.CommonName, name)
 	}
+	id.mu.RLock()
+	lifetime := id.lifetime
+	id.mu.RUnlock()
+	if lifetime == 0 {
+		lifetime = CertLifetime
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: newSerial(),
-		Subject:      pkix.Name{CommonName: name, Organization: []string{"corral"}},
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"corral"}, SerialNumber: now.UTC().Format(time.RFC3339Nano)},
 		DNSNames:     []string{name},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(CertLifetime),
+		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
@@ -325,7 +400,9 @@ func (id *Identity) Sign(csrPEM []byte, name string, now time.Time) ([]byte, err
 func NewKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
 
 // CSR returns a PEM certificate request for name signed by key.
-func CSR(key *ecdsa.PrivateKey, name string) ([]byte, error) {
+func CSR(key *ecdsa.PrivateKey, name string) ([]byte, error) { return csrFor(key, name) }
+
+func csrFor(key crypto.Signer, name string) ([]byte, error) {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
 	if err != nil {
 		return nil, err

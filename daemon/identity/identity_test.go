@@ -193,3 +193,60 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatalf("join pinned to another CA: %v", ce)
 	}
 }
+
+func TestRenewal(t *testing.T) {
+	h1, _ := newCluster(t, "h1")
+	h1.SetLifetime(3 * time.Hour)
+	h2 := joinAs(t, h1, "h2")
+	leaf := h2.Leaf()
+	issued, ok := Issued(leaf)
+	if !ok || time.Since(issued) > time.Minute {
+		t.Fatalf("issued %v %v", issued, ok)
+	}
+	if h2.RenewDue(issued.Add(119 * time.Minute)) {
+		t.Fatal("due with two thirds of its life left")
+	}
+	if !h2.RenewDue(issued.Add(121 * time.Minute)) {
+		t.Fatal("not due with less than a third left")
+	}
+	csr, err := h2.RenewalRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := h1.Sign(csr, "h2", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Renew(cert); err != nil {
+		t.Fatal(err)
+	}
+	if h2.Leaf().SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+		t.Fatal("certificate not replaced")
+	}
+	back, err := Load(h2.Dir, "h2")
+	if err != nil || back.Leaf().SerialNumber.Cmp(h2.Leaf().SerialNumber) != 0 {
+		t.Fatalf("renewed certificate not on disk: %v", err)
+	}
+	if ce, se, _ := handshake(t, h1.ServerTLS(true), h2.ClientTLS()); ce != nil || se != nil {
+		t.Fatalf("renewed certificate: %v %v", ce, se)
+	}
+}
+
+func TestRevoked(t *testing.T) {
+	h1, _ := newCluster(t, "h1")
+	h2 := joinAs(t, h1, "h2")
+	removedAt := time.Now()
+	rev := func(name string, issued time.Time) bool { return name == "h2" && !issued.After(removedAt) }
+	h1.SetRevoked(rev)
+	if _, se, _ := handshake(t, h1.ServerTLS(true), h2.ClientTLS()); se == nil || !strings.Contains(se.Error(), "revoked") {
+		t.Fatalf("server accepted a revoked certificate: %v", se)
+	}
+	if ce, _, _ := handshake(t, h2.ServerTLS(false), h1.ClientTLS()); ce == nil || !strings.Contains(ce.Error(), "revoked") {
+		t.Fatalf("client accepted a revoked certificate: %v", ce)
+	}
+	// The same name, joined again after its removal, is welcome.
+	again := joinAs(t, h1, "h2")
+	if ce, se, peer := handshake(t, h1.ServerTLS(true), again.ClientTLS()); ce != nil || se != nil || peer != "h2" {
+		t.Fatalf("rejoined h2: %v %v", ce, se)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ServerTLS is the configuration of this host's cluster listeners (Raft and
@@ -24,7 +25,31 @@ func (id *Identity) ServerTLS(requireClient bool) *tls.Config {
 		},
 		ClientCAs:  id.pool,
 		ClientAuth: auth,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.VerifiedChains) == 0 {
+				return nil // no certificate: the RPC server decides per method
+			}
+			return id.checkRevoked(cs.VerifiedChains[0][0])
+		},
 	}
+}
+
+// checkRevoked refuses the certificate of a removed host.
+func (id *Identity) checkRevoked(leaf *x509.Certificate) error {
+	id.mu.RLock()
+	revoked := id.revoked
+	id.mu.RUnlock()
+	if revoked == nil {
+		return nil
+	}
+	issued, ok := Issued(leaf)
+	if !ok {
+		issued = leaf.NotBefore
+	}
+	if revoked(leaf.Subject.CommonName, issued) {
+		return fmt.Errorf("certificate of host %q issued %s is revoked: the host was removed", leaf.Subject.CommonName, issued.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // ClientTLS is the configuration this host dials peers with: it presents
@@ -86,6 +111,9 @@ func (id *Identity) verifyPeer(cs tls.ConnectionState) (string, error) {
 	}
 	if leaf.Subject.CommonName == "" {
 		return "", errors.New("peer certificate names no host")
+	}
+	if err := id.checkRevoked(leaf); err != nil {
+		return "", err
 	}
 	return leaf.Subject.CommonName, nil
 }

@@ -136,6 +136,14 @@ type JoinTokenCreated struct {
 	Token string `json:"token"`
 }
 
+// GossipKeyRotation is the answer of POST /v1/cluster/gossip-key/rotate:
+// the new key's fingerprint and the hosts that took every step.
+type GossipKeyRotation struct {
+	Key     string   `json:"key"`
+	Hosts   []string `json:"hosts"`
+	Seconds float64  `json:"seconds"`
+}
+
 // HostLabelsRequest is the body of PUT /v1/hosts/{name}/labels.
 type HostLabelsRequest struct {
 	Set    map[string]string `json:"set,omitempty"`

@@ -244,6 +244,7 @@ func (d *Daemon) registerRPC() {
 	})
 	rpc.Register(d.rpcSrv, mClusterJoin, d.serveJoin)
 	rpc.Register(d.rpcSrv, mCertRenew, d.serveRenew)
+	rpc.Register(d.rpcSrv, mGossipKeys, d.gossipKeys)
 	d.rpcSrv.Public(mClusterJoin.Name)
 	rpc.Register(d.rpcSrv, mRaftCommit, func(ctx context.Context, _ struct{}) (commitIndex, error) {
 		if !d.store.IsLeader() {
@@ -315,6 +316,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("leader", d.leader.Run)
 	start("bootstrap", d.boot.Run)
 	start("identity", d.identityLoop)
+	start("gossip-keys", d.keyLoop)
 	start("meta", d.syncMeta)
 	start("hypervisor", d.driver.Run)
 	start("hwmon", d.runHardware)
@@ -412,7 +414,12 @@ var errNoLeader = fmt.Errorf("no leader elected yet: %w", model.ErrNotLeader)
 // leadership moves, it retries with backoff until ctx (bounded by
 // ForwardTimeout) ends.
 func forward[Req, Resp any](ctx context.Context, d *Daemon, m leaderMethod[Req, Resp], req Req) (Resp, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.Tuning.ForwardTimeout)
+	return forwardFor(ctx, d, m, req, d.cfg.Tuning.ForwardTimeout)
+}
+
+// forwardFor is forward with its own time limit, for long operations.
+func forwardFor[Req, Resp any](ctx context.Context, d *Daemon, m leaderMethod[Req, Resp], req Req, limit time.Duration) (Resp, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	backoff := 25 * time.Millisecond
 	for {

@@ -412,3 +412,55 @@ func TestRemoveHost(t *testing.T) {
 	gone.start()
 	tc.waitConverged(3, 1)
 }
+
+// TestGossipKeyRotation: rotating the gossip key reaches every live host in
+// three steps without a member ever dropping out; a host that restarts
+// afterwards gossips with the new key from its identity, and one that was
+// down during the rotation catches up through Raft.
+func TestGossipKeyRotation(t *testing.T) {
+	tc, first := securedCluster(t, 4)
+	for _, h := range tc.hosts[1:] {
+		h.cfg.JoinToken = first
+	}
+	tc.hosts[3].cfg.Seeds = []string{fmt.Sprintf("%s:%d", tc.hosts[0].cfg.BindAddr, tc.hosts[0].cfg.GossipPort)}
+	tc.startAll()
+	st := tc.waitConverged(3, 1)
+	before := keyFingerprints(tc.hosts[0].d.members.Keys())
+	// h4 is down for the rotation.
+	late := tc.hosts[3]
+	if late.cfg.Name == st.Leader {
+		t.Fatal("h4 leads")
+	}
+	late.stop()
+	testutil.Eventually(t, 15*time.Second, func() error {
+		if m, ok := tc.hosts[0].d.members.Member(late.cfg.Name); ok && m.State == membership.Alive {
+			return errors.New("h4 still alive in gossip")
+		}
+		return nil
+	})
+	r, err := tc.hosts[1].client.RotateGossipKey(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Hosts) != 3 || r.Key == before[0] {
+		t.Fatalf("rotation %+v (old key %s)", r, before[0])
+	}
+	for _, h := range tc.hosts[:3] {
+		if got := keyFingerprints(h.d.members.Keys()); len(got) != 1 || got[0] != r.Key {
+			t.Fatalf("%s keyring %v, want [%s]", h.cfg.Name, got, r.Key)
+		}
+		id, err := identity.Load(h.cfg.IdentityDir(), h.cfg.Name)
+		if err != nil || keyFingerprints(id.GossipKeys())[0] != r.Key {
+			t.Fatalf("%s: keyring on disk: %v", h.cfg.Name, err)
+		}
+	}
+	// A restart gossips with the key on disk.
+	tc.hosts[2].stop()
+	tc.hosts[2].start()
+	// h4 returns with the old key only: Raft brings it the new one.
+	late.start()
+	tc.waitConverged(3, 1)
+	if got := keyFingerprints(late.d.members.Keys()); len(got) != 1 || got[0] != r.Key {
+		t.Fatalf("h4 keyring %v, want [%s]", got, r.Key)
+	}
+}

@@ -59,29 +59,30 @@ func (m leaderMethod[Req, Resp]) register(d *Daemon) {
 }
 
 var (
-	mVMCreate    = leaderOnly("vm.create", (*controller.Leader).CreateVM)
-	mVMPower     = leaderOnly("vm.power", (*controller.Leader).SetVMPower)
-	mVMRestart   = leaderOnly("vm.restart", (*controller.Leader).RestartVM)
-	mVMResize    = leaderOnly("vm.resize", (*controller.Leader).ResizeVM)
-	mVMDelete    = leaderOnly("vm.delete", (*controller.Leader).DeleteVM)
-	mVMReport    = leaderOnly("vm.report", (*controller.Leader).ReportVMs).spokenBy(func(_ *Daemon, r raftstore.ReportVMs) string { return r.Host })
-	mVMRelocate  = leaderOnly("vm.relocate", (*controller.Leader).RelocateVM).spokenBy(func(_ *Daemon, r controller.RelocateRequest) string { return r.Host })
-	mVMMigrate   = leaderOnly("vm.migrate", (*controller.Leader).MigrateVM)
-	mVMMigrated  = leaderOnly("vm.migrated", (*controller.Leader).MigrationDone).spokenBy(vmHost)
-	mImagePut    = leaderOnly("image.put", (*controller.Leader).PutImage)
-	mImageDelete = leaderOnly("image.delete", (*controller.Leader).DeleteImage)
-	mHostDrain   = leaderOnly("host.drain", (*controller.Leader).DrainHost)
-	mHostRestore = leaderOnly("host.restore", (*controller.Leader).RestoreHost)
-	mHostRemove  = leaderOnly("host.remove", (*controller.Leader).RemoveHost)
-	mHostLabels  = leaderOnly("host.labels", (*controller.Leader).SetHostLabels)
-	mLeaseRenew  = leaderOnly("lease.renew", (*controller.Leader).Renew).spokenBy(func(_ *Daemon, r controller.LeaseRequest) string { return r.Host })
-	mLeaseAges   = leaderOnly("lease.ages", (*controller.Leader).LeaseAges)
-	mClusterHA   = leaderOnly("cluster.ha", (*controller.Leader).SetHA)
-	mNetCreate   = leaderOnly("net.create", (*controller.Leader).CreateNetwork)
-	mNetDelete   = leaderOnly("net.delete", (*controller.Leader).DeleteNetwork)
-	mTokenCreate = daemonLeaderOnly("token.create", (*Daemon).createToken)
-	mTokenRevoke = daemonLeaderOnly("token.revoke", (*Daemon).revokeToken)
-	mTokenRecord = daemonLeaderOnly("token.record", (*Daemon).recordToken)
+	mVMCreate     = leaderOnly("vm.create", (*controller.Leader).CreateVM)
+	mVMPower      = leaderOnly("vm.power", (*controller.Leader).SetVMPower)
+	mVMRestart    = leaderOnly("vm.restart", (*controller.Leader).RestartVM)
+	mVMResize     = leaderOnly("vm.resize", (*controller.Leader).ResizeVM)
+	mVMDelete     = leaderOnly("vm.delete", (*controller.Leader).DeleteVM)
+	mVMReport     = leaderOnly("vm.report", (*controller.Leader).ReportVMs).spokenBy(func(_ *Daemon, r raftstore.ReportVMs) string { return r.Host })
+	mVMRelocate   = leaderOnly("vm.relocate", (*controller.Leader).RelocateVM).spokenBy(func(_ *Daemon, r controller.RelocateRequest) string { return r.Host })
+	mVMMigrate    = leaderOnly("vm.migrate", (*controller.Leader).MigrateVM)
+	mVMMigrated   = leaderOnly("vm.migrated", (*controller.Leader).MigrationDone).spokenBy(vmHost)
+	mImagePut     = leaderOnly("image.put", (*controller.Leader).PutImage)
+	mImageDelete  = leaderOnly("image.delete", (*controller.Leader).DeleteImage)
+	mHostDrain    = leaderOnly("host.drain", (*controller.Leader).DrainHost)
+	mHostRestore  = leaderOnly("host.restore", (*controller.Leader).RestoreHost)
+	mHostRemove   = leaderOnly("host.remove", (*controller.Leader).RemoveHost)
+	mHostLabels   = leaderOnly("host.labels", (*controller.Leader).SetHostLabels)
+	mLeaseRenew   = leaderOnly("lease.renew", (*controller.Leader).Renew).spokenBy(func(_ *Daemon, r controller.LeaseRequest) string { return r.Host })
+	mLeaseAges    = leaderOnly("lease.ages", (*controller.Leader).LeaseAges)
+	mClusterHA    = leaderOnly("cluster.ha", (*controller.Leader).SetHA)
+	mNetCreate    = leaderOnly("net.create", (*controller.Leader).CreateNetwork)
+	mNetDelete    = leaderOnly("net.delete", (*controller.Leader).DeleteNetwork)
+	mTokenCreate  = daemonLeaderOnly("token.create", (*Daemon).createToken)
+	mTokenRevoke  = daemonLeaderOnly("token.revoke", (*Daemon).revokeToken)
+	mTokenRecord  = daemonLeaderOnly("token.record", (*Daemon).recordToken)
+	mGossipRotate = daemonLeaderOnly("gossip.rotate", (*Daemon).rotateGossipKey)
 
 	// Served by every host, to callers without a certificate too: a host
 	// joining (followers pass it to the leader).
@@ -89,6 +90,8 @@ var (
 	// Served by the leader to the host that calls it (never forwarded: the
 	// certificate is for the caller's name).
 	mCertRenew = rpc.Method[CertRenewRequest, CertRenewResponse]{Name: "cert.renew"}
+	// Served by every host about itself: its gossip keyring by fingerprint.
+	mGossipKeys = rpc.Method[struct{}, []string]{Name: "gossip.keys"}
 
 	// Served by every host about itself.
 	mBootstrapView = rpc.Method[struct{}, controller.BootstrapView]{Name: "bootstrap.view"}
@@ -102,7 +105,7 @@ var (
 var leaderMethods = []interface{ register(*Daemon) }{
 	mVMCreate, mVMPower, mVMRestart, mVMResize, mVMDelete, mVMReport, mVMRelocate, mVMMigrate, mVMMigrated,
 	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostRemove, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
-	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord,
+	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord, mGossipRotate,
 }
 
 // vmHost is the host a VM is placed on: the one that reports its migration.

@@ -228,6 +228,17 @@ func (b backend) CreateJoinToken(ctx context.Context, req api.JoinTokenCreateReq
 	return api.JoinTokenCreated{Token: c.Token, JoinToken: api.JoinToken{ID: r.ID, Description: r.Description, Created: r.Created, Expires: r.Expires}}, nil
 }
 
+func (b backend) RotateGossipKey(ctx context.Context) (api.GossipKeyRotation, error) {
+	// Three Raft writes and a wait for every live host after each.
+	ctx, cancel := context.WithTimeout(ctx, 4*rotateStepTimeout)
+	defer cancel()
+	r, err := forwardFor(ctx, b.d, mGossipRotate, struct{}{}, 4*rotateStepTimeout)
+	if err != nil {
+		return api.GossipKeyRotation{}, err
+	}
+	return api.GossipKeyRotation{Key: r.Key, Hosts: r.Hosts, Seconds: r.Took.Seconds()}, nil
+}
+
 func (b backend) RevokeJoinToken(ctx context.Context, id string) error {
 	if _, err := forward(ctx, b.d, mTokenRevoke, TokenRevokeRequest{ID: id}); err != nil {
 		return err

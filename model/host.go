@@ -91,6 +91,10 @@ type Cluster struct {
 	// before Before is refused everywhere. Kept for RevocationKeep, longer
 	// than any host certificate lives; one entry per name.
 	Revoked []RevokedHost `json:"revoked,omitempty"`
+	// GossipKeys is the gossip keyring every host holds, the key in use
+	// first; empty until the first rotation (each host's identity holds the
+	// one it joined with). A secret: never shown by the admin API.
+	GossipKeys [][]byte `json:"gossip_keys,omitempty"`
 }
 
 // RevokedHost is a removed host whose certificates are revoked.

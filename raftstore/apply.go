@@ -87,6 +87,17 @@ func (s *State) apply(c Command) any {
 		return nil
 	case AddJoinToken:
 		return s.addJoinToken(c)
+	case SetGossipKeys:
+		if len(c.Keys) < 1 || len(c.Keys) > 4 {
+			return fmt.Errorf("gossip keyring of %d keys, want 1 to 4: %w", len(c.Keys), model.ErrInvalid)
+		}
+		for _, k := range c.Keys {
+			if n := len(k); n != 16 && n != 24 && n != 32 {
+				return fmt.Errorf("gossip key of %d bytes: %w", n, model.ErrInvalid)
+			}
+		}
+		s.cluster.GossipKeys = c.Keys
+		return nil
 	case RevokeJoinToken:
 		kept := make([]model.JoinToken, 0, len(s.cluster.JoinTokens))
 		for _, t := range s.cluster.JoinTokens {

@@ -55,6 +55,7 @@ const (
 
 	TypeAddJoinToken    Type = 60
 	TypeRevokeJoinToken Type = 61
+	TypeSetGossipKeys   Type = 62
 
 	TypeBatch Type = 30
 )
@@ -238,6 +239,12 @@ type AddJoinToken struct {
 	Time  time.Time       `json:"time"`
 }
 
+// SetGossipKeys sets the cluster's gossip keyring (1 to 4 keys of 16, 24
+// or 32 bytes), the key in use first.
+type SetGossipKeys struct {
+	Keys [][]byte `json:"keys"`
+}
+
 // RevokeJoinToken forgets a join token: it admits no host from then on.
 type RevokeJoinToken struct {
 	ID string `json:"id"`
@@ -294,6 +301,7 @@ func (AbortMigration) Type() Type  { return TypeAbortMigration }
 func (SetHA) Type() Type           { return TypeSetHA }
 func (AddJoinToken) Type() Type    { return TypeAddJoinToken }
 func (RevokeJoinToken) Type() Type { return TypeRevokeJoinToken }
+func (SetGossipKeys) Type() Type   { return TypeSetGossipKeys }
 func (SetHostStopped) Type() Type  { return TypeSetHostStopped }
 func (CreateNetwork) Type() Type   { return TypeCreateNetwork }
 func (DeleteNetwork) Type() Type   { return TypeDeleteNetwork }
@@ -377,6 +385,8 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[AddJoinToken](t, body)
 	case TypeRevokeJoinToken:
 		return decodeAs[RevokeJoinToken](t, body)
+	case TypeSetGossipKeys:
+		return decodeAs[SetGossipKeys](t, body)
 	case TypeCreateNetwork:
 		return decodeAs[CreateNetwork](t, body)
 	case TypeDeleteNetwork:

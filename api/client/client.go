@@ -187,6 +187,13 @@ func (c *Client) RevokeJoinToken(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/cluster/tokens/"+url.PathEscape(id), nil, nil)
 }
 
+// RotateGossipKey replaces the cluster's gossip key on every live host.
+func (c *Client) RotateGossipKey(ctx context.Context) (api.GossipKeyRotation, error) {
+	var out api.GossipKeyRotation
+	err := c.Do(ctx, http.MethodPost, "/v1/cluster/gossip-key/rotate", nil, &out)
+	return out, err
+}
+
 // Networks lists networks.
 func (c *Client) Networks(ctx context.Context) ([]api.Network, error) {
 	var out []api.Network

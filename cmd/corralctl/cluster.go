@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -37,7 +38,22 @@ func (c *cli) clusterCmd() *cobra.Command {
 			},
 		})
 	}
-	cmd.AddCommand(ha, c.tokenCmd())
+	gk := &cobra.Command{Use: "gossip-key", Short: "The gossip encryption key"}
+	gk.AddCommand(&cobra.Command{
+		Use: "rotate", Short: "Replace the gossip key on every live host (install, use, remove; no downtime)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctxFor(5 * time.Minute)
+			defer cancel()
+			r, err := c.client().RotateGossipKey(ctx)
+			if err != nil {
+				return err
+			}
+			return c.print(r, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "gossip key rotated to %s in %.1fs on %s\n", r.Key, r.Seconds, strings.Join(r.Hosts, ", "))
+			})
+		},
+	})
+	cmd.AddCommand(ha, c.tokenCmd(), gk)
 	return cmd
 }
 

@@ -60,6 +60,13 @@ func (c *cli) ctx() (context.Context, context.CancelFunc) {
 	return ctx, func() { cancel(); stop() }
 }
 
+// ctxFor is ctx for a long operation: at least d, or --timeout if longer.
+func (c *cli) ctxFor(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, cancel := context.WithTimeout(ctx, max(d, c.timeout))
+	return ctx, func() { cancel(); stop() }
+}
+
 // print writes v as indented JSON with -o json, else calls table.
 func (c *cli) print(v any, table func(w *tabwriter.Writer)) error {
 	if c.output == "json" || table == nil {

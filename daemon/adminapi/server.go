@@ -38,6 +38,7 @@ type Backend interface {
 	JoinTokens(ctx context.Context) ([]api.JoinToken, error)
 	CreateJoinToken(ctx context.Context, req api.JoinTokenCreateRequest) (api.JoinTokenCreated, error)
 	RevokeJoinToken(ctx context.Context, id string) error
+	RotateGossipKey(ctx context.Context) (api.GossipKeyRotation, error)
 	MigrateVM(ctx context.Context, name string, req api.VMMigrateRequest) (api.VM, error)
 
 	VMs(ctx context.Context) ([]api.VM, error)
@@ -143,6 +144,7 @@ func (s *Server) routes() []route {
 			}
 			return s.b.SetHA(r.Context(), req)
 		}},
+		{"POST /v1/cluster/gossip-key/rotate", func(r *http.Request) (any, error) { return s.b.RotateGossipKey(r.Context()) }},
 		{"GET /v1/cluster/tokens", func(r *http.Request) (any, error) { return s.b.JoinTokens(r.Context()) }},
 		{"POST /v1/cluster/tokens", func(r *http.Request) (any, error) {
 			var req api.JoinTokenCreateRequest

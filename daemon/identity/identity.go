@@ -161,6 +161,26 @@ func (id *Identity) Leaf() *x509.Certificate {
 	return id.leaf
 }
 
+// SetGossipKeys records the keyring in use (after a rotation step), in
+// memory and in gossip.keys: a restarted host gossips with it, and a
+// joining host receives it.
+func (id *Identity) SetGossipKeys(keys [][]byte) error {
+	if err := writeFile(filepath.Join(id.Dir, KeysFile), encodeKeys(keys)); err != nil {
+		return err
+	}
+	id.mu.Lock()
+	id.keys = append([][]byte(nil), keys...)
+	id.mu.Unlock()
+	return nil
+}
+
+// NewGossipKey returns a new random gossip key.
+func NewGossipKey() []byte {
+	k := make([]byte, gossipKeyLen)
+	rand.Read(k)
+	return k
+}
+
 // GossipKeys returns the keyring, the key in use first.
 func (id *Identity) GossipKeys() [][]byte {
 	id.mu.RLock()

@@ -7,6 +7,7 @@
 package membership
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -118,6 +119,7 @@ type Membership struct {
 
 	mu      sync.Mutex
 	ml      *memberlist.Memberlist
+	keyring *memberlist.Keyring // nil: gossip in the clear
 	meta    Meta
 	members map[string]*Member
 	joined  bool
@@ -134,6 +136,53 @@ func New(cfg Config) *Membership {
 		cfg.Timing = DefaultTiming()
 	}
 	return &Membership{cfg: cfg, log: cfg.Logger, meta: cfg.Meta, members: map[string]*Member{}}
+}
+
+// SetKeys makes the gossip keyring hold exactly keys, the first in use:
+// it installs the new ones, switches the one in use, then removes the
+// others. Rotating the cluster's key is three such steps (install, use,
+// remove), each taken by every host before the next (daemon).
+func (m *Membership) SetKeys(keys [][]byte) error {
+	m.mu.Lock()
+	kr := m.keyring
+	m.mu.Unlock()
+	if kr == nil {
+		return errors.New("gossip runs without a keyring")
+	}
+	if len(keys) == 0 {
+		return errors.New("an empty keyring")
+	}
+	for _, k := range keys {
+		if err := kr.AddKey(k); err != nil {
+			return fmt.Errorf("gossip key: %w", err)
+		}
+	}
+	if err := kr.UseKey(keys[0]); err != nil {
+		return err
+	}
+	for _, have := range append([][]byte(nil), kr.GetKeys()...) {
+		keep := false
+		for _, k := range keys {
+			keep = keep || bytes.Equal(k, have)
+		}
+		if !keep {
+			if err := kr.RemoveKey(have); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Keys returns the keyring, the key in use first; nil without one.
+func (m *Membership) Keys() [][]byte {
+	m.mu.Lock()
+	kr := m.keyring
+	m.mu.Unlock()
+	if kr == nil {
+		return nil
+	}
+	return append([][]byte(nil), kr.GetKeys()...)
 }
 
 // ErrNotRunning is returned by calls that need the gossip layer before Run
@@ -159,6 +208,9 @@ func (m *Membership) Start() error {
 		}
 		c.Keyring = kr
 		c.GossipVerifyIncoming, c.GossipVerifyOutgoing = true, true
+		m.mu.Lock()
+		m.keyring = kr
+		m.mu.Unlock()
 	}
 	c.Delegate = delegate{m}
 	c.Events = events{m}

@@ -232,8 +232,14 @@ func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
 	return s.ApplyRaw(ctx, data)
 }
 
-// ApplyRaw is Apply for an already encoded entry.
+// ApplyRaw is Apply for an already encoded entry. The entry must decode
+// as a command this daemon knows (a batch: every entry in it), or it is
+// refused before it reaches the log: the leader appends nothing its own
+// FSM would refuse to read.
 func (s *Store) ApplyRaw(ctx context.Context, data []byte) (any, error) {
+	if err := checkEntry(data, true); err != nil {
+		return nil, err
+	}
 	r, err := s.r()
 	if err != nil {
 		return nil, err
@@ -247,6 +253,29 @@ func (s *Store) ApplyRaw(ctx context.Context, data []byte) (any, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// checkEntry decodes an entry, and a batch's entries, refusing unknown
+// types even when skippable.
+func checkEntry(data []byte, top bool) error {
+	c, err := Decode(data)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadEntry, err)
+	}
+	if c == nil {
+		return fmt.Errorf("%w: entry type %d is not one this daemon writes", ErrBadEntry, data[0])
+	}
+	if b, ok := c.(Batch); ok {
+		if !top {
+			return fmt.Errorf("%w: nested batch", ErrBadEntry)
+		}
+		for _, e := range b.Entries {
+			if err := checkEntry(e, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ApplyBatch writes cmds as one Batch entry and returns one error per command.

@@ -133,3 +133,32 @@ func TestRestartKeepsState(t *testing.T) {
 	waitLeader(t, []*Store{s2})
 	testutil.Eventually(t, 5*time.Second, func() error { _, err := s2.VM("v"); return err })
 }
+
+// TestLeaderRefusesBadEntries: the leader appends only entries its own FSM
+// can read: garbage, unknown types (skippable ones too) and batches holding
+// such entries are refused before they reach the log.
+func TestLeaderRefusesBadEntries(t *testing.T) {
+	s := startCluster(t, 1)[0]
+	ctx := context.Background()
+	good := MustEncode(SetHA{Disarmed: true})
+	bad := [][]byte{
+		{},
+		{0x7f, '{', '}'},
+		{byte(IgnoreUnknown | 0x7e), '{', '}'},
+		append([]byte{byte(TypeCreateVM)}, "not json"...),
+		MustEncode(Batch{Entries: [][]byte{good, {0x7f}}}),
+		MustEncode(Batch{Entries: [][]byte{MustEncode(Batch{Entries: [][]byte{good}})}}),
+	}
+	before := s.Status().LastIndex
+	for i, data := range bad {
+		if _, err := s.ApplyRaw(ctx, data); !errors.Is(err, ErrBadEntry) {
+			t.Errorf("entry %d: %v", i, err)
+		}
+	}
+	if after := s.Status().LastIndex; after != before {
+		t.Fatalf("log grew from %d to %d", before, after)
+	}
+	if _, err := s.ApplyRaw(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+}

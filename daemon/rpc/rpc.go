@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -86,16 +87,32 @@ func Peer(ctx context.Context) (name string, ok bool) {
 }
 
 // Register registers a typed handler for m: the request body is decoded
-// into Req.
+// into Req strictly (DecodeStrict).
 func Register[Req, Resp any](s *Server, m Method[Req, Resp], fn func(context.Context, Req) (Resp, error)) {
 	method := m.Name
 	s.Handle(method, func(ctx context.Context, body json.RawMessage) (any, error) {
 		var req Req
-		if err := json.Unmarshal(body, &req); err != nil {
+		if err := DecodeStrict(body, &req); err != nil {
 			return nil, fmt.Errorf("%s: bad request body: %v: %w", method, err, model.ErrInvalid)
 		}
 		return fn(ctx, req)
 	})
+}
+
+// DecodeStrict decodes one JSON value into v, refusing fields v does not
+// have and trailing data. A request with a field this daemon does not know
+// is refused rather than half-understood: during a rolling upgrade, a newer
+// host's request that an older leader cannot honour fails loudly.
+func DecodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
 }
 
 // Serve answers on ln until ctx ends. A cancelled ctx is a clean stop.

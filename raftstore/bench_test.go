@@ -53,7 +53,11 @@ func BenchmarkFSMApply(b *testing.B) {
 // prepCommitBench starts a 3-voter loopback cluster with one host and n
 // unplaced VMs, and returns its leader.
 func prepCommitBench(b *testing.B, n int) *Store {
-	stores := startCluster(b, 3)
+	return prepCommitBenchTLS(b, n, false)
+}
+
+func prepCommitBenchTLS(b *testing.B, n int, withTLS bool) *Store {
+	stores := startClusterTLS(b, 3, withTLS)
 	leader := waitLeader(b, stores)
 	ctx := context.Background()
 	if _, err := leader.Apply(ctx, RegisterHost{Host: testHost("h1")}); err != nil {
@@ -73,9 +77,16 @@ func prepCommitBench(b *testing.B, n int) *Store {
 }
 
 // BenchmarkRaftCommitSingle: one placement per log entry, one at a time
-// (every commit waits for a quorum fsync round trip).
+// (every commit waits for a quorum fsync round trip); plain TCP and mutual
+// TLS between the voters.
 func BenchmarkRaftCommitSingle(b *testing.B) {
-	leader := prepCommitBench(b, b.N)
+	for _, mode := range []string{"plain", "tls"} {
+		b.Run(mode, func(b *testing.B) { benchCommitSingle(b, mode == "tls") })
+	}
+}
+
+func benchCommitSingle(b *testing.B, withTLS bool) {
+	leader := prepCommitBenchTLS(b, b.N, withTLS)
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -87,9 +98,16 @@ func BenchmarkRaftCommitSingle(b *testing.B) {
 }
 
 // BenchmarkRaftCommitPipelined: one placement per log entry, 64 in flight;
-// raft groups concurrent entries into shared appends and fsyncs.
+// raft groups concurrent entries into shared appends and fsyncs; plain TCP
+// and mutual TLS between the voters.
 func BenchmarkRaftCommitPipelined(b *testing.B) {
-	leader := prepCommitBench(b, b.N)
+	for _, mode := range []string{"plain", "tls"} {
+		b.Run(mode, func(b *testing.B) { benchCommitPipelined(b, mode == "tls") })
+	}
+}
+
+func benchCommitPipelined(b *testing.B, withTLS bool) {
+	leader := prepCommitBenchTLS(b, b.N, withTLS)
 	ctx := context.Background()
 	const workers = 64
 	var wg sync.WaitGroup

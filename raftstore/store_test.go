@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/daemon/identity"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
 )
@@ -21,15 +23,25 @@ func fastTiming() Timing {
 }
 
 // startCluster starts n stores on 127.0.0.x and bootstraps them as voters.
-func startCluster(t testing.TB, n int) []*Store {
+func startCluster(t testing.TB, n int) []*Store { return startClusterTLS(t, n, false) }
+
+// startClusterTLS is startCluster, with mutual TLS between the stores when
+// withTLS is set (cluster identities as corrald makes them).
+func startClusterTLS(t testing.TB, n int, withTLS bool) []*Store {
 	t.Helper()
 	var stores []*Store
 	var servers []Server
+	var ca *identity.Identity
 	for i := 0; i < n; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", i+1)
 		addr := fmt.Sprintf("%s:%d", ip, testutil.FreePort(t, ip))
-		s := New(Config{ID: fmt.Sprintf("h%d", i+1), BindAddr: addr, AdvertiseAddr: addr, Dir: t.TempDir(),
-			Logger: testutil.Logger(t), Timing: fastTiming()})
+		cfg := Config{ID: fmt.Sprintf("h%d", i+1), BindAddr: addr, AdvertiseAddr: addr, Dir: t.TempDir(),
+			Logger: testutil.Logger(t), Timing: fastTiming()}
+		if withTLS {
+			id := hostIdentity(t, &ca, cfg.ID)
+			cfg.ServerTLS, cfg.ClientTLS = id.ServerTLS(true), id.ClientTLS()
+		}
+		s := New(cfg)
 		if err := s.Open(); err != nil {
 			t.Fatal(err)
 		}
@@ -42,6 +54,36 @@ func startCluster(t testing.TB, n int) []*Store {
 	}
 	waitLeader(t, stores)
 	return stores
+}
+
+// hostIdentity makes the identity of host name: the cluster's (in *ca)
+// for the first, one signed by it for the others.
+func hostIdentity(t testing.TB, ca **identity.Identity, name string) *identity.Identity {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "identity")
+	if *ca == nil {
+		id, _, err := identity.Init(dir, name, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		*ca = id
+		return id
+	}
+	key, _ := identity.NewKey()
+	csr, _ := identity.CSR(key, name)
+	cert, err := (*ca).Sign(csr, name, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, _ := identity.KeyPEM(key)
+	if err := identity.Save(dir, identity.Bundle{CA: (*ca).CAPEM, Cert: cert, Key: kp, GossipKeys: (*ca).GossipKeys()}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := identity.Load(dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 func waitLeader(t testing.TB, stores []*Store) *Store {

@@ -31,7 +31,7 @@ func benchRecovery(ctx context.Context, dir string, args []string) error {
 	guestDir := fs.String("guest", "_build/guest", "test guest (vmlinuz, initrd.img, disk.qcow2; scripts/build-test-guest.sh)")
 	corrald := fs.String("corrald", "", "corrald binary (default: next to corral-lab)")
 	perHost := fs.Int("guests", 2, "guests on the killed host")
-	only := fs.String("only", "", "run one setting: lease or fence")
+	only := fs.String("only", "", "run one setting: lease, fence or lease-insecure")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,17 +40,23 @@ func benchRecovery(ctx context.Context, dir string, args []string) error {
 	if bin == "" {
 		bin = filepath.Join(filepath.Dir(self), "corrald")
 	}
-	type setting struct{ name, extra string }
+	type setting struct {
+		name, extra string
+		insecure    bool
+	}
+	// lease-insecure is lease without cluster identities (plain Raft, RPC
+	// and gossip): the cost of TLS on recovery.
 	settings := []setting{
-		{"lease", ""},
-		{"fence", fmt.Sprintf("fence_command = \"%s --dir %s fence\"\n", self, dir)},
+		{"lease", "", false},
+		{"fence", fmt.Sprintf("fence_command = \"%s --dir %s fence\"\n", self, dir), false},
+		{"lease-insecure", "", true},
 	}
 	var results []benchResult
 	for _, s := range settings {
 		if *only != "" && *only != s.name {
 			continue
 		}
-		l, err := lab.Up(ctx, lab.Config{Dir: dir, Hosts: 3, Corrald: bin, CorraldConfig: s.extra, ID: 7})
+		l, err := lab.Up(ctx, lab.Config{Dir: dir, Hosts: 3, Corrald: bin, CorraldConfig: s.extra, ID: 7, Insecure: s.insecure})
 		if err != nil {
 			return err
 		}

@@ -150,7 +150,9 @@ func waitHealthy(ctx context.Context, l *lab.Lab, _ string) error {
 		if ok {
 			return nil
 		}
-		time.Sleep(100 * time.Millisecond)
+		if err := pause(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
 	}
 	return errors.New("cluster not healthy after 2 minutes")
 }
@@ -230,7 +232,9 @@ func benchOnce(ctx context.Context, l *lab.Lab, shared, setting, role string, ru
 		if time.Since(killed) > 3*time.Minute {
 			return r, errors.New("guests not recovered within 3 minutes")
 		}
-		time.Sleep(20 * time.Millisecond)
+		if err := pause(ctx, 20*time.Millisecond); err != nil {
+			return r, err
+		}
 	}
 	r.running = time.Since(killed)
 	for _, n := range names {
@@ -289,7 +293,9 @@ func benchOnce(ctx context.Context, l *lab.Lab, shared, setting, role string, ru
 		if left == 0 {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		if err := pause(ctx, 100*time.Millisecond); err != nil {
+			return r, err
+		}
 	}
 	return r, nil
 }
@@ -303,7 +309,9 @@ func waitBoots(ctx context.Context, c *client.Client, name string, n int, timeou
 		if err == nil && len(bootRx.FindAllString(l.Log, -1)) >= n {
 			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		if err := pause(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
 	}
 	return fmt.Errorf("%s: no boot marker within %v", name, timeout)
 }
@@ -343,5 +351,16 @@ func printBench(rs []benchResult) {
 			stat(func(r benchResult) time.Duration { return r.fenceWait }),
 			stat(func(r benchResult) time.Duration { return r.start }),
 			election)
+	}
+}
+
+// pause waits d, or returns ctx's error once it ends (Ctrl-C stops a
+// bench at once).
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
 }

@@ -93,6 +93,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Dir:           filepath.Join(cfg.DataDir, "raft"),
 		ServerTLS:     raftServerTLS,
 		ClientTLS:     raftClientTLS,
+		DialTLS:       d.raftDialTLS,
 		Logger:        log.With("component", "raftstore"),
 		Timing:        cfg.Tuning.Raft,
 	})

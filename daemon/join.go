@@ -486,6 +486,22 @@ func (d *Daemon) verifyHost(ctx context.Context, name, rpcAddr, raftAddr string)
 	return nil
 }
 
+// raftDialTLS binds a Raft connection to a name: the server at a Raft
+// address registered in state must present that host's certificate (any
+// certificate of the cluster before the address is registered, as during
+// bootstrap).
+func (d *Daemon) raftDialTLS(addr string) *tls.Config {
+	if d.id == nil {
+		return nil
+	}
+	for _, h := range d.store.Hosts() {
+		if h.RaftAddr == addr {
+			return d.id.ClientTLSFor(h.Name)
+		}
+	}
+	return nil
+}
+
 // handshake completes one TLS handshake with addr and hangs up.
 func handshake(ctx context.Context, addr string, conf *tls.Config) error {
 	c, err := (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", addr)

@@ -243,6 +243,18 @@ func TestClusterPlaneNeedsIdentity(t *testing.T) {
 	if h, _ := leader.d.store.Host(victim.cfg.Name); !h.StoppedAt.IsZero() {
 		t.Fatal("a refused renewal changed state")
 	}
+	// Raft connections are bound to names: the configuration for the
+	// victim's Raft address accepts the victim and no other member.
+	conf := leader.d.raftDialTLS(victim.d.raftAddr())
+	if conf == nil {
+		t.Fatal("no name binding for a registered Raft address")
+	}
+	if err := handshake(ctx, victim.d.raftAddr(), conf); err != nil {
+		t.Fatalf("raft dial to %s: %v", victim.cfg.Name, err)
+	}
+	if err := handshake(ctx, speaker.d.raftAddr(), conf); err == nil || !strings.Contains(err.Error(), "expected") {
+		t.Fatalf("raft dial to %s accepted as %s: %v", speaker.cfg.Name, victim.cfg.Name, err)
+	}
 
 	// The rogue host has the gossip key (say, stolen) and a certificate of
 	// its own CA: it joins gossip, but the leader never registers it.

@@ -56,8 +56,12 @@ type Config struct {
 	// ServerTLS and ClientTLS, both set or both nil, turn on mutual TLS:
 	// the listener's and the dialer's configurations.
 	ServerTLS, ClientTLS *tls.Config
-	Logger               *slog.Logger
-	Timing               Timing
+	// DialTLS, when set with ClientTLS, gives the configuration to dial
+	// one address with (the daemon's: the certificate must name the host
+	// registered at that Raft address); nil falls back to ClientTLS.
+	DialTLS func(addr string) *tls.Config
+	Logger  *slog.Logger
+	Timing  Timing
 }
 
 // Server is one member of the Raft configuration.
@@ -133,7 +137,7 @@ func (s *Store) Open() error {
 		closeLog()
 		return fmt.Errorf("read raft state: %w", err)
 	}
-	stream, err := newStreamLayer(s.cfg.BindAddr, s.cfg.AdvertiseAddr, s.cfg.ServerTLS, s.cfg.ClientTLS)
+	stream, err := newStreamLayer(s.cfg.BindAddr, s.cfg.AdvertiseAddr, s.cfg.ServerTLS, s.cfg.ClientTLS, s.cfg.DialTLS)
 	if err != nil {
 		closeLog()
 		return err

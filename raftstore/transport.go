@@ -16,9 +16,10 @@ type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	tls       *tls.Config // client side
+	dialTLS   func(addr string) *tls.Config
 }
 
-func newStreamLayer(bind string, advertise string, serverTLS, clientTLS *tls.Config) (*streamLayer, error) {
+func newStreamLayer(bind string, advertise string, serverTLS, clientTLS *tls.Config, dialTLS func(string) *tls.Config) (*streamLayer, error) {
 	adv, err := net.ResolveTCPAddr("tcp", advertise)
 	if err != nil {
 		return nil, fmt.Errorf("raft advertise address %q: %w", advertise, err)
@@ -33,7 +34,7 @@ func newStreamLayer(bind string, advertise string, serverTLS, clientTLS *tls.Con
 	if serverTLS != nil {
 		ln = tls.NewListener(ln, serverTLS)
 	}
-	return &streamLayer{Listener: ln, advertise: adv, tls: clientTLS}, nil
+	return &streamLayer{Listener: ln, advertise: adv, tls: clientTLS, dialTLS: dialTLS}, nil
 }
 
 // Addr returns the advertised address, which raft hands to peers.
@@ -43,7 +44,13 @@ func (s *streamLayer) Addr() net.Addr { return s.advertise }
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout}
 	if s.tls != nil {
-		return tls.DialWithDialer(d, "tcp", string(addr), s.tls)
+		conf := s.tls
+		if s.dialTLS != nil {
+			if c := s.dialTLS(string(addr)); c != nil {
+				conf = c
+			}
+		}
+		return tls.DialWithDialer(d, "tcp", string(addr), conf)
 	}
 	return d.Dial("tcp", string(addr))
 }

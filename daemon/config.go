@@ -41,6 +41,7 @@ type Config struct {
 	BootstrapExpect int           `toml:"bootstrap_expect" help:"number of hosts that form the Raft cluster together; 1 for a single host"`
 	RaftVoters      int           `toml:"raft_voters" help:"Raft voters to keep, 3 or 5; other hosts are non-voters"`
 	DeadVoterAfter  time.Duration `toml:"dead_voter_timeout" help:"how long a voter may be gone before a non-voter takes its seat"`
+	ReconnectAfter  time.Duration `toml:"reconnect_timeout" help:"how long a dead or departed host is remembered by gossip and retried; then gossip forgets it (cluster state keeps it until corralctl host rm)"`
 	Socket          string        `toml:"socket" help:"path of the admin API Unix socket"`
 	SocketGroup     string        `toml:"socket_group" help:"group given access to the socket, when it exists"`
 	LogLevel        string        `toml:"log_level" help:"debug, info, warn or error"`
@@ -140,6 +141,7 @@ func DefaultConfig() Config {
 		BootstrapExpect: 3,
 		RaftVoters:      3,
 		DeadVoterAfter:  time.Minute,
+		ReconnectAfter:  72 * time.Hour,
 		Socket:          "/run/corral/corral.sock",
 		SocketGroup:     "corral",
 		LogLevel:        "info",
@@ -254,6 +256,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BootstrapExpect > c.RaftVoters {
 		return bad("bootstrap_expect", "%d is more than raft_voters (%d)", c.BootstrapExpect, c.RaftVoters)
+	}
+	if c.ReconnectAfter <= c.DeadVoterAfter {
+		return bad("reconnect_timeout", "%v must be longer than dead_voter_timeout (%v): a voter gossip forgets would keep its Raft seat", c.ReconnectAfter, c.DeadVoterAfter)
 	}
 	if c.DeadVoterAfter <= 0 {
 		return bad("dead_voter_timeout", "must be positive")

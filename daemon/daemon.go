@@ -100,12 +100,13 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d.monitor = hwmon.NewMonitor(cfg.thresholds())
 	d.metrics = metrics.New(metricsSource{d})
 	d.members = membership.New(membership.Config{
-		Name:          cfg.Name,
-		BindAddr:      cfg.BindAddr,
-		AdvertiseAddr: cfg.AdvertiseAddr,
-		Port:          cfg.GossipPort,
-		Seeds:         cfg.Seeds,
-		Keys:          gossipKeys,
+		Name:             cfg.Name,
+		BindAddr:         cfg.BindAddr,
+		AdvertiseAddr:    cfg.AdvertiseAddr,
+		Port:             cfg.GossipPort,
+		Seeds:            cfg.Seeds,
+		Keys:             gossipKeys,
+		ReconnectTimeout: cfg.ReconnectAfter,
 		Meta: membership.Meta{
 			Version:  version.Version,
 			RaftAddr: d.raftAddr(),

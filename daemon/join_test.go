@@ -66,6 +66,18 @@ func securedCluster(t *testing.T, n int) (*testCluster, string) {
 	return tc, tok
 }
 
+// runSecured starts n hosts the operator's way (h1 ran corrald init, the
+// others join with its first token) and waits for 3 voters.
+func runSecured(t *testing.T, n int) (*testCluster, api.Status) {
+	t.Helper()
+	tc, first := securedCluster(t, n)
+	for _, h := range tc.hosts[1:] {
+		h.cfg.JoinToken = first
+	}
+	tc.startAll()
+	return tc, tc.waitConverged(3, n-3)
+}
+
 // TestJoinWithTokens: a cluster forms from corrald init and its first join
 // token (before Raft has any state); the token then moves into state; new
 // tokens admit hosts later, through a follower too; revoked, expired,
@@ -308,10 +320,7 @@ func TestClusterPlaneNeedsIdentity(t *testing.T) {
 // its own again and again (from the leader, or itself when it leads) and
 // the cluster keeps working over connections made with renewed ones.
 func TestCertRenewal(t *testing.T) {
-	tc, first := securedCluster(t, 3)
-	tc.hosts[1].cfg.JoinToken, tc.hosts[2].cfg.JoinToken = first, first
-	tc.startAll()
-	tc.waitConverged(3, 0)
+	tc, _ := runSecured(t, 3)
 	serials := map[string]map[string]bool{}
 	for _, h := range tc.hosts {
 		h.d.id.SetLifetime(3 * time.Second)
@@ -349,13 +358,7 @@ func TestCertRenewal(t *testing.T) {
 // its certificate is refused from then on; live hosts and the leader are
 // not removed; the name joins again with a new token.
 func TestRemoveHost(t *testing.T) {
-	tc, first := securedCluster(t, 4)
-	for _, h := range tc.hosts[1:] {
-		h.cfg.JoinToken = first
-	}
-	tc.hosts[3].cfg.Seeds = []string{fmt.Sprintf("%s:%d", tc.hosts[0].cfg.BindAddr, tc.hosts[0].cfg.GossipPort)}
-	tc.startAll()
-	st := tc.waitConverged(3, 1)
+	tc, st := runSecured(t, 4)
 	leader := tc.host(st.Leader)
 	// The one to remove: a host that is not the leader.
 	var gone *testHost
@@ -430,13 +433,7 @@ func TestRemoveHost(t *testing.T) {
 // afterwards gossips with the new key from its identity, and one that was
 // down during the rotation catches up through Raft.
 func TestGossipKeyRotation(t *testing.T) {
-	tc, first := securedCluster(t, 4)
-	for _, h := range tc.hosts[1:] {
-		h.cfg.JoinToken = first
-	}
-	tc.hosts[3].cfg.Seeds = []string{fmt.Sprintf("%s:%d", tc.hosts[0].cfg.BindAddr, tc.hosts[0].cfg.GossipPort)}
-	tc.startAll()
-	st := tc.waitConverged(3, 1)
+	tc, st := runSecured(t, 4)
 	before := keyFingerprints(tc.hosts[0].d.members.Keys())
 	// h4 is down for the rotation.
 	late := tc.hosts[3]

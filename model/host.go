@@ -133,7 +133,7 @@ type JoinToken struct {
 
 // Validate checks a token record's form.
 func (t JoinToken) Validate() error {
-	if !isLowerHex(t.ID, 12) || !isLowerHex(t.Hash, 64) {
+	if !IsLowerHex(t.ID, 12) || !IsLowerHex(t.Hash, 64) {
 		return fmt.Errorf("join token: malformed id or hash: %w", ErrInvalid)
 	}
 	if len(t.Description) > 256 {
@@ -145,7 +145,8 @@ func (t JoinToken) Validate() error {
 	return nil
 }
 
-func isLowerHex(s string, n int) bool {
+// IsLowerHex reports whether s is n lower-case hex digits.
+func IsLowerHex(s string, n int) bool {
 	if len(s) != n {
 		return false
 	}

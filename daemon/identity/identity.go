@@ -12,7 +12,8 @@
 //	gossip.keys  the gossip keyring, base64 keys one per line, the first in use
 //	join-token   the first join token, until the first leader records it in state
 //
-// Every key file is 0600 and checked at load.
+// Every key file is 0600 and checked at load. It imports only the
+// standard library and model.
 package identity
 
 import (

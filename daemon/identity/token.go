@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/corralhq/corral/model"
 )
 
 // tokenPrefix versions the token format.
@@ -56,14 +58,14 @@ var ErrBadToken = errors.New("not a corral join token (corral1.<fingerprint>.<id
 func ParseToken(s string) (Token, error) {
 	parts := strings.Split(strings.TrimSpace(s), ".")
 	if len(parts) != 4 || parts[0] != tokenPrefix ||
-		!isHex(parts[1], 64) || !isHex(parts[2], 12) || !isHex(parts[3], 40) {
+		!model.IsLowerHex(parts[1], 64) || !model.IsLowerHex(parts[2], 12) || !model.IsLowerHex(parts[3], 40) {
 		return Token{}, ErrBadToken
 	}
 	return Token{CAFingerprint: parts[1], ID: parts[2], Secret: parts[3]}, nil
 }
 
 // ValidTokenID reports whether s has the form of a token ID.
-func ValidTokenID(s string) bool { return isHex(s, 12) }
+func ValidTokenID(s string) bool { return model.IsLowerHex(s, 12) }
 
 // InitToken returns the first join token Init wrote, if it is still there.
 func InitToken(dir string) (Token, bool) {
@@ -83,18 +85,6 @@ func DropInitToken(dir string) error {
 		return nil
 	}
 	return err
-}
-
-func isHex(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 func randHex(n int) string {

@@ -107,9 +107,12 @@ type Config struct {
 	// Keys is the gossip keyring (16, 24 or 32 bytes each), the first the
 	// one messages are encrypted with; the others are still accepted
 	// (rotation). Empty: gossip is neither encrypted nor authenticated.
-	Keys   [][]byte
-	Logger *slog.Logger
-	Timing Timing
+	Keys [][]byte
+	// ReconnectTimeout is how long a dead or departed member is remembered
+	// (and retried); then it is forgotten. 0: 72 hours.
+	ReconnectTimeout time.Duration
+	Logger           *slog.Logger
+	Timing           Timing
 }
 
 // Membership is this host's view of the gossip pool.
@@ -259,8 +262,37 @@ func (m *Membership) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+			m.forget(time.Now())
 			m.rejoin(ml)
 		}
+	}
+}
+
+// defaultReconnectTimeout is Consul's reconnect_timeout.
+const defaultReconnectTimeout = 72 * time.Hour
+
+// forget drops members dead or gone for longer than ReconnectTimeout: the
+// map keyed by names from the network stays bounded, and a host that is
+// gone for good is no longer retried. Cluster state keeps its own record.
+func (m *Membership) forget(now time.Time) {
+	timeout := m.cfg.ReconnectTimeout
+	if timeout <= 0 {
+		timeout = defaultReconnectTimeout
+	}
+	var gone []string
+	m.mu.Lock()
+	for name, mem := range m.members {
+		if mem.State != Alive && now.Sub(mem.Since) > timeout {
+			delete(m.members, name)
+			gone = append(gone, name)
+		}
+	}
+	m.mu.Unlock()
+	for _, name := range gone {
+		m.log.Info("member forgotten: gone longer than reconnect_timeout", "host", name, "reconnect_timeout", timeout)
+	}
+	if len(gone) > 0 {
+		m.changes.Signal()
 	}
 }
 

@@ -218,6 +218,18 @@ func TestClusterPlaneNeedsIdentity(t *testing.T) {
 	if _, err := rpc.Call(ctx, anon, leader.d.rpcAddr(), mClusterHA.Method, controller.HARequest{Armed: false}); !errors.Is(err, model.ErrForbidden) {
 		t.Fatalf("disarm without a certificate: %v", err)
 	}
+	// Raft takes no peer without a certificate of the cluster: the
+	// crafted AppendEntries of the review cannot even be sent. (In TLS 1.3
+	// the server's verdict on the client arrives after the client's
+	// handshake: the first read returns it.)
+	if c, err := tls.Dial("tcp", leader.d.raftAddr(), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}); err == nil {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, rerr := c.Read(make([]byte, 1))
+		c.Close()
+		if rerr == nil || !strings.Contains(rerr.Error(), "certificate") {
+			t.Fatalf("raft port took a peer without a certificate: %v", rerr)
+		}
+	}
 	plain := rpc.NewClient(nil)
 	if _, err := rpc.Call(ctx, plain, leader.d.rpcAddr(), mBootstrapView, struct{}{}); !errors.Is(err, model.ErrUnavailable) {
 		t.Fatalf("plaintext call: %v", err)

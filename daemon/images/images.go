@@ -55,7 +55,9 @@ func Import(dir, name string, r io.Reader) (model.Image, error) {
 	if im.Format, im.VirtualSizeBytes, err = inspect(f, n); err != nil {
 		return model.Image{}, fmt.Errorf("image %q: %w", name, err)
 	}
-	if err := f.Chmod(0o644); err != nil {
+	// Not world-readable: an image may hold secrets. libvirt hands it to
+	// QEMU's user when a guest starts (dynamic ownership).
+	if err := f.Chmod(0o600); err != nil {
 		return model.Image{}, err
 	}
 	if err := f.Close(); err != nil {

@@ -49,7 +49,7 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 
 	// Base image into the pool, overlay and seed on it.
 	base, _ := os.ReadFile(os.Getenv("T_BASE"))
-	if err := os.WriteFile(d.VolumePath("image-base"), base, 0o644); err != nil {
+	if err := os.WriteFile(d.VolumePath("image-base"), base, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Refresh(ctx); err != nil {
@@ -62,6 +62,11 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	seed, err := d.EnsureSeed(ctx, "vm-t1-seed.iso", "#cloud-config\nhostname: t1\n", "instance-id: t1\n")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// User data may hold secrets: nobody but root reads the seed (libvirt
+	// gives it to QEMU's user when the guest starts).
+	if fi, err := os.Stat(seed); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Fatalf("seed %s: mode %v, %v", seed, fi.Mode(), err)
 	}
 	spec := hypervisor.DomainSpec{
 		VMID: "6f1c2a3b-0000-4000-8000-000000000001", Name: "t1", Generation: 1, SpecVersion: 1, VCPUs: 1, MemoryMiB: 128,

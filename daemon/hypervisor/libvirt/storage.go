@@ -126,7 +126,8 @@ func (d *Driver) EnsureVolume(ctx context.Context, v hypervisor.Volume) (string,
 }
 
 // EnsureSeed writes a cloud-init NoCloud seed (ISO 9660, volume label
-// cidata, with user-data and meta-data) into the pool unless it exists.
+// cidata, with user-data and meta-data) into the pool unless it exists,
+// readable by root only.
 func (d *Driver) EnsureSeed(ctx context.Context, name, userData, metaData string) (string, error) {
 	path := d.VolumePath(name)
 	if _, err := os.Stat(path); err == nil {
@@ -142,7 +143,7 @@ func (d *Driver) EnsureSeed(ctx context.Context, name, userData, metaData string
 	}
 	defer os.RemoveAll(dir)
 	for f, body := range map[string]string{"user-data": userData, "meta-data": metaData} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(body), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(body), 0o600); err != nil {
 			return "", err
 		}
 	}
@@ -152,6 +153,12 @@ func (d *Driver) EnsureSeed(ctx context.Context, name, userData, metaData string
 	if err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("genisoimage: %v: %s", err, out)
+	}
+	// User data may hold secrets: root only; libvirt hands the file to
+	// QEMU's user when the guest starts (dynamic ownership).
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		os.Remove(tmp)
+		return "", err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return "", err

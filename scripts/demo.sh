@@ -35,6 +35,12 @@ for _ in $(seq 1 100); do
   ctl status -o json 2>/dev/null | grep -q '"lease": "held"' && break
   sleep 0.2
 done
+# Every host registered: the leader admits a host once it has proved its
+# name (its certificate), a moment after gossip sees it.
+for _ in $(seq 1 100); do
+  [ "$(ctl host ls -o json 2>/dev/null | grep -c '"mode": "active"')" -ge 3 ] && break
+  sleep 0.2
+done
 ctl status
 
 say "importing the test guest's base image into the shared pool"

@@ -132,6 +132,21 @@ func (e *env) waitCluster() {
 			if s.Leader == "" || s.Members["alive"] != len(e.lab.Hosts) {
 				return fmt.Errorf("%s: leader %q, %d alive", s.Host, s.Leader, s.Members["alive"])
 			}
+			// Registered: the leader writes a host into state once it has
+			// proved its name (TLS handshakes), a moment after gossip sees it.
+			hosts, err := e.client(i).Hosts(e.ctx())
+			if err != nil {
+				return err
+			}
+			registered := 0
+			for _, h := range hosts {
+				if h.Mode == "active" {
+					registered++
+				}
+			}
+			if registered != len(e.lab.Hosts) {
+				return fmt.Errorf("%s: %d hosts registered of %d", s.Host, registered, len(e.lab.Hosts))
+			}
 		}
 		return nil
 	})

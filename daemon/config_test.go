@@ -156,8 +156,11 @@ func FuzzLoadConfig(f *testing.F) {
 	f.Add("lease_ttl = \"1ns\"\n")
 	f.Add("fence_kill_budget = \"-5s\"\nkernel_dir = \"/\"\n")
 	f.Add("[tuning]\nx = 1\n")
+	// One file per fuzz process, rewritten each time: a temporary directory
+	// per input made each run slow enough for the fuzzer to overrun its
+	// time budget ("context deadline exceeded").
+	p := filepath.Join(f.TempDir(), "corral.toml")
 	f.Fuzz(func(t *testing.T, body string) {
-		p := filepath.Join(t.TempDir(), "corral.toml")
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -72,7 +72,86 @@ type Leader struct {
 
 	live   liveness
 	mig    migrations // touched only by the leader loop and leader operations, under the Raft apply order
+	ver    verifications
 	pokeCh chan struct{}
+}
+
+// verifications are the identity checks (VerifyHost) of hosts gossip
+// describes, run in the background so that a slow or unreachable host
+// never holds up the leader loop (and with it the liveness checks). Keyed
+// by member name; entries of names gone from gossip are dropped.
+type verifications struct {
+	mu      sync.Mutex
+	passed  map[string]string    // name -> addresses that proved it
+	running map[string]bool      // name -> a check is under way
+	failed  map[string]time.Time // name -> when its last check failed
+}
+
+// verifyRetry is how long after a failed check a host is checked again.
+const verifyRetry = 10 * time.Second
+
+// verified reports whether h has proved its name at its current
+// addresses; if not, it starts a check (unless one runs, or one failed
+// less than verifyRetry ago), which pokes the leader loop when it passes.
+func (l *Leader) verified(ctx context.Context, h model.Host) bool {
+	if l.cfg.VerifyHost == nil {
+		return true
+	}
+	key := h.Addr + " " + h.RaftAddr + " " + h.RPCAddr
+	v := &l.ver
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.passed == nil {
+		v.passed, v.running, v.failed = map[string]string{}, map[string]bool{}, map[string]time.Time{}
+	}
+	if v.passed[h.Name] == key {
+		return true
+	}
+	if v.running[h.Name] || l.clock.Now().Sub(v.failed[h.Name]) < verifyRetry {
+		return false
+	}
+	v.running[h.Name] = true
+	go func() {
+		vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := l.cfg.VerifyHost(vctx, h)
+		cancel()
+		v.mu.Lock()
+		delete(v.running, h.Name)
+		if err == nil {
+			v.passed[h.Name] = key
+			delete(v.failed, h.Name)
+		} else {
+			v.failed[h.Name] = l.clock.Now()
+		}
+		v.mu.Unlock()
+		if err != nil {
+			l.log.Warn("host not registered: it does not prove its identity", "host", h.Name, "err", err)
+			return
+		}
+		l.poke()
+	}()
+	return false
+}
+
+// forgetVerifications drops entries of names gossip no longer lists.
+func (l *Leader) forgetVerifications(peers []Peer) {
+	known := map[string]bool{}
+	for _, p := range peers {
+		known[p.Name] = true
+	}
+	v := &l.ver
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for name := range v.passed {
+		if !known[name] {
+			delete(v.passed, name)
+		}
+	}
+	for name := range v.failed {
+		if !known[name] {
+			delete(v.failed, name)
+		}
+	}
 }
 
 // poke wakes the leader loop.
@@ -201,6 +280,7 @@ func (l *Leader) lead(ctx context.Context) {
 // checks leases, and moves drains and failbacks along.
 func (l *Leader) reconcile(ctx context.Context) error {
 	peers := l.peers.Peers()
+	l.forgetVerifications(peers)
 	err := errors.Join(l.registerHosts(ctx, peers), l.reconcileRaft(ctx, peers))
 	l.checkLiveness(ctx, l.gossipDead())
 	l.driveMigrations(ctx)
@@ -271,11 +351,8 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 		}
 		have, err := l.store.Host(p.Name)
 		moved := err != nil || have.Addr != want.Addr || have.RaftAddr != want.RaftAddr || have.RPCAddr != want.RPCAddr
-		if moved && err == nil || errors.Is(err, model.ErrNotFound) {
-			if verr := l.verifyHost(ctx, want); verr != nil {
-				l.log.Warn("host not registered: it does not prove its identity", "host", p.Name, "err", verr)
-				continue
-			}
+		if (moved && err == nil || errors.Is(err, model.ErrNotFound)) && !l.verified(ctx, want) {
+			continue // registered once its check passes (it pokes the loop)
 		}
 		switch {
 		case errors.Is(err, model.ErrNotFound):
@@ -296,17 +373,6 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 		l.log.Info("host registered", "host", p.Name, "addr", p.Addr, "version", p.Version)
 	}
 	return errors.Join(errs...)
-}
-
-// verifyHost runs VerifyHost, bounded so that a host that does not answer
-// cannot hold up the reconcile pass for long.
-func (l *Leader) verifyHost(ctx context.Context, h model.Host) error {
-	if l.cfg.VerifyHost == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	return l.cfg.VerifyHost(ctx, h)
 }
 
 func sameHealth(a, b model.Health) bool {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
 )
 
@@ -255,5 +256,66 @@ func TestBootstrapOnlyLowestConfirmedCandidate(t *testing.T) {
 	boot.Run(sctx)
 	if r.HasState() {
 		t.Fatal("bootstrapped although a peer is in a cluster")
+	}
+}
+
+// TestVerifyHostInBackground: a host is registered, and seated in Raft,
+// only once it has proved its name; the check runs beside the leader loop,
+// so a host that does not answer holds nothing up, and a failed check is
+// retried only after verifyRetry.
+func TestVerifyHostInBackground(t *testing.T) {
+	l, r, peers, clock := newTestLeader(3)
+	release := make(chan error)
+	calls := make(chan string, 10)
+	l.cfg.VerifyHost = func(ctx context.Context, h model.Host) error {
+		calls <- h.Name
+		if h.Name == "a" {
+			return nil
+		}
+		select {
+		case err := <-release:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	ctx := context.Background()
+	r.AddVoter(ctx, "a", "10.0.0.1:7947")
+	peers.set(Peer{Name: "a", State: PeerAlive, Since: clock.Now()})
+	peers.set(Peer{Name: "b", State: PeerAlive, Since: clock.Now()})
+	l.reconcile(ctx) // starts both checks and returns without waiting
+	if _, err := r.store.Host("b"); err == nil {
+		t.Fatal("b registered before its check passed")
+	}
+	if v, nv := r.roles(); slices.Contains(v, "b") || slices.Contains(nv, "b") {
+		t.Fatal("b seated before its check passed")
+	}
+	// b's check fails: b stays out, and is not checked again at once.
+	release <- errors.New("wrong certificate")
+	testutil.Eventually(t, 5*time.Second, func() error {
+		l.ver.mu.Lock()
+		defer l.ver.mu.Unlock()
+		if l.ver.failed["b"].IsZero() {
+			return errors.New("check not finished")
+		}
+		return nil
+	})
+	l.reconcile(ctx)
+	if _, err := r.store.Host("b"); err == nil {
+		t.Fatal("b registered after a failed check")
+	}
+	// After verifyRetry it is checked again; this time it passes.
+	clock.Advance(verifyRetry + time.Second)
+	l.reconcile(ctx)
+	release <- nil
+	testutil.Eventually(t, 5*time.Second, func() error {
+		l.reconcile(ctx)
+		if _, err := r.store.Host("b"); err != nil {
+			return err
+		}
+		return nil
+	})
+	if v, _ := r.roles(); !slices.Contains(v, "b") {
+		t.Fatalf("b not seated once verified: %v", v)
 	}
 }

@@ -29,6 +29,9 @@ import (
 const (
 	pathPrefix   = "/cluster/v1/"
 	maxBodyBytes = 16 << 20
+	// maxPublicBodyBytes bounds what a caller without a certificate (a
+	// host asking to join) can make a server read.
+	maxPublicBodyBytes = 64 << 10
 )
 
 // Handler serves one method: it gets the raw JSON request and returns a
@@ -137,17 +140,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	limit := int64(maxBodyBytes)
 	if s.tls != nil {
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 			if !public {
 				writeErr(w, fmt.Errorf("rpc %s needs a host certificate of this cluster: %w", method, model.ErrForbidden))
 				return
 			}
+			limit = maxPublicBodyBytes
 		} else {
 			ctx = context.WithValue(ctx, peerKey{}, r.TLS.VerifiedChains[0][0].Subject.CommonName)
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		writeErr(w, fmt.Errorf("read request: %v: %w", err, model.ErrInvalid))
 		return

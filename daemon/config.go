@@ -428,7 +428,12 @@ func loadFile(path string, cfg *Config) error {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return fmt.Errorf("config %s: %s", path, perr.ErrorWithPosition())
+			// Not perr.ErrorWithPosition: it panics on some inputs (an
+			// unterminated string at the very start, found by FuzzLoadConfig).
+			if perr.Position.Line > 0 {
+				return fmt.Errorf("config %s: line %d, column %d: %s", path, perr.Position.Line, perr.Position.Col, perr.Message)
+			}
+			return fmt.Errorf("config %s: %s", path, perr.Message)
 		}
 		return fmt.Errorf("config %s: %w", path, err)
 	}

@@ -114,9 +114,9 @@ func TestToken(t *testing.T) {
 	}
 }
 
-// handshake runs one TLS handshake and returns the client's and server's
-// errors and the name the server saw.
-func handshake(t *testing.T, srv, cli *tls.Config) (clientErr, serverErr error, peer string) {
+// handshake runs one TLS handshake and returns the name the server saw
+// and the client's and server's errors.
+func handshake(t *testing.T, srv, cli *tls.Config) (peer string, clientErr, serverErr error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -159,37 +159,37 @@ func TestMutualTLS(t *testing.T) {
 	h2 := joinAs(t, h1, "h2")
 	other, _ := newCluster(t, "h2")
 
-	if ce, se, peer := handshake(t, h1.ServerTLS(true), h2.ClientTLS()); ce != nil || se != nil || peer != "h2" {
+	if peer, ce, se := handshake(t, h1.ServerTLS(true), h2.ClientTLS()); ce != nil || se != nil || peer != "h2" {
 		t.Fatalf("same cluster: %v %v %q", ce, se, peer)
 	}
-	if ce, se, _ := handshake(t, h1.ServerTLS(true), h2.ClientTLSFor("h1")); ce != nil || se != nil {
+	if _, ce, se := handshake(t, h1.ServerTLS(true), h2.ClientTLSFor("h1")); ce != nil || se != nil {
 		t.Fatalf("named peer: %v %v", ce, se)
 	}
-	if ce, _, _ := handshake(t, h1.ServerTLS(true), h2.ClientTLSFor("h3")); ce == nil || !strings.Contains(ce.Error(), `"h1", expected "h3"`) {
+	if _, ce, _ := handshake(t, h1.ServerTLS(true), h2.ClientTLSFor("h3")); ce == nil || !strings.Contains(ce.Error(), `"h1", expected "h3"`) {
 		t.Fatalf("client accepted h1 as h3: %v", ce)
 	}
 	// A host of another cluster is refused both ways.
-	if _, se, _ := handshake(t, h1.ServerTLS(true), other.ClientTLS()); se == nil {
+	if _, _, se := handshake(t, h1.ServerTLS(true), other.ClientTLS()); se == nil {
 		t.Fatal("server accepted another cluster's certificate")
 	}
-	if ce, _, _ := handshake(t, other.ServerTLS(false), h2.ClientTLS()); ce == nil {
+	if _, ce, _ := handshake(t, other.ServerTLS(false), h2.ClientTLS()); ce == nil {
 		t.Fatal("client accepted another cluster's certificate")
 	}
 	// Without a certificate: refused when required, unnamed otherwise.
 	anon := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
-	if _, se, _ := handshake(t, h1.ServerTLS(true), anon); se == nil {
+	if _, _, se := handshake(t, h1.ServerTLS(true), anon); se == nil {
 		t.Fatal("raft server accepted a peer without a certificate")
 	}
-	if ce, se, peer := handshake(t, h1.ServerTLS(false), anon); ce != nil || se != nil || peer != "" {
+	if peer, ce, se := handshake(t, h1.ServerTLS(false), anon); ce != nil || se != nil || peer != "" {
 		t.Fatalf("rpc server, anonymous: %v %v %q", ce, se, peer)
 	}
 	// Joining pins the CA by the token's fingerprint.
 	var found *x509.Certificate
-	if ce, _, _ := handshake(t, h1.ServerTLS(false), JoinTLS(tok.CAFingerprint, func(c *x509.Certificate) { found = c })); ce != nil || found == nil {
+	if _, ce, _ := handshake(t, h1.ServerTLS(false), JoinTLS(tok.CAFingerprint, func(c *x509.Certificate) { found = c })); ce != nil || found == nil {
 		t.Fatalf("join with the right fingerprint: %v", ce)
 	}
 	otherTok := NewToken(other.Fingerprint())
-	if ce, _, _ := handshake(t, h1.ServerTLS(false), JoinTLS(otherTok.CAFingerprint, nil)); ce == nil || !strings.Contains(ce.Error(), "fingerprint") {
+	if _, ce, _ := handshake(t, h1.ServerTLS(false), JoinTLS(otherTok.CAFingerprint, nil)); ce == nil || !strings.Contains(ce.Error(), "fingerprint") {
 		t.Fatalf("join pinned to another CA: %v", ce)
 	}
 }
@@ -227,7 +227,7 @@ func TestRenewal(t *testing.T) {
 	if err != nil || back.Leaf().SerialNumber.Cmp(h2.Leaf().SerialNumber) != 0 {
 		t.Fatalf("renewed certificate not on disk: %v", err)
 	}
-	if ce, se, _ := handshake(t, h1.ServerTLS(true), h2.ClientTLS()); ce != nil || se != nil {
+	if _, ce, se := handshake(t, h1.ServerTLS(true), h2.ClientTLS()); ce != nil || se != nil {
 		t.Fatalf("renewed certificate: %v %v", ce, se)
 	}
 }
@@ -238,15 +238,15 @@ func TestRevoked(t *testing.T) {
 	removedAt := time.Now()
 	rev := func(name string, issued time.Time) bool { return name == "h2" && !issued.After(removedAt) }
 	h1.SetRevoked(rev)
-	if _, se, _ := handshake(t, h1.ServerTLS(true), h2.ClientTLS()); se == nil || !strings.Contains(se.Error(), "revoked") {
+	if _, _, se := handshake(t, h1.ServerTLS(true), h2.ClientTLS()); se == nil || !strings.Contains(se.Error(), "revoked") {
 		t.Fatalf("server accepted a revoked certificate: %v", se)
 	}
-	if ce, _, _ := handshake(t, h2.ServerTLS(false), h1.ClientTLS()); ce == nil || !strings.Contains(ce.Error(), "revoked") {
+	if _, ce, _ := handshake(t, h2.ServerTLS(false), h1.ClientTLS()); ce == nil || !strings.Contains(ce.Error(), "revoked") {
 		t.Fatalf("client accepted a revoked certificate: %v", ce)
 	}
 	// The same name, joined again after its removal, is welcome.
 	again := joinAs(t, h1, "h2")
-	if ce, se, peer := handshake(t, h1.ServerTLS(true), again.ClientTLS()); ce != nil || se != nil || peer != "h2" {
+	if peer, ce, se := handshake(t, h1.ServerTLS(true), again.ClientTLS()); ce != nil || se != nil || peer != "h2" {
 		t.Fatalf("rejoined h2: %v %v", ce, se)
 	}
 }

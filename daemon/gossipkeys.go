@@ -156,7 +156,9 @@ func (d *Daemon) waitKeys(ctx context.Context, want []string) ([]string, error) 
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("hosts %s did not take it: %w", strings.Join(lagging, ", "), model.ErrUnavailable)
+			// Conflict, not unavailable: forwarding retries the latter, and
+			// a retry would start another rotation.
+			return nil, fmt.Errorf("hosts %s did not take it: %w", strings.Join(lagging, ", "), model.ErrConflict)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -200,6 +200,14 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if _, err := os.Stat(filepath.Join(cfg.Dir, "lab.json")); err == nil {
 		return nil, fmt.Errorf("a lab already exists in %s (corral-lab down first)", cfg.Dir)
 	}
+	// Another lab with this id would have its namespaces and links taken
+	// over; refuse rather than break it.
+	if br := fmt.Sprintf("corral%dbr", cfg.ID); linkExists(br) || nsExists(fmt.Sprintf("corral%d-h1", cfg.ID)) {
+		return nil, fmt.Errorf("lab id %d is in use (bridge %s or namespace corral%d-h1 exists): another lab is up; take it down (corral-lab --dir DIR down) or choose another --id", cfg.ID, br, cfg.ID)
+	}
+	if err := traversable(cfg.Dir); err != nil {
+		return nil, err
+	}
 	l := &Lab{
 		Dir: cfg.Dir, ID: cfg.ID, Corrald: corrald, NoCorrald: cfg.NoCorrald,
 		Bridge: fmt.Sprintf("corral%dbr", cfg.ID),
@@ -356,6 +364,25 @@ func (l *Lab) Down(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// traversable checks that QEMU, which runs as its own user, can reach
+// dir: every existing directory above it must let others through (x).
+// Otherwise guests fail much later with "Cannot access storage file".
+func traversable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err == nil && fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("lab directory %s: %s is mode %04o, which QEMU's user cannot pass through: put the lab elsewhere or chmod o+x %s", dir, p, fi.Mode().Perm(), p)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
 }
 
 func nsExists(name string) bool {

@@ -34,6 +34,11 @@ func TestLabDownLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A second lab with the same id is refused instead of taking this
+	// one's namespaces over.
+	if _, err := lab.Up(ctx, lab.Config{Dir: filepath.Join(dir, "lab2"), ID: id, Hosts: 2, Corrald: corrald}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second lab with id %d: %v", id, err)
+	}
 	// Guests too, so that QEMU processes exist.
 	g := testutil.BuildGuest(t, filepath.Join(l.SharedDir(), "guest"))
 	e := &env{t: t, lab: l, guest: g}

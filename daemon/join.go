@@ -237,7 +237,7 @@ func (d *Daemon) serveJoin(ctx context.Context, req JoinRequest) (JoinResponse, 
 			return JoinResponse{}, fmt.Errorf("host %q is this host: %w", req.Name, model.ErrConflict)
 		}
 		if _, err := d.store.Host(req.Name); err == nil {
-			return JoinResponse{}, fmt.Errorf("host %q is already a member; a name joins once: %w", req.Name, model.ErrConflict)
+			return JoinResponse{}, fmt.Errorf("host %q is already a member; a name joins once (to join it again, stop its corrald and run corralctl host rm %s on a member): %w", req.Name, req.Name, model.ErrConflict)
 		}
 		return d.admit(req, now)
 	}
@@ -263,7 +263,7 @@ func (d *Daemon) serveJoin(ctx context.Context, req JoinRequest) (JoinResponse, 
 		return JoinResponse{}, errBadJoinToken
 	}
 	if _, err := d.store.Host(req.Name); err == nil {
-		return JoinResponse{}, fmt.Errorf("host %q is already a member; a name joins once: %w", req.Name, model.ErrConflict)
+		return JoinResponse{}, fmt.Errorf("host %q is already a member; a name joins once (to join it again, stop its corrald and run corralctl host rm %s on a member): %w", req.Name, req.Name, model.ErrConflict)
 	}
 	return d.admit(req, now)
 }

@@ -116,10 +116,8 @@ func (id *Identity) RenewDue(now time.Time) bool {
 	return now.After(leaf.NotAfter.Add(-leaf.NotAfter.Sub(issued) / 3))
 }
 
-// RenewalRequest returns a certificate request for this host's name,
-// signed by its current key: a renewal keeps the key, so that replacing
-// the certificate file alone is atomic.
-func (id *Identity) RenewalRequest() ([]byte, error) {
+// hostKey returns this host's current private key.
+func (id *Identity) hostKey() (crypto.Signer, error) {
 	id.mu.RLock()
 	key := id.cert.PrivateKey
 	id.mu.RUnlock()
@@ -127,16 +125,28 @@ func (id *Identity) RenewalRequest() ([]byte, error) {
 	if !ok {
 		return nil, errors.New("host key cannot sign")
 	}
-	return csrFor(signer, id.Name)
+	return signer, nil
+}
+
+// RenewalRequest returns a certificate request for this host's name,
+// signed by its current key: a renewal keeps the key, so that replacing
+// the certificate file alone is atomic.
+func (id *Identity) RenewalRequest() ([]byte, error) {
+	key, err := id.hostKey()
+	if err != nil {
+		return nil, err
+	}
+	return csrFor(key, id.Name)
 }
 
 // Renew installs a renewed certificate for this host's current key and
 // writes it to host.crt.
 func (id *Identity) Renew(certPEM []byte) error {
-	id.mu.RLock()
-	key := id.cert.PrivateKey
-	id.mu.RUnlock()
-	keyPEMData, err := keyPEM(key.(crypto.Signer))
+	key, err := id.hostKey()
+	if err != nil {
+		return err
+	}
+	keyPEMData, err := keyPEM(key)
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ type Config struct {
 	LibvirtURI        string        `toml:"libvirt_uri" help:"libvirt connection URI"`
 	LibvirtSocket     string        `toml:"libvirt_socket" help:"libvirtd's Unix socket"`
 	KernelDir         string        `toml:"kernel_dir" help:"directory holding the kernels and initrds VMs may boot directly; any other path is refused (on shared storage, like storage_pool)"`
-	StoragePool       string        `toml:"storage_pool" help:"directory of the storage pool for images and VM disks; shared by all hosts (e.g. NFS) so that VMs can move"`
+	StoragePool       string        `toml:"storage_pool" help:"directory of the storage pool for images and VM disks; shared by all hosts (e.g. NFS) so that VMs can move. Changing it moves libvirt's pool once no domain uses a disk in the old directory (the files stay there)"`
 	DomainType        string        `toml:"domain_type" help:"kvm, qemu (software emulation) or auto (kvm when it works and this host is not itself a VM)"`
 	ShutdownTimeout   time.Duration `toml:"guest_shutdown_timeout" help:"how long a guest gets to power off (ACPI) before it is destroyed"`
 	PlacementStrategy string        `toml:"placement_strategy" help:"spread (least loaded host first) or pack (fill hosts one by one)"`

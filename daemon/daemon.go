@@ -144,6 +144,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			URI: cfg.LibvirtURI, Socket: cfg.LibvirtSocket, PoolDir: cfg.StoragePool, DomainType: cfg.DomainType,
 			SharedStorage: cfg.SharedStorage,
 			Logger:        log.With("component", "libvirt"),
+			OnStorage:     func(string) { d.republish() },
 		})
 	}
 	var guard controller.Fencer

@@ -8,18 +8,27 @@ import (
 
 	"github.com/corralhq/corral/daemon/membership"
 	"github.com/corralhq/corral/hwmon"
+	"github.com/corralhq/corral/model"
 )
 
 // hardware is the latest hardware report of this host.
 type hardware struct {
 	mu     sync.Mutex
 	report hwmon.Report
+	known  bool
 }
 
 func (h *hardware) set(r hwmon.Report) {
 	h.mu.Lock()
-	h.report = r
+	h.report, h.known = r, true
 	h.mu.Unlock()
+}
+
+// last returns the latest report, if there is one.
+func (h *hardware) last() (hwmon.Report, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.report, h.known
 }
 
 func (h *hardware) get() hwmon.Report {
@@ -56,18 +65,37 @@ func (d *Daemon) hwSource() hwmon.Source {
 }
 
 // publish puts a hardware report into this host's gossip metadata, where
-// the leader picks capacity and health up.
+// the leader picks capacity and health up. A storage pool that cannot be
+// used makes the host failing whatever the hardware says: it can start no
+// guest, so placement must pass it by.
 func (d *Daemon) publish(r hwmon.Report) {
 	d.hw.set(r)
-	reasons := strings.Join(r.Health.Reasons, "; ")
+	health := withStorage(r.Health, d.driver.StorageProblem())
+	reasons := strings.Join(health.Reasons, "; ")
 	if len(reasons) > 160 { // memberlist metadata is capped at 512 bytes
 		reasons = reasons[:157] + "..."
 	}
 	d.members.UpdateMeta(func(m *membership.Meta) {
 		m.VCPUs, m.MemoryMiB = r.Capacity.VCPUs, r.Capacity.MemoryMiB
-		m.Health, m.Reasons = string(r.Health.State), reasons
+		m.Health, m.Reasons = string(health.State), reasons
 		m.CPUPercent, m.MemAvailMiB = int(r.Sample.CPUPercent+0.5), int64(r.Sample.MemAvailable>>20)
 	})
+}
+
+// withStorage adds a storage pool problem to a health report.
+func withStorage(h model.Health, problem string) model.Health {
+	if problem == "" {
+		return h
+	}
+	return model.Health{State: model.HealthFailing, Reasons: append([]string{"storage pool: " + problem}, h.Reasons...)}
+}
+
+// republish publishes the last hardware report again (the storage pool's
+// state changed between samples).
+func (d *Daemon) republish() {
+	if r, ok := d.hw.last(); ok {
+		d.publish(r)
+	}
 }
 
 // sampleOnce takes the first sample before gossip starts, so a host never

@@ -12,6 +12,7 @@ import (
 	"github.com/corralhq/corral/daemon/hypervisor/fake"
 	"github.com/corralhq/corral/hwmon"
 	"github.com/corralhq/corral/internal/testutil"
+	"github.com/corralhq/corral/model"
 )
 
 // fakeHW is a hardware source whose samples the test sets.
@@ -141,4 +142,58 @@ func TestHealthDrivesPlacementAndEvacuation(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestStorageProblemMakesHostFailing: a host whose storage pool cannot be
+// used turns failing with the reason (host show), takes no new VM, and is
+// healthy again once the pool is fixed.
+func TestStorageProblemMakesHostFailing(t *testing.T) {
+	tc := newTestCluster(t, 3, []int{0, 1, 2}, func(i int, c *Config) {
+		c.Tuning.HWSource = newFakeHW()
+		c.SampleInterval = 100 * time.Millisecond
+	})
+	tc.startAll()
+	tc.waitConverged(3, 0)
+	c := tc.hosts[0].client
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h2 := tc.hosts[1].cfg.Tuning.Driver.(*fake.Driver)
+	h2.SetStorageProblem(`libvirt pool "corral" points at /old, not at storage_pool /new`)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		h, _ := c.Host(ctx, "h2")
+		if h.Health != "failing" || !strings.Contains(strings.Join(h.HealthReasons, ";"), "storage pool: libvirt pool") {
+			return fmt.Errorf("h2 health %s %v", h.Health, h.HealthReasons)
+		}
+		return nil
+	})
+	if _, err := c.ImportImage(ctx, "base", bytes.NewReader(qcow2(1<<20)), 1024); err != nil {
+		t.Fatal(err)
+	}
+	req := vmReq("new")
+	req.Host = "h2"
+	if _, err := c.CreateVM(ctx, req); err == nil || !strings.Contains(err.Error(), "storage pool") {
+		t.Fatalf("placed on a host without a usable pool: %v", err)
+	}
+	h2.SetStorageProblem("")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		h, _ := c.Host(ctx, "h2")
+		if h.Health != "ok" {
+			return fmt.Errorf("h2 health %s %v", h.Health, h.HealthReasons)
+		}
+		return nil
+	})
+	if _, err := c.CreateVM(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	waitVMState(t, c, "new", "running")
+}
+
+func TestWithStorage(t *testing.T) {
+	h := withStorage(model.Health{State: model.HealthDegraded, Reasons: []string{"load 9"}}, "gone")
+	if h.State != model.HealthFailing || strings.Join(h.Reasons, ";") != "storage pool: gone;load 9" {
+		t.Fatal(h)
+	}
+	if h := withStorage(model.Health{State: model.HealthOK}, ""); h.State != model.HealthOK || h.Reasons != nil {
+		t.Fatal(h)
+	}
 }

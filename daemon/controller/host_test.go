@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -257,6 +258,27 @@ func TestHostLoopWaitsForHypervisorAndLease(t *testing.T) {
 	}
 	e.may.set(true)
 	e.waitState(t, "w", model.StateRunning)
+}
+
+// A storage pool that cannot be used holds every start back, says why in
+// the VM's state, and lets the VM start once it is fixed.
+func TestHostLoopWaitsForStoragePool(t *testing.T) {
+	e := newHostEnv(t)
+	e.drv.SetStorageProblem(`libvirt pool "corral" points at /old, not at storage_pool /new`)
+	e.create(t, "s", "h1", nil)
+	e.start(t)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		v, _ := e.store.VM("s")
+		if v.Actual.State != model.StatePending || !strings.Contains(v.Actual.Message, "storage pool on h1: libvirt pool") {
+			return fmt.Errorf("actual %+v", v.Actual)
+		}
+		return nil
+	})
+	if e.drv.Calls("Start") != 0 || e.drv.Calls("EnsureVolume") != 0 {
+		t.Fatal("worked on the VM with an unusable pool")
+	}
+	e.drv.SetStorageProblem("")
+	e.waitState(t, "s", model.StateRunning)
 }
 
 func TestHostLoopRetriesFailedStarts(t *testing.T) {

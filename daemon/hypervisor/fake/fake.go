@@ -22,6 +22,7 @@ type Driver struct {
 	volumes   map[string]hypervisor.Volume
 	seeds     map[string]string
 	connected bool
+	storage   string
 	events    chan hypervisor.Event
 
 	poolDir    string
@@ -94,6 +95,22 @@ func (d *Driver) Connected() bool {
 	defer d.mu.Unlock()
 	d.calls["Connected"]++
 	return d.connected
+}
+
+// StorageProblem implements the driver interface.
+func (d *Driver) StorageProblem() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.storage
+}
+
+// SetStorageProblem simulates a storage pool that cannot be used ("" fixes
+// it).
+func (d *Driver) SetStorageProblem(p string) {
+	d.mu.Lock()
+	d.storage = p
+	d.mu.Unlock()
+	d.emit(hypervisor.Event{Kind: hypervisor.EventConnected})
 }
 
 // SetConnected simulates libvirtd going away and coming back.

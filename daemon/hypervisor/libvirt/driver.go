@@ -40,6 +40,9 @@ type Config struct {
 	// (VIR_MIGRATE_UNSAFE). virtlockd still guards the disks.
 	SharedStorage bool
 	Logger        *slog.Logger
+	// OnStorage, if set, is called when the storage pool's problem changes
+	// ("" once the pool is usable again).
+	OnStorage func(problem string)
 }
 
 // Driver talks to one libvirtd.
@@ -52,6 +55,8 @@ type Driver struct {
 	conn *golibvirt.Libvirt
 	// volMu serialises storage pool operations.
 	volMu sync.Mutex
+	// storage says why the storage pool is not usable ("" when it is).
+	storage string
 
 	events chan hypervisor.Event
 }
@@ -78,6 +83,34 @@ func (d *Driver) Connected() bool {
 	return d.conn != nil
 }
 
+// StorageProblem says why the storage pool cannot be used right now: it
+// points somewhere else than storage_pool and cannot be moved, or it does
+// not start. "" when it is usable. While libvirtd is away it keeps what
+// the last connection found.
+func (d *Driver) StorageProblem() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.storage
+}
+
+func (d *Driver) setStorage(problem string) {
+	d.mu.Lock()
+	changed := d.storage != problem
+	d.storage = problem
+	d.mu.Unlock()
+	if !changed {
+		return
+	}
+	if problem != "" {
+		d.log.Error("storage pool unusable; no guest starts here until it is fixed", "pool", d.cfg.PoolName, "problem", problem)
+	} else {
+		d.log.Info("storage pool usable", "pool", d.cfg.PoolName, "dir", d.cfg.PoolDir)
+	}
+	if d.cfg.OnStorage != nil {
+		d.cfg.OnStorage(problem)
+	}
+}
+
 // DomainType is the libvirt domain type guests are defined with.
 func (d *Driver) DomainType() string { return d.domType }
 
@@ -90,30 +123,51 @@ func (d *Driver) c() (*golibvirt.Libvirt, error) {
 	return d.conn, nil
 }
 
-// Run keeps the connection up until ctx ends: connect, prepare the storage
-// pool, stream lifecycle events, and on loss reconnect with backoff
-// (100 ms doubling to 5 s).
+// Run keeps the connection up until ctx ends: connect, stream lifecycle
+// events, keep the storage pool right, and on loss reconnect with backoff.
 func (d *Driver) Run(ctx context.Context) error {
 	d.domType = chooseDomainType(d.cfg.DomainType, d.log)
-	backoff := 100 * time.Millisecond
+	var b backoff
 	for {
 		l, err := d.connect(ctx)
 		if err == nil {
-			backoff = 100 * time.Millisecond
+			up := time.Now()
 			err = d.serve(ctx, l)
 			if ctx.Err() != nil {
 				return nil
 			}
-			d.log.Warn("libvirtd connection lost; reconnecting", "err", err)
+			b.connected(time.Since(up))
+			d.log.Warn("libvirtd connection lost; reconnecting", "in", b.wait(), "err", err)
 		} else {
-			d.log.Warn("cannot connect to libvirtd", "socket", d.cfg.Socket, "in", backoff, "err", err)
+			d.log.Warn("cannot connect to libvirtd", "socket", d.cfg.Socket, "in", b.wait(), "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(b.wait()):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		b.failed()
+	}
+}
+
+// backoff paces reconnections: 100 ms doubling to 5 s, back to 100 ms only
+// after a connection that lasted (a libvirtd that accepts and then drops us
+// at once is not hammered ten times a second).
+type backoff struct{ d time.Duration }
+
+const (
+	backoffMin    = 100 * time.Millisecond
+	backoffMax    = 5 * time.Second
+	backoffStable = 10 * time.Second // a connection this long resets the backoff
+)
+
+func (b *backoff) wait() time.Duration { return max(b.d, backoffMin) }
+
+func (b *backoff) failed() { b.d = min(2*b.wait(), backoffMax) }
+
+func (b *backoff) connected(lasted time.Duration) {
+	if lasted >= backoffStable {
+		b.d = 0
 	}
 }
 
@@ -125,18 +179,19 @@ func (d *Driver) connect(ctx context.Context) (*golibvirt.Libvirt, error) {
 	return l, nil
 }
 
-// serve runs one connection until it drops or ctx ends.
+// serve runs one connection until it drops or ctx ends. A storage pool
+// that cannot be used does not drop the connection (guests that run are
+// still watched): it is retried every poolRetry, and StorageProblem says
+// why meanwhile.
 func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
 	defer l.Disconnect()
-	if err := d.ensurePool(l); err != nil {
-		return fmt.Errorf("storage pool: %w", err)
-	}
 	evctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	evs, err := l.LifecycleEvents(evctx)
 	if err != nil {
 		return fmt.Errorf("subscribe to lifecycle events: %w", err)
 	}
+	d.checkPool(l)
 	d.mu.Lock()
 	d.conn = l
 	d.mu.Unlock()
@@ -148,12 +203,21 @@ func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
 	ver, _ := l.ConnectGetLibVersion()
 	d.log.Info("connected to libvirtd", "socket", d.cfg.Socket, "libvirt", fmt.Sprintf("%d.%d.%d", ver/1000000, ver/1000%1000, ver%1000), "domain_type", d.domType)
 	d.emit(hypervisor.Event{Kind: hypervisor.EventConnected})
+	retry := time.NewTicker(poolRetry)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-l.Disconnected():
 			return errors.New("disconnected")
+		case <-retry.C:
+			if d.StorageProblem() != "" {
+				d.checkPool(l)
+				if d.StorageProblem() == "" {
+					d.emit(hypervisor.Event{Kind: hypervisor.EventConnected}) // resynchronise: guests may start now
+				}
+			}
 		case ev, ok := <-evs:
 			if !ok {
 				return errors.New("event stream closed")
@@ -161,6 +225,21 @@ func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
 			d.emit(lifecycleEvent(ev))
 		}
 	}
+}
+
+// poolRetry is how often an unusable storage pool is checked again.
+const poolRetry = 5 * time.Second
+
+// checkPool makes the pool right, or says why it is not.
+func (d *Driver) checkPool(l *golibvirt.Libvirt) {
+	d.volMu.Lock()
+	err := d.ensurePool(l)
+	d.volMu.Unlock()
+	if err != nil {
+		d.setStorage(err.Error())
+		return
+	}
+	d.setStorage("")
 }
 
 // emit never blocks: when the consumer lags, events are dropped, and its

@@ -256,3 +256,136 @@ func waitEvent(t *testing.T, d *Driver, name string, kind hypervisor.EventKind) 
 		}
 	}
 }
+
+// TestStoragePoolFollowsConfig: an existing libvirt pool named like ours
+// that points elsewhere than storage_pool is moved there, unless a domain
+// still uses a disk in its old directory; then the driver stays connected
+// and says why nothing can start, and moves the pool once the domain is
+// gone. A pool whose old directory vanished is moved too.
+func TestStoragePoolFollowsConfig(t *testing.T) {
+	if !testutil.InLabHost(t, func() (*lab.Host, map[string]string) {
+		testutil.NeedRoot(t)
+		l := testutil.NewLab(t, lab.Config{Hosts: 1, NoCorrald: true})
+		return l.Hosts[0], map[string]string{"T_DIR": l.SharedDir()}
+	}) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dirA, dirB, dirC := filepath.Join(os.Getenv("T_DIR"), "pool-a"), filepath.Join(os.Getenv("T_DIR"), "pool-b"), filepath.Join(os.Getenv("T_DIR"), "pool-c")
+	run := func(dir string) (*Driver, func()) {
+		t.Helper()
+		d := New(Config{URI: "qemu:///system", Socket: "/run/libvirt/libvirt-sock", PoolDir: dir, Logger: testutil.Logger(t)})
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- d.Run(rctx) }()
+		testutil.Eventually(t, 10*time.Second, func() error {
+			if !d.Connected() {
+				return errors.New("not connected")
+			}
+			return nil
+		})
+		return d, func() { stop(); <-done }
+	}
+	poolTarget := func(d *Driver) string {
+		t.Helper()
+		l, p, err := d.pool()
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := l.StoragePoolGetXMLDesc(p, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`<path>([^<]*)</path>`).FindStringSubmatch(x)
+		if m == nil {
+			t.Fatalf("no target path in %s", x)
+		}
+		return m[1]
+	}
+
+	// The pool at A, and a domain (defined, not running) with a disk there.
+	d, stop := run(dirA)
+	if p := d.StorageProblem(); p != "" {
+		t.Fatal(p)
+	}
+	disk, err := d.EnsureVolume(ctx, hypervisor.Volume{Name: "vm-sp-disk0.qcow2", SizeMiB: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := hypervisor.DomainSpec{VMID: "6f1c2a3b-0000-4000-8000-0000000000a1", Name: "sp", Generation: 1, SpecVersion: 1,
+		VCPUs: 1, MemoryMiB: 64, Disks: []hypervisor.Disk{{Path: disk, Format: "qcow2"}}}
+	if err := d.Define(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	// storage_pool becomes B: refused while "sp" uses A, without dropping
+	// the connection (it used to reconnect ten times a second).
+	d, stop = run(dirB)
+	p := d.StorageProblem()
+	if !strings.Contains(p, "points at "+dirA) || !strings.Contains(p, "not at storage_pool "+dirB) || !strings.Contains(p, "domains sp use disks there") {
+		t.Fatalf("storage problem %q", p)
+	}
+	if got := poolTarget(d); got != dirA {
+		t.Fatalf("pool moved to %s while a domain uses %s", got, dirA)
+	}
+	connected := 0
+	for len(d.Events()) > 0 {
+		if ev := <-d.Events(); ev.Kind == hypervisor.EventConnected {
+			connected++
+		}
+	}
+	if connected != 1 || !d.Connected() {
+		t.Fatalf("%d connections, connected now %v: the pool problem cost the connection", connected, d.Connected())
+	}
+	// Once the domain is gone the pool moves to B by itself.
+	if err := d.Undefine(ctx, "sp"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 3*poolRetry, func() error {
+		if p := d.StorageProblem(); p != "" {
+			return errors.New(p)
+		}
+		return nil
+	})
+	if got := poolTarget(d); got != dirB {
+		t.Fatalf("pool at %s, want %s", got, dirB)
+	}
+	if _, err := os.Stat(filepath.Join(dirA, "vm-sp-disk0.qcow2")); err != nil {
+		t.Fatalf("the old directory's files must stay: %v", err)
+	}
+	stop()
+
+	// B vanishes (an unmounted NFS share): storage_pool C takes the pool.
+	if err := os.RemoveAll(dirB); err != nil {
+		t.Fatal(err)
+	}
+	d, stop = run(dirC)
+	defer stop()
+	if p := d.StorageProblem(); p != "" {
+		t.Fatal(p)
+	}
+	if got := poolTarget(d); got != dirC {
+		t.Fatalf("pool at %s, want %s", got, dirC)
+	}
+}
+
+func TestBackoffResetsOnlyAfterAStableConnection(t *testing.T) {
+	var b backoff
+	var waits []time.Duration
+	for range 8 {
+		waits = append(waits, b.wait())
+		b.connected(time.Millisecond) // accepted, then dropped at once
+		b.failed()
+	}
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
+		1600 * time.Millisecond, 3200 * time.Millisecond, 5 * time.Second, 5 * time.Second}
+	if fmt.Sprint(waits) != fmt.Sprint(want) {
+		t.Fatalf("waits %v, want %v", waits, want)
+	}
+	b.connected(backoffStable)
+	if b.wait() != backoffMin {
+		t.Fatalf("after a stable connection: %v", b.wait())
+	}
+}

@@ -6,30 +6,34 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
+	"libvirt.org/go/libvirtxml"
 
 	"github.com/corralhq/corral/daemon/hypervisor"
 )
 
-// ensurePool defines, builds and starts the directory pool if needed.
+// ensurePool makes the pool named PoolName a running directory pool at
+// PoolDir: it defines it if missing, and moves it when it points elsewhere
+// (storage_pool changed) unless a domain still uses a disk in its old
+// directory. Callers hold volMu.
 func (d *Driver) ensurePool(l *golibvirt.Libvirt) error {
 	if err := os.MkdirAll(d.cfg.PoolDir, 0o755); err != nil {
 		return err
 	}
 	pool, err := l.StoragePoolLookupByName(d.cfg.PoolName)
-	if isCode(err, golibvirt.ErrNoStoragePool) {
-		x, xerr := poolXML(d.cfg.PoolName, d.cfg.PoolDir)
-		if xerr != nil {
-			return xerr
-		}
-		if pool, err = l.StoragePoolDefineXML(x, 0); err != nil {
-			return fmt.Errorf("define pool %s: %w", d.cfg.PoolName, err)
-		}
-		if err := l.StoragePoolSetAutostart(pool, 1); err != nil {
+	missing := isCode(err, golibvirt.ErrNoStoragePool)
+	if err == nil {
+		if missing, err = d.movePool(l, pool); err != nil {
 			return err
 		}
-		d.log.Info("storage pool defined", "pool", d.cfg.PoolName, "dir", d.cfg.PoolDir)
+	}
+	if missing {
+		if pool, err = d.definePool(l); err != nil {
+			return err
+		}
 	} else if err != nil {
 		return err
 	}
@@ -43,6 +47,107 @@ func (d *Driver) ensurePool(l *golibvirt.Libvirt) error {
 		}
 	}
 	return nil
+}
+
+func (d *Driver) definePool(l *golibvirt.Libvirt) (golibvirt.StoragePool, error) {
+	x, err := poolXML(d.cfg.PoolName, d.cfg.PoolDir)
+	if err != nil {
+		return golibvirt.StoragePool{}, err
+	}
+	pool, err := l.StoragePoolDefineXML(x, 0)
+	if err != nil {
+		return pool, fmt.Errorf("define pool %s: %w", d.cfg.PoolName, err)
+	}
+	if err := l.StoragePoolSetAutostart(pool, 1); err != nil {
+		return pool, err
+	}
+	d.log.Info("storage pool defined", "pool", d.cfg.PoolName, "dir", d.cfg.PoolDir)
+	return pool, nil
+}
+
+// movePool checks where an existing pool points. At PoolDir it is kept.
+// Elsewhere, it is undefined (and movePool reports it gone, for the caller
+// to define anew) when no domain uses a disk under its old directory;
+// otherwise that is an error naming the domains: their disks would not be
+// where storage_pool says, and moving disks is the operator's decision.
+func (d *Driver) movePool(l *golibvirt.Libvirt, pool golibvirt.StoragePool) (gone bool, err error) {
+	x, err := l.StoragePoolGetXMLDesc(pool, 0)
+	if err != nil {
+		return false, err
+	}
+	var def libvirtxml.StoragePool
+	if err := def.Unmarshal(x); err != nil {
+		return false, fmt.Errorf("pool %s: %w", d.cfg.PoolName, err)
+	}
+	old := ""
+	if def.Target != nil {
+		old = filepath.Clean(def.Target.Path)
+	}
+	if def.Type == "dir" && old == filepath.Clean(d.cfg.PoolDir) {
+		return false, nil
+	}
+	users, err := domainsUsing(l, old)
+	if err != nil {
+		return false, err
+	}
+	if len(users) > 0 {
+		return false, fmt.Errorf("libvirt pool %q points at %s (%s), not at storage_pool %s, and domains %s use disks there: "+
+			"move their disks to %s (or set storage_pool back), then corrald moves the pool",
+			d.cfg.PoolName, old, def.Type, d.cfg.PoolDir, someOf(users, 5), d.cfg.PoolDir)
+	}
+	if state, _, _, _, err := l.StoragePoolGetInfo(pool); err == nil && state == uint8(golibvirt.StoragePoolRunning) {
+		if err := l.StoragePoolDestroy(pool); err != nil {
+			return false, fmt.Errorf("stop pool %s at %s: %w", d.cfg.PoolName, old, err)
+		}
+	}
+	if err := l.StoragePoolUndefine(pool); err != nil {
+		return false, fmt.Errorf("undefine pool %s at %s: %w", d.cfg.PoolName, old, err)
+	}
+	d.log.Warn("storage pool pointed elsewhere; moving it to storage_pool (its old directory is left as it is)",
+		"pool", d.cfg.PoolName, "old", old, "dir", d.cfg.PoolDir)
+	return true, nil
+}
+
+// someOf lists at most n names, and says how many more there are.
+func someOf(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
+}
+
+// domainsUsing names the domains (corral's or not, running or only
+// defined) with a disk whose file lies under dir.
+func domainsUsing(l *golibvirt.Libvirt, dir string) ([]string, error) {
+	if dir == "" || dir == "/" || dir == "." {
+		return nil, nil
+	}
+	doms, _, err := l.ConnectListAllDomains(1, 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, dom := range doms {
+		x, err := l.DomainGetXMLDesc(dom, 0)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		var def libvirtxml.Domain
+		if def.Unmarshal(x) != nil || def.Devices == nil {
+			continue
+		}
+		for _, disk := range def.Devices.Disks {
+			if disk.Source == nil || disk.Source.File == nil {
+				continue
+			}
+			if rel, err := filepath.Rel(dir, disk.Source.File.File); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+				out = append(out, dom.Name)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // VolumePath is the path of a volume in the pool.

@@ -49,6 +49,35 @@ func (h *Host) LibvirtPath(p string) string {
 	return p
 }
 
+// copyLibvirtConfig copies the daemons' configuration files (*.conf) of
+// this machine's libvirt, and nothing it holds as state: no domain,
+// network, storage pool, secret, hook or autostart link (an earlier run of
+// corrald or of a test against the machine's libvirtd would otherwise leak
+// a pool or network into every lab host).
+func copyLibvirtConfig(src, dst string) error {
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".conf") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, fi.Mode().Perm()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // create makes the host's directories, configuration, network namespace and
 // link.
 func (h *Host) create(ctx context.Context) error {
@@ -57,7 +86,7 @@ func (h *Host) create(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := run(ctx, "cp", "-a", "/etc/libvirt/.", filepath.Join(h.Dir, "etc-libvirt")); err != nil {
+	if err := copyLibvirtConfig("/etc/libvirt", filepath.Join(h.Dir, "etc-libvirt")); err != nil {
 		return err
 	}
 	// All hosts share one cgroup tree, so libvirt must not manage cgroups;

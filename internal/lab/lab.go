@@ -1,6 +1,7 @@
 // Package lab is corral's testbed: N corral hosts on one machine. Each host
 // is a network namespace plus a mount namespace with private /run,
-// /var/lib/libvirt, /etc/libvirt, /var/log/libvirt, /etc/corral and
+// /var/lib/libvirt, /etc/libvirt (the machine's *.conf files only, none of
+// its libvirtd's state), /var/log/libvirt, /etc/corral and
 // /var/lib/corral, with its own virtlogd, virtlockd, libvirtd, fencer
 // (corral-fencer, from beside the corrald binary) and corrald.
 // Hosts reach each other through veth pairs on one bridge; a shared storage

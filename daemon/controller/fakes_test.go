@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/internal/notify"
+	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftstore"
 )
 
@@ -142,4 +144,15 @@ func setLabels(host, k, v string) raftstore.SetHostLabels {
 
 func placementOpts() placement.Options {
 	return placement.Options{Strategy: placement.Spread, CPUOvercommit: 4, MemoryOvercommit: 1}
+}
+
+// countingStore is a Memory store that counts reads of every VM.
+type countingStore struct {
+	*raftstore.Memory
+	vmReads atomic.Int64
+}
+
+func (s *countingStore) VMs() []model.VM {
+	s.vmReads.Add(1)
+	return s.Memory.VMs()
 }

@@ -18,6 +18,8 @@ type Store interface {
 	Image(name string) (model.Image, error)
 	Network(name string) (model.Network, error)
 	Cluster() model.Cluster
+	// Watch signals (coalesced) after every change to the state.
+	Watch() (<-chan struct{}, func())
 }
 
 // Raft is the consensus node as the controller uses it.

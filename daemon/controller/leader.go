@@ -241,6 +241,7 @@ func (l *Leader) lead(ctx context.Context) {
 	}
 	elected := l.clock.Now()
 	l.resetLiveness(elected)
+	defer l.live.stopWatching()
 	l.setLeading(true)
 	defer l.setLeading(false)
 	l.event(ctx, "leader", l.cfg.Self, "", "elected leader; every host counts as heard now, so none is declared dead before %v from now",
@@ -277,14 +278,32 @@ func (l *Leader) lead(ctx context.Context) {
 }
 
 // reconcile brings cluster state and Raft membership in line with gossip,
-// checks leases, and moves drains and failbacks along.
+// checks leases, moves drains and failbacks along, and forgets hosts and
+// VMs gone from state.
 func (l *Leader) reconcile(ctx context.Context) error {
 	peers := l.peers.Peers()
 	l.forgetVerifications(peers)
 	err := errors.Join(l.registerHosts(ctx, peers), l.reconcileRaft(ctx, peers))
 	l.checkLiveness(ctx, l.gossipDead())
 	l.driveMigrations(ctx)
+	l.forgetRemoved()
 	return err
+}
+
+// forgetRemoved drops the leader's in-memory entries (liveness,
+// migrations) of hosts and VMs no longer in state: one pass over state and
+// the maps, so they hold at most what state holds.
+func (l *Leader) forgetRemoved() {
+	hosts := map[string]model.Host{}
+	for _, h := range l.store.Hosts() {
+		hosts[h.Name] = h
+	}
+	vms := map[string]bool{}
+	for _, v := range l.store.VMs() {
+		vms[v.Name] = true
+	}
+	l.live.forget(hosts, vms)
+	l.mig.forget(hosts, vms)
 }
 
 // gossipDead says which hosts gossip has declared dead.

@@ -39,7 +39,9 @@ type LivenessConfig struct {
 }
 
 // liveness is the leader's view of hosts' leases, kept in memory only: a new
-// leader starts by treating every host as heard at its own election.
+// leader starts by treating every host as heard at its own election. Entries
+// of hosts and VMs that leave state are dropped by forget on the next
+// reconcile pass.
 type liveness struct {
 	mu        sync.Mutex
 	heard     map[string]time.Time // last renewal received (leader's monotonic clock)
@@ -52,7 +54,24 @@ type liveness struct {
 	// recovering maps a VM being recovered to when its host was declared
 	// dead, for the "recovered" event.
 	recovering map[string]recovery
-	reported   map[string]bool // "not recovered" already said, per vm@host
+	reported   map[onceKey]bool // events said once (see once)
+	// recoveryTried: when the guests of a fenced host were last tried
+	// (see recoveryDue); cleared whenever state changes.
+	recoveryTried map[string]time.Time
+	stateCh       <-chan struct{} // state changed (store.Watch)
+	stopWatch     func()
+}
+
+// onceKey names an event said once per leadership: what, and the host and
+// VM it is about (empty if none), so that forget drops it with them.
+type onceKey struct {
+	what, host, vm, detail string
+}
+
+// stoppedKey is the "not fenced after a clean stop" report of h's current
+// stop; a later stop has another key.
+func stoppedKey(h model.Host) onceKey {
+	return onceKey{what: "stopped", host: h.Name, detail: h.StoppedAt.String()}
 }
 
 type recovery struct {
@@ -72,10 +91,64 @@ func (l *Leader) resetLiveness(now time.Time) {
 	defer lv.mu.Unlock()
 	lv.heard, lv.renewedAt, lv.suspected, lv.armedAck = map[string]time.Time{}, map[string]time.Time{}, map[string]bool{}, map[string]bool{}
 	lv.fencing, lv.fenceOK, lv.fenceFail = map[string]bool{}, map[string]string{}, map[string]time.Time{}
-	lv.recovering, lv.reported = map[string]recovery{}, map[string]bool{}
+	lv.recovering, lv.reported, lv.recoveryTried = map[string]recovery{}, map[onceKey]bool{}, map[string]time.Time{}
+	if lv.stopWatch != nil {
+		lv.stopWatch()
+	}
+	lv.stateCh, lv.stopWatch = l.store.Watch()
 	for _, h := range l.store.Hosts() {
 		lv.heard[h.Name] = now
 		lv.armedAck[h.Name] = settled && !cl.HADisarmed
+	}
+}
+
+// stopWatching ends the state subscription of resetLiveness when
+// leadership ends.
+func (lv *liveness) stopWatching() {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.stopWatch != nil {
+		lv.stopWatch()
+	}
+	lv.stateCh, lv.stopWatch = nil, nil
+}
+
+// forget drops the entries of hosts and VMs no longer in state (a host
+// removed with corralctl host rm, a deleted VM), which would otherwise stay
+// for the whole leadership, and reports of clean stops that have ended. A
+// running fence command keeps its host's entry until it finishes; what it
+// writes then for a removed host goes on the next call.
+func (lv *liveness) forget(hosts map[string]model.Host, vms map[string]bool) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	dropMissing(lv.heard, hosts)
+	dropMissing(lv.renewedAt, hosts)
+	dropMissing(lv.suspected, hosts)
+	dropMissing(lv.armedAck, hosts)
+	dropMissing(lv.fenceOK, hosts)
+	dropMissing(lv.fenceFail, hosts)
+	dropMissing(lv.recoveryTried, hosts)
+	for h, running := range lv.fencing {
+		if _, ok := hosts[h]; !ok && !running {
+			delete(lv.fencing, h)
+		}
+	}
+	dropMissing(lv.recovering, vms)
+	for k := range lv.reported {
+		h, hostIn := hosts[k.host]
+		gone := k.host != "" && !hostIn || k.vm != "" && !vms[k.vm]
+		if gone || k.what == "stopped" && k != stoppedKey(h) {
+			delete(lv.reported, k)
+		}
+	}
+}
+
+// dropMissing deletes the entries of m whose key is not in in.
+func dropMissing[V, W any](m map[string]V, in map[string]W) {
+	for k := range m {
+		if _, ok := in[k]; !ok {
+			delete(m, k)
+		}
 	}
 }
 
@@ -173,6 +246,12 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 	lv := &l.live
 	lv.mu.Lock()
 	started := lv.heard != nil
+	select {
+	case <-lv.stateCh:
+		// Recovery of a fenced host may succeed now: try again (recoveryDue).
+		clear(lv.recoveryTried)
+	default:
+	}
 	lv.mu.Unlock()
 	if !started {
 		return // not leading (resetLiveness runs when leadership starts)
@@ -201,7 +280,7 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 			if !renewed.IsZero() && renewed.After(h.FencedAt) && age < 2*cfg.Interval {
 				l.welcomeBack(ctx, h)
 			} else {
-				l.recover(ctx, h.Name)
+				l.recover(ctx, h.Name, now)
 			}
 			continue
 		}
@@ -239,14 +318,13 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 		}
 		if age > cfg.TTL+cfg.Margin {
 			if stopped { // fence_command, when set, is on it (above)
-				if len(cfg.FenceCommand) == 0 && l.once("stopped@"+h.Name+"@"+h.StoppedAt.String()) {
+				if len(cfg.FenceCommand) == 0 && l.once(stoppedKey(h)) {
 					l.event(ctx, "not-fenced", h.Name, "", "corrald stopped cleanly at %s and has not returned; its guests may still run there, so they are not recovered until it returns (or fence_command, when configured, powers the host off)", h.StoppedAt.Format(time.RFC3339))
 				}
 				continue
 			}
 			if !armed {
-				key := "unacked@" + h.Name
-				if l.once(key) {
+				if l.once(onceKey{what: "unacked", host: h.Name}) {
 					l.event(ctx, "not-fenced", h.Name, "", "lease expired, but the host has not renewed since HA was armed; it may still run its guests, so they are not recovered until it returns or is fenced by fence_command")
 				}
 				continue
@@ -266,12 +344,13 @@ func capText(s string, n int) string {
 	return s
 }
 
-func (l *Leader) once(key string) bool {
+// once reports whether key is new this leadership, and remembers it.
+func (l *Leader) once(key onceKey) bool {
 	lv := &l.live
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if lv.reported == nil {
-		lv.reported = map[string]bool{}
+		lv.reported = map[onceKey]bool{}
 	}
 	if lv.reported[key] {
 		return false
@@ -332,20 +411,47 @@ func (l *Leader) declareDead(ctx context.Context, host, reason string, lastHeard
 	l.recoverAt(ctx, host, lastHeard, now)
 }
 
-func (l *Leader) recover(ctx context.Context, host string) {
+// recover tries again to recover the guests of a fenced host, when
+// recoveryDue says so.
+func (l *Leader) recover(ctx context.Context, host string, now time.Time) {
+	if !l.recoveryDue(host, now) {
+		return
+	}
 	h, err := l.store.Host(host)
 	if err != nil {
 		return
 	}
-	l.recoverAt(ctx, host, time.Time{}, h.FencedAt)
+	if err := l.recoverAt(ctx, host, time.Time{}, h.FencedAt); err != nil {
+		lv := &l.live
+		lv.mu.Lock()
+		delete(lv.recoveryTried, host) // a failed write is tried again on the next pass
+		lv.mu.Unlock()
+	}
+}
+
+// recoveryDue says whether to try the guests of a fenced host again. A try
+// scans every VM, and liveness passes run every fifth of an interval, so
+// a guest that fit nowhere is tried again only once state has changed since
+// the last try (checkLiveness then clears the marks) or after
+// ReconcileInterval, for what is not in state (lease views). The try in
+// declareDead, right after the fence, does not wait for this.
+func (l *Leader) recoveryDue(host string, now time.Time) bool {
+	lv := &l.live
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if last, ok := lv.recoveryTried[host]; ok && now.Sub(last) < l.cfg.ReconcileInterval {
+		return false
+	}
+	lv.recoveryTried[host] = now
+	return true
 }
 
 // recoverAt re-places the HA guests of a dead host by priority onto hosts
 // chosen by placement, in one Raft entry; the targets' host loops start them
 // (at most 4 at a time each, higher priority first). Guests that cannot move
 // are reported once: HA disabled, storage not shared, or no capacity (tried
-// again on every pass).
-func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declaredAt time.Time) {
+// again, see recoveryDue). It returns the error of the Raft write.
+func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declaredAt time.Time) error {
 	var vms []model.VM
 	for _, v := range l.store.VMs() {
 		if v.Host == host && !v.Deleting {
@@ -353,7 +459,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 		}
 	}
 	if len(vms) == 0 {
-		return
+		return nil
 	}
 	byPriority(vms)
 	idx := l.recoveryIndex()
@@ -361,7 +467,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 	var placed []model.VM
 	var targets []string
 	for _, v := range vms {
-		key := v.Name + "@" + host
+		key := onceKey{what: "not-recovered", host: host, vm: v.Name}
 		switch {
 		case !v.Spec.HA.Enabled:
 			if l.once(key) {
@@ -386,12 +492,12 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 		targets = append(targets, target)
 	}
 	if len(cmds) == 0 {
-		return
+		return nil
 	}
 	res, err := l.store.Apply(ctx, batchOf(cmds))
 	if err != nil {
 		l.log.Warn("recover", "host", host, "err", err)
-		return
+		return err
 	}
 	results, _ := res.(raftstore.BatchResult)
 	lv := &l.live
@@ -404,6 +510,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 		lv.mu.Unlock()
 		l.event(ctx, "recovering", targets[i], v.Name, "from %s (priority %d)", host, v.Spec.HA.Priority)
 	}
+	return nil
 }
 
 func batchOf(cmds []raftstore.Command) raftstore.Batch {

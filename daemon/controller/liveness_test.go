@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -454,5 +456,186 @@ func TestDrainMigratesInParallelAndRetriesElsewhere(t *testing.T) {
 		if v.Host != "h2" || v.Home != "" {
 			t.Fatalf("after failback %s: host %s home %s", v.Name, v.Host, v.Home)
 		}
+	}
+}
+
+// TestLeaderForgetsRemovedHostsAndVMs: what the leader keeps per host or
+// VM in memory (leases, fence results, events said once, recoveries,
+// failbacks, failed migration targets) goes once the host or VM has left
+// state, at the next reconcile pass; entries of hosts and VMs still in
+// state stay.
+func TestLeaderForgetsRemovedHostsAndVMs(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	e.vm(t, "pinned", "h3", 0, false) // HA disabled: stays on h3, reported once
+	e.vm(t, "moved", "h3", 0, true)
+	e.vm(t, "keep", "h2", 0, true)
+	e.step(500 * time.Millisecond) // every host renews once
+	for i := 0; i < 14; i++ {      // h3 dies, is fenced; "moved" is recovered, "pinned" reported
+		e.step(500*time.Millisecond, "h3")
+	}
+	if h, _ := e.r.store.Host("h3"); h.Mode != model.ModeFenced {
+		t.Fatalf("h3 not fenced: %+v", h)
+	}
+	// What the test cannot drive through real paths here.
+	lv := &e.l.live
+	lv.mu.Lock()
+	lv.fencing["h3"] = true // a fence command still running
+	lv.fenceOK["h3"], lv.fenceFail["h3"] = "powered off", e.clock.Now()
+	lv.mu.Unlock()
+	e.l.once(onceKey{what: "unacked", host: "h3"})
+	h3, _ := e.r.store.Host("h3")
+	h3.StoppedAt = e.clock.Now()
+	e.l.once(stoppedKey(h3))
+	e.l.once(onceKey{what: "failback", vm: "moved"})
+	e.l.once(onceKey{what: "failback", vm: "keep"})
+	h2, _ := e.r.store.Host("h2")
+	h2.StoppedAt = e.clock.Now() // a clean stop of h2 that has ended
+	e.l.once(stoppedKey(h2))
+	e.l.mig.setFailback("h3", true)
+	e.l.mig.markFailed("moved", "h1")
+	e.l.mig.markFailed("keep", "h1")
+
+	// Both VMs are deleted, then h3 is removed.
+	moved, _ := e.r.store.VM("moved")
+	for _, v := range []struct {
+		name, host string
+		gen        uint64
+	}{{"pinned", "h3", 1}, {"moved", moved.Host, moved.Generation}} {
+		e.r.store.Apply(ctx, raftstore.DeleteVM{Name: v.name})
+		e.r.store.Apply(ctx, raftstore.ReportVMs{Host: v.host, Reports: []raftstore.VMReport{{Name: v.name, Generation: v.gen, State: model.StateDeleted}}})
+	}
+	e.peers.set(Peer{Name: "h3", State: PeerDead})
+	if _, err := e.l.RemoveHost(ctx, NameRequest{Name: "h3"}); err != nil {
+		t.Fatal(err)
+	}
+	gone := func(m memEntry) bool { return m.host == "h3" || m.vm == "pinned" || m.vm == "moved" }
+	had := map[string]bool{}
+	for _, m := range leaderMemory(e.l) {
+		if gone(m) {
+			had[m.table] = true
+		}
+	}
+	for _, table := range []string{"heard", "renewedAt", "suspected", "armedAck", "fencing", "fenceOK", "fenceFail",
+		"recoveryTried", "recovering", "reported", "failback", "failed"} {
+		if !had[table] {
+			t.Fatalf("the test left %s without an entry for h3, pinned or moved: %v", table, leaderMemory(e.l))
+		}
+	}
+
+	e.l.reconcile(ctx)
+	for _, m := range leaderMemory(e.l) {
+		if gone(m) && (m.table != "fencing" || m.host != "h3") {
+			t.Errorf("kept after its host or VM left state: %+v", m)
+		}
+	}
+	// The fence command finishes (it writes its result) after the removal:
+	// the next pass drops that too.
+	lv.mu.Lock()
+	lv.fencing["h3"], lv.fenceFail["h3"] = false, e.clock.Now()
+	lv.mu.Unlock()
+	e.l.reconcile(ctx)
+	kept := map[memEntry]bool{}
+	for _, m := range leaderMemory(e.l) {
+		if gone(m) {
+			t.Errorf("kept after the fence command ended: %+v", m)
+		}
+		kept[m] = true
+	}
+	for _, m := range []memEntry{{table: "heard", host: "h1"}, {table: "heard", host: "h2"}, {table: "armedAck", host: "h2"},
+		{table: "reported", vm: "keep"}, {table: "failed", vm: "keep"}} {
+		if !kept[m] {
+			t.Errorf("%+v dropped though its host or VM is in state", m)
+		}
+	}
+	if kept[memEntry{table: "reported", host: "h2"}] {
+		t.Error("the report of a clean stop of h2 that has ended is kept")
+	}
+}
+
+// memEntry is one entry of the leader's in-memory maps: the map, and the
+// host and VM it is about.
+type memEntry struct{ table, host, vm string }
+
+func leaderMemory(l *Leader) []memEntry {
+	var out []memEntry
+	hosts := func(table string, keys []string) {
+		for _, k := range keys {
+			out = append(out, memEntry{table: table, host: k})
+		}
+	}
+	vms := func(table string, keys []string) {
+		for _, k := range keys {
+			out = append(out, memEntry{table: table, vm: k})
+		}
+	}
+	lv := &l.live
+	lv.mu.Lock()
+	hosts("heard", slices.Collect(maps.Keys(lv.heard)))
+	hosts("renewedAt", slices.Collect(maps.Keys(lv.renewedAt)))
+	hosts("suspected", slices.Collect(maps.Keys(lv.suspected)))
+	hosts("armedAck", slices.Collect(maps.Keys(lv.armedAck)))
+	hosts("fencing", slices.Collect(maps.Keys(lv.fencing)))
+	hosts("fenceOK", slices.Collect(maps.Keys(lv.fenceOK)))
+	hosts("fenceFail", slices.Collect(maps.Keys(lv.fenceFail)))
+	hosts("recoveryTried", slices.Collect(maps.Keys(lv.recoveryTried)))
+	vms("recovering", slices.Collect(maps.Keys(lv.recovering)))
+	for k := range lv.reported {
+		out = append(out, memEntry{table: "reported", host: k.host, vm: k.vm})
+	}
+	lv.mu.Unlock()
+	m := &l.mig
+	m.mu.Lock()
+	hosts("failback", slices.Collect(maps.Keys(m.failback)))
+	vms("failed", slices.Collect(maps.Keys(m.failed)))
+	m.mu.Unlock()
+	return out
+}
+
+// TestFencedHostRecoveryRetriedOnChange: a guest of a fenced host that fits
+// nowhere is tried again (a scan of every VM) when state changes or
+// ReconcileInterval has passed, not on every liveness pass.
+func TestFencedHostRecoveryRetriedOnChange(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	store := &countingStore{Memory: e.r.store}
+	e.l.store = store
+	spec := model.VMSpec{VCPUs: 1, MemoryMiB: 16384, Disks: []model.DiskSpec{{SizeMiB: 10}}, HA: model.DefaultHA()} // hosts have 8 GiB
+	if _, err := e.r.store.Apply(ctx, raftstore.CreateVM{VM: model.VM{ID: "id-big", Name: "big", Host: "h3", Spec: spec}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 14; i++ {
+		e.step(500*time.Millisecond, "h3")
+	}
+	if h, _ := e.r.store.Host("h3"); h.Mode != model.ModeFenced {
+		t.Fatal("h3 not fenced")
+	}
+	if nr := e.events("not-recovered"); len(nr) != 1 {
+		t.Fatalf("not-recovered: %v", nr)
+	}
+	quiet := func(what string) {
+		t.Helper()
+		before := store.vmReads.Load()
+		for i := 0; i < 40; i++ { // 400 ms, within ReconcileInterval (1 s)
+			e.step(10*time.Millisecond, "h3")
+		}
+		if n := store.vmReads.Load() - before; n != 0 {
+			t.Fatalf("%s: %d reads of every VM in 40 liveness passes without a state change", what, n)
+		}
+	}
+	quiet("after the fence")
+	e.clock.Advance(time.Second) // ReconcileInterval
+	before := store.vmReads.Load()
+	e.step(0, "h3")
+	if store.vmReads.Load() == before {
+		t.Fatal("not tried again after ReconcileInterval")
+	}
+	quiet("after the periodic try")
+	// A host with room registers: the next pass tries, and recovers.
+	e.peers.set(Peer{Name: "h4", State: PeerAlive, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 32768}})
+	e.l.registerHosts(ctx, e.peers.Peers())
+	e.step(10*time.Millisecond, "h3")
+	if v, _ := e.r.store.VM("big"); v.Host != "h4" {
+		t.Fatalf("not recovered onto h4 after it registered: %+v", v)
 	}
 }

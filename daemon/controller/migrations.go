@@ -39,7 +39,8 @@ const maxMigrationAttempts = 3
 
 // migrations is the leader's memory of failbacks in progress and of
 // targets that failed a VM. It is lost with leadership; the next leader
-// starts afresh (a drain itself is in state and carries on).
+// starts afresh (a drain itself is in state and carries on). Entries of
+// hosts and VMs that leave state are dropped by forget.
 type migrations struct {
 	mu       sync.Mutex
 	failback map[string]bool            // host -> move its former VMs back
@@ -85,6 +86,15 @@ func (m *migrations) clearFailed(vm string) {
 	defer m.mu.Unlock()
 	m.init()
 	delete(m.failed, vm)
+}
+
+// forget drops the failbacks of hosts and the failed targets of VMs no
+// longer in state.
+func (m *migrations) forget(hosts map[string]model.Host, vms map[string]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	dropMissing(m.failback, hosts)
+	dropMissing(m.failed, vms)
 }
 
 // failedTargets returns a copy of the targets that failed vm.
@@ -300,7 +310,7 @@ func (l *Leader) driveMigrations(ctx context.Context) {
 					continue
 				}
 				if err := l.startMigration(ctx, v, h.Name, "failback"); err != nil {
-					if l.once("failback:" + v.Name) {
+					if l.once(onceKey{what: "failback", vm: v.Name}) {
 						l.event(ctx, "migration-failed", v.Host, v.Name, "failback to %s: %v", h.Name, err)
 					}
 					continue
@@ -351,7 +361,7 @@ func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, pa
 		err := l.startMigration(ctx, v, "", "drain")
 		var nf *placement.NoFitError
 		if errors.As(err, &nf) {
-			if l.once("drainfit:" + v.Name + ":" + fmt.Sprint(failed)) {
+			if l.once(onceKey{what: "drainfit", vm: v.Name, detail: fmt.Sprint(failed)}) {
 				l.event(ctx, "migration-failed", h.Name, v.Name, "no target: %v", err)
 			}
 			stuck++

@@ -379,10 +379,10 @@ func TestRemoveHost(t *testing.T) {
 			gone = h
 		}
 	}
-	if err := leader.client.RemoveHost(ctxT(t), gone.cfg.Name); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "alive") {
+	if err := leader.client.RemoveHost(ctxT(t), gone.cfg.Name, false); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "alive") {
 		t.Fatalf("removing a live host: %v", err)
 	}
-	if err := leader.client.RemoveHost(ctxT(t), leader.cfg.Name); !errors.Is(err, api.ErrConflict) {
+	if err := leader.client.RemoveHost(ctxT(t), leader.cfg.Name, false); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("removing the leader: %v", err)
 	}
 	oldID := gone.d.id
@@ -401,7 +401,7 @@ func TestRemoveHost(t *testing.T) {
 			other = h
 		}
 	}
-	if err := other.client.RemoveHost(ctxT(t), gone.cfg.Name); err != nil {
+	if err := other.client.RemoveHost(ctxT(t), gone.cfg.Name, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := other.d.store.Host(gone.cfg.Name); !errors.Is(err, model.ErrNotFound) {

@@ -171,8 +171,8 @@ func (b backend) DrainHost(ctx context.Context, name string) (api.Host, error) {
 	return b.Host(ctx, name)
 }
 
-func (b backend) RemoveHost(ctx context.Context, name string) error {
-	if _, err := forward(ctx, b.d, mHostRemove, controller.NameRequest{Name: name}); err != nil {
+func (b backend) RemoveHost(ctx context.Context, name string, force bool) error {
+	if _, err := forward(ctx, b.d, mHostRemove, controller.RemoveHostRequest{Name: name, Force: force}); err != nil {
 		return err
 	}
 	b.d.waitState(ctx, func() bool { _, err := b.d.store.Host(name); return errors.Is(err, model.ErrNotFound) })

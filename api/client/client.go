@@ -149,8 +149,13 @@ func (c *Client) DrainHost(ctx context.Context, name string) (api.Host, error) {
 }
 
 // RemoveHost forgets a stopped, empty host and revokes its certificate.
-func (c *Client) RemoveHost(ctx context.Context, name string) error {
-	return c.Do(ctx, http.MethodDelete, "/v1/hosts/"+url.PathEscape(name), nil, nil)
+// With force, the VMs of a dead (fenced) host move to other hosts, stopped.
+func (c *Client) RemoveHost(ctx context.Context, name string, force bool) error {
+	path := "/v1/hosts/" + url.PathEscape(name)
+	if force {
+		path += "?force=true"
+	}
+	return c.Do(ctx, http.MethodDelete, path, nil, nil)
 }
 
 // RestoreHost returns a host to service; with failback its former VMs

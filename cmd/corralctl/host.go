@@ -171,14 +171,15 @@ func (c *cli) hostRestore() *cobra.Command {
 }
 
 func (c *cli) hostRemove() *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "rm NAME",
 		Short: "Remove a host for good: out of state and Raft, its certificate revoked (drain it and stop its corrald first)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := c.ctx()
 			defer cancel()
-			if err := c.client().RemoveHost(ctx, args[0]); err != nil {
+			if err := c.client().RemoveHost(ctx, args[0], force); err != nil {
 				return err
 			}
 			return c.print(map[string]string{"host": args[0], "state": "removed"}, func(w *tabwriter.Writer) {
@@ -186,6 +187,8 @@ func (c *cli) hostRemove() *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "the host is dead (fenced) and still has VMs: move them to other hosts, stopped")
+	return cmd
 }
 
 func parseLabelArgs(args []string) (api.HostLabelsRequest, error) {

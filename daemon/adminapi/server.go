@@ -32,7 +32,7 @@ type Backend interface {
 	Host(ctx context.Context, name string) (api.Host, error)
 	SetHostLabels(ctx context.Context, name string, req api.HostLabelsRequest) (api.Host, error)
 	DrainHost(ctx context.Context, name string) (api.Host, error)
-	RemoveHost(ctx context.Context, name string) error
+	RemoveHost(ctx context.Context, name string, force bool) error
 	RestoreHost(ctx context.Context, name string, req api.HostRestoreRequest) (api.Host, error)
 	SetHA(ctx context.Context, req api.HARequest) (api.Status, error)
 	JoinTokens(ctx context.Context) ([]api.JoinToken, error)
@@ -115,7 +115,11 @@ func (s *Server) routes() []route {
 			if err != nil {
 				return nil, err
 			}
-			return struct{}{}, s.b.RemoveHost(r.Context(), name)
+			force, err := boolParam(r, "force")
+			if err != nil {
+				return nil, err
+			}
+			return struct{}{}, s.b.RemoveHost(r.Context(), name, force)
 		}},
 		{"POST /v1/hosts/{name}/drain", func(r *http.Request) (any, error) {
 			name, err := hostName(r)

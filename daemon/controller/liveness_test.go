@@ -506,7 +506,7 @@ func TestLeaderForgetsRemovedHostsAndVMs(t *testing.T) {
 		e.r.store.Apply(ctx, raftstore.ReportVMs{Host: v.host, Reports: []raftstore.VMReport{{Name: v.name, Generation: v.gen, State: model.StateDeleted}}})
 	}
 	e.peers.set(Peer{Name: "h3", State: PeerDead})
-	if _, err := e.l.RemoveHost(ctx, NameRequest{Name: "h3"}); err != nil {
+	if _, err := e.l.RemoveHost(ctx, RemoveHostRequest{Name: "h3"}); err != nil {
 		t.Fatal(err)
 	}
 	gone := func(m memEntry) bool { return m.host == "h3" || m.vm == "pinned" || m.vm == "moved" }
@@ -637,5 +637,66 @@ func TestFencedHostRecoveryRetriedOnChange(t *testing.T) {
 	e.step(10*time.Millisecond, "h3")
 	if v, _ := e.r.store.VM("big"); v.Host != "h4" {
 		t.Fatalf("not recovered onto h4 after it registered: %+v", v)
+	}
+}
+
+// TestRemoveHostForce: a host with VMs is removed only with force, only
+// once it is fenced (its guests surely stopped), and then its VMs move to
+// other hosts, stopped; a VM being deleted is forgotten with it.
+func TestRemoveHostForce(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	e.vm(t, "pinned", "h3", 0, false) // HA disabled: stays on the dead host
+	e.vm(t, "doomed", "h3", 0, false)
+	e.r.store.Apply(ctx, raftstore.MarkVMDelete{Name: "doomed"})
+	e.step(500 * time.Millisecond)
+	e.peers.set(Peer{Name: "h3", State: PeerDead})
+	e.step(500*time.Millisecond, "h3") // late, not fenced yet
+	if _, err := e.l.RemoveHost(ctx, RemoveHostRequest{Name: "h3"}); !errors.Is(err, model.ErrConflict) || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("removed a host with VMs without force: %v", err)
+	}
+	if _, err := e.l.RemoveHost(ctx, RemoveHostRequest{Name: "h3", Force: true}); !errors.Is(err, model.ErrConflict) || !strings.Contains(err.Error(), "not fenced") {
+		t.Fatalf("forced the removal of a host that may still run its guests: %v", err)
+	}
+	for i := 0; i < 14; i++ {
+		e.step(500*time.Millisecond, "h3")
+	}
+	if h, _ := e.r.store.Host("h3"); h.Mode != model.ModeFenced {
+		t.Fatalf("h3 not fenced: %+v", h)
+	}
+	if v, _ := e.r.store.VM("pinned"); v.Host != "h3" {
+		t.Fatalf("an HA-disabled VM moved by itself: %+v", v)
+	}
+	if _, err := e.l.RemoveHost(ctx, RemoveHostRequest{Name: "h3", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.r.store.Host("h3"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("h3 still in state: %v", err)
+	}
+	v, err := e.r.store.VM("pinned")
+	if err != nil || v.Host == "h3" || v.Host == "" || v.Desired != model.PowerStopped {
+		t.Fatalf("pinned after force removal: %+v %v", v, err)
+	}
+	if _, err := e.r.store.VM("doomed"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("a VM being deleted outlived its removed host: %v", err)
+	}
+}
+
+// Without shared storage the disks are on the dead host only: force moves
+// nothing.
+func TestRemoveHostForceNeedsSharedStorage(t *testing.T) {
+	e := newLiveEnv(t, func(c *LivenessConfig) { c.SharedStorage = false })
+	ctx := context.Background()
+	e.vm(t, "local", "h3", 0, true)
+	e.step(500 * time.Millisecond)
+	e.peers.set(Peer{Name: "h3", State: PeerDead})
+	for i := 0; i < 14; i++ {
+		e.step(500*time.Millisecond, "h3")
+	}
+	if _, err := e.l.RemoveHost(ctx, RemoveHostRequest{Name: "h3", Force: true}); !errors.Is(err, model.ErrConflict) || !strings.Contains(err.Error(), "not shared") {
+		t.Fatalf("force without shared storage: %v", err)
+	}
+	if v, _ := e.r.store.VM("local"); v.Host != "h3" {
+		t.Fatalf("moved: %+v", v)
 	}
 }

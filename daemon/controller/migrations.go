@@ -133,12 +133,20 @@ func (l *Leader) DrainHost(ctx context.Context, req NameRequest) (model.Host, er
 	return l.store.Host(h.Name)
 }
 
+// RemoveHostRequest names a host to remove. Force moves the VMs still
+// assigned to it to other hosts, stopped, and is only accepted for a host
+// declared dead (fenced: its guests cannot run there any more).
+type RemoveHostRequest struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
+}
+
 // RemoveHost forgets a host for good: it leaves cluster state and the Raft
 // configuration, and the certificates issued to its name until now are
 // revoked (the name may join again later with a new token). Refused for
 // this host, for a host gossip sees alive (stop its corrald first) and for
-// a host with VMs (drain it first).
-func (l *Leader) RemoveHost(ctx context.Context, req NameRequest) (model.Host, error) {
+// a host with VMs (drain it first) unless Force (see forceMoves).
+func (l *Leader) RemoveHost(ctx context.Context, req RemoveHostRequest) (model.Host, error) {
 	if err := l.ready(); err != nil {
 		return model.Host{}, err
 	}
@@ -154,9 +162,35 @@ func (l *Leader) RemoveHost(ctx context.Context, req NameRequest) (model.Host, e
 			return h, fmt.Errorf("host %q is alive; stop corrald on it first (drain it before, if it runs VMs): %w", h.Name, model.ErrConflict)
 		}
 	}
+	var left []model.VM
 	for _, v := range l.store.VMs() {
 		if v.Host == h.Name {
-			return h, fmt.Errorf("host %q still has VM %q; drain it (or delete its VMs) first: %w", h.Name, v.Name, model.ErrConflict)
+			left = append(left, v)
+		}
+	}
+	if len(left) > 0 && !req.Force {
+		return h, fmt.Errorf("host %q still has VM %q (and %d more); drain it or delete its VMs first, or, if the host is dead, remove it with --force to move them elsewhere, stopped: %w",
+			h.Name, left[0].Name, len(left)-1, model.ErrConflict)
+	}
+	if len(left) > 0 {
+		cmds, err := l.forceMoves(h, left)
+		if err != nil {
+			return h, err
+		}
+		res, err := l.store.Apply(ctx, batchOf(cmds))
+		if err != nil {
+			return h, err
+		}
+		if results, _ := res.(raftstore.BatchResult); errors.Join(results...) != nil {
+			return h, errors.Join(results...)
+		}
+		for _, c := range cmds {
+			switch c := c.(type) {
+			case raftstore.PlaceVM:
+				l.event(ctx, "moved", c.Host, c.Name, "from %s, removed by force; stopped: start it when ready", h.Name)
+			case raftstore.DeleteVM:
+				l.event(ctx, "deleted", h.Name, c.Name, "removed from cluster state with its host (it was being deleted)")
+			}
 		}
 	}
 	servers, err := l.raft.Servers()
@@ -175,6 +209,38 @@ func (l *Leader) RemoveHost(ctx context.Context, req NameRequest) (model.Host, e
 	}
 	l.event(ctx, "removed", h.Name, "", "host removed; its certificates are revoked")
 	return h, nil
+}
+
+// forceMoves says what host rm --force does to the VMs left on h: each is
+// stopped and placed on another host (a VM being deleted is forgotten, as
+// vm delete --force would). Only for a fenced host, whose guests surely
+// no longer run, so that nothing widens the window for a second copy; and
+// only with shared storage, where the disks are. A VM that fits nowhere
+// refuses the whole removal.
+func (l *Leader) forceMoves(h model.Host, vms []model.VM) ([]raftstore.Command, error) {
+	if h.Mode != model.ModeFenced {
+		return nil, fmt.Errorf("host %q is %s, not fenced: its guests may still run there, so --force moves nothing off it; "+
+			"wait until the leader declares it dead (or fence_command powers it off): %w", h.Name, h.Mode, model.ErrConflict)
+	}
+	if !l.cfg.Liveness.SharedStorage {
+		return nil, fmt.Errorf("storage is not shared (shared_storage = false): the disks of VM %q are only on %s; delete its VMs (vm delete --force) first: %w",
+			vms[0].Name, h.Name, model.ErrConflict)
+	}
+	idx := l.index()
+	var cmds []raftstore.Command
+	for _, v := range vms {
+		if v.Deleting {
+			cmds = append(cmds, raftstore.DeleteVM{Name: v.Name})
+			continue
+		}
+		target, err := idx.Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{h.Name: true}})
+		if err != nil {
+			return nil, fmt.Errorf("vm %q from %s: %w", v.Name, h.Name, err)
+		}
+		cmds = append(cmds, raftstore.SetVMPower{Name: v.Name, Desired: model.PowerStopped},
+			raftstore.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation})
+	}
+	return cmds, nil
 }
 
 // RestoreHost returns a host in maintenance to service.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -240,6 +241,10 @@ type Actual struct {
 	Message string    `json:"message,omitempty"`
 	// Restarts counts local restarts after crashes in the current window.
 	Restarts int `json:"restarts,omitempty"`
+	// RestartTimes are those restarts' times (UTC, oldest first, at most
+	// the VM's max_restart): a restarted corrald on Host counts on from
+	// them while Generation is still the VM's.
+	RestartTimes []time.Time `json:"restart_times,omitempty"`
 	// SpecVersion is the spec version the running domain was defined with.
 	SpecVersion uint64    `json:"spec_version,omitempty"`
 	UpdatedAt   time.Time `json:"updated_at,omitzero"`
@@ -288,6 +293,7 @@ type Migration struct {
 // Clone returns a deep copy of v.
 func (v VM) Clone() VM {
 	v.Spec = v.Spec.Clone()
+	v.Actual.RestartTimes = slices.Clone(v.Actual.RestartTimes)
 	if v.Migration != nil {
 		m := *v.Migration
 		v.Migration = &m

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -242,6 +243,7 @@ func (s *State) finishMigration(c FinishMigration) error {
 		v.Generation++
 		v.Migration = nil
 		v.Actual.Host, v.Actual.Generation = c.Target, v.Generation
+		v.Actual.Restarts, v.Actual.RestartTimes = 0, nil // the target counts its own
 		return nil
 	})
 }
@@ -368,6 +370,7 @@ func (s *State) setVMPower(c SetVMPower) error {
 		if c.ClearFailed {
 			v.Failed = ""
 			v.Relocations = 0
+			v.Actual.Restarts, v.Actual.RestartTimes = 0, nil
 		}
 		return nil
 	})
@@ -385,12 +388,24 @@ func (s *State) resizeVM(c ResizeVM) error {
 }
 
 // reportVMs applies the reports that match the VM's current placement and
-// returns how many it applied.
+// returns how many it applied. Restart times come from the network: more
+// than the VM's max_restart refuse the whole command before anything
+// changes.
 func (s *State) reportVMs(c ReportVMs) any {
+	current := func(r VMReport) (model.VM, bool) {
+		v, ok := s.vms[r.Name]
+		return v, ok && v.Host == c.Host && v.Generation == r.Generation
+	}
+	for _, r := range c.Reports {
+		if v, ok := current(r); ok && len(r.RestartTimes) > v.Spec.HA.MaxRestart {
+			return fmt.Errorf("vm %q: report has %d restart times, max_restart is %d: %w",
+				r.Name, len(r.RestartTimes), v.Spec.HA.MaxRestart, model.ErrInvalid)
+		}
+	}
 	applied := 0
 	for _, r := range c.Reports {
-		v, ok := s.vms[r.Name]
-		if !ok || v.Host != c.Host || v.Generation != r.Generation {
+		v, ok := current(r)
+		if !ok {
 			continue // stale: the VM moved, was replaced or is gone
 		}
 		if r.State == model.StateDeleted {
@@ -404,7 +419,7 @@ func (s *State) reportVMs(c ReportVMs) any {
 		v = v.Clone()
 		v.Actual = model.Actual{
 			State: r.State, Host: c.Host, Generation: r.Generation, Since: r.Since, Message: r.Message,
-			Restarts: r.Restarts, SpecVersion: r.SpecVersion, UpdatedAt: c.Time,
+			Restarts: r.Restarts, RestartTimes: slices.Clone(r.RestartTimes), SpecVersion: r.SpecVersion, UpdatedAt: c.Time,
 		}
 		s.vms[v.Name] = v
 		applied++

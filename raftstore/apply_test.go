@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,30 @@ func TestApplyRules(t *testing.T) {
 					t.Errorf("actual = %+v", a)
 				}
 			}},
+		{name: "report keeps restart times",
+			setup: haSetup(),
+			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 2, RestartTimes: []time.Time{t0, t0.Add(time.Minute)}}}},
+			check: func(t *testing.T, s *State) {
+				if a := s.vms["v"].Actual; a.Restarts != 2 || len(a.RestartTimes) != 2 || !a.RestartTimes[1].Equal(t0.Add(time.Minute)) {
+					t.Errorf("actual = %+v", a)
+				}
+			}},
+		// Restart times come from the network: more than max_restart (3
+		// here) refuse the whole command, the good report in it too.
+		{name: "report with more restart times than max_restart",
+			setup: haSetup(),
+			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning},
+				{Name: "v", Generation: 1, State: model.StateCrashed, Restarts: 4, RestartTimes: make([]time.Time, 4)}}},
+			wantErr: model.ErrInvalid},
+		{name: "start clears reported restarts",
+			setup: append(haSetup(), ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateCrashed, Restarts: 3, RestartTimes: []time.Time{t0, t0, t0}}}},
+				FailVM{Name: "v", Generation: 1, Reason: "crash loop"}),
+			cmd: SetVMPower{Name: "v", Desired: model.PowerRunning, ClearFailed: true},
+			check: func(t *testing.T, s *State) {
+				if v := s.vms["v"]; v.Failed != "" || v.Actual.Restarts != 0 || v.Actual.RestartTimes != nil {
+					t.Errorf("vm = %+v", v)
+				}
+			}},
 		{name: "deleted report forgets a deleting vm",
 			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}, MarkVMDelete{Name: "v"}},
 			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
@@ -175,6 +200,15 @@ func TestApplyRules(t *testing.T) {
 				if v.Host != "b" || v.Generation != 2 || v.Migration != nil || v.Home != "a" || v.Actual.State != model.StateRunning ||
 					!v.Actual.Since.Equal(time.Unix(50, 0)) || v.Actual.Generation != 2 {
 					t.Errorf("vm %+v", v)
+				}
+			}},
+		{name: "finished migration counts restarts from zero", setup: append(haSetup(), RegisterHost{Host: testHost("b")},
+			ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 1, RestartTimes: []time.Time{t0}}}},
+			StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
+			cmd: FinishMigration{Name: "v", Generation: 1, Target: "b"},
+			check: func(t *testing.T, s *State) {
+				if a := s.vms["v"].Actual; a.Host != "b" || a.Restarts != 0 || a.RestartTimes != nil {
+					t.Errorf("actual = %+v", a)
 				}
 			}},
 		{name: "finish a migration to another target", setup: append(migrationSetup(), StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
@@ -256,6 +290,13 @@ func migrationSetup() []Command {
 	v := testVM("v")
 	v.Host = "a"
 	return []Command{RegisterHost{Host: testHost("a")}, RegisterHost{Host: testHost("b")}, CreateVM{VM: v}}
+}
+
+// haSetup: VM v with the default HA policy (max_restart 3), placed on a.
+func haSetup() []Command {
+	v := testVM("v")
+	v.Host, v.Spec.HA = "a", model.DefaultHA()
+	return []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: v}}
 }
 
 func TestEventsAreNumberedAndBounded(t *testing.T) {
@@ -386,12 +427,18 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		v := testVM(fmt.Sprintf("vm%03d", i))
 		v.Host = fmt.Sprintf("h%d", i%5)
 		v.Spec.Labels = map[string]string{"app": "web"}
+		v.Spec.HA = model.DefaultHA()
 		cmds = append(cmds, CreateVM{VM: v})
 	}
 	for i, r := range applyAll(t, f, cmds...) {
 		if r != nil {
 			t.Fatalf("cmd %d: %v", i, r)
 		}
+	}
+	restarts := []time.Time{t0.Add(time.Second), t0.Add(time.Minute + 123456789)}
+	if r := applyAll(t, f, ReportVMs{Host: "h1", Time: t0, Reports: []VMReport{
+		{Name: "vm001", Generation: 1, State: model.StateRunning, Restarts: 2, RestartTimes: restarts}}}); r[0] != 1 {
+		t.Fatalf("report: %v", r[0])
 	}
 	snap, err := f.Snapshot()
 	if err != nil {
@@ -416,6 +463,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	if g.state.vmIDs["id-vm001"] != "vm001" {
 		t.Fatal("restore did not rebuild the id index")
+	}
+	if got := g.state.vms["vm001"].Actual.RestartTimes; !slices.EqualFunc(got, restarts, time.Time.Equal) {
+		t.Fatalf("restored restart times %v, want %v", got, restarts)
 	}
 }
 
@@ -451,7 +501,7 @@ func FuzzDecode(f *testing.F) {
 		PlaceVM{Name: "v", Host: "a", Generation: 3, Relocation: true}, DeleteVM{Name: "v"},
 		SetVMPower{Name: "v", Desired: model.PowerStopped, ClearFailed: true}, RestartVM{Name: "v"},
 		ResizeVM{Name: "v", VCPUs: 2, MemoryMiB: 64}, MarkVMDelete{Name: "v"},
-		ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning}}},
+		ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 1, RestartTimes: []time.Time{time.Unix(7, 8)}}}},
 		FailVM{Name: "v", Generation: 1, Reason: "r"}, PutImage{Image: model.Image{Name: "i", Format: "raw"}},
 		DeleteImage{Name: "i"}, AddEvents{Events: []model.Event{{Kind: "k"}}},
 		FenceHost{Name: "a", Reason: "r"}, SetHostDraining{Name: "a", Draining: true},

@@ -123,8 +123,9 @@ type DeleteVM struct {
 	Name string `json:"name"`
 }
 
-// SetVMPower sets the desired power state; ClearFailed forgets a failure
-// and the relocation count (an operator's start).
+// SetVMPower sets the desired power state; ClearFailed forgets a failure,
+// the relocation count and the reported crash restarts (an operator's
+// start).
 type SetVMPower struct {
 	Name        string           `json:"name"`
 	Desired     model.PowerState `json:"desired"`
@@ -159,11 +160,16 @@ type VMReport struct {
 	Message     string        `json:"message,omitempty"`
 	Restarts    int           `json:"restarts,omitempty"`
 	SpecVersion uint64        `json:"spec_version,omitempty"`
+	// RestartTimes are the times of the crash restarts Restarts counts
+	// (model.Actual.RestartTimes); at most the VM's max_restart.
+	RestartTimes []time.Time `json:"restart_times,omitempty"`
 }
 
 // ReportVMs records reports from Host. A report is applied only while the
 // VM is placed on Host with the report's generation; others are stale and
-// ignored. A "deleted" report about a VM being deleted forgets the VM.
+// ignored. A "deleted" report about a VM being deleted forgets the VM. A
+// report with more restart times than the VM's max_restart refuses the
+// whole command (model.ErrInvalid).
 type ReportVMs struct {
 	Host    string     `json:"host"`
 	Time    time.Time  `json:"time"`
@@ -219,7 +225,8 @@ type StartMigration struct {
 
 // FinishMigration moves a VM's placement to the migration's target once
 // libvirt reported success: the generation is bumped and the actual state
-// (running since...) carried over.
+// (running since...) carried over, except the crash restarts: the target
+// counts its own from zero.
 type FinishMigration struct {
 	Name       string `json:"name"`
 	Generation uint64 `json:"generation"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -114,7 +115,7 @@ type vmTrack struct {
 	gen         uint64
 	busy        bool
 	seenRunning bool        // observed running (so a stop we did not cause is a crash)
-	restarts    []time.Time // crash restarts in the current window
+	restarts    []time.Time // crash restarts in the current window, reported to state
 	failed      string
 	relocating  bool
 	lastErr     string
@@ -169,14 +170,32 @@ func (h *HostLoop) Run(ctx context.Context) error {
 	}
 }
 
-func (h *HostLoop) trackOf(v model.VM) *vmTrack {
+func (h *HostLoop) trackOf(v model.VM, now time.Time) *vmTrack {
 	t, ok := h.track[v.Name]
 	if !ok || t.id != v.ID || t.gen != v.Generation {
-		// A new VM, or a new placement: forget what we knew.
+		// A new VM, or a new placement: forget what we knew. But crash
+		// restarts this host reported for this placement still count (a
+		// corrald restart must not reset a crash loop's budget).
 		t = &vmTrack{id: v.ID, gen: v.Generation}
+		if v.Actual.Host == h.cfg.Self && v.Actual.Generation == v.Generation {
+			t.restarts = inWindow(v, v.Actual.RestartTimes, now)
+		}
 		h.track[v.Name] = t
 	}
 	return t
+}
+
+// inWindow returns, in a new slice, the restarts within v's restart window
+// at now. A time after now (a clock stepped back) is dropped.
+func inWindow(v model.VM, restarts []time.Time, now time.Time) []time.Time {
+	window := time.Duration(v.Spec.HA.RestartWindowSec) * time.Second
+	var kept []time.Time
+	for _, at := range restarts {
+		if d := now.Sub(at); d >= 0 && d < window {
+			kept = append(kept, at)
+		}
+	}
+	return kept
 }
 
 // reconcile compares once and launches what must be done.
@@ -216,15 +235,20 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 		if t, ok := h.track[v.Name]; ok && t.busy {
 			continue // one operation per name at a time, whatever it is for
 		}
-		t := h.trackOf(v)
+		t := h.trackOf(v, now)
 		dom, exists := byName[v.Name]
 		op, rep := h.decide(v, dom, exists, t, now)
 		if op != nil {
 			t.busy = true
 			h.launch(ctx, wg, v, t, op)
 		}
-		if rep != nil && reportDiffers(v, *rep) {
-			reports = append(reports, *rep)
+		if rep != nil {
+			// Every report carries the restarts, so that state keeps them
+			// across a corrald restart whatever the VM's state.
+			rep.Restarts, rep.RestartTimes = len(t.restarts), utcTimes(t.restarts)
+			if reportDiffers(v, *rep) {
+				reports = append(reports, *rep)
+			}
 		}
 	}
 	// Corral domains this host no longer owns: the VM moved (recovered or
@@ -312,7 +336,18 @@ func report(v model.VM, state model.VMState, since time.Time, msg string) *rafts
 func reportDiffers(v model.VM, r raftstore.VMReport) bool {
 	a := v.Actual
 	return a.State != r.State || !a.Since.Equal(r.Since) || a.Message != r.Message || a.Restarts != r.Restarts ||
+		!slices.EqualFunc(a.RestartTimes, r.RestartTimes, time.Time.Equal) ||
 		a.SpecVersion != r.SpecVersion || a.Generation != r.Generation
+}
+
+// utcTimes returns ts in UTC, in a new slice (nil when empty): a report is
+// sent while the loop goes on changing its track.
+func utcTimes(ts []time.Time) []time.Time {
+	var out []time.Time
+	for _, t := range ts {
+		out = append(out, t.UTC())
+	}
+	return out
 }
 
 // stateSince keeps the VM's reported Since while its state does not change.
@@ -381,7 +416,6 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 		if dom.SpecVersion < v.SpecVersion {
 			r.Message = "resized; takes effect at the next restart"
 		}
-		r.Restarts = len(t.restarts)
 		return nil, r
 	}
 	if h.cfg.MayStart != nil && !h.cfg.MayStart() {
@@ -399,13 +433,7 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 	if t.seenRunning {
 		// It was running under our watch and we did not stop it: a crash.
 		window := time.Duration(v.Spec.HA.RestartWindowSec) * time.Second
-		kept := t.restarts[:0]
-		for _, at := range t.restarts {
-			if now.Sub(at) < window {
-				kept = append(kept, at)
-			}
-		}
-		t.restarts = kept
+		t.restarts = inWindow(v, t.restarts, now)
 		why := "guest stopped unexpectedly"
 		if exists && dom.Reason != "" {
 			why += " (" + dom.Reason + ")"
@@ -415,16 +443,12 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 				t.relocating = true
 				go h.relocate(v, fmt.Sprintf("%s; %d restarts within %v", why, len(t.restarts), window))
 			}
-			r := report(v, model.StateCrashed, stateSince(v, model.StateCrashed, now), why+"; restart limit reached, asking the leader to relocate")
-			r.Restarts = len(t.restarts)
-			return nil, r
+			return nil, report(v, model.StateCrashed, stateSince(v, model.StateCrashed, now), why+"; restart limit reached, asking the leader to relocate")
 		}
 		t.restarts = append(t.restarts, now)
 		t.seenRunning = false
 		h.log.Warn("guest crashed; restarting", "vm", v.Name, "reason", dom.Reason, "restart", len(t.restarts), "max", v.Spec.HA.MaxRestart)
-		r := report(v, model.StateCrashed, now.UTC().Truncate(time.Second), fmt.Sprintf("%s; restart %d of %d", why, len(t.restarts), v.Spec.HA.MaxRestart))
-		r.Restarts = len(t.restarts)
-		return h.startOp(v, t), r
+		return h.startOp(v, t), report(v, model.StateCrashed, now.UTC().Truncate(time.Second), fmt.Sprintf("%s; restart %d of %d", why, len(t.restarts), v.Spec.HA.MaxRestart))
 	}
 	return h.startOp(v, t), report(v, model.StateStarting, stateSince(v, model.StateStarting, now), "")
 }

@@ -71,18 +71,64 @@ func newHostEnv(t *testing.T) *hostEnv {
 		e.store.Apply(ctx, raftstore.RegisterHost{Host: model.Host{Name: h, Addr: "10.0.0.1", RaftAddr: "10.0.0.1:1", RPCAddr: "10.0.0.1:2", Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}}})
 	}
 	e.store.Apply(ctx, raftstore.PutImage{Image: model.Image{Name: "base", Format: "qcow2", Volume: "image-base"}})
-	e.loop = NewHostLoop(HostConfig{Self: "h1", ResyncInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second, MayStart: e.may.get},
-		e.store, e.drv, e.rep, e.clock, slog.New(slog.DiscardHandler))
+	e.loop = e.newLoop()
 	return e
+}
+
+// newLoop returns a host loop for h1 over the env's state and hypervisor.
+func (e *hostEnv) newLoop() *HostLoop {
+	return NewHostLoop(HostConfig{Self: "h1", ResyncInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second, MayStart: e.may.get},
+		e.store, e.drv, e.rep, e.clock, slog.New(slog.DiscardHandler))
 }
 
 // start runs the loop until the test ends.
 func (e *hostEnv) start(t *testing.T) *hostEnv {
+	e.run(t)
+	return e
+}
+
+// run runs the loop until stop is called or the test ends.
+func (e *hostEnv) run(t *testing.T) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	t.Cleanup(func() { cancel(); <-done })
-	go func() { done <- e.loop.Run(ctx) }()
-	return e
+	loop := e.loop
+	go func() { done <- loop.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// restartCorrald replaces the running loop by a new one over the same state
+// and guests, as a corrald restart does, and returns once the new loop has
+// listed the guests (so a crash after that is one it saw happen).
+func (e *hostEnv) restartCorrald(t *testing.T, stop func()) (newStop func()) {
+	t.Helper()
+	stop()
+	lists := e.drv.Calls("List")
+	e.loop = e.newLoop()
+	newStop = e.run(t)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if e.drv.Calls("List") == lists {
+			return errors.New("the new loop has not listed the guests yet")
+		}
+		return nil
+	})
+	return newStop
+}
+
+// waitRestarts waits until the VM runs again after its n-th counted crash.
+func (e *hostEnv) waitRestarts(t *testing.T, name string, n int) model.VM {
+	t.Helper()
+	var v model.VM
+	testutil.Eventually(t, 5*time.Second, func() error {
+		v, _ = e.store.VM(name)
+		if v.Actual.State != model.StateRunning || v.Actual.Restarts != n || len(v.Actual.RestartTimes) != n {
+			return fmt.Errorf("want running after %d restarts: %+v", n, v.Actual)
+		}
+		return nil
+	})
+	return v
 }
 
 func (e *hostEnv) create(t *testing.T, name, host string, mod func(*model.VM)) model.VM {
@@ -191,6 +237,92 @@ func TestHostLoopRestartsCrashesThenAsksToRelocate(t *testing.T) {
 	e.waitState(t, "db", model.StateFailed)
 	e.apply(t, raftstore.SetVMPower{Name: "db", Desired: model.PowerRunning, ClearFailed: true})
 	e.waitState(t, "db", model.StateRunning)
+}
+
+// TestHostLoopCountsCrashesAcrossCorraldRestarts: the crash restarts are
+// kept in cluster state, so a guest that crashes once per corrald lifetime
+// still reaches max_restart and is relocated, instead of being restarted
+// for ever by ever new loops that each count from zero. An operator's start
+// after the failure gives it a fresh budget, also across a restart.
+func TestHostLoopCountsCrashesAcrossCorraldRestarts(t *testing.T) {
+	e := newHostEnv(t)
+	stop := e.run(t)
+	e.create(t, "db", "h1", func(v *model.VM) { v.Spec.HA.MaxRestart = 2 })
+	e.waitState(t, "db", model.StateRunning)
+	for i := 1; i <= 2; i++ {
+		e.drv.Crash("db")
+		e.waitRestarts(t, "db", i)
+		e.clock.Advance(time.Second)
+		stop = e.restartCorrald(t, stop)
+	}
+	e.drv.Crash("db")
+	v := e.waitState(t, "db", model.StateCrashed)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if r := e.rep.relocations(); len(r) != 1 || r[0].Name != "db" || r[0].Generation != v.Generation {
+			return fmt.Errorf("relocations %v", r)
+		}
+		return nil
+	})
+	if n := e.drv.Calls("Start"); n != 3 {
+		t.Fatalf("%d starts, want 3 (first boot and two restarts)", n)
+	}
+
+	// The leader fails it; the operator starts it again, within the window.
+	e.apply(t, raftstore.FailVM{Name: "db", Generation: v.Generation, Reason: "crash loop"})
+	e.waitState(t, "db", model.StateFailed)
+	stop()
+	e.apply(t, raftstore.SetVMPower{Name: "db", Desired: model.PowerRunning, ClearFailed: true})
+	e.loop = e.newLoop()
+	stop = e.run(t)
+	e.waitState(t, "db", model.StateRunning)
+	stop = e.restartCorrald(t, stop)
+	e.drv.Crash("db")
+	e.waitRestarts(t, "db", 1)
+	if r := e.rep.relocations(); len(r) != 1 {
+		t.Fatalf("relocations %v, want only the first", r)
+	}
+	stop()
+}
+
+// TestHostLoopRestartWindowAppliesToRestartsFromState: restarts a former
+// corrald reported drop out of the window like its own.
+func TestHostLoopRestartWindowAppliesToRestartsFromState(t *testing.T) {
+	e := newHostEnv(t)
+	stop := e.run(t)
+	e.create(t, "db", "h1", func(v *model.VM) { v.Spec.HA.MaxRestart = 1 })
+	e.waitState(t, "db", model.StateRunning)
+	e.drv.Crash("db")
+	e.waitRestarts(t, "db", 1)
+	e.clock.Advance(time.Duration(model.DefaultHA().RestartWindowSec) * time.Second)
+	stop = e.restartCorrald(t, stop)
+	e.waitRestarts(t, "db", 0)
+	e.drv.Crash("db")
+	e.waitRestarts(t, "db", 1)
+	if r := e.rep.relocations(); len(r) != 0 {
+		t.Fatalf("relocations %v: the first crash in a new window asked for one", r)
+	}
+	stop()
+}
+
+// TestReportOfRestartsMatchesStateAfterRoundTrip: restart times as the loop
+// reports them (monotonic clock reading, local zone, nanoseconds) equal what
+// state holds after the JSON round trip, so the report is not sent again on
+// every pass.
+func TestReportOfRestartsMatchesStateAfterRoundTrip(t *testing.T) {
+	e := newHostEnv(t)
+	e.create(t, "db", "h1", nil)
+	now := time.Now().In(time.FixedZone("x", 3600))
+	rep := raftstore.VMReport{Name: "db", Generation: 1, State: model.StateRunning, Since: now.UTC().Truncate(time.Second),
+		Restarts: 2, RestartTimes: utcTimes([]time.Time{now.Add(-time.Minute), now})}
+	e.apply(t, raftstore.ReportVMs{Host: "h1", Time: now.UTC(), Reports: []raftstore.VMReport{rep}})
+	v, _ := e.store.VM("db")
+	if reportDiffers(v, rep) {
+		t.Fatalf("state %+v differs from the report it applied %+v", v.Actual, rep)
+	}
+	rep.RestartTimes[1] = rep.RestartTimes[1].Add(time.Nanosecond)
+	if !reportDiffers(v, rep) {
+		t.Fatal("a changed restart time does not differ")
+	}
 }
 
 func TestHostLoopAdoptsRunningGuests(t *testing.T) {

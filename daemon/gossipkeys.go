@@ -14,7 +14,7 @@ import (
 	"github.com/corralhq/corral/daemon/membership"
 	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // Gossip key rotation. The cluster's keyring is in Raft state once it has
@@ -107,7 +107,7 @@ func (d *Daemon) rotateGossipKey(ctx context.Context, _ struct{}) (GossipRotatio
 	}
 	var hosts []string
 	for _, st := range steps {
-		if _, err := d.store.Apply(ctx, raftstore.SetGossipKeys{Keys: st.keys}); err != nil {
+		if _, err := d.store.Apply(ctx, raftlog.SetGossipKeys{Keys: st.keys}); err != nil {
 			return GossipRotation{}, fmt.Errorf("gossip key rotation, step %s: %w", st.what, err)
 		}
 		var err error
@@ -118,7 +118,7 @@ func (d *Daemon) rotateGossipKey(ctx context.Context, _ struct{}) (GossipRotatio
 	}
 	fp := keyFingerprints([][]byte{key})[0]
 	ev := model.Event{Time: time.Now().UTC(), Kind: "gossip-key", Message: fmt.Sprintf("gossip key rotated to %s on %s", fp, strings.Join(hosts, ", "))}
-	if _, err := d.store.Apply(ctx, raftstore.AddEvents{Events: []model.Event{ev}}); err != nil {
+	if _, err := d.store.Apply(ctx, raftlog.AddEvents{Events: []model.Event{ev}}); err != nil {
 		d.log.Warn("record event", "err", err)
 	}
 	return GossipRotation{Key: fp, Hosts: hosts, Took: time.Since(start).Round(time.Millisecond)}, nil

@@ -13,7 +13,7 @@ import (
 	"github.com/corralhq/corral/daemon/images"
 	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // GuestDriver is what the daemon needs from a hypervisor driver: what the
@@ -31,7 +31,7 @@ type GuestDriver interface {
 // reporter sends the host loop's findings to the leader.
 type reporter struct{ d *Daemon }
 
-func (r reporter) Report(ctx context.Context, rep raftstore.ReportVMs) error {
+func (r reporter) Report(ctx context.Context, rep raftlog.ReportVMs) error {
 	_, err := forward(ctx, r.d, mVMReport, rep)
 	return err
 }

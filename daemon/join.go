@@ -17,7 +17,7 @@ import (
 	"github.com/corralhq/corral/daemon/identity"
 	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // Cluster identity: how a host gets one (Init on the first host, Join on
@@ -430,7 +430,7 @@ func (d *Daemon) createToken(ctx context.Context, req TokenCreateRequest) (Token
 	tok := identity.NewToken(d.id.Fingerprint())
 	now := time.Now().UTC()
 	rec := model.JoinToken{ID: tok.ID, Hash: tok.Hash(), Description: req.Description, Created: now, Expires: now.Add(req.TTL)}
-	if _, err := d.store.Apply(ctx, raftstore.AddJoinToken{Token: rec, Time: time.Now().UTC()}); err != nil {
+	if _, err := d.store.Apply(ctx, raftlog.AddJoinToken{Token: rec, Time: time.Now().UTC()}); err != nil {
 		return TokenCreated{}, err
 	}
 	d.log.Info("join token created", "token", tok.ID, "expires", rec.Expires)
@@ -443,7 +443,7 @@ func (d *Daemon) recordToken(ctx context.Context, rec model.JoinToken) (struct{}
 	if !d.store.IsLeader() {
 		return struct{}{}, fmt.Errorf("ask the leader: %w", model.ErrNotLeader)
 	}
-	_, err := d.store.Apply(ctx, raftstore.AddJoinToken{Token: rec, Time: time.Now().UTC()})
+	_, err := d.store.Apply(ctx, raftlog.AddJoinToken{Token: rec, Time: time.Now().UTC()})
 	return struct{}{}, err
 }
 
@@ -455,7 +455,7 @@ func (d *Daemon) revokeToken(ctx context.Context, req TokenRevokeRequest) (struc
 	if !identity.ValidTokenID(req.ID) {
 		return struct{}{}, fmt.Errorf("token id %q: %w", req.ID, model.ErrInvalid)
 	}
-	_, err := d.store.Apply(ctx, raftstore.RevokeJoinToken{ID: req.ID})
+	_, err := d.store.Apply(ctx, raftlog.RevokeJoinToken{ID: req.ID})
 	if err == nil {
 		d.log.Info("join token revoked", "token", req.ID)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // sharedRPCPort returns a port free on every given loopback address:
@@ -159,7 +159,7 @@ func TestJoinWithTokens(t *testing.T) {
 	// Expired.
 	old := identity.NewToken(h1.d.id.Fingerprint())
 	now := time.Now().UTC()
-	if _, err := leader.d.store.Apply(ctxT(t), raftstore.AddJoinToken{Token: model.JoinToken{ID: old.ID, Hash: old.Hash(),
+	if _, err := leader.d.store.Apply(ctxT(t), raftlog.AddJoinToken{Token: model.JoinToken{ID: old.ID, Hash: old.Hash(),
 		Created: now.Add(-2 * time.Hour), Expires: now.Add(-time.Hour)}, Time: now.Add(-2 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestClusterPlaneNeedsIdentity(t *testing.T) {
 	if _, err := rpc.Call(ctx, speaker.d.rpcCli, addr, mLeaseRenew.Method, controller.LeaseRequest{Host: victim.cfg.Name, Stopping: true}); !errors.Is(err, model.ErrForbidden) {
 		t.Fatalf("%s renewed %s's lease: %v", speaker.cfg.Name, victim.cfg.Name, err)
 	}
-	if _, err := rpc.Call(ctx, speaker.d.rpcCli, addr, mVMReport.Method, raftstore.ReportVMs{Host: victim.cfg.Name, Time: time.Now()}); !errors.Is(err, model.ErrForbidden) {
+	if _, err := rpc.Call(ctx, speaker.d.rpcCli, addr, mVMReport.Method, raftlog.ReportVMs{Host: victim.cfg.Name, Time: time.Now()}); !errors.Is(err, model.ErrForbidden) {
 		t.Fatalf("%s reported for %s: %v", speaker.cfg.Name, victim.cfg.Name, err)
 	}
 	if _, err := rpc.Call(ctx, speaker.d.rpcCli, addr, mLeaseRenew.Method, controller.LeaseRequest{Host: speaker.cfg.Name}); err != nil {

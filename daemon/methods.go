@@ -8,7 +8,7 @@ import (
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // The cluster RPC, each method declared once: its name and types
@@ -64,7 +64,7 @@ var (
 	mVMRestart    = leaderOnly("vm.restart", (*controller.Leader).RestartVM)
 	mVMResize     = leaderOnly("vm.resize", (*controller.Leader).ResizeVM)
 	mVMDelete     = leaderOnly("vm.delete", (*controller.Leader).DeleteVM)
-	mVMReport     = leaderOnly("vm.report", (*controller.Leader).ReportVMs).spokenBy(func(_ *Daemon, r raftstore.ReportVMs) string { return r.Host })
+	mVMReport     = leaderOnly("vm.report", (*controller.Leader).ReportVMs).spokenBy(func(_ *Daemon, r raftlog.ReportVMs) string { return r.Host })
 	mVMRelocate   = leaderOnly("vm.relocate", (*controller.Leader).RelocateVM).spokenBy(func(_ *Daemon, r controller.RelocateRequest) string { return r.Host })
 	mVMMigrate    = leaderOnly("vm.migrate", (*controller.Leader).MigrateVM)
 	mVMMigrated   = leaderOnly("vm.migrated", (*controller.Leader).MigrationDone).spokenBy(vmHost)

@@ -7,71 +7,68 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
 )
-
-// BatchResult is what Apply returns for a Batch: one error (or nil) per
-// entry, in order.
-type BatchResult []error
 
 // apply runs one decoded command against s and returns nil, an error value
 // for a command refused by the state rules, or a BatchResult. It is
 // deterministic: it reads no clock, draws no random numbers, does no I/O and
 // does not depend on map iteration order.
-func (s *State) apply(c Command) any {
+func (s *State) apply(c raftlog.Command) any {
 	switch c := c.(type) {
-	case RegisterHost:
+	case raftlog.RegisterHost:
 		return s.registerHost(c)
-	case SetHostLabels:
+	case raftlog.SetHostLabels:
 		return s.setHostLabels(c)
-	case SetHostMode:
+	case raftlog.SetHostMode:
 		return s.setHostMode(c)
-	case RemoveHost:
+	case raftlog.RemoveHost:
 		return s.removeHost(c)
-	case CreateVM:
+	case raftlog.CreateVM:
 		return s.createVM(c)
-	case PlaceVM:
+	case raftlog.PlaceVM:
 		return s.placeVM(c)
-	case DeleteVM:
+	case raftlog.DeleteVM:
 		return s.deleteVM(c)
-	case SetVMPower:
+	case raftlog.SetVMPower:
 		return s.setVMPower(c)
-	case RestartVM:
+	case raftlog.RestartVM:
 		return s.updateVM(c.Name, func(v *model.VM) error { v.RestartSeq++; return nil })
-	case ResizeVM:
+	case raftlog.ResizeVM:
 		return s.resizeVM(c)
-	case MarkVMDelete:
+	case raftlog.MarkVMDelete:
 		return s.updateVM(c.Name, func(v *model.VM) error {
 			v.Deleting = true
 			v.Desired = model.PowerStopped
 			return nil
 		})
-	case ReportVMs:
+	case raftlog.ReportVMs:
 		return s.reportVMs(c)
-	case FailVM:
+	case raftlog.FailVM:
 		return s.failVM(c)
-	case PutImage:
+	case raftlog.PutImage:
 		return s.putImage(c)
-	case DeleteImage:
+	case raftlog.DeleteImage:
 		return s.deleteImage(c)
-	case AddEvents:
+	case raftlog.AddEvents:
 		s.addEvents(c.Events)
 		return nil
-	case FenceHost:
+	case raftlog.FenceHost:
 		return s.updateHost(c.Name, func(h *model.Host) error {
 			if h.Mode != model.ModeFenced {
 				h.Mode, h.FencedAt, h.FenceReason, h.Draining = model.ModeFenced, c.Time, c.Reason, false
 			}
 			return nil
 		})
-	case SetHostDraining:
+	case raftlog.SetHostDraining:
 		return s.updateHost(c.Name, func(h *model.Host) error { h.Draining = c.Draining; return nil })
-	case SetHostStopped:
+	case raftlog.SetHostStopped:
 		return s.updateHost(c.Name, func(h *model.Host) error { h.StoppedAt = c.At; return nil })
-	case StartMigration:
+	case raftlog.StartMigration:
 		return s.startMigration(c)
-	case FinishMigration:
+	case raftlog.FinishMigration:
 		return s.finishMigration(c)
-	case AbortMigration:
+	case raftlog.AbortMigration:
 		return s.updateVM(c.Name, func(v *model.VM) error {
 			if v.Generation != c.Generation || v.Migration == nil {
 				return fmt.Errorf("vm %q: no migration at generation %d: %w", c.Name, c.Generation, model.ErrConflict)
@@ -79,16 +76,16 @@ func (s *State) apply(c Command) any {
 			v.Migration = nil
 			return nil
 		})
-	case CreateNetwork:
+	case raftlog.CreateNetwork:
 		return s.createNetwork(c)
-	case DeleteNetwork:
+	case raftlog.DeleteNetwork:
 		return s.deleteNetwork(c)
-	case SetHA:
+	case raftlog.SetHA:
 		s.cluster.HADisarmed, s.cluster.HAChangedAt = c.Disarmed, c.Time
 		return nil
-	case AddJoinToken:
+	case raftlog.AddJoinToken:
 		return s.addJoinToken(c)
-	case SetGossipKeys:
+	case raftlog.SetGossipKeys:
 		if len(c.Keys) < 1 || len(c.Keys) > 4 {
 			return fmt.Errorf("gossip keyring of %d keys, want 1 to 4: %w", len(c.Keys), model.ErrInvalid)
 		}
@@ -99,7 +96,7 @@ func (s *State) apply(c Command) any {
 		}
 		s.cluster.GossipKeys = c.Keys
 		return nil
-	case RevokeJoinToken:
+	case raftlog.RevokeJoinToken:
 		kept := make([]model.JoinToken, 0, len(s.cluster.JoinTokens))
 		for _, t := range s.cluster.JoinTokens {
 			if t.ID != c.ID {
@@ -111,15 +108,15 @@ func (s *State) apply(c Command) any {
 		}
 		s.cluster.JoinTokens = kept
 		return nil
-	case Batch:
-		res := make(BatchResult, len(c.Entries))
+	case raftlog.Batch:
+		res := make(raftlog.BatchResult, len(c.Entries))
 		for i, e := range c.Entries {
-			sub, err := Decode(e)
+			sub, err := raftlog.Decode(e)
 			if err != nil {
-				res[i] = fmt.Errorf("batch entry %d: %w: %w", i, ErrBadEntry, err)
+				res[i] = fmt.Errorf("batch entry %d: %w: %w", i, raftlog.ErrBadEntry, err)
 				continue
 			}
-			if _, nested := sub.(Batch); nested {
+			if _, nested := sub.(raftlog.Batch); nested {
 				res[i] = fmt.Errorf("nested batch: %w", model.ErrInvalid)
 				continue
 			}
@@ -132,10 +129,10 @@ func (s *State) apply(c Command) any {
 		}
 		return res
 	}
-	return fmt.Errorf("%w: no apply rule for %T", ErrBadEntry, c)
+	return fmt.Errorf("%w: no apply rule for %T", raftlog.ErrBadEntry, c)
 }
 
-func (s *State) registerHost(c RegisterHost) error {
+func (s *State) registerHost(c raftlog.RegisterHost) error {
 	h := c.Host.Clone()
 	if err := h.Validate(); err != nil {
 		return err
@@ -151,7 +148,7 @@ func (s *State) registerHost(c RegisterHost) error {
 	return nil
 }
 
-func (s *State) setHostLabels(c SetHostLabels) error {
+func (s *State) setHostLabels(c raftlog.SetHostLabels) error {
 	h, err := s.host(c.Name)
 	if err != nil {
 		return err
@@ -177,7 +174,7 @@ func (s *State) setHostLabels(c SetHostLabels) error {
 	return nil
 }
 
-func (s *State) setHostMode(c SetHostMode) error {
+func (s *State) setHostMode(c raftlog.SetHostMode) error {
 	if !c.Mode.Valid() {
 		return fmt.Errorf("host %q: unknown mode %q: %w", c.Name, c.Mode, model.ErrInvalid)
 	}
@@ -206,7 +203,7 @@ func (s *State) updateHost(name string, fn func(*model.Host) error) error {
 	return nil
 }
 
-func (s *State) startMigration(c StartMigration) error {
+func (s *State) startMigration(c raftlog.StartMigration) error {
 	if _, err := s.host(c.Target); err != nil {
 		return fmt.Errorf("migration target: %w", err)
 	}
@@ -226,7 +223,7 @@ func (s *State) startMigration(c StartMigration) error {
 	})
 }
 
-func (s *State) finishMigration(c FinishMigration) error {
+func (s *State) finishMigration(c raftlog.FinishMigration) error {
 	return s.updateVM(c.Name, func(v *model.VM) error {
 		if v.Generation != c.Generation || v.Migration == nil || v.Migration.Target != c.Target {
 			return fmt.Errorf("vm %q: no migration to %s at generation %d: %w", c.Name, c.Target, c.Generation, model.ErrConflict)
@@ -248,7 +245,7 @@ func (s *State) finishMigration(c FinishMigration) error {
 	})
 }
 
-func (s *State) removeHost(c RemoveHost) error {
+func (s *State) removeHost(c raftlog.RemoveHost) error {
 	if _, err := s.host(c.Name); err != nil {
 		return err
 	}
@@ -274,7 +271,7 @@ func (s *State) removeHost(c RemoveHost) error {
 	return nil
 }
 
-func (s *State) createVM(c CreateVM) error {
+func (s *State) createVM(c raftlog.CreateVM) error {
 	v := c.VM.Clone()
 	if err := model.ValidateName("vm", v.Name); err != nil {
 		return err
@@ -312,7 +309,7 @@ func (s *State) createVM(c CreateVM) error {
 	return nil
 }
 
-func (s *State) placeVM(c PlaceVM) error {
+func (s *State) placeVM(c raftlog.PlaceVM) error {
 	v, err := s.vm(c.Name)
 	if err != nil {
 		return err
@@ -335,7 +332,7 @@ func (s *State) placeVM(c PlaceVM) error {
 	return nil
 }
 
-func (s *State) deleteVM(c DeleteVM) error {
+func (s *State) deleteVM(c raftlog.DeleteVM) error {
 	v, ok := s.vms[c.Name]
 	if !ok {
 		return fmt.Errorf("vm %q: %w", c.Name, model.ErrNotFound)
@@ -358,7 +355,7 @@ func (s *State) updateVM(name string, fn func(*model.VM) error) error {
 	return nil
 }
 
-func (s *State) setVMPower(c SetVMPower) error {
+func (s *State) setVMPower(c raftlog.SetVMPower) error {
 	if !c.Desired.Valid() {
 		return fmt.Errorf("vm %q: unknown power state %q: %w", c.Name, c.Desired, model.ErrInvalid)
 	}
@@ -376,7 +373,7 @@ func (s *State) setVMPower(c SetVMPower) error {
 	})
 }
 
-func (s *State) resizeVM(c ResizeVM) error {
+func (s *State) resizeVM(c raftlog.ResizeVM) error {
 	return s.updateVM(c.Name, func(v *model.VM) error {
 		v.Spec.VCPUs, v.Spec.MemoryMiB = c.VCPUs, c.MemoryMiB
 		if err := v.Spec.Validate(v.Name); err != nil {
@@ -391,8 +388,8 @@ func (s *State) resizeVM(c ResizeVM) error {
 // returns how many it applied. Restart times come from the network: more
 // than the VM's max_restart refuse the whole command before anything
 // changes.
-func (s *State) reportVMs(c ReportVMs) any {
-	current := func(r VMReport) (model.VM, bool) {
+func (s *State) reportVMs(c raftlog.ReportVMs) any {
+	current := func(r raftlog.VMReport) (model.VM, bool) {
 		v, ok := s.vms[r.Name]
 		return v, ok && v.Host == c.Host && v.Generation == r.Generation
 	}
@@ -427,7 +424,7 @@ func (s *State) reportVMs(c ReportVMs) any {
 	return applied
 }
 
-func (s *State) failVM(c FailVM) error {
+func (s *State) failVM(c raftlog.FailVM) error {
 	return s.updateVM(c.Name, func(v *model.VM) error {
 		if v.Generation != c.Generation {
 			return fmt.Errorf("vm %q: generation is %d, not %d: %w", c.Name, v.Generation, c.Generation, model.ErrConflict)
@@ -439,7 +436,7 @@ func (s *State) failVM(c FailVM) error {
 	})
 }
 
-func (s *State) putImage(c PutImage) error {
+func (s *State) putImage(c raftlog.PutImage) error {
 	im := c.Image
 	if err := model.ValidateName("image", im.Name); err != nil {
 		return err
@@ -454,7 +451,7 @@ func (s *State) putImage(c PutImage) error {
 	return nil
 }
 
-func (s *State) deleteImage(c DeleteImage) error {
+func (s *State) deleteImage(c raftlog.DeleteImage) error {
 	if _, err := s.image(c.Name); err != nil {
 		return err
 	}
@@ -480,7 +477,7 @@ func (s *State) addEvents(evs []model.Event) {
 	}
 }
 
-func (s *State) createNetwork(c CreateNetwork) error {
+func (s *State) createNetwork(c raftlog.CreateNetwork) error {
 	n := c.Network
 	if err := n.Validate(); err != nil {
 		return err
@@ -501,7 +498,7 @@ func (s *State) createNetwork(c CreateNetwork) error {
 	return nil
 }
 
-func (s *State) deleteNetwork(c DeleteNetwork) error {
+func (s *State) deleteNetwork(c raftlog.DeleteNetwork) error {
 	if _, ok := s.networks[c.Name]; !ok {
 		return fmt.Errorf("network %q: %w", c.Name, model.ErrNotFound)
 	}
@@ -523,7 +520,7 @@ func (s *State) deleteNetwork(c DeleteNetwork) error {
 
 // addJoinToken replaces the token slice rather than appending to it in
 // place: stored values are immutable (a snapshot may hold the old one).
-func (s *State) addJoinToken(c AddJoinToken) error {
+func (s *State) addJoinToken(c raftlog.AddJoinToken) error {
 	if err := c.Token.Validate(); err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
 )
 
 func testHost(name string) model.Host {
@@ -31,11 +32,11 @@ func testVM(name string) model.VM {
 
 // applyAll feeds commands through the FSM as raft would and returns the
 // results.
-func applyAll(t testing.TB, f *fsm, cmds ...Command) []any {
+func applyAll(t testing.TB, f *fsm, cmds ...raftlog.Command) []any {
 	t.Helper()
 	var out []any
 	for i, c := range cmds {
-		out = append(out, f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: MustEncode(c)}))
+		out = append(out, f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: raftlog.MustEncode(c)}))
 	}
 	return out
 }
@@ -43,71 +44,71 @@ func applyAll(t testing.TB, f *fsm, cmds ...Command) []any {
 func TestApplyRules(t *testing.T) {
 	tests := []struct {
 		name    string
-		setup   []Command
-		cmd     Command
+		setup   []raftlog.Command
+		cmd     raftlog.Command
 		wantErr error
 		check   func(t *testing.T, s *State)
 	}{
-		{name: "register host sets active", cmd: RegisterHost{Host: testHost("a")},
+		{name: "register host sets active", cmd: raftlog.RegisterHost{Host: testHost("a")},
 			check: func(t *testing.T, s *State) {
 				if s.hosts["a"].Mode != model.ModeActive {
 					t.Errorf("mode = %q", s.hosts["a"].Mode)
 				}
 			}},
 		{name: "re-register keeps labels and mode",
-			setup: []Command{RegisterHost{Host: testHost("a")}, SetHostLabels{Name: "a", Set: map[string]string{"rack": "r1"}}, SetHostMode{Name: "a", Mode: model.ModeMaintenance}},
-			cmd:   RegisterHost{Host: func() model.Host { h := testHost("a"); h.Version = "v2"; return h }()},
+			setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.SetHostLabels{Name: "a", Set: map[string]string{"rack": "r1"}}, raftlog.SetHostMode{Name: "a", Mode: model.ModeMaintenance}},
+			cmd:   raftlog.RegisterHost{Host: func() model.Host { h := testHost("a"); h.Version = "v2"; return h }()},
 			check: func(t *testing.T, s *State) {
 				h := s.hosts["a"]
 				if h.Labels["rack"] != "r1" || h.Mode != model.ModeMaintenance || h.Version != "v2" {
 					t.Errorf("host = %+v", h)
 				}
 			}},
-		{name: "register bad address", cmd: RegisterHost{Host: func() model.Host { h := testHost("a"); h.Addr = "nope"; return h }()}, wantErr: model.ErrInvalid},
-		{name: "labels on unknown host", cmd: SetHostLabels{Name: "x", Set: map[string]string{"a": "b"}}, wantErr: model.ErrNotFound},
-		{name: "bad label key", setup: []Command{RegisterHost{Host: testHost("a")}}, cmd: SetHostLabels{Name: "a", Set: map[string]string{"Bad Key": "b"}}, wantErr: model.ErrInvalid},
-		{name: "remove label", setup: []Command{RegisterHost{Host: testHost("a")}, SetHostLabels{Name: "a", Set: map[string]string{"k": "v"}}},
-			cmd: SetHostLabels{Name: "a", Remove: []string{"k"}},
+		{name: "register bad address", cmd: raftlog.RegisterHost{Host: func() model.Host { h := testHost("a"); h.Addr = "nope"; return h }()}, wantErr: model.ErrInvalid},
+		{name: "labels on unknown host", cmd: raftlog.SetHostLabels{Name: "x", Set: map[string]string{"a": "b"}}, wantErr: model.ErrNotFound},
+		{name: "bad label key", setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}}, cmd: raftlog.SetHostLabels{Name: "a", Set: map[string]string{"Bad Key": "b"}}, wantErr: model.ErrInvalid},
+		{name: "remove label", setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.SetHostLabels{Name: "a", Set: map[string]string{"k": "v"}}},
+			cmd: raftlog.SetHostLabels{Name: "a", Remove: []string{"k"}},
 			check: func(t *testing.T, s *State) {
 				if s.hosts["a"].Labels != nil {
 					t.Errorf("labels = %v", s.hosts["a"].Labels)
 				}
 			}},
-		{name: "bad mode", setup: []Command{RegisterHost{Host: testHost("a")}}, cmd: SetHostMode{Name: "a", Mode: "sleepy"}, wantErr: model.ErrInvalid},
-		{name: "remove host with vms", setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: func() model.VM { v := testVM("v"); v.Host = "a"; return v }()}},
-			cmd: RemoveHost{Name: "a"}, wantErr: model.ErrConflict},
-		{name: "create vm", cmd: CreateVM{VM: testVM("v")},
+		{name: "bad mode", setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}}, cmd: raftlog.SetHostMode{Name: "a", Mode: "sleepy"}, wantErr: model.ErrInvalid},
+		{name: "remove host with vms", setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.CreateVM{VM: func() model.VM { v := testVM("v"); v.Host = "a"; return v }()}},
+			cmd: raftlog.RemoveHost{Name: "a"}, wantErr: model.ErrConflict},
+		{name: "create vm", cmd: raftlog.CreateVM{VM: testVM("v")},
 			check: func(t *testing.T, s *State) {
 				if v := s.vms["v"]; v.Desired != model.PowerRunning || v.Generation != 0 {
 					t.Errorf("vm = %+v", v)
 				}
 			}},
-		{name: "duplicate vm", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: CreateVM{VM: testVM("v")}, wantErr: model.ErrConflict},
-		{name: "duplicate vm id", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: CreateVM{VM: func() model.VM { v := testVM("w"); v.ID = "id-v"; return v }()}, wantErr: model.ErrConflict},
-		{name: "vm name with slash", cmd: CreateVM{VM: testVM("a/b")}, wantErr: model.ErrInvalid},
-		{name: "vm on unknown host", cmd: CreateVM{VM: func() model.VM { v := testVM("v"); v.Host = "nope"; return v }()}, wantErr: model.ErrNotFound},
-		{name: "place bumps generation", setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}},
-			cmd: PlaceVM{Name: "v", Host: "a", Generation: 0},
+		{name: "duplicate vm", setup: []raftlog.Command{raftlog.CreateVM{VM: testVM("v")}}, cmd: raftlog.CreateVM{VM: testVM("v")}, wantErr: model.ErrConflict},
+		{name: "duplicate vm id", setup: []raftlog.Command{raftlog.CreateVM{VM: testVM("v")}}, cmd: raftlog.CreateVM{VM: func() model.VM { v := testVM("w"); v.ID = "id-v"; return v }()}, wantErr: model.ErrConflict},
+		{name: "vm name with slash", cmd: raftlog.CreateVM{VM: testVM("a/b")}, wantErr: model.ErrInvalid},
+		{name: "vm on unknown host", cmd: raftlog.CreateVM{VM: func() model.VM { v := testVM("v"); v.Host = "nope"; return v }()}, wantErr: model.ErrNotFound},
+		{name: "place bumps generation", setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.CreateVM{VM: testVM("v")}},
+			cmd: raftlog.PlaceVM{Name: "v", Host: "a", Generation: 0},
 			check: func(t *testing.T, s *State) {
 				if v := s.vms["v"]; v.Host != "a" || v.Generation != 1 {
 					t.Errorf("vm = %+v", v)
 				}
 			}},
-		{name: "place with stale generation", setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}},
-			cmd: PlaceVM{Name: "v", Host: "a", Generation: 0}, wantErr: model.ErrConflict},
-		{name: "delete vm frees id", setup: []Command{CreateVM{VM: testVM("v")}, DeleteVM{Name: "v"}}, cmd: CreateVM{VM: testVM("v")}},
-		{name: "delete unknown vm", cmd: DeleteVM{Name: "v"}, wantErr: model.ErrNotFound},
+		{name: "place with stale generation", setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.CreateVM{VM: testVM("v")}, raftlog.PlaceVM{Name: "v", Host: "a"}},
+			cmd: raftlog.PlaceVM{Name: "v", Host: "a", Generation: 0}, wantErr: model.ErrConflict},
+		{name: "delete vm frees id", setup: []raftlog.Command{raftlog.CreateVM{VM: testVM("v")}, raftlog.DeleteVM{Name: "v"}}, cmd: raftlog.CreateVM{VM: testVM("v")}},
+		{name: "delete unknown vm", cmd: raftlog.DeleteVM{Name: "v"}, wantErr: model.ErrNotFound},
 		{name: "stale report ignored",
-			setup: []Command{RegisterHost{Host: testHost("a")}, RegisterHost{Host: testHost("b")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}, PlaceVM{Name: "v", Host: "b", Generation: 1}},
-			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning}}},
+			setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.RegisterHost{Host: testHost("b")}, raftlog.CreateVM{VM: testVM("v")}, raftlog.PlaceVM{Name: "v", Host: "a"}, raftlog.PlaceVM{Name: "v", Host: "b", Generation: 1}},
+			cmd:   raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateRunning}}},
 			check: func(t *testing.T, s *State) {
 				if st := s.vms["v"].Actual.State; st != model.StatePending {
 					t.Errorf("a stale report from the former host changed the state to %q", st)
 				}
 			}},
 		{name: "current report applied",
-			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}},
-			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 2}}},
+			setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.CreateVM{VM: testVM("v")}, raftlog.PlaceVM{Name: "v", Host: "a"}},
+			cmd:   raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 2}}},
 			check: func(t *testing.T, s *State) {
 				if a := s.vms["v"].Actual; a.State != model.StateRunning || a.Host != "a" || a.Restarts != 2 {
 					t.Errorf("actual = %+v", a)
@@ -115,7 +116,7 @@ func TestApplyRules(t *testing.T) {
 			}},
 		{name: "report keeps restart times",
 			setup: haSetup(),
-			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 2, RestartTimes: []time.Time{t0, t0.Add(time.Minute)}}}},
+			cmd:   raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 2, RestartTimes: []time.Time{t0, t0.Add(time.Minute)}}}},
 			check: func(t *testing.T, s *State) {
 				if a := s.vms["v"].Actual; a.Restarts != 2 || len(a.RestartTimes) != 2 || !a.RestartTimes[1].Equal(t0.Add(time.Minute)) {
 					t.Errorf("actual = %+v", a)
@@ -125,76 +126,76 @@ func TestApplyRules(t *testing.T) {
 		// here) refuse the whole command, the good report in it too.
 		{name: "report with more restart times than max_restart",
 			setup: haSetup(),
-			cmd: ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning},
+			cmd: raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateRunning},
 				{Name: "v", Generation: 1, State: model.StateCrashed, Restarts: 4, RestartTimes: make([]time.Time, 4)}}},
 			wantErr: model.ErrInvalid},
 		{name: "start clears reported restarts",
-			setup: append(haSetup(), ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateCrashed, Restarts: 3, RestartTimes: []time.Time{t0, t0, t0}}}},
-				FailVM{Name: "v", Generation: 1, Reason: "crash loop"}),
-			cmd: SetVMPower{Name: "v", Desired: model.PowerRunning, ClearFailed: true},
+			setup: append(haSetup(), raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateCrashed, Restarts: 3, RestartTimes: []time.Time{t0, t0, t0}}}},
+				raftlog.FailVM{Name: "v", Generation: 1, Reason: "crash loop"}),
+			cmd: raftlog.SetVMPower{Name: "v", Desired: model.PowerRunning, ClearFailed: true},
 			check: func(t *testing.T, s *State) {
 				if v := s.vms["v"]; v.Failed != "" || v.Actual.Restarts != 0 || v.Actual.RestartTimes != nil {
 					t.Errorf("vm = %+v", v)
 				}
 			}},
 		{name: "deleted report forgets a deleting vm",
-			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}, MarkVMDelete{Name: "v"}},
-			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
+			setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.CreateVM{VM: testVM("v")}, raftlog.PlaceVM{Name: "v", Host: "a"}, raftlog.MarkVMDelete{Name: "v"}},
+			cmd:   raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
 			check: func(t *testing.T, s *State) {
 				if _, ok := s.vms["v"]; ok {
 					t.Error("vm still there")
 				}
 			}},
 		{name: "deleted report ignored for a wanted vm",
-			setup: []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: testVM("v")}, PlaceVM{Name: "v", Host: "a"}},
-			cmd:   ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
+			setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.CreateVM{VM: testVM("v")}, raftlog.PlaceVM{Name: "v", Host: "a"}},
+			cmd:   raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateDeleted}}},
 			check: func(t *testing.T, s *State) {
 				if _, ok := s.vms["v"]; !ok {
 					t.Error("vm forgotten")
 				}
 			}},
-		{name: "start of a deleting vm", setup: []Command{CreateVM{VM: testVM("v")}, MarkVMDelete{Name: "v"}},
-			cmd: SetVMPower{Name: "v", Desired: model.PowerRunning}, wantErr: model.ErrConflict},
-		{name: "resize validates", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: ResizeVM{Name: "v", VCPUs: 0, MemoryMiB: 256}, wantErr: model.ErrInvalid},
-		{name: "resize bumps spec version", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: ResizeVM{Name: "v", VCPUs: 2, MemoryMiB: 512},
+		{name: "start of a deleting vm", setup: []raftlog.Command{raftlog.CreateVM{VM: testVM("v")}, raftlog.MarkVMDelete{Name: "v"}},
+			cmd: raftlog.SetVMPower{Name: "v", Desired: model.PowerRunning}, wantErr: model.ErrConflict},
+		{name: "resize validates", setup: []raftlog.Command{raftlog.CreateVM{VM: testVM("v")}}, cmd: raftlog.ResizeVM{Name: "v", VCPUs: 0, MemoryMiB: 256}, wantErr: model.ErrInvalid},
+		{name: "resize bumps spec version", setup: []raftlog.Command{raftlog.CreateVM{VM: testVM("v")}}, cmd: raftlog.ResizeVM{Name: "v", VCPUs: 2, MemoryMiB: 512},
 			check: func(t *testing.T, s *State) {
 				if v := s.vms["v"]; v.SpecVersion != 2 || v.Spec.VCPUs != 2 {
 					t.Errorf("vm = %+v", v)
 				}
 			}},
-		{name: "fail with stale generation", setup: []Command{CreateVM{VM: testVM("v")}}, cmd: FailVM{Name: "v", Generation: 5, Reason: "x"}, wantErr: model.ErrConflict},
-		{name: "image in use", setup: []Command{PutImage{Image: model.Image{Name: "base", Format: "qcow2"}},
-			CreateVM{VM: func() model.VM { v := testVM("v"); v.Spec.Disks = []model.DiskSpec{{Image: "base"}}; return v }()}},
-			cmd: DeleteImage{Name: "base"}, wantErr: model.ErrConflict},
-		{name: "image bad format", cmd: PutImage{Image: model.Image{Name: "x", Format: "vmdk"}}, wantErr: model.ErrInvalid},
-		{name: "fence host", setup: []Command{RegisterHost{Host: testHost("a")}, SetHostDraining{Name: "a", Draining: true}},
-			cmd: FenceHost{Name: "a", Reason: "lease expired", Time: time.Unix(100, 0)},
+		{name: "fail with stale generation", setup: []raftlog.Command{raftlog.CreateVM{VM: testVM("v")}}, cmd: raftlog.FailVM{Name: "v", Generation: 5, Reason: "x"}, wantErr: model.ErrConflict},
+		{name: "image in use", setup: []raftlog.Command{raftlog.PutImage{Image: model.Image{Name: "base", Format: "qcow2"}},
+			raftlog.CreateVM{VM: func() model.VM { v := testVM("v"); v.Spec.Disks = []model.DiskSpec{{Image: "base"}}; return v }()}},
+			cmd: raftlog.DeleteImage{Name: "base"}, wantErr: model.ErrConflict},
+		{name: "image bad format", cmd: raftlog.PutImage{Image: model.Image{Name: "x", Format: "vmdk"}}, wantErr: model.ErrInvalid},
+		{name: "fence host", setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.SetHostDraining{Name: "a", Draining: true}},
+			cmd: raftlog.FenceHost{Name: "a", Reason: "lease expired", Time: time.Unix(100, 0)},
 			check: func(t *testing.T, s *State) {
 				if h := s.hosts["a"]; h.Mode != model.ModeFenced || h.FenceReason != "lease expired" || h.Draining {
 					t.Errorf("host %+v", h)
 				}
 			}},
-		{name: "host stopped, then back", setup: []Command{RegisterHost{Host: testHost("a")}, SetHostStopped{Name: "a", At: time.Unix(100, 0)}},
-			cmd: SetHostStopped{Name: "a"},
+		{name: "host stopped, then back", setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.SetHostStopped{Name: "a", At: time.Unix(100, 0)}},
+			cmd: raftlog.SetHostStopped{Name: "a"},
 			check: func(t *testing.T, s *State) {
 				if h := s.hosts["a"]; !h.StoppedAt.IsZero() {
 					t.Errorf("host %+v", h)
 				}
 			}},
-		{name: "stopped host unknown", cmd: SetHostStopped{Name: "zz", At: time.Unix(1, 0)}, wantErr: model.ErrNotFound},
-		{name: "reactivation clears the fence", setup: []Command{RegisterHost{Host: testHost("a")}, FenceHost{Name: "a", Reason: "x"}},
-			cmd: SetHostMode{Name: "a", Mode: model.ModeActive},
+		{name: "stopped host unknown", cmd: raftlog.SetHostStopped{Name: "zz", At: time.Unix(1, 0)}, wantErr: model.ErrNotFound},
+		{name: "reactivation clears the fence", setup: []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.FenceHost{Name: "a", Reason: "x"}},
+			cmd: raftlog.SetHostMode{Name: "a", Mode: model.ModeActive},
 			check: func(t *testing.T, s *State) {
 				if h := s.hosts["a"]; h.Mode != model.ModeActive || h.FenceReason != "" {
 					t.Errorf("host %+v", h)
 				}
 			}},
-		{name: "migration to the same host", setup: migrationSetup(), cmd: StartMigration{Name: "v", Generation: 1, Target: "a"}, wantErr: model.ErrInvalid},
-		{name: "migration twice", setup: append(migrationSetup(), StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
-			cmd: StartMigration{Name: "v", Generation: 1, Target: "b"}, wantErr: model.ErrConflict},
-		{name: "finish migration", setup: append(migrationSetup(), StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"},
-			ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Since: time.Unix(50, 0)}}}),
-			cmd: FinishMigration{Name: "v", Generation: 1, Target: "b"},
+		{name: "migration to the same host", setup: migrationSetup(), cmd: raftlog.StartMigration{Name: "v", Generation: 1, Target: "a"}, wantErr: model.ErrInvalid},
+		{name: "migration twice", setup: append(migrationSetup(), raftlog.StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
+			cmd: raftlog.StartMigration{Name: "v", Generation: 1, Target: "b"}, wantErr: model.ErrConflict},
+		{name: "finish migration", setup: append(migrationSetup(), raftlog.StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"},
+			raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Since: time.Unix(50, 0)}}}),
+			cmd: raftlog.FinishMigration{Name: "v", Generation: 1, Target: "b"},
 			check: func(t *testing.T, s *State) {
 				v := s.vms["v"]
 				if v.Host != "b" || v.Generation != 2 || v.Migration != nil || v.Home != "a" || v.Actual.State != model.StateRunning ||
@@ -202,59 +203,59 @@ func TestApplyRules(t *testing.T) {
 					t.Errorf("vm %+v", v)
 				}
 			}},
-		{name: "finished migration counts restarts from zero", setup: append(haSetup(), RegisterHost{Host: testHost("b")},
-			ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 1, RestartTimes: []time.Time{t0}}}},
-			StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
-			cmd: FinishMigration{Name: "v", Generation: 1, Target: "b"},
+		{name: "finished migration counts restarts from zero", setup: append(haSetup(), raftlog.RegisterHost{Host: testHost("b")},
+			raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 1, RestartTimes: []time.Time{t0}}}},
+			raftlog.StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
+			cmd: raftlog.FinishMigration{Name: "v", Generation: 1, Target: "b"},
 			check: func(t *testing.T, s *State) {
 				if a := s.vms["v"].Actual; a.Host != "b" || a.Restarts != 0 || a.RestartTimes != nil {
 					t.Errorf("actual = %+v", a)
 				}
 			}},
-		{name: "finish a migration to another target", setup: append(migrationSetup(), StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
-			cmd: FinishMigration{Name: "v", Generation: 1, Target: "a"}, wantErr: model.ErrConflict},
-		{name: "abort migration", setup: append(migrationSetup(), StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
-			cmd: AbortMigration{Name: "v", Generation: 1},
+		{name: "finish a migration to another target", setup: append(migrationSetup(), raftlog.StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
+			cmd: raftlog.FinishMigration{Name: "v", Generation: 1, Target: "a"}, wantErr: model.ErrConflict},
+		{name: "abort migration", setup: append(migrationSetup(), raftlog.StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
+			cmd: raftlog.AbortMigration{Name: "v", Generation: 1},
 			check: func(t *testing.T, s *State) {
 				if v := s.vms["v"]; v.Migration != nil || v.Host != "a" {
 					t.Errorf("vm %+v", v)
 				}
 			}},
-		{name: "network", cmd: CreateNetwork{Network: model.Network{Name: "blue", Kind: model.NetVXLAN, VNI: 10}}},
-		{name: "network vni taken", setup: []Command{CreateNetwork{Network: model.Network{Name: "blue", Kind: model.NetVXLAN, VNI: 10}}},
-			cmd: CreateNetwork{Network: model.Network{Name: "red", Kind: model.NetVXLAN, VNI: 10}}, wantErr: model.ErrConflict},
-		{name: "network bad vlan", cmd: CreateNetwork{Network: model.Network{Name: "v", Kind: model.NetVLAN, VLAN: 5000, Uplink: "eth0"}}, wantErr: model.ErrInvalid},
-		{name: "network in use", setup: []Command{CreateNetwork{Network: model.Network{Name: "blue", Kind: model.NetVXLAN, VNI: 10}},
-			CreateVM{VM: func() model.VM {
+		{name: "network", cmd: raftlog.CreateNetwork{Network: model.Network{Name: "blue", Kind: model.NetVXLAN, VNI: 10}}},
+		{name: "network vni taken", setup: []raftlog.Command{raftlog.CreateNetwork{Network: model.Network{Name: "blue", Kind: model.NetVXLAN, VNI: 10}}},
+			cmd: raftlog.CreateNetwork{Network: model.Network{Name: "red", Kind: model.NetVXLAN, VNI: 10}}, wantErr: model.ErrConflict},
+		{name: "network bad vlan", cmd: raftlog.CreateNetwork{Network: model.Network{Name: "v", Kind: model.NetVLAN, VLAN: 5000, Uplink: "eth0"}}, wantErr: model.ErrInvalid},
+		{name: "network in use", setup: []raftlog.Command{raftlog.CreateNetwork{Network: model.Network{Name: "blue", Kind: model.NetVXLAN, VNI: 10}},
+			raftlog.CreateVM{VM: func() model.VM {
 				v := testVM("v")
 				v.Spec.NICs = []model.NICSpec{{Network: "blue", MAC: "52:54:00:00:00:01"}}
 				return v
 			}()}},
-			cmd: DeleteNetwork{Name: "blue"}, wantErr: model.ErrConflict},
-		{name: "join token", cmd: AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}, check: func(t *testing.T, s *State) {
+			cmd: raftlog.DeleteNetwork{Name: "blue"}, wantErr: model.ErrConflict},
+		{name: "join token", cmd: raftlog.AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}, check: func(t *testing.T, s *State) {
 			if len(s.cluster.JoinTokens) != 1 {
 				t.Errorf("tokens %+v", s.cluster.JoinTokens)
 			}
 		}},
-		{name: "join token id taken", setup: []Command{AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}},
-			cmd: AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}, wantErr: model.ErrConflict},
-		{name: "join token malformed", cmd: AddJoinToken{Token: model.JoinToken{ID: "../x", Hash: "y", Created: t0, Expires: t0.Add(time.Hour)}, Time: t0}, wantErr: model.ErrInvalid},
+		{name: "join token id taken", setup: []raftlog.Command{raftlog.AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}},
+			cmd: raftlog.AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}, wantErr: model.ErrConflict},
+		{name: "join token malformed", cmd: raftlog.AddJoinToken{Token: model.JoinToken{ID: "../x", Hash: "y", Created: t0, Expires: t0.Add(time.Hour)}, Time: t0}, wantErr: model.ErrInvalid},
 		{name: "join tokens bounded", setup: manyTokens(model.MaxJoinTokens, t0),
-			cmd: AddJoinToken{Token: tok("b00000000001", t0, t0.Add(time.Hour)), Time: t0}, wantErr: model.ErrInvalid},
+			cmd: raftlog.AddJoinToken{Token: tok("b00000000001", t0, t0.Add(time.Hour)), Time: t0}, wantErr: model.ErrInvalid},
 		{name: "expired join tokens dropped", setup: manyTokens(model.MaxJoinTokens, t0),
-			cmd: AddJoinToken{Token: tok("b00000000001", t0, t0.Add(3*time.Hour)), Time: t0.Add(2 * time.Hour)}, check: func(t *testing.T, s *State) {
+			cmd: raftlog.AddJoinToken{Token: tok("b00000000001", t0, t0.Add(3*time.Hour)), Time: t0.Add(2 * time.Hour)}, check: func(t *testing.T, s *State) {
 				if len(s.cluster.JoinTokens) != 1 || s.cluster.JoinTokens[0].ID != "b00000000001" {
 					t.Errorf("tokens %+v", s.cluster.JoinTokens)
 				}
 			}},
-		{name: "revoke join token", setup: []Command{AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}},
-			cmd: RevokeJoinToken{ID: "a00000000001"}, check: func(t *testing.T, s *State) {
+		{name: "revoke join token", setup: []raftlog.Command{raftlog.AddJoinToken{Token: tok("a00000000001", t0, t0.Add(time.Hour)), Time: t0}},
+			cmd: raftlog.RevokeJoinToken{ID: "a00000000001"}, check: func(t *testing.T, s *State) {
 				if len(s.cluster.JoinTokens) != 0 {
 					t.Errorf("tokens %+v", s.cluster.JoinTokens)
 				}
 			}},
-		{name: "revoke unknown join token", cmd: RevokeJoinToken{ID: "a00000000001"}, wantErr: model.ErrNotFound},
-		{name: "disarm", cmd: SetHA{Disarmed: true}, check: func(t *testing.T, s *State) {
+		{name: "revoke unknown join token", cmd: raftlog.RevokeJoinToken{ID: "a00000000001"}, wantErr: model.ErrNotFound},
+		{name: "disarm", cmd: raftlog.SetHA{Disarmed: true}, check: func(t *testing.T, s *State) {
 			if !s.cluster.HADisarmed {
 				t.Error("not disarmed")
 			}
@@ -269,7 +270,7 @@ func TestApplyRules(t *testing.T) {
 				}
 			}
 			before := snapshotBytes(t, f)
-			res := f.Apply(&raft.Log{Index: 100, Type: raft.LogCommand, Data: MustEncode(tc.cmd)})
+			res := f.Apply(&raft.Log{Index: 100, Type: raft.LogCommand, Data: raftlog.MustEncode(tc.cmd)})
 			err, _ := res.(error)
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
 				t.Fatalf("apply = %v, want %v", res, tc.wantErr)
@@ -286,23 +287,23 @@ func TestApplyRules(t *testing.T) {
 	}
 }
 
-func migrationSetup() []Command {
+func migrationSetup() []raftlog.Command {
 	v := testVM("v")
 	v.Host = "a"
-	return []Command{RegisterHost{Host: testHost("a")}, RegisterHost{Host: testHost("b")}, CreateVM{VM: v}}
+	return []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.RegisterHost{Host: testHost("b")}, raftlog.CreateVM{VM: v}}
 }
 
 // haSetup: VM v with the default HA policy (max_restart 3), placed on a.
-func haSetup() []Command {
+func haSetup() []raftlog.Command {
 	v := testVM("v")
 	v.Host, v.Spec.HA = "a", model.DefaultHA()
-	return []Command{RegisterHost{Host: testHost("a")}, CreateVM{VM: v}}
+	return []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.CreateVM{VM: v}}
 }
 
 func TestEventsAreNumberedAndBounded(t *testing.T) {
 	f := newFSM(nil)
 	for i := 0; i < maxEvents+10; i++ {
-		applyAll(t, f, AddEvents{Events: []model.Event{{Kind: "k", Message: fmt.Sprint(i)}}})
+		applyAll(t, f, raftlog.AddEvents{Events: []model.Event{{Kind: "k", Message: fmt.Sprint(i)}}})
 	}
 	evs := f.state.eventsAfter(0, 0)
 	if len(evs) != maxEvents || evs[0].Seq != 11 || evs[len(evs)-1].Seq != maxEvents+10 {
@@ -318,13 +319,13 @@ func TestEventsAreNumberedAndBounded(t *testing.T) {
 
 func TestBatch(t *testing.T) {
 	f := newFSM(nil)
-	b := Batch{Entries: [][]byte{
-		MustEncode(CreateVM{VM: testVM("a")}),
-		MustEncode(CreateVM{VM: testVM("a")}),
-		{byte(IgnoreUnknown | 0x7f), '{', '}'},
-		MustEncode(CreateVM{VM: testVM("b")}),
+	b := raftlog.Batch{Entries: [][]byte{
+		raftlog.MustEncode(raftlog.CreateVM{VM: testVM("a")}),
+		raftlog.MustEncode(raftlog.CreateVM{VM: testVM("a")}),
+		{byte(raftlog.IgnoreUnknown | 0x7f), '{', '}'},
+		raftlog.MustEncode(raftlog.CreateVM{VM: testVM("b")}),
 	}}
-	res := applyAll(t, f, b)[0].(BatchResult)
+	res := applyAll(t, f, b)[0].(raftlog.BatchResult)
 	if res[0] != nil || !errors.Is(res[1], model.ErrConflict) || res[2] != nil || res[3] != nil {
 		t.Fatalf("batch result = %v", res)
 	}
@@ -336,22 +337,22 @@ func TestBatch(t *testing.T) {
 func TestUnknownEntryTypes(t *testing.T) {
 	f := newFSM(nil)
 	// A skippable unknown entry is ignored.
-	if res := f.Apply(&raft.Log{Type: raft.LogCommand, Data: []byte{byte(IgnoreUnknown | 0x55), '{', '}'}}); res != nil {
+	if res := f.Apply(&raft.Log{Type: raft.LogCommand, Data: []byte{byte(raftlog.IgnoreUnknown | 0x55), '{', '}'}}); res != nil {
 		t.Fatalf("skippable entry: %v", res)
 	}
 	// Any other unknown or undecodable entry, alone or in a batch, is
 	// refused with an error and changes nothing: no panic, so a forged
 	// entry cannot crash-loop the daemon.
 	before := snapshotBytes(t, f)
-	batch := MustEncode(Batch{Entries: [][]byte{{0x55, '{', '}'}, {byte(TypeCreateVM), '{'}}})
-	for _, data := range [][]byte{{0x55, '{', '}'}, {byte(TypeCreateVM), '{'}, {}} {
+	batch := raftlog.MustEncode(raftlog.Batch{Entries: [][]byte{{0x55, '{', '}'}, {byte(raftlog.TypeCreateVM), '{'}}})
+	for _, data := range [][]byte{{0x55, '{', '}'}, {byte(raftlog.TypeCreateVM), '{'}, {}} {
 		res := f.Apply(&raft.Log{Type: raft.LogCommand, Data: data})
-		if err, ok := res.(error); !ok || !errors.Is(err, ErrBadEntry) {
-			t.Errorf("entry %q: %v, want ErrBadEntry", data, res)
+		if err, ok := res.(error); !ok || !errors.Is(err, raftlog.ErrBadEntry) {
+			t.Errorf("entry %q: %v, want raftlog.ErrBadEntry", data, res)
 		}
 	}
-	res, ok := f.Apply(&raft.Log{Type: raft.LogCommand, Data: batch}).(BatchResult)
-	if !ok || len(res) != 2 || !errors.Is(res[0], ErrBadEntry) || !errors.Is(res[1], ErrBadEntry) {
+	res, ok := f.Apply(&raft.Log{Type: raft.LogCommand, Data: batch}).(raftlog.BatchResult)
+	if !ok || len(res) != 2 || !errors.Is(res[0], raftlog.ErrBadEntry) || !errors.Is(res[1], raftlog.ErrBadEntry) {
 		t.Errorf("batch of bad entries: %v", res)
 	}
 	if !bytes.Equal(before, snapshotBytes(t, f)) {
@@ -416,19 +417,19 @@ func canonical(s *State) []any {
 
 func TestSnapshotRoundTrip(t *testing.T) {
 	f := newFSM(nil)
-	var cmds []Command
+	var cmds []raftlog.Command
 	for i := 0; i < 5; i++ {
 		h := testHost(fmt.Sprintf("h%d", i))
-		cmds = append(cmds, RegisterHost{Host: h}, SetHostLabels{Name: h.Name, Set: map[string]string{"rack": fmt.Sprint(i % 2)}})
+		cmds = append(cmds, raftlog.RegisterHost{Host: h}, raftlog.SetHostLabels{Name: h.Name, Set: map[string]string{"rack": fmt.Sprint(i % 2)}})
 	}
-	cmds = append(cmds, SetHA{Disarmed: true}, CreateNetwork{Network: model.Network{Name: "net1", Kind: model.NetVXLAN, VNI: 7}}, PutImage{Image: model.Image{Name: "base", Format: "qcow2", SizeBytes: 1}},
-		AddEvents{Events: []model.Event{{Kind: "created", VM: "vm000"}, {Kind: "placed", VM: "vm000", Host: "h0"}}})
+	cmds = append(cmds, raftlog.SetHA{Disarmed: true}, raftlog.CreateNetwork{Network: model.Network{Name: "net1", Kind: model.NetVXLAN, VNI: 7}}, raftlog.PutImage{Image: model.Image{Name: "base", Format: "qcow2", SizeBytes: 1}},
+		raftlog.AddEvents{Events: []model.Event{{Kind: "created", VM: "vm000"}, {Kind: "placed", VM: "vm000", Host: "h0"}}})
 	for i := 0; i < 200; i++ {
 		v := testVM(fmt.Sprintf("vm%03d", i))
 		v.Host = fmt.Sprintf("h%d", i%5)
 		v.Spec.Labels = map[string]string{"app": "web"}
 		v.Spec.HA = model.DefaultHA()
-		cmds = append(cmds, CreateVM{VM: v})
+		cmds = append(cmds, raftlog.CreateVM{VM: v})
 	}
 	for i, r := range applyAll(t, f, cmds...) {
 		if r != nil {
@@ -436,7 +437,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		}
 	}
 	restarts := []time.Time{t0.Add(time.Second), t0.Add(time.Minute + 123456789)}
-	if r := applyAll(t, f, ReportVMs{Host: "h1", Time: t0, Reports: []VMReport{
+	if r := applyAll(t, f, raftlog.ReportVMs{Host: "h1", Time: t0, Reports: []raftlog.VMReport{
 		{Name: "vm001", Generation: 1, State: model.StateRunning, Restarts: 2, RestartTimes: restarts}}}); r[0] != 1 {
 		t.Fatalf("report: %v", r[0])
 	}
@@ -445,7 +446,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The snapshot is a copy: later applies do not leak into it.
-	applyAll(t, f, DeleteVM{Name: "vm000"})
+	applyAll(t, f, raftlog.DeleteVM{Name: "vm000"})
 	var buf bytes.Buffer
 	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state); err != nil {
 		t.Fatal(err)
@@ -457,7 +458,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if _, err := g.state.vm("vm000"); err != nil {
 		t.Fatalf("restored state lost vm000: %v", err)
 	}
-	applyAll(t, g, DeleteVM{Name: "vm000"})
+	applyAll(t, g, raftlog.DeleteVM{Name: "vm000"})
 	if !reflect.DeepEqual(canonical(f.state), canonical(g.state)) {
 		t.Fatal("restored state differs")
 	}
@@ -471,13 +472,13 @@ func TestSnapshotRoundTrip(t *testing.T) {
 
 func TestRestoreRejectsTruncatedSnapshot(t *testing.T) {
 	f := newFSM(nil)
-	applyAll(t, f, CreateVM{VM: testVM("a")}, CreateVM{VM: testVM("b")})
+	applyAll(t, f, raftlog.CreateVM{VM: testVM("a")}, raftlog.CreateVM{VM: testVM("b")})
 	var buf bytes.Buffer
 	if err := writeSnapshot(&buf, f.state); err != nil {
 		t.Fatal(err)
 	}
 	g := newFSM(nil)
-	applyAll(t, g, CreateVM{VM: testVM("keep")})
+	applyAll(t, g, raftlog.CreateVM{VM: testVM("keep")})
 	trunc := buf.Bytes()[:buf.Len()-10]
 	if err := g.Restore(nopCloser{bytes.NewReader(trunc)}); err == nil {
 		t.Fatal("truncated snapshot restored")
@@ -495,32 +496,32 @@ func (n nopCloser) Read(p []byte) (int, error) { return n.r.Read(p) }
 func (nopCloser) Close() error                 { return nil }
 
 func FuzzDecode(f *testing.F) {
-	for _, c := range []Command{
-		RegisterHost{Host: testHost("a")}, SetHostLabels{Name: "a", Set: map[string]string{"k": "v"}, Remove: []string{"x"}},
-		SetHostMode{Name: "a", Mode: model.ModeFenced}, RemoveHost{Name: "a"}, CreateVM{VM: testVM("v")},
-		PlaceVM{Name: "v", Host: "a", Generation: 3, Relocation: true}, DeleteVM{Name: "v"},
-		SetVMPower{Name: "v", Desired: model.PowerStopped, ClearFailed: true}, RestartVM{Name: "v"},
-		ResizeVM{Name: "v", VCPUs: 2, MemoryMiB: 64}, MarkVMDelete{Name: "v"},
-		ReportVMs{Host: "a", Reports: []VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 1, RestartTimes: []time.Time{time.Unix(7, 8)}}}},
-		FailVM{Name: "v", Generation: 1, Reason: "r"}, PutImage{Image: model.Image{Name: "i", Format: "raw"}},
-		DeleteImage{Name: "i"}, AddEvents{Events: []model.Event{{Kind: "k"}}},
-		FenceHost{Name: "a", Reason: "r"}, SetHostDraining{Name: "a", Draining: true},
-		StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}, FinishMigration{Name: "v", Generation: 1, Target: "b"},
-		AbortMigration{Name: "v", Generation: 1}, SetHA{Disarmed: true}, SetHostStopped{Name: "a", At: time.Unix(5, 0)},
-		CreateNetwork{Network: model.Network{Name: "n", Kind: model.NetVXLAN, VNI: 9}}, DeleteNetwork{Name: "n"},
-		Batch{Entries: [][]byte{MustEncode(DeleteVM{Name: "v"})}},
+	for _, c := range []raftlog.Command{
+		raftlog.RegisterHost{Host: testHost("a")}, raftlog.SetHostLabels{Name: "a", Set: map[string]string{"k": "v"}, Remove: []string{"x"}},
+		raftlog.SetHostMode{Name: "a", Mode: model.ModeFenced}, raftlog.RemoveHost{Name: "a"}, raftlog.CreateVM{VM: testVM("v")},
+		raftlog.PlaceVM{Name: "v", Host: "a", Generation: 3, Relocation: true}, raftlog.DeleteVM{Name: "v"},
+		raftlog.SetVMPower{Name: "v", Desired: model.PowerStopped, ClearFailed: true}, raftlog.RestartVM{Name: "v"},
+		raftlog.ResizeVM{Name: "v", VCPUs: 2, MemoryMiB: 64}, raftlog.MarkVMDelete{Name: "v"},
+		raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 1, RestartTimes: []time.Time{time.Unix(7, 8)}}}},
+		raftlog.FailVM{Name: "v", Generation: 1, Reason: "r"}, raftlog.PutImage{Image: model.Image{Name: "i", Format: "raw"}},
+		raftlog.DeleteImage{Name: "i"}, raftlog.AddEvents{Events: []model.Event{{Kind: "k"}}},
+		raftlog.FenceHost{Name: "a", Reason: "r"}, raftlog.SetHostDraining{Name: "a", Draining: true},
+		raftlog.StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}, raftlog.FinishMigration{Name: "v", Generation: 1, Target: "b"},
+		raftlog.AbortMigration{Name: "v", Generation: 1}, raftlog.SetHA{Disarmed: true}, raftlog.SetHostStopped{Name: "a", At: time.Unix(5, 0)},
+		raftlog.CreateNetwork{Network: model.Network{Name: "n", Kind: model.NetVXLAN, VNI: 9}}, raftlog.DeleteNetwork{Name: "n"},
+		raftlog.Batch{Entries: [][]byte{raftlog.MustEncode(raftlog.DeleteVM{Name: "v"})}},
 	} {
-		f.Add(MustEncode(c))
+		f.Add(raftlog.MustEncode(c))
 	}
 	f.Add([]byte{0xff, '{', '}'})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Decode(data)
+		c, err := raftlog.Decode(data)
 		if err != nil || c == nil {
 			return
 		}
 		// Whatever decodes re-encodes to an entry that decodes to the same
 		// command.
-		again, err := Decode(MustEncode(c))
+		again, err := raftlog.Decode(raftlog.MustEncode(c))
 		if err != nil {
 			t.Fatalf("re-decode: %v", err)
 		}
@@ -535,13 +536,13 @@ func FuzzDecode(f *testing.F) {
 }
 
 // normalize maps nil and empty maps/slices to one form, as JSON does.
-func normalize(c Command) string { return string(MustEncode(c)) }
+func normalize(c raftlog.Command) string { return string(raftlog.MustEncode(c)) }
 
 // FuzzRestore: whatever bytes a snapshot holds, restore returns an error or
 // a state, never panics, and a refused snapshot leaves the state as it was.
 func FuzzRestore(f *testing.F) {
 	g := newFSM(nil)
-	g.Apply(&raft.Log{Type: raft.LogCommand, Data: MustEncode(RegisterHost{Host: testHost("h1")})})
+	g.Apply(&raft.Log{Type: raft.LogCommand, Data: raftlog.MustEncode(raftlog.RegisterHost{Host: testHost("h1")})})
 	f.Add(snapshotBytes(f, g))
 	f.Add([]byte(`{"format":1,"events":-1}` + "\n"))
 	f.Add([]byte(`{"format":1,"hosts":2}` + "\n" + `{"name":"a"}`))
@@ -560,10 +561,10 @@ func tok(id string, created, expires time.Time) model.JoinToken {
 	return model.JoinToken{ID: id, Hash: strings.Repeat("ab", 32), Created: created, Expires: expires}
 }
 
-func manyTokens(n int, at time.Time) []Command {
-	var out []Command
+func manyTokens(n int, at time.Time) []raftlog.Command {
+	var out []raftlog.Command
 	for i := 0; i < n; i++ {
-		out = append(out, AddJoinToken{Token: tok(fmt.Sprintf("c%011x", i), at, at.Add(time.Hour)), Time: at})
+		out = append(out, raftlog.AddJoinToken{Token: tok(fmt.Sprintf("c%011x", i), at, at.Add(time.Hour)), Time: at})
 	}
 	return out
 }

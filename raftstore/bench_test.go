@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/corralhq/corral/raftlog"
 	"github.com/hashicorp/raft"
 )
 
@@ -41,7 +42,7 @@ func BenchmarkFSMApply(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		k := i % 10000
-		entries[k] = MustEncode(PlaceVM{Name: fmt.Sprintf("vm%06d", k), Host: fmt.Sprintf("host%04d", (i+1)%100), Generation: gens[k]})
+		entries[k] = raftlog.MustEncode(raftlog.PlaceVM{Name: fmt.Sprintf("vm%06d", k), Host: fmt.Sprintf("host%04d", (i+1)%100), Generation: gens[k]})
 		if res := f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: entries[k]}); res != nil {
 			b.Fatal(res)
 		}
@@ -60,12 +61,12 @@ func prepCommitBenchTLS(b *testing.B, n int, withTLS bool) *Store {
 	stores := startClusterTLS(b, 3, withTLS)
 	leader := waitLeader(b, stores)
 	ctx := context.Background()
-	if _, err := leader.Apply(ctx, RegisterHost{Host: testHost("h1")}); err != nil {
+	if _, err := leader.Apply(ctx, raftlog.RegisterHost{Host: testHost("h1")}); err != nil {
 		b.Fatal(err)
 	}
-	var cmds []Command
+	var cmds []raftlog.Command
 	for i := 0; i < n; i++ {
-		cmds = append(cmds, CreateVM{VM: testVM(fmt.Sprintf("vm%06d", i))})
+		cmds = append(cmds, raftlog.CreateVM{VM: testVM(fmt.Sprintf("vm%06d", i))})
 		if len(cmds) == 500 || i == n-1 {
 			if _, err := leader.ApplyBatch(ctx, cmds); err != nil {
 				b.Fatal(err)
@@ -90,7 +91,7 @@ func benchCommitSingle(b *testing.B, withTLS bool) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := leader.Apply(ctx, PlaceVM{Name: fmt.Sprintf("vm%06d", i), Host: "h1"}); err != nil {
+		if _, err := leader.Apply(ctx, raftlog.PlaceVM{Name: fmt.Sprintf("vm%06d", i), Host: "h1"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -118,7 +119,7 @@ func benchCommitPipelined(b *testing.B, withTLS bool) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				if _, err := leader.Apply(ctx, PlaceVM{Name: fmt.Sprintf("vm%06d", i), Host: "h1"}); err != nil {
+				if _, err := leader.Apply(ctx, raftlog.PlaceVM{Name: fmt.Sprintf("vm%06d", i), Host: "h1"}); err != nil {
 					b.Error(err)
 				}
 			}
@@ -139,9 +140,9 @@ func BenchmarkRaftCommitBatched(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += 100 {
-		var cmds []Command
+		var cmds []raftlog.Command
 		for j := i; j < i+100 && j < b.N; j++ {
-			cmds = append(cmds, PlaceVM{Name: fmt.Sprintf("vm%06d", j), Host: "h1"})
+			cmds = append(cmds, raftlog.PlaceVM{Name: fmt.Sprintf("vm%06d", j), Host: "h1"})
 		}
 		res, err := leader.ApplyBatch(ctx, cmds)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/corralhq/corral/internal/notify"
 	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // fsm is the raft.FSM over State. Reads take the read lock and copy out.
@@ -39,13 +40,13 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	c, err := Decode(l.Data)
+	c, err := raftlog.Decode(l.Data)
 	if err != nil {
-		err = fmt.Errorf("raft entry %d: %w: %w", l.Index, ErrBadEntry, err)
+		err = fmt.Errorf("raft entry %d: %w: %w", l.Index, raftlog.ErrBadEntry, err)
 		f.log.Error("refused a raft entry; state unchanged (a forged entry, or one from a newer corrald: upgrade this host)", "index", l.Index, "err", err)
 		return err
 	}
-	if c == nil { // unknown type with IgnoreUnknown
+	if c == nil { // unknown type with raftlog.IgnoreUnknown
 		return nil
 	}
 	f.mu.Lock()

@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 
+	"github.com/corralhq/corral/raftlog"
 	"github.com/hashicorp/raft"
 )
 
@@ -19,8 +20,8 @@ func NewMemory() *Memory { return &Memory{reader: reader{newFSM(nil)}} }
 
 // Apply encodes c, applies it and returns the FSM's result, exactly as a
 // committed entry would be applied.
-func (m *Memory) Apply(ctx context.Context, c Command) (any, error) {
-	data, err := Encode(c)
+func (m *Memory) Apply(ctx context.Context, c raftlog.Command) (any, error) {
+	data, err := raftlog.Encode(c)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/corralhq/corral/internal/logadapt"
 	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // Timing holds Raft's timers. Production uses DefaultTiming; tests shrink it.
@@ -62,13 +63,6 @@ type Config struct {
 	DialTLS func(addr string) *tls.Config
 	Logger  *slog.Logger
 	Timing  Timing
-}
-
-// Server is one member of the Raft configuration.
-type Server struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-	Voter   bool   `json:"voter"`
 }
 
 // Status is a summary of the local Raft node.
@@ -203,7 +197,7 @@ func (s *Store) HasState() bool {
 
 // Bootstrap forms a new cluster with the given voters. Call it on one node
 // only, with no existing state.
-func (s *Store) Bootstrap(servers []Server) error {
+func (s *Store) Bootstrap(servers []raftlog.Server) error {
 	r, err := s.r()
 	if err != nil {
 		return err
@@ -228,8 +222,8 @@ func (s *Store) Bootstrap(servers []Server) error {
 // Apply writes c through Raft and returns what the FSM returned: a refusal
 // by the state rules comes back as the error. Only the leader can apply;
 // others get model.ErrNotLeader.
-func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
-	data, err := Encode(c)
+func (s *Store) Apply(ctx context.Context, c raftlog.Command) (any, error) {
+	data, err := raftlog.Encode(c)
 	if err != nil {
 		return nil, err
 	}
@@ -262,16 +256,16 @@ func (s *Store) ApplyRaw(ctx context.Context, data []byte) (any, error) {
 // checkEntry decodes an entry, and a batch's entries, refusing unknown
 // types even when skippable.
 func checkEntry(data []byte, top bool) error {
-	c, err := Decode(data)
+	c, err := raftlog.Decode(data)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadEntry, err)
+		return fmt.Errorf("%w: %w", raftlog.ErrBadEntry, err)
 	}
 	if c == nil {
-		return fmt.Errorf("%w: entry type %d is not one this daemon writes", ErrBadEntry, data[0])
+		return fmt.Errorf("%w: entry type %d is not one this daemon writes", raftlog.ErrBadEntry, data[0])
 	}
-	if b, ok := c.(Batch); ok {
+	if b, ok := c.(raftlog.Batch); ok {
 		if !top {
-			return fmt.Errorf("%w: nested batch", ErrBadEntry)
+			return fmt.Errorf("%w: nested batch", raftlog.ErrBadEntry)
 		}
 		for _, e := range b.Entries {
 			if err := checkEntry(e, false); err != nil {
@@ -283,10 +277,10 @@ func checkEntry(data []byte, top bool) error {
 }
 
 // ApplyBatch writes cmds as one Batch entry and returns one error per command.
-func (s *Store) ApplyBatch(ctx context.Context, cmds []Command) (BatchResult, error) {
-	b := Batch{Entries: make([][]byte, len(cmds))}
+func (s *Store) ApplyBatch(ctx context.Context, cmds []raftlog.Command) (raftlog.BatchResult, error) {
+	b := raftlog.Batch{Entries: make([][]byte, len(cmds))}
 	for i, c := range cmds {
-		data, err := Encode(c)
+		data, err := raftlog.Encode(c)
 		if err != nil {
 			return nil, err
 		}
@@ -296,7 +290,7 @@ func (s *Store) ApplyBatch(ctx context.Context, cmds []Command) (BatchResult, er
 	if err != nil {
 		return nil, err
 	}
-	return res.(BatchResult), nil
+	return res.(raftlog.BatchResult), nil
 }
 
 func timeout(ctx context.Context) time.Duration {
@@ -358,7 +352,7 @@ func (s *Store) LeaderCh() <-chan bool {
 }
 
 // Servers returns the latest Raft configuration known to this node.
-func (s *Store) Servers() ([]Server, error) {
+func (s *Store) Servers() ([]raftlog.Server, error) {
 	r, err := s.r()
 	if err != nil {
 		return nil, err
@@ -367,9 +361,9 @@ func (s *Store) Servers() ([]Server, error) {
 	if err := f.Error(); err != nil {
 		return nil, mapRaftErr(err)
 	}
-	var out []Server
+	var out []raftlog.Server
 	for _, sv := range f.Configuration().Servers {
-		out = append(out, Server{ID: string(sv.ID), Address: string(sv.Address), Voter: sv.Suffrage == raft.Voter})
+		out = append(out, raftlog.Server{ID: string(sv.ID), Address: string(sv.Address), Voter: sv.Suffrage == raft.Voter})
 	}
 	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/corralhq/corral/daemon/identity"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // fastTiming shrinks Raft's timers for in-process tests.
@@ -30,7 +31,7 @@ func startCluster(t testing.TB, n int) []*Store { return startClusterTLS(t, n, f
 func startClusterTLS(t testing.TB, n int, withTLS bool) []*Store {
 	t.Helper()
 	var stores []*Store
-	var servers []Server
+	var servers []raftlog.Server
 	var ca *identity.Identity
 	for i := 0; i < n; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", i+1)
@@ -47,7 +48,7 @@ func startClusterTLS(t testing.TB, n int, withTLS bool) []*Store {
 		}
 		t.Cleanup(func() { s.Close() })
 		stores = append(stores, s)
-		servers = append(servers, Server{ID: s.cfg.ID, Address: addr, Voter: true})
+		servers = append(servers, raftlog.Server{ID: s.cfg.ID, Address: addr, Voter: true})
 	}
 	if err := stores[0].Bootstrap(servers); err != nil {
 		t.Fatal(err)
@@ -105,20 +106,20 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 	stores := startCluster(t, 3)
 	leader := waitLeader(t, stores)
 	ctx := context.Background()
-	if _, err := leader.Apply(ctx, RegisterHost{Host: testHost("h1")}); err != nil {
+	if _, err := leader.Apply(ctx, raftlog.RegisterHost{Host: testHost("h1")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := leader.Apply(ctx, CreateVM{VM: testVM("v1")}); err != nil {
+	if _, err := leader.Apply(ctx, raftlog.CreateVM{VM: testVM("v1")}); err != nil {
 		t.Fatal(err)
 	}
 	// A refused command comes back as the FSM's error.
-	if _, err := leader.Apply(ctx, CreateVM{VM: testVM("v1")}); !errors.Is(err, model.ErrConflict) {
+	if _, err := leader.Apply(ctx, raftlog.CreateVM{VM: testVM("v1")}); !errors.Is(err, model.ErrConflict) {
 		t.Fatalf("duplicate create: %v", err)
 	}
 	// Followers refuse writes with ErrNotLeader.
 	for _, s := range stores {
 		if s != leader {
-			if _, err := s.Apply(ctx, DeleteVM{Name: "v1"}); !errors.Is(err, model.ErrNotLeader) {
+			if _, err := s.Apply(ctx, raftlog.DeleteVM{Name: "v1"}); !errors.Is(err, model.ErrNotLeader) {
 				t.Fatalf("follower apply: %v", err)
 			}
 		}
@@ -135,7 +136,7 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 		}
 	}
 	next := waitLeader(t, rest)
-	if _, err := next.Apply(ctx, CreateVM{VM: testVM("v2")}); err != nil {
+	if _, err := next.Apply(ctx, raftlog.CreateVM{VM: testVM("v2")}); err != nil {
 		t.Fatal(err)
 	}
 	if len(next.VMs()) != 2 {
@@ -155,11 +156,11 @@ func TestRestartKeepsState(t *testing.T) {
 	if s.HasState() {
 		t.Fatal("fresh store has state")
 	}
-	if err := s.Bootstrap([]Server{{ID: "solo", Address: addr, Voter: true}}); err != nil {
+	if err := s.Bootstrap([]raftlog.Server{{ID: "solo", Address: addr, Voter: true}}); err != nil {
 		t.Fatal(err)
 	}
 	waitLeader(t, []*Store{s})
-	if _, err := s.Apply(context.Background(), CreateVM{VM: testVM("v")}); err != nil {
+	if _, err := s.Apply(context.Background(), raftlog.CreateVM{VM: testVM("v")}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -182,18 +183,18 @@ func TestRestartKeepsState(t *testing.T) {
 func TestLeaderRefusesBadEntries(t *testing.T) {
 	s := startCluster(t, 1)[0]
 	ctx := context.Background()
-	good := MustEncode(SetHA{Disarmed: true})
+	good := raftlog.MustEncode(raftlog.SetHA{Disarmed: true})
 	bad := [][]byte{
 		{},
 		{0x7f, '{', '}'},
-		{byte(IgnoreUnknown | 0x7e), '{', '}'},
-		append([]byte{byte(TypeCreateVM)}, "not json"...),
-		MustEncode(Batch{Entries: [][]byte{good, {0x7f}}}),
-		MustEncode(Batch{Entries: [][]byte{MustEncode(Batch{Entries: [][]byte{good}})}}),
+		{byte(raftlog.IgnoreUnknown | 0x7e), '{', '}'},
+		append([]byte{byte(raftlog.TypeCreateVM)}, "not json"...),
+		raftlog.MustEncode(raftlog.Batch{Entries: [][]byte{good, {0x7f}}}),
+		raftlog.MustEncode(raftlog.Batch{Entries: [][]byte{raftlog.MustEncode(raftlog.Batch{Entries: [][]byte{good}})}}),
 	}
 	before := s.Status().LastIndex
 	for i, data := range bad {
-		if _, err := s.ApplyRaw(ctx, data); !errors.Is(err, ErrBadEntry) {
+		if _, err := s.ApplyRaw(ctx, data); !errors.Is(err, raftlog.ErrBadEntry) {
 			t.Errorf("entry %d: %v", i, err)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // BootstrapView is what a host answers when a bootstrap candidate asks
@@ -116,9 +116,9 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 				last = nil // start settling again
 				break
 			}
-			servers := make([]raftstore.Server, len(cands))
+			servers := make([]raftlog.Server, len(cands))
 			for i, p := range cands {
-				servers[i] = raftstore.Server{ID: p.Name, Address: p.RaftAddr, Voter: true}
+				servers[i] = raftlog.Server{ID: p.Name, Address: p.RaftAddr, Voter: true}
 			}
 			if err := b.Raft.Bootstrap(servers); err != nil {
 				return fmt.Errorf("bootstrap: %w", err)

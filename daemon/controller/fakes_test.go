@@ -11,6 +11,7 @@ import (
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/internal/notify"
 	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
 	"github.com/corralhq/corral/raftstore"
 )
 
@@ -18,22 +19,22 @@ import (
 type fakeRaft struct {
 	mu       sync.Mutex
 	leader   bool
-	servers  map[string]raftstore.Server
+	servers  map[string]raftlog.Server
 	hasState bool
-	booted   []raftstore.Server
+	booted   []raftlog.Server
 	store    *raftstore.Memory
 	leaderCh chan bool
 }
 
 func newFakeRaft() *fakeRaft {
-	return &fakeRaft{leader: true, servers: map[string]raftstore.Server{}, store: raftstore.NewMemory(), leaderCh: make(chan bool, 1)}
+	return &fakeRaft{leader: true, servers: map[string]raftlog.Server{}, store: raftstore.NewMemory(), leaderCh: make(chan bool, 1)}
 }
 
 func (f *fakeRaft) IsLeader() bool                    { f.mu.Lock(); defer f.mu.Unlock(); return f.leader }
 func (f *fakeRaft) LeaderCh() <-chan bool             { return f.leaderCh }
 func (f *fakeRaft) Barrier(ctx context.Context) error { return nil }
 func (f *fakeRaft) HasState() bool                    { f.mu.Lock(); defer f.mu.Unlock(); return f.hasState }
-func (f *fakeRaft) Bootstrap(s []raftstore.Server) error {
+func (f *fakeRaft) Bootstrap(s []raftlog.Server) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.hasState {
@@ -42,10 +43,10 @@ func (f *fakeRaft) Bootstrap(s []raftstore.Server) error {
 	f.hasState, f.booted = true, s
 	return nil
 }
-func (f *fakeRaft) Servers() ([]raftstore.Server, error) {
+func (f *fakeRaft) Servers() ([]raftlog.Server, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []raftstore.Server
+	var out []raftlog.Server
 	for _, s := range f.servers {
 		out = append(out, s)
 	}
@@ -55,7 +56,7 @@ func (f *fakeRaft) Servers() ([]raftstore.Server, error) {
 func (f *fakeRaft) AddVoter(ctx context.Context, id, addr string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.servers[id] = raftstore.Server{ID: id, Address: addr, Voter: true}
+	f.servers[id] = raftlog.Server{ID: id, Address: addr, Voter: true}
 	return nil
 }
 func (f *fakeRaft) AddNonvoter(ctx context.Context, id, addr string) error {
@@ -66,7 +67,7 @@ func (f *fakeRaft) AddNonvoter(ctx context.Context, id, addr string) error {
 		f.servers[id] = s
 		return nil
 	}
-	f.servers[id] = raftstore.Server{ID: id, Address: addr}
+	f.servers[id] = raftlog.Server{ID: id, Address: addr}
 	return nil
 }
 func (f *fakeRaft) CommitIndex() uint64 { return 42 }
@@ -138,8 +139,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func setLabels(host, k, v string) raftstore.SetHostLabels {
-	return raftstore.SetHostLabels{Name: host, Set: map[string]string{k: v}}
+func setLabels(host, k, v string) raftlog.SetHostLabels {
+	return raftlog.SetHostLabels{Name: host, Set: map[string]string{k: v}}
 }
 
 func placementOpts() placement.Options {

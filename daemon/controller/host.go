@@ -11,7 +11,7 @@ import (
 
 	"github.com/corralhq/corral/daemon/hypervisor"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // Driver runs guests on this host. hypervisor/libvirt implements it for
@@ -47,7 +47,7 @@ type HostStore interface {
 // Reporter sends a host's findings to the leader.
 type Reporter interface {
 	// Report sends actual states.
-	Report(ctx context.Context, r raftstore.ReportVMs) error
+	Report(ctx context.Context, r raftlog.ReportVMs) error
 	// Relocate asks the leader to move a VM that keeps crashing here.
 	Relocate(ctx context.Context, r RelocateRequest) error
 	// MigrationDone tells the leader how a live migration ended.
@@ -219,7 +219,7 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 	now := h.clock.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var reports []raftstore.VMReport
+	var reports []raftlog.VMReport
 	mine := map[string]bool{}
 	vms := h.store.VMs()
 	// Higher HA priority first: after a recovery, its guests start first.
@@ -280,13 +280,13 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 		}
 	}
 	if len(reports) > 0 {
-		go h.send(ctx, raftstore.ReportVMs{Host: h.cfg.Self, Time: now.UTC(), Reports: reports})
+		go h.send(ctx, raftlog.ReportVMs{Host: h.cfg.Self, Time: now.UTC(), Reports: reports})
 	}
 }
 
 // send delivers reports; one at a time, the next pass resends what did not
 // arrive (reports are idempotent).
-func (h *HostLoop) send(ctx context.Context, r raftstore.ReportVMs) {
+func (h *HostLoop) send(ctx context.Context, r raftlog.ReportVMs) {
 	if !h.report.TryLock() {
 		return
 	}
@@ -328,12 +328,12 @@ func (h *HostLoop) launch(ctx context.Context, wg *sync.WaitGroup, v model.VM, t
 	}()
 }
 
-func report(v model.VM, state model.VMState, since time.Time, msg string) *raftstore.VMReport {
-	return &raftstore.VMReport{Name: v.Name, Generation: v.Generation, State: state, Since: since, Message: msg}
+func report(v model.VM, state model.VMState, since time.Time, msg string) *raftlog.VMReport {
+	return &raftlog.VMReport{Name: v.Name, Generation: v.Generation, State: state, Since: since, Message: msg}
 }
 
 // reportDiffers reports whether r says something the state does not know.
-func reportDiffers(v model.VM, r raftstore.VMReport) bool {
+func reportDiffers(v model.VM, r raftlog.VMReport) bool {
 	a := v.Actual
 	return a.State != r.State || !a.Since.Equal(r.Since) || a.Message != r.Message || a.Restarts != r.Restarts ||
 		!slices.EqualFunc(a.RestartTimes, r.RestartTimes, time.Time.Equal) ||
@@ -360,7 +360,7 @@ func stateSince(v model.VM, s model.VMState, now time.Time) time.Time {
 
 // decide returns the operation to run for v, if any, and the report to
 // send about it now.
-func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmTrack, now time.Time) (op, *raftstore.VMReport) {
+func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmTrack, now time.Time) (op, *raftlog.VMReport) {
 	if exists && dom.VMID != v.ID {
 		// A domain of an earlier VM of the same name: remove it first.
 		return func(ctx context.Context) error {
@@ -570,7 +570,7 @@ func (h *HostLoop) migrateOp(v model.VM) op {
 			}
 			last = h.clock.Now()
 			msg := fmt.Sprintf("to %s: %d%% of %d MiB", target, done*100/max(total, 1), total>>20)
-			h.rep.Report(ctx, raftstore.ReportVMs{Host: h.cfg.Self, Time: last.UTC(), Reports: []raftstore.VMReport{
+			h.rep.Report(ctx, raftlog.ReportVMs{Host: h.cfg.Self, Time: last.UTC(), Reports: []raftlog.VMReport{
 				{Name: v.Name, Generation: v.Generation, State: model.StateMigrating, Since: v.Actual.Since, Message: msg}}})
 		})
 		res := MigrationResult{Name: v.Name, Generation: v.Generation, Target: target}
@@ -660,7 +660,7 @@ func (h *HostLoop) deleteOp(v model.VM) op {
 			}
 		}
 		h.log.Info("vm deleted", "vm", v.Name)
-		return h.rep.Report(ctx, raftstore.ReportVMs{Host: h.cfg.Self, Time: h.clock.Now().UTC(),
-			Reports: []raftstore.VMReport{{Name: v.Name, Generation: v.Generation, State: model.StateDeleted}}})
+		return h.rep.Report(ctx, raftlog.ReportVMs{Host: h.cfg.Self, Time: h.clock.Now().UTC(),
+			Reports: []raftlog.VMReport{{Name: v.Name, Generation: v.Generation, State: model.StateDeleted}}})
 	}
 }

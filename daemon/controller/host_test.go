@@ -15,6 +15,7 @@ import (
 	"github.com/corralhq/corral/daemon/hypervisor/fake"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
 	"github.com/corralhq/corral/raftstore"
 )
 
@@ -26,7 +27,7 @@ type memReporter struct {
 	reloc []RelocateRequest
 }
 
-func (r *memReporter) Report(ctx context.Context, rep raftstore.ReportVMs) error {
+func (r *memReporter) Report(ctx context.Context, rep raftlog.ReportVMs) error {
 	_, err := r.store.Apply(ctx, rep)
 	return err
 }
@@ -68,9 +69,9 @@ func newHostEnv(t *testing.T) *hostEnv {
 	e.rep = &memReporter{store: e.store}
 	ctx := context.Background()
 	for _, h := range []string{"h1", "h2"} {
-		e.store.Apply(ctx, raftstore.RegisterHost{Host: model.Host{Name: h, Addr: "10.0.0.1", RaftAddr: "10.0.0.1:1", RPCAddr: "10.0.0.1:2", Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}}})
+		e.store.Apply(ctx, raftlog.RegisterHost{Host: model.Host{Name: h, Addr: "10.0.0.1", RaftAddr: "10.0.0.1:1", RPCAddr: "10.0.0.1:2", Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}}})
 	}
-	e.store.Apply(ctx, raftstore.PutImage{Image: model.Image{Name: "base", Format: "qcow2", Volume: "image-base"}})
+	e.store.Apply(ctx, raftlog.PutImage{Image: model.Image{Name: "base", Format: "qcow2", Volume: "image-base"}})
 	e.loop = e.newLoop()
 	return e
 }
@@ -138,7 +139,7 @@ func (e *hostEnv) create(t *testing.T, name, host string, mod func(*model.VM)) m
 	if mod != nil {
 		mod(&v)
 	}
-	if _, err := e.store.Apply(context.Background(), raftstore.CreateVM{VM: v}); err != nil {
+	if _, err := e.store.Apply(context.Background(), raftlog.CreateVM{VM: v}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := e.store.VM(name)
@@ -162,7 +163,7 @@ func (e *hostEnv) waitState(t *testing.T, name string, want model.VMState) model
 	return v
 }
 
-func (e *hostEnv) apply(t *testing.T, c raftstore.Command) {
+func (e *hostEnv) apply(t *testing.T, c raftlog.Command) {
 	t.Helper()
 	if _, err := e.store.Apply(context.Background(), c); err != nil {
 		t.Fatal(err)
@@ -185,13 +186,13 @@ func TestHostLoopStartsStopsAndDeletes(t *testing.T) {
 		t.Fatalf("volumes %v", vols)
 	}
 
-	e.apply(t, raftstore.SetVMPower{Name: "web", Desired: model.PowerStopped})
+	e.apply(t, raftlog.SetVMPower{Name: "web", Desired: model.PowerStopped})
 	e.waitState(t, "web", model.StateStopped)
 	if d, _ := e.drv.Domain("web"); d.State != hypervisor.Shutoff || d.Reason != "shutdown" {
 		t.Fatalf("domain after stop: %+v", d)
 	}
 
-	e.apply(t, raftstore.MarkVMDelete{Name: "web"})
+	e.apply(t, raftlog.MarkVMDelete{Name: "web"})
 	testutil.Eventually(t, 5*time.Second, func() error {
 		if _, err := e.store.VM("web"); err == nil {
 			return errors.New("vm still in state")
@@ -233,9 +234,9 @@ func TestHostLoopRestartsCrashesThenAsksToRelocate(t *testing.T) {
 	}
 	// Outside the window the budget is back.
 	e.clock.Advance(time.Hour)
-	e.apply(t, raftstore.FailVM{Name: "db", Generation: v.Generation, Reason: "test"})
+	e.apply(t, raftlog.FailVM{Name: "db", Generation: v.Generation, Reason: "test"})
 	e.waitState(t, "db", model.StateFailed)
-	e.apply(t, raftstore.SetVMPower{Name: "db", Desired: model.PowerRunning, ClearFailed: true})
+	e.apply(t, raftlog.SetVMPower{Name: "db", Desired: model.PowerRunning, ClearFailed: true})
 	e.waitState(t, "db", model.StateRunning)
 }
 
@@ -268,10 +269,10 @@ func TestHostLoopCountsCrashesAcrossCorraldRestarts(t *testing.T) {
 	}
 
 	// The leader fails it; the operator starts it again, within the window.
-	e.apply(t, raftstore.FailVM{Name: "db", Generation: v.Generation, Reason: "crash loop"})
+	e.apply(t, raftlog.FailVM{Name: "db", Generation: v.Generation, Reason: "crash loop"})
 	e.waitState(t, "db", model.StateFailed)
 	stop()
-	e.apply(t, raftstore.SetVMPower{Name: "db", Desired: model.PowerRunning, ClearFailed: true})
+	e.apply(t, raftlog.SetVMPower{Name: "db", Desired: model.PowerRunning, ClearFailed: true})
 	e.loop = e.newLoop()
 	stop = e.run(t)
 	e.waitState(t, "db", model.StateRunning)
@@ -312,9 +313,9 @@ func TestReportOfRestartsMatchesStateAfterRoundTrip(t *testing.T) {
 	e := newHostEnv(t)
 	e.create(t, "db", "h1", nil)
 	now := time.Now().In(time.FixedZone("x", 3600))
-	rep := raftstore.VMReport{Name: "db", Generation: 1, State: model.StateRunning, Since: now.UTC().Truncate(time.Second),
+	rep := raftlog.VMReport{Name: "db", Generation: 1, State: model.StateRunning, Since: now.UTC().Truncate(time.Second),
 		Restarts: 2, RestartTimes: utcTimes([]time.Time{now.Add(-time.Minute), now})}
-	e.apply(t, raftstore.ReportVMs{Host: "h1", Time: now.UTC(), Reports: []raftstore.VMReport{rep}})
+	e.apply(t, raftlog.ReportVMs{Host: "h1", Time: now.UTC(), Reports: []raftlog.VMReport{rep}})
 	v, _ := e.store.VM("db")
 	if reportDiffers(v, rep) {
 		t.Fatalf("state %+v differs from the report it applied %+v", v.Actual, rep)
@@ -430,7 +431,7 @@ func TestHostLoopRestartAndResize(t *testing.T) {
 	e := newHostEnv(t).start(t)
 	e.create(t, "r", "h1", nil)
 	e.waitState(t, "r", model.StateRunning)
-	e.apply(t, raftstore.ResizeVM{Name: "r", VCPUs: 2, MemoryMiB: 256})
+	e.apply(t, raftlog.ResizeVM{Name: "r", VCPUs: 2, MemoryMiB: 256})
 	testutil.Eventually(t, 5*time.Second, func() error {
 		v, _ := e.store.VM("r")
 		if v.Actual.Message == "" {
@@ -438,7 +439,7 @@ func TestHostLoopRestartAndResize(t *testing.T) {
 		}
 		return nil
 	})
-	e.apply(t, raftstore.RestartVM{Name: "r"})
+	e.apply(t, raftlog.RestartVM{Name: "r"})
 	testutil.Eventually(t, 5*time.Second, func() error {
 		spec, _ := e.drv.Spec("r")
 		d, _ := e.drv.Domain("r")

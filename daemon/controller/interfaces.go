@@ -5,12 +5,12 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // Store is the replicated state as the controller uses it.
 type Store interface {
-	Apply(ctx context.Context, c raftstore.Command) (any, error)
+	Apply(ctx context.Context, c raftlog.Command) (any, error)
 	Hosts() []model.Host
 	Host(name string) (model.Host, error)
 	VMs() []model.VM
@@ -28,8 +28,8 @@ type Raft interface {
 	LeaderCh() <-chan bool
 	Barrier(ctx context.Context) error
 	HasState() bool
-	Bootstrap(servers []raftstore.Server) error
-	Servers() ([]raftstore.Server, error)
+	Bootstrap(servers []raftlog.Server) error
+	Servers() ([]raftlog.Server, error)
 	AddVoter(ctx context.Context, id, addr string) error
 	AddNonvoter(ctx context.Context, id, addr string) error
 	RemoveServer(ctx context.Context, id string) error

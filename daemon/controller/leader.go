@@ -14,7 +14,7 @@ import (
 
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // LeaderConfig tunes the leader loop.
@@ -385,7 +385,7 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 		case have.Health.State != want.Health.State:
 			l.event(ctx, "health", p.Name, "", "%s -> %s: %s", orOK(have.Health.State), want.Health.State, strings.Join(want.Health.Reasons, "; "))
 		}
-		if _, err := l.store.Apply(ctx, raftstore.RegisterHost{Host: want}); err != nil {
+		if _, err := l.store.Apply(ctx, raftlog.RegisterHost{Host: want}); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -413,7 +413,7 @@ func (l *Leader) reconcileRaft(ctx context.Context, peers []Peer) error {
 	if err != nil {
 		return err
 	}
-	conf := map[string]raftstore.Server{}
+	conf := map[string]raftlog.Server{}
 	voters := 0
 	for _, s := range servers {
 		conf[s.ID] = s

@@ -12,7 +12,7 @@ import (
 
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // LivenessConfig tunes the leader side of the lease protocol.
@@ -188,7 +188,7 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 	// While HA is disarmed the mark guards nothing (no host is declared
 	// dead), and re-arming waits for a guarded renewal anyway.
 	if !h.StoppedAt.IsZero() && (!req.Unguarded || cl.HADisarmed) {
-		if _, err := l.store.Apply(ctx, raftstore.SetHostStopped{Name: req.Host}); err != nil {
+		if _, err := l.store.Apply(ctx, raftlog.SetHostStopped{Name: req.Host}); err != nil {
 			return LeaseGrant{}, err
 		}
 		l.event(ctx, "daemon-back", req.Host, "", "corrald renews its lease again after a clean stop at %s", h.StoppedAt.Format(time.RFC3339))
@@ -205,7 +205,7 @@ func (l *Leader) hostStopping(ctx context.Context, host string) (LeaseGrant, err
 	if err := l.ready(); err != nil {
 		return LeaseGrant{}, err
 	}
-	if _, err := l.store.Apply(ctx, raftstore.SetHostStopped{Name: host, At: l.clock.Now().UTC()}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.SetHostStopped{Name: host, At: l.clock.Now().UTC()}); err != nil {
 		return LeaseGrant{}, err
 	}
 	l.event(ctx, "daemon-stopped", host, "", "corrald stopped cleanly; its guests keep running there, unmanaged until it returns")
@@ -397,7 +397,7 @@ func (l *Leader) startFence(ctx context.Context, h model.Host, age time.Duration
 // declareDead fences a host in state and recovers its guests.
 func (l *Leader) declareDead(ctx context.Context, host, reason string, lastHeard time.Time) {
 	now := l.clock.Now()
-	if _, err := l.store.Apply(ctx, raftstore.FenceHost{Name: host, Reason: reason, Time: now.UTC()}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.FenceHost{Name: host, Reason: reason, Time: now.UTC()}); err != nil {
 		l.log.Warn("declare host dead", "host", host, "err", err)
 		return
 	}
@@ -463,7 +463,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 	}
 	byPriority(vms)
 	idx := l.recoveryIndex()
-	var cmds []raftstore.Command
+	var cmds []raftlog.Command
 	var placed []model.VM
 	var targets []string
 	for _, v := range vms {
@@ -487,7 +487,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 			}
 			continue
 		}
-		cmds = append(cmds, raftstore.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation})
+		cmds = append(cmds, raftlog.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation})
 		placed = append(placed, v)
 		targets = append(targets, target)
 	}
@@ -499,7 +499,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 		l.log.Warn("recover", "host", host, "err", err)
 		return err
 	}
-	results, _ := res.(raftstore.BatchResult)
+	results, _ := res.(raftlog.BatchResult)
 	lv := &l.live
 	for i, v := range placed {
 		if i < len(results) && results[i] != nil {
@@ -513,10 +513,10 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 	return nil
 }
 
-func batchOf(cmds []raftstore.Command) raftstore.Batch {
-	b := raftstore.Batch{Entries: make([][]byte, len(cmds))}
+func batchOf(cmds []raftlog.Command) raftlog.Batch {
+	b := raftlog.Batch{Entries: make([][]byte, len(cmds))}
 	for i, c := range cmds {
-		b.Entries[i] = raftstore.MustEncode(c)
+		b.Entries[i] = raftlog.MustEncode(c)
 	}
 	return b
 }
@@ -525,7 +525,7 @@ func batchOf(cmds []raftstore.Command) raftstore.Batch {
 // were recovered elsewhere; its own host loop removes the stale domains
 // once its state has caught up.
 func (l *Leader) welcomeBack(ctx context.Context, h model.Host) {
-	if _, err := l.store.Apply(ctx, raftstore.SetHostMode{Name: h.Name, Mode: model.ModeActive}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.SetHostMode{Name: h.Name, Mode: model.ModeActive}); err != nil {
 		return
 	}
 	l.event(ctx, "returned", h.Name, "", "renewing its lease again after being fenced (%s); back in service", h.FenceReason)
@@ -533,7 +533,7 @@ func (l *Leader) welcomeBack(ctx context.Context, h model.Host) {
 
 // noteRecovered turns a report of a recovered VM running into an event with
 // the timings.
-func (l *Leader) noteRecovered(ctx context.Context, host string, rep raftstore.VMReport) {
+func (l *Leader) noteRecovered(ctx context.Context, host string, rep raftlog.VMReport) {
 	lv := &l.live
 	lv.mu.Lock()
 	r, ok := lv.recovering[rep.Name]

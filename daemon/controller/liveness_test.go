@@ -16,7 +16,7 @@ import (
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 type liveEnv struct {
@@ -51,7 +51,7 @@ func (e *liveEnv) vm(t *testing.T, name, host string, prio int, ha bool) {
 	t.Helper()
 	spec := model.VMSpec{VCPUs: 1, MemoryMiB: 256, Disks: []model.DiskSpec{{SizeMiB: 10}}, HA: model.DefaultHA()}
 	spec.HA.Priority, spec.HA.Enabled = prio, ha
-	if _, err := e.r.store.Apply(context.Background(), raftstore.CreateVM{VM: model.VM{ID: "id-" + name, Name: name, Host: host, Spec: spec}}); err != nil {
+	if _, err := e.r.store.Apply(context.Background(), raftlog.CreateVM{VM: model.VM{ID: "id-" + name, Name: name, Host: host, Spec: spec}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -391,7 +391,7 @@ func TestDrainMigratesInParallelAndRetriesElsewhere(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		name := fmt.Sprintf("d%d", i)
 		e.vm(t, name, "h2", 0, true)
-		e.r.store.Apply(ctx, raftstore.ReportVMs{Host: "h2", Reports: []raftstore.VMReport{{Name: name, Generation: 1, State: model.StateRunning}}})
+		e.r.store.Apply(ctx, raftlog.ReportVMs{Host: "h2", Reports: []raftlog.VMReport{{Name: name, Generation: 1, State: model.StateRunning}}})
 	}
 	if _, err := e.l.DrainHost(ctx, NameRequest{Name: "h2"}); err != nil {
 		t.Fatal(err)
@@ -422,7 +422,7 @@ func TestDrainMigratesInParallelAndRetriesElsewhere(t *testing.T) {
 		for _, v := range e.r.store.VMs() {
 			if v.Migration != nil {
 				e.l.MigrationDone(ctx, MigrationResult{Name: v.Name, Generation: v.Generation, Target: v.Migration.Target})
-				e.r.store.Apply(ctx, raftstore.ReportVMs{Host: v.Migration.Target, Reports: []raftstore.VMReport{{Name: v.Name, Generation: v.Generation + 1, State: model.StateRunning}}})
+				e.r.store.Apply(ctx, raftlog.ReportVMs{Host: v.Migration.Target, Reports: []raftlog.VMReport{{Name: v.Name, Generation: v.Generation + 1, State: model.StateRunning}}})
 			}
 		}
 		e.l.driveMigrations(ctx)
@@ -448,7 +448,7 @@ func TestDrainMigratesInParallelAndRetriesElsewhere(t *testing.T) {
 		for _, v := range e.r.store.VMs() {
 			if v.Migration != nil {
 				e.l.MigrationDone(ctx, MigrationResult{Name: v.Name, Generation: v.Generation, Target: v.Migration.Target})
-				e.r.store.Apply(ctx, raftstore.ReportVMs{Host: "h2", Reports: []raftstore.VMReport{{Name: v.Name, Generation: v.Generation + 1, State: model.StateRunning}}})
+				e.r.store.Apply(ctx, raftlog.ReportVMs{Host: "h2", Reports: []raftlog.VMReport{{Name: v.Name, Generation: v.Generation + 1, State: model.StateRunning}}})
 			}
 		}
 	}
@@ -502,8 +502,8 @@ func TestLeaderForgetsRemovedHostsAndVMs(t *testing.T) {
 		name, host string
 		gen        uint64
 	}{{"pinned", "h3", 1}, {"moved", moved.Host, moved.Generation}} {
-		e.r.store.Apply(ctx, raftstore.DeleteVM{Name: v.name})
-		e.r.store.Apply(ctx, raftstore.ReportVMs{Host: v.host, Reports: []raftstore.VMReport{{Name: v.name, Generation: v.gen, State: model.StateDeleted}}})
+		e.r.store.Apply(ctx, raftlog.DeleteVM{Name: v.name})
+		e.r.store.Apply(ctx, raftlog.ReportVMs{Host: v.host, Reports: []raftlog.VMReport{{Name: v.name, Generation: v.gen, State: model.StateDeleted}}})
 	}
 	e.peers.set(Peer{Name: "h3", State: PeerDead})
 	if _, err := e.l.RemoveHost(ctx, RemoveHostRequest{Name: "h3"}); err != nil {
@@ -601,7 +601,7 @@ func TestFencedHostRecoveryRetriedOnChange(t *testing.T) {
 	store := &countingStore{Memory: e.r.store}
 	e.l.store = store
 	spec := model.VMSpec{VCPUs: 1, MemoryMiB: 16384, Disks: []model.DiskSpec{{SizeMiB: 10}}, HA: model.DefaultHA()} // hosts have 8 GiB
-	if _, err := e.r.store.Apply(ctx, raftstore.CreateVM{VM: model.VM{ID: "id-big", Name: "big", Host: "h3", Spec: spec}}); err != nil {
+	if _, err := e.r.store.Apply(ctx, raftlog.CreateVM{VM: model.VM{ID: "id-big", Name: "big", Host: "h3", Spec: spec}}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 14; i++ {
@@ -648,7 +648,7 @@ func TestRemoveHostForce(t *testing.T) {
 	ctx := context.Background()
 	e.vm(t, "pinned", "h3", 0, false) // HA disabled: stays on the dead host
 	e.vm(t, "doomed", "h3", 0, false)
-	e.r.store.Apply(ctx, raftstore.MarkVMDelete{Name: "doomed"})
+	e.r.store.Apply(ctx, raftlog.MarkVMDelete{Name: "doomed"})
 	e.step(500 * time.Millisecond)
 	e.peers.set(Peer{Name: "h3", State: PeerDead})
 	e.step(500*time.Millisecond, "h3") // late, not fenced yet

@@ -8,7 +8,7 @@ import (
 
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // HostRestoreRequest returns a host to service.
@@ -122,9 +122,9 @@ func (l *Leader) DrainHost(ctx context.Context, req NameRequest) (model.Host, er
 	if h.Mode == model.ModeFenced {
 		return h, fmt.Errorf("host %q is fenced; its VMs were recovered: %w", h.Name, model.ErrConflict)
 	}
-	if _, err := l.store.Apply(ctx, batchOf([]raftstore.Command{
-		raftstore.SetHostMode{Name: h.Name, Mode: model.ModeMaintenance},
-		raftstore.SetHostDraining{Name: h.Name, Draining: true},
+	if _, err := l.store.Apply(ctx, batchOf([]raftlog.Command{
+		raftlog.SetHostMode{Name: h.Name, Mode: model.ModeMaintenance},
+		raftlog.SetHostDraining{Name: h.Name, Draining: true},
 	})); err != nil {
 		return h, err
 	}
@@ -181,14 +181,14 @@ func (l *Leader) RemoveHost(ctx context.Context, req RemoveHostRequest) (model.H
 		if err != nil {
 			return h, err
 		}
-		if results, _ := res.(raftstore.BatchResult); errors.Join(results...) != nil {
+		if results, _ := res.(raftlog.BatchResult); errors.Join(results...) != nil {
 			return h, errors.Join(results...)
 		}
 		for _, c := range cmds {
 			switch c := c.(type) {
-			case raftstore.PlaceVM:
+			case raftlog.PlaceVM:
 				l.event(ctx, "moved", c.Host, c.Name, "from %s, removed by force; stopped: start it when ready", h.Name)
-			case raftstore.DeleteVM:
+			case raftlog.DeleteVM:
 				l.event(ctx, "deleted", h.Name, c.Name, "removed from cluster state with its host (it was being deleted)")
 			}
 		}
@@ -204,7 +204,7 @@ func (l *Leader) RemoveHost(ctx context.Context, req RemoveHostRequest) (model.H
 			}
 		}
 	}
-	if _, err := l.store.Apply(ctx, raftstore.RemoveHost{Name: h.Name, Time: l.clock.Now().UTC()}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.RemoveHost{Name: h.Name, Time: l.clock.Now().UTC()}); err != nil {
 		return h, err
 	}
 	l.event(ctx, "removed", h.Name, "", "host removed; its certificates are revoked")
@@ -217,7 +217,7 @@ func (l *Leader) RemoveHost(ctx context.Context, req RemoveHostRequest) (model.H
 // no longer run, so that nothing widens the window for a second copy; and
 // only with shared storage, where the disks are. A VM that fits nowhere
 // refuses the whole removal.
-func (l *Leader) forceMoves(h model.Host, vms []model.VM) ([]raftstore.Command, error) {
+func (l *Leader) forceMoves(h model.Host, vms []model.VM) ([]raftlog.Command, error) {
 	if h.Mode != model.ModeFenced {
 		return nil, fmt.Errorf("host %q is %s, not fenced: its guests may still run there, so --force moves nothing off it; "+
 			"wait until the leader declares it dead (or fence_command powers it off): %w", h.Name, h.Mode, model.ErrConflict)
@@ -227,18 +227,18 @@ func (l *Leader) forceMoves(h model.Host, vms []model.VM) ([]raftstore.Command, 
 			vms[0].Name, h.Name, model.ErrConflict)
 	}
 	idx := l.index()
-	var cmds []raftstore.Command
+	var cmds []raftlog.Command
 	for _, v := range vms {
 		if v.Deleting {
-			cmds = append(cmds, raftstore.DeleteVM{Name: v.Name})
+			cmds = append(cmds, raftlog.DeleteVM{Name: v.Name})
 			continue
 		}
 		target, err := idx.Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{h.Name: true}})
 		if err != nil {
 			return nil, fmt.Errorf("vm %q from %s: %w", v.Name, h.Name, err)
 		}
-		cmds = append(cmds, raftstore.SetVMPower{Name: v.Name, Desired: model.PowerStopped},
-			raftstore.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation})
+		cmds = append(cmds, raftlog.SetVMPower{Name: v.Name, Desired: model.PowerStopped},
+			raftlog.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation})
 	}
 	return cmds, nil
 }
@@ -255,7 +255,7 @@ func (l *Leader) RestoreHost(ctx context.Context, req HostRestoreRequest) (model
 	if h.Mode == model.ModeFenced {
 		return h, fmt.Errorf("host %q is fenced; it returns to service by itself when it renews its lease again: %w", h.Name, model.ErrConflict)
 	}
-	if _, err := l.store.Apply(ctx, raftstore.SetHostMode{Name: h.Name, Mode: model.ModeActive}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.SetHostMode{Name: h.Name, Mode: model.ModeActive}); err != nil {
 		return h, err
 	}
 	msg := "back in service"
@@ -305,7 +305,7 @@ func (l *Leader) startMigration(ctx context.Context, v model.VM, target, reason 
 	if err != nil {
 		return err
 	}
-	if _, err := l.store.Apply(ctx, raftstore.StartMigration{Name: v.Name, Generation: v.Generation, Target: t, Reason: reason, Time: l.clock.Now().UTC()}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.StartMigration{Name: v.Name, Generation: v.Generation, Target: t, Reason: reason, Time: l.clock.Now().UTC()}); err != nil {
 		return err
 	}
 	l.event(ctx, "migrating", v.Host, v.Name, "live migration to %s (%s)", t, reason)
@@ -329,13 +329,13 @@ func (l *Leader) MigrationDone(ctx context.Context, r MigrationResult) (model.VM
 	took := l.clock.Now().Sub(v.Migration.StartedAt).Round(10e6)
 	l.cfg.Recorder.Migrated(took, r.Error == "")
 	if r.Error == "" {
-		if _, err := l.store.Apply(ctx, raftstore.FinishMigration{Name: v.Name, Generation: v.Generation, Target: r.Target}); err != nil {
+		if _, err := l.store.Apply(ctx, raftlog.FinishMigration{Name: v.Name, Generation: v.Generation, Target: r.Target}); err != nil {
 			return v, err
 		}
 		l.mig.clearFailed(v.Name)
 		l.event(ctx, "migrated", r.Target, v.Name, "from %s in %v", v.Host, took)
 	} else {
-		if _, err := l.store.Apply(ctx, raftstore.AbortMigration{Name: v.Name, Generation: v.Generation}); err != nil {
+		if _, err := l.store.Apply(ctx, raftlog.AbortMigration{Name: v.Name, Generation: v.Generation}); err != nil {
 			return v, err
 		}
 		l.mig.markFailed(v.Name, r.Target)
@@ -415,7 +415,7 @@ func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, pa
 			x := l.index()
 			target, err := x.Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{h.Name: true}})
 			if err == nil {
-				if _, err = l.store.Apply(ctx, raftstore.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation}); err == nil {
+				if _, err = l.store.Apply(ctx, raftlog.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation}); err == nil {
 					l.event(ctx, "moved", target, v.Name, "stopped VM moved off %s", h.Name)
 				}
 			}
@@ -440,7 +440,7 @@ func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, pa
 		inflight++
 	}
 	if left == 0 || left == stuck {
-		if _, err := l.store.Apply(ctx, raftstore.SetHostDraining{Name: h.Name, Draining: false}); err != nil {
+		if _, err := l.store.Apply(ctx, raftlog.SetHostDraining{Name: h.Name, Draining: false}); err != nil {
 			return
 		}
 		if left == 0 {
@@ -468,7 +468,7 @@ func (l *Leader) SetHA(ctx context.Context, req HARequest) (model.Cluster, error
 	if cur.HADisarmed == !req.Armed {
 		return cur, nil
 	}
-	if _, err := l.store.Apply(ctx, raftstore.SetHA{Disarmed: !req.Armed, Time: l.clock.Now().UTC()}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.SetHA{Disarmed: !req.Armed, Time: l.clock.Now().UTC()}); err != nil {
 		return cur, err
 	}
 	if req.Armed {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // Networker builds corral networks on this host (netsetup implements it).
@@ -150,7 +150,7 @@ func (l *Leader) CreateNetwork(ctx context.Context, req CreateNetworkRequest) (m
 	if err := n.Validate(); err != nil {
 		return n, err
 	}
-	if _, err := l.store.Apply(ctx, raftstore.CreateNetwork{Network: n}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.CreateNetwork{Network: n}); err != nil {
 		return n, err
 	}
 	what := fmt.Sprintf("vxlan vni %d", n.VNI)
@@ -170,7 +170,7 @@ func (l *Leader) DeleteNetwork(ctx context.Context, req NameRequest) (model.Netw
 	if err != nil {
 		return n, err
 	}
-	if _, err := l.store.Apply(ctx, raftstore.DeleteNetwork{Name: req.Name}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.DeleteNetwork{Name: req.Name}); err != nil {
 		return n, err
 	}
 	l.event(ctx, "network", "", "", "network %s deleted", n.Name)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // The operations below run on the leader; followers forward them over the
@@ -45,7 +45,7 @@ func (l *Leader) SetHostLabels(ctx context.Context, req HostLabels) (model.Host,
 	if _, err := l.store.Host(req.Name); err != nil {
 		return model.Host{}, err
 	}
-	if _, err := l.store.Apply(ctx, raftstore.SetHostLabels{Name: req.Name, Set: req.Set, Remove: req.Remove}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.SetHostLabels{Name: req.Name, Set: req.Set, Remove: req.Remove}); err != nil {
 		return model.Host{}, err
 	}
 	return l.store.Host(req.Name)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/model"
-	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // CreateVMRequest creates and places a VM.
@@ -53,7 +53,7 @@ type DeleteVMRequest struct {
 
 func (l *Leader) event(ctx context.Context, kind, host, vm, format string, args ...any) {
 	e := model.Event{Time: l.clock.Now().UTC(), Kind: kind, Host: host, VM: vm, Message: fmt.Sprintf(format, args...)}
-	if _, err := l.store.Apply(ctx, raftstore.AddEvents{Events: []model.Event{e}}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.AddEvents{Events: []model.Event{e}}); err != nil {
 		l.log.Warn("record event", "kind", kind, "vm", vm, "err", err)
 	}
 }
@@ -169,7 +169,7 @@ func (l *Leader) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, e
 	if req.Stopped {
 		v.Desired = model.PowerStopped
 	}
-	if _, err := l.store.Apply(ctx, raftstore.CreateVM{VM: v}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.CreateVM{VM: v}); err != nil {
 		return model.VM{}, err
 	}
 	l.event(ctx, "created", host, v.Name, "placed on %s (%d vCPU, %d MiB)", host, spec.VCPUs, spec.MemoryMiB)
@@ -189,7 +189,7 @@ func (l *Leader) SetVMPower(ctx context.Context, req VMPowerRequest) (model.VM, 
 	if v.Desired == req.Desired && (req.Desired == model.PowerStopped || v.Failed == "") {
 		return v, nil
 	}
-	if _, err := l.store.Apply(ctx, raftstore.SetVMPower{Name: req.Name, Desired: req.Desired, ClearFailed: req.Desired == model.PowerRunning}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.SetVMPower{Name: req.Name, Desired: req.Desired, ClearFailed: req.Desired == model.PowerRunning}); err != nil {
 		return v, err
 	}
 	kind := "start"
@@ -212,7 +212,7 @@ func (l *Leader) RestartVM(ctx context.Context, req NameRequest) (model.VM, erro
 	if v.Desired != model.PowerRunning {
 		return v, fmt.Errorf("vm %q is stopped; start it instead: %w", req.Name, model.ErrConflict)
 	}
-	if _, err := l.store.Apply(ctx, raftstore.RestartVM{Name: req.Name}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.RestartVM{Name: req.Name}); err != nil {
 		return v, err
 	}
 	l.event(ctx, "restart", v.Host, v.Name, "operator asked to restart")
@@ -250,7 +250,7 @@ func (l *Leader) ResizeVM(ctx context.Context, req ResizeVMRequest) (model.VM, e
 			return v, err
 		}
 	}
-	if _, err := l.store.Apply(ctx, raftstore.ResizeVM{Name: v.Name, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.ResizeVM{Name: v.Name, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB}); err != nil {
 		return v, err
 	}
 	l.event(ctx, "resized", v.Host, v.Name, "%d vCPU, %d MiB", req.VCPUs, req.MemoryMiB)
@@ -270,14 +270,14 @@ func (l *Leader) DeleteVM(ctx context.Context, req DeleteVMRequest) (model.VM, e
 		return v, err
 	}
 	if req.Force || v.Host == "" {
-		if _, err := l.store.Apply(ctx, raftstore.DeleteVM{Name: v.Name}); err != nil {
+		if _, err := l.store.Apply(ctx, raftlog.DeleteVM{Name: v.Name}); err != nil {
 			return v, err
 		}
 		l.event(ctx, "deleted", v.Host, v.Name, "removed from cluster state (force=%v)", req.Force)
 		return v, nil
 	}
 	if !v.Deleting {
-		if _, err := l.store.Apply(ctx, raftstore.MarkVMDelete{Name: v.Name}); err != nil {
+		if _, err := l.store.Apply(ctx, raftlog.MarkVMDelete{Name: v.Name}); err != nil {
 			return v, err
 		}
 		l.event(ctx, "deleting", v.Host, v.Name, "operator asked to delete")
@@ -289,7 +289,7 @@ func (l *Leader) DeleteVM(ctx context.Context, req DeleteVMRequest) (model.VM, e
 
 // ReportVMs records a host's reports and turns notable transitions into
 // events. It returns how many reports were applied (stale ones are not).
-func (l *Leader) ReportVMs(ctx context.Context, r raftstore.ReportVMs) (int, error) {
+func (l *Leader) ReportVMs(ctx context.Context, r raftlog.ReportVMs) (int, error) {
 	if err := l.ready(); err != nil {
 		return 0, err
 	}
@@ -332,7 +332,7 @@ func (l *Leader) ReportVMs(ctx context.Context, r raftstore.ReportVMs) (int, err
 		evs = append(evs, model.Event{Time: now, Kind: kind, Host: r.Host, VM: rep.Name, Message: rep.Message})
 	}
 	if len(evs) > 0 {
-		if _, err := l.store.Apply(ctx, raftstore.AddEvents{Events: evs}); err != nil {
+		if _, err := l.store.Apply(ctx, raftlog.AddEvents{Events: evs}); err != nil {
 			l.log.Warn("record events", "err", err)
 		}
 	}
@@ -354,7 +354,7 @@ func (l *Leader) RelocateVM(ctx context.Context, req RelocateRequest) (model.VM,
 		return v, fmt.Errorf("vm %q is no longer placed on %s at generation %d: %w", v.Name, req.Host, req.Generation, model.ErrConflict)
 	}
 	fail := func(reason string) (model.VM, error) {
-		if _, err := l.store.Apply(ctx, raftstore.FailVM{Name: v.Name, Generation: v.Generation, Reason: reason}); err != nil {
+		if _, err := l.store.Apply(ctx, raftlog.FailVM{Name: v.Name, Generation: v.Generation, Reason: reason}); err != nil {
 			return v, err
 		}
 		l.event(ctx, "failed", v.Host, v.Name, "%s", reason)
@@ -371,7 +371,7 @@ func (l *Leader) RelocateVM(ctx context.Context, req RelocateRequest) (model.VM,
 	if err != nil {
 		return v, err
 	}
-	if _, err := l.store.Apply(ctx, raftstore.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation, Relocation: true}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation, Relocation: true}); err != nil {
 		return v, err
 	}
 	l.event(ctx, "relocated", target, v.Name, "from %s: %s", req.Host, req.Reason)
@@ -394,7 +394,7 @@ func (l *Leader) PutImage(ctx context.Context, im model.Image) (model.Image, err
 	// from the image with that device.
 	im.Volume = model.ImageVolume(im.Name)
 	im.CreatedAt = l.clock.Now().UTC()
-	if _, err := l.store.Apply(ctx, raftstore.PutImage{Image: im}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.PutImage{Image: im}); err != nil {
 		return im, err
 	}
 	l.event(ctx, "image", "", "", "image %s imported (%s, %d bytes)", im.Name, im.Format, im.SizeBytes)
@@ -410,7 +410,7 @@ func (l *Leader) DeleteImage(ctx context.Context, req NameRequest) (model.Image,
 	if err != nil {
 		return im, err
 	}
-	_, err = l.store.Apply(ctx, raftstore.DeleteImage{Name: req.Name})
+	_, err = l.store.Apply(ctx, raftlog.DeleteImage{Name: req.Name})
 	return im, err
 }
 

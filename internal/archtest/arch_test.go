@@ -112,6 +112,29 @@ func TestFencerIsSmall(t *testing.T) {
 	}
 }
 
+// The Raft log vocabulary is the standard library and model only, and the
+// controller, which writes commands, does not link Raft.
+func TestRaftLogVocabularyLinksNoRaft(t *testing.T) {
+	std := map[string]bool{}
+	for _, p := range listPackages(t, "std") {
+		std[p.ImportPath] = true
+	}
+	for _, p := range listPackages(t, "./raftlog") {
+		for _, imp := range p.Imports {
+			if !std[imp] && imp != module+"/model" {
+				t.Errorf("raftlog imports %s; it uses the standard library and model only", imp)
+			}
+		}
+	}
+	for _, p := range listPackages(t, "./daemon/controller") {
+		for _, dep := range p.Deps {
+			if lib, _ := ownerOf(dep); lib == "github.com/hashicorp/raft" || dep == module+"/raftstore" {
+				t.Errorf("daemon/controller links %s", dep)
+			}
+		}
+	}
+}
+
 func TestAPIIsStdlibOnly(t *testing.T) {
 	std := map[string]bool{}
 	for _, p := range listPackages(t, "std") {

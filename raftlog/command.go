@@ -1,4 +1,4 @@
-package raftstore
+package raftlog
 
 import (
 	"encoding/json"
@@ -413,4 +413,15 @@ func decodeAs[C Command](t Type, body []byte) (Command, error) {
 		return nil, fmt.Errorf("decode entry type %d: %w", t, err)
 	}
 	return c, nil
+}
+
+// BatchResult is what Apply returns for a Batch: one error (or nil) per
+// entry, in order.
+type BatchResult []error
+
+// Server is one member of the Raft configuration.
+type Server struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
 }

@@ -61,15 +61,34 @@ type Life struct {
 	PID   int           // its thread group id
 	Start time.Duration // CLOCK_MONOTONIC of its exec (as QEMU)
 	End   time.Duration // CLOCK_MONOTONIC when its last thread exited; 0 while alive
+	// Incoming: QEMU was started with -incoming, as the target of a live
+	// migration (its vCPUs wait until the source hands the guest over).
+	Incoming bool
 }
 
 // Overlap is two lives of one VM on different hosts that overlapped: a
-// double run. A started first. For is how long they overlapped (so far,
-// when both are alive).
+// double run, unless B is the incoming side of a live migration (QEMU runs
+// the guest on one side at a time, and hands it over). A started first.
+// For is how long they overlapped (so far, when both are alive).
 type Overlap struct {
 	VM   string
 	A, B Life
 	For  time.Duration
+}
+
+// Migration reports whether the overlap is a live migration's: the later
+// QEMU was started to receive the guest.
+func (o Overlap) Migration() bool { return o.B.Incoming }
+
+// DoubleRuns returns the overlaps that are not live migrations.
+func (r GuestReport) DoubleRuns() []Overlap {
+	var out []Overlap
+	for _, o := range r.Overlaps {
+		if !o.Migration() {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // Handover is two consecutive lives of one VM on different hosts. Gap is
@@ -288,25 +307,33 @@ func splitQEMUOpts(s string) []string {
 	return append(out, cur.String())
 }
 
-// probeGuest reads the guest name and network namespace of process pid
-// from /proc; ok is false if it is gone or no QEMU guest.
-func probeGuest(pid int) (vm string, netIno uint64, ok bool) {
+// guestProbe is what /proc says of a new QEMU guest process.
+type guestProbe struct {
+	VM       string
+	NetIno   uint64
+	Incoming bool
+}
+
+// probeGuest reads the guest name, network namespace and -incoming of
+// process pid from /proc; ok is false if it is gone or no QEMU guest.
+func probeGuest(pid int) (guestProbe, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil || len(b) == 0 {
-		return "", 0, false
+		return guestProbe{}, false
 	}
-	vm = guestName(strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"))
+	argv := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+	vm := guestName(argv)
 	if vm == "" {
-		return "", 0, false
+		return guestProbe{}, false
 	}
-	return vm, nsIno(fmt.Sprintf("/proc/%d/ns/net", pid)), true
+	return guestProbe{VM: vm, NetIno: nsIno(fmt.Sprintf("/proc/%d/ns/net", pid)), Incoming: slices.Contains(argv, "-incoming")}, true
 }
 
 // tracker builds lives from proc events, in the order the kernel queued
 // them.
 type tracker struct {
 	hosts map[uint64]string // network namespace inode -> lab host
-	probe func(pid int) (vm string, netIno uint64, ok bool)
+	probe func(pid int) (guestProbe, bool)
 	lives []*track
 	open  map[int]*track // by thread group id, until the pid is reused
 }
@@ -316,7 +343,7 @@ type track struct {
 	leaderGone bool // the thread group leader's exit was seen
 }
 
-func newTracker(hosts map[uint64]string, probe func(int) (string, uint64, bool)) *tracker {
+func newTracker(hosts map[uint64]string, probe func(int) (guestProbe, bool)) *tracker {
 	return &tracker{hosts: hosts, probe: probe, open: map[int]*track{}}
 }
 
@@ -340,11 +367,11 @@ func (t *tracker) handle(ev procEvent) {
 			// first start.
 			return
 		}
-		vm, ino, ok := t.probe(ev.tgid)
+		g, ok := t.probe(ev.tgid)
 		if !ok {
 			return
 		}
-		tr := &track{Life: Life{VM: vm, Host: t.hosts[ino], PID: ev.tgid, Start: ev.at}}
+		tr := &track{Life: Life{VM: g.VM, Host: t.hosts[g.NetIno], PID: ev.tgid, Start: ev.at, Incoming: g.Incoming}}
 		t.lives = append(t.lives, tr)
 		t.open[ev.tgid] = tr
 	case procEventExit:

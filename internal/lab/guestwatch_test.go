@@ -192,14 +192,14 @@ func TestGuestWatchParse(t *testing.T) {
 }
 
 func TestGuestWatchEvents(t *testing.T) {
-	probe := func(pid int) (string, uint64, bool) {
+	probe := func(pid int) (guestProbe, bool) {
 		switch pid {
 		case 100, 300:
-			return "vm1", 7, true
+			return guestProbe{VM: "vm1", NetIno: 7}, true
 		case 200:
-			return "vm2", 8, true // not a lab host
+			return guestProbe{VM: "vm2", NetIno: 8}, true // not a lab host
 		}
-		return "", 0, false // gone, or no guest
+		return guestProbe{}, false // gone, or no guest
 	}
 	tr := newTracker(map[uint64]string{7: "h1"}, probe)
 	exit := func(at time.Duration, pid, tgid int) procEvent {
@@ -215,19 +215,19 @@ func TestGuestWatchEvents(t *testing.T) {
 		ev   procEvent
 		want []Life // after the event
 	}{
-		{exec(10, 100), []Life{{"vm1", "h1", 100, 10, 0}}},
-		{exec(11, 400), []Life{{"vm1", "h1", 100, 10, 0}}}, // no guest
-		{fork(12, 101, 100), []Life{{"vm1", "h1", 100, 10, 0}}},
-		{exec(13, 100), []Life{{"vm1", "h1", 100, 10, 0}}},       // exec again: same life
-		{exit(20, 101, 100), []Life{{"vm1", "h1", 100, 10, 0}}},  // a thread: alive
-		{exit(30, 100, 100), []Life{{"vm1", "h1", 100, 10, 30}}}, // the leader: ended
-		{exit(35, 102, 100), []Life{{"vm1", "h1", 100, 10, 35}}}, // a thread after the leader
-		{exec(36, 200), []Life{{"vm1", "h1", 100, 10, 35}, {"vm2", "", 200, 36, 0}}},
-		{fork(40, 100, 100), []Life{{"vm1", "h1", 100, 10, 35}, {"vm2", "", 200, 36, 0}}}, // pid 100 reused
-		{exit(50, 100, 100), []Life{{"vm1", "h1", 100, 10, 35}, {"vm2", "", 200, 36, 0}}}, // the new process's
-		{exit(60, 200, 200), []Life{{"vm1", "h1", 100, 10, 35}, {"vm2", "", 200, 36, 60}}},
-		{exec(70, 300), []Life{{"vm1", "h1", 100, 10, 35}, {"vm2", "", 200, 36, 60}, {"vm1", "h1", 300, 70, 0}}},
-		{fork(80, 300, 300), []Life{{"vm1", "h1", 100, 10, 35}, {"vm2", "", 200, 36, 60}, {"vm1", "h1", 300, 70, 80}}}, // reused, exits lost
+		{exec(10, 100), []Life{{"vm1", "h1", 100, 10, 0, false}}},
+		{exec(11, 400), []Life{{"vm1", "h1", 100, 10, 0, false}}}, // no guest
+		{fork(12, 101, 100), []Life{{"vm1", "h1", 100, 10, 0, false}}},
+		{exec(13, 100), []Life{{"vm1", "h1", 100, 10, 0, false}}},       // exec again: same life
+		{exit(20, 101, 100), []Life{{"vm1", "h1", 100, 10, 0, false}}},  // a thread: alive
+		{exit(30, 100, 100), []Life{{"vm1", "h1", 100, 10, 30, false}}}, // the leader: ended
+		{exit(35, 102, 100), []Life{{"vm1", "h1", 100, 10, 35, false}}}, // a thread after the leader
+		{exec(36, 200), []Life{{"vm1", "h1", 100, 10, 35, false}, {"vm2", "", 200, 36, 0, false}}},
+		{fork(40, 100, 100), []Life{{"vm1", "h1", 100, 10, 35, false}, {"vm2", "", 200, 36, 0, false}}}, // pid 100 reused
+		{exit(50, 100, 100), []Life{{"vm1", "h1", 100, 10, 35, false}, {"vm2", "", 200, 36, 0, false}}}, // the new process's
+		{exit(60, 200, 200), []Life{{"vm1", "h1", 100, 10, 35, false}, {"vm2", "", 200, 36, 60, false}}},
+		{exec(70, 300), []Life{{"vm1", "h1", 100, 10, 35, false}, {"vm2", "", 200, 36, 60, false}, {"vm1", "h1", 300, 70, 0, false}}},
+		{fork(80, 300, 300), []Life{{"vm1", "h1", 100, 10, 35, false}, {"vm2", "", 200, 36, 60, false}, {"vm1", "h1", 300, 70, 80, false}}}, // reused, exits lost
 	} {
 		tr.handle(step.ev)
 		if got := tr.snapshot(); !slices.Equal(got, step.want) {
@@ -456,5 +456,24 @@ func TestGuestWatchLost(t *testing.T) {
 		t.Fatalf("report after stop: %v, want lost events", err)
 	} else {
 		t.Log(err)
+	}
+}
+
+// A live migration's target QEMU (-incoming) overlaps its source by design:
+// it is an overlap, not a double run.
+func TestGuestWatchMigrationIsNoDoubleRun(t *testing.T) {
+	src := Life{VM: "vm1", Host: "h1", PID: 1, Start: 100, End: 300}
+	dst := Life{VM: "vm1", Host: "h2", PID: 2, Start: 200, End: 0, Incoming: true}
+	dup := Life{VM: "vm1", Host: "h3", PID: 3, Start: 250, End: 260}
+	r := analyze([]Life{src, dst, dup})
+	if len(r.Overlaps) != 3 {
+		t.Fatalf("overlaps %+v", r.Overlaps)
+	}
+	d := r.DoubleRuns()
+	if len(d) != 2 || d[0].B.PID != 3 || d[1].B.PID != 3 {
+		t.Fatalf("double runs %+v", d)
+	}
+	if g := guestName([]string{"/usr/bin/qemu-system-x86_64", "-name", "guest=vm1,debug-threads=on", "-incoming", "defer"}); g != "vm1" {
+		t.Fatal(g)
 	}
 }

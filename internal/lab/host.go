@@ -86,6 +86,9 @@ func (h *Host) create(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := h.mountDataDir(ctx); err != nil {
+		return err
+	}
 	if err := copyLibvirtConfig("/etc/libvirt", filepath.Join(h.Dir, "etc-libvirt")); err != nil {
 		return err
 	}
@@ -108,7 +111,7 @@ func (h *Host) create(ctx context.Context) error {
 			return err
 		}
 	}
-	conf := h.config + fmt.Sprintf("data_dir = %q\n", filepath.Join(h.Dir, "data"))
+	conf := h.config + fmt.Sprintf("data_dir = %q\n", h.DataDir())
 	// 0600: it may hold a join token.
 	if err := os.WriteFile(h.ConfigFile(), []byte(conf), 0o600); err != nil {
 		return err

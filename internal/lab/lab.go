@@ -7,11 +7,17 @@
 // Hosts reach each other through veth pairs on one bridge; a shared storage
 // directory is visible to every host at the same path. The lab can power a
 // host off (kill every process in its namespace and cut its link), partition
-// and heal it, and restart its daemons.
+// and heal it, and restart its daemons. For chaos runs (faults.go) it can
+// also cut a host's IP traffic to chosen peers, one way or both (Cut, an
+// nftables table in the host's network namespace, for splits and
+// asymmetric partitions), degrade its link (Netem: loss and delay), and
+// fill its corrald data_dir (FillDataDir, when Config.DataDirMiB makes
+// each data_dir a tmpfs of that size); each has its undo.
 //
 // cmd/corral-lab is its command line; end-to-end tests and the demo use it.
 // It needs root, iproute2, util-linux (unshare, nsenter), libvirt and QEMU,
-// and installs nothing: Check reports what is missing.
+// and installs nothing: Check reports what is missing. Cut also needs nft
+// (nftables) and Netem a kernel with the netem qdisc.
 package lab
 
 import (
@@ -51,6 +57,9 @@ type Config struct {
 	// for comparisons; by default h1 runs corrald init and the other hosts
 	// join with its token, as an operator would set a cluster up.
 	Insecure bool
+	// DataDirMiB, when > 0, makes every host's data_dir a tmpfs of that
+	// many MiB, which FillDataDir can fill; 0 leaves it on the lab's disk.
+	DataDirMiB int
 }
 
 // Host is one lab host.
@@ -78,6 +87,8 @@ type Lab struct {
 	Hosts     []*Host `json:"hosts"`
 	Corrald   string  `json:"corrald"`
 	NoCorrald bool    `json:"no_corrald,omitempty"`
+	// DataDirMiB is Config.DataDirMiB: each host's data_dir is a tmpfs.
+	DataDirMiB int `json:"data_dir_mib,omitempty"`
 }
 
 // DefaultDir is where corral-lab keeps its labs.
@@ -184,6 +195,9 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if cfg.ID < 0 || cfg.ID > 255 {
 		return nil, fmt.Errorf("lab id %d, want 0..255", cfg.ID)
 	}
+	if cfg.DataDirMiB < 0 {
+		return nil, fmt.Errorf("data dir size: %d MiB, want >= 0", cfg.DataDirMiB)
+	}
 	if cfg.Corrald == "" && !cfg.NoCorrald {
 		return nil, errors.New("no corrald binary given")
 	}
@@ -210,7 +224,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		return nil, err
 	}
 	l := &Lab{
-		Dir: cfg.Dir, ID: cfg.ID, Corrald: corrald, NoCorrald: cfg.NoCorrald,
+		Dir: cfg.Dir, ID: cfg.ID, Corrald: corrald, NoCorrald: cfg.NoCorrald, DataDirMiB: cfg.DataDirMiB,
 		Bridge: fmt.Sprintf("corral%dbr", cfg.ID),
 		Subnet: fmt.Sprintf("10.77.%d.0/24", cfg.ID),
 	}
@@ -305,7 +319,7 @@ func (l *Lab) identities(ctx context.Context, insecure bool) error {
 	if out, err := exec.CommandContext(ctx, l.Corrald, "init", "--config", first.ConfigFile()).CombinedOutput(); err != nil {
 		return fmt.Errorf("corrald init on %s: %v: %s", first.Name, err, out)
 	}
-	tok, ok := identity.InitToken(filepath.Join(first.Dir, "data", "identity"))
+	tok, ok := identity.InitToken(filepath.Join(first.DataDir(), "identity"))
 	if !ok {
 		return fmt.Errorf("corrald init on %s wrote no join token", first.Name)
 	}
@@ -347,6 +361,9 @@ func (l *Lab) Down(ctx context.Context) error {
 		}
 		if linkExists(h.Veth) {
 			run(ctx, "ip", "link", "del", h.Veth)
+		}
+		if err := h.unmountDataDir(ctx); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if linkExists(l.Bridge) {

@@ -176,6 +176,49 @@ func (h *Host) ClearNetem(ctx context.Context) error {
 	return nil
 }
 
+// lossTable is the nftables table of Loss in a host's network namespace.
+const lossTable = "inet corrallab_loss"
+
+// Loss drops pct percent (1-100) of the host's packets, chosen at random,
+// in both directions on its link (not loopback), with nftables: packet
+// loss where the kernel has no netem. A second call replaces the first.
+func (h *Host) Loss(ctx context.Context, pct int) error {
+	if pct < 1 || pct > 100 {
+		return fmt.Errorf("loss %s: %d%%, want 1..100", h.Name, pct)
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		return fmt.Errorf("loss %s: needs nft (Debian package nftables): %w", h.Name, err)
+	}
+	script := []string{
+		"add table " + lossTable,
+		"delete table " + lossTable,
+		"add table " + lossTable,
+		"add chain " + lossTable + " input { type filter hook input priority -300; policy accept; }",
+		"add chain " + lossTable + " output { type filter hook output priority -300; policy accept; }",
+		`add rule ` + lossTable + ` input iifname "lo" accept`,
+		`add rule ` + lossTable + ` output oifname "lo" accept`,
+	}
+	match := fmt.Sprintf("numgen random mod 100 < %d ", pct)
+	if pct == 100 {
+		match = "" // nft refuses 100 as a value of mod 100
+	}
+	for _, hook := range []string{"input", "output"} {
+		script = append(script, fmt.Sprintf("add rule %s %s %sdrop", lossTable, hook, match))
+	}
+	if err := run(ctx, "ip", "netns", "exec", h.Netns, "nft", strings.Join(script, "\n")); err != nil {
+		return fmt.Errorf("loss %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// ClearLoss ends Loss; it is not an error if there is none.
+func (h *Host) ClearLoss(ctx context.Context) error {
+	if err := run(ctx, "ip", "netns", "exec", h.Netns, "nft", "add table "+lossTable+"\ndelete table "+lossTable); err != nil {
+		return fmt.Errorf("clear loss %s: %w", h.Name, err)
+	}
+	return nil
+}
+
 // DataDir is the host's corrald data_dir, as every namespace sees it.
 func (h *Host) DataDir() string { return filepath.Join(h.Dir, "data") }
 

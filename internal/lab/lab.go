@@ -10,7 +10,8 @@
 // and heal it, and restart its daemons. For chaos runs (faults.go) it can
 // also cut a host's IP traffic to chosen peers, one way or both (Cut, an
 // nftables table in the host's network namespace, for splits and
-// asymmetric partitions), degrade its link (Netem: loss and delay), and
+// asymmetric partitions), degrade its link (Netem: loss and delay; Loss:
+// random loss with nftables, for kernels without netem), and
 // fill its corrald data_dir (FillDataDir, when Config.DataDirMiB makes
 // each data_dir a tmpfs of that size); each has its undo.
 //

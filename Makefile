@@ -8,7 +8,7 @@ BIN := bin
 GOTEST_FLAGS ?=
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test test-unit lint fmt bench bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps
+.PHONY: help build test test-unit lint fmt chaos bench bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ bench: ## unit benchmarks: FSM, Raft commits, snapshots, placement
 
 bench-e2e: deps ## lab benchmarks: create-to-running, 50 creates at once (root)
 	go test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/
+
+SCHEDULES ?= 100
+SEED ?= 1
+chaos: deps build ## random fault schedules on a 5-host lab, checked from outside corrald (SCHEDULES=100 SEED=1; root)
+	scripts/build-test-guest.sh _build/guest
+	bin/corral-lab --dir /var/lib/corral-lab-chaos chaos --hosts 5 --schedules $(SCHEDULES) --seed $(SEED) --guest _build/guest
 
 bench-recovery: deps build ## recovery times after host kills, 10 runs per setting (root)
 	scripts/build-test-guest.sh _build/guest

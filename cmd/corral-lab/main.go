@@ -8,8 +8,13 @@
 //	corral-lab partition H | heal H             cut / restore H's link
 //	corral-lab stop-daemon H [--kill] | start-daemon H
 //	corral-lab restart-libvirtd H
+//	corral-lab cut H PEER... [--inbound] | uncut H   drop H's traffic with peers
+//	corral-lab loss H PCT | clear-loss H        random packet loss (nftables)
+//	corral-lab fill H | free H                  fill H's data_dir (up --data-dir-mib)
 //	corral-lab exec H -- CMD [ARGS]             e.g. corralctl status
 //	corral-lab bench-recovery [--runs 10]       recovery times after host kills
+//	corral-lab chaos [--hosts 5] [--schedules N] [--seed S] [--only K]
+//	                                            random fault schedules, checked
 //
 // It needs root and installs nothing: it says what is missing.
 package main
@@ -23,6 +28,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -43,12 +49,14 @@ func main() {
 }
 
 const usage = `usage: corral-lab [--dir D] COMMAND
-  up --hosts N [--id K] [--corrald PATH] [--config-extra TOML]
+  up --hosts N [--id K] [--corrald PATH] [--config-extra TOML] [--data-dir-mib N]
   status | down
   kill H | boot H | fence H | partition H | heal H
   stop-daemon H [--kill] | start-daemon H | restart-libvirtd H
+  cut H PEER... [--inbound] | uncut H | loss H PCT | clear-loss H | fill H | free H
   exec H -- CMD [ARGS]
-  bench-recovery [--runs 10] [--guest DIR] [--only lease|fence]`
+  bench-recovery [--runs 10] [--guest DIR] [--only lease|fence]
+  chaos [--hosts 5] [--schedules 10] [--seed 1] [--only K] [--duration 30s] [--budget 60s] [--report FILE]`
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("corral-lab", flag.ContinueOnError)
@@ -74,6 +82,8 @@ func run(args []string) error {
 		return up(ctx, *dir, args)
 	case "bench-recovery":
 		return benchRecovery(ctx, *dir, args)
+	case "chaos":
+		return runChaos(ctx, *dir, args)
 	}
 	l, err := lab.Load(*dir)
 	if err != nil {
@@ -127,6 +137,41 @@ func run(args []string) error {
 		return h.StartDaemon(ctx, "corrald")
 	case "restart-libvirtd":
 		return h.RestartDaemon(ctx, "libvirtd")
+	case "cut":
+		dir := lab.Both
+		var peers []*lab.Host
+		for _, a := range rest {
+			if a == "--inbound" {
+				dir = lab.Inbound
+				continue
+			}
+			p, err := l.Host(a)
+			if err != nil {
+				return err
+			}
+			peers = append(peers, p)
+		}
+		if len(peers) == 0 {
+			return errors.New("cut: from which peers?")
+		}
+		return h.Cut(ctx, peers, dir)
+	case "uncut":
+		return h.Uncut(ctx)
+	case "loss":
+		if len(rest) != 1 {
+			return errors.New("loss: what percentage?")
+		}
+		pct, err := strconv.Atoi(rest[0])
+		if err != nil {
+			return fmt.Errorf("loss: %w", err)
+		}
+		return h.Loss(ctx, pct)
+	case "clear-loss":
+		return h.ClearLoss(ctx)
+	case "fill":
+		return h.FillDataDir()
+	case "free":
+		return h.FreeDataDir()
 	case "exec":
 		if len(rest) > 0 && rest[0] == "--" {
 			rest = rest[1:]
@@ -148,6 +193,7 @@ func up(ctx context.Context, dir string, args []string) error {
 	id := fs.Int("id", 0, "lab id (0-255): subnet 10.77.ID.0/24, names carry it")
 	corrald := fs.String("corrald", "", "corrald binary (default: next to corral-lab, then $PATH)")
 	extra := fs.String("config-extra", "", "TOML appended to every host's corral.toml")
+	dataMiB := fs.Int("data-dir-mib", 0, "make each host's data_dir a tmpfs of this size (for fill/free)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -161,7 +207,7 @@ func up(ctx context.Context, dir string, args []string) error {
 			}
 		}
 	}
-	l, err := lab.Up(ctx, lab.Config{Dir: dir, ID: *id, Hosts: *hosts, Corrald: bin, CorraldConfig: *extra})
+	l, err := lab.Up(ctx, lab.Config{Dir: dir, ID: *id, Hosts: *hosts, Corrald: bin, CorraldConfig: *extra, DataDirMiB: *dataMiB})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ package testutil
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -91,6 +92,18 @@ func Logger(t testing.TB) *slog.Logger {
 		w.mu.Unlock()
 	})
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Writer returns a writer whose lines go to t.Log (until the test's
+// cleanup runs).
+func Writer(t testing.TB) io.Writer {
+	w := &tWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
 }
 
 // tWriter sends log lines to t.Log until the test's cleanup runs; goroutines

@@ -41,15 +41,14 @@ func runChaos(ctx context.Context, dir string, args []string) error {
 	quiet := fs.Duration("quiet", 10*time.Second, "fault-free time after each schedule that must see no leader change")
 	report := fs.String("report", "", "JSON report (default DIR/chaos-report.json)")
 	guestDir := fs.String("guest", "_build/guest", "test guest (scripts/build-test-guest.sh)")
-	corrald := fs.String("corrald", "", "corrald binary (default: next to corral-lab)")
+	corrald := fs.String("corrald", "", "corrald binary (default: next to corral-lab, then $PATH)")
 	keep := fs.Bool("keep", false, "leave the lab up afterwards")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	bin := *corrald
-	if bin == "" {
-		self, _ := os.Executable()
-		bin = filepath.Join(filepath.Dir(self), "corrald")
+	bin, err := corraldBinary(*corrald)
+	if err != nil {
+		return err
 	}
 	l, err := lab.Up(ctx, lab.Config{Dir: dir, ID: 9, Hosts: *hosts, Corrald: bin, CorraldConfig: chaos.LabConfig, DataDirMiB: 512})
 	if err != nil {

@@ -197,15 +197,9 @@ func up(ctx context.Context, dir string, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	bin := *corrald
-	if bin == "" {
-		self, _ := os.Executable()
-		bin = filepath.Join(filepath.Dir(self), "corrald")
-		if _, err := os.Stat(bin); err != nil {
-			if bin, err = exec.LookPath("corrald"); err != nil {
-				return errors.New("no corrald next to corral-lab or in $PATH; pass --corrald")
-			}
-		}
+	bin, err := corraldBinary(*corrald)
+	if err != nil {
+		return err
 	}
 	l, err := lab.Up(ctx, lab.Config{Dir: dir, ID: *id, Hosts: *hosts, Corrald: bin, CorraldConfig: *extra, DataDirMiB: *dataMiB})
 	if err != nil {
@@ -213,6 +207,24 @@ func up(ctx context.Context, dir string, args []string) error {
 	}
 	fmt.Printf("lab up in %s: %d hosts on %s (bridge %s), shared storage %s\n", l.Dir, len(l.Hosts), l.Subnet, l.Bridge, l.SharedDir())
 	return status(ctx, l)
+}
+
+// corraldBinary is the corrald to run: the flag's, else the one next to
+// corral-lab, else the one in $PATH.
+func corraldBinary(flagged string) (string, error) {
+	if flagged != "" {
+		return flagged, nil
+	}
+	self, _ := os.Executable()
+	bin := filepath.Join(filepath.Dir(self), "corrald")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	bin, err := exec.LookPath("corrald")
+	if err != nil {
+		return "", errors.New("no corrald next to corral-lab or in $PATH; pass --corrald")
+	}
+	return bin, nil
 }
 
 func status(ctx context.Context, l *lab.Lab) error {

@@ -418,6 +418,13 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 		}
 		return nil, r
 	}
+	if v.Migration != nil && v.Migration.Target != h.cfg.Self {
+		// Not running here while its live migration is recorded: the guest
+		// may run on the target by now (libvirt shuts the source off with
+		// reason "migrated" before the leader records the end). Nothing
+		// starts it here until the leader has decided where it lives.
+		return nil, report(v, model.StateMigrating, stateSince(v, model.StateMigrating, now), "to "+v.Migration.Target+": waiting for the leader to record its end")
+	}
 	if h.cfg.MayStart != nil && !h.cfg.MayStart() {
 		why := "waiting for this host's lease"
 		if h.cfg.StartBlocked != nil {

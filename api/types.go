@@ -38,6 +38,13 @@ type Status struct {
 	// Exposures: what leaves this host's cluster plane open to anyone who
 	// reaches its ports (no TLS, no gossip key); empty when none.
 	Exposures []string `json:"exposures,omitempty"`
+	// Protocol is the cluster protocol recorded in state: features up to
+	// it are in use, and no host below it is registered or starts.
+	// HostsProtocol is the lowest protocol of the hosts in state (the
+	// leader raises Protocol to it); ThisProtocol is this corrald's.
+	Protocol      int `json:"protocol"`
+	HostsProtocol int `json:"hosts_protocol"`
+	ThisProtocol  int `json:"this_protocol"`
 }
 
 // Capacity is what a host offers to guests.
@@ -64,8 +71,11 @@ type Host struct {
 	Gossip      string    `json:"gossip"`
 	GossipSince time.Time `json:"gossip_since,omitzero"`
 	// RaftRole is leader, voter, nonvoter or none.
-	RaftRole string            `json:"raft_role"`
-	Version  string            `json:"version"`
+	RaftRole string `json:"raft_role"`
+	Version  string `json:"version"`
+	// Protocol is the cluster protocol the host's corrald speaks, as last
+	// registered (or gossiped, before it is).
+	Protocol int               `json:"protocol"`
 	Capacity Capacity          `json:"capacity"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	// Mode is active, maintenance or fenced; empty while the leader has

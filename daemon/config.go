@@ -113,6 +113,9 @@ type Tuning struct {
 	HWSource hwmon.Source
 	// CertCheck is how often the host certificate's expiry is checked.
 	CertCheck time.Duration
+	// Protocol replaces raftlog.Protocol, the cluster protocol this
+	// corrald speaks (tests play an older or newer one); 0: raftlog's.
+	Protocol int
 }
 
 // DefaultTuning is what production runs with.

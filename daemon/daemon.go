@@ -111,6 +111,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			Version:  version.Version,
 			RaftAddr: d.raftAddr(),
 			RPCAddr:  d.rpcAddr(),
+			Protocol: d.protocol(),
 		},
 		Logger: log.With("component", "membership"),
 		Timing: cfg.Tuning.Gossip,
@@ -137,6 +138,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		VerifyHost: func(ctx context.Context, h model.Host) error {
 			return d.verifyHost(ctx, h.Name, h.RPCAddr, h.RaftAddr)
 		},
+		Protocol: d.protocol(),
 	}, d.store, d.store, peers, controller.SystemClock{}, log.With("component", "leader"))
 	d.driver = cfg.Tuning.Driver
 	if d.driver == nil {
@@ -402,6 +404,7 @@ func (p peerView) Peers() []controller.Peer {
 			Capacity:  model.Capacity{VCPUs: m.Meta.VCPUs, MemoryMiB: m.Meta.MemoryMiB},
 			Health:    healthOf(m.Meta),
 			InCluster: m.Meta.InCluster,
+			Protocol:  m.Meta.Protocol,
 		}
 	}
 	return out

@@ -14,6 +14,7 @@ import (
 	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/internal/version"
 	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
 )
 
 // backend answers the admin API: reads from this host's copy of the state
@@ -30,12 +31,19 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 		Leader:  leader,
 		Raft: api.RaftStatus{State: st.State, Term: st.Term, LastIndex: st.LastIndex,
 			CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastContact: st.LastContact},
-		Voters:    []string{},
-		Nonvoters: []string{},
-		Members:   map[string]int{},
-		Joined:    d.members.Joined(),
-		HAArmed:   !d.store.Cluster().HADisarmed,
-		Lease:     "none",
+		Voters:       []string{},
+		Nonvoters:    []string{},
+		Members:      map[string]int{},
+		Joined:       d.members.Joined(),
+		HAArmed:      !d.store.Cluster().HADisarmed,
+		Lease:        "none",
+		Protocol:     raftlog.ClusterProtocol(d.store.Cluster()),
+		ThisProtocol: d.protocol(),
+	}
+	for _, h := range d.store.Hosts() {
+		if p := raftlog.HostProtocol(h); out.HostsProtocol == 0 || p < out.HostsProtocol {
+			out.HostsProtocol = p
+		}
 	}
 	switch {
 	case d.lease.Valid():
@@ -172,7 +180,12 @@ func (b backend) DrainHost(ctx context.Context, name string) (api.Host, error) {
 }
 
 func (b backend) RemoveHost(ctx context.Context, name string, force bool) error {
-	if _, err := forward(ctx, b.d, mHostRemove, controller.RemoveHostRequest{Name: name, Force: force}); err != nil {
+	req := controller.RemoveHostRequest{Name: name, Force: force}
+	// Before forwarding: the leader may be of an older protocol.
+	if err := req.Gate(b.d.store.Cluster(), b.d.store.Hosts()); err != nil {
+		return err
+	}
+	if _, err := forward(ctx, b.d, mHostRemove, req); err != nil {
 		return err
 	}
 	b.d.waitState(ctx, func() bool { _, err := b.d.store.Host(name); return errors.Is(err, model.ErrNotFound) })
@@ -309,6 +322,7 @@ func hostView(h model.Host, m membership.Member, inGossip bool, roles map[string
 		Gossip:        "unknown",
 		RaftRole:      "none",
 		Version:       h.Version,
+		Protocol:      raftlog.HostProtocol(h),
 		Capacity:      api.Capacity{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB},
 		Labels:        h.Labels,
 		Mode:          string(h.Mode),
@@ -332,7 +346,7 @@ func hostView(h model.Host, m membership.Member, inGossip bool, roles map[string
 			host, _, _ := net.SplitHostPort(m.Addr)
 			out.Addresses.Advertise = host
 			out.Addresses.Raft, out.Addresses.RPC = m.Meta.RaftAddr, m.Meta.RPCAddr
-			out.Version = m.Meta.Version
+			out.Version, out.Protocol = m.Meta.Version, max(m.Meta.Protocol, 1)
 			out.Capacity = api.Capacity{VCPUs: m.Meta.VCPUs, MemoryMiB: m.Meta.MemoryMiB}
 		}
 	}

@@ -75,6 +75,10 @@ type Host struct {
 	// there, so an expired lease does not mean they are gone; cleared by
 	// its next renewal.
 	StoppedAt time.Time `json:"stopped_at,omitzero"`
+	// Protocol is the cluster protocol (raftlog.Protocol) the host's
+	// corrald gossiped when last registered; 0 means 1 (a corrald from
+	// before protocols gossips none).
+	Protocol int `json:"protocol,omitempty"`
 }
 
 // Cluster holds cluster-wide settings kept in state.
@@ -95,6 +99,10 @@ type Cluster struct {
 	// first; empty until the first rotation (each host's identity holds the
 	// one it joined with). A secret: never shown by the admin API.
 	GossipKeys [][]byte `json:"gossip_keys,omitempty"`
+	// Protocol is the cluster protocol (raftlog.SetProtocol): every host
+	// ran at least this one when the leader raised it, and it is never
+	// lowered. 0 means 1.
+	Protocol int `json:"protocol,omitempty"`
 }
 
 // RevokedHost is a removed host whose certificates are revoked.

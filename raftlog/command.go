@@ -11,8 +11,8 @@ import (
 
 // Type identifies a log entry. Numbers are never reused. An entry whose type
 // has IgnoreUnknown set may be skipped by a daemon that does not know it;
-// any other unknown type stops the FSM, because skipping it would let that
-// daemon's state diverge.
+// any other unknown type is refused (logged, state unchanged), so a new
+// type without the bit is written only behind a Feature (protocol.go).
 type Type uint8
 
 // IgnoreUnknown marks entry types that older daemons may skip.
@@ -56,6 +56,10 @@ const (
 	TypeAddJoinToken    Type = 60
 	TypeRevokeJoinToken Type = 61
 	TypeSetGossipKeys   Type = 62
+	// SetProtocol is not IgnoreUnknown: a corrald that does not know it
+	// is older than the protocol it records, and must not go on as if it
+	// were not there (a protocol 1 corrald logs it as refused).
+	TypeSetProtocol Type = 63
 
 	TypeBatch Type = 30
 )
@@ -161,9 +165,19 @@ type VMReport struct {
 	Restarts    int           `json:"restarts,omitempty"`
 	SpecVersion uint64        `json:"spec_version,omitempty"`
 	// RestartTimes are the times of the crash restarts Restarts counts
-	// (model.Actual.RestartTimes); at most the VM's max_restart.
+	// (model.Actual.RestartTimes); at most the VM's max_restart. Sent and
+	// kept only with FeatureRestartTimes.
 	RestartTimes []time.Time `json:"restart_times,omitempty"`
 }
+
+// FeatureRestartTimes: VM reports carry RestartTimes, and the state
+// machine keeps them, refuses more than max_restart, and clears the
+// restarts on an operator's start and a finished migration. A protocol 1
+// leader refuses a report with the field (strict RPC decoding), and a
+// protocol 1 replica would apply the report without it (diverging state),
+// so hosts send it and the state machine applies those rules only from
+// protocol 2 on.
+var FeatureRestartTimes = Feature{Name: "restart times in VM reports", Since: 2}
 
 // ReportVMs records reports from Host. A report is applied only while the
 // VM is placed on Host with the report's generation; others are stale and
@@ -252,6 +266,16 @@ type SetGossipKeys struct {
 	Keys [][]byte `json:"keys"`
 }
 
+// SetProtocol raises the cluster's protocol (model.Cluster.Protocol) to
+// Protocol. The leader writes it once every host in state (and every
+// alive host in gossip) runs at least that protocol; it is never lowered
+// (a lower one is refused). From then on features up to Protocol are
+// used, a host below it is not registered, and a corrald below it does
+// not start.
+type SetProtocol struct {
+	Protocol int `json:"protocol"`
+}
+
 // RevokeJoinToken forgets a join token: it admits no host from then on.
 type RevokeJoinToken struct {
 	ID string `json:"id"`
@@ -309,6 +333,7 @@ func (SetHA) Type() Type           { return TypeSetHA }
 func (AddJoinToken) Type() Type    { return TypeAddJoinToken }
 func (RevokeJoinToken) Type() Type { return TypeRevokeJoinToken }
 func (SetGossipKeys) Type() Type   { return TypeSetGossipKeys }
+func (SetProtocol) Type() Type     { return TypeSetProtocol }
 func (SetHostStopped) Type() Type  { return TypeSetHostStopped }
 func (CreateNetwork) Type() Type   { return TypeCreateNetwork }
 func (DeleteNetwork) Type() Type   { return TypeDeleteNetwork }
@@ -394,6 +419,8 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[RevokeJoinToken](t, body)
 	case TypeSetGossipKeys:
 		return decodeAs[SetGossipKeys](t, body)
+	case TypeSetProtocol:
+		return decodeAs[SetProtocol](t, body)
 	case TypeCreateNetwork:
 		return decodeAs[CreateNetwork](t, body)
 	case TypeDeleteNetwork:

@@ -96,6 +96,8 @@ func (s *State) apply(c raftlog.Command) any {
 		}
 		s.cluster.GossipKeys = c.Keys
 		return nil
+	case raftlog.SetProtocol:
+		return s.setProtocol(c)
 	case raftlog.RevokeJoinToken:
 		kept := make([]model.JoinToken, 0, len(s.cluster.JoinTokens))
 		for _, t := range s.cluster.JoinTokens {
@@ -240,9 +242,25 @@ func (s *State) finishMigration(c raftlog.FinishMigration) error {
 		v.Generation++
 		v.Migration = nil
 		v.Actual.Host, v.Actual.Generation = c.Target, v.Generation
-		v.Actual.Restarts, v.Actual.RestartTimes = 0, nil // the target counts its own
+		if raftlog.FeatureRestartTimes.Enabled(s.cluster) { // protocol 1 replicas keep the count
+			v.Actual.Restarts, v.Actual.RestartTimes = 0, nil // the target counts its own
+		}
 		return nil
 	})
+}
+
+// setProtocol raises the cluster's protocol; it is never lowered. A
+// protocol newer than this build's is recorded all the same (the state
+// must not depend on the binary): the daemon then stops (CheckProtocol).
+func (s *State) setProtocol(c raftlog.SetProtocol) error {
+	if c.Protocol < 1 {
+		return fmt.Errorf("cluster protocol %d: %w", c.Protocol, model.ErrInvalid)
+	}
+	if have := raftlog.ClusterProtocol(s.cluster); c.Protocol < have {
+		return fmt.Errorf("cluster protocol %d is below the recorded %d, and it is never lowered: %w", c.Protocol, have, model.ErrConflict)
+	}
+	s.cluster.Protocol = c.Protocol
+	return nil
 }
 
 func (s *State) removeHost(c raftlog.RemoveHost) error {
@@ -367,7 +385,9 @@ func (s *State) setVMPower(c raftlog.SetVMPower) error {
 		if c.ClearFailed {
 			v.Failed = ""
 			v.Relocations = 0
-			v.Actual.Restarts, v.Actual.RestartTimes = 0, nil
+			if raftlog.FeatureRestartTimes.Enabled(s.cluster) { // protocol 1 replicas keep the count
+				v.Actual.Restarts, v.Actual.RestartTimes = 0, nil
+			}
 		}
 		return nil
 	})
@@ -387,14 +407,16 @@ func (s *State) resizeVM(c raftlog.ResizeVM) error {
 // reportVMs applies the reports that match the VM's current placement and
 // returns how many it applied. Restart times come from the network: more
 // than the VM's max_restart refuse the whole command before anything
-// changes.
+// changes. Below FeatureRestartTimes they are ignored, as a protocol 1
+// replica ignores them.
 func (s *State) reportVMs(c raftlog.ReportVMs) any {
 	current := func(r raftlog.VMReport) (model.VM, bool) {
 		v, ok := s.vms[r.Name]
 		return v, ok && v.Host == c.Host && v.Generation == r.Generation
 	}
+	times := raftlog.FeatureRestartTimes.Enabled(s.cluster)
 	for _, r := range c.Reports {
-		if v, ok := current(r); ok && len(r.RestartTimes) > v.Spec.HA.MaxRestart {
+		if v, ok := current(r); ok && times && len(r.RestartTimes) > v.Spec.HA.MaxRestart {
 			return fmt.Errorf("vm %q: report has %d restart times, max_restart is %d: %w",
 				r.Name, len(r.RestartTimes), v.Spec.HA.MaxRestart, model.ErrInvalid)
 		}
@@ -416,7 +438,10 @@ func (s *State) reportVMs(c raftlog.ReportVMs) any {
 		v = v.Clone()
 		v.Actual = model.Actual{
 			State: r.State, Host: c.Host, Generation: r.Generation, Since: r.Since, Message: r.Message,
-			Restarts: r.Restarts, RestartTimes: slices.Clone(r.RestartTimes), SpecVersion: r.SpecVersion, UpdatedAt: c.Time,
+			Restarts: r.Restarts, SpecVersion: r.SpecVersion, UpdatedAt: c.Time,
+		}
+		if times {
+			v.Actual.RestartTimes = slices.Clone(r.RestartTimes)
 		}
 		s.vms[v.Name] = v
 		applied++

@@ -129,6 +129,54 @@ func TestApplyRules(t *testing.T) {
 			cmd: raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateRunning},
 				{Name: "v", Generation: 1, State: model.StateCrashed, Restarts: 4, RestartTimes: make([]time.Time, 4)}}},
 			wantErr: model.ErrInvalid},
+		// At protocol 1 the state machine applies reports as a protocol 1
+		// replica does (it does not know the field): times are ignored,
+		// max_restart is not checked against them, starts and finished
+		// migrations keep the count.
+		{name: "protocol 1: report times ignored",
+			setup: haSetupV1(),
+			cmd: raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{
+				{Name: "v", Generation: 1, State: model.StateCrashed, Restarts: 4, RestartTimes: make([]time.Time, 4)}}},
+			check: func(t *testing.T, s *State) {
+				if a := s.vms["v"].Actual; a.Restarts != 4 || a.RestartTimes != nil {
+					t.Errorf("actual = %+v", a)
+				}
+			}},
+		{name: "protocol 1: start keeps the restart count",
+			setup: append(haSetupV1(), raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateCrashed, Restarts: 3}}},
+				raftlog.FailVM{Name: "v", Generation: 1, Reason: "crash loop"}),
+			cmd: raftlog.SetVMPower{Name: "v", Desired: model.PowerRunning, ClearFailed: true},
+			check: func(t *testing.T, s *State) {
+				if v := s.vms["v"]; v.Failed != "" || v.Actual.Restarts != 3 {
+					t.Errorf("vm = %+v", v)
+				}
+			}},
+		{name: "protocol 1: finished migration keeps the restart count", setup: append(haSetupV1(), raftlog.RegisterHost{Host: testHost("b")},
+			raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateRunning, Restarts: 1}}},
+			raftlog.StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}),
+			cmd: raftlog.FinishMigration{Name: "v", Generation: 1, Target: "b"},
+			check: func(t *testing.T, s *State) {
+				if a := s.vms["v"].Actual; a.Host != "b" || a.Restarts != 1 {
+					t.Errorf("actual = %+v", a)
+				}
+			}},
+		{name: "set protocol", cmd: raftlog.SetProtocol{Protocol: 2}, check: func(t *testing.T, s *State) {
+			if s.cluster.Protocol != 2 {
+				t.Errorf("cluster %+v", s.cluster)
+			}
+		}},
+		{name: "set protocol again", setup: []raftlog.Command{raftlog.SetProtocol{Protocol: 2}}, cmd: raftlog.SetProtocol{Protocol: 2}},
+		// A protocol this build does not speak is recorded all the same:
+		// every replica's state must follow the log alone (the daemon
+		// stops on it).
+		{name: "set a newer protocol", setup: []raftlog.Command{raftlog.SetProtocol{Protocol: 2}}, cmd: raftlog.SetProtocol{Protocol: raftlog.Protocol + 1},
+			check: func(t *testing.T, s *State) {
+				if s.cluster.Protocol != raftlog.Protocol+1 {
+					t.Errorf("cluster %+v", s.cluster)
+				}
+			}},
+		{name: "protocol never lowered", setup: []raftlog.Command{raftlog.SetProtocol{Protocol: 3}}, cmd: raftlog.SetProtocol{Protocol: 2}, wantErr: model.ErrConflict},
+		{name: "protocol 0", cmd: raftlog.SetProtocol{Protocol: 0}, wantErr: model.ErrInvalid},
 		{name: "start clears reported restarts",
 			setup: append(haSetup(), raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: "v", Generation: 1, State: model.StateCrashed, Restarts: 3, RestartTimes: []time.Time{t0, t0, t0}}}},
 				raftlog.FailVM{Name: "v", Generation: 1, Reason: "crash loop"}),
@@ -293,8 +341,14 @@ func migrationSetup() []raftlog.Command {
 	return []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.RegisterHost{Host: testHost("b")}, raftlog.CreateVM{VM: v}}
 }
 
-// haSetup: VM v with the default HA policy (max_restart 3), placed on a.
+// haSetup: VM v with the default HA policy (max_restart 3), placed on a,
+// in a cluster at protocol 2 (restart times kept).
 func haSetup() []raftlog.Command {
+	return append(haSetupV1(), raftlog.SetProtocol{Protocol: 2})
+}
+
+// haSetupV1 is haSetup at protocol 1: as a protocol 1 replica applies.
+func haSetupV1() []raftlog.Command {
 	v := testVM("v")
 	v.Host, v.Spec.HA = "a", model.DefaultHA()
 	return []raftlog.Command{raftlog.RegisterHost{Host: testHost("a")}, raftlog.CreateVM{VM: v}}
@@ -422,7 +476,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		h := testHost(fmt.Sprintf("h%d", i))
 		cmds = append(cmds, raftlog.RegisterHost{Host: h}, raftlog.SetHostLabels{Name: h.Name, Set: map[string]string{"rack": fmt.Sprint(i % 2)}})
 	}
-	cmds = append(cmds, raftlog.SetHA{Disarmed: true}, raftlog.CreateNetwork{Network: model.Network{Name: "net1", Kind: model.NetVXLAN, VNI: 7}}, raftlog.PutImage{Image: model.Image{Name: "base", Format: "qcow2", SizeBytes: 1}},
+	cmds = append(cmds, raftlog.SetProtocol{Protocol: 2}, raftlog.SetHA{Disarmed: true}, raftlog.CreateNetwork{Network: model.Network{Name: "net1", Kind: model.NetVXLAN, VNI: 7}}, raftlog.PutImage{Image: model.Image{Name: "base", Format: "qcow2", SizeBytes: 1}},
 		raftlog.AddEvents{Events: []model.Event{{Kind: "created", VM: "vm000"}, {Kind: "placed", VM: "vm000", Host: "h0"}}})
 	for i := 0; i < 200; i++ {
 		v := testVM(fmt.Sprintf("vm%03d", i))
@@ -508,6 +562,7 @@ func FuzzDecode(f *testing.F) {
 		raftlog.FenceHost{Name: "a", Reason: "r"}, raftlog.SetHostDraining{Name: "a", Draining: true},
 		raftlog.StartMigration{Name: "v", Generation: 1, Target: "b", Reason: "drain"}, raftlog.FinishMigration{Name: "v", Generation: 1, Target: "b"},
 		raftlog.AbortMigration{Name: "v", Generation: 1}, raftlog.SetHA{Disarmed: true}, raftlog.SetHostStopped{Name: "a", At: time.Unix(5, 0)},
+		raftlog.SetProtocol{Protocol: 2},
 		raftlog.CreateNetwork{Network: model.Network{Name: "n", Kind: model.NetVXLAN, VNI: 9}}, raftlog.DeleteNetwork{Name: "n"},
 		raftlog.Batch{Entries: [][]byte{raftlog.MustEncode(raftlog.DeleteVM{Name: "v"})}},
 	} {

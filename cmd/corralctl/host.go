@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,15 +27,15 @@ func (c *cli) hostCmd() *cobra.Command {
 					return err
 				}
 				return c.print(hosts, func(w *tabwriter.Writer) {
-					fmt.Fprintln(w, "NAME\tADDRESS\tGOSSIP\tLEASE\tRAFT\tMODE\tHEALTH\tVMS\tVCPUS\tMEMORY\tLABELS\tVERSION")
+					fmt.Fprintln(w, "NAME\tADDRESS\tGOSSIP\tLEASE\tRAFT\tMODE\tHEALTH\tVMS\tVCPUS\tMEMORY\tLABELS\tVERSION\tPROTO")
 					for _, h := range hosts {
 						mode := orDash(h.Mode)
 						if h.Draining {
 							mode += " (draining)"
 						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d/%d\t%s/%s\t%s\t%s\n", h.Name, orDash(h.Addresses.Advertise), h.Gossip, leaseText(h),
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d/%d\t%s/%s\t%s\t%s\t%s\n", h.Name, orDash(h.Addresses.Advertise), h.Gossip, leaseText(h),
 							h.RaftRole, mode, orDash(h.Health), h.VMs, h.Allocated.VCPUs, h.Allocatable.VCPUs,
-							fmtMiB(h.Allocated.MemoryMiB), fmtMiB(h.Allocatable.MemoryMiB), fmtLabels(h.Labels), orDash(h.Version))
+							fmtMiB(h.Allocated.MemoryMiB), fmtMiB(h.Allocatable.MemoryMiB), fmtLabels(h.Labels), orDash(h.Version), protoText(h.Protocol))
 					}
 				})
 			},
@@ -224,6 +225,7 @@ func printHost(w *tabwriter.Writer, h api.Host) {
 	}
 	fmt.Fprintf(w, "Raft role:\t%s\n", h.RaftRole)
 	fmt.Fprintf(w, "Version:\t%s\n", orDash(h.Version))
+	fmt.Fprintf(w, "Protocol:\t%s\n", protoText(h.Protocol))
 	fmt.Fprintf(w, "Address:\t%s\n", orDash(h.Addresses.Advertise))
 	fmt.Fprintf(w, "Gossip addr:\t%s\n", orDash(h.Addresses.Gossip))
 	fmt.Fprintf(w, "Raft addr:\t%s\n", orDash(h.Addresses.Raft))
@@ -251,3 +253,12 @@ func since(t time.Time) string {
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+// protoText is a host's cluster protocol; 0 from a corrald that predates
+// them.
+func protoText(p int) string {
+	if p == 0 {
+		return "-"
+	}
+	return strconv.Itoa(p)
+}

@@ -5,6 +5,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/corralhq/corral/api"
 )
 
 func (c *cli) statusCmd() *cobra.Command {
@@ -31,6 +33,7 @@ func (c *cli) statusCmd() *cobra.Command {
 					ha = "DISARMED (no fencing, no recovery)"
 				}
 				fmt.Fprintf(w, "HA:\t%s\n", ha)
+				fmt.Fprintf(w, "Protocol:\t%s\n", protocolText(s))
 				lease := s.Lease
 				if s.Lease == "held" {
 					lease = fmt.Sprintf("held, %.1fs left", float64(s.LeaseRemainingMs)/1000)
@@ -53,4 +56,17 @@ func (c *cli) statusCmd() *cobra.Command {
 			})
 		},
 	}
+}
+
+// protocolText says which cluster protocol the cluster is at, and why it is
+// not higher yet.
+func protocolText(s api.Status) string {
+	if s.Protocol == 0 {
+		return "- (this corrald predates cluster protocols)"
+	}
+	text := fmt.Sprintf("%d (lowest host %d, this corrald %d)", s.Protocol, s.HostsProtocol, s.ThisProtocol)
+	if s.HostsProtocol > s.Protocol {
+		text += "; the leader raises it to every host's"
+	}
+	return text
 }

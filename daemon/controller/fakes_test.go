@@ -103,6 +103,9 @@ func (f *fakePeers) set(p Peer) {
 	if f.peers == nil {
 		f.peers = map[string]Peer{}
 	}
+	if p.Protocol == 0 { // a peer of the previous protocol says 1 (it gossips none)
+		p.Protocol = raftlog.Protocol
+	}
 	if p.RaftAddr == "" {
 		p.RaftAddr = "10.0.0.1:7947"
 		p.RPCAddr = "10.0.0.1:7948"

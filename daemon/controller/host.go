@@ -41,6 +41,8 @@ type HostStore interface {
 	VMs() []model.VM
 	Host(name string) (model.Host, error)
 	Image(name string) (model.Image, error)
+	// Cluster holds the cluster's protocol, which gates what reports carry.
+	Cluster() model.Cluster
 	Watch() (<-chan struct{}, func())
 }
 
@@ -217,6 +219,9 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 		return
 	}
 	now := h.clock.Now()
+	// Restart times go to a leader that knows them (it may be of the
+	// previous protocol until the cluster's is raised).
+	times := raftlog.FeatureRestartTimes.Enabled(h.store.Cluster())
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var reports []raftlog.VMReport
@@ -245,7 +250,10 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 		if rep != nil {
 			// Every report carries the restarts, so that state keeps them
 			// across a corrald restart whatever the VM's state.
-			rep.Restarts, rep.RestartTimes = len(t.restarts), utcTimes(t.restarts)
+			rep.Restarts = len(t.restarts)
+			if times {
+				rep.RestartTimes = utcTimes(t.restarts)
+			}
 			if reportDiffers(v, *rep) {
 				reports = append(reports, *rep)
 			}

@@ -25,11 +25,21 @@ type memReporter struct {
 	store *raftstore.Memory
 	mu    sync.Mutex
 	reloc []RelocateRequest
+	sent  []raftlog.VMReport
 }
 
 func (r *memReporter) Report(ctx context.Context, rep raftlog.ReportVMs) error {
+	r.mu.Lock()
+	r.sent = append(r.sent, rep.Reports...)
+	r.mu.Unlock()
 	_, err := r.store.Apply(ctx, rep)
 	return err
+}
+
+func (r *memReporter) reports() []raftlog.VMReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]raftlog.VMReport(nil), r.sent...)
 }
 
 func (r *memReporter) Relocate(ctx context.Context, req RelocateRequest) error {
@@ -65,6 +75,11 @@ func (b *atomicBool) get() bool  { b.mu.Lock(); defer b.mu.Unlock(); return b.v 
 func (b *atomicBool) set(v bool) { b.mu.Lock(); b.v = v; b.mu.Unlock() }
 
 func newHostEnv(t *testing.T) *hostEnv {
+	return newHostEnvAt(t, raftlog.Protocol)
+}
+
+// newHostEnvAt is newHostEnv in a cluster at the given protocol.
+func newHostEnvAt(t *testing.T, protocol int) *hostEnv {
 	e := &hostEnv{store: raftstore.NewMemory(), drv: fake.New(), clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, may: &atomicBool{v: true}}
 	e.rep = &memReporter{store: e.store}
 	ctx := context.Background()
@@ -72,6 +87,7 @@ func newHostEnv(t *testing.T) *hostEnv {
 		e.store.Apply(ctx, raftlog.RegisterHost{Host: model.Host{Name: h, Addr: "10.0.0.1", RaftAddr: "10.0.0.1:1", RPCAddr: "10.0.0.1:2", Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}}})
 	}
 	e.store.Apply(ctx, raftlog.PutImage{Image: model.Image{Name: "base", Format: "qcow2", Volume: "image-base"}})
+	e.store.Apply(ctx, raftlog.SetProtocol{Protocol: protocol})
 	e.loop = e.newLoop()
 	return e
 }
@@ -303,6 +319,33 @@ func TestHostLoopRestartWindowAppliesToRestartsFromState(t *testing.T) {
 		t.Fatalf("relocations %v: the first crash in a new window asked for one", r)
 	}
 	stop()
+}
+
+// TestHostLoopSendsRestartTimesFromProtocol2: while the cluster is at
+// protocol 1 (its leader may be a corrald of that protocol, which refuses
+// a report with restart times) reports carry the count only; once the
+// cluster is at 2 they carry the times too.
+func TestHostLoopSendsRestartTimesFromProtocol2(t *testing.T) {
+	e := newHostEnvAt(t, 1).start(t)
+	e.create(t, "db", "h1", nil)
+	e.waitState(t, "db", model.StateRunning)
+	e.drv.Crash("db")
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if v, _ := e.store.VM("db"); v.Actual.State != model.StateRunning || v.Actual.Restarts != 1 {
+			return fmt.Errorf("want running after a restart: %+v", v.Actual)
+		}
+		return nil
+	})
+	for _, r := range e.rep.reports() {
+		if r.RestartTimes != nil {
+			t.Fatalf("a report at protocol 1 carries restart times: %+v", r)
+		}
+	}
+	e.apply(t, raftlog.SetProtocol{Protocol: 2})
+	e.waitRestarts(t, "db", 1)
+	if r := e.rep.reports(); len(r[len(r)-1].RestartTimes) != 1 {
+		t.Fatalf("last report at protocol 2: %+v", r[len(r)-1])
+	}
 }
 
 // TestReportOfRestartsMatchesStateAfterRoundTrip: restart times as the loop

@@ -57,6 +57,10 @@ type Peer struct {
 	Capacity  model.Capacity
 	Health    model.Health
 	InCluster bool // the peer has Raft state
+	// Protocol is the cluster protocol the peer's corrald speaks
+	// (raftlog.Protocol); 0 from a corrald that predates protocols, which
+	// speaks 1.
+	Protocol int
 }
 
 // Peers is the gossip view.

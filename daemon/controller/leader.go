@@ -43,6 +43,9 @@ type LeaderConfig struct {
 	// leader registers it or changes its addresses; gossip metadata is
 	// only a hint. Only registered hosts get a Raft seat.
 	VerifyHost func(ctx context.Context, h model.Host) error
+	// Protocol is the cluster protocol this corrald speaks; the leader
+	// never raises the cluster's above it. 0: raftlog.Protocol.
+	Protocol int
 }
 
 // Recorder takes the leader's counts and durations (metrics implements it).
@@ -170,6 +173,9 @@ func NewLeader(cfg LeaderConfig, store Store, raft Raft, peers Peers, clock Cloc
 	if cfg.Liveness.Interval <= 0 {
 		cfg.Liveness.Interval = 500 * time.Millisecond
 	}
+	if cfg.Protocol == 0 {
+		cfg.Protocol = raftlog.Protocol
+	}
 	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log, pokeCh: make(chan struct{}, 1)}
 }
 
@@ -283,7 +289,7 @@ func (l *Leader) lead(ctx context.Context) {
 func (l *Leader) reconcile(ctx context.Context) error {
 	peers := l.peers.Peers()
 	l.forgetVerifications(peers)
-	err := errors.Join(l.registerHosts(ctx, peers), l.reconcileRaft(ctx, peers))
+	err := errors.Join(l.registerHosts(ctx, peers), l.raiseProtocol(ctx, peers), l.reconcileRaft(ctx, peers))
 	l.checkLiveness(ctx, l.gossipDead())
 	l.driveMigrations(ctx)
 	l.forgetRemoved()
@@ -322,6 +328,7 @@ const (
 	maxHostMemoryMiB = 64 << 20 // 64 TiB
 	maxHealthReasons = 16
 	maxHintText      = 256
+	maxProtocol      = 1 << 16
 )
 
 // checkHint validates a host as gossip describes it before the leader
@@ -339,6 +346,9 @@ func checkHint(h model.Host) error {
 			return fmt.Errorf("address %q is not on the advertised address %s: %w", a, h.Addr, model.ErrInvalid)
 		}
 	}
+	if h.Protocol < 1 || h.Protocol > maxProtocol {
+		return fmt.Errorf("protocol %d: %w", h.Protocol, model.ErrInvalid)
+	}
 	if len(h.Version) > maxHintText || len(h.Health.Reasons) > maxHealthReasons {
 		return fmt.Errorf("version or health reasons too long: %w", model.ErrInvalid)
 	}
@@ -350,15 +360,17 @@ func checkHint(h model.Host) error {
 	return nil
 }
 
-// registerHosts records alive hosts whose addresses, version or capacity
-// are new or changed.
+// registerHosts records alive hosts whose addresses, version, protocol or
+// capacity are new or changed.
 func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 	var errs []error
 	for _, p := range peers {
 		if p.State != PeerAlive || p.RaftAddr == "" {
 			continue
 		}
-		want := model.Host{Name: p.Name, Addr: p.Addr, RaftAddr: p.RaftAddr, RPCAddr: p.RPCAddr, Version: p.Version, Capacity: p.Capacity, Health: p.Health}
+		proto := max(p.Protocol, 1)
+		want := model.Host{Name: p.Name, Addr: p.Addr, RaftAddr: p.RaftAddr, RPCAddr: p.RPCAddr, Version: p.Version, Capacity: p.Capacity, Health: p.Health,
+			Protocol: proto}
 		if want.Health.State == "" {
 			want.Health.State = model.HealthOK
 		}
@@ -380,7 +392,7 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 			errs = append(errs, err)
 			continue
 		case have.Addr == want.Addr && have.RaftAddr == want.RaftAddr && have.RPCAddr == want.RPCAddr &&
-			have.Version == want.Version && have.Capacity == want.Capacity && sameHealth(have.Health, want.Health):
+			have.Version == want.Version && raftlog.HostProtocol(have) == want.Protocol && have.Capacity == want.Capacity && sameHealth(have.Health, want.Health):
 			continue
 		case have.Health.State != want.Health.State:
 			l.event(ctx, "health", p.Name, "", "%s -> %s: %s", orOK(have.Health.State), want.Health.State, strings.Join(want.Health.Reasons, "; "))
@@ -389,7 +401,7 @@ func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 			errs = append(errs, err)
 			continue
 		}
-		l.log.Info("host registered", "host", p.Name, "addr", p.Addr, "version", p.Version)
+		l.log.Info("host registered", "host", p.Name, "addr", p.Addr, "version", p.Version, "protocol", proto)
 	}
 	return errors.Join(errs...)
 }

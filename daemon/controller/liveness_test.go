@@ -27,6 +27,12 @@ type liveEnv struct {
 }
 
 func newLiveEnv(t *testing.T, mod func(*LivenessConfig)) *liveEnv {
+	return newLiveEnvAt(t, mod, nil)
+}
+
+// newLiveEnvAt is newLiveEnv with the hosts' protocols (default: this
+// build's).
+func newLiveEnvAt(t *testing.T, mod func(*LivenessConfig), protocols map[string]int) *liveEnv {
 	r := newFakeRaft()
 	p := &fakePeers{}
 	c := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -39,9 +45,10 @@ func newLiveEnv(t *testing.T, mod func(*LivenessConfig)) *liveEnv {
 		Placement: placementOpts(), Liveness: cfg}, r.store, r, p, c, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	for _, h := range []string{"h1", "h2", "h3"} {
-		p.set(Peer{Name: h, State: PeerAlive, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}})
+		p.set(Peer{Name: h, State: PeerAlive, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}, Protocol: protocols[h]})
 	}
 	l.registerHosts(ctx, p.Peers())
+	l.raiseProtocol(ctx, p.Peers())
 	l.setLeading(true)
 	l.resetLiveness(c.Now())
 	return &liveEnv{l: l, r: r, peers: p, clock: c}

@@ -141,6 +141,17 @@ type RemoveHostRequest struct {
 	Force bool   `json:"force,omitempty"`
 }
 
+// Gate refuses a request that some host could not take: Force is new in
+// protocol 2 (raftlog.FeatureForceRemove), and a leader of protocol 1
+// refuses the field. Checked where the request is made (a follower may
+// forward it to an older leader) and again on the leader.
+func (r RemoveHostRequest) Gate(c model.Cluster, hosts []model.Host) error {
+	if r.Force {
+		return raftlog.FeatureForceRemove.Check(c, hosts)
+	}
+	return nil
+}
+
 // RemoveHost forgets a host for good: it leaves cluster state and the Raft
 // configuration, and the certificates issued to its name until now are
 // revoked (the name may join again later with a new token). Refused for
@@ -148,6 +159,9 @@ type RemoveHostRequest struct {
 // a host with VMs (drain it first) unless Force (see forceMoves).
 func (l *Leader) RemoveHost(ctx context.Context, req RemoveHostRequest) (model.Host, error) {
 	if err := l.ready(); err != nil {
+		return model.Host{}, err
+	}
+	if err := req.Gate(l.store.Cluster(), l.store.Hosts()); err != nil {
 		return model.Host{}, err
 	}
 	h, err := l.store.Host(req.Name)

@@ -58,6 +58,12 @@ type Meta struct {
 	// Leaving is set just before a clean leave, so peers record "left"
 	// rather than "dead".
 	Leaving bool `json:"l,omitempty"`
+	// Protocol is the cluster protocol the host's corrald speaks
+	// (raftlog.Protocol); absent (0) from a corrald older than protocols.
+	// Peers decode metadata leniently (since the first release), so a new
+	// field is safe to add; one whose meaning peers rely on still waits
+	// for a raftlog.Feature.
+	Protocol int `json:"pv,omitempty"`
 }
 
 // Member is one host as gossip sees it.

@@ -1,0 +1,130 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
+)
+
+// The leader records each host's protocol from gossip (0, a corrald from
+// before protocols, reads as 1) and raises the cluster's once every host
+// in state and every alive one in gossip runs the higher one, never above
+// its own.
+func TestProtocolRecordedAndRaised(t *testing.T) {
+	l, r, peers, _ := newTestLeader(3)
+	ctx := context.Background()
+	peers.set(Peer{Name: "a", State: PeerAlive, Version: "v2"})
+	peers.set(Peer{Name: "b", State: PeerAlive, Version: "v1", Protocol: 1})
+	peers.set(Peer{Name: "c", State: PeerAlive, Version: "v2"})
+	l.reconcile(ctx)
+	for name, want := range map[string]int{"a": 2, "b": 1, "c": 2} {
+		if h, err := r.store.Host(name); err != nil || h.Protocol != want {
+			t.Fatalf("%s: %+v %v, want protocol %d", name, h, err, want)
+		}
+	}
+	if p := r.store.Cluster().Protocol; p != 0 {
+		t.Fatalf("cluster protocol %d with b at 1", p)
+	}
+	// b is upgraded: re-registered with its new protocol, and the cluster's
+	// is raised (once).
+	peers.set(Peer{Name: "b", State: PeerAlive, Version: "v2"})
+	l.reconcile(ctx)
+	l.reconcile(ctx)
+	if h, _ := r.store.Host("b"); h.Protocol != 2 || h.Version != "v2" {
+		t.Fatalf("b after its upgrade: %+v", h)
+	}
+	if p := r.store.Cluster().Protocol; p != 2 {
+		t.Fatalf("cluster protocol %d, want 2", p)
+	}
+	if evs := eventsOf(r, "protocol"); len(evs) != 1 || !strings.Contains(evs[0].Message, "from 1 to 2") {
+		t.Fatalf("protocol events: %+v", evs)
+	}
+	// A host speaking a newer protocol than the leader is registered with
+	// it, but the cluster's stays at the leader's.
+	peers.set(Peer{Name: "d", State: PeerAlive, Version: "v3", Protocol: raftlog.Protocol + 1})
+	l.reconcile(ctx)
+	if h, _ := r.store.Host("d"); h.Protocol != raftlog.Protocol+1 {
+		t.Fatalf("d: %+v", h)
+	}
+	if p := r.store.Cluster().Protocol; p != raftlog.Protocol {
+		t.Fatalf("cluster protocol %d above the leader's %d", p, raftlog.Protocol)
+	}
+}
+
+// A dead host in state, or an alive one in gossip not yet registered,
+// holds the cluster's protocol back: it may come (back) with its old
+// corrald.
+func TestProtocolHeldBackByDeadAndUnregisteredHosts(t *testing.T) {
+	l, r, peers, _ := newTestLeader(3)
+	ctx := context.Background()
+	peers.set(Peer{Name: "a", State: PeerAlive})
+	peers.set(Peer{Name: "b", State: PeerAlive, Protocol: 1})
+	l.reconcile(ctx)
+	peers.set(Peer{Name: "b", State: PeerDead, Protocol: 1})
+	l.reconcile(ctx)
+	if p := r.store.Cluster().Protocol; p != 0 {
+		t.Fatalf("raised to %d while dead host b, in state, runs protocol 1", p)
+	}
+	if err := l.raiseProtocol(ctx, []Peer{{Name: "a", State: PeerAlive, Protocol: 2}, {Name: "n", State: PeerAlive}}); err != nil {
+		t.Fatal(err)
+	}
+	if p := r.store.Cluster().Protocol; p != 0 {
+		t.Fatalf("raised to %d while n, alive in gossip, runs protocol 1", p)
+	}
+}
+
+// host rm --force is new in protocol 2: refused, naming the older hosts,
+// until the cluster's protocol is 2 (a protocol 1 leader refuses the
+// field).
+func TestRemoveHostForceNeedsProtocol2(t *testing.T) {
+	e := newLiveEnvAt(t, nil, map[string]int{"h2": 1})
+	ctx := context.Background()
+	e.peers.set(Peer{Name: "h2", State: PeerAlive, Version: "v1", Protocol: 1, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}})
+	e.l.registerHosts(ctx, e.peers.Peers())
+	e.vm(t, "pinned", "h3", 0, false)
+	e.peers.set(Peer{Name: "h3", State: PeerDead})
+	e.step(500*time.Millisecond, "h3")
+	e.r.store.Apply(ctx, raftlog.FenceHost{Name: "h3", Reason: "test"})
+	req := RemoveHostRequest{Name: "h3", Force: true}
+	for _, cl := range []model.Cluster{{}, {Protocol: 1}} {
+		_, err := e.l.RemoveHost(ctx, req)
+		if !errors.Is(err, model.ErrConflict) || !strings.Contains(err.Error(), "host rm --force needs cluster protocol 2") ||
+			!strings.Contains(err.Error(), "h2 (protocol 1, version v1)") {
+			t.Fatalf("force at protocol %d: %v", cl.Protocol, err)
+		}
+		if err := req.Gate(cl, e.r.store.Hosts()); err == nil {
+			t.Fatalf("gate open at protocol %d", cl.Protocol)
+		}
+	}
+	if err := (RemoveHostRequest{Name: "h3"}).Gate(model.Cluster{}, e.r.store.Hosts()); err != nil {
+		t.Fatalf("a removal without force is gated: %v", err)
+	}
+	if _, err := e.r.store.Host("h3"); err != nil {
+		t.Fatalf("h3 removed: %v", err)
+	}
+	// h2 upgraded: the cluster reaches 2 and force works.
+	e.peers.set(Peer{Name: "h2", State: PeerAlive, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}})
+	e.l.registerHosts(ctx, e.peers.Peers())
+	e.l.raiseProtocol(ctx, e.peers.Peers())
+	if _, err := e.l.RemoveHost(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.r.store.VM("pinned"); v.Host == "h3" {
+		t.Fatalf("pinned not moved: %+v", v)
+	}
+}
+
+func eventsOf(r *fakeRaft, kind string) []model.Event {
+	var out []model.Event
+	for _, ev := range r.store.Events(0, 0) {
+		if ev.Kind == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
+}

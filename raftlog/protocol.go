@@ -1,0 +1,77 @@
+package raftlog
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/corralhq/corral/model"
+)
+
+// Protocol is the cluster protocol this build speaks: what it writes into
+// the Raft log and sends over the cluster RPC and gossip. Hosts one
+// protocol apart interoperate (N and N-1); anything newer than the oldest
+// host knows is used only behind a Feature.
+//
+//  1. Every release up to fc84968. Such a corrald gossips no protocol
+//     (0 reads as 1), refuses an RPC request with a field it does not
+//     know, and refuses (logs, state unchanged) a log entry of a type it
+//     does not know unless the type has IgnoreUnknown.
+//  2. The SetProtocol entry; VM reports carry restart times
+//     (FeatureRestartTimes); host.remove takes force (FeatureForceRemove).
+const Protocol = 2
+
+// Feature is something a newer protocol added that a host of an older one
+// would refuse or misread: a log entry type or field, an RPC method or
+// field, a gossip field whose meaning others rely on. It may be used only
+// once the cluster's protocol (model.Cluster.Protocol, raised by the
+// leader through SetProtocol once every host runs at least that protocol,
+// and never lowered) reaches Since. The recorded protocol, unlike the
+// hosts' current ones, is the same on every replica, so the state machine
+// can gate its rules on it too.
+type Feature struct {
+	Name  string
+	Since int
+}
+
+// FeatureForceRemove: the host.remove request's force field (host rm
+// --force), which a protocol 1 leader refuses as an unknown field.
+var FeatureForceRemove = Feature{Name: "host rm --force", Since: 2}
+
+// Enabled reports whether f may be used in a cluster whose state is c.
+func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }
+
+// Check returns nil when f may be used, or an error (model.ErrConflict)
+// saying which hosts hold it back.
+func (f Feature) Check(c model.Cluster, hosts []model.Host) error {
+	if f.Enabled(c) {
+		return nil
+	}
+	var older []string
+	for _, h := range hosts {
+		if p := HostProtocol(h); p < f.Since {
+			older = append(older, fmt.Sprintf("%s (protocol %d, version %s)", h.Name, p, orUnknown(h.Version)))
+		}
+	}
+	why := "the leader has not raised it yet"
+	if len(older) > 0 {
+		slices.Sort(older)
+		why = "hosts recorded below it: " + strings.Join(older, ", ") + "; a leader of protocol 1 records none"
+	}
+	return fmt.Errorf("%s needs cluster protocol %d; the cluster is at protocol %d until every host runs a corral that speaks %d (%s): upgrade them first: %w",
+		f.Name, f.Since, ClusterProtocol(c), f.Since, why, model.ErrConflict)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// ClusterProtocol is the protocol recorded in c; 1 when none is.
+func ClusterProtocol(c model.Cluster) int { return max(c.Protocol, 1) }
+
+// HostProtocol is the protocol h ran when last registered; 1 when none is
+// recorded (registered by, or gossiping as, a protocol 1 corrald).
+func HostProtocol(h model.Host) int { return max(h.Protocol, 1) }

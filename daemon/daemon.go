@@ -295,6 +295,13 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 			d.log.Warn("raft shutdown", "err", cerr)
 		}
 	}()
+	// The state restored from the last snapshot may already record a
+	// protocol this corrald does not speak (a downgrade): refuse to start
+	// before acting on it. Entries replayed later are checked by the
+	// protocol task.
+	if err := d.checkProtocol(); err != nil {
+		return err
+	}
 	d.members.UpdateMeta(func(m *membership.Meta) { m.InCluster = d.store.HasState() })
 	d.sampleOnce(ctx)
 	d.warnExposures(ctx)
@@ -323,6 +330,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("identity", d.identityLoop)
 	start("gossip-keys", d.keyLoop)
 	start("meta", d.syncMeta)
+	start("protocol", d.watchProtocol)
 	start("hypervisor", d.driver.Run)
 	start("hwmon", d.runHardware)
 	if d.fencer != nil {

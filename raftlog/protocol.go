@@ -1,6 +1,7 @@
 package raftlog
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -26,9 +27,10 @@ const Protocol = 2
 // field, a gossip field whose meaning others rely on. It may be used only
 // once the cluster's protocol (model.Cluster.Protocol, raised by the
 // leader through SetProtocol once every host runs at least that protocol,
-// and never lowered) reaches Since. The recorded protocol, unlike the
-// hosts' current ones, is the same on every replica, so the state machine
-// can gate its rules on it too.
+// and never lowered) reaches Since. Gating on the recorded protocol rather
+// than on the hosts' current ones means a feature, once used, can never
+// meet a host that does not know it: hosts below the recorded protocol
+// are not registered, and a corrald below it does not start.
 type Feature struct {
 	Name  string
 	Since int
@@ -75,3 +77,19 @@ func ClusterProtocol(c model.Cluster) int { return max(c.Protocol, 1) }
 // HostProtocol is the protocol h ran when last registered; 1 when none is
 // recorded (registered by, or gossiping as, a protocol 1 corrald).
 func HostProtocol(h model.Host) int { return max(h.Protocol, 1) }
+
+// ErrProtocol: this corrald speaks an older protocol than the cluster's
+// state records, so it would misread the log; it must not run.
+var ErrProtocol = errors.New("corrald is older than the cluster's protocol")
+
+// CheckProtocol returns an error wrapping ErrProtocol when a corrald
+// speaking own may not run on a state whose cluster is c.
+func CheckProtocol(own int, c model.Cluster) error {
+	if cp := ClusterProtocol(c); own < cp {
+		return fmt.Errorf("this corrald speaks cluster protocol %d, but the cluster's state records protocol %d "+
+			"(every host ran protocol %d or later when it was raised, and it is never lowered): %w; "+
+			"install a corral release of protocol %d or later on this host (the version the other hosts run) and start it again",
+			own, cp, cp, ErrProtocol, cp)
+	}
+	return nil
+}

@@ -52,3 +52,25 @@ func TestFeatureGates(t *testing.T) {
 		}
 	}
 }
+
+// A corrald may run on a state whose cluster protocol is at most its own.
+func TestCheckProtocol(t *testing.T) {
+	if err := CheckProtocol(2, model.Cluster{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckProtocol(2, model.Cluster{Protocol: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckProtocol(1, model.Cluster{}); err != nil {
+		t.Fatal(err)
+	}
+	err := CheckProtocol(2, model.Cluster{Protocol: 3})
+	if !errors.Is(err, ErrProtocol) {
+		t.Fatalf("older corrald: %v", err)
+	}
+	for _, want := range []string{"speaks cluster protocol 2", "records protocol 3", "protocol 3 or later"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+}

@@ -324,6 +324,17 @@ func (s *Store) Barrier(ctx context.Context) error {
 	return mapRaftErr(r.Barrier(timeout(ctx)).Error())
 }
 
+// Snapshot takes a snapshot of the local state now (Raft also takes them
+// by itself, every SnapshotInterval once SnapshotThreshold entries have
+// accumulated); a restart then restores it before replaying the log.
+func (s *Store) Snapshot() error {
+	r, err := s.r()
+	if err != nil {
+		return err
+	}
+	return r.Snapshot().Error()
+}
+
 // IsLeader reports whether this node is the Raft leader.
 func (s *Store) IsLeader() bool {
 	r, err := s.r()

@@ -28,6 +28,7 @@ import (
 	"github.com/corralhq/corral/daemon"
 	"github.com/corralhq/corral/internal/sdnotify"
 	"github.com/corralhq/corral/internal/version"
+	"github.com/corralhq/corral/raftlog"
 )
 
 func main() {
@@ -90,6 +91,9 @@ func run(args []string) int {
 	}()
 	if err := d.Run(ctx); err != nil {
 		log.Error("corrald failed", "err", err)
+		if errors.Is(err, raftlog.ErrProtocol) {
+			return 2 // a downgrade below the cluster's protocol: restarting will not fix it
+		}
 		return 1
 	}
 	sdnotify.Notify("STOPPING=1")

@@ -77,6 +77,10 @@ type Leader struct {
 	mig    migrations // touched only by the leader loop and leader operations, under the Raft apply order
 	ver    verifications
 	pokeCh chan struct{}
+	// refused: hosts not registered because their protocol is below the
+	// cluster's, and what was said about it (leader loop only; names
+	// gossip no longer lists are dropped).
+	refused map[string]string
 }
 
 // verifications are the identity checks (VerifyHost) of hosts gossip
@@ -289,6 +293,7 @@ func (l *Leader) lead(ctx context.Context) {
 func (l *Leader) reconcile(ctx context.Context) error {
 	peers := l.peers.Peers()
 	l.forgetVerifications(peers)
+	l.forgetRefused(peers)
 	err := errors.Join(l.registerHosts(ctx, peers), l.raiseProtocol(ctx, peers), l.reconcileRaft(ctx, peers))
 	l.checkLiveness(ctx, l.gossipDead())
 	l.driveMigrations(ctx)
@@ -361,14 +366,21 @@ func checkHint(h model.Host) error {
 }
 
 // registerHosts records alive hosts whose addresses, version, protocol or
-// capacity are new or changed.
+// capacity are new or changed. A host whose protocol is below the
+// cluster's is not registered (refuseProtocol).
 func (l *Leader) registerHosts(ctx context.Context, peers []Peer) error {
 	var errs []error
+	cluster := raftlog.ClusterProtocol(l.store.Cluster())
 	for _, p := range peers {
 		if p.State != PeerAlive || p.RaftAddr == "" {
 			continue
 		}
 		proto := max(p.Protocol, 1)
+		if proto < cluster {
+			l.refuseProtocol(ctx, p, proto, cluster)
+			continue
+		}
+		delete(l.refused, p.Name)
 		want := model.Host{Name: p.Name, Addr: p.Addr, RaftAddr: p.RaftAddr, RPCAddr: p.RPCAddr, Version: p.Version, Capacity: p.Capacity, Health: p.Health,
 			Protocol: proto}
 		if want.Health.State == "" {

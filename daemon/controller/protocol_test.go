@@ -78,6 +78,60 @@ func TestProtocolHeldBackByDeadAndUnregisteredHosts(t *testing.T) {
 	}
 }
 
+// Once the cluster is at protocol 2, a host gossiping protocol 1 (a
+// corrald downgraded to a release that predates the start-up check) is
+// neither registered nor re-registered, and the leader says why once.
+func TestLeaderRefusesHostBelowClusterProtocol(t *testing.T) {
+	l, r, peers, clock := newTestLeader(3)
+	ctx := context.Background()
+	for _, n := range []string{"a", "b", "c"} {
+		peers.set(Peer{Name: n, State: PeerAlive, Version: "v2"})
+	}
+	l.reconcile(ctx)
+	if p := r.store.Cluster().Protocol; p != 2 {
+		t.Fatalf("cluster protocol %d", p)
+	}
+	before, _ := r.store.Host("c")
+	peers.set(Peer{Name: "c", State: PeerAlive, Version: "v1", Protocol: 1, Capacity: model.Capacity{VCPUs: 2, MemoryMiB: 1024}})
+	peers.set(Peer{Name: "n", State: PeerAlive, Version: "v1", Protocol: 1})
+	for i := 0; i < 3; i++ {
+		clock.Advance(time.Second)
+		if err := l.reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, _ := r.store.Host("c"); h.Version != "v2" || h.Protocol != 2 || h.Capacity != before.Capacity {
+		t.Fatalf("c re-registered with its downgrade: %+v", h)
+	}
+	if _, err := r.store.Host("n"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("n registered at protocol 1: %v", err)
+	}
+	if p := r.store.Cluster().Protocol; p != 2 {
+		t.Fatalf("cluster protocol lowered to %d", p)
+	}
+	evs := eventsOf(r, "protocol-refused")
+	if len(evs) != 2 {
+		t.Fatalf("want one refusal event per host, got %+v", evs)
+	}
+	for _, ev := range evs {
+		if ev.Host == "c" && !strings.Contains(ev.Message, "runs corrald v1, which speaks cluster protocol 1, below the cluster's 2: not registered") {
+			t.Fatalf("refusal says %q", ev.Message)
+		}
+	}
+	// Upgraded again: registered with its version, and a later downgrade
+	// is reported again.
+	peers.set(Peer{Name: "c", State: PeerAlive, Version: "v2.1"})
+	l.reconcile(ctx)
+	if h, _ := r.store.Host("c"); h.Version != "v2.1" {
+		t.Fatalf("c after its upgrade: %+v", h)
+	}
+	peers.set(Peer{Name: "c", State: PeerAlive, Version: "v1", Protocol: 1})
+	l.reconcile(ctx)
+	if evs := eventsOf(r, "protocol-refused"); len(evs) != 3 {
+		t.Fatalf("second downgrade: %+v", evs)
+	}
+}
+
 // host rm --force is new in protocol 2: refused, naming the older hosts,
 // until the cluster's protocol is 2 (a protocol 1 leader refuses the
 // field).

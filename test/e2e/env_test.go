@@ -64,16 +64,22 @@ func newEnv(t testing.TB, hosts int, extraConfig string) *env {
 	e := &env{t: t, lab: l, ctlBin: corralctl}
 	e.guest = testutil.BuildGuest(t, filepath.Join(l.SharedDir(), "guest"))
 	e.waitCluster()
+	e.importBase()
+	return e
+}
+
+// importBase imports the test guest's disk as image "base".
+func (e *env) importBase() {
+	e.t.Helper()
 	f, err := os.Open(e.guest.BaseDisk)
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	defer f.Close()
 	fi, _ := f.Stat()
 	if _, err := e.client(0).ImportImage(e.ctx(), "base", f, fi.Size()); err != nil {
-		t.Fatalf("import base image: %v", err)
+		e.t.Fatalf("import base image: %v", err)
 	}
-	return e
 }
 
 func (e *env) ctx() context.Context {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/corralhq/corral/api"
@@ -91,6 +92,11 @@ type Runner struct {
 	watch  *lab.GuestWatch
 	guests []string
 	seen   map[string]bool // findings already reported (they are cumulative)
+	// clients holds one client per host for the whole run: a client per
+	// poll left ~30 idle connections open on the hosts, which blurs what a
+	// soak of the same code would measure.
+	mu      sync.Mutex
+	clients map[string]*client.Client
 }
 
 // NewRunner starts the guest watch; Setup must run before the schedules.
@@ -105,7 +111,19 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{cfg: cfg, watch: w, seen: map[string]bool{}}, nil
+	return &Runner{cfg: cfg, watch: w, seen: map[string]bool{}, clients: map[string]*client.Client{}}, nil
+}
+
+// hostClient returns the run's client of host h's admin socket.
+func (r *Runner) hostClient(h *lab.Host) *client.Client {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.clients[h.Name]
+	if !ok {
+		c = client.New(h.Socket())
+		r.clients[h.Name] = c
+	}
+	return c
 }
 
 // Close stops the guest watch.
@@ -119,7 +137,7 @@ func (r *Runner) logf(format string, args ...any) {
 func (r *Runner) client(ctx context.Context) (*client.Client, error) {
 	var errs []error
 	for _, h := range r.cfg.Lab.Hosts {
-		c := client.New(h.Socket())
+		c := r.hostClient(h)
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		s, err := c.Status(cctx)
 		cancel()
@@ -383,7 +401,7 @@ func (r *Runner) checkConvergence(ctx context.Context, res *Result) {
 		views := map[string][]string{}
 		for _, h := range r.cfg.Lab.Hosts {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			vms, err := client.New(h.Socket()).VMs(cctx)
+			vms, err := r.hostClient(h).VMs(cctx)
 			cancel()
 			if err != nil {
 				views["error"] = append(views["error"], h.Name+": "+err.Error())
@@ -452,10 +470,10 @@ func (r *Runner) waitHealthy(ctx context.Context, timeout time.Duration) error {
 		why = ""
 		for _, h := range r.cfg.Lab.Hosts {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			s, err := client.New(h.Socket()).Status(cctx)
+			s, err := r.hostClient(h).Status(cctx)
 			var hosts []api.Host
 			if err == nil {
-				hosts, err = client.New(h.Socket()).Hosts(cctx)
+				hosts, err = r.hostClient(h).Hosts(cctx)
 			}
 			cancel()
 			switch {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/corralhq/corral/daemon/hypervisor"
 	"github.com/corralhq/corral/daemon/metrics"
+	"github.com/corralhq/corral/raftstore"
 )
 
 // metricsSource gives the metrics collector a snapshot of this daemon.
@@ -35,7 +36,11 @@ func (m metricsSource) Snapshot(ctx context.Context) metrics.Snapshot {
 		}
 	}
 	st := d.store.Status()
-	s.Raft = metrics.RaftStats{State: st.State, Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex}
+	tm := raftstore.Timers()
+	s.Raft = metrics.RaftStats{State: st.State, Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
+		ContactAges: metrics.Histogram{Bounds: raftstore.ContactBounds, Counts: tm.ContactCounts, Count: tm.ContactCount,
+			Sum: tm.ContactSum, Max: tm.ContactMax},
+		HeartbeatTimeouts: tm.HeartbeatTimeouts, LeaseTimeouts: tm.LeaseTimeouts}
 	if servers, err := d.store.Servers(); err == nil {
 		for _, sv := range servers {
 			if sv.Voter {

@@ -140,6 +140,7 @@ func (s *Store) Open() error {
 		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl.Named("net"),
 	})
 
+	installTimerSink()
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(s.cfg.ID)
 	rc.Logger = hl

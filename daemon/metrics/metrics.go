@@ -79,6 +79,18 @@ type RaftStats struct {
 	State                           string
 	Term, CommitIndex, AppliedIndex uint64
 	Voters, Nonvoters               int
+	// ContactAges: on a leader, its voters' contact ages at each lease
+	// check (process-wide, since start); the timeouts likewise.
+	ContactAges                      Histogram
+	HeartbeatTimeouts, LeaseTimeouts uint64
+}
+
+// Histogram is a cumulative histogram: Counts[i] observations <= Bounds[i].
+type Histogram struct {
+	Bounds   []time.Duration
+	Counts   []uint64
+	Count    uint64
+	Sum, Max time.Duration
 }
 
 // Source provides snapshots.
@@ -183,6 +195,10 @@ var (
 	dRaftCommit  = desc("corral_raft_commit_index", "Raft commit index.")
 	dRaftApplied = desc("corral_raft_applied_index", "Raft index applied to the local state.")
 	dRaftVoters  = desc("corral_raft_servers", "Raft servers by suffrage.", "suffrage")
+	dRaftContact = desc("corral_raft_leader_contact_age_seconds", "On a leader: a voter's time since its last contact, sampled at each leader-lease check; the leader steps down when a quorum's passes the lease timeout.")
+	dRaftContMax = desc("corral_raft_leader_contact_age_max_seconds", "The largest leader contact age sampled since corrald started.")
+	dRaftHBTO    = desc("corral_raft_heartbeat_timeouts_total", "Times this host, a follower, heard no leader within the heartbeat timeout and stood for election.")
+	dRaftLeaseTO = desc("corral_raft_lease_timeouts_total", "Times this host, a leader, reached no quorum within the leader lease and stepped down.")
 	dGossip      = desc("corral_gossip_members", "Members of the gossip pool by state, as this host sees them.", "state")
 	dLeaseHeld   = desc("corral_lease_held", "1 when this host holds a valid lease.")
 	dLeaseLeft   = desc("corral_lease_remaining_seconds", "Time left on this host's lease.")
@@ -193,7 +209,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dHostCPUs, dHostCPUUtil, dHostLoad, dHostMem, dHostMemAvail, dHostDisk, dHostHealth,
 		dHostAllocCPU, dHostAllocMem, dHostVMs, dVMCPU, dVMMem, dVMVCPUs, dVMDiskR, dVMDiskW, dVMDiskRO, dVMDiskWO,
 		dVMNetRx, dVMNetTx, dVMNetRxP, dVMNetTxP, dVMNetErr, dVMNetDrp, dRaftState, dRaftTerm, dRaftCommit,
-		dRaftApplied, dRaftVoters, dGossip, dLeaseHeld, dLeaseLeft, dLeaseAge} {
+		dRaftApplied, dRaftVoters, dRaftContact, dRaftContMax, dRaftHBTO, dRaftLeaseTO, dGossip, dLeaseHeld, dLeaseLeft, dLeaseAge} {
 		ch <- d
 	}
 }
@@ -260,6 +276,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g(dRaftApplied, float64(s.Raft.AppliedIndex))
 	g(dRaftVoters, float64(s.Raft.Voters), "voter")
 	g(dRaftVoters, float64(s.Raft.Nonvoters), "nonvoter")
+	if ca := s.Raft.ContactAges; len(ca.Bounds) == len(ca.Counts) {
+		buckets := make(map[float64]uint64, len(ca.Bounds))
+		for i, b := range ca.Bounds {
+			buckets[b.Seconds()] = ca.Counts[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(dRaftContact, ca.Count, ca.Sum.Seconds(), buckets)
+		g(dRaftContMax, ca.Max.Seconds())
+	}
+	cnt(dRaftHBTO, float64(s.Raft.HeartbeatTimeouts))
+	cnt(dRaftLeaseTO, float64(s.Raft.LeaseTimeouts))
 	for _, st := range []string{"alive", "dead", "left"} {
 		g(dGossip, float64(s.Gossip[st]), st)
 	}

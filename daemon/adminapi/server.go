@@ -22,6 +22,7 @@ import (
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/internal/errcode"
 	"github.com/corralhq/corral/internal/httpserve"
+	"github.com/corralhq/corral/internal/version"
 	"github.com/corralhq/corral/model"
 )
 
@@ -73,15 +74,48 @@ type Server struct {
 
 type route struct {
 	pattern string
+	doc     doc
 	handle  func(r *http.Request) (any, error)
 }
+
+// doc describes a route for the OpenAPI document (openapi.go): every route
+// has one, so the document cannot miss a route or name one that is not
+// served.
+type doc struct {
+	summary string
+	in, out any // zero values of the request and response bodies; in nil: none
+	query   []param
+}
+
+// param is a query parameter.
+type param struct{ name, typ, help string }
+
+var (
+	qForce = param{"force", "boolean", "see the summary"}
+	qBytes = param{"bytes", "integer", "how much of the log's end (default 65536)"}
+	qAfter = param{"after", "integer", "events after this sequence number"}
+	qLimit = param{"limit", "integer", "at most this many events (0: the server's limit)"}
+	qWait  = param{"wait", "string", "a Go duration up to 5m: wait that long for a new event when none is there"}
+)
+
+// rawBody marks a request body that is raw bytes, not JSON.
+type rawBody struct{}
 
 // New returns a Server for b.
 func New(b Backend, log *slog.Logger) *Server {
 	s := &Server{b: b, log: log, mux: http.NewServeMux()}
-	for _, rt := range s.routes() {
+	routes := s.routes()
+	for _, rt := range routes {
 		s.mux.Handle(rt.pattern, s.wrap(rt.handle))
 	}
+	doc, err := openAPI(append(routes, openAPIRoute), version.Version)
+	if err != nil {
+		// The route table is code: a test builds the document, so this is
+		// a bug caught before release, and the API serves on without it.
+		log.Error("no OpenAPI document", "err", err)
+		doc = []byte("{}")
+	}
+	s.mux.Handle(openAPIRoute.pattern, serveOpenAPI(doc))
 	s.mux.Handle("/", s.wrap(func(r *http.Request) (any, error) {
 		return nil, fmt.Errorf("no route for %s %s: %w", r.Method, r.URL.Path, model.ErrNotFound)
 	}))
@@ -90,16 +124,16 @@ func New(b Backend, log *slog.Logger) *Server {
 
 func (s *Server) routes() []route {
 	return []route{
-		{"GET /v1/status", func(r *http.Request) (any, error) { return s.b.Status(r.Context()) }},
-		{"GET /v1/hosts", func(r *http.Request) (any, error) { return s.b.Hosts(r.Context()) }},
-		{"GET /v1/hosts/{name}", func(r *http.Request) (any, error) {
+		{"GET /v1/status", doc{summary: "this host, its Raft node, the leader, HA, lease and protocols", out: api.Status{}}, func(r *http.Request) (any, error) { return s.b.Status(r.Context()) }},
+		{"GET /v1/hosts", doc{summary: "the hosts in cluster state and gossip", out: []api.Host{}}, func(r *http.Request) (any, error) { return s.b.Hosts(r.Context()) }},
+		{"GET /v1/hosts/{name}", doc{summary: "one host", out: api.Host{}}, func(r *http.Request) (any, error) {
 			name, err := hostName(r)
 			if err != nil {
 				return nil, err
 			}
 			return s.b.Host(r.Context(), name)
 		}},
-		{"PUT /v1/hosts/{name}/labels", func(r *http.Request) (any, error) {
+		{"PUT /v1/hosts/{name}/labels", doc{summary: "set and remove host labels", in: api.HostLabelsRequest{}, out: api.Host{}}, func(r *http.Request) (any, error) {
 			name, err := hostName(r)
 			if err != nil {
 				return nil, err
@@ -110,7 +144,7 @@ func (s *Server) routes() []route {
 			}
 			return s.b.SetHostLabels(r.Context(), name, req)
 		}},
-		{"DELETE /v1/hosts/{name}", func(r *http.Request) (any, error) {
+		{"DELETE /v1/hosts/{name}", doc{summary: "remove a host from state (force: a fenced host owning VMs)", out: struct{}{}, query: []param{qForce}}, func(r *http.Request) (any, error) {
 			name, err := hostName(r)
 			if err != nil {
 				return nil, err
@@ -121,14 +155,14 @@ func (s *Server) routes() []route {
 			}
 			return struct{}{}, s.b.RemoveHost(r.Context(), name, force)
 		}},
-		{"POST /v1/hosts/{name}/drain", func(r *http.Request) (any, error) {
+		{"POST /v1/hosts/{name}/drain", doc{summary: "live-migrate every VM away and put the host in maintenance", out: api.Host{}}, func(r *http.Request) (any, error) {
 			name, err := hostName(r)
 			if err != nil {
 				return nil, err
 			}
 			return s.b.DrainHost(r.Context(), name)
 		}},
-		{"POST /v1/hosts/{name}/restore", func(r *http.Request) (any, error) {
+		{"POST /v1/hosts/{name}/restore", doc{summary: "return a host in maintenance to service (failback: move its VMs back)", in: api.HostRestoreRequest{}, out: api.Host{}}, func(r *http.Request) (any, error) {
 			name, err := hostName(r)
 			if err != nil {
 				return nil, err
@@ -141,16 +175,16 @@ func (s *Server) routes() []route {
 			}
 			return s.b.RestoreHost(r.Context(), name, req)
 		}},
-		{"PUT /v1/cluster/ha", func(r *http.Request) (any, error) {
+		{"PUT /v1/cluster/ha", doc{summary: "arm or disarm fencing and recovery", in: api.HARequest{}, out: api.Status{}}, func(r *http.Request) (any, error) {
 			var req api.HARequest
 			if err := decode(r, &req); err != nil {
 				return nil, err
 			}
 			return s.b.SetHA(r.Context(), req)
 		}},
-		{"POST /v1/cluster/gossip-key/rotate", func(r *http.Request) (any, error) { return s.b.RotateGossipKey(r.Context()) }},
-		{"GET /v1/cluster/tokens", func(r *http.Request) (any, error) { return s.b.JoinTokens(r.Context()) }},
-		{"POST /v1/cluster/tokens", func(r *http.Request) (any, error) {
+		{"POST /v1/cluster/gossip-key/rotate", doc{summary: "rotate the gossip encryption key on every live host", out: api.GossipKeyRotation{}}, func(r *http.Request) (any, error) { return s.b.RotateGossipKey(r.Context()) }},
+		{"GET /v1/cluster/tokens", doc{summary: "join tokens (never their secrets)", out: []api.JoinToken{}}, func(r *http.Request) (any, error) { return s.b.JoinTokens(r.Context()) }},
+		{"POST /v1/cluster/tokens", doc{summary: "create a join token; its secret is in this answer only", in: api.JoinTokenCreateRequest{}, out: api.JoinTokenCreated{}}, func(r *http.Request) (any, error) {
 			var req api.JoinTokenCreateRequest
 			if r.ContentLength != 0 {
 				if err := decode(r, &req); err != nil {
@@ -159,12 +193,12 @@ func (s *Server) routes() []route {
 			}
 			return s.b.CreateJoinToken(r.Context(), req)
 		}},
-		{"DELETE /v1/cluster/tokens/{id}", func(r *http.Request) (any, error) {
+		{"DELETE /v1/cluster/tokens/{id}", doc{summary: "revoke a join token", out: struct{}{}}, func(r *http.Request) (any, error) {
 			return struct{}{}, s.b.RevokeJoinToken(r.Context(), r.PathValue("id"))
 		}},
 
-		{"GET /v1/vms", func(r *http.Request) (any, error) { return s.b.VMs(r.Context()) }},
-		{"POST /v1/vms/{name}/migrate", withVM(func(r *http.Request, name string) (any, error) {
+		{"GET /v1/vms", doc{summary: "every VM in cluster state", out: []api.VM{}}, func(r *http.Request) (any, error) { return s.b.VMs(r.Context()) }},
+		{"POST /v1/vms/{name}/migrate", doc{summary: "live-migrate a VM (to target, or where placement says)", in: api.VMMigrateRequest{}, out: api.VM{}}, withVM(func(r *http.Request, name string) (any, error) {
 			var req api.VMMigrateRequest
 			if r.ContentLength != 0 {
 				if err := decode(r, &req); err != nil {
@@ -173,49 +207,49 @@ func (s *Server) routes() []route {
 			}
 			return s.b.MigrateVM(r.Context(), name, req)
 		})},
-		{"POST /v1/vms", func(r *http.Request) (any, error) {
+		{"POST /v1/vms", doc{summary: "create a VM", in: api.VMCreateRequest{}, out: api.VM{}}, func(r *http.Request) (any, error) {
 			var req api.VMCreateRequest
 			if err := decode(r, &req); err != nil {
 				return nil, err
 			}
 			return s.b.CreateVM(r.Context(), req)
 		}},
-		{"GET /v1/vms/{name}", withVM(func(r *http.Request, name string) (any, error) { return s.b.VM(r.Context(), name) })},
-		{"POST /v1/vms/{name}/start", withVM(func(r *http.Request, name string) (any, error) { return s.b.SetVMPower(r.Context(), name, "running") })},
-		{"POST /v1/vms/{name}/stop", withVM(func(r *http.Request, name string) (any, error) { return s.b.SetVMPower(r.Context(), name, "stopped") })},
-		{"POST /v1/vms/{name}/restart", withVM(func(r *http.Request, name string) (any, error) { return s.b.RestartVM(r.Context(), name) })},
-		{"PUT /v1/vms/{name}/resize", withVM(func(r *http.Request, name string) (any, error) {
+		{"GET /v1/vms/{name}", doc{summary: "one VM", out: api.VM{}}, withVM(func(r *http.Request, name string) (any, error) { return s.b.VM(r.Context(), name) })},
+		{"POST /v1/vms/{name}/start", doc{summary: "power a VM on", out: api.VM{}}, withVM(func(r *http.Request, name string) (any, error) { return s.b.SetVMPower(r.Context(), name, "running") })},
+		{"POST /v1/vms/{name}/stop", doc{summary: "power a VM off (ACPI, then destroy after guest_shutdown_timeout)", out: api.VM{}}, withVM(func(r *http.Request, name string) (any, error) { return s.b.SetVMPower(r.Context(), name, "stopped") })},
+		{"POST /v1/vms/{name}/restart", doc{summary: "restart a VM where it runs", out: api.VM{}}, withVM(func(r *http.Request, name string) (any, error) { return s.b.RestartVM(r.Context(), name) })},
+		{"PUT /v1/vms/{name}/resize", doc{summary: "change a VM's vCPUs and memory (applied at its next start)", in: api.VMResizeRequest{}, out: api.VM{}}, withVM(func(r *http.Request, name string) (any, error) {
 			var req api.VMResizeRequest
 			if err := decode(r, &req); err != nil {
 				return nil, err
 			}
 			return s.b.ResizeVM(r.Context(), name, req)
 		})},
-		{"DELETE /v1/vms/{name}", withVM(func(r *http.Request, name string) (any, error) {
+		{"DELETE /v1/vms/{name}", doc{summary: "delete a VM: its host destroys it and deletes its disks (force: forget it at once, disks stay)", out: api.VM{}, query: []param{qForce}}, withVM(func(r *http.Request, name string) (any, error) {
 			force, err := boolParam(r, "force")
 			if err != nil {
 				return nil, err
 			}
 			return s.b.DeleteVM(r.Context(), name, force)
 		})},
-		{"GET /v1/vms/{name}/console", withVM(func(r *http.Request, name string) (any, error) {
+		{"GET /v1/vms/{name}/console", doc{summary: "the tail of a VM's serial console log", out: api.ConsoleLog{}, query: []param{qBytes}}, withVM(func(r *http.Request, name string) (any, error) {
 			n, err := intParam(r, "bytes", 64<<10)
 			if err != nil {
 				return nil, err
 			}
 			return s.b.ConsoleLog(r.Context(), name, n)
 		})},
-		{"GET /v1/vms/{name}/stats", withVM(func(r *http.Request, name string) (any, error) { return s.b.VMStats(r.Context(), name) })},
+		{"GET /v1/vms/{name}/stats", doc{summary: "a VM's libvirt counters from the host it runs on", out: api.VMStats{}}, withVM(func(r *http.Request, name string) (any, error) { return s.b.VMStats(r.Context(), name) })},
 
-		{"GET /v1/networks", func(r *http.Request) (any, error) { return s.b.Networks(r.Context()) }},
-		{"POST /v1/networks", func(r *http.Request) (any, error) {
+		{"GET /v1/networks", doc{summary: "networks, as the answering host set them up", out: []api.Network{}}, func(r *http.Request) (any, error) { return s.b.Networks(r.Context()) }},
+		{"POST /v1/networks", doc{summary: "create a VXLAN or VLAN network on every host", in: api.NetworkCreateRequest{}, out: api.Network{}}, func(r *http.Request) (any, error) {
 			var req api.NetworkCreateRequest
 			if err := decode(r, &req); err != nil {
 				return nil, err
 			}
 			return s.b.CreateNetwork(r.Context(), req)
 		}},
-		{"DELETE /v1/networks/{name}", func(r *http.Request) (any, error) {
+		{"DELETE /v1/networks/{name}", doc{summary: "delete a network no VM uses", out: struct{}{}}, func(r *http.Request) (any, error) {
 			name := r.PathValue("name")
 			if err := model.ValidateName("network", name); err != nil {
 				return nil, err
@@ -223,15 +257,15 @@ func (s *Server) routes() []route {
 			return struct{}{}, s.b.DeleteNetwork(r.Context(), name)
 		}},
 
-		{"GET /v1/images", func(r *http.Request) (any, error) { return s.b.Images(r.Context()) }},
-		{"PUT /v1/images/{name}", func(r *http.Request) (any, error) {
+		{"GET /v1/images", doc{summary: "images in the shared image store", out: []api.Image{}}, func(r *http.Request) (any, error) { return s.b.Images(r.Context()) }},
+		{"PUT /v1/images/{name}", doc{summary: "import an image: the body is the disk image itself (qcow2 or raw)", in: rawBody{}, out: api.Image{}}, func(r *http.Request) (any, error) {
 			name := r.PathValue("name")
 			if err := model.ValidateName("image", name); err != nil {
 				return nil, err
 			}
 			return s.b.ImportImage(r.Context(), name, r.Body)
 		}},
-		{"DELETE /v1/images/{name}", func(r *http.Request) (any, error) {
+		{"DELETE /v1/images/{name}", doc{summary: "delete an image no VM uses", out: struct{}{}}, func(r *http.Request) (any, error) {
 			name := r.PathValue("name")
 			if err := model.ValidateName("image", name); err != nil {
 				return nil, err
@@ -239,7 +273,7 @@ func (s *Server) routes() []route {
 			return struct{}{}, s.b.DeleteImage(r.Context(), name)
 		}},
 
-		{"GET /v1/events", func(r *http.Request) (any, error) {
+		{"GET /v1/events", doc{summary: "cluster events after a sequence number, optionally waiting for new ones", out: []api.Event{}, query: []param{qAfter, qLimit, qWait}}, func(r *http.Request) (any, error) {
 			after, err := intParam(r, "after", 0)
 			if err != nil {
 				return nil, err

@@ -91,6 +91,21 @@ func TestCorralctlLinksNoDaemonLibraries(t *testing.T) {
 	}
 }
 
+// The shipped binaries link no testbed code: the lab, the chaos and soak
+// runners and test helpers run only on a developer's machine or in CI.
+func TestShippedBinariesLinkNoTestbed(t *testing.T) {
+	testbed := []string{"/internal/lab", "/internal/chaos", "/internal/soak", "/internal/testutil"}
+	for _, p := range listPackages(t, "./cmd/corrald", "./cmd/corralctl", "./cmd/corral-fencer") {
+		for _, dep := range append([]string{p.ImportPath}, p.Deps...) {
+			for _, tb := range testbed {
+				if dep == module+tb || strings.HasPrefix(dep, module+tb+"/") {
+					t.Errorf("%s links %s", p.ImportPath, dep)
+				}
+			}
+		}
+	}
+}
+
 // The fencer must stay small and must not wait on anything that can be
 // slow: the standard library, golang.org/x/sys and internal/guestproc only
 // (no libvirt client, no Raft, no gossip, no daemon code).

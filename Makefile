@@ -8,7 +8,7 @@ BIN := bin
 GOTEST_FLAGS ?=
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test test-unit lint fmt chaos bench bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps
+.PHONY: help build test test-unit lint fmt chaos soak bench bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,11 @@ SEED ?= 1
 chaos: deps build ## random fault schedules on a 5-host lab, checked from outside corrald (SCHEDULES=100 SEED=1; root)
 	scripts/build-test-guest.sh _build/guest
 	bin/corral-lab --dir /var/lib/corral-lab-chaos chaos --hosts 5 --schedules $(SCHEDULES) --seed $(SEED) --guest _build/guest
+
+DURATION ?= 1h
+soak: deps build ## a 3-host lab for DURATION (1h): VM churn, a fault every 5 min; every corrald's RSS, goroutines and fds must stay flat, no leader change without a fault (root)
+	scripts/build-test-guest.sh _build/guest
+	bin/corral-lab --dir /var/lib/corral-lab-soak soak --hosts 3 --duration $(DURATION) --guest _build/guest
 
 bench-recovery: deps build ## recovery times after host kills, 10 runs per setting (root)
 	scripts/build-test-guest.sh _build/guest

@@ -15,6 +15,8 @@
 //	corral-lab bench-recovery [--runs 10]       recovery times after host kills
 //	corral-lab chaos [--hosts 5] [--schedules N] [--seed S] [--only K]
 //	                                            random fault schedules, checked
+//	corral-lab soak [--hosts 3] [--duration 1h] [--report FILE] [--keep]
+//	                                            long run: churn, faults, corrald flat?
 //
 // It needs root and installs nothing: it says what is missing.
 package main
@@ -56,7 +58,8 @@ const usage = `usage: corral-lab [--dir D] COMMAND
   cut H PEER... [--inbound] | uncut H | loss H PCT | clear-loss H | fill H | free H
   exec H -- CMD [ARGS]
   bench-recovery [--runs 10] [--guest DIR] [--only lease|fence]
-  chaos [--hosts 5] [--schedules 10] [--seed 1] [--only K] [--duration 30s] [--budget 60s] [--report FILE]`
+  chaos [--hosts 5] [--schedules 10] [--seed 1] [--only K] [--duration 30s] [--budget 60s] [--report FILE]
+  soak [--hosts 3] [--duration 1h] [--guest DIR] [--fault-every D] [--sample-every D] [--report FILE] [--keep]`
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("corral-lab", flag.ContinueOnError)
@@ -84,6 +87,8 @@ func run(args []string) error {
 		return benchRecovery(ctx, *dir, args)
 	case "chaos":
 		return runChaos(ctx, *dir, args)
+	case "soak":
+		return runSoak(ctx, *dir, args)
 	}
 	l, err := lab.Load(*dir)
 	if err != nil {

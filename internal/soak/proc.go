@@ -1,0 +1,205 @@
+package soak
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Readings of a process from outside it: /proc for memory, descriptors
+// and connections, corrald's Prometheus endpoint for goroutines (the Go
+// runtime's own count; nothing else outside the process knows it).
+
+// findProcs returns, per network namespace inode in want, the PIDs of
+// processes whose command is comm. Lab hosts are network namespaces, so
+// this finds each host's corrald however it was (re)started.
+func findProcs(comm string, want map[uint64]bool) map[uint64][]int {
+	out := map[uint64][]int{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ino := inode(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if !want[ino] {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || strings.TrimSpace(string(b)) != comm || zombie(pid) {
+			continue
+		}
+		out[ino] = append(out[ino], pid)
+	}
+	return out
+}
+
+func inode(path string) uint64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || len(b) < i+3 || b[i+2] == 'Z'
+}
+
+// rssKiB is VmRSS of pid.
+func rssKiB(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseRSS(b)
+}
+
+func parseRSS(status []byte) (int64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 2 && f[1] == "kB" {
+				return strconv.ParseInt(f[0], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in status")
+}
+
+// fds counts pid's open descriptors and returns the inodes of its
+// sockets.
+func fds(pid int) (int, map[uint64]bool, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, nil, err
+	}
+	socks := map[uint64]bool{}
+	for _, e := range ents {
+		l, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if s, ok := strings.CutPrefix(l, "socket:["); ok {
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64); err == nil {
+				socks[ino] = true
+			}
+		}
+	}
+	return len(ents), socks, nil
+}
+
+// established counts the TCP connections in pid's network namespace that
+// are established and belong to one of socks.
+func established(pid int, socks map[uint64]bool) (int, error) {
+	n := 0
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			return 0, err
+		}
+		n += countEstablished(b, socks)
+	}
+	return n, nil
+}
+
+// countEstablished reads a /proc/net/tcp table: field 3 is the state (01
+// is ESTABLISHED), field 9 the socket's inode.
+func countEstablished(table []byte, socks map[uint64]bool) int {
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(table))
+	sc.Scan() // header
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 10 || f[3] != "01" {
+			continue
+		}
+		if ino, err := strconv.ParseUint(f[9], 10, 64); err == nil && socks[ino] {
+			n++
+		}
+	}
+	return n
+}
+
+// goroutines scrapes go_goroutines from a Prometheus text endpoint. The
+// client keeps no connection, so the scrape leaves no descriptor open in
+// corrald between samples.
+func goroutines(ctx context.Context, url string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, err
+	}
+	return parseGoroutines(b)
+}
+
+func parseGoroutines(text []byte) (int, error) {
+	sc := bufio.NewScanner(bytes.NewReader(text))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				return 0, fmt.Errorf("go_goroutines: %w", err)
+			}
+			return int(v), nil
+		}
+	}
+	return 0, fmt.Errorf("no go_goroutines in the metrics")
+}
+
+// read samples pid: RSS and descriptors from /proc (an error when the
+// process is gone), connections when /proc tells them (else -1), and
+// goroutines from metricsURL (else -1). /proc is read before the scrape,
+// so the scrape's own connection is not counted.
+func read(ctx context.Context, pid int, metricsURL string) (Sample, error) {
+	s := Sample{At: time.Now(), PID: pid, Goroutines: -1, Conns: -1}
+	var err error
+	if s.RSSKiB, err = rssKiB(pid); err != nil {
+		return s, err
+	}
+	var socks map[uint64]bool
+	if s.FDs, socks, err = fds(pid); err != nil {
+		return s, err
+	}
+	if n, err := established(pid, socks); err == nil {
+		s.Conns = n
+	}
+	if n, err := goroutines(ctx, metricsURL); err == nil {
+		s.Goroutines = n
+	}
+	return s, nil
+}

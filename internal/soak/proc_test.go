@@ -1,0 +1,97 @@
+package soak
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"testing"
+)
+
+func TestParseRSS(t *testing.T) {
+	n, err := parseRSS([]byte("Name:\tcorrald\nVmPeak:\t 900000 kB\nVmRSS:\t   61234 kB\nThreads:\t12\n"))
+	if err != nil || n != 61234 {
+		t.Fatalf("%d %v", n, err)
+	}
+	if _, err := parseRSS([]byte("Name:\tkthreadd\n")); err == nil {
+		t.Fatal("a kernel thread has an RSS")
+	}
+}
+
+func TestCountEstablished(t *testing.T) {
+	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0B4D0A0A:1F0B 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0000000000000000 100 0 0 10 0
+   1: 0B4D0A0A:1F0B 0C4D0A0A:9C40 01 00000000:00000000 02:000A7B1B 00000000     0        0 1002 1 0000000000000000 20 4 30 10 -1
+   2: 0B4D0A0A:D2A4 0D4D0A0A:1F0B 01 00000000:00000000 02:000A7B1B 00000000     0        0 1003 1 0000000000000000 20 4 30 10 -1
+   3: 0B4D0A0A:D2A6 0D4D0A0A:1F0B 01 00000000:00000000 02:000A7B1B 00000000     0        0 2000 1 0000000000000000 20 4 30 10 -1
+   4: 0B4D0A0A:D2A8 0D4D0A0A:1F0B 06 00000000:00000000 03:00000F2E 00000000     0        0 0 3 0000000000000000
+`
+	// 1001 listens, 2000 is another process's, the last is TIME_WAIT.
+	if n := countEstablished([]byte(table), map[uint64]bool{1001: true, 1002: true, 1003: true}); n != 2 {
+		t.Fatalf("%d established", n)
+	}
+}
+
+func TestParseGoroutines(t *testing.T) {
+	text := "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines 173\ngo_threads 14\n"
+	if n, err := parseGoroutines([]byte(text)); err != nil || n != 173 {
+		t.Fatalf("%d %v", n, err)
+	}
+	if _, err := parseGoroutines([]byte("corral_vms 3\n")); err == nil {
+		t.Fatal("goroutines without go_goroutines")
+	}
+}
+
+// read against this test process: its RSS, descriptors, one established
+// connection of its own, and goroutines from a metrics endpoint.
+func TestReadSelf(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "go_goroutines %d\n", runtime.NumGoroutine())
+	}))
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	s, err := read(context.Background(), os.Getpid(), srv.URL+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both ends of the pair are this process's.
+	if s.RSSKiB <= 0 || s.FDs < 5 || s.Goroutines < 2 || s.Conns < 2 {
+		t.Fatalf("%+v", s)
+	}
+	if _, err := read(context.Background(), 1<<30, srv.URL); err == nil {
+		t.Fatal("a process that does not exist was read")
+	}
+}
+
+func TestFindProcs(t *testing.T) {
+	self := inode("/proc/self/ns/net")
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := findProcs(string(comm[:len(comm)-1]), map[uint64]bool{self: true})
+	found := false
+	for _, p := range got[self] {
+		found = found || p == os.Getpid()
+	}
+	if !found {
+		t.Fatalf("this process is not among %v", got)
+	}
+}

@@ -53,9 +53,13 @@ type churner struct {
 
 const churnImage = "soak-base"
 
+// callTimeout bounds every admin call of the soak: a corrald that does
+// not answer must not stop the churn or the faults.
+const callTimeout = 30 * time.Second
+
 // op runs one admin call and counts it.
 func (ch *churner) op(ctx context.Context, kind, vm string, call func(context.Context) error) error {
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	err := call(cctx)
 	cancel()
 	now := time.Now()
@@ -95,7 +99,9 @@ func (ch *churner) tick(ctx context.Context) {
 	}
 	switch {
 	case ch.stopped != "":
-		vm, err := c.VM(ctx, ch.stopped)
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		vm, err := c.VM(cctx, ch.stopped)
+		cancel()
 		if errors.Is(err, api.ErrNotFound) {
 			ch.stopped = ""
 		} else if err == nil && vm.State == "stopped" {
@@ -119,8 +125,12 @@ func (ch *churner) tick(ctx context.Context) {
 	err = ch.op(ctx, "create", name, func(ctx context.Context) error { _, err := c.CreateVM(ctx, req); return err })
 	if err == nil {
 		ch.live = append(ch.live, name)
-	} else if _, gerr := c.VM(ctx, name); gerr == nil {
-		ch.live = append(ch.live, name) // it was created all the same (a timeout after the commit)
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		if _, gerr := c.VM(cctx, name); gerr == nil {
+			ch.live = append(ch.live, name) // it was created all the same (a timeout after the commit)
+		}
+		cancel()
 	}
 	for len(ch.live) > ch.r.cfg.WorkingSet {
 		old := ch.live[0]
@@ -168,7 +178,7 @@ func (ch *churner) differences(ctx context.Context) string {
 	if err != nil {
 		return err.Error()
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	vms, err := c.VMs(cctx)
 	cancel()
 	if err != nil {

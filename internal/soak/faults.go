@@ -95,7 +95,10 @@ func (r *Runner) drainRestore(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.DrainHost(ctx, name); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	_, err = c.DrainHost(cctx, name)
+	cancel()
+	if err != nil {
 		return fmt.Errorf("drain %s: %w", name, err)
 	}
 	deadline := time.Now().Add(5 * time.Minute)
@@ -103,20 +106,23 @@ func (r *Runner) drainRestore(ctx context.Context, name string) error {
 	for {
 		c, err := r.client(ctx)
 		if err == nil {
-			hs, herr := c.Host(ctx, name)
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			hs, herr := c.Host(cctx, name)
 			switch {
 			case herr != nil:
 				err = herr
 			case hs.Mode == "maintenance" && !hs.Draining:
 				restoreTried = true
-				if _, err = c.RestoreHost(ctx, name, false); err == nil {
-					return nil
-				}
+				_, err = c.RestoreHost(cctx, name, false)
 			case hs.Mode == "active" && !hs.Draining && restoreTried:
-				return nil // restored by a call whose answer was lost
+				err = nil // restored by a call whose answer was lost
 			default:
 				// Also active before this host has applied the drain.
 				err = fmt.Errorf("%s is %s (draining %v)", name, hs.Mode, hs.Draining)
+			}
+			cancel()
+			if err == nil {
+				return nil
 			}
 		}
 		if time.Now().After(deadline) {

@@ -27,7 +27,9 @@ type Report struct {
 	LeaderChanges []LeaderChange `json:"leader_changes"`
 	QuietLeaders  int            `json:"leader_changes_fault_free"`
 	FaultLeaders  int            `json:"leader_changes_around_faults"`
-	Notes         []string       `json:"notes,omitempty"`
+	// Terms are the first and last Raft terms seen.
+	Terms [2]uint64 `json:"raft_terms"`
+	Notes []string  `json:"notes,omitempty"`
 	// Failures say why the soak did not pass; none is a pass.
 	Failures []string `json:"failures,omitempty"`
 	Pass     bool     `json:"pass"`
@@ -40,7 +42,7 @@ func (r *Runner) report(ctx context.Context, start, ended time.Time) Report {
 	rep := Report{Started: start, Ended: ended, Duration: r.cfg.Duration, Hosts: hostsOf(r.cfg.Lab),
 		SampleEvery: r.cfg.SampleEvery, FaultEvery: r.cfg.FaultEvery, Thresholds: r.cfg.Thresholds,
 		Churn: r.churn, Faults: slices.Clone(r.faultLog), LeaderChanges: slices.Clone(r.leaders),
-		Notes: slices.Clone(r.notes), Series: map[string][]Sample{}}
+		Notes: slices.Clone(r.notes), Series: map[string][]Sample{}, Terms: r.terms}
 	fail := func(format string, args ...any) { rep.Failures = append(rep.Failures, fmt.Sprintf(format, args...)) }
 	if ctx.Err() != nil {
 		fail("interrupted after %v", ended.Sub(start).Round(time.Second))
@@ -135,7 +137,7 @@ func (rep Report) Table(w io.Writer) {
 	for _, f := range rep.Faults {
 		fmt.Fprintln(w, " ", f)
 	}
-	fmt.Fprintf(w, "leader changes: %d fault-free, %d around faults\n", rep.QuietLeaders, rep.FaultLeaders)
+	fmt.Fprintf(w, "leader changes: %d fault-free, %d around faults (raft term %d→%d)\n", rep.QuietLeaders, rep.FaultLeaders, rep.Terms[0], rep.Terms[1])
 	for _, n := range rep.Notes {
 		fmt.Fprintln(w, "note:", n)
 	}

@@ -30,6 +30,9 @@ type Runner struct {
 	notes    []string
 	churn    ChurnStats
 	lastSeq  uint64
+	// terms are the first and highest Raft terms seen: an election that
+	// left no leader event (its leader lost office at once) still shows.
+	terms [2]uint64
 }
 
 // NewRunner checks cfg and fills in its defaults.
@@ -189,6 +192,16 @@ func (r *Runner) pollEvents(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if s, err := c.Status(cctx); err == nil {
+		r.mu.Lock()
+		if r.terms[0] == 0 {
+			r.terms[0] = s.Raft.Term
+		}
+		r.terms[1] = max(r.terms[1], s.Raft.Term)
+		r.mu.Unlock()
+	}
+	cancel()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		evs, err := c.Events(cctx, r.lastSeq, 1000, 0)

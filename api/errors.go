@@ -14,6 +14,9 @@ const (
 	CodeUnavailable ErrorCode = "unavailable"
 	CodeInternal    ErrorCode = "internal"
 	CodeForbidden   ErrorCode = "forbidden"
+	// CodeRateLimited: the caller sent more requests than its rate allows;
+	// the answer's Retry-After header says when to try again.
+	CodeRateLimited ErrorCode = "rate_limited"
 )
 
 // Status returns the HTTP status that carries code.
@@ -29,6 +32,8 @@ func (c ErrorCode) Status() int {
 		return http.StatusUnprocessableEntity
 	case CodeForbidden:
 		return http.StatusForbidden
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
 	case CodeNotLeader, CodeUnavailable:
 		return http.StatusServiceUnavailable
 	}
@@ -68,4 +73,5 @@ var (
 	ErrUnavailable = &Error{Code: CodeUnavailable}
 	ErrInternal    = &Error{Code: CodeInternal}
 	ErrForbidden   = &Error{Code: CodeForbidden}
+	ErrRateLimited = &Error{Code: CodeRateLimited}
 )

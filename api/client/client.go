@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -60,37 +61,70 @@ func (c *Client) http() *http.Client {
 
 // Do sends a request with in as the JSON body (nil for none; an io.Reader
 // is sent as it is) and decodes the response into out (nil to discard).
+// A request refused by the rate limit (429) is sent again after the
+// Retry-After the daemon names, up to 5 times while ctx lasts, unless its
+// body was a stream.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var stream io.Reader
+	var data []byte
 	if r, ok := in.(io.Reader); ok {
-		body = r
+		stream = r
 	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		data = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://corrald"+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http().Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("corrald at %s: %v", c.socket(), ctx.Err())}
+	for attempt := 0; ; attempt++ {
+		body := stream
+		if stream == nil && data != nil {
+			body = bytes.NewReader(data)
 		}
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
+		req, err := http.NewRequestWithContext(ctx, method, "http://corrald"+path, body)
+		if err != nil {
+			return err
 		}
-		return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach corrald at %s (is it running?): %v", c.socket(), err)}
+		if in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := c.http().Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("corrald at %s: %v", c.socket(), ctx.Err())}
+			}
+			var uerr *url.Error
+			if errors.As(err, &uerr) {
+				err = uerr.Err
+			}
+			return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach corrald at %s (is it running?): %v", c.socket(), err)}
+		}
+		if wait, ok := retryAfter(resp); ok && stream == nil && attempt < 5 {
+			resp.Body.Close()
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+				continue
+			case <-ctx.Done():
+				t.Stop()
+				return &api.Error{Code: api.CodeRateLimited, Message: fmt.Sprintf("corrald at %s: rate limited: %v", c.socket(), ctx.Err())}
+			}
+		}
+		defer resp.Body.Close()
+		return decodeResponse(resp, out)
 	}
-	defer resp.Body.Close()
-	return decodeResponse(resp, out)
+}
+
+// retryAfter says how long a 429 answer asks to wait (at most 10 s).
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp.StatusCode != http.StatusTooManyRequests {
+		return 0, false
+	}
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || secs < 0 || secs > 10 {
+		return 0, false
+	}
+	return time.Duration(secs) * time.Second, true
 }
 
 func decodeResponse(resp *http.Response, out any) error {

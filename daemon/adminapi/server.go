@@ -17,6 +17,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/corralhq/corral/api"
@@ -370,9 +371,46 @@ func (s *Server) wrap(h func(r *http.Request) (any, error)) http.Handler {
 // Handler returns the HTTP handler, for tests.
 func (s *Server) Handler() http.Handler { return s.mux }
 
+// Limits on the admin socket: a client (a uid, from the socket's peer
+// credentials) may send 200 requests a second, 400 at once, enough for any
+// script that waits for its answers; 256 requests in flight in all
+// (long-polls included).
+var Limits = httpserve.Limits{MaxInFlight: 256, Rate: 200, Burst: 400,
+	Identity: peerIdentity, ConnContext: withPeer}
+
 // Serve answers on ln until ctx ends; a cancelled ctx is a clean stop.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return httpserve.Serve(ctx, ln, s.mux, s.log)
+	return httpserve.Serve(ctx, ln, s.mux, s.log, Limits)
+}
+
+type peerKey struct{}
+
+// withPeer puts the peer's credentials of a Unix connection in its context.
+func withPeer(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *syscall.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	if err != nil || cred == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerKey{}, *cred)
+}
+
+// peerIdentity names the client of a request: "uid N" on the socket.
+func peerIdentity(r *http.Request) string {
+	if cred, ok := r.Context().Value(peerKey{}).(syscall.Ucred); ok {
+		return "uid " + strconv.FormatUint(uint64(cred.Uid), 10)
+	}
+	return r.RemoteAddr
 }
 
 // ErrAlreadyRunning is returned by Listen when another daemon answers on

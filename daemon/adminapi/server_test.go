@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/api/client"
@@ -158,5 +160,45 @@ func TestListenSocket(t *testing.T) {
 	}
 	if _, err := os.Stat(file); err != nil {
 		t.Fatal("regular file removed")
+	}
+}
+
+// The socket's rate limit counts per uid (SO_PEERCRED), answers 429 naming
+// it, and the client waits out the Retry-After the daemon gives.
+func TestSocketRateLimitNamesThePeerUID(t *testing.T) {
+	saved := Limits
+	Limits.Rate, Limits.Burst = 1, 1
+	t.Cleanup(func() { Limits = saved })
+	c := serve(t, &fakeBackend{})
+	ctx := context.Background()
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err := c.Status(short)
+	if !errors.Is(err, api.ErrRateLimited) {
+		t.Fatalf("second request within a second: %v", err)
+	}
+	// Raw, the answer names the uid.
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", c.Socket)
+	}}}
+	resp, err := hc.Get("http://corrald/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("uid %d", os.Getuid()); resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), want) {
+		t.Fatalf("raw: %d %s, want 429 naming %s", resp.StatusCode, body, want)
+	}
+	// With time, the client retries past the limit by itself.
+	start := time.Now()
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatalf("after Retry-After: %v", err)
+	}
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Fatalf("answered after %v: the client did not wait", d)
 	}
 }

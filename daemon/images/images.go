@@ -18,6 +18,10 @@ import (
 
 var qcow2Magic = []byte{'Q', 'F', 'I', 0xfb}
 
+// MaxBytes caps an upload (512 GiB): the API streams images, so without a
+// cap one request could fill the pool.
+var MaxBytes int64 = 512 << 30
+
 // Import writes r into dir as the pool volume of image name and returns the
 // image's description. Nothing is left behind on failure.
 func Import(dir, name string, r io.Reader) (model.Image, error) {
@@ -41,9 +45,12 @@ func Import(dir, name string, r io.Reader) (model.Image, error) {
 		}
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), r)
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, MaxBytes+1))
 	if err != nil {
 		return model.Image{}, fmt.Errorf("image %q: upload: %w", name, err)
+	}
+	if n > MaxBytes {
+		return model.Image{}, fmt.Errorf("image %q: larger than the %d GiB an upload may be: %w", name, MaxBytes>>30, model.ErrInvalid)
 	}
 	if n == 0 {
 		return model.Image{}, fmt.Errorf("image %q: empty upload: %w", name, model.ErrInvalid)

@@ -47,6 +47,14 @@ func TestImport(t *testing.T) {
 			t.Errorf("%s: %v, want %v", name, err, tc.err)
 		}
 	}
+	// An upload past the cap is refused, and leaves nothing.
+	saved := MaxBytes
+	MaxBytes = 1 << 20
+	_, err = Import(dir, "huge", bytes.NewReader(make([]byte, 1<<20+1)))
+	MaxBytes = saved
+	if !errors.Is(err, model.ErrInvalid) {
+		t.Errorf("upload past the cap: %v", err)
+	}
 	// Only the two good images are in the pool: no temporary files left.
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 2 {

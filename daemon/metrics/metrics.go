@@ -155,7 +155,7 @@ func (m *Metrics) Handler() http.Handler {
 
 // Serve answers on ln until ctx ends.
 func (m *Metrics) Serve(ctx context.Context, ln net.Listener, log *slog.Logger) error {
-	return httpserve.Serve(ctx, ln, m.Handler(), log)
+	return httpserve.Serve(ctx, ln, m.Handler(), log, httpserve.Limits{MaxInFlight: 16})
 }
 
 type collector struct{ src Source }

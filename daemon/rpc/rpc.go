@@ -123,7 +123,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
 	}
-	return httpserve.Serve(ctx, ln, s, s.log)
+	// Peers are hosts of this cluster (or, for the public methods, hosts
+	// joining it): no rate limit, which could starve lease renewals, but a
+	// cap on what is handled at once.
+	return httpserve.Serve(ctx, ln, s, s.log, httpserve.Limits{MaxInFlight: 512})
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -46,7 +46,7 @@ func openAPI(routes []route, version string) (_ []byte, err error) {
 			"summary":     rt.doc.summary,
 			"operationId": operationID(method, path),
 			"responses": map[string]any{
-				"200": map[string]any{"description": "done", "content": jsonContent(schemaOf(reflect.TypeOf(rt.doc.out), schemas, true))},
+				"200": map[string]any{"description": "done", "content": answerContent(rt.doc, schemas)},
 				"default": map[string]any{"description": "refused or failed: the code says why",
 					"content": jsonContent(map[string]any{"$ref": "#/components/schemas/Error"})},
 			},
@@ -81,6 +81,19 @@ func openAPI(routes []route, version string) (_ []byte, err error) {
 		"paths":      paths,
 		"components": map[string]any{"schemas": schemas},
 	})
+}
+
+// answerContent describes a route's answer: JSON, and for a streaming route
+// also Server-Sent Events, each event's data one element of the JSON array.
+func answerContent(d doc, schemas map[string]any) map[string]any {
+	t := reflect.TypeOf(d.out)
+	c := jsonContent(schemaOf(t, schemas, true))
+	if d.stream && t.Kind() == reflect.Slice {
+		c["text/event-stream"] = map[string]any{"schema": map[string]any{"type": "string",
+			"description": "Server-Sent Events: id is the sequence number, event the kind, data one JSON " + t.Elem().Name() +
+				"; a reconnecting client sends Last-Event-ID"}}
+	}
+	return c
 }
 
 func jsonContent(schema any) map[string]any {

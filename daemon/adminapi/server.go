@@ -86,6 +86,9 @@ type doc struct {
 	summary string
 	in, out any // zero values of the request and response bodies; in nil: none
 	query   []param
+	// stream: with Accept: text/event-stream the route answers as
+	// Server-Sent Events, one event per element of out.
+	stream bool
 }
 
 // param is a query parameter.
@@ -107,7 +110,11 @@ func New(b Backend, log *slog.Logger) *Server {
 	s := &Server{b: b, log: log, mux: http.NewServeMux()}
 	routes := s.routes()
 	for _, rt := range routes {
-		s.mux.Handle(rt.pattern, s.wrap(rt.handle))
+		h := s.wrap(rt.handle)
+		if rt.doc.stream {
+			h = s.streamOr(h)
+		}
+		s.mux.Handle(rt.pattern, h)
 	}
 	doc, err := openAPI(append(routes, openAPIRoute), version.Version)
 	if err != nil {
@@ -274,7 +281,7 @@ func (s *Server) routes() []route {
 			return struct{}{}, s.b.DeleteImage(r.Context(), name)
 		}},
 
-		{"GET /v1/events", doc{summary: "cluster events after a sequence number, optionally waiting for new ones", out: []api.Event{}, query: []param{qAfter, qLimit, qWait}}, func(r *http.Request) (any, error) {
+		{"GET /v1/events", doc{summary: "cluster events after a sequence number, optionally waiting for new ones", out: []api.Event{}, query: []param{qAfter, qLimit, qWait}, stream: true}, func(r *http.Request) (any, error) {
 			after, err := intParam(r, "after", 0)
 			if err != nil {
 				return nil, err
@@ -296,6 +303,18 @@ func (s *Server) routes() []route {
 			return evs, err
 		}},
 	}
+}
+
+// streamOr answers a request for Server-Sent Events with the event stream,
+// any other with h.
+func (s *Server) streamOr(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wantsStream(r) {
+			s.streamEvents(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // withVM validates the {name} of a VM route before calling h.

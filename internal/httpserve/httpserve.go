@@ -47,7 +47,11 @@ type Limits struct {
 // (2 s for requests in flight). Server errors go to log at debug level.
 // A cancelled ctx returns nil.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, lim Limits) error {
+	stopping := make(chan struct{})
 	srv := &http.Server{
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), stoppingKey{}, (<-chan struct{})(stopping))
+		},
 		Handler:           Limit(h, lim),
 		ReadHeaderTimeout: orDefault(lim.ReadHeaderTimeout, 10*time.Second),
 		IdleTimeout:       orDefault(lim.IdleTimeout, 2*time.Minute),
@@ -59,6 +63,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 	go func() {
 		select {
 		case <-ctx.Done():
+			close(stopping)
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			srv.Shutdown(sctx)
@@ -71,6 +76,17 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 		return nil
 	}
 	return err
+}
+
+type stoppingKey struct{}
+
+// Stopping returns a channel closed when the server of a request's context
+// begins to shut down: requests that never end by themselves (streams,
+// long polls) end on it, so the shutdown's grace is not spent waiting for
+// them. Nil (never closed) outside Serve.
+func Stopping(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(stoppingKey{}).(<-chan struct{})
+	return ch
 }
 
 func orDefault[T comparable](v, def T) T {

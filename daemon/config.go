@@ -43,7 +43,8 @@ type Config struct {
 	DeadVoterAfter  time.Duration `toml:"dead_voter_timeout" help:"how long a voter may be gone before a non-voter takes its seat"`
 	ReconnectAfter  time.Duration `toml:"reconnect_timeout" help:"how long a dead or departed host is remembered by gossip and retried; then gossip forgets it (cluster state keeps it until corralctl host rm)"`
 	Socket          string        `toml:"socket" help:"path of the admin API Unix socket"`
-	SocketGroup     string        `toml:"socket_group" help:"group given access to the socket, when it exists"`
+	SocketGroup     string        `toml:"socket_group" help:"group whose members are admins on the socket (as root is), when it exists"`
+	SocketReadGroup string        `toml:"socket_read_group" help:"group whose members may read (viewer role) through the socket, which then accepts any user's connection and refuses everything to users in neither group; empty: none"`
 	LogLevel        string        `toml:"log_level" help:"debug, info, warn or error"`
 	LogFormat       string        `toml:"log_format" help:"text or json"`
 	JoinToken       string        `toml:"join_token" secret:"true" help:"join token from a member (corralctl cluster token create); with no cluster identity in data_dir/identity, this host joins with it at start (a secret: config file only, never a flag)"`

@@ -270,7 +270,12 @@ type task struct {
 // Run starts everything, serves until ctx ends or a component fails, then
 // shuts down in reverse order of start. It returns nil on a clean stop.
 func (d *Daemon) Run(ctx context.Context) (err error) {
-	adminLn, err := adminapi.Listen(d.cfg.Socket, d.cfg.SocketGroup)
+	access, err := adminapi.ResolveAccess(d.cfg.SocketGroup, d.cfg.SocketReadGroup)
+	if err != nil {
+		return err
+	}
+	d.admin.Access = access
+	adminLn, err := adminapi.Listen(d.cfg.Socket, d.cfg.SocketGroup, d.cfg.SocketReadGroup != "")
 	if err != nil {
 		return err
 	}

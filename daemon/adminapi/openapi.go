@@ -45,6 +45,7 @@ func openAPI(routes []route, version string) (_ []byte, err error) {
 		op := map[string]any{
 			"summary":     rt.doc.summary,
 			"operationId": operationID(method, path),
+			"x-corral-role": routeRole(rt.pattern).String(),
 			"responses": map[string]any{
 				"200": map[string]any{"description": "done", "content": answerContent(rt.doc, schemas)},
 				"default": map[string]any{"description": "refused or failed: the code says why",

@@ -17,7 +17,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/corralhq/corral/api"
@@ -68,9 +67,13 @@ const maxBody = 1 << 20
 
 // Server is the admin API.
 type Server struct {
-	b   Backend
-	log *slog.Logger
-	mux *http.ServeMux
+	// Access says who may use the socket; set it before Serve (New: root
+	// only).
+	Access Access
+	b      Backend
+	log    *slog.Logger
+	mux    *http.ServeMux
+	need   map[string]Role // by route pattern
 }
 
 type route struct {
@@ -107,8 +110,11 @@ type rawBody struct{}
 
 // New returns a Server for b.
 func New(b Backend, log *slog.Logger) *Server {
-	s := &Server{b: b, log: log, mux: http.NewServeMux()}
+	s := &Server{Access: NoGroups, b: b, log: log, mux: http.NewServeMux(), need: map[string]Role{}}
 	routes := s.routes()
+	for _, rt := range append(routes, openAPIRoute) {
+		s.need[rt.pattern] = routeRole(rt.pattern)
+	}
 	for _, rt := range routes {
 		h := s.wrap(rt.handle)
 		if rt.doc.stream {
@@ -379,57 +385,35 @@ func (s *Server) wrap(h func(r *http.Request) (any, error)) http.Handler {
 			if e.Code == api.CodeInternal {
 				s.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
-			w.WriteHeader(e.Code.Status())
-			json.NewEncoder(w).Encode(e)
+			writeError(w, e)
 			return
 		}
 		json.NewEncoder(w).Encode(resp)
 	})
 }
 
-// Handler returns the HTTP handler, for tests.
+func writeError(w http.ResponseWriter, e *api.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Code.Status())
+	json.NewEncoder(w).Encode(e)
+}
+
+// Handler returns the HTTP handler without the socket's access control,
+// for tests.
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Limits on the admin socket: a client (a uid, from the socket's peer
 // credentials) may send 200 requests a second, 400 at once, enough for any
 // script that waits for its answers; 256 requests in flight in all
 // (long-polls included).
-var Limits = httpserve.Limits{MaxInFlight: 256, Rate: 200, Burst: 400,
-	Identity: peerIdentity, ConnContext: withPeer}
+var Limits = httpserve.Limits{MaxInFlight: 256, Rate: 200, Burst: 400, Identity: peerIdentity}
 
 // Serve answers on ln until ctx ends; a cancelled ctx is a clean stop.
+// Each client gets the role its credentials give (s.Access).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return httpserve.Serve(ctx, ln, s.mux, s.log, Limits)
-}
-
-type peerKey struct{}
-
-// withPeer puts the peer's credentials of a Unix connection in its context.
-func withPeer(ctx context.Context, c net.Conn) context.Context {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return ctx
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return ctx
-	}
-	var cred *syscall.Ucred
-	raw.Control(func(fd uintptr) {
-		cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	})
-	if err != nil || cred == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, peerKey{}, *cred)
-}
-
-// peerIdentity names the client of a request: "uid N" on the socket.
-func peerIdentity(r *http.Request) string {
-	if cred, ok := r.Context().Value(peerKey{}).(syscall.Ucred); ok {
-		return "uid " + strconv.FormatUint(uint64(cred.Uid), 10)
-	}
-	return r.RemoteAddr
+	lim := Limits
+	lim.ConnContext = s.Access.withPeer
+	return httpserve.Serve(ctx, ln, s.authorize(s.mux), s.log, lim)
 }
 
 // ErrAlreadyRunning is returned by Listen when another daemon answers on
@@ -438,8 +422,10 @@ var ErrAlreadyRunning = errors.New("another corrald is answering on the socket")
 
 // Listen opens the admin socket at path: it refuses when another daemon
 // answers there, removes a stale socket, listens, and sets mode 0660 and
-// group (when that group exists).
-func Listen(path, group string) (net.Listener, error) {
+// group (when that group exists). With open set (a socket_read_group is
+// configured) the mode is 0666: any user may connect, and the role check
+// (Access) refuses everything to those in neither group.
+func Listen(path, group string, open bool) (net.Listener, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("%s: %w", path, ErrAlreadyRunning)
@@ -459,7 +445,11 @@ func Listen(path, group string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	mode := os.FileMode(0o660)
+	if open {
+		mode = 0o666
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}

@@ -56,7 +56,7 @@ func (f *fakeBackend) SetHostLabels(ctx context.Context, name string, req api.Ho
 func serve(t *testing.T, b Backend) *client.Client {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "api.sock")
-	ln, err := Listen(path, "")
+	ln, err := Listen(path, "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestListenSocket(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("stale socket not left behind: %v", err)
 	}
-	ln, err := Listen(path, "")
+	ln, err := Listen(path, "", false)
 	if err != nil {
 		t.Fatalf("listen over stale socket: %v", err)
 	}
@@ -149,13 +149,13 @@ func TestListenSocket(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if _, err := Listen(path, ""); !errors.Is(err, ErrAlreadyRunning) {
+	if _, err := Listen(path, "", false); !errors.Is(err, ErrAlreadyRunning) {
 		t.Fatalf("second listen: %v", err)
 	}
 	// A regular file in the way is not deleted.
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, []byte("x"), 0o644)
-	if _, err := Listen(file, ""); err == nil {
+	if _, err := Listen(file, "", false); err == nil {
 		t.Fatal("listened over a regular file")
 	}
 	if _, err := os.Stat(file); err != nil {

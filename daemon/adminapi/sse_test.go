@@ -86,7 +86,7 @@ func TestEventsStream(t *testing.T) {
 	b.add("create", "one")
 	b.add("start", "two\nlines")
 	path := filepath.Join(t.TempDir(), "api.sock")
-	ln, err := Listen(path, "")
+	ln, err := Listen(path, "", false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,197 @@
+package adminapi
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"github.com/corralhq/corral/internal/errcode"
+	"github.com/corralhq/corral/model"
+)
+
+// Role is what a client may do. Each route needs one (routeRole); a client
+// on the socket has one by its credentials (Access).
+type Role int
+
+const (
+	RoleNone     Role = iota
+	RoleViewer        // reads
+	RoleOperator      // creates and operates VMs, networks and images
+	RoleAdmin         // everything: hosts, cluster, HA, tokens
+)
+
+func (r Role) String() string {
+	return [...]string{"none", "viewer", "operator", "admin"}[r]
+}
+
+// routeRole is the role a route needs: reads need a viewer, host and
+// cluster changes an admin, any other change an operator.
+func routeRole(pattern string) Role {
+	method, path, _ := strings.Cut(pattern, " ")
+	switch {
+	case method == http.MethodGet:
+		return RoleViewer
+	case strings.HasPrefix(path, "/v1/hosts") || strings.HasPrefix(path, "/v1/cluster"):
+		return RoleAdmin
+	}
+	return RoleOperator
+}
+
+// Access says who may use the socket: root and the members of AdminGID are
+// admins, the members of ReadGID viewers, anyone else nothing. A group
+// counts when it is the client's primary group or one of its supplementary
+// groups as the kernel had them when the client connected (SO_PEERCRED and
+// SO_PEERGROUPS), never as /etc/group says now. -1: no such group.
+type Access struct {
+	AdminGID, ReadGID int
+}
+
+// NoGroups: only root may use the socket.
+var NoGroups = Access{AdminGID: -1, ReadGID: -1}
+
+// ResolveAccess looks the groups up by name; an empty name, or a group
+// that does not exist, is no group ("" for the read group is the default;
+// a missing admin group leaves root alone, as the socket's owner).
+func ResolveAccess(adminGroup, readGroup string) (Access, error) {
+	a := NoGroups
+	for _, g := range []struct {
+		name string
+		gid  *int
+		must bool
+	}{{adminGroup, &a.AdminGID, false}, {readGroup, &a.ReadGID, true}} {
+		if g.name == "" {
+			continue
+		}
+		grp, err := user.LookupGroup(g.name)
+		if err != nil {
+			if g.must {
+				return a, fmt.Errorf("socket_read_group %q: %w", g.name, err)
+			}
+			continue
+		}
+		*g.gid, _ = strconv.Atoi(grp.Gid)
+	}
+	return a, nil
+}
+
+// peer is a socket client's credentials and what they allow.
+type peer struct {
+	uid, gid uint32
+	groups   []uint32
+	role     Role
+	why      string // "root", "group 1001", ...
+}
+
+func (p peer) String() string { return fmt.Sprintf("uid %d (%s: %s)", p.uid, p.role, p.why) }
+
+// roleOf gives the role of credentials.
+func (a Access) roleOf(p *peer) {
+	in := func(gid int) bool {
+		return gid >= 0 && (p.gid == uint32(gid) || slices.Contains(p.groups, uint32(gid)))
+	}
+	switch {
+	case p.uid == 0:
+		p.role, p.why = RoleAdmin, "root"
+	case in(a.AdminGID):
+		p.role, p.why = RoleAdmin, fmt.Sprintf("group %d", a.AdminGID)
+	case in(a.ReadGID):
+		p.role, p.why = RoleViewer, fmt.Sprintf("group %d", a.ReadGID)
+	default:
+		p.role, p.why = RoleNone, "in neither group"
+	}
+}
+
+type peerKey struct{}
+
+// withPeer puts a Unix connection's peer credentials, and the role they
+// give, in its context.
+func (a Access) withPeer(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var p *peer
+	raw.Control(func(fd uintptr) {
+		cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+		if err != nil {
+			return
+		}
+		groups, err := peerGroups(int(fd))
+		if err != nil {
+			return // no role without the groups
+		}
+		p = &peer{uid: cred.Uid, gid: cred.Gid, groups: groups}
+	})
+	if p == nil {
+		return ctx
+	}
+	a.roleOf(p)
+	return context.WithValue(ctx, peerKey{}, *p)
+}
+
+// soPeerGroups is Linux's SO_PEERGROUPS (4.13+), which package syscall
+// does not name.
+const soPeerGroups = 59
+
+// peerGroups returns the supplementary groups the peer of a Unix socket
+// had when it connected.
+func peerGroups(fd int) ([]uint32, error) {
+	buf := make([]uint32, 64)
+	for {
+		n := uint32(len(buf) * 4)
+		_, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, soPeerGroups,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+		switch {
+		case e == 0:
+			return buf[:n/4], nil
+		case e == syscall.ERANGE && int(n/4) > len(buf) && n/4 <= 1<<16:
+			buf = make([]uint32, n/4) // the kernel said how many
+		default:
+			return nil, e
+		}
+	}
+}
+
+// peerIdentity names the client of a request: "uid N" on the socket.
+func peerIdentity(r *http.Request) string {
+	if p, ok := r.Context().Value(peerKey{}).(peer); ok {
+		return "uid " + strconv.FormatUint(uint64(p.uid), 10)
+	}
+	return r.RemoteAddr
+}
+
+// authorize refuses, with 403 and what was missing, a request whose client
+// lacks the role its route needs; nothing runs for it.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := r.Context().Value(peerKey{}).(peer)
+		if !ok {
+			p = peer{role: RoleNone, why: "no credentials"}
+		}
+		_, pattern := s.mux.Handler(r)
+		need := RoleViewer // unknown routes answer 404 to any client
+		if _, ok := s.need[pattern]; ok {
+			need = s.need[pattern]
+		}
+		if p.role < need {
+			err := fmt.Errorf("%s may not %s %s: it needs the %s role: %w", p, r.Method, r.URL.Path, need, model.ErrForbidden)
+			if p.role == RoleNone {
+				err = fmt.Errorf("%s may not use this socket (root, socket_group: admin; socket_read_group: viewer): %w", p, model.ErrForbidden)
+			}
+			writeError(w, errcode.ToAPI(err))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

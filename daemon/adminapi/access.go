@@ -32,10 +32,14 @@ func (r Role) String() string {
 }
 
 // routeRole is the role a route needs: reads need a viewer, host and
-// cluster changes an admin, any other change an operator.
+// cluster changes an admin, any other change an operator. A guest's console
+// output is an operator's: guests print secrets there (cloud-init's
+// generated passwords, keys).
 func routeRole(pattern string) Role {
 	method, path, _ := strings.Cut(pattern, " ")
 	switch {
+	case path == "/v1/vms/{name}/console":
+		return RoleOperator
 	case method == http.MethodGet:
 		return RoleViewer
 	case strings.HasPrefix(path, "/v1/hosts") || strings.HasPrefix(path, "/v1/cluster"):

@@ -23,6 +23,7 @@ func TestRouteRoles(t *testing.T) {
 		"GET /v1/vms":                        RoleViewer,
 		"GET /v1/cluster/tokens":             RoleViewer,
 		"POST /v1/vms":                       RoleOperator,
+		"GET /v1/vms/{name}/console":         RoleOperator,
 		"DELETE /v1/images/{name}":           RoleOperator,
 		"POST /v1/hosts/{name}/drain":        RoleAdmin,
 		"PUT /v1/cluster/ha":                 RoleAdmin,

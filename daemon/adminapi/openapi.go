@@ -43,8 +43,8 @@ func openAPI(routes []route, version string) (_ []byte, err error) {
 			return nil, fmt.Errorf("route %q has no summary or answer type", rt.pattern)
 		}
 		op := map[string]any{
-			"summary":     rt.doc.summary,
-			"operationId": operationID(method, path),
+			"summary":       rt.doc.summary,
+			"operationId":   operationID(method, path),
 			"x-corral-role": routeRole(rt.pattern).String(),
 			"responses": map[string]any{
 				"200": map[string]any{"description": "done", "content": answerContent(rt.doc, schemas)},

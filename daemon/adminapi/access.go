@@ -131,10 +131,9 @@ func (a Access) withPeer(ctx context.Context, c net.Conn) context.Context {
 		if err != nil {
 			return
 		}
-		groups, err := peerGroups(int(fd))
-		if err != nil {
-			return // no role without the groups
-		}
+		// Without SO_PEERGROUPS (Linux before 4.13) only the primary
+		// group counts.
+		groups, _ := peerGroups(int(fd))
 		p = &peer{uid: cred.Uid, gid: cred.Gid, groups: groups}
 	})
 	if p == nil {

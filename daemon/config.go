@@ -45,6 +45,7 @@ type Config struct {
 	Socket          string        `toml:"socket" help:"path of the admin API Unix socket"`
 	SocketGroup     string        `toml:"socket_group" help:"group whose members are admins on the socket (as root is), when it exists"`
 	SocketReadGroup string        `toml:"socket_read_group" help:"group whose members may read (viewer role) through the socket, which then accepts any user's connection and refuses everything to users in neither group; empty: none"`
+	APIRateLimit    float64       `toml:"api_rate_limit" help:"requests a second each API client (a uid on the socket) may send, bursts of twice that; beyond, 429 with Retry-After (0: no limit)"`
 	LogLevel        string        `toml:"log_level" help:"debug, info, warn or error"`
 	LogFormat       string        `toml:"log_format" help:"text or json"`
 	JoinToken       string        `toml:"join_token" secret:"true" help:"join token from a member (corralctl cluster token create); with no cluster identity in data_dir/identity, this host joins with it at start (a secret: config file only, never a flag)"`
@@ -148,6 +149,7 @@ func DefaultConfig() Config {
 		ReconnectAfter:  72 * time.Hour,
 		Socket:          "/run/corral/corral.sock",
 		SocketGroup:     "corral",
+		APIRateLimit:    200,
 		LogLevel:        "info",
 		LogFormat:       "text",
 
@@ -356,6 +358,9 @@ func (c *Config) Validate() error {
 		if p.val < 0 || p.val > p.max {
 			return bad(p.key, "%g: must be within 0..%g", p.val, p.max)
 		}
+	}
+	if c.APIRateLimit < 0 {
+		return fmt.Errorf("api_rate_limit %g: want 0 (no limit) or more", c.APIRateLimit)
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

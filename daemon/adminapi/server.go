@@ -70,10 +70,13 @@ type Server struct {
 	// Access says who may use the socket; set it before Serve (New: root
 	// only).
 	Access Access
-	b      Backend
-	log    *slog.Logger
-	mux    *http.ServeMux
-	need   map[string]Role // by route pattern
+	// RateLimit is the requests a second each client may send (0: no
+	// limit; New: DefaultRateLimit).
+	RateLimit float64
+	b         Backend
+	log       *slog.Logger
+	mux       *http.ServeMux
+	need      map[string]Role // by route pattern
 }
 
 type route struct {
@@ -110,7 +113,7 @@ type rawBody struct{}
 
 // New returns a Server for b.
 func New(b Backend, log *slog.Logger) *Server {
-	s := &Server{Access: NoGroups, b: b, log: log, mux: http.NewServeMux(), need: map[string]Role{}}
+	s := &Server{Access: NoGroups, RateLimit: DefaultRateLimit, b: b, log: log, mux: http.NewServeMux(), need: map[string]Role{}}
 	routes := s.routes()
 	for _, rt := range append(routes, openAPIRoute) {
 		s.need[rt.pattern] = routeRole(rt.pattern)
@@ -402,17 +405,21 @@ func writeError(w http.ResponseWriter, e *api.Error) {
 // for tests.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Limits on the admin socket: a client (a uid, from the socket's peer
-// credentials) may send 200 requests a second, 400 at once, enough for any
-// script that waits for its answers; 256 requests in flight in all
-// (long-polls included).
-var Limits = httpserve.Limits{MaxInFlight: 256, Rate: 200, Burst: 400, Identity: peerIdentity}
+// Limits on the admin socket: 256 requests in flight in all (long-polls
+// included); each client (a uid, from the socket's peer credentials) may
+// send Server.RateLimit requests a second, bursts of twice that.
+var Limits = httpserve.Limits{MaxInFlight: 256, Identity: peerIdentity}
+
+// DefaultRateLimit is Server.RateLimit's default (api_rate_limit): enough
+// for any script that waits for its answers.
+const DefaultRateLimit = 200
 
 // Serve answers on ln until ctx ends; a cancelled ctx is a clean stop.
 // Each client gets the role its credentials give (s.Access).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	lim := Limits
 	lim.ConnContext = s.Access.withPeer
+	lim.Rate, lim.Burst = s.RateLimit, int(2*s.RateLimit)
 	return httpserve.Serve(ctx, ln, s.authorize(s.mux), s.log, lim)
 }
 

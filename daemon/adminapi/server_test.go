@@ -53,7 +53,10 @@ func (f *fakeBackend) SetHostLabels(ctx context.Context, name string, req api.Ho
 	return h, nil
 }
 
-func serve(t *testing.T, b Backend) *client.Client {
+func serve(t *testing.T, b Backend) *client.Client { return serveWith(t, b, func(*Server) {}) }
+
+// serveWith serves b on a socket after set has adjusted the server.
+func serveWith(t *testing.T, b Backend, set func(*Server)) *client.Client {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "api.sock")
 	ln, err := Listen(path, "", false)
@@ -62,7 +65,9 @@ func serve(t *testing.T, b Backend) *client.Client {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- New(b, testutil.Logger(t)).Serve(ctx, ln) }()
+	s := New(b, testutil.Logger(t))
+	set(s)
+	go func() { done <- s.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -166,10 +171,7 @@ func TestListenSocket(t *testing.T) {
 // The socket's rate limit counts per uid (SO_PEERCRED), answers 429 naming
 // it, and the client waits out the Retry-After the daemon gives.
 func TestSocketRateLimitNamesThePeerUID(t *testing.T) {
-	saved := Limits
-	Limits.Rate, Limits.Burst = 1, 1
-	t.Cleanup(func() { Limits = saved })
-	c := serve(t, &fakeBackend{})
+	c := serveWith(t, &fakeBackend{}, func(s *Server) { s.RateLimit = 0.5 }) // bursts of 1
 	ctx := context.Background()
 	if _, err := c.Status(ctx); err != nil {
 		t.Fatal(err)

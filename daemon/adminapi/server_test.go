@@ -56,7 +56,7 @@ func (f *fakeBackend) SetHostLabels(ctx context.Context, name string, req api.Ho
 func serve(t *testing.T, b Backend) *client.Client { return serveWith(t, b, func(*Server) {}) }
 
 // serveWith serves b on a socket after set has adjusted the server.
-func serveWith(t *testing.T, b Backend, set func(*Server)) *client.Client {
+func serveWith(t testing.TB, b Backend, set func(*Server)) *client.Client {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "api.sock")
 	ln, err := Listen(path, "", false)

@@ -4,11 +4,12 @@
 set -euo pipefail
 what=${1:-test}
 # iproute2 and util-linux (ip, unshare, nsenter) build the lab's namespaces;
-# nftables (nft) cuts lab hosts apart and iputils-ping checks the cuts;
+# nftables (nft) cuts lab hosts apart, iptables queues their packets for
+# latency (NFQUEUE) and iputils-ping checks both;
 # libvirt, QEMU and virtlockd run the guests; busybox-static, the cloud kernel,
 # cpio and kmod (modinfo) build the test guest; genisoimage writes cloud-init
 # seeds; dpkg, rpm and systemd (systemd-analyze) check the packages.
-pkgs=(iproute2 util-linux nftables iputils-ping libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+pkgs=(iproute2 util-linux nftables iptables iputils-ping libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
       busybox-static linux-image-cloud-amd64 cpio kmod genisoimage dpkg rpm systemd)
 case "$what" in
   test|demo) ;;

@@ -34,6 +34,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/corralhq/corral/api/client"
 	"github.com/corralhq/corral/internal/lab"
@@ -56,6 +57,7 @@ const usage = `usage: corral-lab [--dir D] COMMAND
   kill H | boot H | fence H | partition H | heal H
   stop-daemon H [--kill] | start-daemon H | restart-libvirtd H
   cut H PEER... [--inbound] | uncut H | loss H PCT | clear-loss H | fill H | free H
+  delay H DURATION [JITTER]   (holds H's packets to the lab until interrupted)
   exec H -- CMD [ARGS]
   bench-recovery [--runs 10] [--guest DIR] [--only lease|fence]
   chaos [--hosts 5] [--schedules 10] [--seed 1] [--only K] [--duration 30s] [--budget 60s] [--report FILE]
@@ -173,6 +175,22 @@ func run(args []string) error {
 		return h.Loss(ctx, pct)
 	case "clear-loss":
 		return h.ClearLoss(ctx)
+	case "delay":
+		if len(rest) < 1 || len(rest) > 2 {
+			return errors.New("delay: how long (and what jitter)?")
+		}
+		var d [2]time.Duration
+		for i, a := range rest {
+			if d[i], err = time.ParseDuration(a); err != nil {
+				return fmt.Errorf("delay: %w", err)
+			}
+		}
+		if err := h.Delay(ctx, d[0], d[1]); err != nil {
+			return err
+		}
+		fmt.Printf("%s: packets to the lab held %v ± %v; interrupt to end\n", h.Name, d[0], d[1])
+		<-ctx.Done() // the delay lasts while this process reads its queue
+		return h.ClearDelay(context.Background())
 	case "fill":
 		return h.FillDataDir()
 	case "free":

@@ -116,17 +116,17 @@ func (in *injection) fault(st Step) (do, undo func(context.Context) error) {
 		return func(ctx context.Context) error {
 				err := h.Netem(ctx, st.Loss, st.Delay, st.Delay/4)
 				if errors.Is(err, lab.ErrNoNetem) {
-					// No netem in this kernel: the loss at least, with nftables.
-					in.note("netem unavailable on this kernel: %.0f%% loss without the %v latency on %s", st.Loss, st.Delay, h.Name)
+					// No netem in this kernel: the loss with nftables,
+					// the latency through NFQUEUE (lab.Host.Delay).
 					in.mark(&in.lossy, h.Name, true)
-					return h.Loss(ctx, max(int(st.Loss), 1))
+					return errors.Join(h.Loss(ctx, max(int(st.Loss), 1)), h.Delay(ctx, st.Delay, st.Delay/4))
 				}
 				in.mark(&in.netem, h.Name, true)
 				return err
 			}, func(ctx context.Context) error {
 				in.mark(&in.lossy, h.Name, false)
 				in.mark(&in.netem, h.Name, false)
-				return errors.Join(h.ClearLoss(ctx), h.ClearNetem(ctx))
+				return errors.Join(h.ClearLoss(ctx), h.ClearDelay(ctx), h.ClearNetem(ctx))
 			}
 	case Libvirtd:
 		return func(ctx context.Context) error { return h.RestartDaemon(ctx, "libvirtd") }, nil
@@ -261,7 +261,7 @@ func (in *injection) healAll(ctx context.Context) error {
 		if in.lossy[h.Name] || in.netem[h.Name] {
 			in.mark(&in.lossy, h.Name, false)
 			in.mark(&in.netem, h.Name, false)
-			errs = append(errs, h.ClearLoss(ctx), h.ClearNetem(ctx))
+			errs = append(errs, h.ClearLoss(ctx), h.ClearDelay(ctx), h.ClearNetem(ctx))
 		}
 		if in.full[h.Name] {
 			in.mark(&in.full, h.Name, false)

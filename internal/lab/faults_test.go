@@ -127,6 +127,41 @@ func TestFaults(t *testing.T) {
 		eventuallyPing(t, h1, h2.IP)
 	})
 
+	t.Run("Delay", func(t *testing.T) {
+		defer h1.ClearDelay(ctx)
+		const delay = 300 * time.Millisecond
+		for i := 0; i < 2; i++ { // a second call replaces the first
+			if err := h1.Delay(ctx, delay, 20*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Round trips with h1, either way, take the delay longer (h1's
+		// echo replies wait too); h2 and h3 between them do not.
+		for _, pair := range [][2]*lab.Host{{h1, h2}, {h2, h1}, {h3, h1}} {
+			rtt, err := ping(pair[0], pair[1].IP)
+			if err != nil || rtt < delay-20*time.Millisecond {
+				t.Fatalf("%s -> %s with h1 delayed %v: rtt %v, %v", pair[0].Name, pair[1].Name, delay, rtt, err)
+			}
+		}
+		if rtt, err := ping(h2, h3.IP); err != nil || rtt >= delay/2 {
+			t.Fatalf("h2 -> h3, untouched: rtt %v, %v", rtt, err)
+		}
+		// A burst gets through whole, each packet held, none lost.
+		out, err := h2.Command(ctx, "ping", "-n", "-q", "-i", "0.01", "-c", "200", "-W", "2", h1.IP).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), " 0% packet loss") {
+			t.Fatalf("burst of 200 through the delay: %v\n%s", err, out)
+		}
+		if err := h1.ClearDelay(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if rtt, err := ping(h2, h1.IP); err != nil || rtt >= delay/2 {
+			t.Fatalf("after ClearDelay: rtt %v, %v", rtt, err)
+		}
+		if err := h1.ClearDelay(ctx); err != nil { // none left: not an error
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("Loss", func(t *testing.T) {
 		defer h1.ClearLoss(ctx)
 		if err := h1.Loss(ctx, 30); err != nil {

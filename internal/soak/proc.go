@@ -140,45 +140,76 @@ func countEstablished(table []byte, socks map[uint64]bool) int {
 	return n
 }
 
-// goroutines scrapes go_goroutines from a Prometheus text endpoint. The
-// client keeps no connection, so the scrape leaves no descriptor open in
-// corrald between samples.
-func goroutines(ctx context.Context, url string) (int, error) {
+// scrape reads a Prometheus text endpoint. The client keeps no
+// connection, so the scrape leaves no descriptor open in corrald between
+// samples.
+func scrape(ctx context.Context, url string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s: %s", url, resp.Status)
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return 0, err
-	}
-	return parseGoroutines(b)
+	return io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 }
 
-func parseGoroutines(text []byte) (int, error) {
+// metricValues returns the values of the unlabelled series and of the
+// labelled ones by their whole name (`name{le="0.25"}`) in a text
+// exposition.
+func metricValues(text []byte) map[string]float64 {
+	out := map[string]float64{}
 	sc := bufio.NewScanner(bytes.NewReader(text))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				return 0, fmt.Errorf("go_goroutines: %w", err)
-			}
-			return int(v), nil
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i <= 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
 		}
 	}
-	return 0, fmt.Errorf("no go_goroutines in the metrics")
+	return out
+}
+
+func parseGoroutines(text []byte) (int, error) {
+	v, ok := metricValues(text)["go_goroutines"]
+	if !ok {
+		return 0, fmt.Errorf("no go_goroutines in the metrics")
+	}
+	return int(v), nil
+}
+
+// parseRaftTimers reads corrald's Raft timer metrics (raftstore.Timers).
+func parseRaftTimers(text []byte) (*RaftTimers, bool) {
+	m := metricValues(text)
+	const h = "corral_raft_leader_contact_age_seconds"
+	count, ok := m[h+"_count"]
+	if !ok {
+		return nil, false
+	}
+	le := func(b string) uint64 { return uint64(m[h+`_bucket{le="`+b+`"}`]) }
+	return &RaftTimers{
+		Contacts:          uint64(count),
+		Over100ms:         uint64(count) - min(le("0.1"), uint64(count)),
+		Over250ms:         uint64(count) - min(le("0.25"), uint64(count)),
+		MaxMs:             m["corral_raft_leader_contact_age_max_seconds"] * 1000,
+		HeartbeatTimeouts: uint64(m["corral_raft_heartbeat_timeouts_total"]),
+		LeaseTimeouts:     uint64(m["corral_raft_lease_timeouts_total"]),
+	}, true
 }
 
 // read samples pid: RSS and descriptors from /proc (an error when the
@@ -198,8 +229,13 @@ func read(ctx context.Context, pid int, metricsURL string) (Sample, error) {
 	if n, err := established(pid, socks); err == nil {
 		s.Conns = n
 	}
-	if n, err := goroutines(ctx, metricsURL); err == nil {
-		s.Goroutines = n
+	if text, err := scrape(ctx, metricsURL); err == nil {
+		if n, err := parseGoroutines(text); err == nil {
+			s.Goroutines = n
+		}
+		if rt, ok := parseRaftTimers(text); ok {
+			s.Raft = rt
+		}
 	}
 	return s, nil
 }

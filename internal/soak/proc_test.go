@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 )
 
 func TestParseRSS(t *testing.T) {
@@ -93,5 +94,57 @@ func TestFindProcs(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("this process is not among %v", got)
+	}
+}
+
+// The Raft timer figures come from corrald's own exposition: a cumulative
+// histogram, its max gauge and two counters.
+func TestParseRaftTimers(t *testing.T) {
+	text := `# HELP corral_raft_leader_contact_age_seconds x
+# TYPE corral_raft_leader_contact_age_seconds histogram
+corral_raft_leader_contact_age_seconds_bucket{le="0.05"} 90
+corral_raft_leader_contact_age_seconds_bucket{le="0.1"} 97
+corral_raft_leader_contact_age_seconds_bucket{le="0.25"} 99
+corral_raft_leader_contact_age_seconds_bucket{le="+Inf"} 100
+corral_raft_leader_contact_age_seconds_sum 3.5
+corral_raft_leader_contact_age_seconds_count 100
+corral_raft_leader_contact_age_max_seconds 0.312
+corral_raft_heartbeat_timeouts_total 2
+corral_raft_lease_timeouts_total 1
+go_goroutines 40
+`
+	rt, ok := parseRaftTimers([]byte(text))
+	want := RaftTimers{Contacts: 100, Over100ms: 3, Over250ms: 1, MaxMs: 312, HeartbeatTimeouts: 2, LeaseTimeouts: 1}
+	if !ok || *rt != want {
+		t.Fatalf("got %+v %v, want %+v", rt, ok, want)
+	}
+	if _, ok := parseRaftTimers([]byte("go_goroutines 40\n")); ok {
+		t.Fatal("timers from a scrape without them")
+	}
+	// Totals add each process's last reading.
+	t0 := time.Unix(0, 0)
+	samples := []Sample{
+		{At: t0, PID: 1, Raft: &RaftTimers{Contacts: 5, MaxMs: 20}},
+		{At: t0.Add(time.Second), PID: 1, Raft: &RaftTimers{Contacts: 9, Over250ms: 1, MaxMs: 300, LeaseTimeouts: 1}},
+		{At: t0.Add(2 * time.Second), PID: 2, Raft: &RaftTimers{Contacts: 4, MaxMs: 40, HeartbeatTimeouts: 1}},
+		{At: t0.Add(3 * time.Second), PID: 2},
+	}
+	tot, procs := raftTotals(samples)
+	if want := (RaftTimers{Contacts: 13, Over250ms: 1, MaxMs: 300, HeartbeatTimeouts: 1, LeaseTimeouts: 1}); procs != 2 || tot != want {
+		t.Fatalf("totals %+v over %d processes, want %+v over 2", tot, procs, want)
+	}
+}
+
+// A drain is an operation: a leader change during one is fault-free.
+func TestDrainsExcuseNoLeaderChange(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	faults := []Fault{
+		{Kind: DrainRestore, Injected: t0, Healthy: t0.Add(20 * time.Second)},
+		{Kind: CorraldKill, Injected: t0.Add(time.Minute), Healthy: t0.Add(70 * time.Second)},
+	}
+	changes := []LeaderChange{{At: t0.Add(10 * time.Second)}, {At: t0.Add(65 * time.Second)}}
+	quiet, around := ClassifyLeaderChanges(changes, faultWindows(faults), 0, t0.Add(2*time.Minute))
+	if quiet != 1 || around != 1 || changes[0].Fault || !changes[1].Fault {
+		t.Fatalf("quiet %d around %d: %+v", quiet, around, changes)
 	}
 }

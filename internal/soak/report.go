@@ -55,10 +55,7 @@ func (r *Runner) report(ctx context.Context, start, ended time.Time) Report {
 			fail("%s: %s", h, v.Verdict)
 		}
 	}
-	var ws []Window
-	for _, f := range rep.Faults {
-		ws = append(ws, f.window())
-	}
+	ws := faultWindows(rep.Faults)
 	rep.QuietLeaders, rep.FaultLeaders = ClassifyLeaderChanges(rep.LeaderChanges, ws, r.cfg.LeaderGrace, ended)
 	for i := range rep.Faults {
 		f := &rep.Faults[i]
@@ -97,6 +94,28 @@ func (r *Runner) report(ctx context.Context, start, ended time.Time) Report {
 	return rep
 }
 
+// raftTotals adds up the Raft timer figures of every corrald process in
+// samples (each process's last reading: its counters start at zero).
+func raftTotals(samples []Sample) (RaftTimers, int) {
+	var t RaftTimers
+	procs := 0
+	for _, seg := range Segments(samples) {
+		for i := len(seg.Samples) - 1; i >= 0; i-- {
+			if rt := seg.Samples[i].Raft; rt != nil {
+				t.Contacts += rt.Contacts
+				t.Over100ms += rt.Over100ms
+				t.Over250ms += rt.Over250ms
+				t.MaxMs = max(t.MaxMs, rt.MaxMs)
+				t.HeartbeatTimeouts += rt.HeartbeatTimeouts
+				t.LeaseTimeouts += rt.LeaseTimeouts
+				procs++
+				break
+			}
+		}
+	}
+	return t, procs
+}
+
 // Table writes the report for people: a row per host (start → end
 // medians of the judged segment), then churn, faults, leader changes and
 // the verdict.
@@ -119,6 +138,12 @@ func (rep Report) Table(w io.Writer) {
 			arrow(v.Start.FDs, v.End.FDs, 0), arrow(v.Start.Conns, v.End.Conns, 0), seg, v.Verdict)
 	}
 	tw.Flush()
+	for _, h := range rep.Hosts {
+		if rt, procs := raftTotals(rep.Series[h]); procs > 0 {
+			fmt.Fprintf(w, "raft %s: %d leader contact samples, %d over 100 ms, %d over 250 ms (the lease), max %.0f ms; %d heartbeat timeouts, %d lease timeouts (%d corrald processes)\n",
+				h, rt.Contacts, rt.Over100ms, rt.Over250ms, rt.MaxMs, rt.HeartbeatTimeouts, rt.LeaseTimeouts, procs)
+		}
+	}
 	c := rep.Churn
 	var ops []string
 	for _, k := range []string{"create", "delete", "stop", "start"} {

@@ -247,10 +247,7 @@ func (r *Runner) progress(start time.Time) string {
 		s := ss[len(ss)-1]
 		fmt.Fprintf(&b, " | %s %.1fMiB %dg %dfd %dc", h.Name, float64(s.RSSKiB)/1024, s.Goroutines, s.FDs, s.Conns)
 	}
-	var ws []Window
-	for _, f := range r.faultLog {
-		ws = append(ws, f.window())
-	}
+	ws := faultWindows(r.faultLog)
 	leaders := append([]LeaderChange(nil), r.leaders...)
 	quiet, around := ClassifyLeaderChanges(leaders, ws, r.cfg.LeaderGrace, time.Now())
 	fmt.Fprintf(&b, " | churn %d ops %d err | faults %d | leader changes %d quiet, %d around faults",

@@ -21,6 +21,21 @@ type Sample struct {
 	// Conns counts the process's established TCP connections; -1 when
 	// they could not be read.
 	Conns int `json:"conns"`
+	// Raft holds corrald's Raft timer figures since it started (nil when
+	// the scrape failed).
+	Raft *RaftTimers `json:"raft,omitempty"`
+}
+
+// RaftTimers are the corral_raft_* timer metrics of one scrape: the
+// contact ages the process sampled while leading (count, how many passed
+// 100 ms and 250 ms, the largest) and its election and step-down counts.
+type RaftTimers struct {
+	Contacts          uint64  `json:"contacts"`
+	Over100ms         uint64  `json:"contacts_over_100ms"`
+	Over250ms         uint64  `json:"contacts_over_250ms"`
+	MaxMs             float64 `json:"contact_max_ms"`
+	HeartbeatTimeouts uint64  `json:"heartbeat_timeouts"`
+	LeaseTimeouts     uint64  `json:"lease_timeouts"`
 }
 
 // Segment is the samples of one corrald process: a restart (the faults

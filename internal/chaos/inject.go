@@ -147,10 +147,10 @@ func (in *injection) fault(st Step) (do, undo func(context.Context) error) {
 				if err := in.kill(ctx, h); err != nil {
 					return err
 				}
-				if err := pause(ctx, st.Delay); err != nil {
+				if err := lab.Pause(ctx, st.Delay); err != nil {
 					return err
 				}
-				c, err := in.r.client(ctx)
+				c, err := in.r.admin.Leader(ctx)
 				if err != nil {
 					return fmt.Errorf("then the leader: %w", err)
 				}
@@ -176,7 +176,7 @@ func (in *injection) fault(st Step) (do, undo func(context.Context) error) {
 			func(ctx context.Context) error { in.mark(&in.full, h.Name, false); return h.FreeDataDir() }
 	case Drain:
 		return func(ctx context.Context) error {
-				c, err := in.r.client(ctx)
+				c, err := in.r.admin.Leader(ctx)
 				if err != nil {
 					return err
 				}
@@ -188,7 +188,7 @@ func (in *injection) fault(st Step) (do, undo func(context.Context) error) {
 			}
 	case Migrate:
 		return func(ctx context.Context) error {
-			c, err := in.r.client(ctx)
+			c, err := in.r.admin.Leader(ctx)
 			if err != nil {
 				return err
 			}
@@ -210,7 +210,7 @@ func (in *injection) restore(ctx context.Context, name string) error {
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		c, err := in.r.client(ctx)
+		c, err := in.r.admin.Leader(ctx)
 		if err == nil {
 			hs, herr := c.Host(ctx, name)
 			switch {
@@ -231,7 +231,7 @@ func (in *injection) restore(ctx context.Context, name string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("restore %s: %w", name, err)
 		}
-		if err := pause(ctx, time.Second); err != nil {
+		if err := lab.Pause(ctx, time.Second); err != nil {
 			return err
 		}
 	}

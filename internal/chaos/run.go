@@ -10,7 +10,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/corralhq/corral/api"
@@ -92,11 +91,7 @@ type Runner struct {
 	watch  *lab.GuestWatch
 	guests []string
 	seen   map[string]bool // findings already reported (they are cumulative)
-	// clients holds one client per host for the whole run: a client per
-	// poll left ~30 idle connections open on the hosts, which blurs what a
-	// soak of the same code would measure.
-	mu      sync.Mutex
-	clients map[string]*client.Client
+	admin  *lab.Admin
 }
 
 // NewRunner starts the guest watch; Setup must run before the schedules.
@@ -111,19 +106,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{cfg: cfg, watch: w, seen: map[string]bool{}, clients: map[string]*client.Client{}}, nil
-}
-
-// hostClient returns the run's client of host h's admin socket.
-func (r *Runner) hostClient(h *lab.Host) *client.Client {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c, ok := r.clients[h.Name]
-	if !ok {
-		c = client.New(h.Socket())
-		r.clients[h.Name] = c
-	}
-	return c
+	return &Runner{cfg: cfg, watch: w, seen: map[string]bool{}, admin: cfg.Lab.Admin()}, nil
 }
 
 // Close stops the guest watch.
@@ -133,54 +116,12 @@ func (r *Runner) logf(format string, args ...any) {
 	fmt.Fprintf(r.cfg.Log, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 }
 
-// client returns a client of the first host that answers.
-func (r *Runner) client(ctx context.Context) (*client.Client, error) {
-	var errs []error
-	for _, h := range r.cfg.Lab.Hosts {
-		c := r.hostClient(h)
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		s, err := c.Status(cctx)
-		cancel()
-		if err == nil && s.Leader != "" {
-			return c, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %v", h.Name, err))
-	}
-	return nil, fmt.Errorf("no host answers with a leader: %w", errors.Join(errs...))
-}
-
 // Setup waits for a healthy cluster, imports the test guest's disk and
 // creates the guests (HA, placed by the cluster), and waits until each
 // prints counter values.
 func (r *Runner) Setup(ctx context.Context) error {
-	shared := filepath.Join(r.cfg.Lab.SharedDir(), "guest")
-	if err := os.MkdirAll(shared, 0o755); err != nil {
-		return err
-	}
-	for _, f := range []string{"vmlinuz", "initrd.img", "disk.qcow2"} {
-		b, err := os.ReadFile(filepath.Join(r.cfg.GuestDir, f))
-		if err != nil {
-			return fmt.Errorf("test guest: %w (scripts/build-test-guest.sh %s)", err, r.cfg.GuestDir)
-		}
-		if err := os.WriteFile(filepath.Join(shared, f), b, 0o644); err != nil {
-			return err
-		}
-	}
-	if err := r.waitHealthy(ctx, 3*time.Minute); err != nil {
-		return err
-	}
-	c, err := r.client(ctx)
+	shared, c, err := r.admin.Prepare(ctx, r.cfg.GuestDir, "chaos-base")
 	if err != nil {
-		return err
-	}
-	img, err := os.Open(filepath.Join(shared, "disk.qcow2"))
-	if err != nil {
-		return err
-	}
-	fi, _ := img.Stat()
-	_, err = c.ImportImage(ctx, "chaos-base", img, fi.Size())
-	img.Close()
-	if err != nil && !errors.Is(err, api.ErrConflict) {
 		return err
 	}
 	for i := range r.cfg.Guests {
@@ -209,7 +150,7 @@ func (r *Runner) Setup(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%d guests print no counter 3 minutes after their creation", waiting)
 		}
-		if err := pause(ctx, 500*time.Millisecond); err != nil {
+		if err := lab.Pause(ctx, 500*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -241,12 +182,12 @@ func (r *Runner) counters() map[string]int64 {
 // everything once more, then checks.
 func (r *Runner) Run(ctx context.Context, s Schedule) Result {
 	res := Result{Schedule: s, Started: time.Now()}
-	c, err := r.client(ctx)
+	c, err := r.admin.Leader(ctx)
 	if err != nil {
 		res.Error = err.Error()
 		return res
 	}
-	lastSeq := r.lastEvent(ctx, c)
+	lastSeq := lab.LastEvent(ctx, c)
 	type action struct {
 		at   time.Duration
 		name string
@@ -264,7 +205,7 @@ func (r *Runner) Run(ctx context.Context, s Schedule) Result {
 	sort.SliceStable(acts, func(i, j int) bool { return acts[i].at < acts[j].at })
 	t0 := time.Now()
 	for _, a := range acts {
-		if err := pause(ctx, time.Until(t0.Add(a.at))); err != nil {
+		if err := lab.Pause(ctx, time.Until(t0.Add(a.at))); err != nil {
 			res.Error = err.Error()
 			return res
 		}
@@ -281,15 +222,15 @@ func (r *Runner) Run(ctx context.Context, s Schedule) Result {
 	}
 	healed := time.Now()
 	r.checkRecovery(ctx, &res, healed)
-	if err := r.waitHealthy(ctx, 3*time.Minute); err != nil && res.Error == "" {
+	if err := r.admin.WaitHealthy(ctx, 3*time.Minute); err != nil && res.Error == "" {
 		res.Error = err.Error()
 	}
 	r.checkConvergence(ctx, &res)
-	if c, err := r.client(ctx); err == nil {
+	if c, err := r.admin.Leader(ctx); err == nil {
 		res.LeaderChanges = r.leaderEvents(ctx, c, lastSeq)
 		res.Events = r.story(ctx, c, lastSeq)
-		quietFrom := r.lastEvent(ctx, c)
-		if err := pause(ctx, r.cfg.Quiet); err == nil {
+		quietFrom := lab.LastEvent(ctx, c)
+		if err := lab.Pause(ctx, r.cfg.Quiet); err == nil {
 			if n := r.leaderEvents(ctx, c, quietFrom); n > 0 {
 				res.Churn = append(res.Churn, fmt.Sprintf("%d leader changes in %v without a fault", n, r.cfg.Quiet))
 			}
@@ -299,29 +240,16 @@ func (r *Runner) Run(ctx context.Context, s Schedule) Result {
 	return res
 }
 
-func (r *Runner) lastEvent(ctx context.Context, c *client.Client) uint64 {
-	evs, err := c.Events(ctx, 0, 1, 0)
-	if err != nil || len(evs) == 0 {
-		return 0
-	}
-	return evs[len(evs)-1].Seq
-}
-
 // leaderEvents counts elections recorded after seq.
 func (r *Runner) leaderEvents(ctx context.Context, c *client.Client, after uint64) int {
 	n := 0
-	for {
-		evs, err := c.Events(ctx, after, 1000, 0)
-		if err != nil || len(evs) == 0 {
-			return n
-		}
-		for _, e := range evs {
-			if e.Kind == "leader" {
-				n++
-			}
-			after = e.Seq
+	evs, _ := lab.EventsAfter(ctx, c, after)
+	for _, e := range evs {
+		if e.Kind == "leader" {
+			n++
 		}
 	}
+	return n
 }
 
 // storyKinds are the event kinds a schedule's report keeps.
@@ -333,16 +261,10 @@ var storyKinds = map[string]bool{"leader": true, "suspected": true, "reachable":
 // story returns the telling events after seq, at most 200.
 func (r *Runner) story(ctx context.Context, c *client.Client, after uint64) []string {
 	var out []string
-	for len(out) < 200 {
-		evs, err := c.Events(ctx, after, 500, 0)
-		if err != nil || len(evs) == 0 {
-			return out
-		}
-		for _, e := range evs {
-			after = e.Seq
-			if storyKinds[e.Kind] && len(out) < 200 {
-				out = append(out, fmt.Sprintf("%s %s %s %s %s", e.Time.Format("15:04:05.000"), e.Kind, e.Host, e.VM, e.Message))
-			}
+	evs, _ := lab.EventsAfter(ctx, c, after)
+	for _, e := range evs {
+		if storyKinds[e.Kind] && len(out) < 200 {
+			out = append(out, fmt.Sprintf("%s %s %s %s %s", e.Time.Format("15:04:05.000"), e.Kind, e.Host, e.VM, e.Message))
 		}
 	}
 	return out
@@ -376,7 +298,7 @@ func (r *Runner) checkRecovery(ctx context.Context, res *Result, healed time.Tim
 		if len(done) == len(r.guests) {
 			break
 		}
-		if pause(ctx, 250*time.Millisecond) != nil {
+		if lab.Pause(ctx, 250*time.Millisecond) != nil {
 			return
 		}
 	}
@@ -401,7 +323,7 @@ func (r *Runner) checkConvergence(ctx context.Context, res *Result) {
 		views := map[string][]string{}
 		for _, h := range r.cfg.Lab.Hosts {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			vms, err := r.hostClient(h).VMs(cctx)
+			vms, err := r.admin.Client(h).VMs(cctx)
 			cancel()
 			if err != nil {
 				views["error"] = append(views["error"], h.Name+": "+err.Error())
@@ -424,7 +346,7 @@ func (r *Runner) checkConvergence(ctx context.Context, res *Result) {
 		}
 		slices.Sort(parts)
 		last = strings.Join(parts, " | ")
-		if time.Now().After(deadline) || pause(ctx, time.Second) != nil {
+		if time.Now().After(deadline) || lab.Pause(ctx, time.Second) != nil {
 			break
 		}
 	}
@@ -458,60 +380,5 @@ func (r *Runner) checkHistory(res *Result) {
 				res.Regressions = append(res.Regressions, f)
 			}
 		}
-	}
-}
-
-// waitHealthy waits until every host answers with one leader and its lease
-// held, and every host in state is active with its lease ok.
-func (r *Runner) waitHealthy(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	why := ""
-	for time.Now().Before(deadline) {
-		why = ""
-		for _, h := range r.cfg.Lab.Hosts {
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			s, err := r.hostClient(h).Status(cctx)
-			var hosts []api.Host
-			if err == nil {
-				hosts, err = r.hostClient(h).Hosts(cctx)
-			}
-			cancel()
-			switch {
-			case err != nil:
-				why = h.Name + ": " + err.Error()
-			case s.Leader == "" || s.Lease != "held":
-				why = fmt.Sprintf("%s: leader %q, lease %s", h.Name, s.Leader, s.Lease)
-			}
-			for _, x := range hosts {
-				if x.Mode != "active" || x.Lease != "ok" {
-					why = fmt.Sprintf("%s is %s, lease %s", x.Name, x.Mode, x.Lease)
-				}
-			}
-			if why != "" {
-				break
-			}
-		}
-		if why == "" {
-			return nil
-		}
-		if err := pause(ctx, 250*time.Millisecond); err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("cluster not healthy after %v: %s", timeout, why)
-}
-
-// pause waits d, or returns ctx's error once it ends.
-func pause(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/internal/lab"
 )
 
 // ChurnStats are what the churn did.
@@ -92,7 +93,7 @@ func (ch *churner) op(ctx context.Context, kind, vm string, call func(context.Co
 // working set.
 func (ch *churner) tick(ctx context.Context) {
 	ch.ticks++
-	c, err := ch.r.client(ctx)
+	c, err := ch.r.admin.Leader(ctx)
 	if err != nil {
 		ch.op(ctx, "connect", "", func(context.Context) error { return err })
 		return
@@ -149,7 +150,7 @@ func (ch *churner) tick(ctx context.Context) {
 // when end comes finishes.
 func (ch *churner) run(ctx context.Context, end time.Time) {
 	for next := time.Now(); next.Before(end); next = next.Add(ch.r.cfg.ChurnEvery) {
-		if pause(ctx, time.Until(next)) != nil {
+		if lab.Pause(ctx, time.Until(next)) != nil {
 			return
 		}
 		ch.tick(ctx)
@@ -167,14 +168,14 @@ func (ch *churner) settle(ctx context.Context, timeout time.Duration) string {
 		if why == "" || time.Now().After(deadline) {
 			return why
 		}
-		if pause(ctx, 2*time.Second) != nil {
+		if lab.Pause(ctx, 2*time.Second) != nil {
 			return why
 		}
 	}
 }
 
 func (ch *churner) differences(ctx context.Context) string {
-	c, err := ch.r.client(ctx)
+	c, err := ch.r.admin.Leader(ctx)
 	if err != nil {
 		return err.Error()
 	}

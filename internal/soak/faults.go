@@ -91,7 +91,7 @@ func (r *Runner) inject(ctx context.Context, kind FaultKind, h *lab.Host) error 
 		if err := h.Cut(ctx, peers, lab.Both); err != nil {
 			return err
 		}
-		err := pause(ctx, 2*time.Second)
+		err := lab.Pause(ctx, 2*time.Second)
 		if uerr := h.Uncut(context.WithoutCancel(ctx)); uerr != nil {
 			return uerr
 		}
@@ -105,7 +105,7 @@ func (r *Runner) inject(ctx context.Context, kind FaultKind, h *lab.Host) error 
 // drainRestore drains a host, waits until its guests have left, and
 // returns it to service.
 func (r *Runner) drainRestore(ctx context.Context, name string) error {
-	c, err := r.client(ctx)
+	c, err := r.admin.Leader(ctx)
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func (r *Runner) drainRestore(ctx context.Context, name string) error {
 	deadline := time.Now().Add(5 * time.Minute)
 	restoreTried := false
 	for {
-		c, err := r.client(ctx)
+		c, err := r.admin.Leader(ctx)
 		if err == nil {
 			cctx, cancel := context.WithTimeout(ctx, callTimeout)
 			hs, herr := c.Host(cctx, name)
@@ -142,7 +142,7 @@ func (r *Runner) drainRestore(ctx context.Context, name string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("restore %s: %w", name, err)
 		}
-		if err := pause(ctx, time.Second); err != nil {
+		if err := lab.Pause(ctx, time.Second); err != nil {
 			return err
 		}
 	}
@@ -164,7 +164,7 @@ func (r *Runner) faults(ctx context.Context, start, end time.Time) {
 		if at.Add(r.cfg.FaultEvery / 2).After(end) {
 			return
 		}
-		if pause(ctx, time.Until(at)) != nil {
+		if lab.Pause(ctx, time.Until(at)) != nil {
 			return
 		}
 		f := Fault{Index: i, Kind: faultKinds[i%len(faultKinds)], Host: hosts[i%len(hosts)].Name, Injected: time.Now()}
@@ -175,10 +175,10 @@ func (r *Runner) faults(ctx context.Context, start, end time.Time) {
 		err := r.inject(ctx, f.Kind, hosts[i%len(hosts)])
 		f.Healed = time.Now()
 		if err == nil {
-			err = r.waitHealthy(ctx, 3*time.Minute)
+			err = r.admin.WaitHealthy(ctx, 3*time.Minute)
 		} else {
 			// Still wait, so the next fault finds a whole cluster.
-			r.waitHealthy(ctx, 3*time.Minute)
+			r.admin.WaitHealthy(ctx, 3*time.Minute)
 		}
 		f.Healthy = time.Now()
 		if err != nil {

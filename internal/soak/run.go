@@ -2,26 +2,21 @@ package soak
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/corralhq/corral/api"
-	"github.com/corralhq/corral/api/client"
 	"github.com/corralhq/corral/internal/lab"
 )
 
 // Runner runs one soak on one lab.
 type Runner struct {
 	cfg Config
-	// clients holds one admin client per host for the whole run, so that
-	// the soak's own connections to corrald stay few and steady and do
-	// not read as descriptor growth.
-	clients map[string]*client.Client
+	// admin holds one client per host for the whole run, so that the
+	// soak's own connections to corrald stay few and steady and do not
+	// read as descriptor growth.
+	admin *lab.Admin
 
 	mu       sync.Mutex
 	series   map[string][]Sample
@@ -41,11 +36,8 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{cfg: cfg, clients: map[string]*client.Client{}, series: map[string][]Sample{},
+	r := &Runner{cfg: cfg, admin: cfg.Lab.Admin(), series: map[string][]Sample{},
 		churn: ChurnStats{Ops: map[string]int{}, Errors: map[string]int{}}}
-	for _, h := range cfg.Lab.Hosts {
-		r.clients[h.Name] = client.New(h.Socket())
-	}
 	return r, nil
 }
 
@@ -56,58 +48,11 @@ func (r *Runner) logf(format string, args ...any) {
 	fmt.Fprintf(r.cfg.Log, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 }
 
-// client returns the client of the first host that answers with a leader.
-func (r *Runner) client(ctx context.Context) (*client.Client, error) {
-	var errs []error
-	for _, h := range r.cfg.Lab.Hosts {
-		c := r.clients[h.Name]
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		s, err := c.Status(cctx)
-		cancel()
-		if err == nil && s.Leader != "" {
-			return c, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %v", h.Name, err))
-	}
-	return nil, fmt.Errorf("no host answers with a leader: %w", errors.Join(errs...))
-}
-
 // Setup copies the test guest into the shared storage, waits for a
 // healthy cluster and imports the guest's disk as the churn's image.
 func (r *Runner) Setup(ctx context.Context) error {
-	shared := filepath.Join(r.cfg.Lab.SharedDir(), "guest")
-	if err := os.MkdirAll(shared, 0o755); err != nil {
-		return err
-	}
-	for _, f := range []string{"vmlinuz", "initrd.img", "disk.qcow2"} {
-		b, err := os.ReadFile(filepath.Join(r.cfg.GuestDir, f))
-		if err != nil {
-			return fmt.Errorf("test guest: %w (scripts/build-test-guest.sh %s)", err, r.cfg.GuestDir)
-		}
-		if err := os.WriteFile(filepath.Join(shared, f), b, 0o644); err != nil {
-			return err
-		}
-	}
-	if err := r.waitHealthy(ctx, 3*time.Minute); err != nil {
-		return err
-	}
-	c, err := r.client(ctx)
-	if err != nil {
-		return err
-	}
-	img, err := os.Open(filepath.Join(shared, "disk.qcow2"))
-	if err != nil {
-		return err
-	}
-	defer img.Close()
-	fi, err := img.Stat()
-	if err != nil {
-		return err
-	}
-	if _, err := c.ImportImage(ctx, churnImage, img, fi.Size()); err != nil && !errors.Is(err, api.ErrConflict) {
-		return fmt.Errorf("import %s: %w", churnImage, err)
-	}
-	return nil
+	_, _, err := r.admin.Prepare(ctx, r.cfg.GuestDir, churnImage)
+	return err
 }
 
 // Run soaks the lab for Duration: churn, faults and sampling at once;
@@ -116,8 +61,8 @@ func (r *Runner) Setup(ctx context.Context) error {
 // only when every host is flat, no leader changed outside the faults, the
 // churn did not keep failing and settled, and every fault healed.
 func (r *Runner) Run(ctx context.Context) Report {
-	if c, err := r.client(ctx); err == nil {
-		r.lastSeq = lastEvent(ctx, c)
+	if c, err := r.admin.Leader(ctx); err == nil {
+		r.lastSeq = lab.LastEvent(ctx, c)
 	}
 	start := time.Now()
 	end := start.Add(r.cfg.Duration)
@@ -128,7 +73,7 @@ func (r *Runner) Run(ctx context.Context) Report {
 	go func() { defer wg.Done(); r.faults(ctx, start, end) }()
 	lastPrint := time.Time{}
 	for t := start; t.Before(end); t = t.Add(r.cfg.SampleEvery) {
-		if pause(ctx, time.Until(t)) != nil {
+		if lab.Pause(ctx, time.Until(t)) != nil {
 			break
 		}
 		r.sample(ctx)
@@ -188,7 +133,7 @@ func (r *Runner) note(s string) {
 // last poll. The event log is a ring (2000 in state): a gap in sequence
 // numbers means elections may have been missed, which is noted.
 func (r *Runner) pollEvents(ctx context.Context) {
-	c, err := r.client(ctx)
+	c, err := r.admin.Leader(ctx)
 	if err != nil {
 		return
 	}
@@ -202,33 +147,23 @@ func (r *Runner) pollEvents(ctx context.Context) {
 		r.mu.Unlock()
 	}
 	cancel()
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		evs, err := c.Events(cctx, r.lastSeq, 1000, 0)
-		cancel()
-		if err != nil || len(evs) == 0 {
-			return
-		}
-		if r.lastSeq > 0 && evs[0].Seq > r.lastSeq+1 {
-			r.note(fmt.Sprintf("events %d-%d rolled out of the log before they were read: leader changes among them are not counted", r.lastSeq+1, evs[0].Seq-1))
-		}
-		r.mu.Lock()
-		for _, e := range evs {
-			if e.Kind == "leader" {
-				r.leaders = append(r.leaders, LeaderChange{At: e.Time, Leader: e.Host})
-			}
-			r.lastSeq = e.Seq
-		}
-		r.mu.Unlock()
-	}
-}
-
-func lastEvent(ctx context.Context, c *client.Client) uint64 {
-	evs, err := c.Events(ctx, 0, 1, 0)
+	cctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	evs, err := lab.EventsAfter(cctx, c, r.lastSeq)
+	cancel()
 	if err != nil || len(evs) == 0 {
-		return 0
+		return
 	}
-	return evs[len(evs)-1].Seq
+	if r.lastSeq > 0 && evs[0].Seq > r.lastSeq+1 {
+		r.note(fmt.Sprintf("events %d-%d rolled out of the log before they were read: leader changes among them are not counted", r.lastSeq+1, evs[0].Seq-1))
+	}
+	r.mu.Lock()
+	for _, e := range evs {
+		if e.Kind == "leader" {
+			r.leaders = append(r.leaders, LeaderChange{At: e.Time, Leader: e.Host})
+		}
+		r.lastSeq = e.Seq
+	}
+	r.mu.Unlock()
 }
 
 // progress is one line: each host's latest reading, the churn, faults and
@@ -253,62 +188,6 @@ func (r *Runner) progress(start time.Time) string {
 	fmt.Fprintf(&b, " | churn %d ops %d err | faults %d | leader changes %d quiet, %d around faults",
 		r.churn.total(r.churn.Ops), r.churn.total(r.churn.Errors), len(r.faultLog), quiet, around)
 	return b.String()
-}
-
-// waitHealthy waits until every host answers with one leader and its lease
-// held, and every host in state is active with its lease ok.
-func (r *Runner) waitHealthy(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	why := ""
-	for time.Now().Before(deadline) {
-		why = ""
-		for _, h := range r.cfg.Lab.Hosts {
-			c := r.clients[h.Name]
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			s, err := c.Status(cctx)
-			var hosts []api.Host
-			if err == nil {
-				hosts, err = c.Hosts(cctx)
-			}
-			cancel()
-			switch {
-			case err != nil:
-				why = h.Name + ": " + err.Error()
-			case s.Leader == "" || s.Lease != "held":
-				why = fmt.Sprintf("%s: leader %q, lease %s", h.Name, s.Leader, s.Lease)
-			}
-			for _, x := range hosts {
-				if x.Mode != "active" || x.Lease != "ok" {
-					why = fmt.Sprintf("%s is %s, lease %s", x.Name, x.Mode, x.Lease)
-				}
-			}
-			if why != "" {
-				break
-			}
-		}
-		if why == "" {
-			return nil
-		}
-		if err := pause(ctx, 250*time.Millisecond); err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("cluster not healthy after %v: %s", timeout, why)
-}
-
-// pause waits d, or returns ctx's error once it ends.
-func pause(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // hostsOf lists the lab's host names.

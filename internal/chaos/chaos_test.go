@@ -76,6 +76,9 @@ func TestGenerateIsDeterministicAndKeepsQuorum(t *testing.T) {
 		}
 		for _, st := range a.Steps {
 			kinds[st.Kind] = true
+			if st.Kind == Netem && (st.Delay < 10*time.Millisecond || st.Delay > 150*time.Millisecond) {
+				t.Fatalf("schedule %d: netem latency %v, want 10-150 ms", i, st.Delay)
+			}
 			for _, h := range st.Hosts {
 				if h < 0 || h >= o.Hosts {
 					t.Fatalf("schedule %d: host %d", i, h)

@@ -119,7 +119,11 @@ func (in *injection) fault(st Step) (do, undo func(context.Context) error) {
 					// No netem in this kernel: the loss with nftables,
 					// the latency through NFQUEUE (lab.Host.Delay).
 					in.mark(&in.lossy, h.Name, true)
-					return errors.Join(h.Loss(ctx, max(int(st.Loss), 1)), h.Delay(ctx, st.Delay, st.Delay/4))
+					err := h.Loss(ctx, max(int(st.Loss), 1))
+					if st.Delay > 0 {
+						err = errors.Join(err, h.Delay(ctx, st.Delay, st.Delay/4))
+					}
+					return err
 				}
 				in.mark(&in.netem, h.Name, true)
 				return err

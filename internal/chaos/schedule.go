@@ -126,9 +126,10 @@ func Generate(index int, seed uint64, o Options) Schedule {
 	if o.DiskFull {
 		kinds = append(kinds, DiskFull)
 	}
-	dur := func(lo, hi time.Duration) time.Duration {
-		return (lo + time.Duration(r.Int64N(int64(hi-lo)))).Round(100 * time.Millisecond)
+	durRound := func(lo, hi, to time.Duration) time.Duration {
+		return (lo + time.Duration(r.Int64N(int64(hi-lo)))).Round(to)
 	}
+	dur := func(lo, hi time.Duration) time.Duration { return durRound(lo, hi, 100*time.Millisecond) }
 	n := 2 + r.IntN(3)
 	for tries := 0; len(s.Steps) < n && tries < 100; tries++ {
 		st := Step{Kind: kinds[r.IntN(len(kinds))], At: dur(0, o.Duration), Hosts: []int{r.IntN(o.Hosts)}}
@@ -140,7 +141,7 @@ func Generate(index int, seed uint64, o Options) Schedule {
 		case Netem:
 			st.For = dur(3*time.Second, 15*time.Second)
 			st.Loss = float64(5 + r.IntN(26))
-			st.Delay = dur(10*time.Millisecond, 150*time.Millisecond)
+			st.Delay = durRound(10*time.Millisecond, 150*time.Millisecond, time.Millisecond) // latency: 100 ms steps would mostly round to 0
 		case Split:
 			st.For = dur(2*time.Second, 15*time.Second)
 			st.Hosts = r.Perm(o.Hosts)[:maxOut(o.Hosts)]

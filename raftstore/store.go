@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
@@ -100,6 +101,49 @@ func New(cfg Config) *Store {
 	return &Store{reader: reader{newFSM(cfg.Logger.With("component", "fsm"))}, cfg: cfg, log: cfg.Logger}
 }
 
+// openLog opens the Raft log (and stable store) in dir and reads every
+// entry once: raft panics at start on an entry it cannot read, and a
+// damaged log deserves an error that says what it is. raft-wal v0.4.0
+// marked a segment sealed when a follower cut its log's tail (raft's
+// "clearing log suffix") without writing the segment's index, and the next
+// start failed on "sealed segment has no index block"; v0.4.1 writes it
+// (TestLogSurvivesTailTruncation), but a log damaged before stays so.
+func openLog(dir string, hl hclog.Logger) (*wal.WAL, func(), error) {
+	meta := &metadb.BoltMetaDB{} // wal.Close does not close its meta store; we do
+	w, err := wal.Open(dir, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta))
+	if err != nil {
+		meta.Close()
+		return nil, nil, fmt.Errorf("open raft log %s: %w", dir, err)
+	}
+	closeLog := func() { w.Close(); meta.Close() }
+	if err := checkLog(w); err != nil {
+		closeLog()
+		return nil, nil, fmt.Errorf("raft log %s: %w", dir, err)
+	}
+	return w, closeLog, nil
+}
+
+// checkLog reads every entry of a log once.
+func checkLog(logs raft.LogStore) error {
+	first, err1 := logs.FirstIndex()
+	last, err2 := logs.LastIndex()
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	for i := first; i > 0 && i <= last; i++ {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return fmt.Errorf("%w: entry %d of %d-%d unreadable: %v; this host cannot start with it: "+
+				"remove it from the cluster (corralctl host rm) and join it again with an empty data_dir",
+				ErrLogDamaged, i, first, last, err)
+		}
+	}
+	return nil
+}
+
+// ErrLogDamaged: the Raft log on disk cannot be read back.
+var ErrLogDamaged = errors.New("damaged raft log")
+
 // Open creates the data directories, opens the log and snapshot stores, and
 // starts Raft. A node with existing state resumes from it.
 func (s *Store) Open() error {
@@ -111,15 +155,9 @@ func (s *Store) Open() error {
 		}
 	}
 	hl := logadapt.Hclog(s.log, "raft")
-	meta := &metadb.BoltMetaDB{} // wal.Close does not close its meta store; we do
-	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta))
+	w, closeLog, err := openLog(walDir, hl)
 	if err != nil {
-		meta.Close()
-		return fmt.Errorf("open raft log %s: %w", walDir, err)
-	}
-	closeLog := func() {
-		w.Close()
-		meta.Close()
+		return err
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 3, hl.Named("snapshot"))
 	if err != nil {

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/corralhq/corral/daemon/identity"
+	"github.com/corralhq/corral/internal/logadapt"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
@@ -204,4 +208,81 @@ func TestLeaderRefusesBadEntries(t *testing.T) {
 	if _, err := s.ApplyRaw(ctx, good); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestLogSurvivesTailTruncation: a follower whose log's tail conflicts
+// with the leader's deletes it (raft's "clearing log suffix"); after a
+// crash the log must open and read. raft-wal v0.4.0 left the cut segment
+// sealed without an index and the restart panicked ("sealed segment has no
+// index block"); make chaos found it (seed 1, schedule 39: corrald SIGKILLed
+// after an election took its leadership).
+func TestLogSurvivesTailTruncation(t *testing.T) {
+	dir := t.TempDir()
+	hl := logadapt.Hclog(testutil.Logger(t), "raft")
+	w, closeLog, err := openLog(dir, hl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs []*raft.Log
+	for i := uint64(1); i <= 20; i++ {
+		logs = append(logs, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte(fmt.Sprint("entry ", i))})
+	}
+	if err := w.StoreLogs(logs); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.DeleteRange(15, 20); err != nil { // the conflicting suffix
+		t.Fatal(err)
+	}
+	if err := w.StoreLogs([]*raft.Log{{Index: 15, Term: 2, Type: raft.LogCommand, Data: []byte("leader's 15")}}); err != nil {
+		t.Fatal(err)
+	}
+	closeLog() // as a SIGKILL would leave it: everything written is synced
+
+	w, closeLog, err = openLog(dir, hl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeLog()
+	for _, i := range []uint64{1, 14, 15} {
+		var l raft.Log
+		if err := w.GetLog(i, &l); err != nil {
+			t.Fatalf("entry %d after the restart: %v", i, err)
+		}
+	}
+	if last, err := w.LastIndex(); err != nil || last != 15 {
+		t.Fatalf("last index %d, %v; want 15", last, err)
+	}
+}
+
+// A log with an entry that cannot be read back is an error that says so at
+// open, not a panic inside raft's start.
+func TestDamagedLogIsAnErrorAtOpen(t *testing.T) {
+	logs := &brokenLog{InmemStore: raft.NewInmemStore(), bad: 3}
+	for i := uint64(1); i <= 5; i++ {
+		logs.StoreLog(&raft.Log{Index: i, Term: 1, Data: []byte("x")})
+	}
+	err := checkLog(logs)
+	if !errors.Is(err, ErrLogDamaged) || !strings.Contains(err.Error(), "entry 3 of 1-5") {
+		t.Fatalf("check of a log with entry 3 unreadable: %v", err)
+	}
+	logs.bad = 0
+	if err := checkLog(logs); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkLog(raft.NewInmemStore()); err != nil {
+		t.Fatalf("empty log: %v", err)
+	}
+}
+
+// brokenLog fails to read entry bad, as a damaged segment would.
+type brokenLog struct {
+	*raft.InmemStore
+	bad uint64
+}
+
+func (b *brokenLog) GetLog(i uint64, l *raft.Log) error {
+	if i == b.bad {
+		return errors.New("sealed segment has no index block")
+	}
+	return b.InmemStore.GetLog(i, l)
 }

@@ -109,22 +109,26 @@ func fds(pid int) (int, map[uint64]bool, error) {
 }
 
 // established counts the TCP connections in pid's network namespace that
-// are established and belong to one of socks.
-func established(pid int, socks map[uint64]bool) (int, error) {
-	n := 0
+// are established and belong to one of socks, in all and by service
+// (countEstablished).
+func established(pid int, socks map[uint64]bool) (int, map[string]int, error) {
+	n, by := 0, map[string]int{}
 	for _, f := range []string{"tcp", "tcp6"} {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
-		n += countEstablished(b, socks)
+		n += countEstablished(b, socks, by)
 	}
-	return n, nil
+	return n, by, nil
 }
 
-// countEstablished reads a /proc/net/tcp table: field 3 is the state (01
-// is ESTABLISHED), field 9 the socket's inode.
-func countEstablished(table []byte, socks map[uint64]bool) int {
+// countEstablished reads a /proc/net/tcp table: field 1 is the local
+// address, 2 the remote one (hex IP:port), 3 the state (01 is
+// ESTABLISHED), 9 the socket's inode. It adds each connection to by under
+// its service and side: "raft-in" when the local port is raft's (a peer
+// dialled in), "raft-out" when the remote one is, "other" for the rest.
+func countEstablished(table []byte, socks map[uint64]bool, by map[string]int) int {
 	n := 0
 	sc := bufio.NewScanner(bytes.NewReader(table))
 	sc.Scan() // header
@@ -133,11 +137,29 @@ func countEstablished(table []byte, socks map[uint64]bool) int {
 		if len(f) < 10 || f[3] != "01" {
 			continue
 		}
-		if ino, err := strconv.ParseUint(f[9], 10, 64); err == nil && socks[ino] {
-			n++
+		if ino, err := strconv.ParseUint(f[9], 10, 64); err != nil || !socks[ino] {
+			continue
 		}
+		n++
+		key := "other"
+		if s, ok := services[hexPort(f[1])]; ok {
+			key = s + "-in"
+		} else if s, ok := services[hexPort(f[2])]; ok {
+			key = s + "-out"
+		}
+		by[key]++
 	}
 	return n
+}
+
+// hexPort is the port of a /proc/net/tcp address (0 if unreadable).
+func hexPort(addr string) int {
+	i := strings.LastIndexByte(addr, ':')
+	p, err := strconv.ParseUint(addr[i+1:], 16, 16)
+	if i < 0 || err != nil {
+		return 0
+	}
+	return int(p)
 }
 
 // scrape reads a Prometheus text endpoint. The client keeps no
@@ -226,8 +248,8 @@ func read(ctx context.Context, pid int, metricsURL string) (Sample, error) {
 	if s.FDs, socks, err = fds(pid); err != nil {
 		return s, err
 	}
-	if n, err := established(pid, socks); err == nil {
-		s.Conns = n
+	if n, by, err := established(pid, socks); err == nil {
+		s.Conns, s.ConnsBy = n, by
 	}
 	if text, err := scrape(ctx, metricsURL); err == nil {
 		if n, err := parseGoroutines(text); err == nil {

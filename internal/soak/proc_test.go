@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"runtime"
 	"testing"
 	"time"
@@ -29,10 +30,16 @@ func TestCountEstablished(t *testing.T) {
    2: 0B4D0A0A:D2A4 0D4D0A0A:1F0B 01 00000000:00000000 02:000A7B1B 00000000     0        0 1003 1 0000000000000000 20 4 30 10 -1
    3: 0B4D0A0A:D2A6 0D4D0A0A:1F0B 01 00000000:00000000 02:000A7B1B 00000000     0        0 2000 1 0000000000000000 20 4 30 10 -1
    4: 0B4D0A0A:D2A8 0D4D0A0A:1F0B 06 00000000:00000000 03:00000F2E 00000000     0        0 0 3 0000000000000000
+   5: 0B4D0A0A:D2AA 0C4D0A0A:1F0C 01 00000000:00000000 02:000A7B1B 00000000     0        0 1004 1 0000000000000000 20 4 30 10 -1
+   6: 0100007F:D2AC 0100007F:0050 01 00000000:00000000 02:000A7B1B 00000000     0        0 1005 1 0000000000000000 20 4 30 10 -1
 `
-	// 1001 listens, 2000 is another process's, the last is TIME_WAIT.
-	if n := countEstablished([]byte(table), map[uint64]bool{1001: true, 1002: true, 1003: true}); n != 2 {
-		t.Fatalf("%d established", n)
+	// 1001 listens, 2000 is another process's, the fifth is TIME_WAIT;
+	// 1002 came in on raft's port (7947), 1003 and 1004 went out to raft's
+	// and the RPC's (7948), 1005 to port 80.
+	by := map[string]int{}
+	n := countEstablished([]byte(table), map[uint64]bool{1001: true, 1002: true, 1003: true, 1004: true, 1005: true}, by)
+	if want := map[string]int{"raft-in": 1, "raft-out": 1, "rpc-out": 1, "other": 1}; n != 4 || !reflect.DeepEqual(by, want) {
+		t.Fatalf("%d established: %v, want 4: %v", n, by, want)
 	}
 }
 

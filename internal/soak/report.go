@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -138,6 +139,11 @@ func (rep Report) Table(w io.Writer) {
 			arrow(v.Start.FDs, v.End.FDs, 0), arrow(v.Start.Conns, v.End.Conns, 0), seg, v.Verdict)
 	}
 	tw.Flush()
+	for _, v := range rep.Verdicts {
+		if line := connsBy(v.Start.ConnsBy, v.End.ConnsBy); line != "" {
+			fmt.Fprintf(w, "conns %s: %s\n", v.Host, line)
+		}
+	}
 	for _, h := range rep.Hosts {
 		if rt, procs := raftTotals(rep.Series[h]); procs > 0 {
 			fmt.Fprintf(w, "raft %s: %d leader contact samples, %d over 100 ms, %d over 250 ms (the lease), max %.0f ms; %d heartbeat timeouts, %d lease timeouts (%d corrald processes)\n",
@@ -174,4 +180,21 @@ func (rep Report) Table(w io.Writer) {
 	for _, f := range rep.Failures {
 		fmt.Fprintln(w, "  -", f)
 	}
+}
+
+// connsBy is "raft-out 2→6, rpc-in 1→1, ...": every service and side seen
+// at the start or the end, medians, a missing one counting 0.
+func connsBy(start, end map[string]float64) string {
+	keys := map[string]bool{}
+	for k := range start {
+		keys[k] = true
+	}
+	for k := range end {
+		keys[k] = true
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		parts = append(parts, fmt.Sprintf("%s %g→%g", k, start[k], end[k]))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -31,11 +31,23 @@ import (
 // the host's lab address.
 const MetricsPort = 9480
 
+// The cluster ports of the soak lab's corralds, set in LabConfig so that
+// the sampler can tell each connection's service by its port.
+const (
+	GossipPort = 7946
+	RaftPort   = 7947
+	RPCPort    = 7948
+)
+
+// services names the corrald ports a connection may use.
+var services = map[int]string{GossipPort: "gossip", RaftPort: "raft", RPCPort: "rpc", MetricsPort: "metrics"}
+
 // LabConfig is appended to every soak lab host's corral.toml: metrics on,
-// for the goroutine count, and load ignored for health (the lab's hosts
-// share the machine's cores, and a busy machine would mark every host
-// degraded and stop placements and drains).
-var LabConfig = fmt.Sprintf("health_load_per_cpu_degraded = 0\nmetrics_addr = \"0.0.0.0:%d\"\n", MetricsPort)
+// for the goroutine count, the cluster ports fixed, and load ignored for
+// health (the lab's hosts share the machine's cores, and a busy machine
+// would mark every host degraded and stop placements and drains).
+var LabConfig = fmt.Sprintf("health_load_per_cpu_degraded = 0\nmetrics_addr = \"0.0.0.0:%d\"\ngossip_port = %d\nraft_port = %d\nrpc_port = %d\n",
+	MetricsPort, GossipPort, RaftPort, RPCPort)
 
 // Config sets a soak up on a lab that is up with LabConfig.
 type Config struct {

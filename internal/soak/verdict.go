@@ -21,6 +21,9 @@ type Sample struct {
 	// Conns counts the process's established TCP connections; -1 when
 	// they could not be read.
 	Conns int `json:"conns"`
+	// ConnsBy splits them by corrald service and side (raft-out: this
+	// corrald dialled a peer's raft port; raft-in: a peer dialled it).
+	ConnsBy map[string]int `json:"conns_by,omitempty"`
 	// Raft holds corrald's Raft timer figures since it started (nil when
 	// the scrape failed).
 	Raft *RaftTimers `json:"raft,omitempty"`
@@ -120,6 +123,8 @@ type Levels struct {
 	Goroutines float64 `json:"goroutines"`
 	FDs        float64 `json:"fds"`
 	Conns      float64 `json:"conns"`
+	// ConnsBy are the medians of Sample.ConnsBy, per key.
+	ConnsBy map[string]float64 `json:"conns_by,omitempty"`
 }
 
 // HostVerdict is the judgement of one host's corrald.
@@ -192,7 +197,7 @@ func Judge(host string, samples []Sample, th Thresholds) HostVerdict {
 	return v
 }
 
-func none() Levels { return Levels{-1, -1, -1, -1} }
+func none() Levels { return Levels{RSSKiB: -1, Goroutines: -1, FDs: -1, Conns: -1} }
 
 // levels are the medians of the readings present in ss.
 func levels(ss []Sample) Levels {
@@ -207,7 +212,28 @@ func levels(ss []Sample) Levels {
 			conns = append(conns, float64(s.Conns))
 		}
 	}
-	return Levels{RSSKiB: median(rss), Goroutines: median(gr), FDs: median(fds), Conns: median(conns)}
+	by := map[string]float64{}
+	for k := range keysOf(ss) {
+		var xs []float64
+		for _, s := range ss {
+			if s.Conns >= 0 {
+				xs = append(xs, float64(s.ConnsBy[k]))
+			}
+		}
+		by[k] = median(xs)
+	}
+	return Levels{RSSKiB: median(rss), Goroutines: median(gr), FDs: median(fds), Conns: median(conns), ConnsBy: by}
+}
+
+// keysOf are the ConnsBy keys in ss.
+func keysOf(ss []Sample) map[string]bool {
+	keys := map[string]bool{}
+	for _, s := range ss {
+		for k := range s.ConnsBy {
+			keys[k] = true
+		}
+	}
+	return keys
 }
 
 // median of xs, -1 for none.

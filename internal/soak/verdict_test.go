@@ -173,8 +173,12 @@ func TestDefaultsScaleWithDuration(t *testing.T) {
 
 func TestReportTable(t *testing.T) {
 	th := DefaultThresholds(time.Hour)
+	h1 := series(t0, 1, 120, flat)
+	for i := range h1 {
+		h1[i].ConnsBy = map[string]int{"raft-out": 2, "raft-in": 2 + i/60, "rpc-out": 2}
+	}
 	rep := Report{Duration: time.Hour, Hosts: []string{"h1", "h2"},
-		Verdicts: []HostVerdict{Judge("h1", series(t0, 1, 120, flat), th), Judge("h2", series(t0, 2, 10, flat), th)},
+		Verdicts: []HostVerdict{Judge("h1", h1, th), Judge("h2", series(t0, 2, 10, flat), th)},
 		Churn:    ChurnStats{Ops: map[string]int{"create": 180, "delete": 177}, Errors: map[string]int{}},
 		Faults:   []Fault{{Index: 0, Kind: CorraldKill, Host: "h1", Injected: t0, Healed: t0.Add(time.Second), Healthy: t0.Add(4 * time.Second), LeaderChanges: 1}},
 		Failures: []string{"h2: insufficient samples"}}
@@ -182,7 +186,7 @@ func TestReportTable(t *testing.T) {
 	rep.Table(&b)
 	out := b.String()
 	for _, want := range []string{"h1    60.0→60.0", "150→150", "40→40", "6→6", "longest of 1", "flat",
-		"churn: 357 ops (create 180, delete 177, stop 0, start 0), 0 errors", "fault 1 corrald-kill on h1", "healthy after 4.0s, leader changes 1", "verdict: FAIL", "- h2: insufficient"} {
+		"conns h1: raft-in 2→3, raft-out 2→2, rpc-out 2→2\n", "churn: 357 ops (create 180, delete 177, stop 0, start 0), 0 errors", "fault 1 corrald-kill on h1", "healthy after 4.0s, leader changes 1", "verdict: FAIL", "- h2: insufficient"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in\n%s", want, out)
 		}

@@ -76,12 +76,13 @@ bench-restart: build ## clean corrald restarts on a 3-host lab: SIGTERM to renew
 	scripts/bench-restart.sh 8
 
 FUZZTIME ?= 60s
-fuzz: ## run each fuzz target (raft entry codec and apply, snapshot restore, config file, cluster RPC, admin API bodies) for FUZZTIME (60s)
+fuzz: ## run each fuzz target (raft entry codec and apply, snapshot restore, config file, cluster RPC, admin API bodies, the origin header) for FUZZTIME (60s)
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./raftstore
 	go test -run '^$$' -fuzz FuzzRestore -fuzztime $(FUZZTIME) ./raftstore
 	go test -run '^$$' -fuzz FuzzLoadConfig -fuzztime $(FUZZTIME) ./daemon
 	go test -run '^$$' -fuzz FuzzServe -fuzztime $(FUZZTIME) ./daemon/rpc
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./daemon/adminapi
+	go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./internal/origin
 
 cluster: build ## start a 3-host cluster on 127.0.0.1-3 (data in _cluster/)
 	scripts/local-cluster.sh up

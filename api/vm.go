@@ -145,4 +145,10 @@ type Event struct {
 	Host    string    `json:"host,omitempty"`
 	VM      string    `json:"vm,omitempty"`
 	Message string    `json:"message,omitempty"`
+	// Actor, Source and RequestID: who asked for it (a uid on the admin
+	// socket), from where, and the request id the API answered with; empty
+	// for what corral does by itself.
+	Actor     string `json:"actor,omitempty"`
+	Source    string `json:"source,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
 }

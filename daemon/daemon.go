@@ -274,7 +274,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	d.admin.Access, d.admin.RateLimit = access, d.cfg.APIRateLimit
+	d.admin.Access, d.admin.RateLimit, d.admin.Host = access, d.cfg.APIRateLimit, d.cfg.Name
 	adminLn, err := adminapi.Listen(d.cfg.Socket, d.cfg.SocketGroup, d.cfg.SocketReadGroup != "")
 	if err != nil {
 		return err

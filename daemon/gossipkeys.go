@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/identity"
 	"github.com/corralhq/corral/daemon/membership"
 	"github.com/corralhq/corral/daemon/rpc"
@@ -24,6 +25,16 @@ import (
 // install the new key beside the old, use the new one, remove the old. A
 // host that is down meanwhile gossips with its old key when it returns
 // until Raft, which does not need gossip, brings it the new keyring.
+
+// event records an event of the daemon's own leader-only operations
+// (tokens, gossip keys), with who asked for it.
+func (d *Daemon) event(ctx context.Context, kind, format string, args ...any) {
+	ev := model.Event{Time: time.Now().UTC(), Kind: kind, Message: fmt.Sprintf(format, args...)}
+	controller.StampEvent(ctx, d.store.Cluster(), &ev)
+	if _, err := d.store.Apply(ctx, raftlog.AddEvents{Events: []model.Event{ev}}); err != nil {
+		d.log.Warn("record event", "kind", kind, "err", err)
+	}
+}
 
 // rotateStepTimeout bounds how long the leader waits for the live hosts to
 // take one rotation step.
@@ -117,10 +128,7 @@ func (d *Daemon) rotateGossipKey(ctx context.Context, _ struct{}) (GossipRotatio
 		d.log.Info("gossip key rotation", "step", st.what, "hosts", len(hosts))
 	}
 	fp := keyFingerprints([][]byte{key})[0]
-	ev := model.Event{Time: time.Now().UTC(), Kind: "gossip-key", Message: fmt.Sprintf("gossip key rotated to %s on %s", fp, strings.Join(hosts, ", "))}
-	if _, err := d.store.Apply(ctx, raftlog.AddEvents{Events: []model.Event{ev}}); err != nil {
-		d.log.Warn("record event", "err", err)
-	}
+	d.event(ctx, "gossip-key", "gossip key rotated to %s on %s", fp, strings.Join(hosts, ", "))
 	return GossipRotation{Key: fp, Hosts: hosts, Took: time.Since(start).Round(time.Millisecond)}, nil
 }
 

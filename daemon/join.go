@@ -434,6 +434,7 @@ func (d *Daemon) createToken(ctx context.Context, req TokenCreateRequest) (Token
 		return TokenCreated{}, err
 	}
 	d.log.Info("join token created", "token", tok.ID, "expires", rec.Expires)
+	d.event(ctx, "join-token", "token %s created, expires %s", tok.ID, rec.Expires.Format(time.RFC3339))
 	return TokenCreated{Token: tok.String(), Record: rec}, nil
 }
 
@@ -458,6 +459,7 @@ func (d *Daemon) revokeToken(ctx context.Context, req TokenRevokeRequest) (struc
 	_, err := d.store.Apply(ctx, raftlog.RevokeJoinToken{ID: req.ID})
 	if err == nil {
 		d.log.Info("join token revoked", "token", req.ID)
+		d.event(ctx, "join-token", "token %s revoked", req.ID)
 	}
 	return struct{}{}, err
 }

@@ -55,7 +55,7 @@ func TestProtocolUpgradeAndDowngrade(t *testing.T) {
 	h3.start()
 	testutil.Eventually(t, 20*time.Second, func() error {
 		for _, h := range tc.hosts {
-			if s := status(h); s.Protocol != 2 || s.HostsProtocol != 2 {
+			if s := status(h); s.Protocol != raftlog.Protocol || s.HostsProtocol != raftlog.Protocol {
 				return fmt.Errorf("%s: protocol %d, hosts %d", h.cfg.Name, s.Protocol, s.HostsProtocol)
 			}
 		}
@@ -73,7 +73,7 @@ func TestProtocolUpgradeAndDowngrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = d.Run(ctxT(t))
-	if !errors.Is(err, raftlog.ErrProtocol) || !strings.Contains(err.Error(), "speaks cluster protocol 1, but the cluster's state records protocol 2") ||
+	if !errors.Is(err, raftlog.ErrProtocol) || !strings.Contains(err.Error(), fmt.Sprintf("speaks cluster protocol 1, but the cluster's state records protocol %d", raftlog.Protocol)) ||
 		!strings.Contains(err.Error(), "other hosts run dev") {
 		t.Fatalf("downgraded corrald: %v", err)
 	}

@@ -14,4 +14,11 @@ type Event struct {
 	Host    string `json:"host,omitempty"`
 	VM      string `json:"vm,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Actor, Source and RequestID: who asked for the operation the event
+	// records, from where, under which request id (an operator's through
+	// the API; empty for what corral does by itself). Written from
+	// cluster protocol 3 (raftlog.FeatureAudit).
+	Actor     string `json:"actor,omitempty"`
+	Source    string `json:"source,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
 }

@@ -20,7 +20,8 @@ import (
 //     does not know unless the type has IgnoreUnknown.
 //  2. The SetProtocol entry; VM reports carry restart times
 //     (FeatureRestartTimes); host.remove takes force (FeatureForceRemove).
-const Protocol = 2
+//  3. Events carry who asked for them (FeatureAudit).
+const Protocol = 3
 
 // Feature is something a newer protocol added that a host of an older one
 // would refuse or misread: a log entry type or field, an RPC method or
@@ -39,6 +40,11 @@ type Feature struct {
 // FeatureForceRemove: the host.remove request's force field (host rm
 // --force), which a protocol 1 leader refuses as an unknown field.
 var FeatureForceRemove = Feature{Name: "host rm --force", Since: 2}
+
+// FeatureAudit: events carry their actor, source and request id. A
+// protocol 2 replica would decode such an event without them (entries are
+// decoded leniently), and replicas would then hold different logs.
+var FeatureAudit = Feature{Name: "the audit fields of events", Since: 3}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

@@ -19,6 +19,7 @@ func (c *cli) eventsCmd() *cobra.Command {
 		follow bool
 		limit  int
 		vm     string
+		actor  string
 	)
 	cmd := &cobra.Command{
 		Use: "events", Short: "Show the cluster's event log (-f to follow)", Args: cobra.NoArgs,
@@ -30,14 +31,28 @@ func (c *cli) eventsCmd() *cobra.Command {
 			}
 			defer cancel()
 			cl := c.client()
-			evs, err := cl.Events(ctx, 0, limit, 0)
+			match := func(e api.Event) bool { return (vm == "" || e.VM == vm) && (actor == "" || e.Actor == actor) }
+			fetch := limit
+			if vm != "" || actor != "" {
+				fetch = 0 // filter all that is kept, then keep the last --limit
+			}
+			evs, err := cl.Events(ctx, 0, fetch, 0)
 			if err != nil {
 				return err
+			}
+			var matched []api.Event
+			for _, e := range evs {
+				if match(e) {
+					matched = append(matched, e)
+				}
+			}
+			if limit > 0 && len(matched) > limit {
+				matched = matched[len(matched)-limit:]
 			}
 			show := func(evs []api.Event) {
 				var keep []api.Event
 				for _, e := range evs {
-					if vm == "" || e.VM == vm {
+					if match(e) {
 						keep = append(keep, e)
 					}
 				}
@@ -49,11 +64,15 @@ func (c *cli) eventsCmd() *cobra.Command {
 				}
 				w := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 				for _, e := range keep {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind, orDash(e.VM), orDash(e.Host), e.Message)
+					msg := e.Message
+					if e.Actor != "" {
+						msg += fmt.Sprintf(" [by %s via %s, request %s]", e.Actor, e.Source, e.RequestID)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind, orDash(e.VM), orDash(e.Host), msg)
 				}
 				w.Flush()
 			}
-			show(evs)
+			show(matched)
 			if !follow {
 				return nil
 			}
@@ -83,5 +102,6 @@ func (c *cli) eventsCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
 	cmd.Flags().IntVar(&limit, "limit", 50, "how many past events to show (0: all kept)")
 	cmd.Flags().StringVar(&vm, "vm", "", "only events of this VM")
+	cmd.Flags().StringVar(&actor, "actor", "", `only events of operations this actor asked for (as shown: "uid 1000")`)
 	return cmd
 }

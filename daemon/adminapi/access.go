@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/corralhq/corral/internal/errcode"
+	"github.com/corralhq/corral/internal/origin"
 	"github.com/corralhq/corral/model"
 )
 
@@ -172,6 +173,25 @@ func peerIdentity(r *http.Request) string {
 		return "uid " + strconv.FormatUint(uint64(p.uid), 10)
 	}
 	return r.RemoteAddr
+}
+
+// withOrigin gives each request its origin for the audit trail: the
+// client's identity, the socket of this host, and a request id (the
+// client's X-Request-Id when it is a fair one, else a new one), which every
+// answer past the rate limit carries back, refusals included.
+func (s *Server) withOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(origin.RequestIDHeader)
+		if !origin.ValidRequestID(id) {
+			id = origin.NewRequestID()
+		}
+		w.Header().Set(origin.RequestIDHeader, id)
+		o := origin.Origin{Actor: peerIdentity(r), Source: "socket@" + s.Host, RequestID: id}
+		if o.Check() != nil { // a host name is checked at start; this is belt and braces
+			o.Source = "socket"
+		}
+		next.ServeHTTP(w, r.WithContext(origin.With(r.Context(), o)))
+	})
 }
 
 // authorize refuses, with 403 and what was missing, a request whose client

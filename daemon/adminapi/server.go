@@ -73,10 +73,13 @@ type Server struct {
 	// RateLimit is the requests a second each client may send (0: no
 	// limit; New: DefaultRateLimit).
 	RateLimit float64
-	b         Backend
-	log       *slog.Logger
-	mux       *http.ServeMux
-	need      map[string]Role // by route pattern
+	// Host names this host in the audit trail: a request through its
+	// socket has the source "socket@Host".
+	Host string
+	b    Backend
+	log  *slog.Logger
+	mux  *http.ServeMux
+	need map[string]Role // by route pattern
 }
 
 type route struct {
@@ -420,7 +423,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	lim := Limits
 	lim.ConnContext = s.Access.withPeer
 	lim.Rate, lim.Burst = s.RateLimit, int(2*s.RateLimit)
-	return httpserve.Serve(ctx, ln, s.authorize(s.mux), s.log, lim)
+	return httpserve.Serve(ctx, ln, s.withOrigin(s.authorize(s.mux)), s.log, lim)
 }
 
 // ErrAlreadyRunning is returned by Listen when another daemon answers on

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
@@ -48,5 +49,10 @@ func (l *Leader) SetHostLabels(ctx context.Context, req HostLabels) (model.Host,
 	if _, err := l.store.Apply(ctx, raftlog.SetHostLabels{Name: req.Name, Set: req.Set, Remove: req.Remove}); err != nil {
 		return model.Host{}, err
 	}
+	var set []string
+	for _, k := range model.SortedKeys(req.Set) {
+		set = append(set, k+"="+req.Set[k])
+	}
+	l.event(ctx, "labels", req.Name, "", "%s", capText(fmt.Sprintf("set %s; removed %s", strings.Join(set, " "), strings.Join(req.Remove, " ")), 500))
 	return l.store.Host(req.Name)
 }

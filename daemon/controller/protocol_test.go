@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func TestProtocolRecordedAndRaised(t *testing.T) {
 	peers.set(Peer{Name: "b", State: PeerAlive, Version: "v1", Protocol: 1})
 	peers.set(Peer{Name: "c", State: PeerAlive, Version: "v2"})
 	l.reconcile(ctx)
-	for name, want := range map[string]int{"a": 2, "b": 1, "c": 2} {
+	for name, want := range map[string]int{"a": raftlog.Protocol, "b": 1, "c": raftlog.Protocol} {
 		if h, err := r.store.Host(name); err != nil || h.Protocol != want {
 			t.Fatalf("%s: %+v %v, want protocol %d", name, h, err, want)
 		}
@@ -35,13 +36,13 @@ func TestProtocolRecordedAndRaised(t *testing.T) {
 	peers.set(Peer{Name: "b", State: PeerAlive, Version: "v2"})
 	l.reconcile(ctx)
 	l.reconcile(ctx)
-	if h, _ := r.store.Host("b"); h.Protocol != 2 || h.Version != "v2" {
+	if h, _ := r.store.Host("b"); h.Protocol != raftlog.Protocol || h.Version != "v2" {
 		t.Fatalf("b after its upgrade: %+v", h)
 	}
-	if p := r.store.Cluster().Protocol; p != 2 {
-		t.Fatalf("cluster protocol %d, want 2", p)
+	if p := r.store.Cluster().Protocol; p != raftlog.Protocol {
+		t.Fatalf("cluster protocol %d, want %d", p, raftlog.Protocol)
 	}
-	if evs := eventsOf(r, "protocol"); len(evs) != 1 || !strings.Contains(evs[0].Message, "from 1 to 2") {
+	if evs := eventsOf(r, "protocol"); len(evs) != 1 || !strings.Contains(evs[0].Message, fmt.Sprintf("from 1 to %d", raftlog.Protocol)) {
 		t.Fatalf("protocol events: %+v", evs)
 	}
 	// A host speaking a newer protocol than the leader is registered with
@@ -88,7 +89,7 @@ func TestLeaderRefusesHostBelowClusterProtocol(t *testing.T) {
 		peers.set(Peer{Name: n, State: PeerAlive, Version: "v2"})
 	}
 	l.reconcile(ctx)
-	if p := r.store.Cluster().Protocol; p != 2 {
+	if p := r.store.Cluster().Protocol; p != raftlog.Protocol {
 		t.Fatalf("cluster protocol %d", p)
 	}
 	before, _ := r.store.Host("c")
@@ -100,13 +101,13 @@ func TestLeaderRefusesHostBelowClusterProtocol(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if h, _ := r.store.Host("c"); h.Version != "v2" || h.Protocol != 2 || h.Capacity != before.Capacity {
+	if h, _ := r.store.Host("c"); h.Version != "v2" || h.Protocol != raftlog.Protocol || h.Capacity != before.Capacity {
 		t.Fatalf("c re-registered with its downgrade: %+v", h)
 	}
 	if _, err := r.store.Host("n"); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("n registered at protocol 1: %v", err)
 	}
-	if p := r.store.Cluster().Protocol; p != 2 {
+	if p := r.store.Cluster().Protocol; p != raftlog.Protocol {
 		t.Fatalf("cluster protocol lowered to %d", p)
 	}
 	evs := eventsOf(r, "protocol-refused")
@@ -114,7 +115,7 @@ func TestLeaderRefusesHostBelowClusterProtocol(t *testing.T) {
 		t.Fatalf("want one refusal event per host, got %+v", evs)
 	}
 	for _, ev := range evs {
-		if ev.Host == "c" && !strings.Contains(ev.Message, "runs corrald v1, which speaks cluster protocol 1, below the cluster's 2: not registered") {
+		if ev.Host == "c" && !strings.Contains(ev.Message, fmt.Sprintf("runs corrald v1, which speaks cluster protocol 1, below the cluster's %d: not registered", raftlog.Protocol)) {
 			t.Fatalf("refusal says %q", ev.Message)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/corralhq/corral/daemon/placement"
+	"github.com/corralhq/corral/internal/origin"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
 )
@@ -53,8 +54,18 @@ type DeleteVMRequest struct {
 
 func (l *Leader) event(ctx context.Context, kind, host, vm, format string, args ...any) {
 	e := model.Event{Time: l.clock.Now().UTC(), Kind: kind, Host: host, VM: vm, Message: fmt.Sprintf(format, args...)}
+	StampEvent(ctx, l.store.Cluster(), &e)
 	if _, err := l.store.Apply(ctx, raftlog.AddEvents{Events: []model.Event{e}}); err != nil {
 		l.log.Warn("record event", "kind", kind, "vm", vm, "err", err)
+	}
+}
+
+// StampEvent records in e who asked for the operation it reports (the
+// origin the API put in ctx), once the cluster's protocol allows it
+// (raftlog.FeatureAudit).
+func StampEvent(ctx context.Context, c model.Cluster, e *model.Event) {
+	if o, ok := origin.From(ctx); ok && raftlog.FeatureAudit.Enabled(c) {
+		e.Actor, e.Source, e.RequestID = o.Actor, o.Source, o.RequestID
 	}
 }
 
@@ -410,8 +421,11 @@ func (l *Leader) DeleteImage(ctx context.Context, req NameRequest) (model.Image,
 	if err != nil {
 		return im, err
 	}
-	_, err = l.store.Apply(ctx, raftlog.DeleteImage{Name: req.Name})
-	return im, err
+	if _, err := l.store.Apply(ctx, raftlog.DeleteImage{Name: req.Name}); err != nil {
+		return im, err
+	}
+	l.event(ctx, "image-deleted", "", "", "image %s deleted", req.Name)
+	return im, nil
 }
 
 // byPriority orders VMs by HA priority, highest first, then by name.

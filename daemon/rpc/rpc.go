@@ -23,6 +23,7 @@ import (
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/internal/errcode"
 	"github.com/corralhq/corral/internal/httpserve"
+	"github.com/corralhq/corral/internal/origin"
 	"github.com/corralhq/corral/model"
 )
 
@@ -160,6 +161,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("read request: %v: %w", err, model.ErrInvalid))
 		return
 	}
+	// Who asked, as the forwarding host says (an operation a follower
+	// forwards for an API client).
+	if h := r.Header.Get(origin.Header); h != "" {
+		o, err := origin.Decode(h)
+		if err != nil {
+			writeErr(w, fmt.Errorf("rpc %s: %v: %w", method, err, model.ErrInvalid))
+			return
+		}
+		ctx = origin.With(ctx, o)
+	}
 	resp, err := h(ctx, body)
 	if err != nil {
 		s.log.Debug("rpc failed", "method", method, "from", r.RemoteAddr, "err", err)
@@ -224,6 +235,9 @@ func (c *Client) call(ctx context.Context, addr, method string, req, resp any) e
 		return fmt.Errorf("rpc %s: %w", method, err)
 	}
 	hreq.Header.Set("Content-Type", "application/json")
+	if o, ok := origin.From(ctx); ok {
+		hreq.Header.Set(origin.Header, o.Encode())
+	}
 	hresp, err := c.hc.Do(hreq)
 	if err != nil {
 		return fmt.Errorf("rpc %s to %s: %v: %w", method, addr, err, model.ErrUnavailable)

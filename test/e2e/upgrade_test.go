@@ -252,10 +252,10 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	downgraded := time.Now()
 	if err := victim.StartDaemon(e.ctx(), "corrald"); err != nil {
-		t.Fatalf("the previous release did not start on a state of protocol 2: %v", err)
+		t.Fatalf("the previous release did not start on a state of protocol %d: %v", raftlog.Protocol, err)
 	}
 	ev := e.event("protocol-refused", victim.Name)
-	want := fmt.Sprintf("host %s runs corrald %s, which speaks cluster protocol 1, below the cluster's 2: not registered", victim.Name, previousRelease)
+	want := fmt.Sprintf("host %s runs corrald %s, which speaks cluster protocol 1, below the cluster's %d: not registered", victim.Name, previousRelease, raftlog.Protocol)
 	if !strings.Contains(ev.Message, want) {
 		t.Fatalf("refusal event %q, want %q in it", ev.Message, want)
 	}

@@ -215,6 +215,17 @@ func parseGoroutines(text []byte) (int, error) {
 	return int(v), nil
 }
 
+// parseRole is the Raft state corral_raft_state marks with 1, lowercase
+// ("" when none is).
+func parseRole(text []byte) string {
+	for k, v := range metricValues(text) {
+		if st, ok := strings.CutPrefix(k, `corral_raft_state{state="`); ok && v == 1 {
+			return strings.ToLower(strings.TrimSuffix(st, `"}`))
+		}
+	}
+	return ""
+}
+
 // parseRaftTimers reads corrald's Raft timer metrics (raftstore.Timers).
 func parseRaftTimers(text []byte) (*RaftTimers, bool) {
 	m := metricValues(text)
@@ -258,6 +269,7 @@ func read(ctx context.Context, pid int, metricsURL string) (Sample, error) {
 		if rt, ok := parseRaftTimers(text); ok {
 			s.Raft = rt
 		}
+		s.Role = parseRole(text)
 	}
 	return s, nil
 }

@@ -155,3 +155,13 @@ func TestDrainsExcuseNoLeaderChange(t *testing.T) {
 		t.Fatalf("quiet %d around %d: %+v", quiet, around, changes)
 	}
 }
+
+func TestParseRole(t *testing.T) {
+	text := "corral_raft_state{state=\"Candidate\"} 0\ncorral_raft_state{state=\"Follower\"} 0\ncorral_raft_state{state=\"Leader\"} 1\ngo_goroutines 40\n"
+	if r := parseRole([]byte(text)); r != "leader" {
+		t.Fatalf("role %q", r)
+	}
+	if r := parseRole([]byte("go_goroutines 40\n")); r != "" {
+		t.Fatalf("role %q without corral_raft_state", r)
+	}
+}

@@ -132,7 +132,11 @@ func (rep Report) Table(w io.Writer) {
 	for _, v := range rep.Verdicts {
 		seg := "-"
 		if v.Segments > 0 {
-			seg = fmt.Sprintf("%v, %d samples (longest of %d)", v.Span.Round(time.Second), v.Judged, v.Segments)
+			as := ""
+			if v.Role != "" {
+				as = " as " + v.Role
+			}
+			seg = fmt.Sprintf("%v, %d samples%s (longest of %d)", v.Span.Round(time.Second), v.Judged, as, v.Segments)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Host,
 			arrow(v.Start.RSSKiB/1024, v.End.RSSKiB/1024, 1), arrow(v.Start.Goroutines, v.End.Goroutines, 0),

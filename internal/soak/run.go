@@ -180,7 +180,11 @@ func (r *Runner) progress(start time.Time) string {
 			continue
 		}
 		s := ss[len(ss)-1]
-		fmt.Fprintf(&b, " | %s %.1fMiB %dg %dfd %dc", h.Name, float64(s.RSSKiB)/1024, s.Goroutines, s.FDs, s.Conns)
+		lead := ""
+		if s.Role == "leader" {
+			lead = "*"
+		}
+		fmt.Fprintf(&b, " | %s%s %.1fMiB %dg %dfd %dc", h.Name, lead, float64(s.RSSKiB)/1024, s.Goroutines, s.FDs, s.Conns)
 	}
 	ws := faultWindows(r.faultLog)
 	leaders := append([]LeaderChange(nil), r.leaders...)

@@ -24,6 +24,9 @@ type Sample struct {
 	// ConnsBy splits them by corrald service and side (raft-out: this
 	// corrald dialled a peer's raft port; raft-in: a peer dialled it).
 	ConnsBy map[string]int `json:"conns_by,omitempty"`
+	// Role is the process's Raft state (leader, follower, candidate) from
+	// corral_raft_state; empty when the scrape failed.
+	Role string `json:"role,omitempty"`
 	// Raft holds corrald's Raft timer figures since it started (nil when
 	// the scrape failed).
 	Raft *RaftTimers `json:"raft,omitempty"`
@@ -135,8 +138,9 @@ type HostVerdict struct {
 	Segments int `json:"segments"`
 	PID      int `json:"pid"`
 	// Span is the judged segment's length, Judged its samples after the
-	// warm-up, Window how many of those each median takes.
+	// warm-up in Role, Window how many of those each median takes.
 	Span   time.Duration `json:"span_ns"`
+	Role   string        `json:"role,omitempty"`
 	Judged int           `json:"judged"`
 	Window int           `json:"window"`
 	Start  Levels        `json:"start"`
@@ -147,10 +151,15 @@ type HostVerdict struct {
 }
 
 // Judge decides whether host's corrald stayed flat. It takes the longest
-// segment, drops the warm-up from its start, and compares the median of
-// the first tenth of the remaining samples (at least three) with that of
-// the last tenth: goroutines and RSS may grow by their ratio and slack,
-// file descriptors by their slack. Connections are reported, not judged.
+// segment, drops the warm-up from its start, keeps the samples of the
+// Raft role the process held longest (a leader runs replication to each
+// follower and the leader's loops, and keeps more connections: a host
+// that is a follower at the start and the leader at the end would show a
+// step that is no leak, and a leak could hide behind the opposite step),
+// and compares the median of the first tenth of those (at least three)
+// with that of the last tenth: goroutines and RSS may grow by their ratio
+// and slack, file descriptors by their slack. Connections are reported,
+// not judged.
 func Judge(host string, samples []Sample, th Thresholds) HostVerdict {
 	segs := Segments(samples)
 	v := HostVerdict{Host: host, Segments: len(segs), Start: none(), End: none()}
@@ -161,15 +170,26 @@ func Judge(host string, samples []Sample, th Thresholds) HostVerdict {
 	}
 	v.PID, v.Span = seg.PID, seg.Span()
 	from := seg.Samples[0].At.Add(th.Warmup)
-	var judged []Sample
+	var warm []Sample
 	for _, s := range seg.Samples {
 		if !s.At.Before(from) {
+			warm = append(warm, s)
+		}
+	}
+	v.Role = mainRole(warm)
+	var judged []Sample
+	for _, s := range warm {
+		if s.Role == v.Role {
 			judged = append(judged, s)
 		}
 	}
 	v.Judged = len(judged)
 	if len(judged) < th.MinSamples || len(judged) < 2 {
-		v.Verdict = fmt.Sprintf("insufficient samples (%d after the %v warm-up, need %d)", len(judged), th.Warmup, th.MinSamples)
+		in := ""
+		if v.Role != "" {
+			in = " as " + v.Role
+		}
+		v.Verdict = fmt.Sprintf("insufficient samples (%d%s after the %v warm-up, need %d)", len(judged), in, th.Warmup, th.MinSamples)
 		return v
 	}
 	w := max(3, (len(judged)+9)/10)
@@ -195,6 +215,23 @@ func Judge(host string, samples []Sample, th Thresholds) HostVerdict {
 	}
 	v.Verdict, v.OK = "flat", true
 	return v
+}
+
+// mainRole is the role most samples of ss have ("" when none has one).
+// Samples without a role (a failed scrape) count for none.
+func mainRole(ss []Sample) string {
+	n := map[string]int{}
+	best := ""
+	for _, s := range ss {
+		if s.Role == "" {
+			continue
+		}
+		n[s.Role]++
+		if n[s.Role] > n[best] || n[s.Role] == n[best] && s.Role < best {
+			best = s.Role
+		}
+	}
+	return best
 }
 
 func none() Levels { return Levels{RSSKiB: -1, Goroutines: -1, FDs: -1, Conns: -1} }

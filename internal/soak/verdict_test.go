@@ -192,3 +192,45 @@ func TestReportTable(t *testing.T) {
 		}
 	}
 }
+
+// A host that turns leader halfway is judged over the samples of the
+// role it held longest: the leader's extra replication goroutines and
+// connections are no leak, but a leak within that role still shows.
+func TestJudgeOneRole(t *testing.T) {
+	th := DefaultThresholds(time.Hour)
+	roles := func(leak bool) []Sample {
+		s := series(t0, 1, 120, func(i int) (int64, int, int) {
+			gr, fds := 150, 40
+			if i >= 70 {
+				gr, fds = 170, 48 // the leader's
+			}
+			if leak {
+				fds += i / 8
+			}
+			return 60 << 10, gr, fds
+		})
+		for i := range s {
+			s[i].Role = "follower"
+			if i >= 70 {
+				s[i].Role = "leader"
+			}
+		}
+		s[20].Role = "" // a failed scrape
+		return s
+	}
+	v := Judge("h3", roles(false), th)
+	if !v.OK || v.Role != "follower" || v.Judged != 59 {
+		t.Fatalf("%+v", v)
+	}
+	if all := Judge("h3", series(t0, 1, 120, func(i int) (int64, int, int) {
+		if i >= 70 {
+			return 60 << 10, 170, 48
+		}
+		return flat(i)
+	}), th); all.OK {
+		t.Fatal("without roles, the step is growth")
+	}
+	if v := Judge("h3", roles(true), th); v.OK || !strings.Contains(v.Verdict, "fds") {
+		t.Fatalf("a leak as follower: %+v", v)
+	}
+}

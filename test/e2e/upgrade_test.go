@@ -218,7 +218,7 @@ func TestRollingUpgrade(t *testing.T) {
 	} else {
 		t.Logf("host ls:\n%s", out)
 	}
-	if ev := e.event("protocol", ""); !strings.Contains(ev.Message, "raised from 1 to 2") {
+	if ev := e.event("protocol", ""); !strings.Contains(ev.Message, fmt.Sprintf("raised from 1 to %d", raftlog.Protocol)) {
 		t.Fatalf("protocol event: %+v", ev)
 	}
 

@@ -244,7 +244,9 @@ func (s *Server) pinNew() []*guestproc.Proc {
 		}
 		p, err := guestproc.Open(t)
 		if err != nil {
-			if !errors.Is(err, os.ErrProcessDone) {
+			// Gone, or still in execve: the next scan looks again
+			// (every Scan; a fenced host's enforce kills it then).
+			if !errors.Is(err, os.ErrProcessDone) && !errors.Is(err, guestproc.ErrStarting) {
 				s.log.Warn("pin guest", "vm", t.Name, "err", err)
 			}
 			continue

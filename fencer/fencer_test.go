@@ -1,6 +1,7 @@
 package fencer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,6 +36,16 @@ func fakeGuest(t *testing.T, runDir, name string, corral bool) *exec.Cmd {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-exited; stdin.Close() })
+	// Start returns once execve has succeeded, which can be before the
+	// kernel has laid out the new command line: wait to see the name, as
+	// a guest's QEMU has long shown it by the time libvirt writes its pid.
+	testutil.Eventually(t, 5*time.Second, func() error {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))
+		if err != nil || !bytes.Contains(b, []byte("guest="+name)) {
+			return fmt.Errorf("command line of %d not set yet: %q %v", cmd.Process.Pid, b, err)
+		}
+		return nil
+	})
 	xml := "<domstatus><domain type='qemu'><name>" + name + "</name><metadata>"
 	if corral {
 		xml += "<corral:vm xmlns:corral='" + guestproc.MetadataNS + "' id='x'/>"

@@ -108,7 +108,9 @@ type Proc struct {
 }
 
 // Open pins target's process and checks that it is the QEMU of that guest.
-// It returns an error wrapping os.ErrProcessDone when the process is gone.
+// It returns an error wrapping os.ErrProcessDone when the process is gone
+// (or its PID now names another process), and ErrStarting while a process
+// with that PID is still in execve.
 func Open(t Target) (*Proc, error) {
 	fd, err := unix.PidfdOpen(t.PID, 0)
 	if err == unix.ESRCH {
@@ -119,13 +121,26 @@ func Open(t Target) (*Proc, error) {
 	}
 	// The pidfd now refers to whatever process has this PID; the command
 	// line says whether that is still the guest's QEMU.
+	p := &Proc{Name: t.Name, PID: t.PID, fd: fd}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", t.PID))
+	if err == nil && len(cmdline) == 0 && !p.Dead() {
+		// An empty command line on a live process: it is inside execve,
+		// whose caller already saw it succeed while the kernel has not
+		// yet laid out the new arguments. Who it is will be known on the
+		// next look; it is not gone.
+		p.Close()
+		return nil, fmt.Errorf("%s pid %d: %w", t.Name, t.PID, ErrStarting)
+	}
 	if err != nil || !namesGuest(cmdline, t.Name) {
-		unix.Close(fd)
+		p.Close()
 		return nil, fmt.Errorf("%s pid %d: %w (pid reused)", t.Name, t.PID, os.ErrProcessDone)
 	}
-	return &Proc{Name: t.Name, PID: t.PID, fd: fd}, nil
+	return p, nil
 }
+
+// ErrStarting: the process is between fork and a finished execve, so its
+// command line cannot say yet whether it is the guest's QEMU. Look again.
+var ErrStarting = errors.New("process still starting")
 
 // namesGuest reports whether a NUL-separated command line has
 // `-name guest=NAME[,...]`.

@@ -14,6 +14,9 @@ const (
 	CodeUnavailable ErrorCode = "unavailable"
 	CodeInternal    ErrorCode = "internal"
 	CodeForbidden   ErrorCode = "forbidden"
+	// CodeUnauthenticated: no credential, or one that is unknown, expired
+	// or revoked (401).
+	CodeUnauthenticated ErrorCode = "unauthenticated"
 	// CodeRateLimited: the caller sent more requests than its rate allows;
 	// the answer's Retry-After header says when to try again.
 	CodeRateLimited ErrorCode = "rate_limited"
@@ -32,6 +35,8 @@ func (c ErrorCode) Status() int {
 		return http.StatusUnprocessableEntity
 	case CodeForbidden:
 		return http.StatusForbidden
+	case CodeUnauthenticated:
+		return http.StatusUnauthorized
 	case CodeRateLimited:
 		return http.StatusTooManyRequests
 	case CodeNotLeader, CodeUnavailable:
@@ -65,13 +70,14 @@ func (e *Error) Is(target error) bool {
 
 // Sentinels for errors.Is.
 var (
-	ErrNotFound    = &Error{Code: CodeNotFound}
-	ErrInvalid     = &Error{Code: CodeInvalid}
-	ErrConflict    = &Error{Code: CodeConflict}
-	ErrNoCapacity  = &Error{Code: CodeNoCapacity}
-	ErrNotLeader   = &Error{Code: CodeNotLeader}
-	ErrUnavailable = &Error{Code: CodeUnavailable}
-	ErrInternal    = &Error{Code: CodeInternal}
-	ErrForbidden   = &Error{Code: CodeForbidden}
-	ErrRateLimited = &Error{Code: CodeRateLimited}
+	ErrNotFound        = &Error{Code: CodeNotFound}
+	ErrInvalid         = &Error{Code: CodeInvalid}
+	ErrConflict        = &Error{Code: CodeConflict}
+	ErrNoCapacity      = &Error{Code: CodeNoCapacity}
+	ErrNotLeader       = &Error{Code: CodeNotLeader}
+	ErrUnavailable     = &Error{Code: CodeUnavailable}
+	ErrInternal        = &Error{Code: CodeInternal}
+	ErrForbidden       = &Error{Code: CodeForbidden}
+	ErrUnauthenticated = &Error{Code: CodeUnauthenticated}
+	ErrRateLimited     = &Error{Code: CodeRateLimited}
 )

@@ -45,6 +45,11 @@ type Status struct {
 	Protocol      int `json:"protocol"`
 	HostsProtocol int `json:"hosts_protocol"`
 	ThisProtocol  int `json:"this_protocol"`
+	// API is this host's HTTPS API (api_addr) and the SHA-256 fingerprint
+	// of its certificate, which `corralctl remote add` pins; empty when
+	// api_addr is off.
+	API            string `json:"api,omitempty"`
+	APIFingerprint string `json:"api_fingerprint,omitempty"`
 }
 
 // Capacity is what a host offers to guests.
@@ -143,6 +148,35 @@ type JoinTokenCreateRequest struct {
 // in join_token.
 type JoinTokenCreated struct {
 	JoinToken
+	Token string `json:"token"`
+}
+
+// APIToken describes an API token; its secret is shown once, when it is
+// created, and never stored.
+type APIToken struct {
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	Created   time.Time `json:"created"`
+	Expires   time.Time `json:"expires,omitzero"` // zero: never
+	Expired   bool      `json:"expired,omitempty"`
+	CreatedBy string    `json:"created_by,omitempty"`
+}
+
+// APITokenCreateRequest is the body of POST /v1/tokens.
+type APITokenCreateRequest struct {
+	Name string `json:"name"`
+	// Role is viewer, operator or admin.
+	Role string `json:"role"`
+	// Expires is the token's lifetime: a Go duration or a number of days
+	// ("90d"); empty: it never expires.
+	Expires string `json:"expires,omitempty"`
+}
+
+// APITokenCreated is a new API token: Token is the secret a client sends
+// as "Authorization: Bearer TOKEN". This answer is the only place it is
+// ever shown.
+type APITokenCreated struct {
+	APIToken
 	Token string `json:"token"`
 }
 

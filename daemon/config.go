@@ -45,7 +45,10 @@ type Config struct {
 	Socket          string        `toml:"socket" help:"path of the admin API Unix socket"`
 	SocketGroup     string        `toml:"socket_group" help:"group whose members are admins on the socket (as root is), when it exists"`
 	SocketReadGroup string        `toml:"socket_read_group" help:"group whose members may read (viewer role) through the socket, which then accepts any user's connection and refuses everything to users in neither group; empty: none"`
-	APIRateLimit    float64       `toml:"api_rate_limit" help:"requests a second each API client (a uid on the socket) may send, bursts of twice that; beyond, 429 with Retry-After (0: no limit)"`
+	APIRateLimit    float64       `toml:"api_rate_limit" help:"requests a second each API client (a uid on the socket, a token on the HTTPS API) may send, bursts of twice that; beyond, 429 with Retry-After (0: no limit)"`
+	APIAddr         string        `toml:"api_addr" help:"address:port of the HTTPS API, the socket's routes for remote clients with API tokens (corralctl token create, corralctl remote add)"`
+	TLSCert         string        `toml:"tls_cert" help:"PEM certificate (chain) the HTTPS API presents, with tls_key; empty: corrald makes a self-signed one in data_dir and logs its fingerprint"`
+	TLSKey          string        `toml:"tls_key" help:"PEM private key of tls_cert"`
 	LogLevel        string        `toml:"log_level" help:"debug, info, warn or error"`
 	LogFormat       string        `toml:"log_format" help:"text or json"`
 	JoinToken       string        `toml:"join_token" secret:"true" help:"join token from a member (corralctl cluster token create); with no cluster identity in data_dir/identity, this host joins with it at start (a secret: config file only, never a flag)"`
@@ -361,6 +364,14 @@ func (c *Config) Validate() error {
 	}
 	if c.APIRateLimit < 0 {
 		return fmt.Errorf("api_rate_limit %g: want 0 (no limit) or more", c.APIRateLimit)
+	}
+	if c.APIAddr != "" {
+		if _, _, err := net.SplitHostPort(c.APIAddr); err != nil {
+			return bad("api_addr", "%q: %v", c.APIAddr, err)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return bad("tls_cert", "tls_cert and tls_key go together: set both or neither")
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

@@ -27,6 +27,9 @@ var configExamples = map[string]struct{ value, dflt string }{
 	"watchdog_device": {`"/dev/watchdog"`, "none"},
 	"uplink":          {`"eth0"`, "the interface holding advertise_addr"},
 	"metrics_addr":    {`"127.0.0.1:9480"`, "none: no metrics listener"},
+	"api_addr":        {`"192.0.2.11:8443"`, "none: no HTTPS API, the socket only"},
+	"tls_cert":        {`"/etc/corral/api.crt"`, "none: a self-signed certificate in data_dir"},
+	"tls_key":         {`"/etc/corral/api.key"`, "none"},
 }
 
 // ExampleConfig returns a config file that documents every key: its help

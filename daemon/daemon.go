@@ -45,14 +45,17 @@ type Daemon struct {
 	leader  *controller.Leader
 	boot    *controller.Bootstrap
 	admin   *adminapi.Server
-	driver  GuestDriver
-	host    *controller.HostLoop
-	lease   *controller.Lease
-	fencer  *fencer.Client // nil without fencer_socket
-	netloop *controller.NetLoop
-	monitor *hwmon.Monitor
-	hw      hardware
-	metrics *metrics.Metrics
+	// apiFingerprint is the HTTPS API's certificate's (api_addr; set by
+	// Run before the API serves, empty without it).
+	apiFingerprint string
+	driver         GuestDriver
+	host           *controller.HostLoop
+	lease          *controller.Lease
+	fencer         *fencer.Client // nil without fencer_socket
+	netloop        *controller.NetLoop
+	monitor        *hwmon.Monitor
+	hw             hardware
+	metrics        *metrics.Metrics
 
 	ready chan struct{}
 	// caughtUp is closed once the local state has caught up with the
@@ -285,6 +288,13 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("cluster rpc: %w", err)
 	}
 	defer rpcLn.Close()
+	var apiLn net.Listener
+	if d.cfg.APIAddr != "" {
+		if apiLn, err = d.listenAPI(); err != nil {
+			return err
+		}
+		defer apiLn.Close()
+	}
 	var metricsLn net.Listener
 	if d.cfg.MetricsAddr != "" {
 		if metricsLn, err = net.Listen("tcp", d.cfg.MetricsAddr); err != nil {
@@ -361,6 +371,11 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		})
 	}
 	start("adminapi", func(ctx context.Context) error { return d.admin.Serve(ctx, adminLn) })
+	if apiLn != nil {
+		d.admin.Tokens = d.lookupAPIToken
+		start("api", func(ctx context.Context) error { return d.admin.ServeAPI(ctx, apiLn) })
+		d.log.Info("HTTPS API listening", "addr", apiLn.Addr().String(), "fingerprint", d.apiFingerprint)
+	}
 	close(d.ready)
 	d.log.Info("corrald running", "version", version.Version, "advertise", d.cfg.AdvertiseAddr,
 		"socket", d.cfg.Socket, "seeds", d.cfg.Seeds)

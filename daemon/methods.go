@@ -83,6 +83,10 @@ var (
 	mTokenRevoke  = daemonLeaderOnly("token.revoke", (*Daemon).revokeToken)
 	mTokenRecord  = daemonLeaderOnly("token.record", (*Daemon).recordToken)
 	mGossipRotate = daemonLeaderOnly("gossip.rotate", (*Daemon).rotateGossipKey)
+	// API tokens: only with FeatureAPITokens (checked before forwarding),
+	// so a leader that does not know them is never asked.
+	mAPITokenAdd    = daemonLeaderOnly("apitoken.add", (*Daemon).addAPIToken)
+	mAPITokenRevoke = daemonLeaderOnly("apitoken.revoke", (*Daemon).revokeAPIToken)
 
 	// Served by every host, to callers without a certificate too: a host
 	// joining (followers pass it to the leader).
@@ -105,7 +109,7 @@ var (
 var leaderMethods = []interface{ register(*Daemon) }{
 	mVMCreate, mVMPower, mVMRestart, mVMResize, mVMDelete, mVMReport, mVMRelocate, mVMMigrate, mVMMigrated,
 	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostRemove, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
-	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord, mGossipRotate,
+	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord, mGossipRotate, mAPITokenAdd, mAPITokenRevoke,
 }
 
 // vmHost is the host a VM is placed on: the one that reports its migration.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -54,6 +56,8 @@ type testHost struct {
 	cancel context.CancelFunc
 	done   chan error
 	client *client.Client
+	// logs, when set before start, receives every log record.
+	logs io.Writer
 }
 
 // testCluster builds configs for n hosts on 127.0.0.1..n with free ports;
@@ -113,7 +117,11 @@ func newTestCluster(t testing.TB, n int, seeds []int, mod func(i int, c *Config)
 // start runs the daemon in the background.
 func (h *testHost) start() {
 	h.t.Helper()
-	log := testutil.Logger(h.t).With("test_host", h.cfg.Name)
+	log := testutil.Logger(h.t)
+	if h.logs != nil { // every record, debug included, for tests that read the logs
+		log = slog.New(slog.NewMultiHandler(log.Handler(), slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}
+	log = log.With("test_host", h.cfg.Name)
 	if err := Join(ctxT(h.t), h.cfg, log); err != nil {
 		h.t.Fatal(err)
 	}

@@ -52,6 +52,9 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 		out.Lease = "fencing"
 	}
 	out.Exposures = d.exposures()
+	if d.cfg.APIAddr != "" {
+		out.API, out.APIFingerprint = "https://"+d.cfg.APIAddr, d.apiFingerprint
+	}
 	out.Fencer = "none"
 	if d.fencer != nil {
 		out.Fencer = "unreachable"

@@ -16,4 +16,7 @@ var (
 	// ErrForbidden: the caller is not allowed this (a host speaking for
 	// another, a request without a cluster certificate, a bad join token).
 	ErrForbidden = errors.New("forbidden")
+	// ErrUnauthenticated: the caller did not say who it is, or said it
+	// with a credential that is unknown, expired or revoked.
+	ErrUnauthenticated = errors.New("unauthenticated")
 )

@@ -99,6 +99,9 @@ type Cluster struct {
 	// first; empty until the first rotation (each host's identity holds the
 	// one it joined with). A secret: never shown by the admin API.
 	GossipKeys [][]byte `json:"gossip_keys,omitempty"`
+	// APITokens are the tokens a client of the HTTPS API may present (at
+	// most MaxAPITokens; expired ones are dropped when a token is added).
+	APITokens []APIToken `json:"api_tokens,omitempty"`
 	// Protocol is the cluster protocol (raftlog.SetProtocol): every host
 	// ran at least this one when the leader raised it, and it is never
 	// lowered. 0 means 1.

@@ -60,6 +60,10 @@ const (
 	// is older than the protocol it records, and must not go on as if it
 	// were not there (a protocol 1 corrald logs it as refused).
 	TypeSetProtocol Type = 63
+	// API tokens (FeatureAPITokens): not skippable, since a replica that
+	// skipped a revocation would go on admitting the token.
+	TypeAddAPIToken    Type = 64
+	TypeRevokeAPIToken Type = 65
 
 	TypeBatch Type = 30
 )
@@ -276,6 +280,19 @@ type SetProtocol struct {
 	Protocol int `json:"protocol"`
 }
 
+// AddAPIToken records an API token. Tokens expired at Time are dropped
+// first; refused when the name is taken or MaxAPITokens are kept.
+type AddAPIToken struct {
+	Token model.APIToken `json:"token"`
+	Time  time.Time      `json:"time"`
+}
+
+// RevokeAPIToken forgets an API token: every host refuses it once it has
+// applied this.
+type RevokeAPIToken struct {
+	Name string `json:"name"`
+}
+
 // RevokeJoinToken forgets a join token: it admits no host from then on.
 type RevokeJoinToken struct {
 	ID string `json:"id"`
@@ -332,6 +349,8 @@ func (AbortMigration) Type() Type  { return TypeAbortMigration }
 func (SetHA) Type() Type           { return TypeSetHA }
 func (AddJoinToken) Type() Type    { return TypeAddJoinToken }
 func (RevokeJoinToken) Type() Type { return TypeRevokeJoinToken }
+func (AddAPIToken) Type() Type     { return TypeAddAPIToken }
+func (RevokeAPIToken) Type() Type  { return TypeRevokeAPIToken }
 func (SetGossipKeys) Type() Type   { return TypeSetGossipKeys }
 func (SetProtocol) Type() Type     { return TypeSetProtocol }
 func (SetHostStopped) Type() Type  { return TypeSetHostStopped }
@@ -417,6 +436,10 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[AddJoinToken](t, body)
 	case TypeRevokeJoinToken:
 		return decodeAs[RevokeJoinToken](t, body)
+	case TypeAddAPIToken:
+		return decodeAs[AddAPIToken](t, body)
+	case TypeRevokeAPIToken:
+		return decodeAs[RevokeAPIToken](t, body)
 	case TypeSetGossipKeys:
 		return decodeAs[SetGossipKeys](t, body)
 	case TypeSetProtocol:

@@ -21,7 +21,8 @@ import (
 //  2. The SetProtocol entry; VM reports carry restart times
 //     (FeatureRestartTimes); host.remove takes force (FeatureForceRemove).
 //  3. Events carry who asked for them (FeatureAudit).
-const Protocol = 3
+//  4. API tokens for the HTTPS API (FeatureAPITokens).
+const Protocol = 4
 
 // Feature is something a newer protocol added that a host of an older one
 // would refuse or misread: a log entry type or field, an RPC method or
@@ -45,6 +46,10 @@ var FeatureForceRemove = Feature{Name: "host rm --force", Since: 2}
 // protocol 2 replica would decode such an event without them (entries are
 // decoded leniently), and replicas would then hold different logs.
 var FeatureAudit = Feature{Name: "the audit fields of events", Since: 3}
+
+// FeatureAPITokens: the AddAPIToken and RevokeAPIToken entries, which a
+// protocol 3 replica would refuse (it could not check the tokens).
+var FeatureAPITokens = Feature{Name: "API tokens", Since: 4}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

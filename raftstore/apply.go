@@ -98,6 +98,20 @@ func (s *State) apply(c raftlog.Command) any {
 		return nil
 	case raftlog.SetProtocol:
 		return s.setProtocol(c)
+	case raftlog.AddAPIToken:
+		return s.addAPIToken(c)
+	case raftlog.RevokeAPIToken:
+		kept := make([]model.APIToken, 0, len(s.cluster.APITokens))
+		for _, t := range s.cluster.APITokens {
+			if t.Name != c.Name {
+				kept = append(kept, t)
+			}
+		}
+		if len(kept) == len(s.cluster.APITokens) {
+			return fmt.Errorf("API token %q: %w", c.Name, model.ErrNotFound)
+		}
+		s.cluster.APITokens = kept
+		return nil
 	case raftlog.RevokeJoinToken:
 		kept := make([]model.JoinToken, 0, len(s.cluster.JoinTokens))
 		for _, t := range s.cluster.JoinTokens {
@@ -540,6 +554,32 @@ func (s *State) deleteNetwork(c raftlog.DeleteNetwork) error {
 		return fmt.Errorf("network %q is used by %d VMs (%s): %w", c.Name, len(users), strings.Join(users, ", "), model.ErrConflict)
 	}
 	delete(s.networks, c.Name)
+	return nil
+}
+
+// addAPIToken, like addJoinToken, replaces the slice. Names are unique
+// among live tokens, and so are hashes (a repeated hash would be a
+// repeated secret: two names for one bearer).
+func (s *State) addAPIToken(c raftlog.AddAPIToken) error {
+	if err := c.Token.Validate(); err != nil {
+		return err
+	}
+	kept := make([]model.APIToken, 0, len(s.cluster.APITokens)+1)
+	for _, t := range s.cluster.APITokens {
+		if t.Name == c.Token.Name {
+			return fmt.Errorf("API token %q exists: revoke it first: %w", t.Name, model.ErrConflict)
+		}
+		if t.Hash == c.Token.Hash {
+			return fmt.Errorf("API token %q: its secret is token %q's: %w", c.Token.Name, t.Name, model.ErrConflict)
+		}
+		if !t.Expired(c.Time) {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) >= model.MaxAPITokens {
+		return fmt.Errorf("%d API tokens are live, at most %d: revoke some: %w", len(kept), model.MaxAPITokens, model.ErrInvalid)
+	}
+	s.cluster.APITokens = append(kept, c.Token)
 	return nil
 }
 

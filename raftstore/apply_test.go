@@ -303,6 +303,31 @@ func TestApplyRules(t *testing.T) {
 				}
 			}},
 		{name: "revoke unknown join token", cmd: raftlog.RevokeJoinToken{ID: "a00000000001"}, wantErr: model.ErrNotFound},
+		{name: "API token", cmd: raftlog.AddAPIToken{Token: apiTok("ci", 1, t0, t0.Add(time.Hour)), Time: t0}, check: func(t *testing.T, s *State) {
+			if len(s.cluster.APITokens) != 1 || s.cluster.APITokens[0].Role != model.RoleOperator {
+				t.Errorf("tokens %+v", s.cluster.APITokens)
+			}
+		}},
+		{name: "API token name taken", setup: []raftlog.Command{raftlog.AddAPIToken{Token: apiTok("ci", 1, t0, time.Time{}), Time: t0}},
+			cmd: raftlog.AddAPIToken{Token: apiTok("ci", 2, t0, time.Time{}), Time: t0}, wantErr: model.ErrConflict},
+		{name: "API token secret taken", setup: []raftlog.Command{raftlog.AddAPIToken{Token: apiTok("ci", 1, t0, time.Time{}), Time: t0}},
+			cmd: raftlog.AddAPIToken{Token: apiTok("cd", 1, t0, time.Time{}), Time: t0}, wantErr: model.ErrConflict},
+		{name: "API token bad role", cmd: raftlog.AddAPIToken{Token: func() model.APIToken { a := apiTok("ci", 1, t0, time.Time{}); a.Role = "root"; return a }(), Time: t0}, wantErr: model.ErrInvalid},
+		{name: "API tokens bounded", setup: manyAPITokens(model.MaxAPITokens, t0),
+			cmd: raftlog.AddAPIToken{Token: apiTok("last", 9999, t0, time.Time{}), Time: t0}, wantErr: model.ErrInvalid},
+		{name: "expired API tokens dropped", setup: manyAPITokens(model.MaxAPITokens, t0),
+			cmd: raftlog.AddAPIToken{Token: apiTok("last", 9999, t0, time.Time{}), Time: t0.Add(2 * time.Hour)}, check: func(t *testing.T, s *State) {
+				if len(s.cluster.APITokens) != 1 || s.cluster.APITokens[0].Name != "last" {
+					t.Errorf("tokens %+v", s.cluster.APITokens)
+				}
+			}},
+		{name: "revoke API token", setup: []raftlog.Command{raftlog.AddAPIToken{Token: apiTok("ci", 1, t0, time.Time{}), Time: t0}},
+			cmd: raftlog.RevokeAPIToken{Name: "ci"}, check: func(t *testing.T, s *State) {
+				if len(s.cluster.APITokens) != 0 {
+					t.Errorf("tokens %+v", s.cluster.APITokens)
+				}
+			}},
+		{name: "revoke unknown API token", cmd: raftlog.RevokeAPIToken{Name: "ci"}, wantErr: model.ErrNotFound},
 		{name: "disarm", cmd: raftlog.SetHA{Disarmed: true}, check: func(t *testing.T, s *State) {
 			if !s.cluster.HADisarmed {
 				t.Error("not disarmed")
@@ -614,6 +639,20 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func tok(id string, created, expires time.Time) model.JoinToken {
 	return model.JoinToken{ID: id, Hash: strings.Repeat("ab", 32), Created: created, Expires: expires}
+}
+
+// apiTok is an operator token whose hash is that of secret number n.
+func apiTok(name string, n int, created, expires time.Time) model.APIToken {
+	return model.APIToken{Name: name, Role: model.RoleOperator, Hash: model.APITokenHash(fmt.Sprint(n)), Created: created, Expires: expires}
+}
+
+// manyAPITokens adds n tokens that expire an hour after at.
+func manyAPITokens(n int, at time.Time) []raftlog.Command {
+	var out []raftlog.Command
+	for i := 0; i < n; i++ {
+		out = append(out, raftlog.AddAPIToken{Token: apiTok(fmt.Sprintf("t%d", i), i, at, at.Add(time.Hour)), Time: at})
+	}
+	return out
 }
 
 func manyTokens(n int, at time.Time) []raftlog.Command {

@@ -7,6 +7,10 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +33,11 @@ const DefaultSocket = "/run/corral/corral.sock"
 type Client struct {
 	// Socket is the path of the admin socket; empty means DefaultSocket.
 	Socket string
+	// URL, when set, is a corrald's HTTPS API (https://host:port), used
+	// instead of the socket: Token goes with every request as its bearer,
+	// and the server must present the certificate whose SHA-256 is
+	// Fingerprint (hex; empty: one the system's roots verify).
+	URL, Token, Fingerprint string
 
 	once sync.Once
 	hc   *http.Client
@@ -36,6 +46,11 @@ type Client struct {
 // New returns a client for the socket at path.
 func New(path string) *Client { return &Client{Socket: path} }
 
+// NewRemote returns a client of the HTTPS API at url.
+func NewRemote(url, token, fingerprint string) *Client {
+	return &Client{URL: strings.TrimRight(url, "/"), Token: token, Fingerprint: fingerprint}
+}
+
 func (c *Client) socket() string {
 	if c.Socket == "" {
 		return DefaultSocket
@@ -43,20 +58,106 @@ func (c *Client) socket() string {
 	return c.Socket
 }
 
+// where names the corrald this client talks to, for messages.
+func (c *Client) where() string {
+	if c.URL != "" {
+		return c.URL
+	}
+	return c.socket()
+}
+
+func (c *Client) base() string {
+	if c.URL != "" {
+		return c.URL
+	}
+	return "http://corrald"
+}
+
 func (c *Client) http() *http.Client {
 	c.once.Do(func() {
-		path := c.socket()
-		c.hc = &http.Client{Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		// A client that is dropped (a program making one per call) must
+		// not hold its connection, and the daemon's, for good.
+		tr := &http.Transport{IdleConnTimeout: 30 * time.Second}
+		if c.URL == "" {
+			path := c.socket()
+			tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
 				return d.DialContext(ctx, "unix", path)
-			},
-			// A client that is dropped (a program making one per call)
-			// must not hold its connection, and the daemon's, for good.
-			IdleConnTimeout: 30 * time.Second,
-		}}
+			}
+		} else {
+			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			tr.ForceAttemptHTTP2 = true
+			tr.Proxy = http.ProxyFromEnvironment
+			if c.Fingerprint != "" {
+				want := NormalizeFingerprint(c.Fingerprint)
+				// The pin replaces the name check: the certificate is
+				// the one the operator accepted, whatever it names.
+				tr.TLSClientConfig.InsecureSkipVerify = true
+				tr.TLSClientConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+					if len(cs.PeerCertificates) == 0 {
+						return errors.New("the server presented no certificate")
+					}
+					if got := Fingerprint(cs.PeerCertificates[0]); got != want {
+						return fmt.Errorf("the server's certificate has fingerprint %s, not the pinned %s: "+
+							"if its certificate was replaced on purpose, add the remote again", got, want)
+					}
+					return nil
+				}
+			}
+		}
+		c.hc = &http.Client{Transport: tr}
 	})
 	return c.hc
+}
+
+// Fingerprint is the SHA-256 of a certificate, as corrald prints it and
+// remotes pin it: 64 lower-case hex digits.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// NormalizeFingerprint accepts a fingerprint with colons or in upper case.
+func NormalizeFingerprint(fp string) string {
+	return strings.ToLower(strings.ReplaceAll(strings.TrimSpace(fp), ":", ""))
+}
+
+// FetchFingerprint connects to an HTTPS API without trusting it yet and
+// returns the fingerprint of the certificate it presents (trust on first
+// use: the caller shows it and pins it once accepted).
+func FetchFingerprint(ctx context.Context, rawURL string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return "", fmt.Errorf("%q: want https://HOST:PORT", rawURL)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "443")
+	}
+	d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}}
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return "", fmt.Errorf("connect to %s: %w", host, err)
+	}
+	defer conn.Close()
+	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return "", fmt.Errorf("%s presented no certificate", host)
+	}
+	return Fingerprint(certs[0]), nil
+}
+
+// newRequest builds a request to the daemon, with the bearer token when
+// the client has one.
+func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base()+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return req, nil
 }
 
 // Do sends a request with in as the JSON body (nil for none; an io.Reader
@@ -81,7 +182,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		if stream == nil && data != nil {
 			body = bytes.NewReader(data)
 		}
-		req, err := http.NewRequestWithContext(ctx, method, "http://corrald"+path, body)
+		req, err := c.newRequest(ctx, method, path, body)
 		if err != nil {
 			return err
 		}
@@ -91,13 +192,13 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		resp, err := c.http().Do(req)
 		if err != nil {
 			if ctx.Err() != nil {
-				return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("corrald at %s: %v", c.socket(), ctx.Err())}
+				return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("corrald at %s: %v", c.where(), ctx.Err())}
 			}
 			var uerr *url.Error
 			if errors.As(err, &uerr) {
 				err = uerr.Err
 			}
-			return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach corrald at %s (is it running?): %v", c.socket(), err)}
+			return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach corrald at %s (is it running?): %v", c.where(), err)}
 		}
 		if wait, ok := retryAfter(resp); ok && stream == nil && attempt < 5 {
 			resp.Body.Close()
@@ -107,7 +208,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 				continue
 			case <-ctx.Done():
 				t.Stop()
-				return &api.Error{Code: api.CodeRateLimited, Message: fmt.Sprintf("corrald at %s: rate limited: %v", c.socket(), ctx.Err())}
+				return &api.Error{Code: api.CodeRateLimited, Message: fmt.Sprintf("corrald at %s: rate limited: %v", c.where(), ctx.Err())}
 			}
 		}
 		defer resp.Body.Close()
@@ -224,6 +325,25 @@ func (c *Client) CreateJoinToken(ctx context.Context, req api.JoinTokenCreateReq
 // RevokeJoinToken makes a join token admit no more hosts.
 func (c *Client) RevokeJoinToken(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/cluster/tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// APITokens lists the cluster's API tokens (never their secrets).
+func (c *Client) APITokens(ctx context.Context) ([]api.APIToken, error) {
+	var out []api.APIToken
+	err := c.Do(ctx, http.MethodGet, "/v1/tokens", nil, &out)
+	return out, err
+}
+
+// CreateAPIToken makes an API token; the answer holds its secret.
+func (c *Client) CreateAPIToken(ctx context.Context, req api.APITokenCreateRequest) (api.APITokenCreated, error) {
+	var out api.APITokenCreated
+	err := c.Do(ctx, http.MethodPost, "/v1/tokens", req, &out)
+	return out, err
+}
+
+// RevokeAPIToken makes every host refuse an API token.
+func (c *Client) RevokeAPIToken(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(name), nil, nil)
 }
 
 // RotateGossipKey replaces the cluster's gossip key on every live host.

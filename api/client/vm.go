@@ -123,7 +123,7 @@ func (c *Client) Images(ctx context.Context) ([]api.Image, error) {
 
 // ImportImage uploads r (size bytes, -1 when unknown) as image name.
 func (c *Client) ImportImage(ctx context.Context, name string, r io.Reader, size int64) (api.Image, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://corrald/v1/images/"+url.PathEscape(name), r)
+	req, err := c.newRequest(ctx, http.MethodPut, "/v1/images/"+url.PathEscape(name), r)
 	if err != nil {
 		return api.Image{}, err
 	}
@@ -131,7 +131,7 @@ func (c *Client) ImportImage(ctx context.Context, name string, r io.Reader, size
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := c.http().Do(req)
 	if err != nil {
-		return api.Image{}, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("upload to corrald at %s: %v", c.socket(), err)}
+		return api.Image{}, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("upload to corrald at %s: %v", c.where(), err)}
 	}
 	defer resp.Body.Close()
 	var out api.Image

@@ -33,12 +33,15 @@ func (r Role) String() string {
 }
 
 // routeRole is the role a route needs: reads need a viewer, host and
-// cluster changes an admin, any other change an operator. A guest's console
+// cluster changes and everything about API tokens an admin, any other
+// change an operator. A guest's console
 // output is an operator's: guests print secrets there (cloud-init's
 // generated passwords, keys).
 func routeRole(pattern string) Role {
 	method, path, _ := strings.Cut(pattern, " ")
 	switch {
+	case strings.HasPrefix(path, "/v1/tokens"):
+		return RoleAdmin // who holds which token is an admin's business
 	case path == "/v1/vms/{name}/console":
 		return RoleOperator
 	case method == http.MethodGet:
@@ -86,15 +89,17 @@ func ResolveAccess(adminGroup, readGroup string) (Access, error) {
 	return a, nil
 }
 
-// peer is a socket client's credentials and what they allow.
+// peer is a client: on the socket its credentials and what they allow,
+// on the HTTPS API the token it presented.
 type peer struct {
+	name     string // "uid 1000", "token ci": the audit trail's actor
 	uid, gid uint32
 	groups   []uint32
 	role     Role
-	why      string // "root", "group 1001", ...
+	why      string // "root", "group 1001", "token", ...
 }
 
-func (p peer) String() string { return fmt.Sprintf("uid %d (%s: %s)", p.uid, p.role, p.why) }
+func (p peer) String() string { return fmt.Sprintf("%s (%s: %s)", p.name, p.role, p.why) }
 
 // roleOf gives the role of credentials.
 func (a Access) roleOf(p *peer) {
@@ -135,7 +140,7 @@ func (a Access) withPeer(ctx context.Context, c net.Conn) context.Context {
 		// Without SO_PEERGROUPS (Linux before 4.13) only the primary
 		// group counts.
 		groups, _ := peerGroups(int(fd))
-		p = &peer{uid: cred.Uid, gid: cred.Gid, groups: groups}
+		p = &peer{name: "uid " + strconv.FormatUint(uint64(cred.Uid), 10), uid: cred.Uid, gid: cred.Gid, groups: groups}
 	})
 	if p == nil {
 		return ctx
@@ -167,10 +172,11 @@ func peerGroups(fd int) ([]uint32, error) {
 	}
 }
 
-// peerIdentity names the client of a request: "uid N" on the socket.
+// peerIdentity names the client of a request: "uid N" on the socket,
+// "token NAME" on the HTTPS API.
 func peerIdentity(r *http.Request) string {
-	if p, ok := r.Context().Value(peerKey{}).(peer); ok {
-		return "uid " + strconv.FormatUint(uint64(p.uid), 10)
+	if p, ok := r.Context().Value(peerKey{}).(peer); ok && p.name != "" {
+		return p.name
 	}
 	return r.RemoteAddr
 }
@@ -179,6 +185,8 @@ func peerIdentity(r *http.Request) string {
 // client's identity, the socket of this host, and a request id (the
 // client's X-Request-Id when it is a fair one, else a new one), which every
 // answer past the rate limit carries back, refusals included.
+// On the socket the source is "socket@HOST", on the HTTPS API
+// "api@HOST from ADDRESS" (the client's address and port).
 func (s *Server) withOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(origin.RequestIDHeader)
@@ -186,9 +194,16 @@ func (s *Server) withOrigin(next http.Handler) http.Handler {
 			id = origin.NewRequestID()
 		}
 		w.Header().Set(origin.RequestIDHeader, id)
-		o := origin.Origin{Actor: peerIdentity(r), Source: "socket@" + s.Host, RequestID: id}
+		source := "socket@" + s.Host
+		if r.TLS != nil {
+			source = "api@" + s.Host + " from " + r.RemoteAddr
+		}
+		o := origin.Origin{Actor: peerIdentity(r), Source: source, RequestID: id}
 		if o.Check() != nil { // a host name is checked at start; this is belt and braces
 			o.Source = "socket"
+			if r.TLS != nil {
+				o.Source = "api"
+			}
 		}
 		next.ServeHTTP(w, r.WithContext(origin.With(r.Context(), o)))
 	})
@@ -209,7 +224,7 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		}
 		if p.role < need {
 			err := fmt.Errorf("%s may not %s %s: it needs the %s role: %w", p, r.Method, r.URL.Path, need, model.ErrForbidden)
-			if p.role == RoleNone {
+			if p.role == RoleNone && r.TLS == nil {
 				err = fmt.Errorf("%s may not use this socket (root, socket_group: admin; socket_read_group: viewer): %w", p, model.ErrForbidden)
 			}
 			writeError(w, errcode.ToAPI(err))

@@ -28,6 +28,9 @@ func TestRouteRoles(t *testing.T) {
 		"POST /v1/hosts/{name}/drain":        RoleAdmin,
 		"PUT /v1/cluster/ha":                 RoleAdmin,
 		"POST /v1/cluster/gossip-key/rotate": RoleAdmin,
+		"GET /v1/tokens":                     RoleAdmin,
+		"POST /v1/tokens":                    RoleAdmin,
+		"DELETE /v1/tokens/{name}":           RoleAdmin,
 	} {
 		if got := routeRole(pattern); got != want {
 			t.Errorf("%s needs %s, want %s", pattern, got, want)

@@ -29,6 +29,7 @@ func FuzzDecode(f *testing.F) {
 		func() any { return &api.VMCreateRequest{} },
 		func() any { return &api.VMResizeRequest{} },
 		func() any { return &api.NetworkCreateRequest{} },
+		func() any { return &api.APITokenCreateRequest{} },
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, target := range targets {

@@ -39,6 +39,9 @@ type Backend interface {
 	JoinTokens(ctx context.Context) ([]api.JoinToken, error)
 	CreateJoinToken(ctx context.Context, req api.JoinTokenCreateRequest) (api.JoinTokenCreated, error)
 	RevokeJoinToken(ctx context.Context, id string) error
+	APITokens(ctx context.Context) ([]api.APIToken, error)
+	CreateAPIToken(ctx context.Context, req api.APITokenCreateRequest) (api.APITokenCreated, error)
+	RevokeAPIToken(ctx context.Context, name string) error
 	RotateGossipKey(ctx context.Context) (api.GossipKeyRotation, error)
 	MigrateVM(ctx context.Context, name string, req api.VMMigrateRequest) (api.VM, error)
 
@@ -76,10 +79,13 @@ type Server struct {
 	// Host names this host in the audit trail: a request through its
 	// socket has the source "socket@Host".
 	Host string
-	b    Backend
-	log  *slog.Logger
-	mux  *http.ServeMux
-	need map[string]Role // by route pattern
+	// Tokens finds the live API token whose secret a client of the HTTPS
+	// API presents (ServeAPI); nil: none is.
+	Tokens func(secret string) (model.APIToken, bool)
+	b      Backend
+	log    *slog.Logger
+	mux    *http.ServeMux
+	need   map[string]Role // by route pattern
 }
 
 type route struct {
@@ -215,6 +221,22 @@ func (s *Server) routes() []route {
 		}},
 		{"DELETE /v1/cluster/tokens/{id}", doc{summary: "revoke a join token", out: struct{}{}}, func(r *http.Request) (any, error) {
 			return struct{}{}, s.b.RevokeJoinToken(r.Context(), r.PathValue("id"))
+		}},
+
+		{"GET /v1/tokens", doc{summary: "API tokens (never their secrets)", out: []api.APIToken{}}, func(r *http.Request) (any, error) { return s.b.APITokens(r.Context()) }},
+		{"POST /v1/tokens", doc{summary: "create an API token; its secret is in this answer only", in: api.APITokenCreateRequest{}, out: api.APITokenCreated{}}, func(r *http.Request) (any, error) {
+			var req api.APITokenCreateRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.CreateAPIToken(r.Context(), req)
+		}},
+		{"DELETE /v1/tokens/{name}", doc{summary: "revoke an API token: every host refuses it once it has applied the revocation", out: struct{}{}}, func(r *http.Request) (any, error) {
+			name := r.PathValue("name")
+			if err := model.ValidateName("token", name); err != nil {
+				return nil, err
+			}
+			return struct{}{}, s.b.RevokeAPIToken(r.Context(), name)
 		}},
 
 		{"GET /v1/vms", doc{summary: "every VM in cluster state", out: []api.VM{}}, func(r *http.Request) (any, error) { return s.b.VMs(r.Context()) }},

@@ -23,6 +23,7 @@ var table = []struct {
 	{model.ErrNotLeader, api.CodeNotLeader},
 	{model.ErrUnavailable, api.CodeUnavailable},
 	{model.ErrForbidden, api.CodeForbidden},
+	{model.ErrUnauthenticated, api.CodeUnauthenticated},
 	{context.DeadlineExceeded, api.CodeUnavailable},
 }
 

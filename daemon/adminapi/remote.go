@@ -1,0 +1,96 @@
+package adminapi
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/corralhq/corral/internal/errcode"
+	"github.com/corralhq/corral/internal/httpserve"
+	"github.com/corralhq/corral/model"
+)
+
+// APILimits bound the HTTPS API listener: 512 requests in flight in all.
+// The rate limit (Server.RateLimit) counts per token, after the token is
+// known, so a client that presents none costs one hash and a 401.
+var APILimits = httpserve.Limits{MaxInFlight: 512}
+
+// ServeAPI answers on ln, a TLS listener (api_addr), until ctx ends: the
+// same routes as the socket, each client named by the API token it sends
+// as "Authorization: Bearer SECRET" and given that token's role.
+func (s *Server) ServeAPI(ctx context.Context, ln net.Listener) error {
+	perToken := httpserve.Limits{Rate: s.RateLimit, Burst: int(2 * s.RateLimit), Identity: peerIdentity}
+	h := s.bearer(httpserve.Limit(s.withOrigin(s.authorize(s.mux)), perToken))
+	return httpserve.Serve(ctx, ln, h, s.log, APILimits)
+}
+
+// bearer admits a request that carries a live API token (s.Tokens) and
+// answers any other 401; the token names the client and gives its role.
+// Neither a secret nor its hash ever appears in an answer or a log.
+func (s *Server) bearer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t, err := s.authenticate(r)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="corral"`)
+			writeError(w, errcode.ToAPI(err))
+			return
+		}
+		p := peer{name: "token " + t.Name, role: roleNamed(t.Role), why: "token"}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), peerKey{}, p)))
+	})
+}
+
+func (s *Server) authenticate(r *http.Request) (model.APIToken, error) {
+	secret, err := bearerSecret(r.Header.Values("Authorization"))
+	if err != nil {
+		return model.APIToken{}, err
+	}
+	if s.Tokens == nil {
+		return model.APIToken{}, fmt.Errorf("this host knows no API tokens: %w", model.ErrUnauthenticated)
+	}
+	t, ok := s.Tokens(secret)
+	if !ok {
+		return model.APIToken{}, fmt.Errorf("unknown or revoked API token: %w", model.ErrUnauthenticated)
+	}
+	if t.Expired(time.Now()) {
+		return model.APIToken{}, fmt.Errorf("API token %q expired at %s: %w", t.Name, t.Expires.Format(time.RFC3339), model.ErrUnauthenticated)
+	}
+	return t, nil
+}
+
+// bearerSecret takes the secret from the Authorization header: exactly
+// one, "Bearer SECRET", and SECRET of an API token's form. Its errors
+// never quote the header.
+func bearerSecret(values []string) (string, error) {
+	switch len(values) {
+	case 0:
+		return "", fmt.Errorf("no API token: send \"Authorization: Bearer TOKEN\" (corralctl token create): %w", model.ErrUnauthenticated)
+	case 1:
+	default:
+		return "", fmt.Errorf("%d Authorization headers, want one: %w", len(values), model.ErrUnauthenticated)
+	}
+	scheme, secret, ok := strings.Cut(values[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", fmt.Errorf("authorization scheme is not Bearer: %w", model.ErrUnauthenticated)
+	}
+	secret = strings.TrimSpace(secret)
+	if !model.ValidAPISecret(secret) {
+		return "", fmt.Errorf("malformed API token (want %s and 64 hex digits): %w", model.APITokenPrefix, model.ErrUnauthenticated)
+	}
+	return secret, nil
+}
+
+func roleNamed(name string) Role {
+	switch name {
+	case model.RoleAdmin:
+		return RoleAdmin
+	case model.RoleOperator:
+		return RoleOperator
+	case model.RoleViewer:
+		return RoleViewer
+	}
+	return RoleNone
+}

@@ -151,6 +151,18 @@ type JoinTokenCreated struct {
 	Token string `json:"token"`
 }
 
+// Whoami is the answer of GET /v1/whoami.
+type Whoami struct {
+	// Actor names the client in the audit trail: "uid 1000" on the
+	// socket, "token ci" on the HTTPS API.
+	Actor string `json:"actor"`
+	// Role is viewer, operator or admin.
+	Role string `json:"role"`
+	// Source is where the request came in: "socket@h1", "api@h1 from
+	// 192.0.2.7:51234".
+	Source string `json:"source"`
+}
+
 // APIToken describes an API token; its secret is shown once, when it is
 // created, and never stored.
 type APIToken struct {

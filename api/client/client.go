@@ -327,6 +327,13 @@ func (c *Client) RevokeJoinToken(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/cluster/tokens/"+url.PathEscape(id), nil, nil)
 }
 
+// Whoami says who the daemon takes this client for, and its role.
+func (c *Client) Whoami(ctx context.Context) (api.Whoami, error) {
+	var out api.Whoami
+	err := c.Do(ctx, http.MethodGet, "/v1/whoami", nil, &out)
+	return out, err
+}
+
 // APITokens lists the cluster's API tokens (never their secrets).
 func (c *Client) APITokens(ctx context.Context) ([]api.APIToken, error) {
 	var out []api.APIToken

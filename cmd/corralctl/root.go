@@ -20,13 +20,18 @@ import (
 // cli holds the global flags and the client they configure.
 type cli struct {
 	socket  string
+	remote  string
+	cl      *client.Client // chosen before each command runs (pickClient)
 	output  string
 	timeout time.Duration
 	out     io.Writer
 }
 
-func newRoot() *cobra.Command {
-	c := &cli{out: os.Stdout}
+func newRoot() *cobra.Command { return newRootTo(os.Stdout) }
+
+// newRootTo is newRoot printing to out.
+func newRootTo(out io.Writer) *cobra.Command {
+	c := &cli{out: out}
 	root := &cobra.Command{
 		Use:           "corralctl",
 		Short:         "Operate a corral VM cluster through the local corrald",
@@ -37,7 +42,12 @@ func newRoot() *cobra.Command {
 			if c.output != "table" && c.output != "json" {
 				return fmt.Errorf("--output %q: use table or json", c.output)
 			}
-			return nil
+			if cmd.HasParent() && cmd.Parent().Name() == "remote" {
+				return nil // managing remotes needs none chosen
+			}
+			cl, err := c.pickClient(cmd)
+			c.cl = cl
+			return err
 		},
 	}
 	def := os.Getenv("CORRAL_SOCKET")
@@ -45,13 +55,19 @@ func newRoot() *cobra.Command {
 		def = client.DefaultSocket
 	}
 	root.PersistentFlags().StringVar(&c.socket, "socket", def, "admin socket of the local corrald ($CORRAL_SOCKET)")
+	root.PersistentFlags().StringVar(&c.remote, "remote", "", "talk to this remote's HTTPS API instead of the socket ($CORRAL_REMOTE; corralctl remote)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after this long")
-	root.AddCommand(c.statusCmd(), c.hostCmd(), c.vmCmd(), c.imageCmd(), c.netCmd(), c.eventsCmd(), c.clusterCmd(), c.topCmd())
+	root.AddCommand(c.statusCmd(), c.hostCmd(), c.vmCmd(), c.imageCmd(), c.netCmd(), c.eventsCmd(), c.clusterCmd(), c.topCmd(), c.apiTokenCmd(), c.remoteCmd())
 	return root
 }
 
-func (c *cli) client() *client.Client { return client.New(c.socket) }
+func (c *cli) client() *client.Client {
+	if c.cl == nil {
+		c.cl = client.New(c.socket)
+	}
+	return c.cl
+}
 
 // ctx returns a context bounded by --timeout and cancelled by Ctrl-C.
 func (c *cli) ctx() (context.Context, context.CancelFunc) {

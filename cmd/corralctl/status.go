@@ -47,6 +47,9 @@ func (c *cli) statusCmd() *cobra.Command {
 					fencer = "UNREACHABLE (no guests start; running ones outlive a crashed corrald)"
 				}
 				fmt.Fprintf(w, "Fencer:\t%s\n", fencer)
+				if s.API != "" {
+					fmt.Fprintf(w, "HTTPS API:\t%s, certificate SHA-256 %s\n", s.API, s.APIFingerprint)
+				}
 				for _, e := range s.Exposures {
 					fmt.Fprintf(w, "INSECURE:\t%s\n", e)
 				}

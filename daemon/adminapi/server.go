@@ -22,6 +22,7 @@ import (
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/internal/errcode"
 	"github.com/corralhq/corral/internal/httpserve"
+	"github.com/corralhq/corral/internal/origin"
 	"github.com/corralhq/corral/internal/version"
 	"github.com/corralhq/corral/model"
 )
@@ -223,6 +224,11 @@ func (s *Server) routes() []route {
 			return struct{}{}, s.b.RevokeJoinToken(r.Context(), r.PathValue("id"))
 		}},
 
+		{"GET /v1/whoami", doc{summary: "who a request is made as: its actor in the audit trail, its role, its source", out: api.Whoami{}}, func(r *http.Request) (any, error) {
+			p, _ := r.Context().Value(peerKey{}).(peer)
+			o, _ := origin.From(r.Context())
+			return api.Whoami{Actor: o.Actor, Role: p.role.String(), Source: o.Source}, nil
+		}},
 		{"GET /v1/tokens", doc{summary: "API tokens (never their secrets)", out: []api.APIToken{}}, func(r *http.Request) (any, error) { return s.b.APITokens(r.Context()) }},
 		{"POST /v1/tokens", doc{summary: "create an API token; its secret is in this answer only", in: api.APITokenCreateRequest{}, out: api.APITokenCreated{}}, func(r *http.Request) (any, error) {
 			var req api.APITokenCreateRequest

@@ -171,6 +171,19 @@ func (d *Daemon) lookupAPIToken(secret string) (model.APIToken, bool) {
 	return model.FindAPIToken(d.store.Cluster().APITokens, secret)
 }
 
+// apiURL is where clients reach the HTTPS API: api_addr, with the
+// advertised address when api_addr listens on every address.
+func (d *Daemon) apiURL() string {
+	host, port, err := net.SplitHostPort(d.cfg.APIAddr)
+	if err != nil {
+		return "https://" + d.cfg.APIAddr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = d.cfg.AdvertiseAddr
+	}
+	return "https://" + net.JoinHostPort(host, port)
+}
+
 // listenAPI opens api_addr with TLS 1.2 or later, presenting tls_cert or
 // this host's self-signed certificate, and records its fingerprint for
 // the status and the log.

@@ -133,6 +133,9 @@ func TestHTTPSAPITokens(t *testing.T) {
 		t.Fatalf("admin lists tokens: %v %v", list, err)
 	}
 
+	if who, err := remote(1, "ci").Whoami(ctx); err != nil || who.Actor != "token ci" || who.Role != "operator" || !strings.HasPrefix(who.Source, "api@h2 from ") {
+		t.Fatalf("whoami: %+v %v", who, err)
+	}
 	// An operator creates through every host; the event names its token.
 	leader := tc.leader()
 	for i, h := range tc.hosts {

@@ -53,7 +53,7 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 	}
 	out.Exposures = d.exposures()
 	if d.cfg.APIAddr != "" {
-		out.API, out.APIFingerprint = "https://"+d.cfg.APIAddr, d.apiFingerprint
+		out.API, out.APIFingerprint = d.apiURL(), d.apiFingerprint
 	}
 	out.Fencer = "none"
 	if d.fencer != nil {

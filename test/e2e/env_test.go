@@ -60,6 +60,8 @@ func newEnv(t testing.TB, hosts int, extraConfig string) *env {
 	// them (saturated on purpose in the fencing tests) would mark every
 	// host degraded and keep guests off it.
 	extraConfig = "health_load_per_cpu_degraded = 0\n" + extraConfig
+	// Every lab host serves the HTTPS API too (TestRemoteCorralctl).
+	extraConfig = "api_addr = \"0.0.0.0:8443\"\n" + extraConfig
 	l := testutil.NewLab(t, lab.Config{Hosts: hosts, Corrald: corrald, CorraldConfig: extraConfig})
 	e := &env{t: t, lab: l, ctlBin: corralctl}
 	e.guest = testutil.BuildGuest(t, filepath.Join(l.SharedDir(), "guest"))

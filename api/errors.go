@@ -17,6 +17,9 @@ const (
 	// CodeUnauthenticated: no credential, or one that is unknown, expired
 	// or revoked (401).
 	CodeUnauthenticated ErrorCode = "unauthenticated"
+	// CodeQuotaExceeded: the change would take a project past a quota;
+	// Details names it, its limit and its use (403, as a refusal).
+	CodeQuotaExceeded ErrorCode = "quota_exceeded"
 	// CodeRateLimited: the caller sent more requests than its rate allows;
 	// the answer's Retry-After header says when to try again.
 	CodeRateLimited ErrorCode = "rate_limited"
@@ -33,7 +36,7 @@ func (c ErrorCode) Status() int {
 		return http.StatusConflict
 	case CodeNoCapacity:
 		return http.StatusUnprocessableEntity
-	case CodeForbidden:
+	case CodeForbidden, CodeQuotaExceeded:
 		return http.StatusForbidden
 	case CodeUnauthenticated:
 		return http.StatusUnauthorized
@@ -79,5 +82,6 @@ var (
 	ErrInternal        = &Error{Code: CodeInternal}
 	ErrForbidden       = &Error{Code: CodeForbidden}
 	ErrUnauthenticated = &Error{Code: CodeUnauthenticated}
+	ErrQuotaExceeded   = &Error{Code: CodeQuotaExceeded}
 	ErrRateLimited     = &Error{Code: CodeRateLimited}
 )

@@ -151,6 +151,40 @@ type JoinTokenCreated struct {
 	Token string `json:"token"`
 }
 
+// Project groups VMs, networks and images under quotas; Usage is what its
+// VMs take now.
+type Project struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	Quota       Quota     `json:"quota"`
+	Usage       Usage     `json:"usage"`
+	CreatedAt   time.Time `json:"created_at,omitzero"`
+}
+
+// Quota bounds a project's VMs, counted whatever their power state; 0 is
+// no limit.
+type Quota struct {
+	VCPUs     int   `json:"vcpus"`
+	MemoryMiB int64 `json:"memory_mib"`
+	DiskGiB   int64 `json:"disk_gib"`
+	VMs       int   `json:"vms"`
+}
+
+// Usage is what a project's VMs take.
+type Usage struct {
+	VCPUs     int   `json:"vcpus"`
+	MemoryMiB int64 `json:"memory_mib"`
+	DiskMiB   int64 `json:"disk_mib"`
+	VMs       int   `json:"vms"`
+}
+
+// ProjectCreateRequest is the body of POST /v1/projects.
+type ProjectCreateRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Quota       Quota  `json:"quota"`
+}
+
 // Whoami is the answer of GET /v1/whoami.
 type Whoami struct {
 	// Actor names the client in the audit trail: "uid 1000" on the
@@ -161,6 +195,8 @@ type Whoami struct {
 	// Source is where the request came in: "socket@h1", "api@h1 from
 	// 192.0.2.7:51234".
 	Source string `json:"source"`
+	// Project is the one project the client may use; empty: every one.
+	Project string `json:"project,omitempty"`
 }
 
 // APIToken describes an API token; its secret is shown once, when it is
@@ -172,11 +208,14 @@ type APIToken struct {
 	Expires   time.Time `json:"expires,omitzero"` // zero: never
 	Expired   bool      `json:"expired,omitempty"`
 	CreatedBy string    `json:"created_by,omitempty"`
+	Project   string    `json:"project,omitempty"` // empty: every project
 }
 
 // APITokenCreateRequest is the body of POST /v1/tokens.
 type APITokenCreateRequest struct {
 	Name string `json:"name"`
+	// Project confines a viewer or operator token to one project.
+	Project string `json:"project,omitempty"`
 	// Role is viewer, operator or admin.
 	Role string `json:"role"`
 	// Expires is the token's lifetime: a Go duration or a number of days
@@ -220,6 +259,7 @@ type Network struct {
 	// LocalOK and LocalError: how the answering host set it up.
 	LocalOK    bool   `json:"local_ok"`
 	LocalError string `json:"local_error,omitempty"`
+	Project    string `json:"project"`
 }
 
 // NetworkCreateRequest is the body of POST /v1/networks.
@@ -230,4 +270,6 @@ type NetworkCreateRequest struct {
 	VLAN   int    `json:"vlan,omitempty"`
 	Uplink string `json:"uplink,omitempty"`
 	MTU    int    `json:"mtu,omitempty"`
+	// Project holds the network (empty: the caller's token's, else default).
+	Project string `json:"project,omitempty"`
 }

@@ -52,6 +52,8 @@ type VMCreateRequest struct {
 	HA      *HAPolicy `json:"ha,omitempty"`
 	Host    string    `json:"host,omitempty"`
 	Stopped bool      `json:"stopped,omitempty"`
+	// Project holds the VM (empty: the caller's token's, else default).
+	Project string `json:"project,omitempty"`
 }
 
 // VMResizeRequest is the body of PUT /v1/vms/{name}/resize.
@@ -84,7 +86,8 @@ type VM struct {
 	// MigratingTo is the target of a live migration in progress.
 	MigratingTo string `json:"migrating_to,omitempty"`
 	// Home is the host a drain moved the VM from (restore --failback).
-	Home string `json:"home,omitempty"`
+	Home    string `json:"home,omitempty"`
+	Project string `json:"project"`
 }
 
 // ConsoleLog is the tail of a VM's serial console log.
@@ -135,6 +138,7 @@ type Image struct {
 	VirtualSizeBytes int64     `json:"virtual_size_bytes"`
 	SHA256           string    `json:"sha256"`
 	CreatedAt        time.Time `json:"created_at"`
+	Project          string    `json:"project"`
 }
 
 // Event is one step the cluster took.
@@ -151,4 +155,6 @@ type Event struct {
 	Actor     string `json:"actor,omitempty"`
 	Source    string `json:"source,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// Project is the project of the event's VM (empty: default, or none).
+	Project string `json:"project,omitempty"`
 }

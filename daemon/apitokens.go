@@ -107,7 +107,7 @@ func parseLifetime(s string) (time.Duration, error) {
 }
 
 func apiToken(t model.APIToken, now time.Time) api.APIToken {
-	return api.APIToken{Name: t.Name, Role: t.Role, Created: t.Created, Expires: t.Expires, Expired: t.Expired(now), CreatedBy: t.CreatedBy}
+	return api.APIToken{Name: t.Name, Role: t.Role, Created: t.Created, Expires: t.Expires, Expired: t.Expired(now), CreatedBy: t.CreatedBy, Project: t.Project}
 }
 
 func (b backend) APITokens(ctx context.Context) ([]api.APIToken, error) {
@@ -125,7 +125,10 @@ func (b backend) CreateAPIToken(ctx context.Context, req api.APITokenCreateReque
 	}
 	now := time.Now().UTC()
 	secret := newAPISecret()
-	t := model.APIToken{Name: req.Name, Role: req.Role, Hash: model.APITokenHash(secret), Created: now}
+	if err := model.ValidProjectRef(req.Project); err != nil {
+		return api.APITokenCreated{}, err
+	}
+	t := model.APIToken{Name: req.Name, Role: req.Role, Hash: model.APITokenHash(secret), Created: now, Project: req.Project}
 	if req.Expires != "" {
 		life, err := parseLifetime(req.Expires)
 		if err != nil {
@@ -141,6 +144,7 @@ func (b backend) CreateAPIToken(ctx context.Context, req api.APITokenCreateReque
 	}
 	// Refused here already when the cluster cannot have tokens yet, with
 	// the hosts that hold it back: an older leader would not know the call.
+	// (FeatureProjects comes with the same protocol.)
 	if err := raftlog.FeatureAPITokens.Check(b.d.store.Cluster(), b.d.store.Hosts()); err != nil {
 		return api.APITokenCreated{}, err
 	}

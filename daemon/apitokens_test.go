@@ -257,3 +257,98 @@ func TestParseLifetime(t *testing.T) {
 		}
 	}
 }
+
+// Projects over real HTTPS: an operator of project a sees and touches only
+// a's VMs (b's are not found), creates in a whatever it asks, is held to
+// a's quota with an error naming it, uses the default project's image,
+// and may not reach hosts; a project holding VMs cannot be removed.
+func TestHTTPSProjects(t *testing.T) {
+	tc, urls, fps := apiCluster(t, &lockedBuffer{})
+	ctx := ctxT(t)
+	root := tc.hosts[0].client
+	if _, err := root.ImportImage(ctx, "base", bytes.NewReader(qcow2(64<<20)), 1024); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []api.ProjectCreateRequest{{Name: "a", Quota: api.Quota{VCPUs: 2, VMs: 5}}, {Name: "b"}} {
+		if _, err := root.CreateProject(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := root.CreateProject(ctx, api.ProjectCreateRequest{Name: "a"}); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("project a twice: %v", err)
+	}
+	clients := map[string]*client.Client{}
+	for i, name := range []string{"a", "b"} {
+		created, err := root.CreateAPIToken(ctx, api.APITokenCreateRequest{Name: "op-" + name, Role: "operator", Project: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[name] = client.NewRemote(urls[i+1], created.Token, fps[i+1])
+	}
+	if _, err := root.CreateAPIToken(ctx, api.APITokenCreateRequest{Name: "adm-a", Role: "admin", Project: "a"}); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("an admin token of one project: %v", err)
+	}
+	a, b := clients["a"], clients["b"]
+	if who, err := a.Whoami(ctx); err != nil || who.Project != "a" {
+		t.Fatalf("whoami: %+v %v", who, err)
+	}
+	spec := api.VMSpec{VCPUs: 1, MemoryMiB: 256, Disks: []api.Disk{{Image: "base"}}}
+	if v, err := a.CreateVM(ctx, api.VMCreateRequest{Name: "va1", Spec: spec}); err != nil || v.Project != "a" {
+		t.Fatalf("create in a: %+v %v", v, err)
+	}
+	if v, err := b.CreateVM(ctx, api.VMCreateRequest{Name: "vb1", Spec: spec}); err != nil || v.Project != "b" {
+		t.Fatalf("create in b: %+v %v", v, err)
+	}
+	vms, err := a.VMs(ctx)
+	if err != nil || len(vms) != 1 || vms[0].Name != "va1" {
+		t.Fatalf("a lists %v %v", vms, err)
+	}
+	if _, err := a.VM(ctx, "vb1"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("a reads b's VM: %v", err)
+	}
+	if _, err := a.DeleteVM(ctx, "vb1", true); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("a deletes b's VM: %v", err)
+	}
+	if _, err := a.StopVM(ctx, "vb1"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("a stops b's VM: %v", err)
+	}
+	if v, err := root.VM(ctx, "vb1"); err != nil || v.Desired != "running" {
+		t.Fatalf("b's VM after a's attempts: %+v %v", v, err)
+	}
+	if _, err := a.CreateVM(ctx, api.VMCreateRequest{Name: "vx", Spec: spec, Project: "b"}); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("a creates in b: %v", err)
+	}
+	// Past a's quota: 1 in use, 2 more asked, limit 2.
+	big := spec
+	big.VCPUs = 2
+	_, err = a.CreateVM(ctx, api.VMCreateRequest{Name: "va2", Spec: big})
+	if !errors.Is(err, api.ErrQuotaExceeded) || !strings.Contains(err.Error(), "quota vcpus exceeded: limit 2, in use 1") {
+		t.Fatalf("past the quota: %v", err)
+	}
+	if _, err := root.VM(ctx, "va2"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("a refused create left a VM: %v", err)
+	}
+	if _, err := a.Hosts(ctx); !errors.Is(err, api.ErrForbidden) || !strings.Contains(err.Error(), "confined to project a") {
+		t.Fatalf("a lists hosts: %v", err)
+	}
+	ps, err := a.Projects(ctx)
+	if err != nil || len(ps) != 1 || ps[0].Name != "a" || ps[0].Usage.VCPUs != 1 || ps[0].Usage.VMs != 1 || ps[0].Quota.VCPUs != 2 {
+		t.Fatalf("a's projects: %+v %v", ps, err)
+	}
+	evs, err := a.Events(ctx, 0, 0, 0)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("a's events: %v %v", evs, err)
+	}
+	for _, e := range evs {
+		if e.VM != "va1" {
+			t.Fatalf("a sees event %+v", e)
+		}
+	}
+	if err := root.DeleteProject(ctx, "a"); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("remove a project holding a VM: %v", err)
+	}
+	all, err := root.VMs(ctx)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("root lists %v %v", all, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/daemon/adminapi"
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/hypervisor"
 	"github.com/corralhq/corral/daemon/images"
@@ -158,7 +159,7 @@ func vmView(v model.VM) api.VM {
 	out := api.VM{
 		Name: v.Name, ID: v.ID, Host: v.Host, Desired: string(v.Desired), State: string(v.Actual.State), Message: v.Actual.Message,
 		Generation: v.Generation, Since: v.Actual.Since, Restarts: v.Actual.Restarts, Relocations: v.Relocations,
-		Failed: v.Failed, Deleting: v.Deleting, ReportedAt: v.Actual.UpdatedAt, CreatedAt: v.CreatedAt,
+		Failed: v.Failed, Deleting: v.Deleting, ReportedAt: v.Actual.UpdatedAt, CreatedAt: v.CreatedAt, Project: model.ProjectOf(v.Project),
 		PendingRestart: v.Actual.State == model.StateRunning && v.Actual.SpecVersion != 0 && v.Actual.SpecVersion < v.SpecVersion,
 		Spec: api.VMSpec{
 			VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, UserData: s.UserData, Labels: s.Labels, AntiAffinity: s.AntiAffinity,
@@ -211,14 +212,18 @@ func specFromAPI(req api.VMCreateRequest) model.VMSpec {
 }
 
 func imageView(im model.Image) api.Image {
-	return api.Image{Name: im.Name, Format: im.Format, SizeBytes: im.SizeBytes, VirtualSizeBytes: im.VirtualSizeBytes, SHA256: im.SHA256, CreatedAt: im.CreatedAt}
+	return api.Image{Name: im.Name, Format: im.Format, SizeBytes: im.SizeBytes, VirtualSizeBytes: im.VirtualSizeBytes, SHA256: im.SHA256, CreatedAt: im.CreatedAt,
+		Project: model.ProjectOf(im.Project)}
 }
 
 func (b backend) VMs(ctx context.Context) ([]api.VM, error) {
+	scope := adminapi.Scope(ctx)
 	vms := b.d.store.VMs()
-	out := make([]api.VM, len(vms))
-	for i, v := range vms {
-		out[i] = vmView(v)
+	out := make([]api.VM, 0, len(vms))
+	for _, v := range vms {
+		if visible(scope, v.Project) {
+			out = append(out, vmView(v))
+		}
 	}
 	return out, nil
 }
@@ -227,6 +232,9 @@ func (b backend) VM(ctx context.Context, name string) (api.VM, error) {
 	v, err := b.d.store.VM(name)
 	if err != nil {
 		return api.VM{}, err
+	}
+	if !visible(adminapi.Scope(ctx), v.Project) {
+		return api.VM{}, fmt.Errorf("vm %q: %w", name, model.ErrNotFound)
 	}
 	return vmView(v), nil
 }
@@ -246,26 +254,45 @@ func (b backend) afterWrite(ctx context.Context, v model.VM, err error) (api.VM,
 }
 
 func (b backend) CreateVM(ctx context.Context, req api.VMCreateRequest) (api.VM, error) {
-	v, err := forward(ctx, b.d, mVMCreate, controller.CreateVMRequest{Name: req.Name, Spec: specFromAPI(req), Host: req.Host, Stopped: req.Stopped})
+	project, err := inProject(ctx, req.Project)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if req.Host != "" && adminapi.Scope(ctx) != "" {
+		return api.VM{}, fmt.Errorf("a client confined to a project may not pin a VM to a host: %w", model.ErrForbidden)
+	}
+	v, err := forward(ctx, b.d, mVMCreate, controller.CreateVMRequest{Name: req.Name, Spec: specFromAPI(req), Host: req.Host, Stopped: req.Stopped, Project: project})
 	return b.afterWrite(ctx, v, err)
 }
 
 func (b backend) SetVMPower(ctx context.Context, name string, desired string) (api.VM, error) {
+	if err := b.scopedVM(ctx, name); err != nil {
+		return api.VM{}, err
+	}
 	v, err := forward(ctx, b.d, mVMPower, controller.VMPowerRequest{Name: name, Desired: model.PowerState(desired)})
 	return b.afterWrite(ctx, v, err)
 }
 
 func (b backend) RestartVM(ctx context.Context, name string) (api.VM, error) {
+	if err := b.scopedVM(ctx, name); err != nil {
+		return api.VM{}, err
+	}
 	v, err := forward(ctx, b.d, mVMRestart, controller.NameRequest{Name: name})
 	return b.afterWrite(ctx, v, err)
 }
 
 func (b backend) ResizeVM(ctx context.Context, name string, req api.VMResizeRequest) (api.VM, error) {
+	if err := b.scopedVM(ctx, name); err != nil {
+		return api.VM{}, err
+	}
 	v, err := forward(ctx, b.d, mVMResize, controller.ResizeVMRequest{Name: name, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Restart: req.Restart})
 	return b.afterWrite(ctx, v, err)
 }
 
 func (b backend) DeleteVM(ctx context.Context, name string, force bool) (api.VM, error) {
+	if err := b.scopedVM(ctx, name); err != nil {
+		return api.VM{}, err
+	}
 	v, err := forward(ctx, b.d, mVMDelete, controller.DeleteVMRequest{Name: name, Force: force})
 	if err != nil {
 		return api.VM{}, err
@@ -284,6 +311,9 @@ func (b backend) DeleteVM(ctx context.Context, name string, force bool) (api.VM,
 }
 
 func (b backend) MigrateVM(ctx context.Context, name string, req api.VMMigrateRequest) (api.VM, error) {
+	if err := b.scopedVM(ctx, name); err != nil {
+		return api.VM{}, err
+	}
 	v, err := forward(ctx, b.d, mVMMigrate, controller.MigrateVMRequest{Name: name, Target: req.Target})
 	if err != nil {
 		return api.VM{}, err
@@ -296,32 +326,52 @@ func (b backend) MigrateVM(ctx context.Context, name string, req api.VMMigrateRe
 }
 
 func (b backend) ConsoleLog(ctx context.Context, name string, bytes int64) (api.ConsoleLog, error) {
+	if err := b.scopedVM(ctx, name); err != nil {
+		return api.ConsoleLog{}, err
+	}
 	return onHost(ctx, b.d, mVMConsole, name, hostRead{VM: name, Bytes: bytes}, b.d.localConsole)
 }
 
 func (b backend) VMStats(ctx context.Context, name string) (api.VMStats, error) {
+	if err := b.scopedVM(ctx, name); err != nil {
+		return api.VMStats{}, err
+	}
 	return onHost(ctx, b.d, mVMStats, name, hostRead{VM: name}, b.d.localStats)
 }
 
 func (b backend) Images(ctx context.Context) ([]api.Image, error) {
+	scope := adminapi.Scope(ctx)
 	var out []api.Image
 	for _, im := range b.d.store.Images() {
-		out = append(out, imageView(im))
+		if shared(scope, im.Project) {
+			out = append(out, imageView(im))
+		}
 	}
 	return out, nil
 }
 
 // ImportImage streams an upload into the shared storage pool and records it
 // through the leader; a refused record removes the file again.
-func (b backend) ImportImage(ctx context.Context, name string, body io.Reader) (api.Image, error) {
+func (b backend) ImportImage(ctx context.Context, name, project string, body io.Reader) (api.Image, error) {
+	project, err := inProject(ctx, project)
+	if err != nil {
+		return api.Image{}, err
+	}
 	if _, err := b.d.store.Image(name); err == nil {
 		return api.Image{}, fmt.Errorf("image %q already exists: %w", name, model.ErrConflict)
+	}
+	if project != "" {
+		// Refused before the upload, not after it.
+		if err := raftlog.FeatureProjects.Check(b.d.store.Cluster(), b.d.store.Hosts()); err != nil {
+			return api.Image{}, err
+		}
 	}
 	dir := b.d.driver.PoolDir()
 	im, err := images.Import(dir, name, body)
 	if err != nil {
 		return api.Image{}, err
 	}
+	im.Project = project
 	rec, err := forward(ctx, b.d, mImagePut, im)
 	if err != nil {
 		images.Remove(dir, name)
@@ -335,6 +385,18 @@ func (b backend) ImportImage(ctx context.Context, name string, body io.Reader) (
 }
 
 func (b backend) DeleteImage(ctx context.Context, name string) error {
+	if scope := adminapi.Scope(ctx); scope != "" {
+		im, err := b.d.store.Image(name)
+		if err != nil {
+			return err
+		}
+		if !visible(scope, im.Project) {
+			if shared(scope, im.Project) {
+				return fmt.Errorf("image %q belongs to the default project, which a client of project %s may use but not delete: %w", name, scope, model.ErrForbidden)
+			}
+			return fmt.Errorf("image %q: %w", name, model.ErrNotFound)
+		}
+	}
 	if _, err := forward(ctx, b.d, mImageDelete, controller.NameRequest{Name: name}); err != nil {
 		return err
 	}
@@ -346,8 +408,12 @@ func (b backend) DeleteImage(ctx context.Context, name string) error {
 func (b backend) Events(ctx context.Context, after uint64, limit int, wait time.Duration) ([]api.Event, error) {
 	get := func() []api.Event {
 		var out []api.Event
+		scope := adminapi.Scope(ctx)
 		for _, e := range b.d.store.Events(after, limit) {
-			out = append(out, api.Event(e))
+			// A client confined to a project sees its VMs' events only.
+			if scope == "" || e.VM != "" && visible(scope, e.Project) {
+				out = append(out, api.Event(e))
+			}
 		}
 		return out
 	}

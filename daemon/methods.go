@@ -87,6 +87,8 @@ var (
 	// so a leader that does not know them is never asked.
 	mAPITokenAdd    = daemonLeaderOnly("apitoken.add", (*Daemon).addAPIToken)
 	mAPITokenRevoke = daemonLeaderOnly("apitoken.revoke", (*Daemon).revokeAPIToken)
+	mProjectSet     = daemonLeaderOnly("project.set", (*Daemon).setProject)
+	mProjectDelete  = daemonLeaderOnly("project.delete", (*Daemon).deleteProject)
 
 	// Served by every host, to callers without a certificate too: a host
 	// joining (followers pass it to the leader).
@@ -110,6 +112,7 @@ var leaderMethods = []interface{ register(*Daemon) }{
 	mVMCreate, mVMPower, mVMRestart, mVMResize, mVMDelete, mVMReport, mVMRelocate, mVMMigrate, mVMMigrated,
 	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostRemove, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
 	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord, mGossipRotate, mAPITokenAdd, mAPITokenRevoke,
+	mProjectSet, mProjectDelete,
 }
 
 // vmHost is the host a VM is placed on: the one that reports its migration.

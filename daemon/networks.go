@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 
 	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/daemon/adminapi"
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/netsetup"
@@ -70,7 +72,7 @@ func (d *Daemon) bridgeOf(network string) string {
 
 func networkView(n model.Network, st map[string]controller.NetStatus) api.Network {
 	out := api.Network{Name: n.Name, Kind: string(n.Kind), VNI: n.VNI, VLAN: n.VLAN, Uplink: n.Uplink, MTU: n.MTU,
-		Bridge: netsetup.BridgeName(n), CreatedAt: n.CreatedAt}
+		Bridge: netsetup.BridgeName(n), CreatedAt: n.CreatedAt, Project: model.ProjectOf(n.Project)}
 	if s, ok := st[n.Name]; ok {
 		out.LocalOK, out.LocalError = s.OK, s.Error
 	}
@@ -89,15 +91,22 @@ func (b backend) netStatus() map[string]controller.NetStatus {
 
 func (b backend) Networks(ctx context.Context) ([]api.Network, error) {
 	st := b.netStatus()
+	scope := adminapi.Scope(ctx)
 	out := []api.Network{}
 	for _, n := range b.d.store.Networks() {
-		out = append(out, networkView(n, st))
+		if shared(scope, n.Project) {
+			out = append(out, networkView(n, st))
+		}
 	}
 	return out, nil
 }
 
 func (b backend) CreateNetwork(ctx context.Context, req api.NetworkCreateRequest) (api.Network, error) {
-	n := model.Network{Name: req.Name, Kind: model.NetKind(req.Kind), VNI: req.VNI, VLAN: req.VLAN, Uplink: req.Uplink, MTU: req.MTU}
+	project, err := inProject(ctx, req.Project)
+	if err != nil {
+		return api.Network{}, err
+	}
+	n := model.Network{Name: req.Name, Kind: model.NetKind(req.Kind), VNI: req.VNI, VLAN: req.VLAN, Uplink: req.Uplink, MTU: req.MTU, Project: project}
 	if _, err := forward(ctx, b.d, mNetCreate, controller.CreateNetworkRequest{Network: n}); err != nil {
 		return api.Network{}, err
 	}
@@ -107,6 +116,18 @@ func (b backend) CreateNetwork(ctx context.Context, req api.NetworkCreateRequest
 }
 
 func (b backend) DeleteNetwork(ctx context.Context, name string) error {
+	if scope := adminapi.Scope(ctx); scope != "" {
+		n, err := b.d.store.Network(name)
+		if err != nil {
+			return err
+		}
+		if !visible(scope, n.Project) {
+			if shared(scope, n.Project) {
+				return fmt.Errorf("network %q belongs to the default project, which a client of project %s may use but not delete: %w", name, scope, model.ErrForbidden)
+			}
+			return fmt.Errorf("network %q: %w", name, model.ErrNotFound)
+		}
+	}
 	if _, err := forward(ctx, b.d, mNetDelete, controller.NameRequest{Name: name}); err != nil {
 		return err
 	}

@@ -35,6 +35,9 @@ type APIToken struct {
 	Expires time.Time `json:"expires,omitzero"`
 	// CreatedBy is the actor who created it (the audit trail's name).
 	CreatedBy string `json:"created_by,omitempty"`
+	// Project, when set, confines the token to that project's VMs,
+	// networks and images (and the default project's images); empty: all.
+	Project string `json:"project,omitempty"`
 }
 
 // Validate checks a token record's form.
@@ -52,6 +55,14 @@ func (t APIToken) Validate() error {
 	}
 	if !t.Expires.IsZero() && !t.Expires.After(t.Created) {
 		return fmt.Errorf("token %q: expires before it is created: %w", t.Name, ErrInvalid)
+	}
+	if t.Project != "" {
+		if err := ValidateName("project", t.Project); err != nil {
+			return err
+		}
+		if t.Role == RoleAdmin {
+			return fmt.Errorf("token %q: an admin token has every project; give a project to viewer or operator tokens only: %w", t.Name, ErrInvalid)
+		}
 	}
 	if len(t.CreatedBy) > 256 {
 		return fmt.Errorf("token %q: created_by of %d bytes, at most 256: %w", t.Name, len(t.CreatedBy), ErrInvalid)

@@ -19,4 +19,7 @@ var (
 	// ErrUnauthenticated: the caller did not say who it is, or said it
 	// with a credential that is unknown, expired or revoked.
 	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrQuota: the change would take a project past one of its quotas
+	// (QuotaError says which).
+	ErrQuota = errors.New("quota exceeded")
 )

@@ -21,4 +21,8 @@ type Event struct {
 	Actor     string `json:"actor,omitempty"`
 	Source    string `json:"source,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// Project is the project of the event's VM (empty: the default
+	// project, or no VM); written from cluster protocol 4
+	// (raftlog.FeatureProjects).
+	Project string `json:"project,omitempty"`
 }

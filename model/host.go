@@ -102,6 +102,10 @@ type Cluster struct {
 	// APITokens are the tokens a client of the HTTPS API may present (at
 	// most MaxAPITokens; expired ones are dropped when a token is added).
 	APITokens []APIToken `json:"api_tokens,omitempty"`
+	// Projects are the projects besides an unconfigured default (sorted by
+	// name; at most MaxProjects). DefaultProject appears once given a
+	// quota.
+	Projects []Project `json:"projects,omitempty"`
 	// Protocol is the cluster protocol (raftlog.SetProtocol): every host
 	// ran at least this one when the leader raised it, and it is never
 	// lowered. 0 means 1.

@@ -12,6 +12,9 @@ type Image struct {
 	VirtualSizeBytes int64     `json:"virtual_size_bytes"`
 	SHA256           string    `json:"sha256"`
 	CreatedAt        time.Time `json:"created_at"`
+	// Project holds the image; empty: DefaultProject, whose images every
+	// project's VMs may use.
+	Project string `json:"project,omitempty"`
 }
 
 // ImageVolume is the pool file name of the image called name.

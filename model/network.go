@@ -26,6 +26,8 @@ type Network struct {
 	// MTU of the bridge; 0 means the largest the uplink allows.
 	MTU       int       `json:"mtu,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// Project holds the network; empty: DefaultProject.
+	Project string `json:"project,omitempty"`
 }
 
 // Validate checks a network's own fields.

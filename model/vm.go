@@ -281,6 +281,8 @@ type VM struct {
 	Migration *Migration `json:"migration,omitempty"`
 	// Home is the host a drain moved the VM away from (for failback).
 	Home string `json:"home,omitempty"`
+	// Project holds the VM; empty: DefaultProject (raftlog.FeatureProjects).
+	Project string `json:"project,omitempty"`
 }
 
 // Migration is a requested live migration.

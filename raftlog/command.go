@@ -64,6 +64,9 @@ const (
 	// skipped a revocation would go on admitting the token.
 	TypeAddAPIToken    Type = 64
 	TypeRevokeAPIToken Type = 65
+	// Projects (FeatureProjects): not skippable, for the same reason.
+	TypeSetProject    Type = 66
+	TypeDeleteProject Type = 67
 
 	TypeBatch Type = 30
 )
@@ -293,6 +296,19 @@ type RevokeAPIToken struct {
 	Name string `json:"name"`
 }
 
+// SetProject creates a project (Create; refused when it exists) or sets
+// an existing one's description and quota (DefaultProject always exists).
+type SetProject struct {
+	Project model.Project `json:"project"`
+	Create  bool          `json:"create,omitempty"`
+}
+
+// DeleteProject removes a project that holds nothing: no VM, network,
+// image or API token.
+type DeleteProject struct {
+	Name string `json:"name"`
+}
+
 // RevokeJoinToken forgets a join token: it admits no host from then on.
 type RevokeJoinToken struct {
 	ID string `json:"id"`
@@ -351,6 +367,8 @@ func (AddJoinToken) Type() Type    { return TypeAddJoinToken }
 func (RevokeJoinToken) Type() Type { return TypeRevokeJoinToken }
 func (AddAPIToken) Type() Type     { return TypeAddAPIToken }
 func (RevokeAPIToken) Type() Type  { return TypeRevokeAPIToken }
+func (SetProject) Type() Type      { return TypeSetProject }
+func (DeleteProject) Type() Type   { return TypeDeleteProject }
 func (SetGossipKeys) Type() Type   { return TypeSetGossipKeys }
 func (SetProtocol) Type() Type     { return TypeSetProtocol }
 func (SetHostStopped) Type() Type  { return TypeSetHostStopped }
@@ -440,6 +458,10 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[AddAPIToken](t, body)
 	case TypeRevokeAPIToken:
 		return decodeAs[RevokeAPIToken](t, body)
+	case TypeSetProject:
+		return decodeAs[SetProject](t, body)
+	case TypeDeleteProject:
+		return decodeAs[DeleteProject](t, body)
 	case TypeSetGossipKeys:
 		return decodeAs[SetGossipKeys](t, body)
 	case TypeSetProtocol:

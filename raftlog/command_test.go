@@ -22,7 +22,7 @@ func TestEveryCommandRoundTrips(t *testing.T) {
 		AddEvents{Events: []model.Event{{Kind: "k", Time: now}}}, FenceHost{Name: "h1", Reason: "r", Time: now},
 		SetHostDraining{Name: "h1", Draining: true}, SetHostStopped{Name: "h1", At: now}, StartMigration{Name: "v", Target: "h2", Time: now},
 		FinishMigration{Name: "v"}, AbortMigration{Name: "v"}, SetHA{Disarmed: true, Time: now}, AddJoinToken{},
-		RevokeJoinToken{}, AddAPIToken{}, RevokeAPIToken{Name: "t"}, SetGossipKeys{}, SetProtocol{Protocol: 2}, CreateNetwork{Network: model.Network{Name: "n"}}, DeleteNetwork{Name: "n"},
+		RevokeJoinToken{}, AddAPIToken{}, RevokeAPIToken{Name: "t"}, SetProject{Create: true}, DeleteProject{Name: "p"}, SetGossipKeys{}, SetProtocol{Protocol: 2}, CreateNetwork{Network: model.Network{Name: "n"}}, DeleteNetwork{Name: "n"},
 		Batch{Entries: [][]byte{MustEncode(DeleteVM{Name: "v"})}},
 	}
 	seen := map[Type]bool{}

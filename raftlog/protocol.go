@@ -21,7 +21,9 @@ import (
 //  2. The SetProtocol entry; VM reports carry restart times
 //     (FeatureRestartTimes); host.remove takes force (FeatureForceRemove).
 //  3. Events carry who asked for them (FeatureAudit).
-//  4. API tokens for the HTTPS API (FeatureAPITokens).
+//  4. API tokens for the HTTPS API (FeatureAPITokens); projects with
+//     quotas, and the project of VMs, networks, images, tokens and events
+//     (FeatureProjects).
 const Protocol = 4
 
 // Feature is something a newer protocol added that a host of an older one
@@ -50,6 +52,12 @@ var FeatureAudit = Feature{Name: "the audit fields of events", Since: 3}
 // FeatureAPITokens: the AddAPIToken and RevokeAPIToken entries, which a
 // protocol 3 replica would refuse (it could not check the tokens).
 var FeatureAPITokens = Feature{Name: "API tokens", Since: 4}
+
+// FeatureProjects: the SetProject and DeleteProject entries, and the
+// project fields of VMs, networks, images, API tokens and events, which a
+// protocol 3 replica would drop (it decodes leniently) and then hold
+// other state.
+var FeatureProjects = Feature{Name: "projects", Since: 4}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

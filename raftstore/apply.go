@@ -3,6 +3,7 @@ package raftstore
 import (
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -98,6 +99,10 @@ func (s *State) apply(c raftlog.Command) any {
 		return nil
 	case raftlog.SetProtocol:
 		return s.setProtocol(c)
+	case raftlog.SetProject:
+		return s.setProject(c)
+	case raftlog.DeleteProject:
+		return s.deleteProject(c)
 	case raftlog.AddAPIToken:
 		return s.addAPIToken(c)
 	case raftlog.RevokeAPIToken:
@@ -303,7 +308,7 @@ func (s *State) removeHost(c raftlog.RemoveHost) error {
 	return nil
 }
 
-func (s *State) createVM(c raftlog.CreateVM) error {
+func (s *State) createVM(c raftlog.CreateVM) (err error) {
 	v := c.VM.Clone()
 	if err := model.ValidateName("vm", v.Name); err != nil {
 		return err
@@ -335,6 +340,14 @@ func (s *State) createVM(c raftlog.CreateVM) error {
 			return fmt.Errorf("vm %q: %w", v.Name, err)
 		}
 		v.Generation = 1
+	}
+	if v.Project, err = s.projectRef(v.Project); err != nil {
+		return fmt.Errorf("vm %q: %w", v.Name, err)
+	}
+	project := model.ProjectOf(v.Project)
+	before := s.usage(project)
+	if err := s.quota(project).Exceeds(project, before, before.Add(v.Spec, s.imageMiB)); err != nil {
+		return err
 	}
 	s.vms[v.Name] = v
 	s.vmIDs[v.ID] = v.Name
@@ -409,8 +422,16 @@ func (s *State) setVMPower(c raftlog.SetVMPower) error {
 
 func (s *State) resizeVM(c raftlog.ResizeVM) error {
 	return s.updateVM(c.Name, func(v *model.VM) error {
+		old := *v
 		v.Spec.VCPUs, v.Spec.MemoryMiB = c.VCPUs, c.MemoryMiB
 		if err := v.Spec.Validate(v.Name); err != nil {
+			return err
+		}
+		project := model.ProjectOf(v.Project)
+		after := s.usage(project)
+		after.VCPUs += v.Spec.VCPUs - old.Spec.VCPUs
+		after.MemoryMiB += v.Spec.MemoryMiB - old.Spec.MemoryMiB
+		if err := s.quota(project).Exceeds(project, s.usage(project), after); err != nil {
 			return err
 		}
 		v.SpecVersion++
@@ -486,6 +507,10 @@ func (s *State) putImage(c raftlog.PutImage) error {
 	if _, ok := s.images[im.Name]; ok {
 		return fmt.Errorf("image %q already exists: %w", im.Name, model.ErrConflict)
 	}
+	var err error
+	if im.Project, err = s.projectRef(im.Project); err != nil {
+		return fmt.Errorf("image %q: %w", im.Name, err)
+	}
 	s.images[im.Name] = im
 	return nil
 }
@@ -506,6 +531,20 @@ func (s *State) deleteImage(c raftlog.DeleteImage) error {
 }
 
 func (s *State) addEvents(evs []model.Event) {
+	// An event of a VM carries the VM's project: the one the leader names
+	// (a VM already gone), else the one in state; nothing before the
+	// cluster has projects, as a replica from before them would keep.
+	projects := raftlog.FeatureProjects.Enabled(s.cluster)
+	for i := range evs {
+		switch {
+		case !projects:
+			evs[i].Project = ""
+		case evs[i].Project == "" && evs[i].VM != "":
+			evs[i].Project = s.vms[evs[i].VM].Project
+		case evs[i].Project == model.DefaultProject:
+			evs[i].Project = ""
+		}
+	}
 	for _, e := range evs {
 		s.eventSeq++
 		e.Seq = s.eventSeq
@@ -523,6 +562,10 @@ func (s *State) createNetwork(c raftlog.CreateNetwork) error {
 	}
 	if _, ok := s.networks[n.Name]; ok {
 		return fmt.Errorf("network %q already exists: %w", n.Name, model.ErrConflict)
+	}
+	var err error
+	if n.Project, err = s.projectRef(n.Project); err != nil {
+		return fmt.Errorf("network %q: %w", n.Name, err)
 	}
 	for _, name := range model.SortedKeys(s.networks) {
 		o := s.networks[name]
@@ -557,12 +600,138 @@ func (s *State) deleteNetwork(c raftlog.DeleteNetwork) error {
 	return nil
 }
 
+// projectRef checks that the project a resource names exists, and
+// returns how the resource keeps it: empty for the default project.
+func (s *State) projectRef(p string) (string, error) {
+	if p == "" || p == model.DefaultProject {
+		return "", nil
+	}
+	if _, ok := s.project(p); !ok {
+		return "", fmt.Errorf("project %q: %w", p, model.ErrNotFound)
+	}
+	return p, nil
+}
+
+// project returns a configured project (the default one only once it
+// has been set).
+func (s *State) project(name string) (model.Project, bool) {
+	for _, p := range s.cluster.Projects {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return model.Project{}, false
+}
+
+func (s *State) quota(project string) model.Quota {
+	p, _ := s.project(project)
+	return p.Quota
+}
+
+// imageMiB is an image's virtual size in MiB, rounded up (0 when the
+// image is unknown).
+func (s *State) imageMiB(name string) int64 {
+	return (s.images[name].VirtualSizeBytes + 1<<20 - 1) >> 20
+}
+
+// usage adds up the VMs of a project, all of them whatever their state.
+func (s *State) usage(project string) model.Usage {
+	var u model.Usage
+	for _, v := range s.vms {
+		if model.ProjectOf(v.Project) == project {
+			u = u.Add(v.Spec, s.imageMiB)
+		}
+	}
+	return u
+}
+
+// setProject creates or updates a project; the slice is replaced, kept
+// sorted by name.
+func (s *State) setProject(c raftlog.SetProject) error {
+	p := c.Project
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	old, exists := s.project(p.Name)
+	switch {
+	case c.Create && (exists || p.Name == model.DefaultProject):
+		return fmt.Errorf("project %q exists: %w", p.Name, model.ErrConflict)
+	case !c.Create && !exists && p.Name != model.DefaultProject:
+		return fmt.Errorf("project %q: %w", p.Name, model.ErrNotFound)
+	case exists:
+		p.CreatedAt = old.CreatedAt
+	}
+	kept := make([]model.Project, 0, len(s.cluster.Projects)+1)
+	for _, q := range s.cluster.Projects {
+		if q.Name != p.Name {
+			kept = append(kept, q)
+		}
+	}
+	if len(kept) >= model.MaxProjects {
+		return fmt.Errorf("%d projects, at most %d: %w", len(kept), model.MaxProjects, model.ErrInvalid)
+	}
+	kept = append(kept, p)
+	sort.Slice(kept, func(i, j int) bool { return kept[i].Name < kept[j].Name })
+	s.cluster.Projects = kept
+	return nil
+}
+
+// deleteProject removes a project that holds nothing.
+func (s *State) deleteProject(c raftlog.DeleteProject) error {
+	if c.Name == model.DefaultProject {
+		return fmt.Errorf("the default project cannot be removed: %w", model.ErrInvalid)
+	}
+	if _, ok := s.project(c.Name); !ok {
+		return fmt.Errorf("project %q: %w", c.Name, model.ErrNotFound)
+	}
+	var vms, nets, images, tokens int
+	for _, v := range s.vms {
+		if v.Project == c.Name {
+			vms++
+		}
+	}
+	for _, n := range s.networks {
+		if n.Project == c.Name {
+			nets++
+		}
+	}
+	for _, im := range s.images {
+		if im.Project == c.Name {
+			images++
+		}
+	}
+	for _, t := range s.cluster.APITokens {
+		if t.Project == c.Name {
+			tokens++
+		}
+	}
+	if vms+nets+images+tokens > 0 {
+		return fmt.Errorf("project %q holds %d VMs, %d networks, %d images and %d API tokens: delete or revoke them first: %w",
+			c.Name, vms, nets, images, tokens, model.ErrConflict)
+	}
+	kept := make([]model.Project, 0, len(s.cluster.Projects))
+	for _, p := range s.cluster.Projects {
+		if p.Name != c.Name {
+			kept = append(kept, p)
+		}
+	}
+	s.cluster.Projects = kept
+	return nil
+}
+
 // addAPIToken, like addJoinToken, replaces the slice. Names are unique
 // among live tokens, and so are hashes (a repeated hash would be a
 // repeated secret: two names for one bearer).
 func (s *State) addAPIToken(c raftlog.AddAPIToken) error {
 	if err := c.Token.Validate(); err != nil {
 		return err
+	}
+	// A token keeps "default" as it is: its empty Project means every
+	// project.
+	if p := c.Token.Project; p != "" && p != model.DefaultProject {
+		if _, err := s.projectRef(p); err != nil {
+			return fmt.Errorf("API token %q: %w", c.Token.Name, err)
+		}
 	}
 	kept := make([]model.APIToken, 0, len(s.cluster.APITokens)+1)
 	for _, t := range s.cluster.APITokens {

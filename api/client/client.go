@@ -334,6 +334,39 @@ func (c *Client) Whoami(ctx context.Context) (api.Whoami, error) {
 	return out, err
 }
 
+// Projects lists the projects the client may see.
+func (c *Client) Projects(ctx context.Context) ([]api.Project, error) {
+	var out []api.Project
+	err := c.Do(ctx, http.MethodGet, "/v1/projects", nil, &out)
+	return out, err
+}
+
+// Project returns one project with its quota and use.
+func (c *Client) Project(ctx context.Context, name string) (api.Project, error) {
+	var out api.Project
+	err := c.Do(ctx, http.MethodGet, "/v1/projects/"+url.PathEscape(name), nil, &out)
+	return out, err
+}
+
+// CreateProject makes a project.
+func (c *Client) CreateProject(ctx context.Context, req api.ProjectCreateRequest) (api.Project, error) {
+	var out api.Project
+	err := c.Do(ctx, http.MethodPost, "/v1/projects", req, &out)
+	return out, err
+}
+
+// SetProjectQuota replaces a project's quota.
+func (c *Client) SetProjectQuota(ctx context.Context, name string, q api.Quota) (api.Project, error) {
+	var out api.Project
+	err := c.Do(ctx, http.MethodPut, "/v1/projects/"+url.PathEscape(name)+"/quota", q, &out)
+	return out, err
+}
+
+// DeleteProject removes a project that holds nothing.
+func (c *Client) DeleteProject(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/projects/"+url.PathEscape(name), nil, nil)
+}
+
 // APITokens lists the cluster's API tokens (never their secrets).
 func (c *Client) APITokens(ctx context.Context) ([]api.APIToken, error) {
 	var out []api.APIToken

@@ -123,7 +123,17 @@ func (c *Client) Images(ctx context.Context) ([]api.Image, error) {
 
 // ImportImage uploads r (size bytes, -1 when unknown) as image name.
 func (c *Client) ImportImage(ctx context.Context, name string, r io.Reader, size int64) (api.Image, error) {
-	req, err := c.newRequest(ctx, http.MethodPut, "/v1/images/"+url.PathEscape(name), r)
+	return c.ImportImageTo(ctx, name, "", r, size)
+}
+
+// ImportImageTo is ImportImage into a project ("": the caller's token's,
+// else default).
+func (c *Client) ImportImageTo(ctx context.Context, name, project string, r io.Reader, size int64) (api.Image, error) {
+	path := "/v1/images/" + url.PathEscape(name)
+	if project != "" {
+		path += "?project=" + url.QueryEscape(project)
+	}
+	req, err := c.newRequest(ctx, http.MethodPut, path, r)
 	if err != nil {
 		return api.Image{}, err
 	}

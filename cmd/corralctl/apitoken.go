@@ -15,7 +15,7 @@ func (c *cli) apiTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "API tokens: what remote clients send to the HTTPS API (api_addr)"}
 	var role, expires, secretFile string
 	create := &cobra.Command{
-		Use: "create NAME --role viewer|operator|admin", Short: "Make an API token; its secret is shown once", Args: cobra.ExactArgs(1),
+		Use: "create NAME --role viewer|operator|admin [--project P]", Short: "Make an API token (with --project, confined to that project); its secret is shown once", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := c.ctx()
 			defer cancel()
@@ -28,7 +28,7 @@ func (c *cli) apiTokenCmd() *cobra.Command {
 				}
 				defer f.Close()
 			}
-			t, err := c.client().CreateAPIToken(ctx, api.APITokenCreateRequest{Name: args[0], Role: role, Expires: expires})
+			t, err := c.client().CreateAPIToken(ctx, api.APITokenCreateRequest{Name: args[0], Role: role, Expires: expires, Project: c.project})
 			if err != nil {
 				if f != nil {
 					os.Remove(secretFile)
@@ -75,7 +75,7 @@ func (c *cli) apiTokenCmd() *cobra.Command {
 				return err
 			}
 			return c.print(ts, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "NAME\tROLE\tEXPIRES\tSTATE\tCREATED BY")
+				fmt.Fprintln(w, "NAME\tROLE\tPROJECT\tEXPIRES\tSTATE\tCREATED BY")
 				for _, t := range ts {
 					state, exp := "valid", "never"
 					if t.Expired {
@@ -84,7 +84,11 @@ func (c *cli) apiTokenCmd() *cobra.Command {
 					if !t.Expires.IsZero() {
 						exp = t.Expires.Local().Format(time.RFC3339)
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, exp, state, orDash(t.CreatedBy))
+					project := t.Project
+					if project == "" {
+						project = "(all)"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, project, exp, state, orDash(t.CreatedBy))
 				}
 			})
 		},

@@ -24,9 +24,12 @@ func (c *cli) imageCmd() *cobra.Command {
 					return err
 				}
 				return c.print(ims, func(w *tabwriter.Writer) {
-					fmt.Fprintln(w, "NAME\tFORMAT\tSIZE\tVIRTUAL SIZE\tSHA256\tCREATED")
+					fmt.Fprintln(w, "NAME\tPROJECT\tFORMAT\tSIZE\tVIRTUAL SIZE\tSHA256\tCREATED")
 					for _, im := range ims {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.12s\t%s\n", im.Name, im.Format, fmtBytes(im.SizeBytes), fmtBytes(im.VirtualSizeBytes), im.SHA256, im.CreatedAt.Local().Format(time.RFC3339))
+						if !c.inProject(im.Project) {
+							continue
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.12s\t%s\n", im.Name, orDash(im.Project), im.Format, fmtBytes(im.SizeBytes), fmtBytes(im.VirtualSizeBytes), im.SHA256, im.CreatedAt.Local().Format(time.RFC3339))
 					}
 				})
 			},
@@ -47,7 +50,7 @@ func (c *cli) imageCmd() *cobra.Command {
 				defer cancel()
 				pr := &progressReader{r: f, total: fi.Size()}
 				stop := pr.report(args[0])
-				im, err := c.client().ImportImage(ctx, args[0], pr, fi.Size())
+				im, err := c.client().ImportImageTo(ctx, args[0], c.project, pr, fi.Size())
 				stop()
 				if err != nil {
 					return err

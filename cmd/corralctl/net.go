@@ -22,7 +22,7 @@ func (c *cli) netCmd() *cobra.Command {
 		Short: "Create a network; every host builds its bridge",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := api.NetworkCreateRequest{Name: args[0], MTU: mtu}
+			req := api.NetworkCreateRequest{Name: args[0], MTU: mtu, Project: c.project}
 			switch {
 			case vni != 0 && vlan != 0:
 				return errors.New("give --vxlan or --vlan, not both")
@@ -61,6 +61,9 @@ func (c *cli) netCmd() *cobra.Command {
 				return c.print(nets, func(w *tabwriter.Writer) {
 					fmt.Fprintln(w, "NAME\tKIND\tID\tUPLINK\tMTU\tBRIDGE\tON THIS HOST\tCREATED")
 					for _, n := range nets {
+						if !c.inProject(n.Project) {
+							continue
+						}
 						id := fmt.Sprint(n.VNI)
 						if n.Kind == "vlan" {
 							id = fmt.Sprint(n.VLAN)

@@ -21,6 +21,7 @@ import (
 type cli struct {
 	socket  string
 	remote  string
+	project string
 	cl      *client.Client // chosen before each command runs (pickClient)
 	output  string
 	timeout time.Duration
@@ -56,9 +57,10 @@ func newRootTo(out io.Writer) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&c.socket, "socket", def, "admin socket of the local corrald ($CORRAL_SOCKET)")
 	root.PersistentFlags().StringVar(&c.remote, "remote", "", "talk to this remote's HTTPS API instead of the socket ($CORRAL_REMOTE; corralctl remote)")
+	root.PersistentFlags().StringVar(&c.project, "project", os.Getenv("CORRAL_PROJECT"), "project to create VMs, networks, images and tokens in, and to list ($CORRAL_PROJECT; default: the token's, else default)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after this long")
-	root.AddCommand(c.statusCmd(), c.hostCmd(), c.vmCmd(), c.imageCmd(), c.netCmd(), c.eventsCmd(), c.clusterCmd(), c.topCmd(), c.apiTokenCmd(), c.remoteCmd())
+	root.AddCommand(c.statusCmd(), c.hostCmd(), c.vmCmd(), c.imageCmd(), c.netCmd(), c.eventsCmd(), c.clusterCmd(), c.topCmd(), c.apiTokenCmd(), c.remoteCmd(), c.projectCmd())
 	return root
 }
 
@@ -93,6 +95,11 @@ func (c *cli) print(v any, table func(w *tabwriter.Writer)) error {
 	w := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 	table(w)
 	return w.Flush()
+}
+
+// inProject filters a list by --project (all when it is not given).
+func (c *cli) inProject(project string) bool {
+	return c.project == "" || c.project == project
 }
 
 func orDash(s string) string {

@@ -33,9 +33,12 @@ func (c *cli) vmLs() *cobra.Command {
 				return err
 			}
 			return c.print(vms, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "NAME\tHOST\tDESIRED\tSTATE\tUPTIME\tVCPUS\tMEMORY\tRESTARTS\tMESSAGE")
+				fmt.Fprintln(w, "NAME\tPROJECT\tHOST\tDESIRED\tSTATE\tUPTIME\tVCPUS\tMEMORY\tRESTARTS\tMESSAGE")
 				for _, v := range vms {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", v.Name, orDash(v.Host), v.Desired, v.State, uptime(v),
+					if !c.inProject(v.Project) {
+						continue
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", v.Name, orDash(v.Project), orDash(v.Host), v.Desired, v.State, uptime(v),
 						v.Spec.VCPUs, fmtMiB(v.Spec.MemoryMiB), v.Restarts, truncate(vmMessage(v), 60))
 				}
 			})
@@ -212,7 +215,7 @@ image (--disk-size grows it); without --image, --disk-size makes it blank.
 			if err != nil {
 				return fmt.Errorf("--memory: %w", err)
 			}
-			req := api.VMCreateRequest{Name: args[0], Host: host, Stopped: stopped, Spec: api.VMSpec{VCPUs: vcpus, MemoryMiB: mem, AntiAffinity: anti}}
+			req := api.VMCreateRequest{Name: args[0], Host: host, Stopped: stopped, Project: c.project, Spec: api.VMSpec{VCPUs: vcpus, MemoryMiB: mem, AntiAffinity: anti}}
 			if image != "" || diskSize != "" {
 				d := api.Disk{Image: image}
 				if diskSize != "" {

@@ -42,6 +42,8 @@ func routeRole(pattern string) Role {
 	switch {
 	case strings.HasPrefix(path, "/v1/tokens"):
 		return RoleAdmin // who holds which token is an admin's business
+	case strings.HasPrefix(path, "/v1/projects") && method != http.MethodGet:
+		return RoleAdmin
 	case path == "/v1/vms/{name}/console":
 		return RoleOperator
 	case method == http.MethodGet:
@@ -97,6 +99,9 @@ type peer struct {
 	groups   []uint32
 	role     Role
 	why      string // "root", "group 1001", "token", ...
+	// project confines the client to one project (a token's); empty:
+	// every project.
+	project string
 }
 
 func (p peer) String() string { return fmt.Sprintf("%s (%s: %s)", p.name, p.role, p.why) }
@@ -222,6 +227,12 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		if _, ok := s.need[pattern]; ok {
 			need = s.need[pattern]
 		}
+		if p.project != "" && pattern != "/" && !projectRoute(pattern) {
+			err := fmt.Errorf("%s is confined to project %s: it may use VMs, networks, images, events and its project, not %s %s: %w",
+				p, p.project, r.Method, r.URL.Path, model.ErrForbidden)
+			writeError(w, errcode.ToAPI(err))
+			return
+		}
 		if p.role < need {
 			err := fmt.Errorf("%s may not %s %s: it needs the %s role: %w", p, r.Method, r.URL.Path, need, model.ErrForbidden)
 			if p.role == RoleNone && r.TLS == nil {
@@ -230,6 +241,28 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 			writeError(w, errcode.ToAPI(err))
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), scopeKey{}, p.project)))
 	})
+}
+
+type scopeKey struct{}
+
+// Scope returns the one project a request's client may use, or "" when
+// it may use every project (the socket, tokens without a project). The
+// backend filters what it shows and refuses what it is asked by it.
+func Scope(ctx context.Context) string {
+	s, _ := ctx.Value(scopeKey{}).(string)
+	return s
+}
+
+// projectRoute reports whether a client confined to a project may use a
+// route at all: what a project holds, and reads of itself.
+func projectRoute(pattern string) bool {
+	method, path, _ := strings.Cut(pattern, " ")
+	for _, prefix := range []string{"/v1/vms", "/v1/networks", "/v1/images", "/v1/events", "/v1/status", "/v1/whoami", "/v1/openapi.json"} {
+		if path == prefix || strings.HasPrefix(path, prefix+"/") {
+			return true
+		}
+	}
+	return method == http.MethodGet && strings.HasPrefix(path, "/v1/projects")
 }

@@ -38,7 +38,10 @@ func (s *Server) bearer(next http.Handler) http.Handler {
 			writeError(w, errcode.ToAPI(err))
 			return
 		}
-		p := peer{name: "token " + t.Name, role: roleNamed(t.Role), why: "token"}
+		p := peer{name: "token " + t.Name, role: roleNamed(t.Role), why: "token", project: t.Project}
+		if t.Project != "" {
+			p.why = "token of project " + t.Project
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), peerKey{}, p)))
 	})
 }

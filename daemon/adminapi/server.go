@@ -43,6 +43,11 @@ type Backend interface {
 	APITokens(ctx context.Context) ([]api.APIToken, error)
 	CreateAPIToken(ctx context.Context, req api.APITokenCreateRequest) (api.APITokenCreated, error)
 	RevokeAPIToken(ctx context.Context, name string) error
+	Projects(ctx context.Context) ([]api.Project, error)
+	Project(ctx context.Context, name string) (api.Project, error)
+	CreateProject(ctx context.Context, req api.ProjectCreateRequest) (api.Project, error)
+	SetProjectQuota(ctx context.Context, name string, q api.Quota) (api.Project, error)
+	DeleteProject(ctx context.Context, name string) error
 	RotateGossipKey(ctx context.Context) (api.GossipKeyRotation, error)
 	MigrateVM(ctx context.Context, name string, req api.VMMigrateRequest) (api.VM, error)
 
@@ -61,7 +66,7 @@ type Backend interface {
 	DeleteNetwork(ctx context.Context, name string) error
 
 	Images(ctx context.Context) ([]api.Image, error)
-	ImportImage(ctx context.Context, name string, body io.Reader) (api.Image, error)
+	ImportImage(ctx context.Context, name, project string, body io.Reader) (api.Image, error)
 	DeleteImage(ctx context.Context, name string) error
 
 	Events(ctx context.Context, after uint64, limit int, wait time.Duration) ([]api.Event, error)
@@ -111,11 +116,12 @@ type doc struct {
 type param struct{ name, typ, help string }
 
 var (
-	qForce = param{"force", "boolean", "see the summary"}
-	qBytes = param{"bytes", "integer", "how much of the log's end (default 65536)"}
-	qAfter = param{"after", "integer", "events after this sequence number"}
-	qLimit = param{"limit", "integer", "at most this many events (0: the server's limit)"}
-	qWait  = param{"wait", "string", "a Go duration up to 5m: wait that long for a new event when none is there"}
+	qForce   = param{"force", "boolean", "see the summary"}
+	qBytes   = param{"bytes", "integer", "how much of the log's end (default 65536)"}
+	qAfter   = param{"after", "integer", "events after this sequence number"}
+	qLimit   = param{"limit", "integer", "at most this many events (0: the server's limit)"}
+	qWait    = param{"wait", "string", "a Go duration up to 5m: wait that long for a new event when none is there"}
+	qProject = param{"project", "string", "the project to hold it (default: the caller's token's, else default)"}
 )
 
 // rawBody marks a request body that is raw bytes, not JSON.
@@ -227,7 +233,40 @@ func (s *Server) routes() []route {
 		{"GET /v1/whoami", doc{summary: "who a request is made as: its actor in the audit trail, its role, its source", out: api.Whoami{}}, func(r *http.Request) (any, error) {
 			p, _ := r.Context().Value(peerKey{}).(peer)
 			o, _ := origin.From(r.Context())
-			return api.Whoami{Actor: o.Actor, Role: p.role.String(), Source: o.Source}, nil
+			return api.Whoami{Actor: o.Actor, Role: p.role.String(), Source: o.Source, Project: p.project}, nil
+		}},
+		{"GET /v1/projects", doc{summary: "projects with their quotas and use (a token of a project sees its own)", out: []api.Project{}}, func(r *http.Request) (any, error) { return s.b.Projects(r.Context()) }},
+		{"POST /v1/projects", doc{summary: "create a project", in: api.ProjectCreateRequest{}, out: api.Project{}}, func(r *http.Request) (any, error) {
+			var req api.ProjectCreateRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.CreateProject(r.Context(), req)
+		}},
+		{"GET /v1/projects/{name}", doc{summary: "one project, its quota and what its VMs take", out: api.Project{}}, func(r *http.Request) (any, error) {
+			name, err := projectName(r)
+			if err != nil {
+				return nil, err
+			}
+			return s.b.Project(r.Context(), name)
+		}},
+		{"PUT /v1/projects/{name}/quota", doc{summary: "set a project's quota (0: no limit); a lower one refuses only growth", in: api.Quota{}, out: api.Project{}}, func(r *http.Request) (any, error) {
+			name, err := projectName(r)
+			if err != nil {
+				return nil, err
+			}
+			var q api.Quota
+			if err := decode(r, &q); err != nil {
+				return nil, err
+			}
+			return s.b.SetProjectQuota(r.Context(), name, q)
+		}},
+		{"DELETE /v1/projects/{name}", doc{summary: "remove a project that holds nothing", out: struct{}{}}, func(r *http.Request) (any, error) {
+			name, err := projectName(r)
+			if err != nil {
+				return nil, err
+			}
+			return struct{}{}, s.b.DeleteProject(r.Context(), name)
 		}},
 		{"GET /v1/tokens", doc{summary: "API tokens (never their secrets)", out: []api.APIToken{}}, func(r *http.Request) (any, error) { return s.b.APITokens(r.Context()) }},
 		{"POST /v1/tokens", doc{summary: "create an API token; its secret is in this answer only", in: api.APITokenCreateRequest{}, out: api.APITokenCreated{}}, func(r *http.Request) (any, error) {
@@ -306,12 +345,16 @@ func (s *Server) routes() []route {
 		}},
 
 		{"GET /v1/images", doc{summary: "images in the shared image store", out: []api.Image{}}, func(r *http.Request) (any, error) { return s.b.Images(r.Context()) }},
-		{"PUT /v1/images/{name}", doc{summary: "import an image: the body is the disk image itself (qcow2 or raw)", in: rawBody{}, out: api.Image{}}, func(r *http.Request) (any, error) {
+		{"PUT /v1/images/{name}", doc{summary: "import an image: the body is the disk image itself (qcow2 or raw)", in: rawBody{}, out: api.Image{}, query: []param{qProject}}, func(r *http.Request) (any, error) {
 			name := r.PathValue("name")
 			if err := model.ValidateName("image", name); err != nil {
 				return nil, err
 			}
-			return s.b.ImportImage(r.Context(), name, r.Body)
+			project := r.URL.Query().Get("project")
+			if err := model.ValidProjectRef(project); err != nil {
+				return nil, err
+			}
+			return s.b.ImportImage(r.Context(), name, project, r.Body)
 		}},
 		{"DELETE /v1/images/{name}", doc{summary: "delete an image no VM uses", out: struct{}{}}, func(r *http.Request) (any, error) {
 			name := r.PathValue("name")
@@ -390,6 +433,11 @@ func boolParam(r *http.Request, key string) (bool, error) {
 		return false, fmt.Errorf("%s=%q: want true or false: %w", key, v, model.ErrInvalid)
 	}
 	return b, nil
+}
+
+func projectName(r *http.Request) (string, error) {
+	name := r.PathValue("name")
+	return name, model.ValidateName("project", name)
 }
 
 func hostName(r *http.Request) (string, error) {

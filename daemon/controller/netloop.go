@@ -150,6 +150,9 @@ func (l *Leader) CreateNetwork(ctx context.Context, req CreateNetworkRequest) (m
 	if err := n.Validate(); err != nil {
 		return n, err
 	}
+	if err := l.projectGate(n.Project); err != nil {
+		return n, err
+	}
 	if _, err := l.store.Apply(ctx, raftlog.CreateNetwork{Network: n}); err != nil {
 		return n, err
 	}

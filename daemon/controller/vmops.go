@@ -22,6 +22,9 @@ type CreateVMRequest struct {
 	Host string `json:"host,omitempty"`
 	// Stopped creates the VM without starting it.
 	Stopped bool `json:"stopped,omitempty"`
+	// Project holds the VM (empty: default); sent only when set, so a
+	// leader from before projects still takes the others.
+	Project string `json:"project,omitempty"`
 }
 
 // VMPowerRequest starts or stops a VM.
@@ -53,11 +56,36 @@ type DeleteVMRequest struct {
 }
 
 func (l *Leader) event(ctx context.Context, kind, host, vm, format string, args ...any) {
-	e := model.Event{Time: l.clock.Now().UTC(), Kind: kind, Host: host, VM: vm, Message: fmt.Sprintf(format, args...)}
+	l.eventIn(ctx, "", kind, host, vm, format, args...)
+}
+
+// eventIn is event for a VM no longer in state: project names its
+// project (the state machine stamps the project of a VM still there).
+func (l *Leader) eventIn(ctx context.Context, project, kind, host, vm, format string, args ...any) {
+	e := model.Event{Time: l.clock.Now().UTC(), Kind: kind, Host: host, VM: vm, Message: fmt.Sprintf(format, args...), Project: project}
 	StampEvent(ctx, l.store.Cluster(), &e)
 	if _, err := l.store.Apply(ctx, raftlog.AddEvents{Events: []model.Event{e}}); err != nil {
 		l.log.Warn("record event", "kind", kind, "vm", vm, "err", err)
 	}
+}
+
+// projectGate refuses a resource in a project other than the default one
+// until the cluster's protocol has projects (a replica before them would
+// drop the field).
+func (l *Leader) projectGate(project string) error {
+	if model.ProjectOf(project) == model.DefaultProject {
+		return nil
+	}
+	return raftlog.FeatureProjects.Check(l.store.Cluster(), l.store.Hosts())
+}
+
+// usableIn says whether a VM of project may use an image or a network of
+// owner: its own project's, or the default project's (shared by all).
+func usableIn(project, kind, name, owner string) error {
+	if o := model.ProjectOf(owner); o != model.DefaultProject && o != model.ProjectOf(project) {
+		return fmt.Errorf("%s %q belongs to project %s, not %s: %w", kind, name, o, model.ProjectOf(project), model.ErrForbidden)
+	}
+	return nil
 }
 
 // StampEvent records in e who asked for the operation it reports (the
@@ -156,16 +184,27 @@ func (l *Leader) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, e
 	if _, err := l.store.VM(req.Name); err == nil {
 		return model.VM{}, fmt.Errorf("vm %q already exists: %w", req.Name, model.ErrConflict)
 	}
+	if err := l.projectGate(req.Project); err != nil {
+		return model.VM{}, err
+	}
 	for i, d := range spec.Disks {
 		if d.Image == "" {
 			continue
 		}
-		if _, err := l.store.Image(d.Image); err != nil {
+		im, err := l.store.Image(d.Image)
+		if err != nil {
+			return model.VM{}, fmt.Errorf("vm %q: disk %d: %w", req.Name, i, err)
+		}
+		if err := usableIn(req.Project, "image", im.Name, im.Project); err != nil {
 			return model.VM{}, fmt.Errorf("vm %q: disk %d: %w", req.Name, i, err)
 		}
 	}
 	for i := range spec.NICs {
-		if _, err := l.store.Network(spec.NICs[i].Network); err != nil {
+		n, err := l.store.Network(spec.NICs[i].Network)
+		if err != nil {
+			return model.VM{}, fmt.Errorf("vm %q: nic %d: %w", req.Name, i, err)
+		}
+		if err := usableIn(req.Project, "network", n.Name, n.Project); err != nil {
 			return model.VM{}, fmt.Errorf("vm %q: nic %d: %w", req.Name, i, err)
 		}
 		if spec.NICs[i].MAC == "" {
@@ -176,7 +215,7 @@ func (l *Leader) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, e
 	if err != nil {
 		return model.VM{}, err
 	}
-	v := model.VM{ID: newUUID(), Name: req.Name, Spec: spec, Host: host, Desired: model.PowerRunning, CreatedAt: l.clock.Now().UTC()}
+	v := model.VM{ID: newUUID(), Name: req.Name, Spec: spec, Host: host, Desired: model.PowerRunning, CreatedAt: l.clock.Now().UTC(), Project: req.Project}
 	if req.Stopped {
 		v.Desired = model.PowerStopped
 	}
@@ -284,7 +323,7 @@ func (l *Leader) DeleteVM(ctx context.Context, req DeleteVMRequest) (model.VM, e
 		if _, err := l.store.Apply(ctx, raftlog.DeleteVM{Name: v.Name}); err != nil {
 			return v, err
 		}
-		l.event(ctx, "deleted", v.Host, v.Name, "removed from cluster state (force=%v)", req.Force)
+		l.eventIn(ctx, v.Project, "deleted", v.Host, v.Name, "removed from cluster state (force=%v)", req.Force)
 		return v, nil
 	}
 	if !v.Deleting {
@@ -340,7 +379,7 @@ func (l *Leader) ReportVMs(ctx context.Context, r raftlog.ReportVMs) (int, error
 		if kind == "" {
 			continue
 		}
-		evs = append(evs, model.Event{Time: now, Kind: kind, Host: r.Host, VM: rep.Name, Message: rep.Message})
+		evs = append(evs, model.Event{Time: now, Kind: kind, Host: r.Host, VM: rep.Name, Message: rep.Message, Project: v.Project})
 	}
 	if len(evs) > 0 {
 		if _, err := l.store.Apply(ctx, raftlog.AddEvents{Events: evs}); err != nil {
@@ -405,6 +444,9 @@ func (l *Leader) PutImage(ctx context.Context, im model.Image) (model.Image, err
 	// from the image with that device.
 	im.Volume = model.ImageVolume(im.Name)
 	im.CreatedAt = l.clock.Now().UTC()
+	if err := l.projectGate(im.Project); err != nil {
+		return im, err
+	}
 	if _, err := l.store.Apply(ctx, raftlog.PutImage{Image: im}); err != nil {
 		return im, err
 	}

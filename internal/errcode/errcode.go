@@ -24,6 +24,7 @@ var table = []struct {
 	{model.ErrUnavailable, api.CodeUnavailable},
 	{model.ErrForbidden, api.CodeForbidden},
 	{model.ErrUnauthenticated, api.CodeUnauthenticated},
+	{model.ErrQuota, api.CodeQuotaExceeded},
 	{context.DeadlineExceeded, api.CodeUnavailable},
 }
 

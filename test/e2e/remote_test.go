@@ -13,11 +13,12 @@ import (
 	"github.com/corralhq/corral/internal/testutil"
 )
 
-// TestRemoteCorralctl: an operator's API token, made on h1 into a file,
+// TestRemoteCorralctl: an operator's API token of project team, made on h1
+// into a file,
 // lets corralctl on h2 add h3's HTTPS API as a remote (its certificate
 // pinned by the fingerprint h3's status shows) and create a VM through it,
-// which runs; the VM's created event names the token and h3's API as the
-// source. The operator may not list tokens, and once the token is revoked
+// which runs in project team; the VM's created event names the token and
+// h3's API as the source. The operator may not list tokens, and once the token is revoked
 // the remote refuses it.
 func TestRemoteCorralctl(t *testing.T) {
 	e := newEnv(t, 3, "")
@@ -34,7 +35,10 @@ func TestRemoteCorralctl(t *testing.T) {
 		t.Fatalf("h3's API is %q, want %q", st.API, want)
 	}
 	secret := filepath.Join(t.TempDir(), "ci.token")
-	if _, err := e.corralctl("h1", "token", "create", "ci", "--role", "operator", "--expires", "1h", "--secret-file", secret); err != nil {
+	if _, err := e.corralctl("h1", "project", "create", "team", "--vcpus", "4"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.corralctl("h1", "token", "create", "ci", "--role", "operator", "--project", "team", "--expires", "1h", "--secret-file", secret); err != nil {
 		t.Fatal(err)
 	}
 	config := t.TempDir()
@@ -62,7 +66,9 @@ func TestRemoteCorralctl(t *testing.T) {
 	if err != nil {
 		t.Fatalf("vm create through the remote: %v %s", err, out)
 	}
-	e.waitVM("remote1", 2*time.Minute, running)
+	if v := e.waitVM("remote1", 2*time.Minute, running); v.Project != "team" {
+		t.Fatalf("remote1 is in project %q, want the token's, team", v.Project)
+	}
 	out, err = remotectl("events", "--actor", "token ci", "-o", "json")
 	if err != nil {
 		t.Fatal(err)

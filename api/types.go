@@ -209,6 +209,29 @@ type APIToken struct {
 	Expired   bool      `json:"expired,omitempty"`
 	CreatedBy string    `json:"created_by,omitempty"`
 	Project   string    `json:"project,omitempty"` // empty: every project
+	// Kind is empty for a bearer token, "certificate" for a client
+	// certificate (Fingerprint is then its SHA-256).
+	Kind        string `json:"kind,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// CertificateCreateRequest is the body of POST /v1/certificates: a
+// certificate request the client made with its own key (which never
+// leaves it), for "user:NAME".
+type CertificateCreateRequest struct {
+	Name    string `json:"name"`
+	Role    string `json:"role"`
+	Project string `json:"project,omitempty"`
+	// Expires: a duration or days, at most 365d (default 90d).
+	Expires string `json:"expires,omitempty"`
+	CSR     string `json:"csr"`
+}
+
+// CertificateCreated is a new client certificate, its CA, and its record.
+type CertificateCreated struct {
+	APIToken
+	Certificate string `json:"certificate"`
+	CA          string `json:"ca"`
 }
 
 // APITokenCreateRequest is the body of POST /v1/tokens.

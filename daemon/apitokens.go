@@ -107,7 +107,11 @@ func parseLifetime(s string) (time.Duration, error) {
 }
 
 func apiToken(t model.APIToken, now time.Time) api.APIToken {
-	return api.APIToken{Name: t.Name, Role: t.Role, Created: t.Created, Expires: t.Expires, Expired: t.Expired(now), CreatedBy: t.CreatedBy, Project: t.Project}
+	out := api.APIToken{Name: t.Name, Role: t.Role, Created: t.Created, Expires: t.Expires, Expired: t.Expired(now), CreatedBy: t.CreatedBy, Project: t.Project, Kind: t.Kind}
+	if t.Kind == model.KindCertificate {
+		out.Fingerprint = t.Hash // a certificate's, public; a token's hash is never shown
+	}
+	return out
 }
 
 func (b backend) APITokens(ctx context.Context) ([]api.APIToken, error) {
@@ -155,6 +159,63 @@ func (b backend) CreateAPIToken(ctx context.Context, req api.APITokenCreateReque
 	return api.APITokenCreated{APIToken: apiToken(t, now), Token: secret}, nil
 }
 
+// defaultCertLifetime and maxCertLifetime bound a client certificate.
+const (
+	defaultCertLifetime = 90 * 24 * time.Hour
+	maxCertLifetime     = 365 * 24 * time.Hour
+)
+
+// CreateCertificate has this host sign a client certificate with the
+// cluster CA (every member holds it) and records its fingerprint, role
+// and project through the leader, as a token's hash is recorded.
+func (b backend) CreateCertificate(ctx context.Context, req api.CertificateCreateRequest) (api.CertificateCreated, error) {
+	if b.d.id == nil || !b.d.id.CanSign() {
+		return api.CertificateCreated{}, fmt.Errorf("this host holds no cluster CA to sign with (no identity): %w", model.ErrInvalid)
+	}
+	if err := model.ValidateName("certificate", req.Name); err != nil {
+		return api.CertificateCreated{}, err
+	}
+	if err := model.ValidProjectRef(req.Project); err != nil {
+		return api.CertificateCreated{}, err
+	}
+	life := defaultCertLifetime
+	if req.Expires != "" {
+		var err error
+		if life, err = parseLifetime(req.Expires); err != nil {
+			return api.CertificateCreated{}, err
+		}
+		if life > maxCertLifetime {
+			return api.CertificateCreated{}, fmt.Errorf("expires %q: a client certificate lives at most 365d: %w", req.Expires, model.ErrInvalid)
+		}
+	}
+	now := time.Now().UTC()
+	// The record is checked before anything is signed.
+	t := model.APIToken{Name: req.Name, Role: req.Role, Kind: model.KindCertificate, Hash: strings.Repeat("0", 64), Created: now, Expires: now.Add(life), Project: req.Project}
+	if o, ok := origin.From(ctx); ok {
+		t.CreatedBy = o.Actor
+	}
+	if err := t.Validate(); err != nil {
+		return api.CertificateCreated{}, err
+	}
+	if err := raftlog.FeatureAPITokens.Check(b.d.store.Cluster(), b.d.store.Hosts()); err != nil {
+		return api.CertificateCreated{}, err
+	}
+	certPEM, err := b.d.id.SignUser([]byte(req.CSR), req.Name, now, t.Expires)
+	if err != nil {
+		return api.CertificateCreated{}, fmt.Errorf("csr: %v: %w", err, model.ErrInvalid)
+	}
+	leaf, err := identity.ParseCertPEM(certPEM)
+	if err != nil {
+		return api.CertificateCreated{}, err
+	}
+	t.Hash = identity.Fingerprint(leaf)
+	if _, err := forward(ctx, b.d, mAPITokenAdd, APITokenAddRequest{Token: t}); err != nil {
+		return api.CertificateCreated{}, err
+	}
+	b.d.waitState(ctx, func() bool { _, ok := model.FindAPICertificate(b.d.store.Cluster().APITokens, t.Hash); return ok })
+	return api.CertificateCreated{APIToken: apiToken(t, now), Certificate: string(certPEM), CA: string(b.d.id.CAPEM)}, nil
+}
+
 func (b backend) RevokeAPIToken(ctx context.Context, name string) error {
 	if _, err := forward(ctx, b.d, mAPITokenRevoke, APITokenRevokeRequest{Name: name}); err != nil {
 		return err
@@ -173,6 +234,11 @@ func (b backend) RevokeAPIToken(ctx context.Context, name string) error {
 // lookupAPIToken finds the token of a bearer secret in this host's replica.
 func (d *Daemon) lookupAPIToken(secret string) (model.APIToken, bool) {
 	return model.FindAPIToken(d.store.Cluster().APITokens, secret)
+}
+
+// lookupAPICertificate finds the credential of a client certificate.
+func (d *Daemon) lookupAPICertificate(fp string) (model.APIToken, bool) {
+	return model.FindAPICertificate(d.store.Cluster().APITokens, fp)
 }
 
 // apiURL is where clients reach the HTTPS API: api_addr, with the
@@ -210,9 +276,15 @@ func (d *Daemon) listenAPI() (net.Listener, error) {
 		return nil, fmt.Errorf("api_addr: %w", err)
 	}
 	d.apiFingerprint = identity.Fingerprint(cert.Leaf)
-	return tls.NewListener(ln, &tls.Config{
+	conf := &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"h2", "http/1.1"},
-	}), nil
+	}
+	if d.id != nil {
+		// Client certificates of the cluster CA are a second way in; which
+		// of them is a credential the API decides by fingerprint.
+		conf.ClientAuth, conf.ClientCAs = tls.VerifyClientCertIfGiven, d.id.ClientCAs()
+	}
+	return tls.NewListener(ln, conf), nil
 }

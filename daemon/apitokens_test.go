@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/api/client"
+	"github.com/corralhq/corral/daemon/identity"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
 )
@@ -100,6 +102,14 @@ func TestHTTPSAPITokens(t *testing.T) {
 		t.Fatalf("role superuser: %v", err)
 	}
 	remote := func(i int, name string) *client.Client { return client.NewRemote(urls[i], secrets[name], fps[i]) }
+	// Every host takes the tokens once it has applied them (the last one
+	// made implies the others: entries apply in order).
+	for i := range tc.hosts {
+		testutil.Eventually(t, time.Second, func() error {
+			_, err := remote(i, "brief").Status(ctx)
+			return err
+		})
+	}
 
 	for i := range tc.hosts {
 		for _, c := range []*client.Client{
@@ -289,6 +299,9 @@ func TestHTTPSProjects(t *testing.T) {
 		t.Fatalf("an admin token of one project: %v", err)
 	}
 	a, b := clients["a"], clients["b"]
+	for _, c := range clients { // taken once applied where they are used
+		testutil.Eventually(t, time.Second, func() error { _, err := c.Whoami(ctx); return err })
+	}
 	if who, err := a.Whoami(ctx); err != nil || who.Project != "a" {
 		t.Fatalf("whoami: %+v %v", who, err)
 	}
@@ -351,4 +364,81 @@ func TestHTTPSProjects(t *testing.T) {
 	if err != nil || len(all) != 2 {
 		t.Fatalf("root lists %v %v", all, err)
 	}
+}
+
+// A client certificate the cluster CA signed through the API is a way in
+// with its recorded role; a host's own certificate is not, and a revoked
+// certificate is refused.
+func TestHTTPSClientCertificate(t *testing.T) {
+	tc, first := securedCluster(t, 3)
+	for i, h := range tc.hosts {
+		if i > 0 {
+			h.cfg.JoinToken = first
+		}
+		h.cfg.APIAddr = net.JoinHostPort(h.cfg.BindAddr, fmt.Sprint(testutil.FreePort(t, h.cfg.BindAddr)))
+	}
+	tc.startAll()
+	tc.waitConverged(3, 0)
+	ctx := ctxT(t)
+	root := tc.hosts[0].client
+	var st api.Status
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var err error
+		st, err = tc.hosts[2].client.Status(ctx)
+		if err != nil || st.Protocol != st.ThisProtocol {
+			return fmt.Errorf("protocol %d of %d: %v", st.Protocol, st.ThisProtocol, err)
+		}
+		return nil
+	})
+	key, _ := identity.NewKey()
+	csr, err := identity.UserCSR(key, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := root.CreateCertificate(ctx, api.CertificateCreateRequest{Name: "alice", Role: "viewer", Expires: "30d", CSR: string(csr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.Kind != "certificate" || !model.IsLowerHex(created.Fingerprint, 64) {
+		t.Fatalf("created %+v", created.APIToken)
+	}
+	kp, _ := identity.KeyPEM(key)
+	cert, err := tls.X509KeyPair([]byte(created.Certificate), kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := client.NewRemote(st.API, "", st.APIFingerprint)
+	alice.Certificate = &cert
+	// h3 takes it once it has applied the record (this went through h1).
+	testutil.Eventually(t, time.Second, func() error {
+		who, err := alice.Whoami(ctx)
+		if err != nil || who.Actor != "certificate alice" || who.Role != "viewer" {
+			return fmt.Errorf("whoami: %+v %v", who, err)
+		}
+		return nil
+	})
+	if _, err := alice.CreateProject(ctx, api.ProjectCreateRequest{Name: "p"}); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("viewer creates a project: %v", err)
+	}
+	// A host's certificate is from the same CA but no credential.
+	hostCert, err := tls.LoadX509KeyPair(filepath.Join(tc.hosts[1].cfg.IdentityDir(), "host.crt"), filepath.Join(tc.hosts[1].cfg.IdentityDir(), "host.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asHost := client.NewRemote(st.API, "", st.APIFingerprint)
+	asHost.Certificate = &hostCert
+	if _, err := asHost.Status(ctx); !errors.Is(err, api.ErrUnauthenticated) {
+		t.Fatalf("a host certificate on the API: %v", err)
+	}
+	if err := root.RevokeAPIToken(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, time.Second, func() error {
+		fresh := client.NewRemote(st.API, "", st.APIFingerprint)
+		fresh.Certificate = &cert
+		if _, err := fresh.Status(ctx); !errors.Is(err, api.ErrUnauthenticated) {
+			return fmt.Errorf("revoked certificate: %v", err)
+		}
+		return nil
+	})
 }

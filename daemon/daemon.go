@@ -372,7 +372,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	start("adminapi", func(ctx context.Context) error { return d.admin.Serve(ctx, adminLn) })
 	if apiLn != nil {
-		d.admin.Tokens = d.lookupAPIToken
+		d.admin.Tokens, d.admin.Certificates = d.lookupAPIToken, d.lookupAPICertificate
 		start("api", func(ctx context.Context) error { return d.admin.ServeAPI(ctx, apiLn) })
 		d.log.Info("HTTPS API listening", "addr", apiLn.Addr().String(), "fingerprint", d.apiFingerprint)
 	}

@@ -28,7 +28,10 @@ const (
 type APIToken struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
-	// Hash is APITokenHash of the secret.
+	// Kind is KindToken (empty) or KindCertificate.
+	Kind string `json:"kind,omitempty"`
+	// Hash is APITokenHash of the secret, or for a certificate the
+	// SHA-256 of its DER form (its fingerprint).
 	Hash    string    `json:"hash"`
 	Created time.Time `json:"created"`
 	// Expires: refused from then on; zero: never.
@@ -40,10 +43,19 @@ type APIToken struct {
 	Project string `json:"project,omitempty"`
 }
 
+// Kinds of API credential.
+const (
+	KindToken       = ""            // a bearer secret
+	KindCertificate = "certificate" // a client certificate from the cluster CA
+)
+
 // Validate checks a token record's form.
 func (t APIToken) Validate() error {
 	if err := ValidateName("token", t.Name); err != nil {
 		return err
+	}
+	if t.Kind != KindToken && t.Kind != KindCertificate {
+		return fmt.Errorf("token %q: kind %q: %w", t.Name, t.Kind, ErrInvalid)
 	}
 	switch t.Role {
 	case RoleViewer, RoleOperator, RoleAdmin:
@@ -92,11 +104,21 @@ func ValidAPISecret(s string) bool {
 // FindAPIToken returns the token whose secret is secret, comparing every
 // hash in constant time.
 func FindAPIToken(tokens []APIToken, secret string) (APIToken, bool) {
-	want := []byte(APITokenHash(secret))
+	return findCredential(tokens, KindToken, APITokenHash(secret))
+}
+
+// FindAPICertificate returns the certificate credential whose fingerprint
+// is fp.
+func FindAPICertificate(tokens []APIToken, fp string) (APIToken, bool) {
+	return findCredential(tokens, KindCertificate, fp)
+}
+
+func findCredential(tokens []APIToken, kind, hash string) (APIToken, bool) {
+	want := []byte(hash)
 	var found APIToken
 	ok := false
 	for _, t := range tokens {
-		if subtle.ConstantTimeCompare([]byte(t.Hash), want) == 1 {
+		if t.Kind == kind && subtle.ConstantTimeCompare([]byte(t.Hash), want) == 1 {
 			found, ok = t, true
 		}
 	}

@@ -38,6 +38,10 @@ type Client struct {
 	// and the server must present the certificate whose SHA-256 is
 	// Fingerprint (hex; empty: one the system's roots verify).
 	URL, Token, Fingerprint string
+	// Certificate, when set, is presented to the HTTPS API: a client
+	// certificate from the cluster CA (corralctl cert create), a way in
+	// without a token.
+	Certificate *tls.Certificate
 
 	once sync.Once
 	hc   *http.Client
@@ -86,6 +90,9 @@ func (c *Client) http() *http.Client {
 			}
 		} else {
 			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			if c.Certificate != nil {
+				tr.TLSClientConfig.Certificates = []tls.Certificate{*c.Certificate}
+			}
 			tr.ForceAttemptHTTP2 = true
 			tr.Proxy = http.ProxyFromEnvironment
 			if c.Fingerprint != "" {
@@ -378,6 +385,13 @@ func (c *Client) APITokens(ctx context.Context) ([]api.APIToken, error) {
 func (c *Client) CreateAPIToken(ctx context.Context, req api.APITokenCreateRequest) (api.APITokenCreated, error) {
 	var out api.APITokenCreated
 	err := c.Do(ctx, http.MethodPost, "/v1/tokens", req, &out)
+	return out, err
+}
+
+// CreateCertificate has the cluster CA sign a client certificate.
+func (c *Client) CreateCertificate(ctx context.Context, req api.CertificateCreateRequest) (api.CertificateCreated, error) {
+	var out api.CertificateCreated
+	err := c.Do(ctx, http.MethodPost, "/v1/certificates", req, &out)
 	return out, err
 }
 

@@ -66,7 +66,7 @@ func (c *cli) apiTokenCmd() *cobra.Command {
 	create.Flags().StringVar(&secretFile, "secret-file", "", "write the secret to this new file (0600) instead of showing it")
 	create.MarkFlagRequired("role")
 	ls := &cobra.Command{
-		Use: "ls", Short: "List API tokens (never their secrets)", Args: cobra.NoArgs,
+		Use: "ls", Short: "List API tokens and client certificates (never a secret)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := c.ctx()
 			defer cancel()
@@ -75,7 +75,7 @@ func (c *cli) apiTokenCmd() *cobra.Command {
 				return err
 			}
 			return c.print(ts, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "NAME\tROLE\tPROJECT\tEXPIRES\tSTATE\tCREATED BY")
+				fmt.Fprintln(w, "NAME\tKIND\tROLE\tPROJECT\tEXPIRES\tSTATE\tCREATED BY")
 				for _, t := range ts {
 					state, exp := "valid", "never"
 					if t.Expired {
@@ -88,13 +88,17 @@ func (c *cli) apiTokenCmd() *cobra.Command {
 					if project == "" {
 						project = "(all)"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, project, exp, state, orDash(t.CreatedBy))
+					kind := "token"
+					if t.Kind != "" {
+						kind = t.Kind
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, kind, t.Role, project, exp, state, orDash(t.CreatedBy))
 				}
 			})
 		},
 	}
 	revoke := &cobra.Command{
-		Use: "revoke NAME", Short: "Make every host refuse an API token", Args: cobra.ExactArgs(1),
+		Use: "revoke NAME", Short: "Make every host refuse an API token or client certificate", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := c.ctx()
 			defer cancel()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +27,27 @@ import (
 type remote struct {
 	URL         string `json:"url"`
 	Fingerprint string `json:"fingerprint"`
-	Token       string `json:"token"`
+	Token       string `json:"token,omitempty"`
+	// Cert and Key name a client certificate's files (corralctl cert
+	// create), used instead of a token.
+	Cert string `json:"cert,omitempty"`
+	Key  string `json:"key,omitempty"`
+}
+
+// client returns a client of r, with token (when set) replacing r's.
+func (r remote) client(token string) (*client.Client, error) {
+	if token == "" {
+		token = r.Token
+	}
+	cl := client.NewRemote(r.URL, token, r.Fingerprint)
+	if r.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(r.Cert, r.Key)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		cl.Certificate = &cert
+	}
+	return cl, nil
 }
 
 type remoteConfig struct {
@@ -123,11 +144,7 @@ func (c *cli) pickClient(cmd *cobra.Command) (*client.Client, error) {
 	if !ok {
 		return nil, fmt.Errorf("no remote %q in %s (corralctl remote ls)", name, path)
 	}
-	token := r.Token
-	if t := os.Getenv("CORRAL_TOKEN"); t != "" {
-		token = t
-	}
-	return client.NewRemote(r.URL, token, r.Fingerprint), nil
+	return r.client(os.Getenv("CORRAL_TOKEN"))
 }
 
 // readToken reads a token from a file ("-": standard input): its first
@@ -154,7 +171,7 @@ func readToken(path string) (string, error) {
 
 func (c *cli) remoteCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "remote", Short: "corrald HTTPS APIs to use instead of the local socket (--remote NAME, $CORRAL_REMOTE)"}
-	var tokenFile, fingerprint string
+	var tokenFile, fingerprint, certFile, keyFile string
 	var yes bool
 	add := &cobra.Command{
 		Use:   "add NAME https://HOST:PORT",
@@ -181,8 +198,20 @@ before anything is saved.`,
 					return fmt.Errorf("--token-file: %w", err)
 				}
 			}
-			if token == "" {
-				return errors.New("no token: pass --token-file FILE or set $CORRAL_TOKEN (corralctl token create, on a host)")
+			if (certFile == "") != (keyFile == "") {
+				return errors.New("--cert and --key go together")
+			}
+			if token == "" && certFile == "" {
+				return errors.New("no credential: pass --token-file FILE, set $CORRAL_TOKEN (corralctl token create, on a host), or --cert and --key (corralctl cert create)")
+			}
+			if certFile != "" {
+				var err error
+				if certFile, err = filepath.Abs(certFile); err != nil {
+					return err
+				}
+				if keyFile, err = filepath.Abs(keyFile); err != nil {
+					return err
+				}
 			}
 			ctx, cancel := c.ctx()
 			defer cancel()
@@ -207,15 +236,20 @@ before anything is saved.`,
 					return errors.New("not added")
 				}
 			}
-			who, err := client.NewRemote(raw, token, got).Whoami(ctx)
+			r := remote{URL: raw, Fingerprint: got, Token: token, Cert: certFile, Key: keyFile}
+			cl, err := r.client("")
 			if err != nil {
-				return fmt.Errorf("%s refuses the token: %w", raw, err)
+				return err
+			}
+			who, err := cl.Whoami(ctx)
+			if err != nil {
+				return fmt.Errorf("%s refuses the credential: %w", raw, err)
 			}
 			rc, path, err := loadRemotes()
 			if err != nil {
 				return err
 			}
-			rc.Remotes[name] = remote{URL: raw, Fingerprint: got, Token: token}
+			rc.Remotes[name] = r
 			if err := saveRemotes(rc, path); err != nil {
 				return err
 			}
@@ -228,6 +262,8 @@ before anything is saved.`,
 	add.Flags().StringVar(&tokenFile, "token-file", "", "file holding the API token (- for standard input)")
 	add.Flags().StringVar(&fingerprint, "fingerprint", "", "the certificate fingerprint you expect (hex SHA-256)")
 	add.Flags().BoolVar(&yes, "yes", false, "accept the certificate the server presents without asking")
+	add.Flags().StringVar(&certFile, "cert", "", "client certificate file (corralctl cert create), instead of a token")
+	add.Flags().StringVar(&keyFile, "key", "", "its private key file")
 	ls := &cobra.Command{
 		Use: "ls", Short: "List remotes (never their tokens)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

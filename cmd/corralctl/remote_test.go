@@ -67,7 +67,7 @@ func TestRemoteAddSwitchRm(t *testing.T) {
 	}
 	bad := filepath.Join(dir, "bad")
 	os.WriteFile(bad, []byte("corral_"+strings.Repeat("f", 64)), 0o600)
-	if _, err := run(t, "remote", "add", "prod", srv.URL, "--token-file", bad, "--yes"); err == nil || !strings.Contains(err.Error(), "refuses the token") {
+	if _, err := run(t, "remote", "add", "prod", srv.URL, "--token-file", bad, "--yes"); err == nil || !strings.Contains(err.Error(), "refuses the credential") {
 		t.Fatalf("bad token: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "corral", "remotes.json")); err == nil {

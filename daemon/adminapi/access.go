@@ -40,8 +40,8 @@ func (r Role) String() string {
 func routeRole(pattern string) Role {
 	method, path, _ := strings.Cut(pattern, " ")
 	switch {
-	case strings.HasPrefix(path, "/v1/tokens"):
-		return RoleAdmin // who holds which token is an admin's business
+	case strings.HasPrefix(path, "/v1/tokens") || strings.HasPrefix(path, "/v1/certificates"):
+		return RoleAdmin // who holds which credential is an admin's business
 	case strings.HasPrefix(path, "/v1/projects") && method != http.MethodGet:
 		return RoleAdmin
 	case path == "/v1/vms/{name}/console":

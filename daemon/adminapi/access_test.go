@@ -31,6 +31,9 @@ func TestRouteRoles(t *testing.T) {
 		"GET /v1/tokens":                     RoleAdmin,
 		"POST /v1/tokens":                    RoleAdmin,
 		"DELETE /v1/tokens/{name}":           RoleAdmin,
+		"POST /v1/certificates":              RoleAdmin,
+		"GET /v1/projects":                   RoleViewer,
+		"PUT /v1/projects/{name}/quota":      RoleAdmin,
 	} {
 		if got := routeRole(pattern); got != want {
 			t.Errorf("%s needs %s, want %s", pattern, got, want)

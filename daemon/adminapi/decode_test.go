@@ -30,6 +30,9 @@ func FuzzDecode(f *testing.F) {
 		func() any { return &api.VMResizeRequest{} },
 		func() any { return &api.NetworkCreateRequest{} },
 		func() any { return &api.APITokenCreateRequest{} },
+		func() any { return &api.ProjectCreateRequest{} },
+		func() any { return &api.Quota{} },
+		func() any { return &api.CertificateCreateRequest{} },
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, target := range targets {

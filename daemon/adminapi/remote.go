@@ -2,6 +2,9 @@ package adminapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,7 +23,9 @@ var APILimits = httpserve.Limits{MaxInFlight: 512}
 
 // ServeAPI answers on ln, a TLS listener (api_addr), until ctx ends: the
 // same routes as the socket, each client named by the API token it sends
-// as "Authorization: Bearer SECRET" and given that token's role.
+// as "Authorization: Bearer SECRET", or else by the client certificate it
+// presented (verified by the listener against the cluster CA), and given
+// that credential's role and project.
 func (s *Server) ServeAPI(ctx context.Context, ln net.Listener) error {
 	perToken := httpserve.Limits{Rate: s.RateLimit, Burst: int(2 * s.RateLimit), Identity: peerIdentity}
 	h := s.bearer(httpserve.Limit(s.withOrigin(s.authorize(s.mux)), perToken))
@@ -38,15 +43,22 @@ func (s *Server) bearer(next http.Handler) http.Handler {
 			writeError(w, errcode.ToAPI(err))
 			return
 		}
-		p := peer{name: "token " + t.Name, role: roleNamed(t.Role), why: "token", project: t.Project}
+		kind := "token"
+		if t.Kind == model.KindCertificate {
+			kind = "certificate"
+		}
+		p := peer{name: kind + " " + t.Name, role: roleNamed(t.Role), why: kind, project: t.Project}
 		if t.Project != "" {
-			p.why = "token of project " + t.Project
+			p.why = kind + " of project " + t.Project
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), peerKey{}, p)))
 	})
 }
 
 func (s *Server) authenticate(r *http.Request) (model.APIToken, error) {
+	if len(r.Header.Values("Authorization")) == 0 && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return s.certificate(r.TLS.VerifiedChains[0][0])
+	}
 	secret, err := bearerSecret(r.Header.Values("Authorization"))
 	if err != nil {
 		return model.APIToken{}, err
@@ -60,6 +72,24 @@ func (s *Server) authenticate(r *http.Request) (model.APIToken, error) {
 	}
 	if t.Expired(time.Now()) {
 		return model.APIToken{}, fmt.Errorf("API token %q expired at %s: %w", t.Name, t.Expires.Format(time.RFC3339), model.ErrUnauthenticated)
+	}
+	return t, nil
+}
+
+// certificate finds the credential of a client certificate the TLS layer
+// verified against the cluster CA: its fingerprint must be recorded, as
+// a token's hash is (a host's certificate is not, nor one revoked).
+func (s *Server) certificate(leaf *x509.Certificate) (model.APIToken, error) {
+	if s.Certificates == nil {
+		return model.APIToken{}, fmt.Errorf("this host takes no client certificates: %w", model.ErrUnauthenticated)
+	}
+	sum := sha256.Sum256(leaf.Raw)
+	t, ok := s.Certificates(hex.EncodeToString(sum[:]))
+	if !ok {
+		return model.APIToken{}, fmt.Errorf("client certificate %q is not a known API credential (revoked, or a host's): %w", leaf.Subject.CommonName, model.ErrUnauthenticated)
+	}
+	if t.Expired(time.Now()) {
+		return model.APIToken{}, fmt.Errorf("client certificate %q expired at %s: %w", t.Name, t.Expires.Format(time.RFC3339), model.ErrUnauthenticated)
 	}
 	return t, nil
 }

@@ -43,6 +43,7 @@ type Backend interface {
 	APITokens(ctx context.Context) ([]api.APIToken, error)
 	CreateAPIToken(ctx context.Context, req api.APITokenCreateRequest) (api.APITokenCreated, error)
 	RevokeAPIToken(ctx context.Context, name string) error
+	CreateCertificate(ctx context.Context, req api.CertificateCreateRequest) (api.CertificateCreated, error)
 	Projects(ctx context.Context) ([]api.Project, error)
 	Project(ctx context.Context, name string) (api.Project, error)
 	CreateProject(ctx context.Context, req api.ProjectCreateRequest) (api.Project, error)
@@ -88,10 +89,13 @@ type Server struct {
 	// Tokens finds the live API token whose secret a client of the HTTPS
 	// API presents (ServeAPI); nil: none is.
 	Tokens func(secret string) (model.APIToken, bool)
-	b      Backend
-	log    *slog.Logger
-	mux    *http.ServeMux
-	need   map[string]Role // by route pattern
+	// Certificates finds the live credential of a client certificate by
+	// its fingerprint; nil: none is.
+	Certificates func(fingerprint string) (model.APIToken, bool)
+	b            Backend
+	log          *slog.Logger
+	mux          *http.ServeMux
+	need         map[string]Role // by route pattern
 }
 
 type route struct {
@@ -276,7 +280,14 @@ func (s *Server) routes() []route {
 			}
 			return s.b.CreateAPIToken(r.Context(), req)
 		}},
-		{"DELETE /v1/tokens/{name}", doc{summary: "revoke an API token: every host refuses it once it has applied the revocation", out: struct{}{}}, func(r *http.Request) (any, error) {
+		{"POST /v1/certificates", doc{summary: "have the cluster CA sign a client certificate for the HTTPS API (revoke it as a token)", in: api.CertificateCreateRequest{}, out: api.CertificateCreated{}}, func(r *http.Request) (any, error) {
+			var req api.CertificateCreateRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.CreateCertificate(r.Context(), req)
+		}},
+		{"DELETE /v1/tokens/{name}", doc{summary: "revoke an API token or client certificate: every host refuses it once it has applied the revocation", out: struct{}{}}, func(r *http.Request) (any, error) {
 			name := r.PathValue("name")
 			if err := model.ValidateName("token", name); err != nil {
 				return nil, err

@@ -29,6 +29,9 @@ func (id *Identity) ServerTLS(requireClient bool) *tls.Config {
 			if len(cs.VerifiedChains) == 0 {
 				return nil // no certificate: the RPC server decides per method
 			}
+			if leaf := cs.VerifiedChains[0][0]; IsUserCert(leaf) {
+				return fmt.Errorf("%q presents a user certificate, which opens the HTTPS API only, never the cluster plane", leaf.Subject.CommonName)
+			}
 			return id.checkRevoked(cs.VerifiedChains[0][0])
 		},
 	}
@@ -109,7 +112,7 @@ func (id *Identity) verifyPeer(cs tls.ConnectionState) (string, error) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: id.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		return "", fmt.Errorf("peer certificate is not from this cluster's CA: %w", err)
 	}
-	if leaf.Subject.CommonName == "" {
+	if leaf.Subject.CommonName == "" || IsUserCert(leaf) {
 		return "", errors.New("peer certificate names no host")
 	}
 	if err := id.checkRevoked(leaf); err != nil {

@@ -55,9 +55,14 @@ func TestRemoteCorralctl(t *testing.T) {
 		}
 		return string(out), nil
 	}
-	if out, err := remotectl("remote", "add", "lab", st.API, "--token-file", secret, "--fingerprint", st.APIFingerprint); err != nil || !strings.Contains(out, "token ci (operator)") {
-		t.Fatalf("remote add: %v %s", err, out)
-	}
+	// h3 takes the token once it has applied it (made through h1).
+	testutil.Eventually(t, 10*time.Second, func() error {
+		out, err := remotectl("remote", "add", "lab", st.API, "--token-file", secret, "--fingerprint", st.APIFingerprint)
+		if err != nil || !strings.Contains(out, "token ci (operator)") {
+			return fmt.Errorf("remote add: %v %s", err, out)
+		}
+		return nil
+	})
 	if _, err := remotectl("remote", "switch", "lab"); err != nil {
 		t.Fatal(err)
 	}

@@ -126,11 +126,11 @@ func (c *cli) pickClient(cmd *cobra.Command) (*client.Client, error) {
 	if name == "" && !cmd.Flags().Changed("socket") && os.Getenv("CORRAL_SOCKET") == "" {
 		name = os.Getenv("CORRAL_REMOTE")
 		if name == "" {
-			rc, _, err := loadRemotes()
-			if err != nil {
-				return nil, err
+			// The default remote, if any: a user without a home or a
+			// readable remotes file still has the socket.
+			if rc, _, err := loadRemotes(); err == nil {
+				name = rc.Current
 			}
-			name = rc.Current
 		}
 	}
 	if name == "" || name == localRemote {

@@ -409,11 +409,21 @@ func (b backend) Events(ctx context.Context, after uint64, limit int, wait time.
 	get := func() []api.Event {
 		var out []api.Event
 		scope := adminapi.Scope(ctx)
-		for _, e := range b.d.store.Events(after, limit) {
-			// A client confined to a project sees its VMs' events only.
-			if scope == "" || e.VM != "" && visible(scope, e.Project) {
+		if scope == "" {
+			for _, e := range b.d.store.Events(after, limit) {
 				out = append(out, api.Event(e))
 			}
+			return out
+		}
+		// A client confined to a project sees its VMs' events only: the
+		// limit (the last so many) counts those, not the others.
+		for _, e := range b.d.store.Events(after, 0) {
+			if e.VM != "" && visible(scope, e.Project) {
+				out = append(out, api.Event(e))
+			}
+		}
+		if limit > 0 && len(out) > limit {
+			out = out[len(out)-limit:]
 		}
 		return out
 	}

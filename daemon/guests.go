@@ -390,11 +390,8 @@ func (b backend) DeleteImage(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		if !visible(scope, im.Project) {
-			if shared(scope, im.Project) {
-				return fmt.Errorf("image %q belongs to the default project, which a client of project %s may use but not delete: %w", name, scope, model.ErrForbidden)
-			}
-			return fmt.Errorf("image %q: %w", name, model.ErrNotFound)
+		if err := mayDelete(scope, "image", name, im.Project); err != nil {
+			return err
 		}
 	}
 	if _, err := forward(ctx, b.d, mImageDelete, controller.NameRequest{Name: name}); err != nil {

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -121,11 +120,8 @@ func (b backend) DeleteNetwork(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		if !visible(scope, n.Project) {
-			if shared(scope, n.Project) {
-				return fmt.Errorf("network %q belongs to the default project, which a client of project %s may use but not delete: %w", name, scope, model.ErrForbidden)
-			}
-			return fmt.Errorf("network %q: %w", name, model.ErrNotFound)
+		if err := mayDelete(scope, "network", name, n.Project); err != nil {
+			return err
 		}
 	}
 	if _, err := forward(ctx, b.d, mNetDelete, controller.NameRequest{Name: name}); err != nil {

@@ -76,6 +76,19 @@ func shared(scope, project string) bool {
 	return visible(scope, project) || model.ProjectOf(project) == model.DefaultProject
 }
 
+// mayDelete says whether a client confined to scope may delete an image
+// or a network of project: its own; the default project's it may use but
+// not delete; another project's it does not see.
+func mayDelete(scope, kind, name, project string) error {
+	switch {
+	case visible(scope, project):
+		return nil
+	case shared(scope, project):
+		return fmt.Errorf("%s %q belongs to the default project, which a client of project %s may use but not delete: %w", kind, name, scope, model.ErrForbidden)
+	}
+	return fmt.Errorf("%s %q: %w", kind, name, model.ErrNotFound)
+}
+
 // inProject picks the project of a new resource: the one asked for, or
 // the client's; a client confined to a project may ask for no other.
 func inProject(ctx context.Context, asked string) (string, error) {

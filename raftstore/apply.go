@@ -106,25 +106,15 @@ func (s *State) apply(c raftlog.Command) any {
 	case raftlog.AddAPIToken:
 		return s.addAPIToken(c)
 	case raftlog.RevokeAPIToken:
-		kept := make([]model.APIToken, 0, len(s.cluster.APITokens))
-		for _, t := range s.cluster.APITokens {
-			if t.Name != c.Name {
-				kept = append(kept, t)
-			}
-		}
-		if len(kept) == len(s.cluster.APITokens) {
+		kept, ok := without(s.cluster.APITokens, func(t model.APIToken) bool { return t.Name == c.Name })
+		if !ok {
 			return fmt.Errorf("API token %q: %w", c.Name, model.ErrNotFound)
 		}
 		s.cluster.APITokens = kept
 		return nil
 	case raftlog.RevokeJoinToken:
-		kept := make([]model.JoinToken, 0, len(s.cluster.JoinTokens))
-		for _, t := range s.cluster.JoinTokens {
-			if t.ID != c.ID {
-				kept = append(kept, t)
-			}
-		}
-		if len(kept) == len(s.cluster.JoinTokens) {
+		kept, ok := without(s.cluster.JoinTokens, func(t model.JoinToken) bool { return t.ID == c.ID })
+		if !ok {
 			return fmt.Errorf("join token %q: %w", c.ID, model.ErrNotFound)
 		}
 		s.cluster.JoinTokens = kept
@@ -600,6 +590,18 @@ func (s *State) deleteNetwork(c raftlog.DeleteNetwork) error {
 	return nil
 }
 
+// without returns a new slice of the elements of s that drop does not
+// match (stored slices are never changed in place), and whether any did.
+func without[T any](s []T, drop func(T) bool) ([]T, bool) {
+	kept := make([]T, 0, len(s))
+	for _, e := range s {
+		if !drop(e) {
+			kept = append(kept, e)
+		}
+	}
+	return kept, len(kept) < len(s)
+}
+
 // projectRef checks that the project a resource names exists, and
 // returns how the resource keeps it: empty for the default project.
 func (s *State) projectRef(p string) (string, error) {
@@ -661,12 +663,7 @@ func (s *State) setProject(c raftlog.SetProject) error {
 	case exists:
 		p.CreatedAt = old.CreatedAt
 	}
-	kept := make([]model.Project, 0, len(s.cluster.Projects)+1)
-	for _, q := range s.cluster.Projects {
-		if q.Name != p.Name {
-			kept = append(kept, q)
-		}
-	}
+	kept, _ := without(s.cluster.Projects, func(q model.Project) bool { return q.Name == p.Name })
 	if len(kept) >= model.MaxProjects {
 		return fmt.Errorf("%d projects, at most %d: %w", len(kept), model.MaxProjects, model.ErrInvalid)
 	}
@@ -709,13 +706,7 @@ func (s *State) deleteProject(c raftlog.DeleteProject) error {
 		return fmt.Errorf("project %q holds %d VMs, %d networks, %d images and %d API tokens: delete or revoke them first: %w",
 			c.Name, vms, nets, images, tokens, model.ErrConflict)
 	}
-	kept := make([]model.Project, 0, len(s.cluster.Projects))
-	for _, p := range s.cluster.Projects {
-		if p.Name != c.Name {
-			kept = append(kept, p)
-		}
-	}
-	s.cluster.Projects = kept
+	s.cluster.Projects, _ = without(s.cluster.Projects, func(p model.Project) bool { return p.Name == c.Name })
 	return nil
 }
 

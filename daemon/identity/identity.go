@@ -388,19 +388,9 @@ func (id *Identity) CAKeyPEM() ([]byte, error) {
 // Sign issues a host certificate for name from a PEM certificate request,
 // which must be signed by its own key and name the same host.
 func (id *Identity) Sign(csrPEM []byte, name string, now time.Time) ([]byte, error) {
-	if id.caKey == nil {
-		return nil, errors.New("this host does not hold the CA key")
-	}
-	blk, _ := pem.Decode(csrPEM)
-	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
-		return nil, errors.New("certificate request: not a PEM CERTIFICATE REQUEST")
-	}
-	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	csr, err := id.checkCSR(csrPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certificate request: %w", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("certificate request: %w", err)
+		return nil, err
 	}
 	if csr.Subject.CommonName != name {
 		return nil, fmt.Errorf("certificate request names %q, the host joining is %q", csr.Subject.CommonName, name)
@@ -425,6 +415,26 @@ func (id *Identity) Sign(csrPEM []byte, name string, now time.Time) ([]byte, err
 		return nil, err
 	}
 	return pemBlock("CERTIFICATE", der), nil
+}
+
+// checkCSR parses a PEM certificate request, which must be signed by its
+// own key, for this host to sign (it must hold the CA key).
+func (id *Identity) checkCSR(csrPEM []byte) (*x509.CertificateRequest, error) {
+	if id.caKey == nil {
+		return nil, errors.New("this host does not hold the CA key")
+	}
+	blk, _ := pem.Decode(csrPEM)
+	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
+		return nil, errors.New("certificate request: not a PEM CERTIFICATE REQUEST")
+	}
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("certificate request: %w", err)
+	}
+	return csr, nil
 }
 
 // NewKey returns a new host key.

@@ -4,8 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -45,19 +43,9 @@ func UserCSR(key any, name string) ([]byte, error) {
 // request signed by its own key and naming "user:NAME", valid until
 // notAfter.
 func (id *Identity) SignUser(csrPEM []byte, name string, now, notAfter time.Time) ([]byte, error) {
-	if id.caKey == nil {
-		return nil, errors.New("this host does not hold the CA key")
-	}
-	blk, _ := pem.Decode(csrPEM)
-	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
-		return nil, errors.New("certificate request: not a PEM CERTIFICATE REQUEST")
-	}
-	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	csr, err := id.checkCSR(csrPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certificate request: %w", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("certificate request: %w", err)
+		return nil, err
 	}
 	if csr.Subject.CommonName != UserPrefix+name {
 		return nil, fmt.Errorf("certificate request names %q, want %q", csr.Subject.CommonName, UserPrefix+name)

@@ -458,11 +458,11 @@ func snapshotBytes(t testing.TB, f *fsm) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	snap, _ := f.Snapshot()
-	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state); err != nil {
+	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state, 0); err != nil {
 		t.Fatal(err)
 	}
 	// Map order varies; compare decoded states instead of bytes.
-	s, err := readSnapshot(&buf)
+	s, _, err := readSnapshot(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +527,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	// The snapshot is a copy: later applies do not leak into it.
 	applyAll(t, f, raftlog.DeleteVM{Name: "vm000"})
 	var buf bytes.Buffer
-	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state); err != nil {
+	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state, 0); err != nil {
 		t.Fatal(err)
 	}
 	g := newFSM(nil)
@@ -553,7 +553,7 @@ func TestRestoreRejectsTruncatedSnapshot(t *testing.T) {
 	f := newFSM(nil)
 	applyAll(t, f, raftlog.CreateVM{VM: testVM("a")}, raftlog.CreateVM{VM: testVM("b")})
 	var buf bytes.Buffer
-	if err := writeSnapshot(&buf, f.state); err != nil {
+	if err := writeSnapshot(&buf, f.state, 0); err != nil {
 		t.Fatal(err)
 	}
 	g := newFSM(nil)

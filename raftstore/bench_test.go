@@ -165,7 +165,7 @@ func BenchmarkSnapshot100k(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		snap, _ := f.Snapshot()
 		var buf bytes.Buffer
-		if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state); err != nil {
+		if err := writeSnapshot(&buf, snap.(*fsmSnapshot).state, 0); err != nil {
 			b.Fatal(err)
 		}
 		size = buf.Len()
@@ -177,7 +177,7 @@ func BenchmarkSnapshot100k(b *testing.B) {
 func BenchmarkRestore100k(b *testing.B) {
 	f := benchState(1000, 100000)
 	var buf bytes.Buffer
-	if err := writeSnapshot(&buf, f.state); err != nil {
+	if err := writeSnapshot(&buf, f.state, 0); err != nil {
 		b.Fatal(err)
 	}
 	data := buf.Bytes()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
@@ -20,6 +21,14 @@ type fsm struct {
 	mu    sync.RWMutex
 	state *State
 	log   *slog.Logger
+	// applied: every command at or below this index is in state. Raft's
+	// own applied index is not that: it counts entries handed to the
+	// FSM's queue, which the FSM may not have applied yet (a restarted
+	// host replays hundreds), and entries that never reach it (no-ops).
+	applied atomic.Uint64
+	// slow, set by tests, runs before each command is applied (an FSM
+	// that falls behind raft's queue).
+	slow func()
 
 	changes notify.Hub
 }
@@ -37,6 +46,7 @@ func newFSM(log *slog.Logger) *fsm {
 // ErrBadEntry, logged: every host decodes the same bytes alike, so all
 // refuse it alike, and none crash-loops on it after a restart.
 func (f *fsm) Apply(l *raft.Log) any {
+	defer f.setApplied(l.Index)
 	if l.Type != raft.LogCommand {
 		return nil
 	}
@@ -49,11 +59,27 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if c == nil { // unknown type with raftlog.IgnoreUnknown
 		return nil
 	}
+	if f.slow != nil {
+		f.slow()
+	}
 	f.mu.Lock()
 	res := f.state.apply(c)
 	f.mu.Unlock()
 	f.changes.Signal()
 	return res
+}
+
+// setApplied raises applied to index (never lowers it), after the state
+// has taken the entry, and wakes the watchers: a waiter for an index sees
+// it once the state holds it.
+func (f *fsm) setApplied(index uint64) {
+	for {
+		cur := f.applied.Load()
+		if index <= cur || f.applied.CompareAndSwap(cur, index) {
+			break
+		}
+	}
+	f.changes.Signal()
 }
 
 // read runs fn with the state under the read lock.
@@ -68,21 +94,24 @@ func (f *fsm) read(fn func(*State)) {
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &fsmSnapshot{state: f.state.clone()}, nil
+	return &fsmSnapshot{state: f.state.clone(), applied: f.applied.Load()}, nil
 }
 
 // Restore implements raft.FSM: it builds a new State from the snapshot and
 // swaps it in only when the whole snapshot decoded.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	s, err := readSnapshot(rc)
+	s, applied, err := readSnapshot(rc)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	f.state = s
 	f.mu.Unlock()
-	f.changes.Signal()
+	// A snapshot is never older than the state it replaces, so the index
+	// only rises; one from before the field holds 0 (Store.Open makes up
+	// for it at start).
+	f.setApplied(applied)
 	return nil
 }
 
@@ -97,13 +126,19 @@ type snapHeader struct {
 	Events   int           `json:"events"`
 	EventSeq uint64        `json:"event_seq"`
 	Cluster  model.Cluster `json:"cluster"`
+	// Applied is the FSM's applied index when the snapshot was taken (0:
+	// a snapshot from before it was written).
+	Applied uint64 `json:"applied,omitempty"`
 }
 
-type fsmSnapshot struct{ state *State }
+type fsmSnapshot struct {
+	state   *State
+	applied uint64
+}
 
 // Persist writes a header and then one JSON record per object.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := writeSnapshot(sink, s.state); err != nil {
+	if err := writeSnapshot(sink, s.state, s.applied); err != nil {
 		sink.Cancel()
 		return err
 	}
@@ -112,11 +147,11 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *fsmSnapshot) Release() {}
 
-func writeSnapshot(w io.Writer, s *State) error {
+func writeSnapshot(w io.Writer, s *State, applied uint64) error {
 	bw := bufio.NewWriterSize(w, 1<<16)
 	enc := json.NewEncoder(bw)
 	err := enc.Encode(snapHeader{Format: snapshotFormat, Hosts: len(s.hosts), VMs: len(s.vms), Networks: len(s.networks),
-		Images: len(s.images), Events: len(s.events), EventSeq: s.eventSeq, Cluster: s.cluster})
+		Images: len(s.images), Events: len(s.events), EventSeq: s.eventSeq, Cluster: s.cluster, Applied: applied})
 	for _, h := range s.hosts {
 		if err != nil {
 			break
@@ -153,31 +188,31 @@ func writeSnapshot(w io.Writer, s *State) error {
 	return bw.Flush()
 }
 
-func readSnapshot(r io.Reader) (*State, error) {
+func readSnapshot(r io.Reader) (*State, uint64, error) {
 	dec := json.NewDecoder(bufio.NewReaderSize(r, 1<<16))
 	var hdr snapHeader
 	if err := dec.Decode(&hdr); err != nil {
-		return nil, fmt.Errorf("read snapshot header: %w", err)
+		return nil, 0, fmt.Errorf("read snapshot header: %w", err)
 	}
 	if hdr.Format != snapshotFormat {
-		return nil, fmt.Errorf("snapshot format %d, this daemon reads %d", hdr.Format, snapshotFormat)
+		return nil, 0, fmt.Errorf("snapshot format %d, this daemon reads %d", hdr.Format, snapshotFormat)
 	}
 	if hdr.Hosts < 0 || hdr.VMs < 0 || hdr.Networks < 0 || hdr.Images < 0 || hdr.Events < 0 || hdr.Events > maxEvents {
-		return nil, fmt.Errorf("snapshot header: bad counts (hosts %d, vms %d, networks %d, images %d, events %d of at most %d)",
+		return nil, 0, fmt.Errorf("snapshot header: bad counts (hosts %d, vms %d, networks %d, images %d, events %d of at most %d)",
 			hdr.Hosts, hdr.VMs, hdr.Networks, hdr.Images, hdr.Events, maxEvents)
 	}
 	s := newState()
 	for i := 0; i < hdr.Hosts; i++ {
 		var h model.Host
 		if err := dec.Decode(&h); err != nil {
-			return nil, fmt.Errorf("read snapshot host %d: %w", i, err)
+			return nil, 0, fmt.Errorf("read snapshot host %d: %w", i, err)
 		}
 		s.hosts[h.Name] = h
 	}
 	for i := 0; i < hdr.VMs; i++ {
 		var v model.VM
 		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("read snapshot vm %d: %w", i, err)
+			return nil, 0, fmt.Errorf("read snapshot vm %d: %w", i, err)
 		}
 		s.vms[v.Name] = v
 		s.vmIDs[v.ID] = v.Name
@@ -185,24 +220,24 @@ func readSnapshot(r io.Reader) (*State, error) {
 	for i := 0; i < hdr.Networks; i++ {
 		var n model.Network
 		if err := dec.Decode(&n); err != nil {
-			return nil, fmt.Errorf("read snapshot network %d: %w", i, err)
+			return nil, 0, fmt.Errorf("read snapshot network %d: %w", i, err)
 		}
 		s.networks[n.Name] = n
 	}
 	for i := 0; i < hdr.Images; i++ {
 		var im model.Image
 		if err := dec.Decode(&im); err != nil {
-			return nil, fmt.Errorf("read snapshot image %d: %w", i, err)
+			return nil, 0, fmt.Errorf("read snapshot image %d: %w", i, err)
 		}
 		s.images[im.Name] = im
 	}
 	s.events = make([]model.Event, hdr.Events)
 	for i := range s.events {
 		if err := dec.Decode(&s.events[i]); err != nil {
-			return nil, fmt.Errorf("read snapshot event %d: %w", i, err)
+			return nil, 0, fmt.Errorf("read snapshot event %d: %w", i, err)
 		}
 	}
 	s.eventSeq = hdr.EventSeq
 	s.cluster = hdr.Cluster
-	return s, nil
+	return s, hdr.Applied, nil
 }

@@ -85,6 +85,7 @@ type Store struct {
 
 	mu       sync.Mutex
 	raft     *raft.Raft
+	logs     raft.LogStore
 	closeLog func()
 	trans    *raft.NetworkTransport
 	hasState bool
@@ -194,8 +195,13 @@ func (s *Store) Open() error {
 		closeLog()
 		return fmt.Errorf("start raft: %w", err)
 	}
+	// NewRaft restored the latest snapshot before it returned, so the
+	// state holds every command up to raft's applied index now; a
+	// snapshot from before the FSM recorded its index says 0, which this
+	// makes good (unless an entry was applied meanwhile, which set it).
+	s.fsm.applied.CompareAndSwap(0, r.AppliedIndex())
 	s.mu.Lock()
-	s.raft, s.closeLog, s.trans, s.hasState = r, closeLog, trans, has
+	s.raft, s.logs, s.closeLog, s.trans, s.hasState = r, w, closeLog, trans, has
 	s.mu.Unlock()
 	s.log.Info("raft started", "id", s.cfg.ID, "addr", s.cfg.AdvertiseAddr, "existing_state", has)
 	return nil
@@ -456,7 +462,7 @@ func (s *Store) Status() Status {
 		Term:         r.CurrentTerm(),
 		LastIndex:    r.LastIndex(),
 		CommitIndex:  r.CommitIndex(),
-		AppliedIndex: r.AppliedIndex(),
+		AppliedIndex: s.appliedIndex(r),
 		LastContact:  r.LastContact(),
 	}
 }
@@ -471,11 +477,45 @@ func (s *Store) CommitIndex() uint64 {
 	return r.CommitIndex()
 }
 
-// AppliedIndex is the latest index applied to the local state.
+// AppliedIndex is the latest index applied to the local state: every
+// command at or below it is in the state this host reads. A host compares
+// it with the leader's commit index before it acts on its state (starts
+// guests), so it must never run ahead of the state.
 func (s *Store) AppliedIndex() uint64 {
 	r, err := s.r()
 	if err != nil {
 		return 0
 	}
-	return r.AppliedIndex()
+	return s.appliedIndex(r)
+}
+
+// maxAppliedScan bounds the entries appliedIndex reads from the log.
+const maxAppliedScan = 4096
+
+// appliedIndex: raft's applied index counts entries handed to the FSM's
+// queue, which the FSM applies later (after a restart it replays many), so
+// it can run ahead of the state; the FSM's own index stops at the last
+// command, below no-ops and configuration entries that never reach it,
+// which a leader's commit index often is (a new term starts with a
+// no-op). The truth lies between: the FSM's index, raised over the
+// entries after it up to raft's that are not commands.
+func (s *Store) appliedIndex(r *raft.Raft) uint64 {
+	queued := r.AppliedIndex()
+	done := s.fsm.applied.Load()
+	if done >= queued {
+		return queued
+	}
+	s.mu.Lock()
+	logs := s.logs
+	s.mu.Unlock()
+	if logs == nil || queued-done > maxAppliedScan {
+		return done
+	}
+	for i := done + 1; i <= queued; i++ {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand {
+			return i - 1 // a command the FSM has not applied yet (or unknown)
+		}
+	}
+	return queued
 }

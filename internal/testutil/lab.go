@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/corralhq/corral/internal/lab"
 )
@@ -106,6 +107,11 @@ func NewLab(t testing.TB, cfg lab.Config) *lab.Lab {
 						t.Logf("--- %s %s log (tail):\n%s", h.Name, d, tail(string(b), 6000))
 					}
 				}
+				// What libvirt holds there, and in which state and why.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				out, _ := h.Command(ctx, "virsh", "-c", "qemu:///system", "list", "--all").CombinedOutput()
+				cancel()
+				t.Logf("--- %s virsh list --all:\n%s", h.Name, out)
 			}
 			if os.Getenv("CORRAL_KEEP_LAB") == "1" {
 				t.Logf("lab kept in %s", l.Dir)

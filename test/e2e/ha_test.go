@@ -58,7 +58,14 @@ func (e *env) survivor(h string) int {
 }
 
 // checker polls every host's libvirt every 100ms and records any VM seen
-// running on two hosts in the same round.
+// running on two hosts. One round lists the hosts one after the other, so
+// a live migration's hand-over between two listings (the source listed
+// before it stopped, the target after it resumed) looks like two copies;
+// a suspect is therefore confirmed by listing its hosts again: a copy
+// still running on the host listed first was running through the
+// instant the other was seen. An overlap shorter than that second look
+// (tens of ms) escapes this checker; the exact checker below, which
+// follows every QEMU from the kernel, is the one for such windows.
 type checker struct {
 	mu      sync.Mutex
 	doubles []string
@@ -77,33 +84,50 @@ func (e *env) startChecker() *checker {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.Run(ctx) }()
 	}
+	// running lists, host by host, the VMs running there (only running
+	// counts: a paused QEMU, starting up or the receiving end of a live
+	// migration, runs no guest code).
+	running := func(hosts []int) map[string][]int {
+		where := map[string][]int{}
+		for _, i := range hosts {
+			doms, err := drivers[i].List(ctx)
+			if err != nil {
+				continue // libvirtd dead (host killed): nothing runs there
+			}
+			for _, dm := range doms {
+				if dm.State == hypervisor.Running {
+					where[dm.Name] = append(where[dm.Name], i)
+				}
+			}
+		}
+		return where
+	}
+	all := make([]int, len(drivers))
+	for i := range all {
+		all[i] = i
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			where := map[string][]string{}
-			for i, d := range drivers {
-				doms, err := d.List(ctx)
-				if err != nil {
-					continue // libvirtd dead (host killed): nothing runs there
+			var found []string
+			for vm, hs := range running(all) {
+				if len(hs) < 2 {
+					continue
 				}
-				for _, dm := range doms {
-					// Only running counts: a paused QEMU (starting up, or the
-					// receiving end of a live migration) runs no guest code.
-					if dm.State == hypervisor.Running {
-						where[dm.Name] = append(where[dm.Name], e.lab.Hosts[i].Name)
+				if again := running(hs)[vm]; len(again) > 1 {
+					var names []string
+					for _, i := range again {
+						names = append(names, e.lab.Hosts[i].Name)
 					}
+					found = append(found, fmt.Sprintf("%s on %v at %s", vm, names, time.Now().Format("15:04:05.000")))
 				}
 			}
 			c.mu.Lock()
 			c.rounds++
-			for vm, hs := range where {
-				if len(hs) > 1 {
-					c.doubles = append(c.doubles, fmt.Sprintf("%s on %v at %s", vm, hs, time.Now().Format("15:04:05.000")))
-				}
-			}
+			c.doubles = append(c.doubles, found...)
 			c.mu.Unlock()
 			select {
 			case <-ctx.Done():

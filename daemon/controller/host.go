@@ -308,6 +308,9 @@ func (h *HostLoop) send(ctx context.Context, r raftlog.ReportVMs) {
 
 type op func(ctx context.Context) error
 
+// opSlow is when an operation that has not finished is logged.
+const opSlow = 2 * time.Minute
+
 // launch runs op in the background under the parallelism cap and wakes the
 // loop when it is done.
 func (h *HostLoop) launch(ctx context.Context, wg *sync.WaitGroup, v model.VM, t *vmTrack, fn op) {
@@ -319,7 +322,11 @@ func (h *HostLoop) launch(ctx context.Context, wg *sync.WaitGroup, v model.VM, t
 		case <-ctx.Done():
 			return
 		}
+		// libvirt's calls cannot be cancelled: an operation stuck in one
+		// holds its slot, so say so rather than go quiet.
+		slow := time.AfterFunc(opSlow, func() { h.log.Warn("vm operation still running", "vm", v.Name, "for", opSlow) })
 		err := fn(ctx)
+		slow.Stop()
 		<-h.sem
 		h.mu.Lock()
 		t.busy = false
@@ -419,6 +426,9 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 		r := report(v, model.StateRunning, dom.StartedAt.UTC(), "")
 		if dom.State == hypervisor.Paused {
 			r.Message = "paused"
+			if dom.Reason != "" && dom.Reason != "unknown" {
+				r.Message += " (" + dom.Reason + ")"
+			}
 		}
 		r.SpecVersion = dom.SpecVersion
 		if dom.SpecVersion < v.SpecVersion {

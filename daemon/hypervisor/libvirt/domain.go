@@ -24,6 +24,11 @@ var (
 	shutoffReasons = map[int32]string{0: "unknown", 1: "shutdown", 2: "destroyed", 3: "crashed", 4: "migrated", 5: "saved", 6: "failed", 7: "from-snapshot", 8: "daemon"}
 	// virDomainRunningReason
 	runningReasons = map[int32]string{0: "unknown", 1: "booted", 2: "migrated", 3: "restored", 4: "from-snapshot", 5: "unpaused", 6: "migration-canceled", 7: "save-canceled", 8: "wakeup", 9: "crashed", 10: "postcopy"}
+	// virDomainPausedReason
+	pausedReasons = map[int32]string{0: "unknown", 1: "user", 2: "migration", 3: "save", 4: "dump", 5: "ioerror", 6: "watchdog", 7: "from-snapshot", 8: "shutting-down", 9: "snapshot", 10: "crashed", 11: "starting-up", 12: "postcopy", 13: "postcopy-failed", 14: "api-error"}
+	// virDomainCrashedReason: a guest kernel panic reported through pvpanic
+	// shows as crashed/panicked until on_crash=destroy ends the domain.
+	crashedReasons = map[int32]string{0: "unknown", 1: "panicked"}
 )
 
 func stateOf(state, reason int32) (hypervisor.State, string) {
@@ -36,6 +41,10 @@ func stateOf(state, reason int32) (hypervisor.State, string) {
 		return s, shutoffReasons[reason]
 	case hypervisor.Running:
 		return s, runningReasons[reason]
+	case hypervisor.Paused:
+		return s, pausedReasons[reason]
+	case hypervisor.Crashed:
+		return s, crashedReasons[reason]
 	}
 	return s, ""
 }

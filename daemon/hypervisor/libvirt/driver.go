@@ -172,7 +172,7 @@ func (b *backoff) connected(lasted time.Duration) {
 }
 
 func (d *Driver) connect(ctx context.Context) (*golibvirt.Libvirt, error) {
-	l := golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(d.cfg.Socket), dialers.WithLocalTimeout(5*time.Second)))
+	l := golibvirt.NewWithDialer(limitDialer{dialers.NewLocal(dialers.WithSocket(d.cfg.Socket), dialers.WithLocalTimeout(5*time.Second)), maxInFlight})
 	if err := l.ConnectToURI(golibvirt.ConnectURI(d.cfg.URI)); err != nil {
 		return nil, err
 	}

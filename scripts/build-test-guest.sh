@@ -11,7 +11,9 @@
 # configures eth0 from corral.ip=ADDR/LEN on the kernel command line, and
 # with corral.ping=ADDR prints CORRAL-PING ok|fail ADDR every second. With
 # corral.busy=1 it also spins a busy loop (a guest that keeps its vCPU busy,
-# for tests under CPU saturation).
+# for tests under CPU saturation). An NMI (virsh inject-nmi) makes its kernel
+# panic, which it reports through pvpanic (pvpanic_mmio drives the ISA
+# device corral's domains have; pvpanic_pci the PCI one).
 #
 # usage: scripts/build-test-guest.sh OUT
 set -euo pipefail
@@ -45,7 +47,7 @@ add() {
   cp "$f" "$root/lib/modules/"
   order+=("$(basename "$f")")
 }
-for m in virtio_pci virtio_blk virtio_net virtio_console isofs evdev button pvpanic_pci; do add "$m"; done
+for m in virtio_pci virtio_blk virtio_net virtio_console isofs evdev button pvpanic_mmio pvpanic_pci; do add "$m"; done
 printf '%s\n' "${order[@]}" > "$root/lib/modules/order"
 
 cat > "$root/etc/acpi/PWRF/00000080" <<'SH'
@@ -66,6 +68,7 @@ for m in $(cat /lib/modules/order); do
   case "$m" in *.ko.xz) xz -dc "/lib/modules/$m" > /tmp/m.ko; insmod /tmp/m.ko ;; *) insmod "/lib/modules/$m" ;; esac 2>/dev/null
 done
 exec >/dev/ttyS0 2>&1
+echo 1 > /proc/sys/kernel/unknown_nmi_panic
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
 name=$(arg corral.name)
 hostname "${name:-guest}"

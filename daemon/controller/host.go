@@ -309,7 +309,7 @@ func (h *HostLoop) send(ctx context.Context, r raftlog.ReportVMs) {
 type op func(ctx context.Context) error
 
 // opSlow is when an operation that has not finished is logged.
-const opSlow = 2 * time.Minute
+const opSlow = time.Minute
 
 // launch runs op in the background under the parallelism cap and wakes the
 // loop when it is done.

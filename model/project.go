@@ -2,7 +2,6 @@ package model
 
 import (
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -139,9 +138,6 @@ func (e *QuotaError) ErrorDetails() any { return *e }
 func ValidProjectRef(p string) error {
 	if p == "" || p == DefaultProject {
 		return nil
-	}
-	if strings.TrimSpace(p) != p {
-		return fmt.Errorf("project %q: %w", p, ErrInvalid)
 	}
 	return ValidateName("project", p)
 }

@@ -654,7 +654,11 @@ func TestRemoveHostForce(t *testing.T) {
 	e := newLiveEnv(t, nil)
 	ctx := context.Background()
 	e.vm(t, "pinned", "h3", 0, false) // HA disabled: stays on the dead host
-	e.vm(t, "doomed", "h3", 0, false)
+	e.r.store.Apply(ctx, raftlog.SetProject{Project: model.Project{Name: "p1", CreatedAt: time.Unix(1, 0)}, Create: true})
+	spec := model.VMSpec{VCPUs: 1, MemoryMiB: 256, Disks: []model.DiskSpec{{SizeMiB: 10}}}
+	if _, err := e.r.store.Apply(ctx, raftlog.CreateVM{VM: model.VM{ID: "id-doomed", Name: "doomed", Host: "h3", Spec: spec, Project: "p1"}}); err != nil {
+		t.Fatal(err)
+	}
 	e.r.store.Apply(ctx, raftlog.MarkVMDelete{Name: "doomed"})
 	e.step(500 * time.Millisecond)
 	e.peers.set(Peer{Name: "h3", State: PeerDead})
@@ -686,6 +690,10 @@ func TestRemoveHostForce(t *testing.T) {
 	}
 	if _, err := e.r.store.VM("doomed"); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("a VM being deleted outlived its removed host: %v", err)
+	}
+	// Its event keeps its project, though the VM is no longer in state.
+	if evs := e.events("deleted"); len(evs) != 1 || evs[0].VM != "doomed" || evs[0].Project != "p1" {
+		t.Fatalf("deleted events: %+v", evs)
 	}
 }
 

@@ -198,12 +198,17 @@ func (l *Leader) RemoveHost(ctx context.Context, req RemoveHostRequest) (model.H
 		if results, _ := res.(raftlog.BatchResult); errors.Join(results...) != nil {
 			return h, errors.Join(results...)
 		}
+		project := map[string]string{}
+		for _, v := range left {
+			project[v.Name] = v.Project
+		}
 		for _, c := range cmds {
 			switch c := c.(type) {
 			case raftlog.PlaceVM:
 				l.event(ctx, "moved", c.Host, c.Name, "from %s, removed by force; stopped: start it when ready", h.Name)
 			case raftlog.DeleteVM:
-				l.event(ctx, "deleted", h.Name, c.Name, "removed from cluster state with its host (it was being deleted)")
+				// Gone from state: the event names its project itself.
+				l.eventIn(ctx, project[c.Name], "deleted", h.Name, c.Name, "removed from cluster state with its host (it was being deleted)")
 			}
 		}
 	}

@@ -559,11 +559,17 @@ func (s *State) createNetwork(c raftlog.CreateNetwork) error {
 	}
 	for _, name := range model.SortedKeys(s.networks) {
 		o := s.networks[name]
+		// Another project's network is not named: its name is not the
+		// asker's to learn.
+		owner := fmt.Sprintf("network %q", o.Name)
+		if o.Project != n.Project {
+			owner = "a network of another project"
+		}
 		if n.Kind == model.NetVXLAN && o.Kind == model.NetVXLAN && o.VNI == n.VNI {
-			return fmt.Errorf("vni %d is taken by network %q: %w", n.VNI, o.Name, model.ErrConflict)
+			return fmt.Errorf("vni %d is taken by %s: %w", n.VNI, owner, model.ErrConflict)
 		}
 		if n.Kind == model.NetVLAN && o.Kind == model.NetVLAN && o.VLAN == n.VLAN {
-			return fmt.Errorf("vlan %d is taken by network %q: %w", n.VLAN, o.Name, model.ErrConflict)
+			return fmt.Errorf("vlan %d is taken by %s: %w", n.VLAN, owner, model.ErrConflict)
 		}
 	}
 	s.networks[n.Name] = n

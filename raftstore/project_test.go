@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +96,24 @@ func TestProjectQuotas(t *testing.T) {
 	evs := f.state.events[len(f.state.events)-3:]
 	if evs[0].Project != "a" || evs[1].Project != "" || evs[2].Project != "a" {
 		t.Fatalf("event projects: %+v", evs)
+	}
+}
+
+// A VNI taken in another project is refused without naming that
+// project's network; in the same project the network is named.
+func TestNetworkClashHidesOtherProjectsNames(t *testing.T) {
+	f := newFSM(nil)
+	vx := func(name, project string) raftlog.CreateNetwork {
+		return raftlog.CreateNetwork{Network: model.Network{Name: name, Kind: model.NetVXLAN, VNI: 100, CreatedAt: time.Unix(1, 0), Project: project}}
+	}
+	res := applyAll(t, f, projectWith("a", model.Quota{}), projectWith("b", model.Quota{}),
+		vx("secret-net", "a"), vx("mine", "b"), vx("mine-too", "a"))
+	other, _ := res[3].(error)
+	if !errors.Is(other, model.ErrConflict) || strings.Contains(other.Error(), "secret-net") {
+		t.Fatalf("clash across projects: %v", other)
+	}
+	same, _ := res[4].(error)
+	if !errors.Is(same, model.ErrConflict) || !strings.Contains(same.Error(), "secret-net") {
+		t.Fatalf("clash within a project: %v", same)
 	}
 }

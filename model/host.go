@@ -106,6 +106,9 @@ type Cluster struct {
 	// name; at most MaxProjects). DefaultProject appears once given a
 	// quota.
 	Projects []Project `json:"projects,omitempty"`
+	// Groups are the VM groups (sorted by name; at most MaxGroups;
+	// raftlog.FeatureGroups).
+	Groups []Group `json:"groups,omitempty"`
 	// Protocol is the cluster protocol (raftlog.SetProtocol): every host
 	// ran at least this one when the leader raised it, and it is never
 	// lowered. 0 means 1.

@@ -81,6 +81,10 @@ type VMSpec struct {
 	// Require lists host labels the VM's host must carry.
 	Require map[string]string `json:"require,omitempty"`
 	HA      HAPolicy          `json:"ha"`
+	// Spread names a soft anti-affinity set: the VM goes to a host that
+	// holds the fewest VMs of that set among those that fit (a group's
+	// members have their group's name here; raftlog.FeatureGroups).
+	Spread string `json:"spread,omitempty"`
 }
 
 // Limits on a VM: enough for any real host, small enough to reject typos
@@ -178,6 +182,11 @@ func (s VMSpec) Validate(name string) error {
 	}
 	if s.AntiAffinity != "" {
 		if err := ValidateName("anti-affinity group", s.AntiAffinity); err != nil {
+			return fmt.Errorf("vm %q: %w", name, err)
+		}
+	}
+	if s.Spread != "" {
+		if err := ValidateName("spread set", s.Spread); err != nil {
 			return fmt.Errorf("vm %q: %w", name, err)
 		}
 	}
@@ -283,6 +292,8 @@ type VM struct {
 	Home string `json:"home,omitempty"`
 	// Project holds the VM; empty: DefaultProject (raftlog.FeatureProjects).
 	Project string `json:"project,omitempty"`
+	// Group is the group the VM is a member of (raftlog.FeatureGroups).
+	Group string `json:"group,omitempty"`
 }
 
 // Migration is a requested live migration.

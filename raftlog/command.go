@@ -67,6 +67,10 @@ const (
 	// Projects (FeatureProjects): not skippable, for the same reason.
 	TypeSetProject    Type = 66
 	TypeDeleteProject Type = 67
+	// Groups (FeatureGroups): not skippable, since a replica that skipped
+	// one would not hold the count the leader keeps.
+	TypeSetGroup    Type = 68
+	TypeDeleteGroup Type = 69
 
 	TypeBatch Type = 30
 )
@@ -309,6 +313,21 @@ type DeleteProject struct {
 	Name string `json:"name"`
 }
 
+// SetGroup creates a group (Create; refused when the name is taken) or
+// replaces an existing one's count and template (members already there
+// keep their spec; new members get the template).
+type SetGroup struct {
+	Group  model.Group `json:"group"`
+	Create bool        `json:"create,omitempty"`
+}
+
+// DeleteGroup removes a group. Its members are marked for deletion, or,
+// with KeepVMs, stay as ordinary VMs outside any group.
+type DeleteGroup struct {
+	Name    string `json:"name"`
+	KeepVMs bool   `json:"keep_vms,omitempty"`
+}
+
 // RevokeJoinToken forgets a join token: it admits no host from then on.
 type RevokeJoinToken struct {
 	ID string `json:"id"`
@@ -369,6 +388,8 @@ func (AddAPIToken) Type() Type     { return TypeAddAPIToken }
 func (RevokeAPIToken) Type() Type  { return TypeRevokeAPIToken }
 func (SetProject) Type() Type      { return TypeSetProject }
 func (DeleteProject) Type() Type   { return TypeDeleteProject }
+func (SetGroup) Type() Type        { return TypeSetGroup }
+func (DeleteGroup) Type() Type     { return TypeDeleteGroup }
 func (SetGossipKeys) Type() Type   { return TypeSetGossipKeys }
 func (SetProtocol) Type() Type     { return TypeSetProtocol }
 func (SetHostStopped) Type() Type  { return TypeSetHostStopped }
@@ -462,6 +483,10 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[SetProject](t, body)
 	case TypeDeleteProject:
 		return decodeAs[DeleteProject](t, body)
+	case TypeSetGroup:
+		return decodeAs[SetGroup](t, body)
+	case TypeDeleteGroup:
+		return decodeAs[DeleteGroup](t, body)
 	case TypeSetGossipKeys:
 		return decodeAs[SetGossipKeys](t, body)
 	case TypeSetProtocol:

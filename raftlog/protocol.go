@@ -24,7 +24,9 @@ import (
 //  4. API tokens for the HTTPS API (FeatureAPITokens); projects with
 //     quotas, and the project of VMs, networks, images, tokens and events
 //     (FeatureProjects).
-const Protocol = 4
+//  5. VM groups: the SetGroup and DeleteGroup entries, the group of VMs
+//     and the spread set of VM specs (FeatureGroups).
+const Protocol = 5
 
 // Feature is something a newer protocol added that a host of an older one
 // would refuse or misread: a log entry type or field, an RPC method or
@@ -58,6 +60,10 @@ var FeatureAPITokens = Feature{Name: "API tokens", Since: 4}
 // protocol 3 replica would drop (it decodes leniently) and then hold
 // other state.
 var FeatureProjects = Feature{Name: "projects", Since: 4}
+
+// FeatureGroups: the SetGroup and DeleteGroup entries, VM.Group and
+// VMSpec.Spread, which a protocol 4 replica would refuse or drop.
+var FeatureGroups = Feature{Name: "VM groups", Since: 5}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

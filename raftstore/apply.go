@@ -103,6 +103,10 @@ func (s *State) apply(c raftlog.Command) any {
 		return s.setProject(c)
 	case raftlog.DeleteProject:
 		return s.deleteProject(c)
+	case raftlog.SetGroup:
+		return s.setGroup(c)
+	case raftlog.DeleteGroup:
+		return s.deleteGroup(c)
 	case raftlog.AddAPIToken:
 		return s.addAPIToken(c)
 	case raftlog.RevokeAPIToken:
@@ -333,6 +337,15 @@ func (s *State) createVM(c raftlog.CreateVM) (err error) {
 	}
 	if v.Project, err = s.projectRef(v.Project); err != nil {
 		return fmt.Errorf("vm %q: %w", v.Name, err)
+	}
+	if v.Group != "" {
+		g, ok := model.GroupByName(s.cluster.Groups, v.Group)
+		if !ok {
+			return fmt.Errorf("vm %q: group %q: %w", v.Name, v.Group, model.ErrNotFound)
+		}
+		if _, ok := model.MemberIndex(g.Name, v.Name); !ok || g.Project != v.Project {
+			return fmt.Errorf("vm %q is no member name of group %q in project %s: %w", v.Name, g.Name, model.ProjectOf(g.Project), model.ErrInvalid)
+		}
 	}
 	project := model.ProjectOf(v.Project)
 	before := s.usage(project)
@@ -679,6 +692,63 @@ func (s *State) setProject(c raftlog.SetProject) error {
 	return nil
 }
 
+// setGroup creates or updates a group; the slice is replaced, kept sorted
+// by name. A group keeps its project and creation time.
+func (s *State) setGroup(c raftlog.SetGroup) (err error) {
+	g := c.Group
+	g.Template = g.Template.Clone()
+	if err := g.Validate(); err != nil {
+		return err
+	}
+	if g.Project, err = s.projectRef(g.Project); err != nil {
+		return fmt.Errorf("group %q: %w", g.Name, err)
+	}
+	old, exists := model.GroupByName(s.cluster.Groups, g.Name)
+	switch {
+	case c.Create && exists:
+		return fmt.Errorf("group %q exists: %w", g.Name, model.ErrConflict)
+	case !c.Create && !exists:
+		return fmt.Errorf("group %q: %w", g.Name, model.ErrNotFound)
+	case exists:
+		if old.Project != g.Project {
+			return fmt.Errorf("group %q belongs to project %s: %w", g.Name, model.ProjectOf(old.Project), model.ErrInvalid)
+		}
+		g.CreatedAt = old.CreatedAt
+	}
+	kept, _ := without(s.cluster.Groups, func(o model.Group) bool { return o.Name == g.Name })
+	if len(kept) >= model.MaxGroups {
+		return fmt.Errorf("%d groups, at most %d: %w", len(kept), model.MaxGroups, model.ErrInvalid)
+	}
+	kept = append(kept, g)
+	sort.Slice(kept, func(i, j int) bool { return kept[i].Name < kept[j].Name })
+	s.cluster.Groups = kept
+	return nil
+}
+
+// deleteGroup removes a group and marks its members for deletion, or,
+// with KeepVMs, leaves them as VMs of no group.
+func (s *State) deleteGroup(c raftlog.DeleteGroup) error {
+	kept, ok := without(s.cluster.Groups, func(g model.Group) bool { return g.Name == c.Name })
+	if !ok {
+		return fmt.Errorf("group %q: %w", c.Name, model.ErrNotFound)
+	}
+	for _, name := range model.SortedKeys(s.vms) {
+		if s.vms[name].Group != c.Name {
+			continue
+		}
+		s.updateVM(name, func(v *model.VM) error {
+			if c.KeepVMs {
+				v.Group = ""
+			} else {
+				v.Deleting, v.Desired = true, model.PowerStopped
+			}
+			return nil
+		})
+	}
+	s.cluster.Groups = kept
+	return nil
+}
+
 // deleteProject removes a project that holds nothing.
 func (s *State) deleteProject(c raftlog.DeleteProject) error {
 	if c.Name == model.DefaultProject {
@@ -708,9 +778,15 @@ func (s *State) deleteProject(c raftlog.DeleteProject) error {
 			tokens++
 		}
 	}
-	if vms+nets+images+tokens > 0 {
-		return fmt.Errorf("project %q holds %d VMs, %d networks, %d images and %d API tokens: delete or revoke them first: %w",
-			c.Name, vms, nets, images, tokens, model.ErrConflict)
+	groups := 0
+	for _, g := range s.cluster.Groups {
+		if g.Project == c.Name {
+			groups++
+		}
+	}
+	if vms+nets+images+tokens+groups > 0 {
+		return fmt.Errorf("project %q holds %d VMs, %d groups, %d networks, %d images and %d API tokens: delete or revoke them first: %w",
+			c.Name, vms, groups, nets, images, tokens, model.ErrConflict)
 	}
 	s.cluster.Projects, _ = without(s.cluster.Projects, func(p model.Project) bool { return p.Name == c.Name })
 	return nil

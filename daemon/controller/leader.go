@@ -81,6 +81,9 @@ type Leader struct {
 	// cluster's, and what was said about it (leader loop only; names
 	// gossip no longer lists are dropped).
 	refused map[string]string
+	// groupErr: why a group is short of its count, as last reported
+	// (under mu; entries of groups gone from state are dropped).
+	groupErr map[string]string
 }
 
 // verifications are the identity checks (VerifyHost) of hosts gossip
@@ -180,7 +183,7 @@ func NewLeader(cfg LeaderConfig, store Store, raft Raft, peers Peers, clock Cloc
 	if cfg.Protocol == 0 {
 		cfg.Protocol = raftlog.Protocol
 	}
-	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log, pokeCh: make(chan struct{}, 1)}
+	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log, pokeCh: make(chan struct{}, 1), groupErr: map[string]string{}}
 }
 
 // Run follows leadership until ctx ends: on becoming leader it waits for a
@@ -297,6 +300,7 @@ func (l *Leader) reconcile(ctx context.Context) error {
 	err := errors.Join(l.registerHosts(ctx, peers), l.raiseProtocol(ctx, peers), l.reconcileRaft(ctx, peers))
 	l.checkLiveness(ctx, l.gossipDead())
 	l.driveMigrations(ctx)
+	l.keepGroups(ctx)
 	l.forgetRemoved()
 	return err
 }

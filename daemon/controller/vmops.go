@@ -166,6 +166,11 @@ func newMAC() string {
 // returns a placement.NoFitError (matching model.ErrNoCapacity) that says
 // why for every host, and records nothing.
 func (l *Leader) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, error) {
+	return l.createVM(ctx, req, "")
+}
+
+// createVM is CreateVM of a member of group ("" none).
+func (l *Leader) createVM(ctx context.Context, req CreateVMRequest, group string) (model.VM, error) {
 	if err := l.ready(); err != nil {
 		return model.VM{}, err
 	}
@@ -215,7 +220,7 @@ func (l *Leader) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, e
 	if err != nil {
 		return model.VM{}, err
 	}
-	v := model.VM{ID: newUUID(), Name: req.Name, Spec: spec, Host: host, Desired: model.PowerRunning, CreatedAt: l.clock.Now().UTC(), Project: req.Project}
+	v := model.VM{ID: newUUID(), Name: req.Name, Spec: spec, Host: host, Desired: model.PowerRunning, CreatedAt: l.clock.Now().UTC(), Project: req.Project, Group: group}
 	if req.Stopped {
 		v.Desired = model.PowerStopped
 	}

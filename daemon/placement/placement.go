@@ -98,6 +98,7 @@ type usage struct {
 	memory int64
 	vms    int
 	groups map[string]string // anti-affinity group -> a VM of it on the host
+	spread map[string]int    // spread set -> its VMs on the host
 }
 
 // Index answers placement requests against one view of the state.
@@ -122,7 +123,7 @@ func NewIndex(cands []Candidate, vms []model.VM, opts Options) *Index {
 	}
 	x := &Index{opts: opts, by: make(map[string]*usage, len(cands))}
 	for _, c := range cands {
-		u := &usage{cand: c, groups: map[string]string{}}
+		u := &usage{cand: c, groups: map[string]string{}, spread: map[string]int{}}
 		x.hosts = append(x.hosts, u)
 		x.by[c.Host.Name] = u
 	}
@@ -146,6 +147,9 @@ func (u *usage) add(name string, s model.VMSpec) {
 		if _, ok := u.groups[s.AntiAffinity]; !ok {
 			u.groups[s.AntiAffinity] = name
 		}
+	}
+	if s.Spread != "" {
+		u.spread[s.Spread]++
 	}
 }
 
@@ -215,8 +219,9 @@ func (x *Index) Place(r Request) (string, error) {
 	}
 	require := model.SortedKeys(r.Spec.Require)
 	var (
-		best      *usage
-		bestScore float64
+		best       *usage
+		bestScore  float64
+		bestSpread int
 	)
 	for _, u := range candidates {
 		if x.reject(u, r, require, false) != "" {
@@ -227,8 +232,14 @@ func (x *Index) Place(r Request) (string, error) {
 		if x.opts.Strategy == Pack {
 			score = -score
 		}
-		if best == nil || score < bestScore {
-			best, bestScore = u, score
+		// A spread set comes first: the fewest of its VMs, then the
+		// strategy's score.
+		spread := 0
+		if r.Spec.Spread != "" {
+			spread = u.spread[r.Spec.Spread]
+		}
+		if best == nil || spread < bestSpread || spread == bestSpread && score < bestScore {
+			best, bestScore, bestSpread = u, score, spread
 		}
 	}
 	if best == nil {

@@ -151,3 +151,35 @@ func BenchmarkIndex(b *testing.B) {
 		NewIndex(cands, vms, DefaultOptions())
 	}
 }
+
+// A spread set is soft anti-affinity: under packing, its VMs still go one
+// per host while hosts without one fit, then a second each, and a host
+// that does not fit is passed by.
+func TestSpreadSet(t *testing.T) {
+	cands := []Candidate{{Host: host("a", 8, 8192, nil)}, {Host: host("b", 8, 8192, nil)}, {Host: host("c", 1, 8192, nil)}}
+	opts := noReserve
+	opts.Strategy = Pack
+	x := NewIndex(cands, []model.VM{{Name: "busy", Host: "a", Spec: spec(1, 4096)}}, opts)
+	s := spec(1, 512)
+	s.Spread = "web"
+	var got []string
+	for i := 1; i <= 5; i++ {
+		h, err := x.Place(Request{Name: fmt.Sprintf("web-%d", i), Spec: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, h)
+	}
+	// a (fullest: pack), b, c (one vCPU: full after one), then a, b.
+	if strings.Join(got, ",") != "a,b,c,a,b" {
+		t.Fatalf("spread set under pack: %v", got)
+	}
+	// Without the set, packing piles them onto a.
+	x = NewIndex(cands, nil, opts)
+	plain := spec(1, 512)
+	for i := 1; i <= 3; i++ {
+		if h, _ := x.Place(Request{Name: fmt.Sprint(i), Spec: plain}); h != "a" {
+			t.Fatalf("pack without a set put %d on %s", i, h)
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package controller
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
+)
+
+func (e *liveEnv) setGroup(t *testing.T, g model.Group, create bool) {
+	t.Helper()
+	if _, err := e.r.store.Apply(context.Background(), raftlog.SetGroup{Group: g, Create: create}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// members returns a group's members not being deleted, by host.
+func (e *liveEnv) members(group string) (names []string, perHost map[string]int) {
+	perHost = map[string]int{}
+	for _, v := range e.r.store.VMs() {
+		if v.Group == group && !v.Deleting {
+			names = append(names, v.Name)
+			perHost[v.Host]++
+		}
+	}
+	return names, perHost
+}
+
+// The keeper creates the missing members lowest index first, spread over
+// the hosts, deletes the highest first when the count drops, replaces a
+// member an operator deletes, passes by a name another VM holds, and says
+// once why it cannot reach the count.
+func TestGroupKeeper(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	g := model.Group{Name: "web", Count: 4, Template: model.VMSpec{VCPUs: 1, MemoryMiB: 256, Disks: []model.DiskSpec{{SizeMiB: 10}}, HA: model.DefaultHA()},
+		CreatedAt: time.Unix(1, 0)}
+	e.setGroup(t, g, true)
+	e.l.keepGroups(ctx)
+	names, per := e.members("web")
+	if strings.Join(names, ",") != "web-1,web-2,web-3,web-4" {
+		t.Fatalf("members: %v", names)
+	}
+	if len(per) != 3 || per["h1"] > 2 || per["h2"] > 2 || per["h3"] > 2 {
+		t.Fatalf("4 members over 3 hosts: %v", per)
+	}
+
+	// Scale to 6, then to 2: web-3..web-6 go, highest first.
+	g.Count = 6
+	e.setGroup(t, g, false)
+	e.l.keepGroups(ctx)
+	if _, per := e.members("web"); per["h1"] != 2 || per["h2"] != 2 || per["h3"] != 2 {
+		t.Fatalf("6 members over 3 hosts: %v", per)
+	}
+	g.Count = 2
+	e.setGroup(t, g, false)
+	e.l.keepGroups(ctx)
+	if names, _ := e.members("web"); strings.Join(names, ",") != "web-1,web-2" {
+		t.Fatalf("after scaling to 2: %v", names)
+	}
+	if ev := e.events("group"); len(ev) == 0 || !strings.Contains(ev[len(ev)-1].Message, "deleting web-6, web-5, web-4, web-3") {
+		t.Fatalf("group events: %+v", ev)
+	}
+	// The deleted ones' hosts finish: they leave state.
+	for i := 3; i <= 6; i++ {
+		e.r.store.Apply(ctx, raftlog.DeleteVM{Name: model.MemberName("web", i)})
+	}
+
+	// An operator deletes web-1: it is replaced (under its name, once the
+	// old one is gone; meanwhile by the next free index).
+	if _, err := e.l.DeleteVM(ctx, DeleteVMRequest{Name: "web-1"}); err != nil {
+		t.Fatal(err)
+	}
+	e.l.keepGroups(ctx)
+	if names, _ := e.members("web"); strings.Join(names, ",") != "web-2,web-3" {
+		t.Fatalf("after deleting web-1: %v", names)
+	}
+
+	// A VM outside the group holds web-4; the cluster is full beyond it.
+	e.r.store.Apply(ctx, raftlog.DeleteVM{Name: "web-1"})
+	other := model.VM{ID: "id-web-4", Name: "web-4", Host: "h1", Spec: model.VMSpec{VCPUs: 1, MemoryMiB: 256, Disks: []model.DiskSpec{{SizeMiB: 10}}}}
+	if _, err := e.r.store.Apply(ctx, raftlog.CreateVM{VM: other}); err != nil {
+		t.Fatal(err)
+	}
+	g.Count = 4
+	e.setGroup(t, g, false)
+	e.l.keepGroups(ctx)
+	if names, _ := e.members("web"); strings.Join(names, ",") != "web-1,web-2,web-3,web-5" {
+		t.Fatalf("with web-4 taken: %v", names)
+	}
+	big := g
+	big.Name, big.Count = "big", 4
+	big.Template.MemoryMiB = 6000 // each host fits one: three are made, the fourth cannot be
+	e.setGroup(t, big, true)
+	before := len(e.events("group"))
+	for range 3 {
+		e.l.keepGroups(ctx)
+	}
+	evs := e.events("group")[before:]
+	var problems []string
+	for _, ev := range evs {
+		if strings.Contains(ev.Message, "cannot create") {
+			problems = append(problems, ev.Message)
+		}
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0], "big-4") {
+		t.Fatalf("a short group reported %d times: %v", len(problems), evs)
+	}
+	if names, _ := e.members("big"); len(names) != 3 {
+		t.Fatalf("big members: %v", names)
+	}
+}
+
+// A large group is created in batches: one pass never creates more than
+// groupBatch members, and it asks for another pass.
+func TestGroupKeeperBatches(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	for _, h := range []string{"h1", "h2", "h3"} {
+		e.peers.set(Peer{Name: h, State: PeerAlive, Capacity: model.Capacity{VCPUs: 1024, MemoryMiB: 1 << 20}})
+	}
+	e.l.registerHosts(ctx, e.peers.Peers())
+	g := model.Group{Name: "many", Count: 100, Template: model.VMSpec{VCPUs: 1, MemoryMiB: 64, Disks: []model.DiskSpec{{SizeMiB: 10}}}, CreatedAt: time.Unix(1, 0)}
+	e.setGroup(t, g, true)
+	for pass := 1; pass <= 4; pass++ {
+		select {
+		case <-e.l.pokeCh:
+		default:
+		}
+		e.l.keepGroups(ctx)
+		names, _ := e.members("many")
+		want := min(pass*groupBatch, 100)
+		if len(names) != want {
+			t.Fatalf("pass %d: %d members, want %d", pass, len(names), want)
+		}
+		poked := len(e.l.pokeCh) > 0
+		if poked != (want < 100) {
+			t.Fatalf("pass %d: poked %v with %d of 100", pass, poked, want)
+		}
+	}
+}

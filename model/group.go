@@ -1,0 +1,90 @@
+package model
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Group keeps Count alike VMs from one template. Its members are ordinary
+// VMs named NAME-1, NAME-2, ... (VM.Group names the group); the leader
+// creates the missing ones, lowest index first, and deletes the surplus,
+// highest index first. Members spread over hosts: a host gets a second
+// member only when every host that fits has one (VMSpec.Spread).
+type Group struct {
+	Name    string `json:"name"`
+	Project string `json:"project,omitempty"`
+	// Template is every member's spec. In its user data, {{index}} and
+	// {{name}} become the member's index and VM name.
+	Template VMSpec `json:"template"`
+	Count    int    `json:"count"`
+	// Stopped: members are created stopped.
+	Stopped   bool      `json:"stopped,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// MaxGroups bounds the groups the cluster keeps.
+const MaxGroups = 1000
+
+// MaxGroupCount bounds a group's count: a typo must not make the leader
+// create a million VMs.
+const MaxGroupCount = 1000
+
+// maxGroupNameLen leaves room for "-1000" in member names.
+const maxGroupNameLen = maxNameLen - 5
+
+// Validate checks a group's own fields (the template as its first member's).
+func (g Group) Validate() error {
+	if err := ValidateName("group", g.Name); err != nil {
+		return err
+	}
+	if len(g.Name) > maxGroupNameLen {
+		return fmt.Errorf("group name %q is %d characters, at most %d (member names add -N): %w", g.Name, len(g.Name), maxGroupNameLen, ErrInvalid)
+	}
+	if g.Count < 0 || g.Count > MaxGroupCount {
+		return fmt.Errorf("group %q: count %d out of range 0..%d: %w", g.Name, g.Count, MaxGroupCount, ErrInvalid)
+	}
+	if err := ValidProjectRef(g.Project); err != nil {
+		return err
+	}
+	return g.Template.Validate(MemberName(g.Name, 1))
+}
+
+// MemberName is the name of a group's member with index i (from 1).
+func MemberName(group string, i int) string { return group + "-" + strconv.Itoa(i) }
+
+// MemberIndex returns the index of a member's name in group, and false
+// when the name is not of the form GROUP-N with N in 1..MaxGroupCount.
+func MemberIndex(group, vm string) (int, bool) {
+	s, ok := strings.CutPrefix(vm, group+"-")
+	if !ok || s == "" || s[0] == '0' {
+		return 0, false
+	}
+	i, err := strconv.Atoi(s)
+	if err != nil || i < 1 || i > MaxGroupCount {
+		return 0, false
+	}
+	return i, true
+}
+
+// MemberSpec is the spec of a group's member i: the template, spread with
+// its siblings, with {{index}} and {{name}} filled in its user data.
+func (g Group) MemberSpec(i int) VMSpec {
+	s := g.Template.Clone()
+	s.Spread = g.Name
+	if s.UserData != "" {
+		s.UserData = strings.NewReplacer("{{index}}", strconv.Itoa(i), "{{name}}", MemberName(g.Name, i)).Replace(s.UserData)
+	}
+	return s
+}
+
+// GroupByName returns the group called name in gs.
+func GroupByName(gs []Group, name string) (Group, bool) {
+	for _, g := range gs {
+		if g.Name == name {
+			return g, true
+		}
+	}
+	return Group{}, false
+}

@@ -1,0 +1,105 @@
+package raftstore
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
+)
+
+func testGroup(name string, count int) model.Group {
+	return model.Group{Name: name, Count: count, Template: testVM("x").Spec, CreatedAt: time.Unix(1, 0)}
+}
+
+func member(g model.Group, i int) raftlog.CreateVM {
+	v := testVM(model.MemberName(g.Name, i))
+	v.Spec, v.Group, v.Project = g.MemberSpec(i), g.Name, g.Project
+	return raftlog.CreateVM{VM: v}
+}
+
+// Groups: created once, updated in place keeping project and creation
+// time; members are VMs that name an existing group and carry a member
+// name of it; deleting the group deletes them, or keeps them outside it.
+func TestGroups(t *testing.T) {
+	f := newFSM(nil)
+	web := testGroup("web", 2)
+	changed := testGroup("web", 5)
+	changed.CreatedAt = time.Unix(99, 0)
+	stray := testVM("db-1")
+	stray.Group = "db"
+	misnamed := testVM("other-1")
+	misnamed.Group = "web"
+	res := applyAll(t, f,
+		raftlog.SetGroup{Group: web, Create: true},
+		raftlog.SetGroup{Group: web, Create: true},                                // taken
+		raftlog.SetGroup{Group: testGroup("nope", 1)},                             // no such group
+		raftlog.SetGroup{Group: model.Group{Name: "bad", Count: model.MaxGroupCount + 1, Template: web.Template}, Create: true},
+		member(web, 1), member(web, 2),
+		raftlog.CreateVM{VM: stray},    // no group db
+		raftlog.CreateVM{VM: misnamed}, // not a member name of web
+		raftlog.SetGroup{Group: changed},
+	)
+	for i, want := range []error{nil, model.ErrConflict, model.ErrNotFound, model.ErrInvalid, nil, nil, model.ErrNotFound, model.ErrInvalid, nil} {
+		err, _ := res[i].(error)
+		if !errors.Is(err, want) || want == nil && err != nil {
+			t.Fatalf("command %d: %v, want %v", i, err, want)
+		}
+	}
+	g, _ := model.GroupByName(f.state.cluster.Groups, "web")
+	if g.Count != 5 || !g.CreatedAt.Equal(time.Unix(1, 0)) {
+		t.Fatalf("group after update: %+v", g)
+	}
+	if v := f.state.vms["web-2"]; v.Group != "web" || v.Spec.Spread != "web" {
+		t.Fatalf("member: %+v", v)
+	}
+
+	// A project with a group cannot be removed; a group cannot change
+	// project.
+	p := testGroup("api", 1)
+	p.Project = "a"
+	moved := p
+	moved.Project = ""
+	res = applyAll(t, f, projectWith("a", model.Quota{}), raftlog.SetGroup{Group: p, Create: true},
+		raftlog.DeleteProject{Name: "a"}, raftlog.SetGroup{Group: moved})
+	for i, want := range []error{nil, nil, model.ErrConflict, model.ErrInvalid} {
+		err, _ := res[i].(error)
+		if !errors.Is(err, want) || want == nil && err != nil {
+			t.Fatalf("project command %d: %v, want %v", i, err, want)
+		}
+	}
+
+	// Delete with keep: members stay, in no group. Delete: members go.
+	res = applyAll(t, f, raftlog.DeleteGroup{Name: "api", KeepVMs: true}, raftlog.DeleteGroup{Name: "web"}, raftlog.DeleteGroup{Name: "web"})
+	if err, _ := res[2].(error); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("second delete: %v", res[2])
+	}
+	for _, n := range []string{"web-1", "web-2"} {
+		if v := f.state.vms[n]; !v.Deleting || v.Desired != model.PowerStopped {
+			t.Fatalf("%s after its group's removal: %+v", n, v)
+		}
+	}
+	if len(f.state.cluster.Groups) != 0 {
+		t.Fatalf("groups left: %+v", f.state.cluster.Groups)
+	}
+}
+
+func TestMemberNames(t *testing.T) {
+	for _, c := range []struct {
+		vm string
+		i  int
+		ok bool
+	}{{"web-1", 1, true}, {"web-12", 12, true}, {"web-0", 0, false}, {"web-01", 0, false}, {"web-", 0, false},
+		{"web-1001", 0, false}, {"web-a", 0, false}, {"webx-1", 0, false}, {"web-1-2", 0, false}} {
+		i, ok := model.MemberIndex("web", c.vm)
+		if i != c.i || ok != c.ok {
+			t.Errorf("MemberIndex(web, %s) = %d %v, want %d %v", c.vm, i, ok, c.i, c.ok)
+		}
+	}
+	g := testGroup("web", 1)
+	g.Template.UserData = "#cloud-config\nhostname: {{name}}\nindex: {{index}}\n"
+	if got := g.MemberSpec(7).UserData; got != "#cloud-config\nhostname: web-7\nindex: 7\n" {
+		t.Fatalf("user data: %q", got)
+	}
+}

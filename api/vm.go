@@ -88,6 +88,8 @@ type VM struct {
 	// Home is the host a drain moved the VM from (restore --failback).
 	Home    string `json:"home,omitempty"`
 	Project string `json:"project"`
+	// Group is the group the VM is a member of.
+	Group string `json:"group,omitempty"`
 }
 
 // ConsoleLog is the tail of a VM's serial console log.

@@ -155,16 +155,12 @@ func onHost[Resp any](ctx context.Context, d *Daemon, m rpc.Method[hostRead, Res
 }
 
 func vmView(v model.VM) api.VM {
-	s := v.Spec
 	out := api.VM{
 		Name: v.Name, ID: v.ID, Host: v.Host, Desired: string(v.Desired), State: string(v.Actual.State), Message: v.Actual.Message,
 		Generation: v.Generation, Since: v.Actual.Since, Restarts: v.Actual.Restarts, Relocations: v.Relocations,
 		Failed: v.Failed, Deleting: v.Deleting, ReportedAt: v.Actual.UpdatedAt, CreatedAt: v.CreatedAt, Project: model.ProjectOf(v.Project),
 		PendingRestart: v.Actual.State == model.StateRunning && v.Actual.SpecVersion != 0 && v.Actual.SpecVersion < v.SpecVersion,
-		Spec: api.VMSpec{
-			VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, UserData: s.UserData, Labels: s.Labels, AntiAffinity: s.AntiAffinity,
-			Require: s.Require, HA: api.HAPolicy(s.HA),
-		},
+		Spec:           specView(v.Spec), Group: v.Group,
 	}
 	if v.Actual.State == "" {
 		out.State = string(model.StatePending)
@@ -176,15 +172,23 @@ func vmView(v model.VM) api.VM {
 	if v.Deleting {
 		out.State = string(model.StateDeleting)
 	}
+	return out
+}
+
+func specView(s model.VMSpec) api.VMSpec {
+	out := api.VMSpec{
+		VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, UserData: s.UserData, Labels: s.Labels, AntiAffinity: s.AntiAffinity,
+		Require: s.Require, HA: api.HAPolicy(s.HA),
+	}
 	for _, dk := range s.Disks {
-		out.Spec.Disks = append(out.Spec.Disks, api.Disk(dk))
+		out.Disks = append(out.Disks, api.Disk(dk))
 	}
 	for _, n := range s.NICs {
-		out.Spec.NICs = append(out.Spec.NICs, api.NIC(n))
+		out.NICs = append(out.NICs, api.NIC(n))
 	}
 	if s.Kernel != nil {
 		k := api.Kernel(*s.Kernel)
-		out.Spec.Kernel = &k
+		out.Kernel = &k
 	}
 	return out
 }

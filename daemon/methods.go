@@ -89,6 +89,9 @@ var (
 	mAPITokenRevoke = daemonLeaderOnly("apitoken.revoke", (*Daemon).revokeAPIToken)
 	mProjectSet     = daemonLeaderOnly("project.set", (*Daemon).setProject)
 	mProjectDelete  = daemonLeaderOnly("project.delete", (*Daemon).deleteProject)
+	// Groups: only with FeatureGroups (checked before forwarding).
+	mGroupSet    = leaderOnly("group.set", (*controller.Leader).SetGroup)
+	mGroupDelete = leaderOnly("group.delete", (*controller.Leader).DeleteGroup)
 
 	// Served by every host, to callers without a certificate too: a host
 	// joining (followers pass it to the leader).
@@ -112,7 +115,7 @@ var leaderMethods = []interface{ register(*Daemon) }{
 	mVMCreate, mVMPower, mVMRestart, mVMResize, mVMDelete, mVMReport, mVMRelocate, mVMMigrate, mVMMigrated,
 	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostRemove, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
 	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord, mGossipRotate, mAPITokenAdd, mAPITokenRevoke,
-	mProjectSet, mProjectDelete,
+	mProjectSet, mProjectDelete, mGroupSet, mGroupDelete,
 }
 
 // vmHost is the host a VM is placed on: the one that reports its migration.

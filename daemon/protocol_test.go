@@ -48,6 +48,10 @@ func TestProtocolUpgradeAndDowngrade(t *testing.T) {
 	if !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "host rm --force needs cluster protocol 2") || !strings.Contains(err.Error(), "h3 (protocol 1") {
 		t.Fatalf("host rm --force at protocol 1: %v", err)
 	}
+	_, err = h1.client.CreateGroup(ctxT(t), api.GroupCreateRequest{Name: "web", Count: 1, Spec: api.VMSpec{VCPUs: 1, MemoryMiB: 64, Disks: []api.Disk{{SizeMiB: 8}}}})
+	if !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), fmt.Sprintf("VM groups needs cluster protocol %d", raftlog.FeatureGroups.Since)) {
+		t.Fatalf("group create at protocol 1: %v", err)
+	}
 
 	// h3 upgraded: the leader records its protocol and raises the cluster's.
 	h3.stop()

@@ -425,3 +425,41 @@ func (c *Client) CreateNetwork(ctx context.Context, req api.NetworkCreateRequest
 func (c *Client) DeleteNetwork(ctx context.Context, name string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/networks/"+url.PathEscape(name), nil, nil)
 }
+
+// Groups lists the VM groups and their members.
+func (c *Client) Groups(ctx context.Context) ([]api.Group, error) {
+	var out []api.Group
+	err := c.Do(ctx, http.MethodGet, "/v1/groups", nil, &out)
+	return out, err
+}
+
+// Group returns one group and its members.
+func (c *Client) Group(ctx context.Context, name string) (api.Group, error) {
+	var out api.Group
+	err := c.Do(ctx, http.MethodGet, "/v1/groups/"+url.PathEscape(name), nil, &out)
+	return out, err
+}
+
+// CreateGroup makes a group; the leader then creates its members.
+func (c *Client) CreateGroup(ctx context.Context, req api.GroupCreateRequest) (api.Group, error) {
+	var out api.Group
+	err := c.Do(ctx, http.MethodPost, "/v1/groups", req, &out)
+	return out, err
+}
+
+// ScaleGroup sets a group's count.
+func (c *Client) ScaleGroup(ctx context.Context, name string, count int) (api.Group, error) {
+	var out api.Group
+	err := c.Do(ctx, http.MethodPut, "/v1/groups/"+url.PathEscape(name)+"/count", api.GroupScaleRequest{Count: count}, &out)
+	return out, err
+}
+
+// DeleteGroup removes a group and deletes its members, or with keepVMs
+// leaves them as VMs of no group.
+func (c *Client) DeleteGroup(ctx context.Context, name string, keepVMs bool) error {
+	path := "/v1/groups/" + url.PathEscape(name)
+	if keepVMs {
+		path += "?keep_vms=true"
+	}
+	return c.Do(ctx, http.MethodDelete, path, nil, nil)
+}

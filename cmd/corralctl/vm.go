@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/corralhq/corral/api"
 )
@@ -185,16 +186,94 @@ func parseKV(list []string, what string) (map[string]string, error) {
 	return out, nil
 }
 
+// specFlags are the flags that describe a VM, shared by vm create and
+// group create.
+type specFlags struct {
+	vcpus                          int
+	memory, diskSize               string
+	image, kernel, initrd, cmdline string
+	userData, anti                 string
+	disks, nics, labels, require   []string
+	noHA                           bool
+	priority, maxRestart, maxReloc int
+	window                         time.Duration
+}
+
+func (sf *specFlags) register(f *pflag.FlagSet) {
+	f.IntVar(&sf.vcpus, "vcpus", 1, "virtual CPUs")
+	f.StringVar(&sf.memory, "memory", "512M", "memory (MiB, or with M/G suffix)")
+	f.StringVar(&sf.image, "image", "", "base image for the first disk (a copy-on-write overlay)")
+	f.StringVar(&sf.diskSize, "disk-size", "", "size of the first disk (overlay or, without --image, blank)")
+	f.StringArrayVar(&sf.disks, "disk", nil, "add a blank disk of this size (repeatable)")
+	f.StringVar(&sf.kernel, "kernel", "", "boot this kernel directly (path on the hosts)")
+	f.StringVar(&sf.initrd, "initrd", "", "initrd for --kernel")
+	f.StringVar(&sf.cmdline, "cmdline", "", "kernel command line for --kernel")
+	f.StringArrayVar(&sf.nics, "nic", nil, "attach a NIC on a corral network: NETWORK[,mac=MAC] (repeatable)")
+	f.StringVar(&sf.userData, "user-data", "", "cloud-init user data file (attached as a NoCloud seed)")
+	f.StringArrayVar(&sf.labels, "label", nil, "VM label key=value (repeatable)")
+	f.StringArrayVar(&sf.require, "require", nil, "host label the VM's host must have, key=value (repeatable)")
+	f.StringVar(&sf.anti, "anti-affinity", "", "anti-affinity group: no two VMs of a group share a host")
+	f.BoolVar(&sf.noHA, "no-ha", false, "do not recover this VM on another host when its host fails")
+	f.IntVar(&sf.priority, "ha-priority", 0, "recovery order: higher first")
+	f.IntVar(&sf.maxRestart, "max-restart", 3, "local restarts after crashes within --restart-window before relocating")
+	f.DurationVar(&sf.window, "restart-window", 10*time.Minute, "window for --max-restart")
+	f.IntVar(&sf.maxReloc, "max-relocate", 2, "relocations after crash loops before the VM is marked failed")
+}
+
+// spec reads the flags into a VM spec and HA policy.
+func (sf *specFlags) spec() (api.VMSpec, *api.HAPolicy, error) {
+	mem, err := parseSize(sf.memory)
+	if err != nil {
+		return api.VMSpec{}, nil, fmt.Errorf("--memory: %w", err)
+	}
+	spec := api.VMSpec{VCPUs: sf.vcpus, MemoryMiB: mem, AntiAffinity: sf.anti}
+	if sf.image != "" || sf.diskSize != "" {
+		d := api.Disk{Image: sf.image}
+		if sf.diskSize != "" {
+			if d.SizeMiB, err = parseSize(sf.diskSize); err != nil {
+				return spec, nil, fmt.Errorf("--disk-size: %w", err)
+			}
+		}
+		spec.Disks = append(spec.Disks, d)
+	}
+	for _, s := range sf.disks {
+		n, err := parseSize(s)
+		if err != nil {
+			return spec, nil, fmt.Errorf("--disk: %w", err)
+		}
+		spec.Disks = append(spec.Disks, api.Disk{SizeMiB: n})
+	}
+	if sf.kernel != "" {
+		spec.Kernel = &api.Kernel{Kernel: sf.kernel, Initrd: sf.initrd, Cmdline: sf.cmdline}
+	} else if sf.initrd != "" || sf.cmdline != "" {
+		return spec, nil, errors.New("--initrd and --cmdline need --kernel")
+	}
+	for _, n := range sf.nics {
+		net, mac, _ := strings.Cut(n, ",mac=")
+		spec.NICs = append(spec.NICs, api.NIC{Network: net, MAC: mac})
+	}
+	if sf.userData != "" {
+		b, err := os.ReadFile(sf.userData)
+		if err != nil {
+			return spec, nil, fmt.Errorf("--user-data: %w", err)
+		}
+		spec.UserData = string(b)
+	}
+	if spec.Labels, err = parseKV(sf.labels, "--label"); err != nil {
+		return spec, nil, err
+	}
+	if spec.Require, err = parseKV(sf.require, "--require"); err != nil {
+		return spec, nil, err
+	}
+	ha := &api.HAPolicy{Enabled: !sf.noHA, Priority: sf.priority, MaxRestart: sf.maxRestart, RestartWindowSec: int(sf.window.Seconds()), MaxRelocate: sf.maxReloc}
+	return spec, ha, nil
+}
+
 func (c *cli) vmCreate() *cobra.Command {
 	var (
-		vcpus                          int
-		memory, diskSize               string
-		image, kernel, initrd, cmdline string
-		userData, host, anti           string
-		disks, nics, labels, require   []string
-		stopped, noHA, wait            bool
-		priority, maxRestart, maxReloc int
-		window                         time.Duration
+		sf            specFlags
+		host          string
+		stopped, wait bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
@@ -211,50 +290,11 @@ image (--disk-size grows it); without --image, --disk-size makes it blank.
   corralctl vm create app --memory 256M --kernel /srv/k/vmlinuz --initrd /srv/k/initrd.img --cmdline console=ttyS0 --disk 1G`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			mem, err := parseSize(memory)
+			spec, ha, err := sf.spec()
 			if err != nil {
-				return fmt.Errorf("--memory: %w", err)
-			}
-			req := api.VMCreateRequest{Name: args[0], Host: host, Stopped: stopped, Project: c.project, Spec: api.VMSpec{VCPUs: vcpus, MemoryMiB: mem, AntiAffinity: anti}}
-			if image != "" || diskSize != "" {
-				d := api.Disk{Image: image}
-				if diskSize != "" {
-					if d.SizeMiB, err = parseSize(diskSize); err != nil {
-						return fmt.Errorf("--disk-size: %w", err)
-					}
-				}
-				req.Spec.Disks = append(req.Spec.Disks, d)
-			}
-			for _, s := range disks {
-				n, err := parseSize(s)
-				if err != nil {
-					return fmt.Errorf("--disk: %w", err)
-				}
-				req.Spec.Disks = append(req.Spec.Disks, api.Disk{SizeMiB: n})
-			}
-			if kernel != "" {
-				req.Spec.Kernel = &api.Kernel{Kernel: kernel, Initrd: initrd, Cmdline: cmdline}
-			} else if initrd != "" || cmdline != "" {
-				return errors.New("--initrd and --cmdline need --kernel")
-			}
-			for _, n := range nics {
-				net, mac, _ := strings.Cut(n, ",mac=")
-				req.Spec.NICs = append(req.Spec.NICs, api.NIC{Network: net, MAC: mac})
-			}
-			if userData != "" {
-				b, err := os.ReadFile(userData)
-				if err != nil {
-					return fmt.Errorf("--user-data: %w", err)
-				}
-				req.Spec.UserData = string(b)
-			}
-			if req.Spec.Labels, err = parseKV(labels, "--label"); err != nil {
 				return err
 			}
-			if req.Spec.Require, err = parseKV(require, "--require"); err != nil {
-				return err
-			}
-			req.HA = &api.HAPolicy{Enabled: !noHA, Priority: priority, MaxRestart: maxRestart, RestartWindowSec: int(window.Seconds()), MaxRelocate: maxReloc}
+			req := api.VMCreateRequest{Name: args[0], Host: host, Stopped: stopped, Project: c.project, Spec: spec, HA: ha}
 			ctx, cancel := c.ctx()
 			defer cancel()
 			start := time.Now()
@@ -275,26 +315,9 @@ image (--disk-size grows it); without --image, --disk-size makes it blank.
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&vcpus, "vcpus", 1, "virtual CPUs")
-	f.StringVar(&memory, "memory", "512M", "memory (MiB, or with M/G suffix)")
-	f.StringVar(&image, "image", "", "base image for the first disk (a copy-on-write overlay)")
-	f.StringVar(&diskSize, "disk-size", "", "size of the first disk (overlay or, without --image, blank)")
-	f.StringArrayVar(&disks, "disk", nil, "add a blank disk of this size (repeatable)")
-	f.StringVar(&kernel, "kernel", "", "boot this kernel directly (path on the hosts)")
-	f.StringVar(&initrd, "initrd", "", "initrd for --kernel")
-	f.StringVar(&cmdline, "cmdline", "", "kernel command line for --kernel")
-	f.StringArrayVar(&nics, "nic", nil, "attach a NIC on a corral network: NETWORK[,mac=MAC] (repeatable)")
-	f.StringVar(&userData, "user-data", "", "cloud-init user data file (attached as a NoCloud seed)")
-	f.StringArrayVar(&labels, "label", nil, "VM label key=value (repeatable)")
-	f.StringArrayVar(&require, "require", nil, "host label the VM's host must have, key=value (repeatable)")
-	f.StringVar(&anti, "anti-affinity", "", "anti-affinity group: no two VMs of a group share a host")
+	sf.register(f)
 	f.StringVar(&host, "host", "", "place on this host")
 	f.BoolVar(&stopped, "stopped", false, "create without starting")
-	f.BoolVar(&noHA, "no-ha", false, "do not recover this VM on another host when its host fails")
-	f.IntVar(&priority, "ha-priority", 0, "recovery order: higher first")
-	f.IntVar(&maxRestart, "max-restart", 3, "local restarts after crashes within --restart-window before relocating")
-	f.DurationVar(&window, "restart-window", 10*time.Minute, "window for --max-restart")
-	f.IntVar(&maxReloc, "max-relocate", 2, "relocations after crash loops before the VM is marked failed")
 	f.BoolVar(&wait, "wait", false, "wait until the VM runs, showing progress")
 	return cmd
 }

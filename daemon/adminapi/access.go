@@ -259,7 +259,7 @@ func Scope(ctx context.Context) string {
 // route at all: what a project holds, and reads of itself.
 func projectRoute(pattern string) bool {
 	method, path, _ := strings.Cut(pattern, " ")
-	for _, prefix := range []string{"/v1/vms", "/v1/networks", "/v1/images", "/v1/events", "/v1/status", "/v1/whoami", "/v1/openapi.json"} {
+	for _, prefix := range []string{"/v1/vms", "/v1/groups", "/v1/networks", "/v1/images", "/v1/events", "/v1/status", "/v1/whoami", "/v1/openapi.json"} {
 		if path == prefix || strings.HasPrefix(path, prefix+"/") {
 			return true
 		}

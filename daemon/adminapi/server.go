@@ -70,6 +70,12 @@ type Backend interface {
 	ImportImage(ctx context.Context, name, project string, body io.Reader) (api.Image, error)
 	DeleteImage(ctx context.Context, name string) error
 
+	Groups(ctx context.Context) ([]api.Group, error)
+	Group(ctx context.Context, name string) (api.Group, error)
+	CreateGroup(ctx context.Context, req api.GroupCreateRequest) (api.Group, error)
+	ScaleGroup(ctx context.Context, name string, count int) (api.Group, error)
+	DeleteGroup(ctx context.Context, name string, keepVMs bool) error
+
 	Events(ctx context.Context, after uint64, limit int, wait time.Duration) ([]api.Event, error)
 }
 
@@ -121,6 +127,7 @@ type param struct{ name, typ, help string }
 
 var (
 	qForce   = param{"force", "boolean", "see the summary"}
+	qKeepVMs = param{"keep_vms", "boolean", "keep the members as VMs of no group"}
 	qBytes   = param{"bytes", "integer", "how much of the log's end (default 65536)"}
 	qAfter   = param{"after", "integer", "events after this sequence number"}
 	qLimit   = param{"limit", "integer", "at most this many events (0: the server's limit)"}
@@ -330,6 +337,43 @@ func (s *Server) routes() []route {
 			}
 			return s.b.DeleteVM(r.Context(), name, force)
 		})},
+		{"GET /v1/groups", doc{summary: "VM groups with their members", out: []api.Group{}}, func(r *http.Request) (any, error) { return s.b.Groups(r.Context()) }},
+		{"POST /v1/groups", doc{summary: "create a group: the leader keeps count members, NAME-1 ... NAME-N, spread over the hosts", in: api.GroupCreateRequest{}, out: api.Group{}}, func(r *http.Request) (any, error) {
+			var req api.GroupCreateRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.CreateGroup(r.Context(), req)
+		}},
+		{"GET /v1/groups/{name}", doc{summary: "one group and its members", out: api.Group{}}, func(r *http.Request) (any, error) {
+			name, err := groupName(r)
+			if err != nil {
+				return nil, err
+			}
+			return s.b.Group(r.Context(), name)
+		}},
+		{"PUT /v1/groups/{name}/count", doc{summary: "scale a group: missing members are created lowest index first, surplus ones deleted highest first", in: api.GroupScaleRequest{}, out: api.Group{}}, func(r *http.Request) (any, error) {
+			name, err := groupName(r)
+			if err != nil {
+				return nil, err
+			}
+			var req api.GroupScaleRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.ScaleGroup(r.Context(), name, req.Count)
+		}},
+		{"DELETE /v1/groups/{name}", doc{summary: "remove a group and delete its members (keep_vms: they stay, in no group)", out: struct{}{}, query: []param{qKeepVMs}}, func(r *http.Request) (any, error) {
+			name, err := groupName(r)
+			if err != nil {
+				return nil, err
+			}
+			keep, err := boolParam(r, "keep_vms")
+			if err != nil {
+				return nil, err
+			}
+			return struct{}{}, s.b.DeleteGroup(r.Context(), name, keep)
+		}},
 		{"GET /v1/vms/{name}/console", doc{summary: "the tail of a VM's serial console log", out: api.ConsoleLog{}, query: []param{qBytes}}, withVM(func(r *http.Request, name string) (any, error) {
 			n, err := intParam(r, "bytes", 64<<10)
 			if err != nil {
@@ -449,6 +493,11 @@ func boolParam(r *http.Request, key string) (bool, error) {
 func projectName(r *http.Request) (string, error) {
 	name := r.PathValue("name")
 	return name, model.ValidateName("project", name)
+}
+
+func groupName(r *http.Request) (string, error) {
+	name := r.PathValue("name")
+	return name, model.ValidateName("group", name)
 }
 
 func hostName(r *http.Request) (string, error) {

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corralhq/corral/api"
+)
+
+func (c *cli) groupCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "group", Short: "VM groups: N alike VMs from one template, kept at their count by the leader"}
+	var (
+		sf            specFlags
+		count         int
+		stopped, wait bool
+	)
+	create := &cobra.Command{
+		Use:   "create NAME --count N",
+		Short: "Create a group; the leader creates NAME-1 ... NAME-N and keeps that many",
+		Long: `Create a group of alike VMs. Members are ordinary VMs named NAME-1, NAME-2, ...
+with the spec the flags give (those of vm create). The leader creates the
+missing members, lowest index first, and deletes the surplus, highest index
+first, so the group keeps its count: a member deleted by hand is replaced.
+Members spread over the hosts: a host gets a second member only when every
+host that fits has one. In the user data, {{index}} and {{name}} become the
+member's index and name. HA recovers members like any VM.`,
+		Example: `  corralctl group create web --count 4 --image debian12 --memory 1G --wait
+  corralctl group scale web 6 --wait`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec, ha, err := sf.spec()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := c.waitCtx(wait)
+			defer cancel()
+			start := time.Now()
+			g, err := c.client().CreateGroup(ctx, api.GroupCreateRequest{Name: args[0], Count: count, Spec: spec, HA: ha, Stopped: stopped, Project: c.project})
+			if err != nil {
+				return err
+			}
+			if wait && !stopped {
+				if g, err = c.followGroup(ctx, g.Name, start); err != nil {
+					return err
+				}
+			}
+			return c.print(g, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "group %s: %d of %d members running\n", g.Name, g.Running, g.Count)
+			})
+		},
+	}
+	f := create.Flags()
+	sf.register(f)
+	f.IntVar(&count, "count", 1, "members to keep")
+	f.BoolVar(&stopped, "stopped", false, "create the members without starting them")
+	f.BoolVar(&wait, "wait", false, "wait until every member runs, showing progress")
+	create.MarkFlagRequired("count")
+
+	ls := &cobra.Command{
+		Use: "ls", Aliases: []string{"list"}, Short: "List groups: count, members running", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			gs, err := c.client().Groups(ctx)
+			if err != nil {
+				return err
+			}
+			return c.print(gs, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "NAME\tPROJECT\tCOUNT\tMEMBERS\tRUNNING\tVCPUS\tMEMORY")
+				for _, g := range gs {
+					if !c.inProject(g.Project) {
+						continue
+					}
+					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", g.Name, g.Project, g.Count, len(g.Members), g.Running, g.Template.VCPUs, fmtMiB(g.Template.MemoryMiB))
+				}
+			})
+		},
+	}
+	show := &cobra.Command{
+		Use: "show NAME", Short: "A group: its template and members", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			g, err := c.client().Group(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return c.print(g, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "Group:\t%s\n", g.Name)
+				fmt.Fprintf(w, "Project:\t%s\n", g.Project)
+				fmt.Fprintf(w, "Count:\t%d (%d members, %d running)\n", g.Count, len(g.Members), g.Running)
+				fmt.Fprintf(w, "Member size:\t%d vCPU, %s memory\n", g.Template.VCPUs, fmtMiB(g.Template.MemoryMiB))
+				fmt.Fprintf(w, "Created:\t%s\n", g.CreatedAt.Local().Format(time.RFC3339))
+				fmt.Fprintln(w, "MEMBER\tHOST\tSTATE\tMESSAGE")
+				for _, m := range g.Members {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", m.Name, orDash(m.Host), m.State, truncate(m.Message, 60))
+				}
+			})
+		},
+	}
+	var scaleWait bool
+	scale := &cobra.Command{
+		Use: "scale NAME COUNT", Short: "Set a group's count: members are created lowest index first, or deleted highest first", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.Atoi(args[1])
+			if err != nil {
+				return fmt.Errorf("count %q: %w", args[1], err)
+			}
+			ctx, cancel := c.waitCtx(scaleWait)
+			defer cancel()
+			start := time.Now()
+			g, err := c.client().ScaleGroup(ctx, args[0], n)
+			if err != nil {
+				return err
+			}
+			if scaleWait && !g.Stopped {
+				if g, err = c.followGroup(ctx, g.Name, start); err != nil {
+					return err
+				}
+			}
+			return c.print(g, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "group %s: count %d, %d members, %d running\n", g.Name, g.Count, len(g.Members), g.Running)
+			})
+		},
+	}
+	scale.Flags().BoolVar(&scaleWait, "wait", false, "wait until the group has exactly its count of members, all running")
+	var keep bool
+	rm := &cobra.Command{
+		Use: "rm NAME", Aliases: []string{"delete"}, Short: "Remove a group and delete its members (--keep-vms: they stay, in no group)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			if err := c.client().DeleteGroup(ctx, args[0], keep); err != nil {
+				return err
+			}
+			what := "its members are being deleted"
+			if keep {
+				what = "its members stay as VMs of no group"
+			}
+			return c.print(struct{}{}, func(w *tabwriter.Writer) { fmt.Fprintf(w, "group %s removed; %s\n", args[0], what) })
+		},
+	}
+	rm.Flags().BoolVar(&keep, "keep-vms", false, "keep the members as VMs of no group")
+	cmd.AddCommand(create, ls, show, scale, rm)
+	return cmd
+}
+
+// groupWait is how long --wait waits at least (--timeout if longer).
+const groupWait = 10 * time.Minute
+
+func (c *cli) waitCtx(wait bool) (context.Context, context.CancelFunc) {
+	if wait {
+		return c.ctxFor(groupWait)
+	}
+	return c.ctx()
+}
+
+// followGroup prints a group's progress to stderr until it has exactly its
+// count of members and all run.
+func (c *cli) followGroup(ctx context.Context, name string, start time.Time) (api.Group, error) {
+	last := ""
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		g, err := c.client().Group(ctx, name)
+		if err != nil {
+			return g, err
+		}
+		line := fmt.Sprintf("%d members, %d of %d running", len(g.Members), g.Running, g.Count)
+		if line != last {
+			fmt.Fprintf(os.Stderr, "[%5.1fs] group %s: %s\n", time.Since(start).Seconds(), g.Name, line)
+			last = line
+		}
+		if len(g.Members) == g.Count && g.Running == g.Count {
+			return g, nil
+		}
+		select {
+		case <-ctx.Done():
+			return g, fmt.Errorf("group %s: %s: %w", g.Name, line, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/daemon/adminapi"
+	"github.com/corralhq/corral/daemon/controller"
+	"github.com/corralhq/corral/model"
+	"github.com/corralhq/corral/raftlog"
+)
+
+// Groups (controller/groups.go keeps their counts): any host answers reads
+// from its replica; changes go to the leader, once the cluster's protocol
+// has them (raftlog.FeatureGroups, checked before forwarding, so a leader
+// that does not know the methods is never asked).
+
+func (b backend) groupView(g model.Group) api.Group {
+	out := api.Group{Name: g.Name, Project: model.ProjectOf(g.Project), Count: g.Count, Template: specView(g.Template),
+		Stopped: g.Stopped, CreatedAt: g.CreatedAt, Members: []api.GroupMember{}}
+	byIndex := map[int]api.GroupMember{}
+	var idx []int
+	for _, v := range b.d.store.VMs() {
+		if v.Group != g.Name || v.Deleting {
+			continue
+		}
+		i, ok := model.MemberIndex(g.Name, v.Name)
+		if !ok {
+			continue
+		}
+		vv := vmView(v)
+		byIndex[i] = api.GroupMember{Name: v.Name, Host: v.Host, State: vv.State, Message: vmMessage(vv)}
+		idx = append(idx, i)
+		if vv.State == string(model.StateRunning) {
+			out.Running++
+		}
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		out.Members = append(out.Members, byIndex[i])
+	}
+	return out
+}
+
+func vmMessage(v api.VM) string {
+	if v.Failed != "" {
+		return v.Failed
+	}
+	return v.Message
+}
+
+func (b backend) Groups(ctx context.Context) ([]api.Group, error) {
+	scope := adminapi.Scope(ctx)
+	out := []api.Group{}
+	for _, g := range b.d.store.Cluster().Groups {
+		if visible(scope, g.Project) {
+			out = append(out, b.groupView(g))
+		}
+	}
+	return out, nil
+}
+
+func (b backend) Group(ctx context.Context, name string) (api.Group, error) {
+	g, ok := model.GroupByName(b.d.store.Cluster().Groups, name)
+	if !ok || !visible(adminapi.Scope(ctx), g.Project) {
+		return api.Group{}, fmt.Errorf("group %q: %w", name, model.ErrNotFound)
+	}
+	return b.groupView(g), nil
+}
+
+func (b backend) CreateGroup(ctx context.Context, req api.GroupCreateRequest) (api.Group, error) {
+	project, err := inProject(ctx, req.Project)
+	if err != nil {
+		return api.Group{}, err
+	}
+	g := model.Group{Name: req.Name, Project: project, Count: req.Count, Stopped: req.Stopped,
+		Template: specFromAPI(api.VMCreateRequest{Spec: req.Spec, HA: req.HA})}
+	if err := g.Validate(); err != nil {
+		return api.Group{}, err
+	}
+	return b.putGroup(ctx, g, true)
+}
+
+func (b backend) ScaleGroup(ctx context.Context, name string, count int) (api.Group, error) {
+	g, ok := model.GroupByName(b.d.store.Cluster().Groups, name)
+	if !ok || !visible(adminapi.Scope(ctx), g.Project) {
+		return api.Group{}, fmt.Errorf("group %q: %w", name, model.ErrNotFound)
+	}
+	g.Count = count
+	if err := g.Validate(); err != nil {
+		return api.Group{}, err
+	}
+	return b.putGroup(ctx, g, false)
+}
+
+func (b backend) putGroup(ctx context.Context, g model.Group, create bool) (api.Group, error) {
+	if err := raftlog.FeatureGroups.Check(b.d.store.Cluster(), b.d.store.Hosts()); err != nil {
+		return api.Group{}, err
+	}
+	if _, err := forward(ctx, b.d, mGroupSet, controller.SetGroupRequest{Group: g, Create: create}); err != nil {
+		return api.Group{}, err
+	}
+	b.d.waitState(ctx, func() bool {
+		cur, ok := model.GroupByName(b.d.store.Cluster().Groups, g.Name)
+		return ok && cur.Count == g.Count
+	})
+	return b.Group(ctx, g.Name)
+}
+
+func (b backend) DeleteGroup(ctx context.Context, name string, keepVMs bool) error {
+	g, ok := model.GroupByName(b.d.store.Cluster().Groups, name)
+	if !ok || !visible(adminapi.Scope(ctx), g.Project) {
+		return fmt.Errorf("group %q: %w", name, model.ErrNotFound)
+	}
+	if _, err := forward(ctx, b.d, mGroupDelete, controller.DeleteGroupRequest{Name: name, KeepVMs: keepVMs}); err != nil {
+		return err
+	}
+	b.d.waitState(ctx, func() bool {
+		_, ok := model.GroupByName(b.d.store.Cluster().Groups, name)
+		return !ok
+	})
+	return nil
+}

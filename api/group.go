@@ -12,10 +12,20 @@ type Group struct {
 	Template  VMSpec    `json:"template"`
 	Stopped   bool      `json:"stopped,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// Version counts templates; members of older ones are being replaced
+	// (a roll-out), Batch at a time.
+	Version uint64 `json:"version"`
+	Batch   int    `json:"batch"`
+	// Paused says why the roll-out stopped.
+	Paused string `json:"paused,omitempty"`
+	// CanRollback: the template before the last change is kept.
+	CanRollback bool `json:"can_rollback,omitempty"`
 	// Members are the group's VMs (being deleted ones excluded), by index.
 	Members []GroupMember `json:"members"`
-	// Running counts the members that run.
+	// Running counts the members that run; Current those of the current
+	// template.
 	Running int `json:"running"`
+	Current int `json:"current"`
 }
 
 // GroupMember is one member VM as state holds it.
@@ -24,6 +34,8 @@ type GroupMember struct {
 	Host    string `json:"host"`
 	State   string `json:"state"`
 	Message string `json:"message,omitempty"`
+	// Version is the template version it was made from.
+	Version uint64 `json:"version"`
 }
 
 // GroupCreateRequest is the body of POST /v1/groups: the fields of a VM
@@ -42,4 +54,13 @@ type GroupCreateRequest struct {
 // GroupScaleRequest is the body of PUT /v1/groups/{name}/count.
 type GroupScaleRequest struct {
 	Count int `json:"count"`
+}
+
+// GroupUpdateRequest is the body of PUT /v1/groups/{name}/template: a new
+// template, rolled out Batch members at a time (0: 1), each batch's new
+// members started before as many old ones are deleted.
+type GroupUpdateRequest struct {
+	Spec  VMSpec    `json:"spec"`
+	HA    *HAPolicy `json:"ha,omitempty"`
+	Batch int       `json:"batch,omitempty"`
 }

@@ -19,7 +19,8 @@ import (
 
 func (b backend) groupView(g model.Group) api.Group {
 	out := api.Group{Name: g.Name, Project: model.ProjectOf(g.Project), Count: g.Count, Template: specView(g.Template),
-		Stopped: g.Stopped, CreatedAt: g.CreatedAt, Members: []api.GroupMember{}}
+		Stopped: g.Stopped, CreatedAt: g.CreatedAt, Members: []api.GroupMember{}, Version: g.Version, Batch: g.BatchSize(),
+		Paused: g.Paused, CanRollback: g.Previous != nil}
 	byIndex := map[int]api.GroupMember{}
 	var idx []int
 	for _, v := range b.d.store.VMs() {
@@ -31,10 +32,13 @@ func (b backend) groupView(g model.Group) api.Group {
 			continue
 		}
 		vv := vmView(v)
-		byIndex[i] = api.GroupMember{Name: v.Name, Host: v.Host, State: vv.State, Message: vmMessage(vv)}
+		byIndex[i] = api.GroupMember{Name: v.Name, Host: v.Host, State: vv.State, Message: vmMessage(vv), Version: v.GroupVersion}
 		idx = append(idx, i)
 		if vv.State == string(model.StateRunning) {
 			out.Running++
+		}
+		if v.GroupVersion == g.Version {
+			out.Current++
 		}
 	}
 	slices.Sort(idx)
@@ -95,16 +99,44 @@ func (b backend) ScaleGroup(ctx context.Context, name string, count int) (api.Gr
 	return b.putGroup(ctx, g, false)
 }
 
+// UpdateGroup sets a new template, which the leader rolls out.
+func (b backend) UpdateGroup(ctx context.Context, name string, req api.GroupUpdateRequest) (api.Group, error) {
+	g, ok := model.GroupByName(b.d.store.Cluster().Groups, name)
+	if !ok || !visible(adminapi.Scope(ctx), g.Project) {
+		return api.Group{}, fmt.Errorf("group %q: %w", name, model.ErrNotFound)
+	}
+	g.Template = specFromAPI(api.VMCreateRequest{Spec: req.Spec, HA: req.HA})
+	g.Batch, g.Paused = req.Batch, ""
+	if err := g.Validate(); err != nil {
+		return api.Group{}, err
+	}
+	return b.putGroup(ctx, g, false)
+}
+
+// RollbackGroup rolls the template before the last change out again.
+func (b backend) RollbackGroup(ctx context.Context, name string) (api.Group, error) {
+	g, ok := model.GroupByName(b.d.store.Cluster().Groups, name)
+	if !ok || !visible(adminapi.Scope(ctx), g.Project) {
+		return api.Group{}, fmt.Errorf("group %q: %w", name, model.ErrNotFound)
+	}
+	if g.Previous == nil {
+		return api.Group{}, fmt.Errorf("group %q has had one template only: nothing to roll back to: %w", name, model.ErrConflict)
+	}
+	g.Template, g.Paused = *g.Previous, ""
+	return b.putGroup(ctx, g, false)
+}
+
 func (b backend) putGroup(ctx context.Context, g model.Group, create bool) (api.Group, error) {
 	if err := raftlog.FeatureGroups.Check(b.d.store.Cluster(), b.d.store.Hosts()); err != nil {
 		return api.Group{}, err
 	}
-	if _, err := forward(ctx, b.d, mGroupSet, controller.SetGroupRequest{Group: g, Create: create}); err != nil {
+	out, err := forward(ctx, b.d, mGroupSet, controller.SetGroupRequest{Group: g, Create: create})
+	if err != nil {
 		return api.Group{}, err
 	}
 	b.d.waitState(ctx, func() bool {
 		cur, ok := model.GroupByName(b.d.store.Cluster().Groups, g.Name)
-		return ok && cur.Count == g.Count
+		return ok && cur.Version >= out.Version && cur.Count == out.Count && cur.Paused == out.Paused
 	})
 	return b.Group(ctx, g.Name)
 }

@@ -120,8 +120,40 @@ func TestGroupsAcrossInProcessCluster(t *testing.T) {
 		return nil
 	})
 
+	// A new template is rolled out; a rollback brings the old one back.
+	up := spec
+	up.MemoryMiB = 384
+	if _, err := tc.hosts[1].client.UpdateGroup(ctx, "web", api.GroupUpdateRequest{Spec: up}); err != nil {
+		t.Fatal(err)
+	}
+	waitRollout := func(version uint64, mem int64) {
+		t.Helper()
+		testutil.Eventually(t, 30*time.Second, func() error {
+			g, err := c.Group(ctx, "web")
+			if err != nil {
+				return err
+			}
+			if g.Version != version || g.Current != 2 || len(g.Members) != 2 || g.Running != 2 {
+				return fmt.Errorf("version %d, %d current of %d members, %d running", g.Version, g.Current, len(g.Members), g.Running)
+			}
+			for _, m := range g.Members {
+				if v, err := c.VM(ctx, m.Name); err != nil || v.Spec.MemoryMiB != mem {
+					return fmt.Errorf("%s: %d MiB %v", m.Name, v.Spec.MemoryMiB, err)
+				}
+			}
+			return nil
+		})
+	}
+	waitRollout(2, 384)
+	g, err = c.RollbackGroup(ctx, "web")
+	if err != nil || !g.CanRollback {
+		t.Fatalf("rollback: %+v %v", g, err)
+	}
+	waitRollout(3, 256)
+
 	// A deleted member is replaced.
-	if _, err := c.DeleteVM(ctx, "web-2", false); err != nil {
+	g, _ = c.Group(ctx, "web")
+	if _, err := c.DeleteVM(ctx, g.Members[len(g.Members)-1].Name, false); err != nil {
 		t.Fatal(err)
 	}
 	waitGroup(t, c, "web", 2)

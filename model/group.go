@@ -22,6 +22,17 @@ type Group struct {
 	// Stopped: members are created stopped.
 	Stopped   bool      `json:"stopped,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// Version counts templates: it is bumped (by the state machine) when
+	// the template changes, and each member records the version it was
+	// made from (VM.GroupVersion). Members of an older version are
+	// replaced by a roll-out.
+	Version uint64 `json:"version"`
+	// Previous is the template before the last change (for rollback).
+	Previous *VMSpec `json:"previous,omitempty"`
+	// Batch is how many members a roll-out replaces at a time (0: 1).
+	Batch int `json:"batch,omitempty"`
+	// Paused says why the roll-out stopped ("" when it did not).
+	Paused string `json:"paused,omitempty"`
 }
 
 // MaxGroups bounds the groups the cluster keeps.
@@ -45,6 +56,12 @@ func (g Group) Validate() error {
 	if g.Count < 0 || g.Count > MaxGroupCount {
 		return fmt.Errorf("group %q: count %d out of range 0..%d: %w", g.Name, g.Count, MaxGroupCount, ErrInvalid)
 	}
+	if g.Batch < 0 || g.Batch > MaxGroupCount {
+		return fmt.Errorf("group %q: batch %d out of range 0..%d: %w", g.Name, g.Batch, MaxGroupCount, ErrInvalid)
+	}
+	if len(g.Paused) > 1024 {
+		return fmt.Errorf("group %q: pause reason of %d bytes: %w", g.Name, len(g.Paused), ErrInvalid)
+	}
 	if err := ValidProjectRef(g.Project); err != nil {
 		return err
 	}
@@ -67,6 +84,9 @@ func MemberIndex(group, vm string) (int, bool) {
 	}
 	return i, true
 }
+
+// BatchSize is how many members a roll-out replaces at a time.
+func (g Group) BatchSize() int { return max(g.Batch, 1) }
 
 // MemberSpec is the spec of a group's member i: the template, spread with
 // its siblings, with {{index}} and {{name}} filled in its user data.

@@ -292,8 +292,10 @@ type VM struct {
 	Home string `json:"home,omitempty"`
 	// Project holds the VM; empty: DefaultProject (raftlog.FeatureProjects).
 	Project string `json:"project,omitempty"`
-	// Group is the group the VM is a member of (raftlog.FeatureGroups).
-	Group string `json:"group,omitempty"`
+	// Group is the group the VM is a member of (raftlog.FeatureGroups),
+	// GroupVersion the version of the group's template it was made from.
+	Group        string `json:"group,omitempty"`
+	GroupVersion uint64 `json:"group_version,omitempty"`
 }
 
 // Migration is a requested live migration.

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -714,6 +715,14 @@ func (s *State) setGroup(c raftlog.SetGroup) (err error) {
 			return fmt.Errorf("group %q belongs to project %s: %w", g.Name, model.ProjectOf(old.Project), model.ErrInvalid)
 		}
 		g.CreatedAt = old.CreatedAt
+		g.Version, g.Previous = old.Version, old.Previous
+		if !reflect.DeepEqual(old.Template, g.Template) {
+			// A new template: members of older ones are rolled out.
+			prev := old.Template
+			g.Version, g.Previous = old.Version+1, &prev
+		}
+	default:
+		g.Version, g.Previous = 1, nil
 	}
 	kept, _ := without(s.cluster.Groups, func(o model.Group) bool { return o.Name == g.Name })
 	if len(kept) >= model.MaxGroups {

@@ -33,8 +33,8 @@ func TestGroups(t *testing.T) {
 	misnamed.Group = "web"
 	res := applyAll(t, f,
 		raftlog.SetGroup{Group: web, Create: true},
-		raftlog.SetGroup{Group: web, Create: true},                                // taken
-		raftlog.SetGroup{Group: testGroup("nope", 1)},                             // no such group
+		raftlog.SetGroup{Group: web, Create: true},    // taken
+		raftlog.SetGroup{Group: testGroup("nope", 1)}, // no such group
 		raftlog.SetGroup{Group: model.Group{Name: "bad", Count: model.MaxGroupCount + 1, Template: web.Template}, Create: true},
 		member(web, 1), member(web, 2),
 		raftlog.CreateVM{VM: stray},    // no group db
@@ -48,8 +48,17 @@ func TestGroups(t *testing.T) {
 		}
 	}
 	g, _ := model.GroupByName(f.state.cluster.Groups, "web")
-	if g.Count != 5 || !g.CreatedAt.Equal(time.Unix(1, 0)) {
-		t.Fatalf("group after update: %+v", g)
+	if g.Count != 5 || !g.CreatedAt.Equal(time.Unix(1, 0)) || g.Version != 1 || g.Previous != nil {
+		t.Fatalf("group after a count change: %+v", g)
+	}
+	// A new template bumps the version and keeps the one before.
+	bigger := g
+	bigger.Template.MemoryMiB = 512
+	bigger.Version, bigger.Previous = 99, nil // not the asker's to set
+	applyAll(t, f, raftlog.SetGroup{Group: bigger})
+	g, _ = model.GroupByName(f.state.cluster.Groups, "web")
+	if g.Version != 2 || g.Previous == nil || g.Previous.MemoryMiB != 256 || g.Template.MemoryMiB != 512 {
+		t.Fatalf("group after a template change: %+v", g)
 	}
 	if v := f.state.vms["web-2"]; v.Group != "web" || v.Spec.Spread != "web" {
 		t.Fatalf("member: %+v", v)

@@ -463,3 +463,17 @@ func (c *Client) DeleteGroup(ctx context.Context, name string, keepVMs bool) err
 	}
 	return c.Do(ctx, http.MethodDelete, path, nil, nil)
 }
+
+// UpdateGroup sets a group's template; the leader rolls it out.
+func (c *Client) UpdateGroup(ctx context.Context, name string, req api.GroupUpdateRequest) (api.Group, error) {
+	var out api.Group
+	err := c.Do(ctx, http.MethodPut, "/v1/groups/"+url.PathEscape(name)+"/template", req, &out)
+	return out, err
+}
+
+// RollbackGroup rolls a group's previous template out again.
+func (c *Client) RollbackGroup(ctx context.Context, name string) (api.Group, error) {
+	var out api.Group
+	err := c.Do(ctx, http.MethodPost, "/v1/groups/"+url.PathEscape(name)+"/rollback", nil, &out)
+	return out, err
+}

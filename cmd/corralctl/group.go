@@ -96,10 +96,15 @@ member's index and name. HA recovers members like any VM.`,
 				fmt.Fprintf(w, "Project:\t%s\n", g.Project)
 				fmt.Fprintf(w, "Count:\t%d (%d members, %d running)\n", g.Count, len(g.Members), g.Running)
 				fmt.Fprintf(w, "Member size:\t%d vCPU, %s memory\n", g.Template.VCPUs, fmtMiB(g.Template.MemoryMiB))
+				tmpl := fmt.Sprintf("%d (%d of %d members on it; roll-outs replace %d at a time)", g.Version, g.Current, len(g.Members), g.Batch)
+				if g.Paused != "" {
+					tmpl += "; roll-out paused: " + g.Paused
+				}
+				fmt.Fprintf(w, "Template:\t%s\n", tmpl)
 				fmt.Fprintf(w, "Created:\t%s\n", g.CreatedAt.Local().Format(time.RFC3339))
-				fmt.Fprintln(w, "MEMBER\tHOST\tSTATE\tMESSAGE")
+				fmt.Fprintln(w, "MEMBER\tHOST\tSTATE\tTEMPLATE\tMESSAGE")
 				for _, m := range g.Members {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", m.Name, orDash(m.Host), m.State, truncate(m.Message, 60))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", m.Name, orDash(m.Host), m.State, m.Version, truncate(m.Message, 60))
 				}
 			})
 		},
@@ -130,6 +135,64 @@ member's index and name. HA recovers members like any VM.`,
 		},
 	}
 	scale.Flags().BoolVar(&scaleWait, "wait", false, "wait until the group has exactly its count of members, all running")
+	var (
+		uf                   specFlags
+		batch                int
+		updateWait, rollWait bool
+	)
+	update := &cobra.Command{
+		Use:   "update NAME [flags of create]",
+		Short: "Change the members' template and roll it out: new members start before as many old ones go",
+		Long: `Change a group's template: the flags given (and only those) change the
+current template (--image, --disk-size and --disk replace the disks, --nic the
+NICs). The leader rolls the new template out --batch members at a time: it
+starts that many new members beside the old ones, and deletes as many old
+members only once the new ones run, so the group never runs fewer members
+than its count. A new member that fails (or is not running after 5 minutes)
+pauses the roll-out, leaving the old members running; group update (a fixed
+template) or group rollback resumes it.`,
+		Example: `  corralctl group update web --image debian13 --batch 2 --wait
+  corralctl group rollback web --wait`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.waitCtx(updateWait)
+			defer cancel()
+			cur, err := c.client().Group(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			spec, ha, err := uf.update(cur.Template, cmd.Flags())
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("batch") {
+				batch = cur.Batch
+			}
+			start := time.Now()
+			g, err := c.client().UpdateGroup(ctx, args[0], api.GroupUpdateRequest{Spec: spec, HA: ha, Batch: batch})
+			if err != nil {
+				return err
+			}
+			return c.afterRollout(ctx, g, updateWait, start)
+		},
+	}
+	uf.register(update.Flags())
+	update.Flags().IntVar(&batch, "batch", 1, "members replaced at a time")
+	update.Flags().BoolVar(&updateWait, "wait", false, "wait until every member runs the new template, showing progress")
+	rollback := &cobra.Command{
+		Use: "rollback NAME", Short: "Roll the template before the last change out again", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.waitCtx(rollWait)
+			defer cancel()
+			start := time.Now()
+			g, err := c.client().RollbackGroup(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return c.afterRollout(ctx, g, rollWait, start)
+		},
+	}
+	rollback.Flags().BoolVar(&rollWait, "wait", false, "wait until every member runs the template rolled back to")
 	var keep bool
 	rm := &cobra.Command{
 		Use: "rm NAME", Aliases: []string{"delete"}, Short: "Remove a group and delete its members (--keep-vms: they stay, in no group)", Args: cobra.ExactArgs(1),
@@ -147,8 +210,21 @@ member's index and name. HA recovers members like any VM.`,
 		},
 	}
 	rm.Flags().BoolVar(&keep, "keep-vms", false, "keep the members as VMs of no group")
-	cmd.AddCommand(create, ls, show, scale, rm)
+	cmd.AddCommand(create, ls, show, scale, update, rollback, rm)
 	return cmd
+}
+
+// afterRollout follows a roll-out with wait, then prints the group.
+func (c *cli) afterRollout(ctx context.Context, g api.Group, wait bool, start time.Time) error {
+	if wait && !g.Stopped {
+		var err error
+		if g, err = c.followGroup(ctx, g.Name, start); err != nil {
+			return err
+		}
+	}
+	return c.print(g, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "group %s: template %d, %d of %d members on it, %d running\n", g.Name, g.Version, g.Current, g.Count, g.Running)
+	})
 }
 
 // groupWait is how long --wait waits at least (--timeout if longer).
@@ -172,13 +248,16 @@ func (c *cli) followGroup(ctx context.Context, name string, start time.Time) (ap
 		if err != nil {
 			return g, err
 		}
-		line := fmt.Sprintf("%d members, %d of %d running", len(g.Members), g.Running, g.Count)
+		line := fmt.Sprintf("%d members, %d of %d running, %d on template %d", len(g.Members), g.Running, g.Count, g.Current, g.Version)
 		if line != last {
 			fmt.Fprintf(os.Stderr, "[%5.1fs] group %s: %s\n", time.Since(start).Seconds(), g.Name, line)
 			last = line
 		}
-		if len(g.Members) == g.Count && g.Running == g.Count {
+		if len(g.Members) == g.Count && g.Running == g.Count && g.Current == g.Count {
 			return g, nil
+		}
+		if g.Paused != "" {
+			return g, fmt.Errorf("group %s: roll-out paused: %s (the old members keep running; group update with a fixed template, or group rollback)", g.Name, g.Paused)
 		}
 		select {
 		case <-ctx.Done():

@@ -269,6 +269,90 @@ func (sf *specFlags) spec() (api.VMSpec, *api.HAPolicy, error) {
 	return spec, ha, nil
 }
 
+// update applies the flags the user gave (and only those) to base: a group
+// update changes what it names. Disk flags (--image, --disk-size, --disk)
+// replace the disks, --nic the NICs, --label and --require their maps.
+func (sf *specFlags) update(base api.VMSpec, f *pflag.FlagSet) (api.VMSpec, *api.HAPolicy, error) {
+	set := func(names ...string) bool {
+		for _, n := range names {
+			if f.Changed(n) {
+				return true
+			}
+		}
+		return false
+	}
+	var err error
+	out := base
+	if set("vcpus") {
+		out.VCPUs = sf.vcpus
+	}
+	if set("memory") {
+		if out.MemoryMiB, err = parseSize(sf.memory); err != nil {
+			return out, nil, fmt.Errorf("--memory: %w", err)
+		}
+	}
+	full := *sf
+	full.kernel, full.initrd, full.cmdline = "", "", "" // kernel flags are merged below
+	parsed, _, err := full.spec()
+	if err != nil {
+		return out, nil, err
+	}
+	if set("image", "disk-size", "disk") {
+		out.Disks = parsed.Disks
+	}
+	if set("kernel", "initrd", "cmdline") {
+		k := api.Kernel{}
+		if base.Kernel != nil {
+			k = *base.Kernel
+		}
+		if set("kernel") {
+			k.Kernel = sf.kernel
+		}
+		if set("initrd") {
+			k.Initrd = sf.initrd
+		}
+		if set("cmdline") {
+			k.Cmdline = sf.cmdline
+		}
+		if k.Kernel == "" {
+			return out, nil, errors.New("--initrd and --cmdline need a kernel: give --kernel")
+		}
+		out.Kernel = &k
+	}
+	if set("nic") {
+		out.NICs = parsed.NICs
+	}
+	if set("user-data") {
+		out.UserData = parsed.UserData
+	}
+	if set("label") {
+		out.Labels = parsed.Labels
+	}
+	if set("require") {
+		out.Require = parsed.Require
+	}
+	if set("anti-affinity") {
+		out.AntiAffinity = sf.anti
+	}
+	ha := base.HA
+	if set("no-ha") {
+		ha.Enabled = !sf.noHA
+	}
+	if set("ha-priority") {
+		ha.Priority = sf.priority
+	}
+	if set("max-restart") {
+		ha.MaxRestart = sf.maxRestart
+	}
+	if set("restart-window") {
+		ha.RestartWindowSec = int(sf.window.Seconds())
+	}
+	if set("max-relocate") {
+		ha.MaxRelocate = sf.maxReloc
+	}
+	return out, &ha, nil
+}
+
 func (c *cli) vmCreate() *cobra.Command {
 	var (
 		sf            specFlags

@@ -75,6 +75,8 @@ type Backend interface {
 	CreateGroup(ctx context.Context, req api.GroupCreateRequest) (api.Group, error)
 	ScaleGroup(ctx context.Context, name string, count int) (api.Group, error)
 	DeleteGroup(ctx context.Context, name string, keepVMs bool) error
+	UpdateGroup(ctx context.Context, name string, req api.GroupUpdateRequest) (api.Group, error)
+	RollbackGroup(ctx context.Context, name string) (api.Group, error)
 
 	Events(ctx context.Context, after uint64, limit int, wait time.Duration) ([]api.Event, error)
 }
@@ -362,6 +364,24 @@ func (s *Server) routes() []route {
 				return nil, err
 			}
 			return s.b.ScaleGroup(r.Context(), name, req.Count)
+		}},
+		{"PUT /v1/groups/{name}/template", doc{summary: "a new template for a group's members, rolled out batch by batch: new members start before as many old ones go; a failing new member pauses it", in: api.GroupUpdateRequest{}, out: api.Group{}}, func(r *http.Request) (any, error) {
+			name, err := groupName(r)
+			if err != nil {
+				return nil, err
+			}
+			var req api.GroupUpdateRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.UpdateGroup(r.Context(), name, req)
+		}},
+		{"POST /v1/groups/{name}/rollback", doc{summary: "roll the template before the last change out again (resumes a paused roll-out)", out: api.Group{}}, func(r *http.Request) (any, error) {
+			name, err := groupName(r)
+			if err != nil {
+				return nil, err
+			}
+			return s.b.RollbackGroup(r.Context(), name)
 		}},
 		{"DELETE /v1/groups/{name}", doc{summary: "remove a group and delete its members (keep_vms: they stay, in no group)", out: struct{}{}, query: []param{qKeepVMs}}, func(r *http.Request) (any, error) {
 			name, err := groupName(r)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
@@ -12,17 +13,33 @@ import (
 
 // Groups: the leader keeps each group's count (model.Group). Members are
 // ordinary VMs: HA recovers them like any other, and the keeper only sees
-// to their number. It creates the missing ones, lowest free index first,
-// and marks the surplus for deletion, highest index first; a member being
-// deleted no longer counts, so a member an operator deletes is replaced.
-// A pass creates at most groupBatch members and asks for another pass when
-// more are missing, so a large scale-up never holds the leader loop (and
-// its liveness checks) for long. A member that cannot be created (no
+// to their number and their template. It creates the missing ones, lowest
+// free index first, and marks the surplus for deletion, members of older
+// templates first, then the highest index; a member being deleted no
+// longer counts, so a member an operator deletes is replaced. A pass
+// creates at most groupBatch members and asks for another pass when more
+// are missing, so a large scale-up never holds the leader loop (and its
+// liveness checks) for long. A member that cannot be created (no
 // capacity, a quota, a name another VM holds) is reported once as a
 // "group" event, not on every pass, until the reason changes or clears.
+//
+// Roll-out: when the template changes (its version is bumped), members of
+// older versions are replaced a batch at a time, new ones first: the
+// keeper starts Batch new members beside the old, and deletes as many old
+// ones only once the new ones run. So the group never has fewer running
+// members than its count on account of the roll-out. A new member that
+// fails (its HA gave up, or it does not run within rolloutTimeout) pauses
+// the roll-out with the reason; the old members keep running, and an
+// update or a rollback (the previous template back) resumes it.
 
 // groupBatch is how many members one pass creates at most.
 const groupBatch = 32
+
+// rolloutTimeout is how long a new member of a roll-out may take to run.
+const rolloutTimeout = 5 * time.Minute
+
+// groupMembers are a group's members not being deleted, by index.
+type groupMembers map[int]model.VM
 
 // keepGroups runs one pass of the keeper (leader loop only).
 func (l *Leader) keepGroups(ctx context.Context) {
@@ -37,7 +54,7 @@ func (l *Leader) keepGroups(ctx context.Context) {
 	if len(groups) == 0 {
 		return
 	}
-	members := map[string]map[int]model.VM{}
+	members := map[string]groupMembers{}
 	taken := map[string]bool{}
 	for _, v := range l.store.VMs() {
 		taken[v.Name] = true
@@ -46,33 +63,98 @@ func (l *Leader) keepGroups(ctx context.Context) {
 		}
 		if i, ok := model.MemberIndex(v.Group, v.Name); ok {
 			if members[v.Group] == nil {
-				members[v.Group] = map[int]model.VM{}
+				members[v.Group] = groupMembers{}
 			}
 			members[v.Group][i] = v
 		}
 	}
 	budget := groupBatch
 	for _, g := range groups {
-		have := members[g.Name]
-		switch {
-		case len(have) < g.Count:
-			budget = l.growGroup(ctx, g, have, taken, budget)
-		case len(have) > g.Count:
-			l.shrinkGroup(ctx, g, have)
-		default:
-			l.groupProblem(ctx, g, "")
-		}
+		budget = l.keepGroup(ctx, g, members[g.Name], taken, budget)
 	}
 	if budget == 0 {
 		l.poke() // more to create: another pass soon
 	}
 }
 
-// growGroup creates missing members of g, at most budget, and returns
+// keepGroup brings one group toward its count and template; it returns
+// what is left of the pass's creation budget.
+func (l *Leader) keepGroup(ctx context.Context, g model.Group, have groupMembers, taken map[string]bool, budget int) int {
+	if have == nil {
+		have = groupMembers{}
+	}
+	var old []int     // members of older templates
+	var pending []int // new-template members not running yet
+	now := l.clock.Now()
+	for i, v := range have {
+		switch {
+		case v.GroupVersion != g.Version:
+			old = append(old, i)
+		case v.Actual.State != model.StateRunning && v.Desired == model.PowerRunning:
+			pending = append(pending, i)
+		}
+	}
+	rolling := len(old) > 0
+	if rolling && g.Paused == "" {
+		if why := l.failedMember(g, have, pending, now); why != "" {
+			l.pauseRollout(ctx, g, why)
+			return budget
+		}
+	}
+	switch surplus := len(have) - g.Count; {
+	case surplus < 0:
+		return l.growGroup(ctx, g, have, taken, -surplus, budget)
+	case surplus > 0:
+		// During a roll-out, an old member stays until the new one that
+		// replaces it runs.
+		if rolling {
+			surplus -= len(pending)
+		}
+		if surplus > 0 {
+			l.shrinkGroup(ctx, g, have, surplus)
+		}
+	case rolling && g.Paused == "" && len(pending) == 0:
+		// All new members run: start the next batch beside the old.
+		return l.growGroup(ctx, g, have, taken, min(g.BatchSize(), len(old)), budget)
+	default:
+		if !rolling {
+			l.groupProblem(ctx, g, "")
+		}
+	}
+	return budget
+}
+
+// failedMember says why a new member of g failed ("" when none did).
+func (l *Leader) failedMember(g model.Group, have groupMembers, pending []int, now time.Time) string {
+	for _, i := range pending {
+		v := have[i]
+		switch {
+		case v.Failed != "":
+			return fmt.Sprintf("new member %s failed: %s", v.Name, v.Failed)
+		case v.Actual.State == model.StateCrashed || v.Actual.State == model.StateError:
+			return fmt.Sprintf("new member %s is %s: %s", v.Name, v.Actual.State, v.Actual.Message)
+		case now.Sub(v.CreatedAt) > rolloutTimeout:
+			return fmt.Sprintf("new member %s not running %v after its creation (%s: %s)", v.Name, rolloutTimeout, v.Actual.State, v.Actual.Message)
+		}
+	}
+	return ""
+}
+
+// pauseRollout records why g's roll-out stopped.
+func (l *Leader) pauseRollout(ctx context.Context, g model.Group, why string) {
+	g.Paused = why
+	if _, err := l.store.Apply(ctx, raftlog.SetGroup{Group: g}); err != nil {
+		l.log.Warn("pause roll-out", "group", g.Name, "err", err)
+		return
+	}
+	l.eventIn(ctx, g.Project, "group", "", "", "group %s: roll-out to template %d paused: %s; the old members keep running (group update or group rollback resumes)", g.Name, g.Version, why)
+}
+
+// growGroup creates up to want members of g, at most budget, and returns
 // what is left of the budget.
-func (l *Leader) growGroup(ctx context.Context, g model.Group, have map[int]model.VM, taken map[string]bool, budget int) int {
+func (l *Leader) growGroup(ctx context.Context, g model.Group, have groupMembers, taken map[string]bool, want, budget int) int {
 	var created, skipped []string
-	missing := g.Count - len(have)
+	missing := want
 	for i := 1; i <= model.MaxGroupCount && missing > 0 && budget > 0; i++ {
 		if _, ok := have[i]; ok {
 			continue
@@ -82,18 +164,19 @@ func (l *Leader) growGroup(ctx context.Context, g model.Group, have map[int]mode
 			skipped = append(skipped, name)
 			continue
 		}
-		_, err := l.createVM(ctx, CreateVMRequest{Name: name, Spec: g.MemberSpec(i), Stopped: g.Stopped, Project: g.Project}, g.Name)
+		v, err := l.createVM(ctx, CreateVMRequest{Name: name, Spec: g.MemberSpec(i), Stopped: g.Stopped, Project: g.Project}, g.Name, g.Version)
 		if err != nil {
 			l.groupProblem(ctx, g, fmt.Sprintf("cannot create %s: %v", name, err))
 			break
 		}
 		taken[name] = true
+		have[i] = v
 		created = append(created, name)
 		missing--
 		budget--
 	}
 	if len(created) > 0 {
-		l.eventIn(ctx, g.Project, "group", "", "", "group %s: created %s (%d of %d members)", g.Name, strings.Join(created, ", "), g.Count-missing, g.Count)
+		l.eventIn(ctx, g.Project, "group", "", "", "group %s: created %s (template %d; %d members of %d)", g.Name, strings.Join(created, ", "), g.Version, len(have), g.Count)
 	}
 	if missing == 0 {
 		l.groupProblem(ctx, g, "")
@@ -103,16 +186,34 @@ func (l *Leader) growGroup(ctx context.Context, g model.Group, have map[int]mode
 	return budget
 }
 
-// shrinkGroup marks g's surplus members for deletion, highest index first.
-func (l *Leader) shrinkGroup(ctx context.Context, g model.Group, have map[int]model.VM) {
+// shrinkGroup marks n of g's members for deletion: those of older
+// templates first, then those not running, then the highest index.
+func (l *Leader) shrinkGroup(ctx context.Context, g model.Group, have groupMembers, n int) {
 	idx := make([]int, 0, len(have))
 	for i := range have {
 		idx = append(idx, i)
 	}
-	slices.Sort(idx)
+	// Older templates first, then members not running, then the highest
+	// index.
+	rank := func(i int) int {
+		r := 0
+		if have[i].GroupVersion != g.Version {
+			r -= 2
+		}
+		if have[i].Actual.State != model.StateRunning {
+			r--
+		}
+		return r
+	}
+	slices.SortFunc(idx, func(a, b int) int {
+		if ra, rb := rank(a), rank(b); ra != rb {
+			return ra - rb
+		}
+		return b - a
+	})
 	var gone []string
-	for k := len(idx) - 1; k >= g.Count; k-- {
-		v := have[idx[k]]
+	for _, i := range idx[:min(n, len(idx))] {
+		v := have[i]
 		if _, err := l.DeleteVM(ctx, DeleteVMRequest{Name: v.Name}); err != nil {
 			l.groupProblem(ctx, g, fmt.Sprintf("cannot delete %s: %v", v.Name, err))
 			break
@@ -200,21 +301,23 @@ func (l *Leader) SetGroup(ctx context.Context, req SetGroupRequest) (model.Group
 			return g, fmt.Errorf("group %q: nic %d: %w", g.Name, i, err)
 		}
 	}
-	old, existed := model.GroupByName(l.store.Cluster().Groups, g.Name)
+	old, _ := model.GroupByName(l.store.Cluster().Groups, g.Name)
 	g.CreatedAt = l.clock.Now().UTC()
 	if _, err := l.store.Apply(ctx, raftlog.SetGroup{Group: g, Create: req.Create}); err != nil {
 		return g, err
 	}
+	out, _ := model.GroupByName(l.store.Cluster().Groups, g.Name)
 	switch {
 	case req.Create:
 		l.eventIn(ctx, g.Project, "group", "", "", "group %s created: %d members of %d vCPU, %d MiB", g.Name, g.Count, g.Template.VCPUs, g.Template.MemoryMiB)
-	case existed && old.Count != g.Count:
+	case out.Version != old.Version:
+		l.eventIn(ctx, g.Project, "group", "", "", "group %s: template %d rolling out, %d members at a time, new ones started before old ones go", g.Name, out.Version, out.BatchSize())
+	case old.Count != g.Count:
 		l.eventIn(ctx, g.Project, "group", "", "", "group %s scaled from %d to %d", g.Name, old.Count, g.Count)
-	default:
-		l.eventIn(ctx, g.Project, "group", "", "", "group %s updated: new members get the new template", g.Name)
+	case old.Paused != "" && out.Paused == "":
+		l.eventIn(ctx, g.Project, "group", "", "", "group %s: roll-out of template %d resumed", g.Name, out.Version)
 	}
 	l.poke()
-	out, _ := model.GroupByName(l.store.Cluster().Groups, g.Name)
 	return out, nil
 }
 

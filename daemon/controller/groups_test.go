@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +141,137 @@ func TestGroupKeeperBatches(t *testing.T) {
 		if poked != (want < 100) {
 			t.Fatalf("pass %d: poked %v with %d of 100", pass, poked, want)
 		}
+	}
+}
+
+// runAll reports every VM of the group as running on its host, except
+// those named in failing, which crash.
+func (e *liveEnv) runAll(t *testing.T, group string, failing ...string) {
+	t.Helper()
+	for _, v := range e.r.store.VMs() {
+		if v.Group != group || v.Deleting || v.Actual.State == model.StateRunning {
+			continue
+		}
+		st := model.StateRunning
+		if slices.Contains(failing, v.Name) {
+			st = model.StateCrashed
+		}
+		e.r.store.Apply(context.Background(), raftlog.ReportVMs{Host: v.Host, Reports: []raftlog.VMReport{{Name: v.Name, Generation: v.Generation, State: st, Message: "boom"}}})
+	}
+}
+
+// running counts a group's members that run, and those of each version.
+func (e *liveEnv) versions(group string) (running int, byVersion map[uint64]int) {
+	byVersion = map[uint64]int{}
+	for _, v := range e.r.store.VMs() {
+		if v.Group != group || v.Deleting {
+			continue
+		}
+		byVersion[v.GroupVersion]++
+		if v.Actual.State == model.StateRunning {
+			running++
+		}
+	}
+	return running, byVersion
+}
+
+// A roll-out replaces members a batch at a time, new ones first: the group
+// never has fewer running members than its count; a failing new member
+// pauses it with the old ones running; a rollback resumes it with the
+// previous template and ends where the group began.
+func TestGroupRollout(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	for _, h := range []string{"h1", "h2", "h3"} {
+		e.peers.set(Peer{Name: h, State: PeerAlive, Capacity: model.Capacity{VCPUs: 64, MemoryMiB: 65536}})
+	}
+	e.l.registerHosts(ctx, e.peers.Peers())
+	tmpl := model.VMSpec{VCPUs: 1, MemoryMiB: 256, Disks: []model.DiskSpec{{SizeMiB: 10}}, HA: model.DefaultHA()}
+	g, err := e.l.SetGroup(ctx, SetGroupRequest{Group: model.Group{Name: "web", Count: 4, Template: tmpl}, Create: true})
+	if err != nil || g.Version != 1 {
+		t.Fatalf("create: %+v %v", g, err)
+	}
+	e.l.keepGroups(ctx)
+	e.runAll(t, "web")
+
+	// A new template (more memory), one at a time.
+	g.Template.MemoryMiB = 512
+	if g, err = e.l.SetGroup(ctx, SetGroupRequest{Group: g}); err != nil || g.Version != 2 || g.Previous == nil || g.Previous.MemoryMiB != 256 {
+		t.Fatalf("update: %+v %v", g, err)
+	}
+	minRunning := 4
+	for pass := 0; pass < 20; pass++ {
+		e.l.keepGroups(ctx)
+		running, byVersion := e.versions("web")
+		minRunning = min(minRunning, running)
+		if byVersion[1] == 0 && byVersion[2] == 4 {
+			break
+		}
+		if byVersion[2] > 1 && byVersion[1]+byVersion[2] > 5 {
+			t.Fatalf("pass %d: more than one new member at a time: %v", pass, byVersion)
+		}
+		e.runAll(t, "web")
+		// Hosts finish deleting.
+		for _, v := range e.r.store.VMs() {
+			if v.Deleting {
+				e.r.store.Apply(ctx, raftlog.DeleteVM{Name: v.Name})
+			}
+		}
+	}
+	if running, byVersion := e.versions("web"); byVersion[2] != 4 || len(byVersion) != 1 || running != 4 {
+		t.Fatalf("after the roll-out: %d running, %v", running, byVersion)
+	}
+	if minRunning < 4 {
+		t.Fatalf("the roll-out left %d members running", minRunning)
+	}
+	for _, v := range e.r.store.VMs() {
+		if !v.Deleting && v.Spec.MemoryMiB != 512 {
+			t.Fatalf("%s has %d MiB", v.Name, v.Spec.MemoryMiB)
+		}
+	}
+
+	// A bad template: its first new member crashes; the roll-out pauses,
+	// the four members of template 2 run on.
+	g, _ = model.GroupByName(e.r.store.Cluster().Groups, "web")
+	g.Template.VCPUs = 2
+	if g, err = e.l.SetGroup(ctx, SetGroupRequest{Group: g}); err != nil || g.Version != 3 {
+		t.Fatalf("bad update: %+v %v", g, err)
+	}
+	e.l.keepGroups(ctx)
+	var fresh string
+	for _, v := range e.r.store.VMs() {
+		if v.GroupVersion == 3 {
+			fresh = v.Name
+		}
+	}
+	e.runAll(t, "web", fresh)
+	for range 3 {
+		e.l.keepGroups(ctx)
+	}
+	g, _ = model.GroupByName(e.r.store.Cluster().Groups, "web")
+	if !strings.Contains(g.Paused, fresh) || !strings.Contains(g.Paused, "crashed") {
+		t.Fatalf("not paused by %s: %+v", fresh, g)
+	}
+	if running, byVersion := e.versions("web"); byVersion[2] != 4 || byVersion[3] != 1 || running != 4 {
+		t.Fatalf("paused: %d running, %v", running, byVersion)
+	}
+
+	// Rollback: template 2's spec again as template 4; the crashed member
+	// is replaced, and the group ends with four members of it.
+	g.Template, g.Paused = *g.Previous, ""
+	if g, err = e.l.SetGroup(ctx, SetGroupRequest{Group: g}); err != nil || g.Version != 4 {
+		t.Fatalf("rollback: %+v %v", g, err)
+	}
+	for pass := 0; pass < 30; pass++ {
+		e.l.keepGroups(ctx)
+		e.runAll(t, "web")
+		for _, v := range e.r.store.VMs() {
+			if v.Deleting {
+				e.r.store.Apply(ctx, raftlog.DeleteVM{Name: v.Name})
+			}
+		}
+	}
+	if running, byVersion := e.versions("web"); byVersion[4] != 4 || len(byVersion) != 1 || running != 4 {
+		t.Fatalf("after the rollback: %d running, %v", running, byVersion)
 	}
 }

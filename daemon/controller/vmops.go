@@ -166,11 +166,12 @@ func newMAC() string {
 // returns a placement.NoFitError (matching model.ErrNoCapacity) that says
 // why for every host, and records nothing.
 func (l *Leader) CreateVM(ctx context.Context, req CreateVMRequest) (model.VM, error) {
-	return l.createVM(ctx, req, "")
+	return l.createVM(ctx, req, "", 0)
 }
 
-// createVM is CreateVM of a member of group ("" none).
-func (l *Leader) createVM(ctx context.Context, req CreateVMRequest, group string) (model.VM, error) {
+// createVM is CreateVM of a member of group ("" none) made from version
+// of its template.
+func (l *Leader) createVM(ctx context.Context, req CreateVMRequest, group string, version uint64) (model.VM, error) {
 	if err := l.ready(); err != nil {
 		return model.VM{}, err
 	}
@@ -220,7 +221,7 @@ func (l *Leader) createVM(ctx context.Context, req CreateVMRequest, group string
 	if err != nil {
 		return model.VM{}, err
 	}
-	v := model.VM{ID: newUUID(), Name: req.Name, Spec: spec, Host: host, Desired: model.PowerRunning, CreatedAt: l.clock.Now().UTC(), Project: req.Project, Group: group}
+	v := model.VM{ID: newUUID(), Name: req.Name, Spec: spec, Host: host, Desired: model.PowerRunning, CreatedAt: l.clock.Now().UTC(), Project: req.Project, Group: group, GroupVersion: version}
 	if req.Stopped {
 		v.Desired = model.PowerStopped
 	}

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,6 +109,100 @@ func TestGroupScaleAndRecovery(t *testing.T) {
 		return nil
 	})
 	t.Logf("killed %s: both members running on survivors after %v", victim, time.Since(killed).Round(time.Millisecond))
+	chk.stop()
+	chk.check(t)
+}
+
+// TestGroupRollingUpdate: a new template rolls out over 4 members one at a
+// time and the group never has fewer than 3 running (a watcher polls state
+// throughout; by design it keeps all 4); a template whose kernel does not
+// exist pauses the roll-out with the old members running; a rollback
+// resumes it with the template before, and all 4 run it.
+func TestGroupRollingUpdate(t *testing.T) {
+	e := newEnv(t, 3, "")
+	chk := e.startChecker()
+	out, err := e.corralctl("h1", "group", "create", "app", "--count", "4", "--memory", "128M", "--image", "base",
+		"--kernel", e.guest.Kernel, "--initrd", e.guest.Initrd, "--cmdline", "console=ttyS0 quiet", "--wait")
+	if err != nil {
+		t.Fatalf("group create: %v\n%s", err, out)
+	}
+	e.waitGroup("app", 4, 2*time.Minute)
+
+	// Watch the running members while templates change.
+	var mu sync.Mutex
+	minRunning, polls := 4, 0
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			g, err := e.client(0).Group(e.ctx(), "app")
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			minRunning, polls = min(minRunning, g.Running), polls+1
+			mu.Unlock()
+		}
+	}()
+
+	start := time.Now()
+	out, err = e.corralctl("h2", "group", "update", "app", "--memory", "160M", "--wait")
+	if err != nil {
+		t.Fatalf("group update: %v\n%s", err, out)
+	}
+	t.Logf("roll-out of 4 members took %v: %s", time.Since(start).Round(100*time.Millisecond), strings.TrimSpace(out))
+	g := e.waitGroup("app", 4, time.Minute)
+	if g.Version != 2 || g.Current != 4 {
+		t.Fatalf("after the roll-out: %+v", g)
+	}
+	for _, m := range g.Members {
+		if v, _ := e.any().VM(e.ctx(), m.Name); v.Spec.MemoryMiB != 160 {
+			t.Fatalf("%s has %d MiB", m.Name, v.Spec.MemoryMiB)
+		}
+	}
+
+	// A template that cannot boot: the roll-out pauses, the old run on.
+	missing := filepath.Join(filepath.Dir(e.guest.Kernel), "no-such-vmlinuz")
+	out, err = e.corralctl("h3", "group", "update", "app", "--kernel", missing, "--wait")
+	if err == nil || !strings.Contains(err.Error(), "roll-out paused") {
+		t.Fatalf("update to a kernel that does not exist: %v\n%s", err, out)
+	}
+	g, _ = e.any().Group(e.ctx(), "app")
+	if g.Paused == "" || g.Running < 4 {
+		t.Fatalf("paused group: %+v", g)
+	}
+	old := 0
+	for _, m := range g.Members {
+		if m.Version == 2 && m.State == "running" {
+			old++
+		}
+	}
+	if old != 4 {
+		t.Fatalf("%d members of template 2 running while paused: %+v", old, g.Members)
+	}
+
+	// Rollback: template 2's spec again, everywhere.
+	if out, err := e.corralctl("h1", "group", "rollback", "app", "--wait"); err != nil {
+		t.Fatalf("group rollback: %v\n%s", err, out)
+	}
+	g = e.waitGroup("app", 4, time.Minute)
+	if g.Version != 4 || g.Current != 4 || g.Paused != "" {
+		t.Fatalf("after the rollback: %+v", g)
+	}
+	close(stop)
+	<-watched
+	mu.Lock()
+	t.Logf("running members polled %d times: never fewer than %d of 4", polls, minRunning)
+	if minRunning < 3 || polls < 10 {
+		t.Fatalf("running members fell to %d (%d polls)", minRunning, polls)
+	}
+	mu.Unlock()
 	chk.stop()
 	chk.check(t)
 }

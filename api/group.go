@@ -20,6 +20,8 @@ type Group struct {
 	Paused string `json:"paused,omitempty"`
 	// CanRollback: the template before the last change is kept.
 	CanRollback bool `json:"can_rollback,omitempty"`
+	// Autoscale, when set, moves Count with the members' CPU use.
+	Autoscale *Autoscale `json:"autoscale,omitempty"`
 	// Members are the group's VMs (being deleted ones excluded), by index.
 	Members []GroupMember `json:"members"`
 	// Running counts the members that run; Current those of the current
@@ -48,7 +50,22 @@ type GroupCreateRequest struct {
 	Stopped bool      `json:"stopped,omitempty"`
 	// Project holds the group and its members (empty: the caller's
 	// token's, else default).
-	Project string `json:"project,omitempty"`
+	Project   string     `json:"project,omitempty"`
+	Autoscale *Autoscale `json:"autoscale,omitempty"`
+}
+
+// Autoscale lets the leader move a group's count within Min..Max toward
+// the count that puts the running members' mean CPU use at TargetCPU
+// percent of their vCPUs, sampled every 15 s, waiting UpCooldownSec (60)
+// after any change before growing and DownCooldownSec (300) before
+// shrinking (to the highest count recommended within it). It is the body
+// of PUT /v1/groups/{name}/autoscale.
+type Autoscale struct {
+	Min             int `json:"min"`
+	Max             int `json:"max"`
+	TargetCPU       int `json:"target_cpu"`
+	UpCooldownSec   int `json:"up_cooldown_s,omitempty"`
+	DownCooldownSec int `json:"down_cooldown_s,omitempty"`
 }
 
 // GroupScaleRequest is the body of PUT /v1/groups/{name}/count.

@@ -121,6 +121,9 @@ type Tuning struct {
 	// Protocol replaces raftlog.Protocol, the cluster protocol this
 	// corrald speaks (tests play an older or newer one); 0: raftlog's.
 	Protocol int
+	// AutoscaleInterval is how often the leader samples the members of
+	// autoscaled groups.
+	AutoscaleInterval time.Duration
 }
 
 // DefaultTuning is what production runs with.
@@ -132,6 +135,7 @@ func DefaultTuning() Tuning {
 		BootstrapSettle:   2 * time.Second,
 		ForwardTimeout:    15 * time.Second,
 		HostResync:        5 * time.Second,
+		AutoscaleInterval: 15 * time.Second,
 		CertCheck:         time.Hour,
 	}
 }

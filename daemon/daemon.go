@@ -354,6 +354,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		d.log.Warn("no fencer_socket: guests of this host outlive a crashed or hung corrald, and only disk locks keep a recovered copy from running beside them")
 	}
 	start("lease", d.lease.Run)
+	start("autoscale", d.runAutoscale)
 	if d.netloop != nil {
 		start("network", d.netloop.Run)
 	}

@@ -21,6 +21,10 @@ func (b backend) groupView(g model.Group) api.Group {
 	out := api.Group{Name: g.Name, Project: model.ProjectOf(g.Project), Count: g.Count, Template: specView(g.Template),
 		Stopped: g.Stopped, CreatedAt: g.CreatedAt, Members: []api.GroupMember{}, Version: g.Version, Batch: g.BatchSize(),
 		Paused: g.Paused, CanRollback: g.Previous != nil}
+	if g.Autoscale != nil {
+		a := api.Autoscale(*g.Autoscale)
+		out.Autoscale = &a
+	}
 	byIndex := map[int]api.GroupMember{}
 	var idx []int
 	for _, v := range b.d.store.VMs() {
@@ -81,6 +85,13 @@ func (b backend) CreateGroup(ctx context.Context, req api.GroupCreateRequest) (a
 	}
 	g := model.Group{Name: req.Name, Project: project, Count: req.Count, Stopped: req.Stopped,
 		Template: specFromAPI(api.VMCreateRequest{Spec: req.Spec, HA: req.HA})}
+	if req.Autoscale != nil {
+		a := model.Autoscale(*req.Autoscale)
+		g.Autoscale = &a
+		if req.Count < a.Min || req.Count > a.Max {
+			return api.Group{}, fmt.Errorf("group %q: count %d outside its autoscale range %d..%d: %w", req.Name, req.Count, a.Min, a.Max, model.ErrInvalid)
+		}
+	}
 	if err := g.Validate(); err != nil {
 		return api.Group{}, err
 	}
@@ -92,11 +103,19 @@ func (b backend) ScaleGroup(ctx context.Context, name string, count int) (api.Gr
 	if !ok || !visible(adminapi.Scope(ctx), g.Project) {
 		return api.Group{}, fmt.Errorf("group %q: %w", name, model.ErrNotFound)
 	}
-	g.Count = count
-	if err := g.Validate(); err != nil {
+	if a := g.Autoscale; a != nil && (count < a.Min || count > a.Max) {
+		return api.Group{}, fmt.Errorf("group %q is autoscaled within %d..%d: a count of %d would be undone; change or remove its autoscale first: %w",
+			name, a.Min, a.Max, count, model.ErrConflict)
+	}
+	out, err := forward(ctx, b.d, mGroupScale, controller.ScaleGroupRequest{Name: name, Count: count})
+	if err != nil {
 		return api.Group{}, err
 	}
-	return b.putGroup(ctx, g, false)
+	b.d.waitState(ctx, func() bool {
+		cur, ok := model.GroupByName(b.d.store.Cluster().Groups, name)
+		return ok && cur.Count == out.Count
+	})
+	return b.Group(ctx, name)
 }
 
 // UpdateGroup sets a new template, which the leader rolls out.
@@ -107,6 +126,23 @@ func (b backend) UpdateGroup(ctx context.Context, name string, req api.GroupUpda
 	}
 	g.Template = specFromAPI(api.VMCreateRequest{Spec: req.Spec, HA: req.HA})
 	g.Batch, g.Paused = req.Batch, ""
+	if err := g.Validate(); err != nil {
+		return api.Group{}, err
+	}
+	return b.putGroup(ctx, g, false)
+}
+
+// SetGroupAutoscale sets (nil: removes) a group's autoscale.
+func (b backend) SetGroupAutoscale(ctx context.Context, name string, a *api.Autoscale) (api.Group, error) {
+	g, ok := model.GroupByName(b.d.store.Cluster().Groups, name)
+	if !ok || !visible(adminapi.Scope(ctx), g.Project) {
+		return api.Group{}, fmt.Errorf("group %q: %w", name, model.ErrNotFound)
+	}
+	g.Autoscale = nil
+	if a != nil {
+		m := model.Autoscale(*a)
+		g.Autoscale = &m
+	}
 	if err := g.Validate(); err != nil {
 		return api.Group{}, err
 	}
@@ -136,7 +172,8 @@ func (b backend) putGroup(ctx context.Context, g model.Group, create bool) (api.
 	}
 	b.d.waitState(ctx, func() bool {
 		cur, ok := model.GroupByName(b.d.store.Cluster().Groups, g.Name)
-		return ok && cur.Version >= out.Version && cur.Count == out.Count && cur.Paused == out.Paused
+		return ok && cur.Version >= out.Version && cur.Count == out.Count && cur.Paused == out.Paused &&
+			(cur.Autoscale == nil) == (out.Autoscale == nil)
 	})
 	return b.Group(ctx, g.Name)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/api/client"
+	"github.com/corralhq/corral/daemon/hypervisor/fake"
 	"github.com/corralhq/corral/internal/testutil"
 )
 
@@ -190,4 +191,70 @@ func TestGroupsAcrossInProcessCluster(t *testing.T) {
 	if _, err := c.Group(ctx, "web"); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("removed group: %v", err)
 	}
+}
+
+// TestGroupAutoscaleInProcess: under load the leader grows an autoscaled
+// group to its max, one step per cooldown, and shrinks it to its min when
+// the load goes; each change is an event with its reason; a manual scale
+// outside the range is refused.
+func TestGroupAutoscaleInProcess(t *testing.T) {
+	tc := newTestCluster(t, 3, []int{0, 1, 2}, nil)
+	tc.startAll()
+	tc.waitConverged(3, 0)
+	c := tc.hosts[0].client
+	ctx := ctxT(t)
+	load := func(l float64) {
+		for _, h := range tc.hosts {
+			h.cfg.Tuning.Driver.(*fake.Driver).SetCPULoad(l)
+		}
+	}
+	spec := api.VMSpec{VCPUs: 2, MemoryMiB: 256, Disks: []api.Disk{{SizeMiB: 8}}}
+	as := &api.Autoscale{Min: 1, Max: 4, TargetCPU: 50, UpCooldownSec: 1, DownCooldownSec: 1}
+	if _, err := c.CreateGroup(ctx, api.GroupCreateRequest{Name: "auto", Count: 5, Spec: spec, Autoscale: as}); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("count outside the autoscale range: %v", err)
+	}
+	load(0.9)
+	if _, err := c.CreateGroup(ctx, api.GroupCreateRequest{Name: "auto", Count: 1, Spec: spec, Autoscale: as}); err != nil {
+		t.Fatal(err)
+	}
+	g := waitGroup(t, c, "auto", 4)
+	if g.Autoscale == nil || g.Autoscale.Max != 4 {
+		t.Fatalf("group: %+v", g)
+	}
+	if _, err := c.ScaleGroup(ctx, "auto", 6); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("manual scale beyond max: %v", err)
+	}
+	load(0.05)
+	waitGroup(t, c, "auto", 1)
+	evs, err := c.Events(ctx, 0, 1000, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ups, downs int
+	for _, e := range evs {
+		if strings.Contains(e.Message, "group auto autoscaled from") {
+			if !strings.Contains(e.Message, "mean CPU") {
+				t.Fatalf("autoscale event without its reason: %s", e.Message)
+			}
+			var from, to int
+			fmt.Sscanf(e.Message[strings.Index(e.Message, "from"):], "from %d to %d", &from, &to)
+			if to > from {
+				ups++
+			} else {
+				downs++
+			}
+		}
+	}
+	if ups < 2 || downs < 1 {
+		t.Fatalf("autoscale events: %d up, %d down", ups, downs)
+	}
+	// Autoscale off: the count stays.
+	if g, err := c.SetGroupAutoscale(ctx, "auto", nil); err != nil || g.Autoscale != nil || g.Count != 1 {
+		t.Fatalf("autoscale off: %+v %v", g, err)
+	}
+	load(0.9)
+	if _, err := c.ScaleGroup(ctx, "auto", 2); err != nil {
+		t.Fatal(err)
+	}
+	waitGroup(t, c, "auto", 2)
 }

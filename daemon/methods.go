@@ -92,6 +92,7 @@ var (
 	// Groups: only with FeatureGroups (checked before forwarding).
 	mGroupSet    = leaderOnly("group.set", (*controller.Leader).SetGroup)
 	mGroupDelete = leaderOnly("group.delete", (*controller.Leader).DeleteGroup)
+	mGroupScale  = leaderOnly("group.scale", (*controller.Leader).ScaleGroup)
 
 	// Served by every host, to callers without a certificate too: a host
 	// joining (followers pass it to the leader).
@@ -115,7 +116,7 @@ var leaderMethods = []interface{ register(*Daemon) }{
 	mVMCreate, mVMPower, mVMRestart, mVMResize, mVMDelete, mVMReport, mVMRelocate, mVMMigrate, mVMMigrated,
 	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostRemove, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
 	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord, mGossipRotate, mAPITokenAdd, mAPITokenRevoke,
-	mProjectSet, mProjectDelete, mGroupSet, mGroupDelete,
+	mProjectSet, mProjectDelete, mGroupSet, mGroupDelete, mGroupScale,
 }
 
 // vmHost is the host a VM is placed on: the one that reports its migration.

@@ -45,6 +45,7 @@ func fastTuning() Tuning {
 		ForwardTimeout:    10 * time.Second,
 		HostResync:        100 * time.Millisecond,
 		CertCheck:         100 * time.Millisecond,
+		AutoscaleInterval: 200 * time.Millisecond,
 	}
 }
 

@@ -33,6 +33,52 @@ type Group struct {
 	Batch int `json:"batch,omitempty"`
 	// Paused says why the roll-out stopped ("" when it did not).
 	Paused string `json:"paused,omitempty"`
+	// Autoscale, when set, lets the leader change Count with the members'
+	// CPU use.
+	Autoscale *Autoscale `json:"autoscale,omitempty"`
+}
+
+// Autoscale bounds and drives a group's count: the leader samples its
+// running members' CPU use and moves the count toward the one that would
+// put their mean at TargetCPU percent of their vCPUs, within Min..Max,
+// no sooner than a cooldown after its last change.
+type Autoscale struct {
+	Min       int `json:"min"`
+	Max       int `json:"max"`
+	TargetCPU int `json:"target_cpu"`
+	// UpCooldownSec and DownCooldownSec follow any change of the count
+	// (0: 60 and 300). A scale-down also takes the highest count
+	// recommended within its cooldown, so a dip does not remove members.
+	UpCooldownSec   int `json:"up_cooldown_s,omitempty"`
+	DownCooldownSec int `json:"down_cooldown_s,omitempty"`
+}
+
+// Cooldowns returns the up and down cooldowns, defaults applied.
+func (a Autoscale) Cooldowns() (up, down time.Duration) {
+	up, down = 60*time.Second, 300*time.Second
+	if a.UpCooldownSec > 0 {
+		up = time.Duration(a.UpCooldownSec) * time.Second
+	}
+	if a.DownCooldownSec > 0 {
+		down = time.Duration(a.DownCooldownSec) * time.Second
+	}
+	return up, down
+}
+
+// Validate checks the bounds.
+func (a Autoscale) Validate(group string) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("group %q: autoscale: %s: %w", group, fmt.Sprintf(format, args...), ErrInvalid)
+	}
+	switch {
+	case a.Min < 0 || a.Max < 1 || a.Min > a.Max || a.Max > MaxGroupCount:
+		return bad("min %d and max %d: want 0 <= min <= max, 1 <= max <= %d", a.Min, a.Max, MaxGroupCount)
+	case a.TargetCPU < 1 || a.TargetCPU > 100:
+		return bad("target CPU %d%%: want 1..100", a.TargetCPU)
+	case a.UpCooldownSec < 0 || a.UpCooldownSec > 86400 || a.DownCooldownSec < 0 || a.DownCooldownSec > 86400:
+		return bad("cooldowns %ds and %ds: want 0..86400", a.UpCooldownSec, a.DownCooldownSec)
+	}
+	return nil
 }
 
 // MaxGroups bounds the groups the cluster keeps.
@@ -61,6 +107,11 @@ func (g Group) Validate() error {
 	}
 	if len(g.Paused) > 1024 {
 		return fmt.Errorf("group %q: pause reason of %d bytes: %w", g.Name, len(g.Paused), ErrInvalid)
+	}
+	if g.Autoscale != nil {
+		if err := g.Autoscale.Validate(g.Name); err != nil {
+			return err
+		}
 	}
 	if err := ValidProjectRef(g.Project); err != nil {
 		return err

@@ -314,11 +314,18 @@ type DeleteProject struct {
 }
 
 // SetGroup creates a group (Create; refused when the name is taken) or
-// replaces an existing one's count and template (members already there
-// keep their spec; new members get the template).
+// updates an existing one: its template (members already there keep their
+// spec until a roll-out replaces them), batch, pause and autoscale, its
+// count kept; or, with CountOnly, its count alone. An update whose
+// Group.Version is set is refused when the group's is another (it was
+// read before a template change).
 type SetGroup struct {
 	Group  model.Group `json:"group"`
 	Create bool        `json:"create,omitempty"`
+	// CountOnly changes only the count of the existing group Group.Name
+	// (a scale, by an operator or the autoscaler): a template changed
+	// meanwhile is kept.
+	CountOnly bool `json:"count_only,omitempty"`
 }
 
 // DeleteGroup removes a group. Its members are marked for deletion, or,

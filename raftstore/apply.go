@@ -696,6 +696,14 @@ func (s *State) setProject(c raftlog.SetProject) error {
 // setGroup creates or updates a group; the slice is replaced, kept sorted
 // by name. A group keeps its project and creation time.
 func (s *State) setGroup(c raftlog.SetGroup) (err error) {
+	if c.CountOnly {
+		g, ok := model.GroupByName(s.cluster.Groups, c.Group.Name)
+		if !ok {
+			return fmt.Errorf("group %q: %w", c.Group.Name, model.ErrNotFound)
+		}
+		g.Count = c.Group.Count
+		c = raftlog.SetGroup{Group: g, CountOnly: true}
+	}
 	g := c.Group
 	g.Template = g.Template.Clone()
 	if err := g.Validate(); err != nil {
@@ -713,6 +721,14 @@ func (s *State) setGroup(c raftlog.SetGroup) (err error) {
 	case exists:
 		if old.Project != g.Project {
 			return fmt.Errorf("group %q belongs to project %s: %w", g.Name, model.ProjectOf(old.Project), model.ErrInvalid)
+		}
+		if g.Version != 0 && g.Version != old.Version {
+			return fmt.Errorf("group %q changed meanwhile (template %d, not %d): read it again: %w", g.Name, old.Version, g.Version, model.ErrConflict)
+		}
+		if !c.CountOnly {
+			// The count changes only by CountOnly, so an update read
+			// before a scale (or the autoscaler's) does not undo it.
+			g.Count = old.Count
 		}
 		g.CreatedAt = old.CreatedAt
 		g.Version, g.Previous = old.Version, old.Previous

@@ -39,7 +39,7 @@ func TestGroups(t *testing.T) {
 		member(web, 1), member(web, 2),
 		raftlog.CreateVM{VM: stray},    // no group db
 		raftlog.CreateVM{VM: misnamed}, // not a member name of web
-		raftlog.SetGroup{Group: changed},
+		raftlog.SetGroup{Group: changed, CountOnly: true},
 	)
 	for i, want := range []error{nil, model.ErrConflict, model.ErrNotFound, model.ErrInvalid, nil, nil, model.ErrNotFound, model.ErrInvalid, nil} {
 		err, _ := res[i].(error)
@@ -51,13 +51,20 @@ func TestGroups(t *testing.T) {
 	if g.Count != 5 || !g.CreatedAt.Equal(time.Unix(1, 0)) || g.Version != 1 || g.Previous != nil {
 		t.Fatalf("group after a count change: %+v", g)
 	}
-	// A new template bumps the version and keeps the one before.
+	// A new template bumps the version and keeps the one before; the
+	// count of an update is not taken (only CountOnly changes it); an
+	// update read before another template change is refused.
 	bigger := g
 	bigger.Template.MemoryMiB = 512
-	bigger.Version, bigger.Previous = 99, nil // not the asker's to set
-	applyAll(t, f, raftlog.SetGroup{Group: bigger})
+	bigger.Count, bigger.Previous = 1, nil
+	stale := bigger
+	stale.Version = 7
+	res = applyAll(t, f, raftlog.SetGroup{Group: stale}, raftlog.SetGroup{Group: bigger})
+	if err, _ := res[0].(error); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("stale update: %v", res[0])
+	}
 	g, _ = model.GroupByName(f.state.cluster.Groups, "web")
-	if g.Version != 2 || g.Previous == nil || g.Previous.MemoryMiB != 256 || g.Template.MemoryMiB != 512 {
+	if g.Version != 2 || g.Previous == nil || g.Previous.MemoryMiB != 256 || g.Template.MemoryMiB != 512 || g.Count != 5 {
 		t.Fatalf("group after a template change: %+v", g)
 	}
 	if v := f.state.vms["web-2"]; v.Group != "web" || v.Spec.Spread != "web" {

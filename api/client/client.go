@@ -477,3 +477,15 @@ func (c *Client) RollbackGroup(ctx context.Context, name string) (api.Group, err
 	err := c.Do(ctx, http.MethodPost, "/v1/groups/"+url.PathEscape(name)+"/rollback", nil, &out)
 	return out, err
 }
+
+// SetGroupAutoscale sets a group's autoscale, or with nil removes it.
+func (c *Client) SetGroupAutoscale(ctx context.Context, name string, a *api.Autoscale) (api.Group, error) {
+	var out api.Group
+	path := "/v1/groups/" + url.PathEscape(name) + "/autoscale"
+	if a == nil {
+		err := c.Do(ctx, http.MethodDelete, path, nil, &out)
+		return out, err
+	}
+	err := c.Do(ctx, http.MethodPut, path, a, &out)
+	return out, err
+}

@@ -17,6 +17,7 @@ func (c *cli) groupCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "group", Short: "VM groups: N alike VMs from one template, kept at their count by the leader"}
 	var (
 		sf            specFlags
+		af            autoscaleFlags
 		count         int
 		stopped, wait bool
 	)
@@ -41,7 +42,11 @@ member's index and name. HA recovers members like any VM.`,
 			ctx, cancel := c.waitCtx(wait)
 			defer cancel()
 			start := time.Now()
-			g, err := c.client().CreateGroup(ctx, api.GroupCreateRequest{Name: args[0], Count: count, Spec: spec, HA: ha, Stopped: stopped, Project: c.project})
+			req := api.GroupCreateRequest{Name: args[0], Count: count, Spec: spec, HA: ha, Stopped: stopped, Project: c.project}
+			if cmd.Flags().Changed("autoscale-max") {
+				req.Autoscale = af.autoscale()
+			}
+			g, err := c.client().CreateGroup(ctx, req)
 			if err != nil {
 				return err
 			}
@@ -61,6 +66,55 @@ member's index and name. HA recovers members like any VM.`,
 	f.BoolVar(&stopped, "stopped", false, "create the members without starting them")
 	f.BoolVar(&wait, "wait", false, "wait until every member runs, showing progress")
 	create.MarkFlagRequired("count")
+	f.IntVar(&af.min, "autoscale-min", 1, "with --autoscale-max: the fewest members autoscaling keeps")
+	f.IntVar(&af.max, "autoscale-max", 0, "autoscale the count up to this many members with their CPU use")
+	f.IntVar(&af.cpu, "autoscale-cpu", 60, "with --autoscale-max: the members' mean CPU use to aim at, percent of their vCPUs")
+	f.DurationVar(&af.up, "autoscale-up-cooldown", time.Minute, "with --autoscale-max: wait after any change before growing")
+	f.DurationVar(&af.down, "autoscale-down-cooldown", 5*time.Minute, "with --autoscale-max: wait after any change before shrinking")
+
+	var (
+		as  autoscaleFlags
+		off bool
+	)
+	autoscale := &cobra.Command{
+		Use:   "autoscale NAME --min N --max N [--cpu PCT] | --off",
+		Short: "Let the leader move a group's count with its members' CPU use",
+		Long: `Autoscale a group: every 15 s the leader samples its running members' CPU
+use and moves the count toward the one that puts their mean at --cpu percent
+of their vCPUs (as Kubernetes' HPA: ceil(count x mean / target), nothing
+within 10 % of the target), within --min..--max. It grows no sooner than
+--up-cooldown after any change of the count and shrinks no sooner than
+--down-cooldown, to the highest count recommended within that time, so a
+dip does not remove members. Each change is a group event with its reason.`,
+		Example: `  corralctl group autoscale web --min 2 --max 10 --cpu 60
+  corralctl group autoscale web --off`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var a *api.Autoscale
+			if !off {
+				if !cmd.Flags().Changed("max") {
+					return fmt.Errorf("give --max (and --min, --cpu), or --off")
+				}
+				a = as.autoscale()
+			}
+			ctx, cancel := c.ctx()
+			defer cancel()
+			g, err := c.client().SetGroupAutoscale(ctx, args[0], a)
+			if err != nil {
+				return err
+			}
+			return c.print(g, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "group %s: autoscale %s\n", g.Name, fmtAutoscale(g.Autoscale))
+			})
+		},
+	}
+	af2 := autoscale.Flags()
+	af2.IntVar(&as.min, "min", 1, "the fewest members")
+	af2.IntVar(&as.max, "max", 0, "the most members")
+	af2.IntVar(&as.cpu, "cpu", 60, "the members' mean CPU use to aim at, percent of their vCPUs")
+	af2.DurationVar(&as.up, "up-cooldown", time.Minute, "wait after any change before growing")
+	af2.DurationVar(&as.down, "down-cooldown", 5*time.Minute, "wait after any change before shrinking")
+	af2.BoolVar(&off, "off", false, "stop autoscaling (the count stays where it is)")
 
 	ls := &cobra.Command{
 		Use: "ls", Aliases: []string{"list"}, Short: "List groups: count, members running", Args: cobra.NoArgs,
@@ -101,6 +155,7 @@ member's index and name. HA recovers members like any VM.`,
 					tmpl += "; roll-out paused: " + g.Paused
 				}
 				fmt.Fprintf(w, "Template:\t%s\n", tmpl)
+				fmt.Fprintf(w, "Autoscale:\t%s\n", fmtAutoscale(g.Autoscale))
 				fmt.Fprintf(w, "Created:\t%s\n", g.CreatedAt.Local().Format(time.RFC3339))
 				fmt.Fprintln(w, "MEMBER\tHOST\tSTATE\tTEMPLATE\tMESSAGE")
 				for _, m := range g.Members {
@@ -210,8 +265,31 @@ template) or group rollback resumes it.`,
 		},
 	}
 	rm.Flags().BoolVar(&keep, "keep-vms", false, "keep the members as VMs of no group")
-	cmd.AddCommand(create, ls, show, scale, update, rollback, rm)
+	cmd.AddCommand(create, ls, show, scale, update, rollback, autoscale, rm)
 	return cmd
+}
+
+type autoscaleFlags struct {
+	min, max, cpu int
+	up, down      time.Duration
+}
+
+func (a autoscaleFlags) autoscale() *api.Autoscale {
+	return &api.Autoscale{Min: a.min, Max: a.max, TargetCPU: a.cpu, UpCooldownSec: int(a.up.Seconds()), DownCooldownSec: int(a.down.Seconds())}
+}
+
+func fmtAutoscale(a *api.Autoscale) string {
+	if a == nil {
+		return "off"
+	}
+	up, down := a.UpCooldownSec, a.DownCooldownSec
+	if up == 0 {
+		up = 60
+	}
+	if down == 0 {
+		down = 300
+	}
+	return fmt.Sprintf("%d..%d members at %d%% CPU (cooldowns %ds up, %ds down)", a.Min, a.Max, a.TargetCPU, up, down)
 }
 
 // afterRollout follows a roll-out with wait, then prints the group.

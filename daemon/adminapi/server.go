@@ -77,6 +77,7 @@ type Backend interface {
 	DeleteGroup(ctx context.Context, name string, keepVMs bool) error
 	UpdateGroup(ctx context.Context, name string, req api.GroupUpdateRequest) (api.Group, error)
 	RollbackGroup(ctx context.Context, name string) (api.Group, error)
+	SetGroupAutoscale(ctx context.Context, name string, a *api.Autoscale) (api.Group, error)
 
 	Events(ctx context.Context, after uint64, limit int, wait time.Duration) ([]api.Event, error)
 }
@@ -382,6 +383,24 @@ func (s *Server) routes() []route {
 				return nil, err
 			}
 			return s.b.RollbackGroup(r.Context(), name)
+		}},
+		{"PUT /v1/groups/{name}/autoscale", doc{summary: "let the leader move a group's count with its members' CPU use, within min..max", in: api.Autoscale{}, out: api.Group{}}, func(r *http.Request) (any, error) {
+			name, err := groupName(r)
+			if err != nil {
+				return nil, err
+			}
+			var a api.Autoscale
+			if err := decode(r, &a); err != nil {
+				return nil, err
+			}
+			return s.b.SetGroupAutoscale(r.Context(), name, &a)
+		}},
+		{"DELETE /v1/groups/{name}/autoscale", doc{summary: "stop autoscaling a group (its count stays where it is)", out: api.Group{}}, func(r *http.Request) (any, error) {
+			name, err := groupName(r)
+			if err != nil {
+				return nil, err
+			}
+			return s.b.SetGroupAutoscale(r.Context(), name, nil)
 		}},
 		{"DELETE /v1/groups/{name}", doc{summary: "remove a group and delete its members (keep_vms: they stay, in no group)", out: struct{}{}, query: []param{qKeepVMs}}, func(r *http.Request) (any, error) {
 			name, err := groupName(r)

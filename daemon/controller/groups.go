@@ -321,6 +321,41 @@ func (l *Leader) SetGroup(ctx context.Context, req SetGroupRequest) (model.Group
 	return out, nil
 }
 
+// ScaleGroupRequest changes only a group's count.
+type ScaleGroupRequest struct {
+	Name  string `json:"name"`
+	Count int    `json:"count"`
+	// Why is the autoscaler's reason (leader only: never forwarded).
+	Why string `json:"why,omitempty"`
+}
+
+// ScaleGroup sets a group's count, keeping whatever else it holds now.
+func (l *Leader) ScaleGroup(ctx context.Context, req ScaleGroupRequest) (model.Group, error) {
+	if err := l.ready(); err != nil {
+		return model.Group{}, err
+	}
+	old, ok := model.GroupByName(l.store.Cluster().Groups, req.Name)
+	if !ok {
+		return model.Group{}, fmt.Errorf("group %q: %w", req.Name, model.ErrNotFound)
+	}
+	if req.Count < 0 || req.Count > model.MaxGroupCount {
+		return old, fmt.Errorf("group %q: count %d out of range 0..%d: %w", req.Name, req.Count, model.MaxGroupCount, model.ErrInvalid)
+	}
+	if _, err := l.store.Apply(ctx, raftlog.SetGroup{Group: model.Group{Name: req.Name, Count: req.Count}, CountOnly: true}); err != nil {
+		return old, err
+	}
+	if old.Count != req.Count {
+		if req.Why != "" {
+			l.eventIn(ctx, old.Project, "group", "", "", "group %s autoscaled from %d to %d: %s", old.Name, old.Count, req.Count, req.Why)
+		} else {
+			l.eventIn(ctx, old.Project, "group", "", "", "group %s scaled from %d to %d", old.Name, old.Count, req.Count)
+		}
+	}
+	l.poke()
+	out, _ := model.GroupByName(l.store.Cluster().Groups, req.Name)
+	return out, nil
+}
+
 // DeleteGroup removes a group: its members are deleted, or kept as VMs of
 // no group.
 func (l *Leader) DeleteGroup(ctx context.Context, req DeleteGroupRequest) (struct{}, error) {

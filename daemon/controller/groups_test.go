@@ -13,7 +13,7 @@ import (
 
 func (e *liveEnv) setGroup(t *testing.T, g model.Group, create bool) {
 	t.Helper()
-	if _, err := e.r.store.Apply(context.Background(), raftlog.SetGroup{Group: g, Create: create}); err != nil {
+	if _, err := e.r.store.Apply(context.Background(), raftlog.SetGroup{Group: g, Create: create, CountOnly: !create}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -206,3 +206,37 @@ func TestGroupRollingUpdate(t *testing.T) {
 	chk.stop()
 	chk.check(t)
 }
+
+// TestGroupAutoscaleUnderLoad: members whose guests spin their vCPU
+// (corral.busy=1) make the leader grow an autoscaled group from 1 to its
+// max of 3, each step an event with the measured CPU use.
+func TestGroupAutoscaleUnderLoad(t *testing.T) {
+	e := newEnv(t, 3, "")
+	out, err := e.corralctl("h1", "group", "create", "hog", "--count", "1", "--memory", "128M", "--image", "base",
+		"--kernel", e.guest.Kernel, "--initrd", e.guest.Initrd, "--cmdline", "console=ttyS0 quiet corral.busy=1",
+		"--autoscale-min", "1", "--autoscale-max", "3", "--autoscale-cpu", "40", "--autoscale-up-cooldown", "1s")
+	if err != nil {
+		t.Fatalf("group create: %v\n%s", err, out)
+	}
+	start := time.Now()
+	e.waitGroup("hog", 3, 4*time.Minute)
+	t.Logf("grown from 1 to 3 members in %v", time.Since(start).Round(time.Second))
+	evs, err := e.any().Events(e.ctx(), 0, 1000, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, ev := range evs {
+		if strings.Contains(ev.Message, "group hog autoscaled from") {
+			steps = append(steps, ev.Message)
+		}
+	}
+	if len(steps) == 0 || !strings.Contains(steps[0], "mean CPU") {
+		t.Fatalf("autoscale events: %v", steps)
+	}
+	t.Logf("autoscale events: %s", strings.Join(steps, " | "))
+	// Stop the hogs before the lab goes down.
+	if out, err := e.corralctl("h1", "group", "rm", "hog"); err != nil {
+		t.Fatalf("group rm: %v\n%s", err, out)
+	}
+}

@@ -31,6 +31,42 @@ type Driver struct {
 	startErr   map[string]error
 	startDelay time.Duration
 	calls      map[string]int
+	// load is the share of their vCPUs running domains use (SetCPULoad);
+	// cpu accrues it per domain.
+	load float64
+	cpu  map[string]cpuUse
+}
+
+type cpuUse struct {
+	ns uint64
+	at time.Time
+}
+
+// SetCPULoad makes every running domain use this share of its vCPUs from
+// now on (its cumulative CPU time in Stats grows accordingly).
+func (d *Driver) SetCPULoad(load float64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	for name := range d.domains {
+		d.accrue(name, now)
+	}
+	d.load = load
+}
+
+// accrue adds the CPU time a domain used since its last accrual (d.mu held).
+func (d *Driver) accrue(name string, now time.Time) uint64 {
+	if d.cpu == nil {
+		d.cpu = map[string]cpuUse{}
+	}
+	u, ok := d.cpu[name]
+	dm := d.domains[name]
+	if ok && dm != nil && dm.dom.State == hypervisor.Running {
+		u.ns += uint64(d.load * float64(dm.spec.VCPUs) * float64(now.Sub(u.at).Nanoseconds()))
+	}
+	u.at = now
+	d.cpu[name] = u
+	return u.ns
 }
 
 // SetStartErr makes Start of the named domain fail with err (nil clears).
@@ -362,14 +398,18 @@ func (d *Driver) ConsoleLog(ctx context.Context, name string, max int64) ([]byte
 	return []byte(fmt.Sprintf("fake console of %s: %s since %s\n", name, dom.State, dom.StartedAt.Format(time.RFC3339))), nil
 }
 
-// Stats returns zero counters and the domain's state.
+// Stats returns the domain's state and CPU time (SetCPULoad), zero
+// other counters.
 func (d *Driver) Stats(ctx context.Context, name string) (hypervisor.Stats, error) {
 	dom, ok := d.Domain(name)
 	if !ok {
 		return hypervisor.Stats{}, fmt.Errorf("%s: %w", name, hypervisor.ErrNoDomain)
 	}
 	spec, _ := d.Spec(name)
-	return hypervisor.Stats{State: dom.State, VCPUs: spec.VCPUs, MemoryKiB: uint64(spec.MemoryMiB) << 10}, nil
+	d.mu.Lock()
+	cpu := d.accrue(name, time.Now())
+	d.mu.Unlock()
+	return hypervisor.Stats{State: dom.State, VCPUs: spec.VCPUs, MemoryKiB: uint64(spec.MemoryMiB) << 10, CPUTime: cpu}, nil
 }
 
 // SetPoolDir sets the directory images are written to.

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -273,5 +275,70 @@ func TestGroupRollout(t *testing.T) {
 	}
 	if running, byVersion := e.versions("web"); byVersion[4] != 4 || len(byVersion) != 1 || running != 4 {
 		t.Fatalf("after the rollback: %d running, %v", running, byVersion)
+	}
+}
+
+type entryCounter struct {
+	Store
+	entries int
+}
+
+func (c *entryCounter) Apply(ctx context.Context, cmd raftlog.Command) (any, error) {
+	c.entries++
+	return c.Store.Apply(ctx, cmd)
+}
+
+// BenchmarkGroupScale0To200: the keeper takes a group from 0 to 200
+// members over 20 hosts (in-memory state machine, fake clock): passes,
+// Raft entries and members per second.
+func BenchmarkGroupScale0To200(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		r := newFakeRaft()
+		cs := &entryCounter{Store: r.store}
+		p := &fakePeers{}
+		c := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		l := NewLeader(LeaderConfig{Self: "h1", RaftVoters: 3, DeadVoterTimeout: time.Hour, ReconcileInterval: time.Second,
+			Placement: placementOpts(), Liveness: LivenessConfig{Interval: 500 * time.Millisecond, TTL: 5 * time.Second, Margin: time.Second,
+				FenceAfter: 1500 * time.Millisecond, FenceTimeout: 5 * time.Second, SharedStorage: true, DrainParallel: 2}},
+			cs, r, p, c, slog.New(slog.DiscardHandler))
+		ctx := context.Background()
+		for i := 1; i <= 20; i++ {
+			p.set(Peer{Name: fmt.Sprintf("h%d", i), State: PeerAlive, Capacity: model.Capacity{VCPUs: 64, MemoryMiB: 262144}})
+		}
+		l.registerHosts(ctx, p.Peers())
+		l.raiseProtocol(ctx, p.Peers())
+		l.setLeading(true)
+		l.resetLiveness(c.Now())
+		tmpl := model.VMSpec{VCPUs: 1, MemoryMiB: 512, Disks: []model.DiskSpec{{SizeMiB: 1024}}, HA: model.DefaultHA()}
+		if _, err := l.SetGroup(ctx, SetGroupRequest{Group: model.Group{Name: "web", Count: 0, Template: tmpl}, Create: true}); err != nil {
+			b.Fatal(err)
+		}
+		before := cs.entries
+		b.StartTimer()
+		start := time.Now()
+		if _, err := l.ScaleGroup(ctx, ScaleGroupRequest{Name: "web", Count: 200}); err != nil {
+			b.Fatal(err)
+		}
+		passes := 0
+		for {
+			passes++
+			l.keepGroups(ctx)
+			n := 0
+			for _, v := range cs.VMs() {
+				if v.Group == "web" {
+					n++
+				}
+			}
+			if n == 200 {
+				break
+			}
+		}
+		took := time.Since(start)
+		b.StopTimer()
+		b.ReportMetric(float64(passes), "passes")
+		b.ReportMetric(float64(cs.entries-before), "entries")
+		b.ReportMetric(float64(cs.entries-before)/took.Seconds(), "entries/s")
+		b.ReportMetric(200/took.Seconds(), "members/s")
 	}
 }

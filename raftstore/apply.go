@@ -669,7 +669,7 @@ func (s *State) usage(project string) model.Usage {
 
 // setProject creates or updates a project; the slice is replaced, kept
 // sorted by name.
-func (s *State) setProject(c raftlog.SetProject) error {
+func (s *State) setProject(c raftlog.SetProject) (err error) {
 	p := c.Project
 	if err := p.Validate(); err != nil {
 		return err
@@ -683,14 +683,21 @@ func (s *State) setProject(c raftlog.SetProject) error {
 	case exists:
 		p.CreatedAt = old.CreatedAt
 	}
-	kept, _ := without(s.cluster.Projects, func(q model.Project) bool { return q.Name == p.Name })
-	if len(kept) >= model.MaxProjects {
-		return fmt.Errorf("%d projects, at most %d: %w", len(kept), model.MaxProjects, model.ErrInvalid)
+	s.cluster.Projects, err = putSorted(s.cluster.Projects, p, func(q model.Project) string { return q.Name }, model.MaxProjects, "projects")
+	return err
+}
+
+// putSorted returns list with item in place of the one of its name (or
+// added), sorted by name; an addition beyond limit is refused. The list is
+// a new slice: stored values are never modified in place.
+func putSorted[T any](list []T, item T, name func(T) string, limit int, what string) ([]T, error) {
+	kept, _ := without(list, func(o T) bool { return name(o) == name(item) })
+	if len(kept) >= limit {
+		return list, fmt.Errorf("%d %s, at most %d: %w", len(kept), what, limit, model.ErrInvalid)
 	}
-	kept = append(kept, p)
-	sort.Slice(kept, func(i, j int) bool { return kept[i].Name < kept[j].Name })
-	s.cluster.Projects = kept
-	return nil
+	kept = append(kept, item)
+	sort.Slice(kept, func(i, j int) bool { return name(kept[i]) < name(kept[j]) })
+	return kept, nil
 }
 
 // setGroup creates or updates a group; the slice is replaced, kept sorted
@@ -740,14 +747,8 @@ func (s *State) setGroup(c raftlog.SetGroup) (err error) {
 	default:
 		g.Version, g.Previous = 1, nil
 	}
-	kept, _ := without(s.cluster.Groups, func(o model.Group) bool { return o.Name == g.Name })
-	if len(kept) >= model.MaxGroups {
-		return fmt.Errorf("%d groups, at most %d: %w", len(kept), model.MaxGroups, model.ErrInvalid)
-	}
-	kept = append(kept, g)
-	sort.Slice(kept, func(i, j int) bool { return kept[i].Name < kept[j].Name })
-	s.cluster.Groups = kept
-	return nil
+	s.cluster.Groups, err = putSorted(s.cluster.Groups, g, func(o model.Group) string { return o.Name }, model.MaxGroups, "groups")
+	return err
 }
 
 // deleteGroup removes a group and marks its members for deletion, or,

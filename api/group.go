@@ -7,8 +7,9 @@ type Group struct {
 	Name    string `json:"name"`
 	Project string `json:"project"`
 	Count   int    `json:"count"`
-	// Template is every member's spec; in its user data {{index}} and
-	// {{name}} become the member's index and name.
+	// Template is every member's spec; in its user data and kernel
+	// command line {{index}} and {{name}} become the member's index and
+	// name.
 	Template  VMSpec    `json:"template"`
 	Stopped   bool      `json:"stopped,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
@@ -24,9 +25,11 @@ type Group struct {
 	Autoscale *Autoscale `json:"autoscale,omitempty"`
 	// Members are the group's VMs (being deleted ones excluded), by index.
 	Members []GroupMember `json:"members"`
-	// Running counts the members that run; Current those of the current
-	// template.
+	// Running counts the members that run; Ready those that run and pass
+	// the template's health check (Running when it has none); Current
+	// those of the current template.
 	Running int `json:"running"`
+	Ready   int `json:"ready"`
 	Current int `json:"current"`
 }
 
@@ -38,6 +41,7 @@ type GroupMember struct {
 	Message string `json:"message,omitempty"`
 	// Version is the template version it was made from.
 	Version uint64 `json:"version"`
+	Health  string `json:"health,omitempty"`
 }
 
 // GroupCreateRequest is the body of POST /v1/groups: the fields of a VM

@@ -42,6 +42,23 @@ type VMSpec struct {
 	AntiAffinity string            `json:"anti_affinity,omitempty"`
 	Require      map[string]string `json:"require,omitempty"`
 	HA           HAPolicy          `json:"ha"`
+	Health       *HealthCheck      `json:"health,omitempty"`
+}
+
+// HealthCheck is how the VM's host tells whether the running guest serves:
+// Exec, a shell command the QEMU guest agent runs in the guest (healthy
+// when it exits 0), or TCPPort, a port on the address the agent reports
+// (healthy when the host can connect); exactly one. Every IntervalSec
+// (10), each check given TimeoutSec (5); Retries (3) failures in a row
+// make the guest unhealthy, one pass healthy; failures within StartSec
+// (60) of the guest's start do not count until it was healthy once.
+type HealthCheck struct {
+	Exec        string `json:"exec,omitempty"`
+	TCPPort     int    `json:"tcp_port,omitempty"`
+	IntervalSec int    `json:"interval_s,omitempty"`
+	TimeoutSec  int    `json:"timeout_s,omitempty"`
+	Retries     int    `json:"retries,omitempty"`
+	StartSec    int    `json:"start_s,omitempty"`
 }
 
 // VMCreateRequest is the body of POST /v1/vms. HA nil takes the defaults
@@ -90,6 +107,10 @@ type VM struct {
 	Project string `json:"project"`
 	// Group is the group the VM is a member of.
 	Group string `json:"group,omitempty"`
+	// Health is the running guest's health when its spec has a check:
+	// starting, healthy or unhealthy (HealthDetail says why).
+	Health       string `json:"health,omitempty"`
+	HealthDetail string `json:"health_detail,omitempty"`
 }
 
 // ConsoleLog is the tail of a VM's serial console log.

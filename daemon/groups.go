@@ -36,10 +36,13 @@ func (b backend) groupView(g model.Group) api.Group {
 			continue
 		}
 		vv := vmView(v)
-		byIndex[i] = api.GroupMember{Name: v.Name, Host: v.Host, State: vv.State, Message: vmMessage(vv), Version: v.GroupVersion}
+		byIndex[i] = api.GroupMember{Name: v.Name, Host: v.Host, State: vv.State, Message: vmMessage(vv), Version: v.GroupVersion, Health: vv.Health}
 		idx = append(idx, i)
 		if vv.State == string(model.StateRunning) {
 			out.Running++
+		}
+		if controller.MemberReady(v) {
+			out.Ready++
 		}
 		if v.GroupVersion == g.Version {
 			out.Current++

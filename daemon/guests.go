@@ -162,6 +162,12 @@ func vmView(v model.VM) api.VM {
 		PendingRestart: v.Actual.State == model.StateRunning && v.Actual.SpecVersion != 0 && v.Actual.SpecVersion < v.SpecVersion,
 		Spec:           specView(v.Spec), Group: v.Group,
 	}
+	if v.Spec.Health != nil && v.Actual.State == model.StateRunning && !v.Deleting {
+		out.Health, out.HealthDetail = v.Actual.Health, v.Actual.HealthDetail
+		if out.Health == "" {
+			out.Health = model.HealthStarting
+		}
+	}
 	if v.Actual.State == "" {
 		out.State = string(model.StatePending)
 	}
@@ -190,6 +196,10 @@ func specView(s model.VMSpec) api.VMSpec {
 		k := api.Kernel(*s.Kernel)
 		out.Kernel = &k
 	}
+	if s.Health != nil {
+		h := api.HealthCheck(*s.Health)
+		out.Health = &h
+	}
 	return out
 }
 
@@ -211,6 +221,10 @@ func specFromAPI(req api.VMCreateRequest) model.VMSpec {
 	if s.Kernel != nil {
 		k := model.KernelBoot(*s.Kernel)
 		out.Kernel = &k
+	}
+	if s.Health != nil {
+		h := model.HealthCheck(*s.Health)
+		out.Health = &h
 	}
 	return out
 }

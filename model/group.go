@@ -15,8 +15,8 @@ import (
 type Group struct {
 	Name    string `json:"name"`
 	Project string `json:"project,omitempty"`
-	// Template is every member's spec. In its user data, {{index}} and
-	// {{name}} become the member's index and VM name.
+	// Template is every member's spec. In its user data and kernel command
+	// line, {{index}} and {{name}} become the member's index and VM name.
 	Template VMSpec `json:"template"`
 	Count    int    `json:"count"`
 	// Stopped: members are created stopped.
@@ -140,12 +140,15 @@ func MemberIndex(group, vm string) (int, bool) {
 func (g Group) BatchSize() int { return max(g.Batch, 1) }
 
 // MemberSpec is the spec of a group's member i: the template, spread with
-// its siblings, with {{index}} and {{name}} filled in its user data.
+// its siblings, with {{index}} and {{name}} filled in its user data and
+// kernel command line.
 func (g Group) MemberSpec(i int) VMSpec {
 	s := g.Template.Clone()
 	s.Spread = g.Name
-	if s.UserData != "" {
-		s.UserData = strings.NewReplacer("{{index}}", strconv.Itoa(i), "{{name}}", MemberName(g.Name, i)).Replace(s.UserData)
+	r := strings.NewReplacer("{{index}}", strconv.Itoa(i), "{{name}}", MemberName(g.Name, i))
+	s.UserData = r.Replace(s.UserData)
+	if s.Kernel != nil {
+		s.Kernel.Cmdline = r.Replace(s.Kernel.Cmdline)
 	}
 	return s
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,5 +37,37 @@ func TestGroupValidate(t *testing.T) {
 	up, down := (Autoscale{}).Cooldowns()
 	if up != time.Minute || down != 5*time.Minute {
 		t.Fatalf("default cooldowns %v %v", up, down)
+	}
+}
+
+func TestHealthCheckValidate(t *testing.T) {
+	for _, tc := range []struct {
+		c  HealthCheck
+		ok bool
+	}{
+		{HealthCheck{Exec: "curl -fs localhost"}, true},
+		{HealthCheck{TCPPort: 443, IntervalSec: 5, TimeoutSec: 2, Retries: 1, StartSec: 0}, true},
+		{HealthCheck{}, false},                                // neither
+		{HealthCheck{Exec: "true", TCPPort: 80}, false},       // both
+		{HealthCheck{TCPPort: 70000}, false},                  // port
+		{HealthCheck{Exec: "a\x00b"}, false},                  // NUL
+		{HealthCheck{Exec: strings.Repeat("x", 1025)}, false}, // too long
+		{HealthCheck{Exec: "true", IntervalSec: -1}, false},
+		{HealthCheck{Exec: "true", TimeoutSec: 61}, false},
+		{HealthCheck{Exec: "true", Retries: 101}, false},
+		{HealthCheck{Exec: "true", StartSec: 3601}, false},
+	} {
+		err := tc.c.Validate("v")
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%+v: %v", tc.c, err)
+		}
+	}
+	c := HealthCheck{Exec: "true"}
+	if c.Interval() != 10*time.Second || c.Timeout() != 5*time.Second || c.Tries() != 3 || c.Start() != time.Minute {
+		t.Fatalf("defaults: %v %v %d %v", c.Interval(), c.Timeout(), c.Tries(), c.Start())
+	}
+	g := Group{Name: "web", Template: VMSpec{Kernel: &KernelBoot{Kernel: "/k", Cmdline: "ip=10.0.0.{{index}} name={{name}}"}}}
+	if got := g.MemberSpec(3).Kernel.Cmdline; got != "ip=10.0.0.3 name=web-3" || g.Template.Kernel.Cmdline == got {
+		t.Fatalf("member command line %q (template %q)", got, g.Template.Kernel.Cmdline)
 	}
 }

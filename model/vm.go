@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // PowerState is the power state an operator wants for a VM.
@@ -85,6 +86,100 @@ type VMSpec struct {
 	// holds the fewest VMs of that set among those that fit (a group's
 	// members have their group's name here; raftlog.FeatureGroups).
 	Spread string `json:"spread,omitempty"`
+	// Health, when set, is checked by the VM's host while the guest runs
+	// (raftlog.FeatureHealthChecks).
+	Health *HealthCheck `json:"health,omitempty"`
+}
+
+// HealthCheck says how the VM's host tells whether a running guest
+// serves: a shell command the QEMU guest agent runs in the guest (healthy
+// when it exits 0), or a TCP port on the guest's address as its agent
+// reports it (healthy when the host can connect). Exactly one is given.
+// A guest is "starting" until a check passes; failures within StartSec of
+// its start do not count; Retries failures in a row make it "unhealthy",
+// one pass "healthy" again.
+type HealthCheck struct {
+	Exec        string `json:"exec,omitempty"`
+	TCPPort     int    `json:"tcp_port,omitempty"`
+	IntervalSec int    `json:"interval_s,omitempty"`
+	TimeoutSec  int    `json:"timeout_s,omitempty"`
+	Retries     int    `json:"retries,omitempty"`
+	StartSec    int    `json:"start_s,omitempty"`
+}
+
+// Health states of a running guest with a health check (Actual.Health).
+const (
+	HealthStarting  = "starting"
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+)
+
+// Limits and defaults of health checks.
+const (
+	maxHealthExec       = 1024
+	maxHealthIntervalS  = 3600
+	maxHealthTimeoutS   = 60
+	maxHealthRetries    = 100
+	maxHealthStartS     = 3600
+	MaxHealthDetail     = 256
+	defaultHealthEveryS = 10
+	defaultHealthTimeS  = 5
+	defaultHealthTries  = 3
+	defaultHealthStartS = 60
+)
+
+// Interval, Timeout, Tries and Start return the check's timings with the
+// defaults (10 s, 5 s, 3 failures, 60 s) applied.
+func (c HealthCheck) Interval() time.Duration { return secOr(c.IntervalSec, defaultHealthEveryS) }
+func (c HealthCheck) Timeout() time.Duration  { return secOr(c.TimeoutSec, defaultHealthTimeS) }
+func (c HealthCheck) Start() time.Duration    { return secOr(c.StartSec, defaultHealthStartS) }
+func (c HealthCheck) Tries() int {
+	if c.Retries > 0 {
+		return c.Retries
+	}
+	return defaultHealthTries
+}
+
+// Clip returns s cut to at most n bytes, at a character boundary.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func secOr(s, def int) time.Duration {
+	if s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return time.Duration(def) * time.Second
+}
+
+// Validate checks a health check of the VM called name.
+func (c HealthCheck) Validate(name string) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("vm %q: health check: %s: %w", name, fmt.Sprintf(format, args...), ErrInvalid)
+	}
+	switch {
+	case (c.Exec == "") == (c.TCPPort == 0):
+		return bad("give either a command (exec) or a TCP port")
+	case len(c.Exec) > maxHealthExec || strings.ContainsRune(c.Exec, 0):
+		return bad("command longer than %d bytes or with a NUL", maxHealthExec)
+	case c.TCPPort < 0 || c.TCPPort > 65535:
+		return bad("TCP port %d out of range 1..65535", c.TCPPort)
+	case c.IntervalSec < 0 || c.IntervalSec > maxHealthIntervalS:
+		return bad("interval %ds out of range 1..%d", c.IntervalSec, maxHealthIntervalS)
+	case c.TimeoutSec < 0 || c.TimeoutSec > maxHealthTimeoutS:
+		return bad("timeout %ds out of range 1..%d", c.TimeoutSec, maxHealthTimeoutS)
+	case c.Retries < 0 || c.Retries > maxHealthRetries:
+		return bad("retries %d out of range 1..%d", c.Retries, maxHealthRetries)
+	case c.StartSec < 0 || c.StartSec > maxHealthStartS:
+		return bad("start period %ds out of range 0..%d", c.StartSec, maxHealthStartS)
+	}
+	return nil
 }
 
 // Limits on a VM: enough for any real host, small enough to reject typos
@@ -206,6 +301,9 @@ func (s VMSpec) Validate(name string) error {
 	if ha.RestartWindowSec < 0 || ha.RestartWindowSec > maxHAWindowSec {
 		return bad("ha restart window %ds out of range 0..%d", ha.RestartWindowSec, maxHAWindowSec)
 	}
+	if s.Health != nil {
+		return s.Health.Validate(name)
+	}
 	return nil
 }
 
@@ -218,6 +316,10 @@ func (s VMSpec) Clone() VMSpec {
 	if s.Kernel != nil {
 		k := *s.Kernel
 		s.Kernel = &k
+	}
+	if s.Health != nil {
+		h := *s.Health
+		s.Health = &h
 	}
 	return s
 }
@@ -257,6 +359,10 @@ type Actual struct {
 	// SpecVersion is the spec version the running domain was defined with.
 	SpecVersion uint64    `json:"spec_version,omitempty"`
 	UpdatedAt   time.Time `json:"updated_at,omitzero"`
+	// Health is the running guest's health (HealthStarting, ...) when its
+	// spec has a health check; HealthDetail says why it is not healthy.
+	Health       string `json:"health,omitempty"`
+	HealthDetail string `json:"health_detail,omitempty"`
 }
 
 // VM is a guest as recorded in cluster state: what the operator asked for,

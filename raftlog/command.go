@@ -179,6 +179,10 @@ type VMReport struct {
 	// (model.Actual.RestartTimes); at most the VM's max_restart. Sent and
 	// kept only with FeatureRestartTimes.
 	RestartTimes []time.Time `json:"restart_times,omitempty"`
+	// Health and HealthDetail are the guest's health (model.Actual.Health);
+	// sent and kept only with FeatureHealthChecks.
+	Health       string `json:"health,omitempty"`
+	HealthDetail string `json:"health_detail,omitempty"`
 }
 
 // FeatureRestartTimes: VM reports carry RestartTimes, and the state

@@ -26,7 +26,9 @@ import (
 //     (FeatureProjects).
 //  5. VM groups: the SetGroup and DeleteGroup entries, the group of VMs
 //     and the spread set of VM specs (FeatureGroups).
-const Protocol = 5
+//  6. Health checks: the health check of VM specs, and the health of VM
+//     reports (FeatureHealthChecks).
+const Protocol = 6
 
 // Feature is something a newer protocol added that a host of an older one
 // would refuse or misread: a log entry type or field, an RPC method or
@@ -64,6 +66,11 @@ var FeatureProjects = Feature{Name: "projects", Since: 4}
 // FeatureGroups: the SetGroup and DeleteGroup entries, VM.Group and
 // VMSpec.Spread, which a protocol 4 replica would refuse or drop.
 var FeatureGroups = Feature{Name: "VM groups", Since: 5}
+
+// FeatureHealthChecks: VMSpec.Health and the health fields of VM reports,
+// which a protocol 5 replica would drop (diverging state) and a protocol
+// 5 leader would refuse (strict RPC decoding).
+var FeatureHealthChecks = Feature{Name: "health checks", Since: 6}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

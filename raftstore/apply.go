@@ -314,6 +314,9 @@ func (s *State) createVM(c raftlog.CreateVM) (err error) {
 	if err := v.Spec.Validate(v.Name); err != nil {
 		return err
 	}
+	if v.Spec.Health != nil && !raftlog.FeatureHealthChecks.Enabled(s.cluster) {
+		return fmt.Errorf("vm %q: health checks need cluster protocol %d: %w", v.Name, raftlog.FeatureHealthChecks.Since, model.ErrConflict)
+	}
 	if _, ok := s.vms[v.Name]; ok {
 		return fmt.Errorf("vm %q already exists: %w", v.Name, model.ErrConflict)
 	}
@@ -454,10 +457,16 @@ func (s *State) reportVMs(c raftlog.ReportVMs) any {
 		return v, ok && v.Host == c.Host && v.Generation == r.Generation
 	}
 	times := raftlog.FeatureRestartTimes.Enabled(s.cluster)
+	health := raftlog.FeatureHealthChecks.Enabled(s.cluster)
 	for _, r := range c.Reports {
 		if v, ok := current(r); ok && times && len(r.RestartTimes) > v.Spec.HA.MaxRestart {
 			return fmt.Errorf("vm %q: report has %d restart times, max_restart is %d: %w",
 				r.Name, len(r.RestartTimes), v.Spec.HA.MaxRestart, model.ErrInvalid)
+		}
+		switch r.Health {
+		case "", model.HealthStarting, model.HealthHealthy, model.HealthUnhealthy:
+		default:
+			return fmt.Errorf("vm %q: report has health %q: %w", r.Name, r.Health, model.ErrInvalid)
 		}
 	}
 	applied := 0
@@ -481,6 +490,10 @@ func (s *State) reportVMs(c raftlog.ReportVMs) any {
 		}
 		if times {
 			v.Actual.RestartTimes = slices.Clone(r.RestartTimes)
+		}
+		if health && v.Spec.Health != nil {
+			v.Actual.Health = r.Health
+			v.Actual.HealthDetail = model.Clip(r.HealthDetail, model.MaxHealthDetail)
 		}
 		s.vms[v.Name] = v
 		applied++
@@ -715,6 +728,9 @@ func (s *State) setGroup(c raftlog.SetGroup) (err error) {
 	g.Template = g.Template.Clone()
 	if err := g.Validate(); err != nil {
 		return err
+	}
+	if g.Template.Health != nil && !raftlog.FeatureHealthChecks.Enabled(s.cluster) {
+		return fmt.Errorf("group %q: health checks need cluster protocol %d: %w", g.Name, raftlog.FeatureHealthChecks.Since, model.ErrConflict)
 	}
 	if g.Project, err = s.projectRef(g.Project); err != nil {
 		return fmt.Errorf("group %q: %w", g.Name, err)

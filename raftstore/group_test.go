@@ -2,8 +2,10 @@ package raftstore
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
@@ -117,5 +119,48 @@ func TestMemberNames(t *testing.T) {
 	g.Template.UserData = "#cloud-config\nhostname: {{name}}\nindex: {{index}}\n"
 	if got := g.MemberSpec(7).UserData; got != "#cloud-config\nhostname: web-7\nindex: 7\n" {
 		t.Fatalf("user data: %q", got)
+	}
+}
+
+// Health checks: refused in VM specs and group templates below protocol
+// 6; from then on reports carry the guest's health (a known state, its
+// detail clipped), kept only for VMs whose spec has a check.
+func TestHealthChecks(t *testing.T) {
+	f := newFSM(nil)
+	checked := testVM("web")
+	checked.Host = "a"
+	checked.Spec.Health = &model.HealthCheck{Exec: "true"}
+	plain := testVM("db")
+	plain.Host = "a"
+	g := testGroup("grp", 1)
+	g.Template.Health = &model.HealthCheck{TCPPort: 80}
+	report := func(name, health, detail string) raftlog.ReportVMs {
+		return raftlog.ReportVMs{Host: "a", Reports: []raftlog.VMReport{{Name: name, Generation: 1, State: model.StateRunning, Health: health, HealthDetail: detail}}}
+	}
+	long := strings.Repeat("é", model.MaxHealthDetail)
+	res := applyAll(t, f,
+		raftlog.RegisterHost{Host: testHost("a")},
+		raftlog.SetProtocol{Protocol: 5},
+		raftlog.CreateVM{VM: checked},            // 2: below protocol 6
+		raftlog.SetGroup{Group: g, Create: true}, // 3: below protocol 6
+		raftlog.SetProtocol{Protocol: 6},
+		raftlog.CreateVM{VM: checked},
+		raftlog.SetGroup{Group: g, Create: true},
+		raftlog.CreateVM{VM: plain},
+		report("web", "great", ""),                   // 8: unknown health
+		report("web", model.HealthUnhealthy, long),   // 9
+		report("db", model.HealthHealthy, "ignored"), // 10: no check
+	)
+	for i, want := range map[int]error{2: model.ErrConflict, 3: model.ErrConflict, 5: nil, 6: nil, 7: nil, 8: model.ErrInvalid} {
+		if err, _ := res[i].(error); !errors.Is(err, want) && !(want == nil && err == nil) {
+			t.Errorf("entry %d: %v, want %v", i, res[i], want)
+		}
+	}
+	v := f.state.vms["web"]
+	if v.Actual.Health != model.HealthUnhealthy || len(v.Actual.HealthDetail) > model.MaxHealthDetail || !utf8.ValidString(v.Actual.HealthDetail) {
+		t.Fatalf("web: health %q, detail of %d bytes", v.Actual.Health, len(v.Actual.HealthDetail))
+	}
+	if d := f.state.vms["db"]; d.Actual.State != model.StateRunning || d.Actual.Health != "" {
+		t.Fatalf("db: %+v", d.Actual)
 	}
 }

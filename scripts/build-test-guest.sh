@@ -9,11 +9,14 @@
 # migration (both continue). It powers off on the ACPI power button, mounts a
 # NoCloud seed (iso9660, label cidata) if attached and prints its user-data,
 # configures eth0 from corral.ip=ADDR/LEN on the kernel command line, and
-# with corral.ping=ADDR prints CORRAL-PING ok|fail ADDR every second. With
+# with corral.ping=ADDR prints CORRAL-PING ok|fail ADDR every second;
+# corral.listen=PORT serves HTTP on that TCP port (busybox httpd). With
 # corral.busy=1 it also spins a busy loop (a guest that keeps its vCPU busy,
 # for tests under CPU saturation). An NMI (virsh inject-nmi) makes its kernel
 # panic, which it reports through pvpanic (pvpanic_mmio drives the ISA
-# device corral's domains have; pvpanic_pci the PCI one).
+# device corral's domains have; pvpanic_pci the PCI one). It runs the QEMU
+# guest agent (Debian's qemu-ga with the libraries it links) on the
+# org.qemu.guest_agent.0 port, so health checks can run commands in it.
 #
 # usage: scripts/build-test-guest.sh OUT
 set -euo pipefail
@@ -33,6 +36,14 @@ trap 'rm -rf "$work"' EXIT
 root=$work/root
 mkdir -p "$root"/{bin,dev,proc,sys,mnt,etc/acpi/PWRF,lib/modules,tmp}
 cp /bin/busybox "$root/bin/busybox"
+# The QEMU guest agent, with the shared libraries and loader it needs.
+[ -x /usr/sbin/qemu-ga ] || { echo "no /usr/sbin/qemu-ga (apt-get install qemu-guest-agent)" >&2; exit 1; }
+mkdir -p "$root/sbin"
+cp /usr/sbin/qemu-ga "$root/sbin/qemu-ga"
+for lib in $(ldd /usr/sbin/qemu-ga | grep -o '/[^ ]*'); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
 
 # Modules, each after its dependencies (modinfo -F depends).
 order=()
@@ -61,6 +72,7 @@ chmod +x "$root/etc/acpi/PWRF/00000080"
 cat > "$root/init" <<'SH'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
+export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -74,10 +86,18 @@ name=$(arg corral.name)
 hostname "${name:-guest}"
 acpid -d -c /etc/acpi &  # in the foreground: as a daemon it needs /var/log
 ip link set lo up
+# The guest agent on its virtio port (udev would name it; there is none).
+for p in /sys/class/virtio-ports/vport*; do
+  [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
+  /sbin/qemu-ga -m virtio-serial -p "/dev/${p##*/}" -f /tmp/qemu-ga.pid -t /tmp &
+done
 ip=$(arg corral.ip)
 if [ -n "$ip" ]; then
   ip link set eth0 up && ip addr add "$ip" dev eth0 && echo "CORRAL-NET eth0 $ip"
 fi
+# corral.listen=PORT: something to connect to (TCP health checks).
+port=$(arg corral.listen)
+[ -n "$port" ] && mkdir -p /tmp/www && httpd -p "$port" -h /tmp/www
 # corral.ping=ADDR: ping ADDR every second and say how it went.
 peer=$(arg corral.ping)
 if [ -n "$peer" ]; then

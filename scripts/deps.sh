@@ -7,10 +7,10 @@ what=${1:-test}
 # nftables (nft) cuts lab hosts apart, iptables queues their packets for
 # latency (NFQUEUE) and iputils-ping checks both;
 # libvirt, QEMU and virtlockd run the guests; busybox-static, the cloud kernel,
-# cpio and kmod (modinfo) build the test guest; genisoimage writes cloud-init
+# cpio, kmod (modinfo) and qemu-guest-agent build the test guest; genisoimage writes cloud-init
 # seeds; dpkg, rpm and systemd (systemd-analyze) check the packages.
 pkgs=(iproute2 util-linux nftables iptables iputils-ping libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-      busybox-static linux-image-cloud-amd64 cpio kmod genisoimage dpkg rpm systemd)
+      busybox-static linux-image-cloud-amd64 cpio kmod qemu-guest-agent genisoimage dpkg rpm systemd)
 case "$what" in
   test|demo) ;;
   *) echo "usage: $0 test|demo" >&2; exit 2 ;;

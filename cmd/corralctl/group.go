@@ -29,8 +29,10 @@ with the spec the flags give (those of vm create). The leader creates the
 missing members, lowest index first, and deletes the surplus, highest index
 first, so the group keeps its count: a member deleted by hand is replaced.
 Members spread over the hosts: a host gets a second member only when every
-host that fits has one. In the user data, {{index}} and {{name}} become the
-member's index and name. HA recovers members like any VM.`,
+host that fits has one. In the user data and the kernel command line,
+{{index}} and {{name}} become the member's index and name. HA recovers
+members like any VM. With a health check (--health-exec or --health-tcp), a
+member counts as ready only once healthy.`,
 		Example: `  corralctl group create web --count 4 --image debian12 --memory 1G --wait
   corralctl group scale web 6 --wait`,
 		Args: cobra.ExactArgs(1),
@@ -148,7 +150,11 @@ dip does not remove members. Each change is a group event with its reason.`,
 			return c.print(g, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "Group:\t%s\n", g.Name)
 				fmt.Fprintf(w, "Project:\t%s\n", g.Project)
-				fmt.Fprintf(w, "Count:\t%d (%d members, %d running)\n", g.Count, len(g.Members), g.Running)
+				count := fmt.Sprintf("%d (%d members, %d running", g.Count, len(g.Members), g.Running)
+				if g.Template.Health != nil {
+					count += fmt.Sprintf(", %d healthy", g.Ready)
+				}
+				fmt.Fprintf(w, "Count:\t%s)\n", count)
 				fmt.Fprintf(w, "Member size:\t%d vCPU, %s memory\n", g.Template.VCPUs, fmtMiB(g.Template.MemoryMiB))
 				tmpl := fmt.Sprintf("%d (%d of %d members on it; roll-outs replace %d at a time)", g.Version, g.Current, len(g.Members), g.Batch)
 				if g.Paused != "" {
@@ -156,10 +162,11 @@ dip does not remove members. Each change is a group event with its reason.`,
 				}
 				fmt.Fprintf(w, "Template:\t%s\n", tmpl)
 				fmt.Fprintf(w, "Autoscale:\t%s\n", fmtAutoscale(g.Autoscale))
+				fmt.Fprintf(w, "Health check:\t%s\n", fmtHealth(g.Template.Health))
 				fmt.Fprintf(w, "Created:\t%s\n", g.CreatedAt.Local().Format(time.RFC3339))
-				fmt.Fprintln(w, "MEMBER\tHOST\tSTATE\tTEMPLATE\tMESSAGE")
+				fmt.Fprintln(w, "MEMBER\tHOST\tSTATE\tHEALTH\tTEMPLATE\tMESSAGE")
 				for _, m := range g.Members {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", m.Name, orDash(m.Host), m.State, m.Version, truncate(m.Message, 60))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", m.Name, orDash(m.Host), m.State, orDash(m.Health), m.Version, truncate(m.Message, 60))
 				}
 			})
 		},
@@ -202,11 +209,13 @@ dip does not remove members. Each change is a group event with its reason.`,
 current template (--image, --disk-size and --disk replace the disks, --nic the
 NICs). The leader rolls the new template out --batch members at a time: it
 starts that many new members beside the old ones, and deletes as many old
-members only once the new ones run, so the group never runs fewer members
-than its count. A new member that fails (or is not running after 5 minutes)
-pauses the roll-out, leaving the old members running; group update (a fixed
+members only once the new ones are ready (running and, with a health check,
+healthy), so the group never has fewer ready members than its count. A new
+member that fails, turns unhealthy, or is not ready after 5 minutes pauses
+the roll-out, leaving the old members running; group update (a fixed
 template) or group rollback resumes it.`,
 		Example: `  corralctl group update web --image debian13 --batch 2 --wait
+  corralctl group update web --health-tcp 80 --health-start 2m --wait
   corralctl group rollback web --wait`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -233,6 +242,7 @@ template) or group rollback resumes it.`,
 	}
 	uf.register(update.Flags())
 	update.Flags().IntVar(&batch, "batch", 1, "members replaced at a time")
+	update.Flags().BoolVar(&uf.noHealth, "no-health", false, "remove the health check")
 	update.Flags().BoolVar(&updateWait, "wait", false, "wait until every member runs the new template, showing progress")
 	rollback := &cobra.Command{
 		Use: "rollback NAME", Short: "Roll the template before the last change out again", Args: cobra.ExactArgs(1),
@@ -292,6 +302,25 @@ func fmtAutoscale(a *api.Autoscale) string {
 	return fmt.Sprintf("%d..%d members at %d%% CPU (cooldowns %ds up, %ds down)", a.Min, a.Max, a.TargetCPU, up, down)
 }
 
+// fmtHealth describes a health check.
+func fmtHealth(h *api.HealthCheck) string {
+	if h == nil {
+		return "-"
+	}
+	what := fmt.Sprintf("TCP port %d", h.TCPPort)
+	if h.Exec != "" {
+		what = fmt.Sprintf("command %q", h.Exec)
+	}
+	or := func(v, def int) int {
+		if v > 0 {
+			return v
+		}
+		return def
+	}
+	return fmt.Sprintf("%s every %ds, %ds timeout, unhealthy after %d failures, %ds start period",
+		what, or(h.IntervalSec, 10), or(h.TimeoutSec, 5), or(h.Retries, 3), or(h.StartSec, 60))
+}
+
 // afterRollout follows a roll-out with wait, then prints the group.
 func (c *cli) afterRollout(ctx context.Context, g api.Group, wait bool, start time.Time) error {
 	if wait && !g.Stopped {
@@ -327,11 +356,14 @@ func (c *cli) followGroup(ctx context.Context, name string, start time.Time) (ap
 			return g, err
 		}
 		line := fmt.Sprintf("%d members, %d of %d running, %d on template %d", len(g.Members), g.Running, g.Count, g.Current, g.Version)
+		if g.Template.Health != nil {
+			line = fmt.Sprintf("%d members, %d of %d running, %d healthy, %d on template %d", len(g.Members), g.Running, g.Count, g.Ready, g.Current, g.Version)
+		}
 		if line != last {
 			fmt.Fprintf(os.Stderr, "[%5.1fs] group %s: %s\n", time.Since(start).Seconds(), g.Name, line)
 			last = line
 		}
-		if len(g.Members) == g.Count && g.Running == g.Count && g.Current == g.Count {
+		if len(g.Members) == g.Count && g.Ready == g.Count && g.Current == g.Count {
 			return g, nil
 		}
 		if g.Paused != "" {

@@ -39,7 +39,11 @@ func (c *cli) vmLs() *cobra.Command {
 					if !c.inProject(v.Project) {
 						continue
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", v.Name, orDash(v.Project), orDash(v.Host), v.Desired, v.State, uptime(v),
+					state := v.State
+					if v.Health != "" {
+						state += " (" + v.Health + ")"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", v.Name, orDash(v.Project), orDash(v.Host), v.Desired, state, uptime(v),
 						v.Spec.VCPUs, fmtMiB(v.Spec.MemoryMiB), v.Restarts, truncate(vmMessage(v), 60))
 				}
 			})
@@ -108,6 +112,16 @@ func printVM(w *tabwriter.Writer, v api.VM) {
 		state += " (resize pending restart)"
 	}
 	fmt.Fprintf(w, "State:\t%s\n", state)
+	if v.Health != "" {
+		health := v.Health
+		if v.HealthDetail != "" {
+			health += ": " + v.HealthDetail
+		}
+		fmt.Fprintf(w, "Health:\t%s\n", health)
+	}
+	if v.Spec.Health != nil {
+		fmt.Fprintf(w, "Health check:\t%s\n", fmtHealth(v.Spec.Health))
+	}
 	if m := vmMessage(v); m != "" {
 		fmt.Fprintf(w, "Message:\t%s\n", m)
 	}
@@ -197,6 +211,12 @@ type specFlags struct {
 	noHA                           bool
 	priority, maxRestart, maxReloc int
 	window                         time.Duration
+	// Health check.
+	healthExec                 string
+	healthTCP, healthRetries   int
+	healthEvery, healthTimeout time.Duration
+	healthStart                time.Duration
+	noHealth                   bool
 }
 
 func (sf *specFlags) register(f *pflag.FlagSet) {
@@ -218,6 +238,39 @@ func (sf *specFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&sf.maxRestart, "max-restart", 3, "local restarts after crashes within --restart-window before relocating")
 	f.DurationVar(&sf.window, "restart-window", 10*time.Minute, "window for --max-restart")
 	f.IntVar(&sf.maxReloc, "max-relocate", 2, "relocations after crash loops before the VM is marked failed")
+	f.StringVar(&sf.healthExec, "health-exec", "", "health check: a shell command the guest agent runs in the guest; healthy when it exits 0")
+	f.IntVar(&sf.healthTCP, "health-tcp", 0, "health check: a TCP port on the guest's address (as its agent reports it) the VM's host must reach")
+	f.DurationVar(&sf.healthEvery, "health-interval", 10*time.Second, "time between health checks")
+	f.DurationVar(&sf.healthTimeout, "health-timeout", 5*time.Second, "time one health check may take")
+	f.IntVar(&sf.healthRetries, "health-retries", 3, "failed checks in a row that make the guest unhealthy")
+	f.DurationVar(&sf.healthStart, "health-start", time.Minute, "after the guest starts, failed checks count only once one passed or this long has passed")
+}
+
+// health reads the health check flags (nil: no check).
+func (sf *specFlags) health() (*api.HealthCheck, error) {
+	if sf.healthExec == "" && sf.healthTCP == 0 {
+		return nil, nil
+	}
+	secs := func(d time.Duration, flag string) (int, error) {
+		if d < time.Second || d%time.Second != 0 {
+			return 0, fmt.Errorf("%s %v: give whole seconds, at least 1s", flag, d)
+		}
+		return int(d / time.Second), nil
+	}
+	h := &api.HealthCheck{Exec: sf.healthExec, TCPPort: sf.healthTCP, Retries: sf.healthRetries}
+	var err error
+	if h.IntervalSec, err = secs(sf.healthEvery, "--health-interval"); err != nil {
+		return nil, err
+	}
+	if h.TimeoutSec, err = secs(sf.healthTimeout, "--health-timeout"); err != nil {
+		return nil, err
+	}
+	if sf.healthStart != 0 {
+		if h.StartSec, err = secs(sf.healthStart, "--health-start"); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
 }
 
 // spec reads the flags into a VM spec and HA policy.
@@ -263,6 +316,9 @@ func (sf *specFlags) spec() (api.VMSpec, *api.HAPolicy, error) {
 		return spec, nil, err
 	}
 	if spec.Require, err = parseKV(sf.require, "--require"); err != nil {
+		return spec, nil, err
+	}
+	if spec.Health, err = sf.health(); err != nil {
 		return spec, nil, err
 	}
 	ha := &api.HAPolicy{Enabled: !sf.noHA, Priority: sf.priority, MaxRestart: sf.maxRestart, RestartWindowSec: int(sf.window.Seconds()), MaxRelocate: sf.maxReloc}
@@ -333,6 +389,37 @@ func (sf *specFlags) update(base api.VMSpec, f *pflag.FlagSet) (api.VMSpec, *api
 	}
 	if set("anti-affinity") {
 		out.AntiAffinity = sf.anti
+	}
+	switch {
+	case set("no-health"):
+		out.Health = nil
+	case set("health-exec", "health-tcp", "health-interval", "health-timeout", "health-retries", "health-start"):
+		// The flags given replace those fields of the current check.
+		merged := *sf
+		if base.Health != nil {
+			b := base.Health
+			if !set("health-exec", "health-tcp") {
+				merged.healthExec, merged.healthTCP = b.Exec, b.TCPPort
+			}
+			if !set("health-interval") && b.IntervalSec > 0 {
+				merged.healthEvery = time.Duration(b.IntervalSec) * time.Second
+			}
+			if !set("health-timeout") && b.TimeoutSec > 0 {
+				merged.healthTimeout = time.Duration(b.TimeoutSec) * time.Second
+			}
+			if !set("health-retries") {
+				merged.healthRetries = b.Retries
+			}
+			if !set("health-start") {
+				merged.healthStart = time.Duration(b.StartSec) * time.Second
+			}
+		}
+		if merged.healthExec == "" && merged.healthTCP == 0 {
+			return out, nil, errors.New("a health check needs --health-exec or --health-tcp")
+		}
+		if out.Health, err = merged.health(); err != nil {
+			return out, nil, err
+		}
 	}
 	ha := base.HA
 	if set("no-ha") {

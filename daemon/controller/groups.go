@@ -26,16 +26,19 @@ import (
 // Roll-out: when the template changes (its version is bumped), members of
 // older versions are replaced a batch at a time, new ones first: the
 // keeper starts Batch new members beside the old, and deletes as many old
-// ones only once the new ones run. So the group never has fewer running
-// members than its count on account of the roll-out. A new member that
-// fails (its HA gave up, or it does not run within rolloutTimeout) pauses
-// the roll-out with the reason; the old members keep running, and an
-// update or a rollback (the previous template back) resumes it.
+// ones only once the new ones are ready: running and, when the template
+// has a health check, healthy. So the group never has fewer ready members
+// than its count on account of the roll-out. A new member that fails (its
+// HA gave up, its health check fails, or it is not ready within
+// rolloutTimeout) pauses the roll-out with the reason; the old members
+// keep running, and an update or a rollback (the previous template back)
+// resumes it.
 
 // groupBatch is how many members one pass creates at most.
 const groupBatch = 32
 
-// rolloutTimeout is how long a new member of a roll-out may take to run.
+// rolloutTimeout is how long a new member of a roll-out may take to be
+// ready.
 const rolloutTimeout = 5 * time.Minute
 
 // groupMembers are a group's members not being deleted, by index.
@@ -90,7 +93,7 @@ func (l *Leader) keepGroup(ctx context.Context, g model.Group, have groupMembers
 		switch {
 		case v.GroupVersion != g.Version:
 			old = append(old, i)
-		case v.Actual.State != model.StateRunning && v.Desired == model.PowerRunning:
+		case !MemberReady(v) && v.Desired == model.PowerRunning:
 			pending = append(pending, i)
 		}
 	}
@@ -124,6 +127,12 @@ func (l *Leader) keepGroup(ctx context.Context, g model.Group, have groupMembers
 	return budget
 }
 
+// MemberReady says whether a member serves: it runs and, if its spec has
+// a health check, passes it.
+func MemberReady(v model.VM) bool {
+	return v.Actual.State == model.StateRunning && (v.Spec.Health == nil || v.Actual.Health == model.HealthHealthy)
+}
+
 // failedMember says why a new member of g failed ("" when none did).
 func (l *Leader) failedMember(g model.Group, have groupMembers, pending []int, now time.Time) string {
 	for _, i := range pending {
@@ -133,8 +142,14 @@ func (l *Leader) failedMember(g model.Group, have groupMembers, pending []int, n
 			return fmt.Sprintf("new member %s failed: %s", v.Name, v.Failed)
 		case v.Actual.State == model.StateCrashed || v.Actual.State == model.StateError:
 			return fmt.Sprintf("new member %s is %s: %s", v.Name, v.Actual.State, v.Actual.Message)
+		case v.Actual.State == model.StateRunning && v.Actual.Health == model.HealthUnhealthy:
+			return fmt.Sprintf("new member %s is unhealthy: %s", v.Name, v.Actual.HealthDetail)
 		case now.Sub(v.CreatedAt) > rolloutTimeout:
-			return fmt.Sprintf("new member %s not running %v after its creation (%s: %s)", v.Name, rolloutTimeout, v.Actual.State, v.Actual.Message)
+			state := string(v.Actual.State)
+			if v.Actual.Health != "" {
+				state += ", " + v.Actual.Health
+			}
+			return fmt.Sprintf("new member %s not ready %v after its creation (%s: %s)", v.Name, rolloutTimeout, state, v.Actual.Message)
 		}
 	}
 	return ""
@@ -187,7 +202,8 @@ func (l *Leader) growGroup(ctx context.Context, g model.Group, have groupMembers
 }
 
 // shrinkGroup marks n of g's members for deletion: those of older
-// templates first, then those not running, then the highest index.
+// templates first, then those not ready (not running, or failing their
+// health check), then the highest index.
 func (l *Leader) shrinkGroup(ctx context.Context, g model.Group, have groupMembers, n int) {
 	idx := make([]int, 0, len(have))
 	for i := range have {
@@ -200,7 +216,7 @@ func (l *Leader) shrinkGroup(ctx context.Context, g model.Group, have groupMembe
 		if have[i].GroupVersion != g.Version {
 			r -= 2
 		}
-		if have[i].Actual.State != model.StateRunning {
+		if !MemberReady(have[i]) {
 			r--
 		}
 		return r
@@ -268,6 +284,11 @@ func (l *Leader) SetGroup(ctx context.Context, req SetGroupRequest) (model.Group
 	g.Template.Spread = "" // the group's own name, set per member
 	if err := g.Validate(); err != nil {
 		return g, err
+	}
+	if g.Template.Health != nil {
+		if err := raftlog.FeatureHealthChecks.Check(l.store.Cluster(), l.store.Hosts()); err != nil {
+			return g, err
+		}
 	}
 	if err := l.projectGate(g.Project); err != nil {
 		return g, err

@@ -342,3 +342,92 @@ func BenchmarkGroupScale0To200(b *testing.B) {
 		b.ReportMetric(200/took.Seconds(), "members/s")
 	}
 }
+
+// report sets a member's reported state and health.
+func (e *liveEnv) reportHealth(t *testing.T, name, health, detail string) {
+	t.Helper()
+	v, err := e.r.store.VM(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.r.store.Apply(context.Background(), raftlog.ReportVMs{Host: v.Host, Reports: []raftlog.VMReport{
+		{Name: v.Name, Generation: v.Generation, State: model.StateRunning, Health: health, HealthDetail: detail}}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With a health check in the template, a roll-out waits for each new
+// member to be healthy, not only running, before an old one goes; a new
+// member that turns unhealthy pauses it with the old members running.
+func TestGroupRolloutWaitsForHealth(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	for _, h := range []string{"h1", "h2", "h3"} {
+		e.peers.set(Peer{Name: h, State: PeerAlive, Capacity: model.Capacity{VCPUs: 64, MemoryMiB: 65536}})
+	}
+	e.l.registerHosts(ctx, e.peers.Peers())
+	tmpl := model.VMSpec{VCPUs: 1, MemoryMiB: 256, Disks: []model.DiskSpec{{SizeMiB: 10}}, HA: model.DefaultHA(),
+		Health: &model.HealthCheck{Exec: "test -e /run/ready"}}
+	g, err := e.l.SetGroup(ctx, SetGroupRequest{Group: model.Group{Name: "web", Count: 3, Template: tmpl}, Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.l.keepGroups(ctx)
+	for i := 1; i <= 3; i++ {
+		e.reportHealth(t, model.MemberName("web", i), model.HealthHealthy, "")
+	}
+
+	g.Template.MemoryMiB = 512
+	if g, err = e.l.SetGroup(ctx, SetGroupRequest{Group: g}); err != nil {
+		t.Fatal(err)
+	}
+	e.l.keepGroups(ctx)
+	fresh := func() []model.VM {
+		var out []model.VM
+		for _, v := range e.r.store.VMs() {
+			if v.GroupVersion == g.Version && !v.Deleting {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	if n := len(fresh()); n != 1 {
+		t.Fatalf("%d new members, want 1", n)
+	}
+	// Running but still starting: no old member goes, no second new one.
+	newcomer := fresh()[0].Name
+	e.reportHealth(t, newcomer, model.HealthStarting, "")
+	for range 3 {
+		e.l.keepGroups(ctx)
+	}
+	if _, byVersion := e.versions("web"); byVersion[1] != 3 || byVersion[2] != 1 {
+		t.Fatalf("while the new member starts: %v", byVersion)
+	}
+	// Healthy: one old member goes, the next new one comes.
+	e.reportHealth(t, newcomer, model.HealthHealthy, "")
+	e.l.keepGroups(ctx)
+	e.l.keepGroups(ctx)
+	if _, byVersion := e.versions("web"); byVersion[1] != 2 || byVersion[2] != 2 {
+		t.Fatalf("after the new member turned healthy: %v", byVersion)
+	}
+	// The second new member turns unhealthy: the roll-out pauses, the two
+	// old members stay.
+	for _, v := range fresh() {
+		if v.Name != newcomer {
+			e.reportHealth(t, v.Name, model.HealthUnhealthy, `"test -e /run/ready" exited 1`)
+		}
+	}
+	for range 3 {
+		e.l.keepGroups(ctx)
+	}
+	g, _ = model.GroupByName(e.r.store.Cluster().Groups, "web")
+	if !strings.Contains(g.Paused, "unhealthy") || !strings.Contains(g.Paused, "exited 1") {
+		t.Fatalf("not paused by the unhealthy member: %+v", g)
+	}
+	if _, byVersion := e.versions("web"); byVersion[1] != 2 || byVersion[2] != 2 {
+		t.Fatalf("paused: %v", byVersion)
+	}
+	if !MemberReady(fresh()[0]) && !MemberReady(fresh()[1]) {
+		t.Fatal("the healthy new member is not ready")
+	}
+}

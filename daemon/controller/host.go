@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -34,6 +35,11 @@ type Driver interface {
 	EnsureSeed(ctx context.Context, name, userData, metaData string) (string, error)
 	DeleteVolume(ctx context.Context, name string) error
 	Migrate(ctx context.Context, name, destURI, dataURI string, progress func(done, total uint64)) error
+	// AgentExec runs a command in a running guest through its agent
+	// (hypervisor.ErrNoAgent when none answers); GuestAddrs returns the
+	// addresses the agent reports. Health checks use them.
+	AgentExec(ctx context.Context, name string, argv []string, timeout time.Duration) (hypervisor.ExecResult, error)
+	GuestAddrs(ctx context.Context, name string) ([]netip.Addr, error)
 }
 
 // HostStore is the local copy of cluster state as the host loop reads it.
@@ -92,6 +98,8 @@ type HostConfig struct {
 	// KernelDir: a VM's kernel and initrd must lie there (kernel_dir),
 	// checked again before each define; empty allows any path (tests).
 	KernelDir string
+	// ProbeTick is how often due health checks are started (0: 1 s).
+	ProbeTick time.Duration
 }
 
 // HostLoop makes this host's hypervisor match what cluster state says it
@@ -123,12 +131,16 @@ type vmTrack struct {
 	lastErr     string
 	retryAt     time.Time
 	backoff     time.Duration
+	health      healthTrack
 }
 
 // NewHostLoop returns a host loop; Run starts it.
 func NewHostLoop(cfg HostConfig, store HostStore, drv Driver, rep Reporter, clock Clock, log *slog.Logger) *HostLoop {
 	if cfg.MaxParallel < 1 {
 		cfg.MaxParallel = 4
+	}
+	if cfg.ProbeTick <= 0 {
+		cfg.ProbeTick = time.Second
 	}
 	if cfg.Bridge == nil {
 		cfg.Bridge = func(n string) string { return "corral-" + n }
@@ -158,6 +170,11 @@ func (h *HostLoop) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h.probeLoop(ctx, &wg)
+	}()
 	for {
 		h.reconcile(ctx, &wg)
 		select {
@@ -222,6 +239,7 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 	// Restart times go to a leader that knows them (it may be of the
 	// previous protocol until the cluster's is raised).
 	times := raftlog.FeatureRestartTimes.Enabled(h.store.Cluster())
+	health := raftlog.FeatureHealthChecks.Enabled(h.store.Cluster())
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var reports []raftlog.VMReport
@@ -253,6 +271,9 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 			rep.Restarts = len(t.restarts)
 			if times {
 				rep.RestartTimes = utcTimes(t.restarts)
+			}
+			if !health {
+				rep.Health, rep.HealthDetail = "", ""
 			}
 			if reportDiffers(v, *rep) {
 				reports = append(reports, *rep)
@@ -352,7 +373,8 @@ func reportDiffers(v model.VM, r raftlog.VMReport) bool {
 	a := v.Actual
 	return a.State != r.State || !a.Since.Equal(r.Since) || a.Message != r.Message || a.Restarts != r.Restarts ||
 		!slices.EqualFunc(a.RestartTimes, r.RestartTimes, time.Time.Equal) ||
-		a.SpecVersion != r.SpecVersion || a.Generation != r.Generation
+		a.SpecVersion != r.SpecVersion || a.Generation != r.Generation ||
+		a.Health != r.Health || a.HealthDetail != r.HealthDetail
 }
 
 // utcTimes returns ts in UTC, in a new slice (nil when empty): a report is
@@ -386,6 +408,7 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 			return h.drv.Undefine(ctx, v.Name)
 		}, nil
 	}
+	t.health.check = nil // probed only while it runs here (below)
 	if v.Deleting {
 		return h.deleteOp(v), nil
 	}
@@ -434,6 +457,7 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 		if dom.SpecVersion < v.SpecVersion {
 			r.Message = "resized; takes effect at the next restart"
 		}
+		r.Health, r.HealthDetail = h.healthReport(t, v, dom.StartedAt, now)
 		return nil, r
 	}
 	if v.Migration != nil && v.Migration.Target != h.cfg.Self {

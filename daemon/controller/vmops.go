@@ -182,6 +182,11 @@ func (l *Leader) createVM(ctx context.Context, req CreateVMRequest, group string
 	if err := spec.Validate(req.Name); err != nil {
 		return model.VM{}, err
 	}
+	if spec.Health != nil {
+		if err := raftlog.FeatureHealthChecks.Check(l.store.Cluster(), l.store.Hosts()); err != nil {
+			return model.VM{}, err
+		}
+	}
 	if l.cfg.KernelDir != "" {
 		if err := spec.Kernel.CheckKernelDir(l.cfg.KernelDir); err != nil {
 			return model.VM{}, fmt.Errorf("vm %q: %w", req.Name, err)

@@ -22,7 +22,21 @@ var (
 	// ErrNotManaged: a domain of that name exists but corral does not
 	// manage it.
 	ErrNotManaged = errors.New("domain exists and is not managed by corral")
+	// ErrNoAgent: the guest's agent does not answer (not installed, not
+	// started yet, or hung).
+	ErrNoAgent = errors.New("guest agent not connected")
 )
+
+// MaxExecOutput bounds what a command run by the guest agent may return.
+const MaxExecOutput = 4 << 10
+
+// ExecResult is how a command the guest agent ran ended.
+type ExecResult struct {
+	ExitCode int
+	Signal   int // the signal that ended it; 0 if it exited
+	// Output is its standard output and error, at most MaxExecOutput bytes.
+	Output string
+}
 
 // Disk is a disk attached to a domain.
 type Disk struct {

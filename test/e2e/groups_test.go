@@ -207,6 +207,99 @@ func TestGroupRollingUpdate(t *testing.T) {
 	chk.check(t)
 }
 
+// TestGroupRolloutHealthCheck: members with a health check run through
+// the real QEMU guest agent (a command in the guest) count only once
+// healthy. A template whose guests boot but fail the check pauses the
+// roll-out at its first new member, unhealthy, while the three old
+// members stay running and healthy; a good template resumes and ends it,
+// and the healthy members never fall below three.
+func TestGroupRolloutHealthCheck(t *testing.T) {
+	e := newEnv(t, 3, "")
+	chk := e.startChecker()
+	check := []string{"--health-exec", "grep -q corral.ok /proc/cmdline", "--health-interval", "1s", "--health-retries", "2", "--health-start", "10s"}
+	out, err := e.corralctl("h1", append([]string{"group", "create", "svc", "--count", "3", "--memory", "128M", "--image", "base",
+		"--kernel", e.guest.Kernel, "--initrd", e.guest.Initrd, "--cmdline", "console=ttyS0 quiet corral.ok=1", "--wait"}, check...)...)
+	if err != nil {
+		t.Fatalf("group create: %v\n%s", err, out)
+	}
+	g := e.waitGroup("svc", 3, 2*time.Minute)
+	if g.Ready != 3 {
+		t.Fatalf("after create --wait: %+v", g)
+	}
+	for _, m := range g.Members {
+		if v, _ := e.any().VM(e.ctx(), m.Name); v.Health != "healthy" {
+			t.Fatalf("%s: health %q (%s)", m.Name, v.Health, v.HealthDetail)
+		}
+	}
+
+	// Watch the healthy members while templates change.
+	var mu sync.Mutex
+	minReady, polls := 3, 0
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			g, err := e.client(0).Group(e.ctx(), "svc")
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			minReady, polls = min(minReady, g.Ready), polls+1
+			mu.Unlock()
+		}
+	}()
+
+	// Guests that boot but fail the check.
+	start := time.Now()
+	out, err = e.corralctl("h2", "group", "update", "svc", "--cmdline", "console=ttyS0 quiet", "--wait")
+	if err == nil || !strings.Contains(err.Error(), "roll-out paused") || !strings.Contains(err.Error(), "unhealthy") {
+		t.Fatalf("update to guests that fail their check: %v\n%s", err, out)
+	}
+	t.Logf("paused after %v: %v", time.Since(start).Round(100*time.Millisecond), err)
+	g, _ = e.any().Group(e.ctx(), "svc")
+	old, bad := 0, 0
+	for _, m := range g.Members {
+		switch {
+		case m.Version == 1 && m.State == "running" && m.Health == "healthy":
+			old++
+		case m.Version == 2 && m.State == "running" && m.Health == "unhealthy":
+			bad++
+		}
+	}
+	if old != 3 || bad != 1 || len(g.Members) != 4 {
+		t.Fatalf("paused: %d healthy old members, %d unhealthy new: %+v", old, bad, g.Members)
+	}
+	if !strings.Contains(g.Paused, "exited 1") {
+		t.Fatalf("pause reason %q", g.Paused)
+	}
+
+	// A good template resumes the roll-out and ends it.
+	out, err = e.corralctl("h3", "group", "update", "svc", "--cmdline", "console=ttyS0 quiet corral.ok=1 corral.v=3", "--wait")
+	if err != nil {
+		t.Fatalf("update to a good template: %v\n%s", err, out)
+	}
+	g = e.waitGroup("svc", 3, 2*time.Minute)
+	if g.Version != 3 || g.Current != 3 || g.Ready != 3 || g.Paused != "" {
+		t.Fatalf("after the good template: %+v", g)
+	}
+	close(stop)
+	<-watched
+	mu.Lock()
+	t.Logf("healthy members polled %d times: never fewer than %d of 3", polls, minReady)
+	if minReady < 3 || polls < 10 {
+		t.Fatalf("healthy members fell to %d (%d polls)", minReady, polls)
+	}
+	mu.Unlock()
+	chk.stop()
+	chk.check(t)
+}
+
 // TestGroupAutoscaleUnderLoad: members whose guests spin their vCPU
 // (corral.busy=1) make the leader grow an autoscaled group from 1 to its
 // max of 3, each step an event with the measured CPU use.

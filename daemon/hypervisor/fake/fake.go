@@ -7,6 +7,7 @@ package fake
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"sync"
@@ -35,6 +36,63 @@ type Driver struct {
 	// cpu accrues it per domain.
 	load float64
 	cpu  map[string]cpuUse
+	// agent and addrs answer for the guest agents (SetAgent).
+	agent func(name string, argv []string) (hypervisor.ExecResult, error)
+	addrs func(name string) []netip.Addr
+}
+
+// SetAgent makes running guests' agents answer: exec runs a command
+// (AgentExec), addrs gives a guest's addresses (GuestAddrs). Nil, the
+// default, is a guest without an agent (ErrNoAgent).
+func (d *Driver) SetAgent(exec func(name string, argv []string) (hypervisor.ExecResult, error), addrs func(name string) []netip.Addr) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.agent, d.addrs = exec, addrs
+}
+
+// running says whether the named domain runs, and so has an agent to ask.
+func (d *Driver) running(name string) error {
+	dm, ok := d.domains[name]
+	if !ok || dm.dom.State != hypervisor.Running {
+		return fmt.Errorf("%s not running: %w", name, hypervisor.ErrNoDomain)
+	}
+	return nil
+}
+
+// AgentExec implements the driver interface through SetAgent's exec.
+func (d *Driver) AgentExec(ctx context.Context, name string, argv []string, timeout time.Duration) (hypervisor.ExecResult, error) {
+	d.mu.Lock()
+	err := d.call("AgentExec")
+	if err == nil {
+		err = d.running(name)
+	}
+	fn := d.agent
+	d.mu.Unlock()
+	switch {
+	case err != nil:
+		return hypervisor.ExecResult{}, err
+	case fn == nil:
+		return hypervisor.ExecResult{}, fmt.Errorf("%s: %w", name, hypervisor.ErrNoAgent)
+	}
+	return fn(name, argv)
+}
+
+// GuestAddrs implements the driver interface through SetAgent's addrs.
+func (d *Driver) GuestAddrs(ctx context.Context, name string) ([]netip.Addr, error) {
+	d.mu.Lock()
+	err := d.call("GuestAddrs")
+	if err == nil {
+		err = d.running(name)
+	}
+	fn := d.addrs
+	d.mu.Unlock()
+	switch {
+	case err != nil:
+		return nil, err
+	case fn == nil:
+		return nil, fmt.Errorf("%s: %w", name, hypervisor.ErrNoAgent)
+	}
+	return fn(name), nil
 }
 
 type cpuUse struct {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -68,10 +70,18 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	if fi, err := os.Stat(seed); err != nil || fi.Mode().Perm()&0o077 != 0 {
 		t.Fatalf("seed %s: mode %v, %v", seed, fi.Mode(), err)
 	}
+	// A bridge with an address, for the guest's NIC.
+	for _, args := range [][]string{{"link", "add", "corraltest0", "type", "bridge"}, {"addr", "add", "10.77.0.1/24", "dev", "corraltest0"}, {"link", "set", "corraltest0", "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
 	spec := hypervisor.DomainSpec{
 		VMID: "6f1c2a3b-0000-4000-8000-000000000001", Name: "t1", Generation: 1, SpecVersion: 1, VCPUs: 1, MemoryMiB: 128,
-		Kernel: &model.KernelBoot{Kernel: os.Getenv("T_KERNEL"), Initrd: os.Getenv("T_INITRD"), Cmdline: "console=ttyS0 quiet corral.name=t1"},
-		Disks:  []hypervisor.Disk{{Path: disk, Format: "qcow2"}, {Path: seed, Format: "raw", ReadOnly: true}},
+		Kernel: &model.KernelBoot{Kernel: os.Getenv("T_KERNEL"), Initrd: os.Getenv("T_INITRD"),
+			Cmdline: "console=ttyS0 quiet corral.name=t1 corral.ip=10.77.0.2/24 corral.listen=8080"},
+		Disks: []hypervisor.Disk{{Path: disk, Format: "qcow2"}, {Path: seed, Format: "raw", ReadOnly: true}},
+		NICs:  []hypervisor.NIC{{Bridge: "corraltest0", MAC: "52:54:00:77:00:02"}},
 	}
 	if err := d.Define(ctx, spec); err != nil {
 		t.Fatal(err)
@@ -95,6 +105,41 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	if err != nil || st.CPUTime == 0 || len(st.Disks) != 2 {
 		t.Fatalf("stats %+v %v", st, err)
 	}
+
+	// The guest agent (qemu-ga in the test guest) runs a command and
+	// returns its exit code and output; until it is up, ErrNoAgent.
+	testutil.Eventually(t, 30*time.Second, func() error {
+		res, err := d.AgentExec(ctx, "t1", []string{"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}, 5*time.Second)
+		if err != nil {
+			if !errors.Is(err, hypervisor.ErrNoAgent) {
+				t.Fatalf("agent exec: %v", err)
+			}
+			return err
+		}
+		if res.ExitCode != 3 || res.Output != "out\nerr\n" {
+			t.Fatalf("agent exec = %+v", res)
+		}
+		return nil
+	})
+	if _, err := d.AgentExec(ctx, "t1", []string{"/bin/sh", "-c", "sleep 30"}, time.Second); err == nil || errors.Is(err, hypervisor.ErrNoAgent) {
+		t.Fatalf("a command past its timeout: %v", err)
+	}
+	// The agent reports the guest's address, and the guest serves on it
+	// (what a TCP health check dials).
+	testutil.Eventually(t, 30*time.Second, func() error {
+		addrs, err := d.GuestAddrs(ctx, "t1")
+		if err != nil {
+			return err
+		}
+		if len(addrs) != 1 || addrs[0].String() != "10.77.0.2" {
+			return fmt.Errorf("guest addresses %v, want 10.77.0.2", addrs)
+		}
+		conn, err := net.DialTimeout("tcp", "10.77.0.2:8080", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	})
 
 	// libvirtd restarts: the guest keeps running, the driver reconnects.
 	l, err := lab.Load(os.Getenv("T_LAB"))

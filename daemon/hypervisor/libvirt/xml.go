@@ -116,6 +116,12 @@ func domainXML(spec hypervisor.DomainSpec, domType string) (string, error) {
 		Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
 		Target: &libvirtxml.DomainConsoleTarget{Type: "serial", Port: &port},
 	}}
+	// The guest agent's port (health checks run commands through it);
+	// libvirt picks the socket's path.
+	d.Devices.Channels = []libvirtxml.DomainChannel{{
+		Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}},
+		Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: agentChannel}},
+	}}
 	// A guest kernel panic is reported through pvpanic and ends the domain
 	// (on_crash=destroy), so corral sees a crash and restarts it.
 	d.Devices.Panics = []libvirtxml.DomainPanic{{Model: "isa"}}

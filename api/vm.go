@@ -113,6 +113,17 @@ type VM struct {
 	HealthDetail string `json:"health_detail,omitempty"`
 }
 
+// ConsoleHello is the first message of an interactive console session
+// (GET /v1/vms/{name}/console/attach, a WebSocket): the VM, the host its
+// guest runs on, and whether this session may type (one writer at a time;
+// other sessions read).
+type ConsoleHello struct {
+	VM      string `json:"vm"`
+	Host    string `json:"host"`
+	Writer  bool   `json:"writer"`
+	Message string `json:"message,omitempty"`
+}
+
 // ConsoleLog is the tail of a VM's serial console log.
 type ConsoleLog struct {
 	Host string `json:"host"`

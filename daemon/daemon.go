@@ -49,6 +49,7 @@ type Daemon struct {
 	// Run before the API serves, empty without it).
 	apiFingerprint string
 	driver         GuestDriver
+	consoles       *consoles
 	host           *controller.HostLoop
 	lease          *controller.Lease
 	fencer         *fencer.Client // nil without fencer_socket

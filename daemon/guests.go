@@ -24,6 +24,8 @@ type GuestDriver interface {
 	controller.Driver
 	Run(ctx context.Context) error
 	ConsoleLog(ctx context.Context, name string, max int64) ([]byte, error)
+	// OpenConsole attaches to a running guest's serial console.
+	OpenConsole(ctx context.Context, name string) (io.ReadWriteCloser, error)
 	Stats(ctx context.Context, name string) (hypervisor.Stats, error)
 	PoolDir() string
 	Refresh(ctx context.Context) error
@@ -71,6 +73,8 @@ type hostRead struct {
 }
 
 func (d *Daemon) registerGuestRPC() {
+	d.consoles = newConsoles(d.cfg.Name, d.driver)
+	d.rpcSrv.HandleStream("console", d.serveConsoleRPC)
 	rpc.Register(d.rpcSrv, mVMConsole, d.localConsole)
 	rpc.Register(d.rpcSrv, mVMStats, d.localStats)
 }

@@ -10,7 +10,8 @@
 # NoCloud seed (iso9660, label cidata) if attached and prints its user-data,
 # configures eth0 from corral.ip=ADDR/LEN on the kernel command line, and
 # with corral.ping=ADDR prints CORRAL-PING ok|fail ADDR every second;
-# corral.listen=PORT serves HTTP on that TCP port (busybox httpd). With
+# corral.listen=PORT serves HTTP on that TCP port (busybox httpd). A shell
+# reads the serial console, so what is typed there (vm console) runs. With
 # corral.busy=1 it also spins a busy loop (a guest that keeps its vCPU busy,
 # for tests under CPU saturation). An NMI (virsh inject-nmi) makes its kernel
 # panic, which it reports through pvpanic (pvpanic_mmio drives the ISA
@@ -114,6 +115,9 @@ for d in /dev/vd[b-z]; do
     umount /mnt
   fi
 done
+# A shell on the serial console, in a session of its own (ttyS0 becomes
+# its controlling terminal).
+(setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1') &
 n=$(dd if=/dev/vda bs=16 count=1 2>/dev/null | tr -dc 0-9)
 n=${n:-0}
 echo "CORRAL-BOOT host=$(hostname) counter=$n"

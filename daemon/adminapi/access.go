@@ -44,8 +44,8 @@ func routeRole(pattern string) Role {
 		return RoleAdmin // who holds which credential is an admin's business
 	case strings.HasPrefix(path, "/v1/projects") && method != http.MethodGet:
 		return RoleAdmin
-	case path == "/v1/vms/{name}/console":
-		return RoleOperator
+	case strings.HasPrefix(path, "/v1/vms/{name}/console"):
+		return RoleOperator // the log, and the console itself
 	case method == http.MethodGet:
 		return RoleViewer
 	case strings.HasPrefix(path, "/v1/hosts") || strings.HasPrefix(path, "/v1/cluster"):

@@ -24,6 +24,7 @@ import (
 	"github.com/corralhq/corral/internal/httpserve"
 	"github.com/corralhq/corral/internal/origin"
 	"github.com/corralhq/corral/internal/version"
+	"github.com/corralhq/corral/internal/wsconsole"
 	"github.com/corralhq/corral/model"
 )
 
@@ -60,6 +61,9 @@ type Backend interface {
 	ResizeVM(ctx context.Context, name string, req api.VMResizeRequest) (api.VM, error)
 	DeleteVM(ctx context.Context, name string, force bool) (api.VM, error)
 	ConsoleLog(ctx context.Context, name string, bytes int64) (api.ConsoleLog, error)
+	// AttachConsole attaches to a running VM's serial console, wherever
+	// it runs; write asks to be the session that types.
+	AttachConsole(ctx context.Context, name string, write bool) (wsconsole.Session, error)
 	VMStats(ctx context.Context, name string) (api.VMStats, error)
 
 	Networks(ctx context.Context) ([]api.Network, error)
@@ -136,6 +140,7 @@ var (
 	qLimit   = param{"limit", "integer", "at most this many events (0: the server's limit)"}
 	qWait    = param{"wait", "string", "a Go duration up to 5m: wait that long for a new event when none is there"}
 	qProject = param{"project", "string", "the project to hold it (default: the caller's token's, else default)"}
+	qWrite   = param{"write", "boolean", "ask to be the session that types (one at a time; the others read)"}
 )
 
 // rawBody marks a request body that is raw bytes, not JSON.
@@ -420,6 +425,20 @@ func (s *Server) routes() []route {
 			}
 			return s.b.ConsoleLog(r.Context(), name, n)
 		})},
+		{"GET /v1/vms/{name}/console/attach", doc{summary: "attach to a running VM's serial console, wherever it runs: a WebSocket whose first message (text) is the ConsoleHello, then binary messages carry the guest's output and, from the one session that may write (write=true, first come), keystrokes; closed with the reason when the guest stops or its host goes away",
+			out: api.ConsoleHello{}, query: []param{qWrite}}, withVM(func(r *http.Request, name string) (any, error) {
+			write, err := boolParam(r, "write")
+			if err != nil {
+				return nil, err
+			}
+			sess, err := s.b.AttachConsole(r.Context(), name, write)
+			if err != nil {
+				return nil, err
+			}
+			o, _ := origin.From(r.Context())
+			s.log.Info("console attached", "vm", name, "host", sess.Hello().Host, "writer", sess.Hello().Writer, "actor", o.Actor, "source", o.Source)
+			return upgrade{sess}, nil
+		})},
 		{"GET /v1/vms/{name}/stats", doc{summary: "a VM's libvirt counters from the host it runs on", out: api.VMStats{}}, withVM(func(r *http.Request, name string) (any, error) { return s.b.VMStats(r.Context(), name) })},
 
 		{"GET /v1/networks", doc{summary: "networks, as the answering host set them up", out: []api.Network{}}, func(r *http.Request) (any, error) { return s.b.Networks(r.Context()) }},
@@ -557,9 +576,17 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
+// upgrade is a route's answer that takes the connection over: a console
+// session carried over a WebSocket.
+type upgrade struct{ sess wsconsole.Session }
+
 func (s *Server) wrap(h func(r *http.Request) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		resp, err := h(r)
+		if u, ok := resp.(upgrade); ok && err == nil {
+			wsconsole.Serve(w, r, u.sess, s.log)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {
 			e := errcode.ToAPI(err)

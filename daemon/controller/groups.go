@@ -53,6 +53,11 @@ func (l *Leader) keepGroups(ctx context.Context) {
 			delete(l.groupErr, name)
 		}
 	}
+	for name := range l.groupShared {
+		if _, ok := model.GroupByName(groups, name); !ok {
+			delete(l.groupShared, name)
+		}
+	}
 	l.mu.Unlock()
 	if len(groups) == 0 {
 		return
@@ -74,6 +79,7 @@ func (l *Leader) keepGroups(ctx context.Context) {
 	budget := groupBatch
 	for _, g := range groups {
 		budget = l.keepGroup(ctx, g, members[g.Name], taken, budget)
+		l.warnShared(ctx, g, members[g.Name])
 	}
 	if budget == 0 {
 		l.poke() // more to create: another pass soon
@@ -238,6 +244,32 @@ func (l *Leader) shrinkGroup(ctx context.Context, g model.Group, have groupMembe
 	}
 	if len(gone) > 0 {
 		l.eventIn(ctx, g.Project, "group", "", "", "group %s: deleting %s (count %d)", g.Name, strings.Join(gone, ", "), g.Count)
+	}
+}
+
+// warnShared says once, as an event, when members of g share a host:
+// anti-affinity among members is soft, so a group larger than the hosts
+// that fit still runs, but a host failure then takes several members.
+func (l *Leader) warnShared(ctx context.Context, g model.Group, have groupMembers) {
+	hosts := map[string]bool{}
+	placed := 0
+	for _, v := range have {
+		if v.Host != "" {
+			hosts[v.Host] = true
+			placed++
+		}
+	}
+	shared := placed > len(hosts)
+	l.mu.Lock()
+	was := l.groupShared[g.Name]
+	if shared {
+		l.groupShared[g.Name] = true
+	} else {
+		delete(l.groupShared, g.Name)
+	}
+	l.mu.Unlock()
+	if shared && !was {
+		l.eventIn(ctx, g.Project, "group", "", "", "group %s: warning: %d members on %d hosts, so some share a host (fewer hosts fit than members); a host failure takes all of its members", g.Name, placed, len(hosts))
 	}
 }
 

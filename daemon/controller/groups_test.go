@@ -50,6 +50,19 @@ func TestGroupKeeper(t *testing.T) {
 	if len(per) != 3 || per["h1"] > 2 || per["h2"] > 2 || per["h3"] > 2 {
 		t.Fatalf("4 members over 3 hosts: %v", per)
 	}
+	warned := func() int {
+		n := 0
+		for _, ev := range e.events("group") {
+			if strings.Contains(ev.Message, "some share a host") {
+				n++
+			}
+		}
+		return n
+	}
+	e.l.keepGroups(ctx)
+	if n := warned(); n != 1 {
+		t.Fatalf("%d warnings that members share a host, want 1 (once)", n)
+	}
 
 	// Scale to 6, then to 2: web-3..web-6 go, highest first.
 	g.Count = 6

@@ -84,6 +84,9 @@ type Leader struct {
 	// groupErr: why a group is short of its count, as last reported
 	// (under mu; entries of groups gone from state are dropped).
 	groupErr map[string]string
+	// groupShared: groups last reported as having members share a host
+	// (fewer hosts than members), so the warning is an event once.
+	groupShared map[string]bool
 }
 
 // verifications are the identity checks (VerifyHost) of hosts gossip
@@ -183,7 +186,7 @@ func NewLeader(cfg LeaderConfig, store Store, raft Raft, peers Peers, clock Cloc
 	if cfg.Protocol == 0 {
 		cfg.Protocol = raftlog.Protocol
 	}
-	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log, pokeCh: make(chan struct{}, 1), groupErr: map[string]string{}}
+	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log, pokeCh: make(chan struct{}, 1), groupErr: map[string]string{}, groupShared: map[string]bool{}}
 }
 
 // Run follows leadership until ctx ends: on becoming leader it waits for a

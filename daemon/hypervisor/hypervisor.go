@@ -25,6 +25,12 @@ var (
 	// ErrNoAgent: the guest's agent does not answer (not installed, not
 	// started yet, or hung).
 	ErrNoAgent = errors.New("guest agent not connected")
+	// ErrNotRunning: the domain exists but runs no guest (a console of a
+	// stopped VM).
+	ErrNotRunning = fmt.Errorf("guest not running: %w", model.ErrConflict)
+	// ErrConsoleOverrun: a console's reader fell too far behind the guest's
+	// output, and the session was dropped.
+	ErrConsoleOverrun = errors.New("console reader too slow; session dropped")
 )
 
 // MaxExecOutput bounds what a command run by the guest agent may return.

@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +49,52 @@ type Server struct {
 	mu       sync.RWMutex
 	handlers map[string]Handler
 	public   map[string]bool
+	streams  map[string]StreamOpener
+}
+
+// StreamOpener opens a long-lived exchange (a console relay) for a GET of
+// /cluster/v1/stream/NAME: it checks the query and returns the handler
+// that carries the stream (a WebSocket), or an error answered as any
+// RPC's. Streams are for hosts of the cluster only, never public.
+type StreamOpener func(ctx context.Context, q url.Values) (http.Handler, error)
+
+// streamPrefix is where streams are served.
+const streamPrefix = pathPrefix + "stream/"
+
+// HandleStream registers a stream. Registering one twice panics.
+func (s *Server) HandleStream(name string, open StreamOpener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.streams[name]; dup {
+		panic("rpc: stream " + name + " registered twice")
+	}
+	s.streams[name] = open
+}
+
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimPrefix(r.URL.Path, streamPrefix)
+	s.mu.RLock()
+	open := s.streams[name]
+	s.mu.RUnlock()
+	if open == nil {
+		writeErr(w, fmt.Errorf("no such rpc stream %q: %w", name, model.ErrNotFound))
+		return
+	}
+	ctx := r.Context()
+	if s.tls != nil {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			writeErr(w, fmt.Errorf("rpc stream %s needs a host certificate of this cluster: %w", name, model.ErrForbidden))
+			return
+		}
+		ctx = context.WithValue(ctx, peerKey{}, r.TLS.VerifiedChains[0][0].Subject.CommonName)
+	}
+	h, err := open(ctx, r.URL.Query())
+	if err != nil {
+		s.log.Debug("rpc stream refused", "stream", name, "from", r.RemoteAddr, "err", err)
+		writeErr(w, err)
+		return
+	}
+	h.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // NewServer returns a server; tlsConf nil means plain TCP.
@@ -54,7 +102,7 @@ func NewServer(tlsConf *tls.Config, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{log: log, tls: tlsConf, handlers: map[string]Handler{}, public: map[string]bool{}}
+	return &Server{log: log, tls: tlsConf, handlers: map[string]Handler{}, public: map[string]bool{}, streams: map[string]StreamOpener{}}
 }
 
 // Method declares one cluster RPC method: its name with its request and
@@ -131,6 +179,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, streamPrefix) {
+		s.serveStream(w, r)
+		return
+	}
 	if r.Method != http.MethodPost || len(r.URL.Path) <= len(pathPrefix) || r.URL.Path[:len(pathPrefix)] != pathPrefix {
 		writeErr(w, fmt.Errorf("no such rpc %s %s: %w", r.Method, r.URL.Path, model.ErrNotFound))
 		return
@@ -261,6 +313,18 @@ func (c *Client) call(ctx context.Context, addr, method string, req, resp any) e
 		return fmt.Errorf("rpc %s to %s: decode response: %w", method, addr, err)
 	}
 	return nil
+}
+
+// HTTPClient is the client's HTTP client (its cluster TLS), for streams.
+func (c *Client) HTTPClient() *http.Client { return c.hc }
+
+// StreamURL is the WebSocket URL of stream name on the daemon at addr.
+func (c *Client) StreamURL(addr, name string, q url.Values) string {
+	scheme := "ws"
+	if c.scheme == "https" {
+		scheme = "wss"
+	}
+	return scheme + "://" + addr + streamPrefix + name + "?" + q.Encode()
 }
 
 // Close releases idle connections.

@@ -29,6 +29,42 @@ func (e *env) waitGroup(name string, want int, timeout time.Duration) api.Group 
 	return g
 }
 
+// watchGroup polls a group every 200 ms until the returned stop is
+// called, which says the least measure(group) seen and how many polls saw
+// it.
+func (e *env) watchGroup(name string, measure func(api.Group) int) (stop func() (least, polls int)) {
+	var mu sync.Mutex
+	least, polls := -1, 0
+	done, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			g, err := e.client(0).Group(e.ctx(), name)
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			if m := measure(g); least < 0 || m < least {
+				least = m
+			}
+			polls++
+			mu.Unlock()
+		}
+	}()
+	return func() (int, int) {
+		close(done)
+		<-watched
+		mu.Lock()
+		defer mu.Unlock()
+		return least, polls
+	}
+}
+
 func membersPerHost(g api.Group) map[string]int {
 	out := map[string]int{}
 	for _, m := range g.Members {
@@ -129,27 +165,7 @@ func TestGroupRollingUpdate(t *testing.T) {
 	e.waitGroup("app", 4, 2*time.Minute)
 
 	// Watch the running members while templates change.
-	var mu sync.Mutex
-	minRunning, polls := 4, 0
-	stop := make(chan struct{})
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			g, err := e.client(0).Group(e.ctx(), "app")
-			if err != nil {
-				continue
-			}
-			mu.Lock()
-			minRunning, polls = min(minRunning, g.Running), polls+1
-			mu.Unlock()
-		}
-	}()
+	stopWatch := e.watchGroup("app", func(g api.Group) int { return g.Running })
 
 	start := time.Now()
 	out, err = e.corralctl("h2", "group", "update", "app", "--memory", "160M", "--wait")
@@ -195,14 +211,11 @@ func TestGroupRollingUpdate(t *testing.T) {
 	if g.Version != 4 || g.Current != 4 || g.Paused != "" {
 		t.Fatalf("after the rollback: %+v", g)
 	}
-	close(stop)
-	<-watched
-	mu.Lock()
+	minRunning, polls := stopWatch()
 	t.Logf("running members polled %d times: never fewer than %d of 4", polls, minRunning)
 	if minRunning < 3 || polls < 10 {
 		t.Fatalf("running members fell to %d (%d polls)", minRunning, polls)
 	}
-	mu.Unlock()
 	chk.stop()
 	chk.check(t)
 }
@@ -233,27 +246,7 @@ func TestGroupRolloutHealthCheck(t *testing.T) {
 	}
 
 	// Watch the healthy members while templates change.
-	var mu sync.Mutex
-	minReady, polls := 3, 0
-	stop := make(chan struct{})
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			g, err := e.client(0).Group(e.ctx(), "svc")
-			if err != nil {
-				continue
-			}
-			mu.Lock()
-			minReady, polls = min(minReady, g.Ready), polls+1
-			mu.Unlock()
-		}
-	}()
+	stopWatch := e.watchGroup("svc", func(g api.Group) int { return g.Ready })
 
 	// Guests that boot but fail the check.
 	start := time.Now()
@@ -288,14 +281,11 @@ func TestGroupRolloutHealthCheck(t *testing.T) {
 	if g.Version != 3 || g.Current != 3 || g.Ready != 3 || g.Paused != "" {
 		t.Fatalf("after the good template: %+v", g)
 	}
-	close(stop)
-	<-watched
-	mu.Lock()
+	minReady, polls := stopWatch()
 	t.Logf("healthy members polled %d times: never fewer than %d of 3", polls, minReady)
 	if minReady < 3 || polls < 10 {
 		t.Fatalf("healthy members fell to %d (%d polls)", minReady, polls)
 	}
-	mu.Unlock()
 	chk.stop()
 	chk.check(t)
 }

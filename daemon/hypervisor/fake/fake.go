@@ -7,6 +7,7 @@ package fake
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"sort"
@@ -39,6 +40,8 @@ type Driver struct {
 	// agent and addrs answer for the guest agents (SetAgent).
 	agent func(name string, argv []string) (hypervisor.ExecResult, error)
 	addrs func(name string) []netip.Addr
+	// consoles are the open console sessions, by domain.
+	consoles map[string][]*fakeConsole
 }
 
 // SetAgent makes running guests' agents answer: exec runs a command
@@ -318,6 +321,7 @@ func (d *Driver) Start(ctx context.Context, name string, info hypervisor.RunInfo
 func (d *Driver) stop(dm *domain, reason string) {
 	dm.dom.State, dm.dom.Reason = hypervisor.Shutoff, reason
 	dm.dom.StartedAt, dm.dom.RestartSeq = time.Time{}, 0
+	d.endConsoles(dm.dom.Name)
 	d.emit(hypervisor.Event{Name: dm.dom.Name, Kind: hypervisor.EventStopped, Detail: reason})
 }
 
@@ -546,3 +550,71 @@ func (d *Driver) Migrate(ctx context.Context, name, destURI, dataURI string, pro
 
 // PowerOff implements the driver interface: like Destroy.
 func (d *Driver) PowerOff(ctx context.Context, name string) error { return d.Destroy(ctx, name) }
+
+// OpenConsole attaches to a running domain's fake serial console: it says
+// which domain it is, then echoes what is written to it, as a terminal
+// would. Stopping the domain ends the session.
+func (d *Driver) OpenConsole(ctx context.Context, name string) (io.ReadWriteCloser, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("OpenConsole"); err != nil {
+		return nil, err
+	}
+	dm, ok := d.domains[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", name, hypervisor.ErrNoDomain)
+	}
+	if !dm.dom.State.Active() {
+		return nil, fmt.Errorf("%s is %s: %w", name, dm.dom.State, hypervisor.ErrNotRunning)
+	}
+	c := &fakeConsole{out: make(chan []byte, 64), done: make(chan struct{})}
+	c.out <- []byte("fake console of " + name + "\r\n")
+	if d.consoles == nil {
+		d.consoles = map[string][]*fakeConsole{}
+	}
+	d.consoles[name] = append(d.consoles[name], c)
+	return c, nil
+}
+
+// endConsoles ends the console sessions of a domain that stopped (d.mu
+// held).
+func (d *Driver) endConsoles(name string) {
+	for _, c := range d.consoles[name] {
+		c.Close()
+	}
+	delete(d.consoles, name)
+}
+
+type fakeConsole struct {
+	out  chan []byte
+	pend []byte
+	once sync.Once
+	done chan struct{}
+}
+
+func (c *fakeConsole) Read(p []byte) (int, error) {
+	if len(c.pend) == 0 {
+		select {
+		case c.pend = <-c.out:
+		case <-c.done:
+			return 0, io.EOF
+		}
+	}
+	n := copy(p, c.pend)
+	c.pend = c.pend[n:]
+	return n, nil
+}
+
+func (c *fakeConsole) Write(p []byte) (int, error) {
+	select {
+	case c.out <- append([]byte(nil), p...):
+		return len(p), nil
+	case <-c.done:
+		return 0, io.ErrClosedPipe
+	}
+}
+
+func (c *fakeConsole) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return nil
+}

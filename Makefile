@@ -8,7 +8,7 @@ BIN := bin
 GOTEST_FLAGS ?=
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test test-unit lint fmt chaos soak bench bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps
+.PHONY: help build test test-unit lint fmt chaos soak bench bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps portal screenshots
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,6 +30,13 @@ test: deps ## the full test suite, as CI runs it (installs what it needs; root),
 
 demo: ## the demo: 3-host lab, guests, a host killed and recovered, a drain (KEEP=1 leaves it up; root)
 	scripts/demo.sh
+
+portal: ## rebuild the web portal (web/src -> web/dist, committed) with the locked npm packages; needs node and the npm registry
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+screenshots: deps build ## the portal's browser test, saving its screenshots into docs/screenshots (root)
+	mkdir -p docs/screenshots
+	CORRAL_SCREENSHOTS=$(CURDIR)/docs/screenshots go test ./test/e2e -run TestPortalInBrowser -count=1 -v -timeout 20m
 
 package: ## build the .deb and .rpm (corrald, corralctl, systemd unit, /etc/corral/corral.toml) into dist/
 	scripts/package.sh dist

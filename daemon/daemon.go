@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/daemon/adminapi"
+	"github.com/corralhq/corral/daemon/console"
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/hypervisor/libvirt"
 	"github.com/corralhq/corral/daemon/identity"
@@ -30,6 +31,7 @@ import (
 	"github.com/corralhq/corral/internal/version"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftstore"
+	"github.com/corralhq/corral/web"
 )
 
 // Daemon is one corrald.
@@ -49,7 +51,7 @@ type Daemon struct {
 	// Run before the API serves, empty without it).
 	apiFingerprint string
 	driver         GuestDriver
-	consoles       *consoles
+	consoles       *console.Hub
 	host           *controller.HostLoop
 	lease          *controller.Lease
 	fencer         *fencer.Client // nil without fencer_socket
@@ -375,6 +377,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	start("adminapi", func(ctx context.Context) error { return d.admin.Serve(ctx, adminLn) })
 	if apiLn != nil {
 		d.admin.Tokens, d.admin.Certificates = d.lookupAPIToken, d.lookupAPICertificate
+		d.admin.Portal, d.admin.PortalServes = web.Handler(), web.Serves
 		start("api", func(ctx context.Context) error { return d.admin.ServeAPI(ctx, apiLn) })
 		d.log.Info("HTTPS API listening", "addr", apiLn.Addr().String(), "fingerprint", d.apiFingerprint)
 	}

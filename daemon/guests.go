@@ -9,6 +9,7 @@ import (
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/daemon/adminapi"
+	"github.com/corralhq/corral/daemon/console"
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/hypervisor"
 	"github.com/corralhq/corral/daemon/images"
@@ -73,7 +74,7 @@ type hostRead struct {
 }
 
 func (d *Daemon) registerGuestRPC() {
-	d.consoles = newConsoles(d.cfg.Name, d.driver)
+	d.consoles = console.New(d.cfg.Name, d.driver)
 	d.rpcSrv.HandleStream("console", d.serveConsoleRPC)
 	rpc.Register(d.rpcSrv, mVMConsole, d.localConsole)
 	rpc.Register(d.rpcSrv, mVMStats, d.localStats)

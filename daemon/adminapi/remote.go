@@ -13,6 +13,7 @@ import (
 
 	"github.com/corralhq/corral/internal/errcode"
 	"github.com/corralhq/corral/internal/httpserve"
+	"github.com/corralhq/corral/internal/wsconsole"
 	"github.com/corralhq/corral/model"
 )
 
@@ -28,7 +29,19 @@ var APILimits = httpserve.Limits{MaxInFlight: 512}
 // that credential's role and project.
 func (s *Server) ServeAPI(ctx context.Context, ln net.Listener) error {
 	perToken := httpserve.Limits{Rate: s.RateLimit, Burst: int(2 * s.RateLimit), Identity: peerIdentity}
-	h := s.bearer(httpserve.Limit(s.withOrigin(s.authorize(s.mux)), perToken))
+	api := s.bearer(httpserve.Limit(s.withOrigin(s.authorize(s.mux)), perToken))
+	h := api
+	if s.Portal != nil {
+		// The portal's files hold no data: they are served to anyone, and
+		// the page then asks for a token.
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if s.PortalServes(r) {
+				s.Portal.ServeHTTP(w, r)
+				return
+			}
+			api.ServeHTTP(w, r)
+		})
+	}
 	return httpserve.Serve(ctx, ln, h, s.log, APILimits)
 }
 
@@ -56,10 +69,18 @@ func (s *Server) bearer(next http.Handler) http.Handler {
 }
 
 func (s *Server) authenticate(r *http.Request) (model.APIToken, error) {
-	if len(r.Header.Values("Authorization")) == 0 && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+	auth := r.Header.Values("Authorization")
+	if len(auth) == 0 && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		return s.certificate(r.TLS.VerifiedChains[0][0])
 	}
-	secret, err := bearerSecret(r.Header.Values("Authorization"))
+	if len(auth) == 0 {
+		// A browser cannot set headers on a WebSocket: the portal offers
+		// its token as a subprotocol instead (the server never selects it).
+		if secret, ok := wsconsole.BearerProtocol(r); ok {
+			auth = []string{"Bearer " + secret}
+		}
+	}
+	secret, err := bearerSecret(auth)
 	if err != nil {
 		return model.APIToken{}, err
 	}

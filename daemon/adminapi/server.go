@@ -105,6 +105,11 @@ type Server struct {
 	// Certificates finds the live credential of a client certificate by
 	// its fingerprint; nil: none is.
 	Certificates func(fingerprint string) (model.APIToken, bool)
+	// Portal, when set, serves the web portal on the HTTPS API for the
+	// requests PortalServes picks, without credentials (the page asks the
+	// user for a token and sends it with every API call).
+	Portal       http.Handler
+	PortalServes func(*http.Request) bool
 	b            Backend
 	log          *slog.Logger
 	mux          *http.ServeMux

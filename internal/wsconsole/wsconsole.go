@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,31 @@ import (
 type Session interface {
 	io.ReadWriteCloser
 	Hello() api.ConsoleHello
+}
+
+// Protocol is the WebSocket subprotocol of a console session. A browser,
+// which cannot set an Authorization header on a WebSocket, offers its API
+// token beside it as the subprotocol BearerPrefix+SECRET; the server
+// selects Protocol, never the token.
+const (
+	Protocol     = "corral.console"
+	BearerPrefix = "corral.bearer."
+)
+
+// BearerProtocol returns the API token a WebSocket request offers as a
+// subprotocol, if it is a WebSocket request and offers one.
+func BearerProtocol(r *http.Request) (string, bool) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return "", false
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if secret, ok := strings.CutPrefix(strings.TrimSpace(p), BearerPrefix); ok {
+				return secret, true
+			}
+		}
+	}
+	return "", false
 }
 
 // ErrReadOnly: a write on a session that may not write.
@@ -57,7 +83,7 @@ const (
 // default): another site cannot attach a visitor's session.
 func Serve(w http.ResponseWriter, r *http.Request, sess Session, log *slog.Logger) {
 	defer sess.Close()
-	ws, err := websocket.Accept(w, r, nil)
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{Protocol}})
 	if err != nil {
 		log.Debug("console: websocket accept", "err", err)
 		return

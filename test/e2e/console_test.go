@@ -123,6 +123,22 @@ func TestVMConsole(t *testing.T) {
 	}
 	s1.wait(t, "Detached.", time.Second)
 
+	// A writer on the guest's own host (no relay) types too.
+	s3 := startPTY(t, e.host("h2").Command(e.ctx(), e.ctlBin, "vm", "console", "c1"))
+	s3.wait(t, "you type here", 30*time.Second)
+	// Typed a key at a time, as a person (or a browser) sends them.
+	tick := time.NewTicker(30 * time.Millisecond)
+	for _, c := range []byte("echo $((7*6))-ZZ\r") {
+		<-tick.C
+		s3.tty.Write([]byte{c})
+	}
+	tick.Stop()
+	s3.wait(t, "42-ZZ", 20*time.Second)
+	s3.tty.Write([]byte{0x1d})
+	if err := s3.exit(t, 10*time.Second); err != nil {
+		t.Fatalf("detach on the guest's host: %v", err)
+	}
+
 	if _, err := e.any().StopVM(e.ctx(), "c1"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,246 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/internal/testutil"
+)
+
+// browser starts a headless Chromium (Debian's) for the test, trusting
+// the lab's self-signed API certificates; each tab it opens has its own
+// sessionStorage, so its own login. JavaScript dialogs (confirmations)
+// are accepted.
+func browser(t *testing.T) (newTab func() context.Context) {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("no chromium (Debian package chromium; scripts/deps.sh test installs it)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox,
+		chromedp.Flag("ignore-certificate-errors", true), chromedp.WindowSize(1280, 900))
+	alloc, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	root, cancelRoot := chromedp.NewContext(alloc)
+	t.Cleanup(cancelRoot)
+	if err := chromedp.Run(root); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return func() context.Context {
+		tab, cancelTab := chromedp.NewContext(root)
+		t.Cleanup(cancelTab)
+		// The first Run opens the tab for the life of the context it gets:
+		// this one, not a short one of a single step.
+		if err := chromedp.Run(tab); err != nil {
+			t.Fatalf("open a tab: %v", err)
+		}
+		chromedp.ListenTarget(tab, func(ev any) {
+			if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+				go chromedp.Run(tab, page.HandleJavaScriptDialog(true))
+			}
+		})
+		return tab
+	}
+}
+
+// run runs browser actions with a deadline.
+func run(t *testing.T, tab context.Context, timeout time.Duration, what string, actions ...chromedp.Action) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, timeout)
+	defer cancel()
+	if err := chromedp.Run(ctx, actions...); err != nil {
+		var body string
+		bctx, bcancel := context.WithTimeout(tab, 5*time.Second)
+		chromedp.Run(bctx, chromedp.Text("body", &body, chromedp.ByQuery))
+		bcancel()
+		t.Fatalf("%s: %v; the page shows: %q", what, err, tail(body, 800))
+	}
+}
+
+// waitJS polls a JavaScript expression until it is true.
+func waitJS(t *testing.T, tab context.Context, timeout time.Duration, what, expr string) {
+	t.Helper()
+	testutil.Eventually(t, timeout, func() error {
+		ctx, cancel := context.WithTimeout(tab, 10*time.Second)
+		defer cancel()
+		var ok bool
+		if err := chromedp.Run(ctx, chromedp.Evaluate(expr, &ok)); err != nil {
+			return err
+		}
+		if !ok {
+			var body string
+			chromedp.Run(ctx, chromedp.Text("body", &body, chromedp.ByQuery))
+			return fmt.Errorf("%s: not yet; the page shows %q", what, tail(body, 500))
+		}
+		return nil
+	})
+}
+
+// screenshot saves the page to $CORRAL_SCREENSHOTS/name.png when that is
+// set (make screenshots: docs/screenshots).
+func screenshot(t *testing.T, tab context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("CORRAL_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	var png []byte
+	run(t, tab, 20*time.Second, "screenshot "+name, chromedp.FullScreenshot(&png, 100))
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setField sets a form field as typing or choosing would, so that the
+// page's handlers see it.
+func setField(sel, value string) chromedp.Action {
+	return chromedp.Evaluate(fmt.Sprintf(`(() => { const el = document.querySelector(%q); el.value = %q;
+		el.dispatchEvent(new Event('input', {bubbles: true})); el.dispatchEvent(new Event('change', {bubbles: true})); return true })()`, sel, value), nil)
+}
+
+func login(t *testing.T, tab context.Context, url, secret string) {
+	t.Helper()
+	run(t, tab, 30*time.Second, "log in",
+		chromedp.Navigate(url),
+		chromedp.WaitVisible("#token", chromedp.ByQuery),
+		chromedp.SendKeys("#token", secret, chromedp.ByQuery),
+		chromedp.Click(`button[type=submit]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`nav .who`, chromedp.ByQuery))
+}
+
+// TestPortalInBrowser drives the portal that h1's corrald serves with a
+// real headless Chromium: an operator logs in with a token, creates a VM
+// from the form (a test guest, kernel boot), sees it turn running without
+// a reload (the event stream), opens its serial console and reads the
+// guest's boot output in the terminal, types a line into the guest's
+// shell and sees its result, then stops and deletes it with the buttons.
+// A viewer's page offers no create button, and the requests the page
+// would not send are refused: a viewer's create (403) and one with a
+// forged token (401). A revoked token sends the page back to the login.
+func TestPortalInBrowser(t *testing.T) {
+	e := newEnv(t, 2, "")
+	var st api.Status
+	testutil.Eventually(t, time.Minute, func() error {
+		var err error
+		st, err = e.client(0).Status(e.ctx())
+		if err != nil || st.API == "" {
+			return fmt.Errorf("h1's API: %q %v", st.API, err)
+		}
+		return nil
+	})
+	secrets := map[string]string{}
+	for _, tok := range []struct{ name, role string }{{"ops", "operator"}, {"watch", "viewer"}} {
+		file := filepath.Join(t.TempDir(), tok.name)
+		if out, err := e.corralctl("h1", "token", "create", tok.name, "--role", tok.role, "--secret-file", file); err != nil {
+			t.Fatalf("token create: %v\n%s", err, out)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[tok.name] = strings.TrimSpace(string(b))
+	}
+	newTab := browser(t)
+
+	ops := newTab()
+	login(t, ops, st.API, secrets["ops"])
+	waitJS(t, ops, 30*time.Second, "the dashboard lists both hosts", `document.querySelectorAll('main table tbody tr').length === 2`)
+	screenshot(t, ops, "dashboard")
+
+	run(t, ops, 30*time.Second, "create a VM",
+		chromedp.Navigate(st.API+"/#/vms"),
+		chromedp.Click("#create-vm", chromedp.ByQuery),
+		chromedp.WaitVisible("#vm-name", chromedp.ByQuery),
+		chromedp.SendKeys("#vm-name", "web1", chromedp.ByQuery),
+		setField("#vm-memory", "128"),
+		chromedp.Click(`input[name=boot][value=kernel]`, chromedp.ByQuery),
+		chromedp.WaitVisible("#vm-kernel", chromedp.ByQuery),
+		chromedp.WaitReady(`#vm-image option[value=base]`, chromedp.ByQuery),
+		setField("#vm-image", "base"),
+		setField("#vm-kernel", e.guest.Kernel),
+		setField("#vm-initrd", e.guest.Initrd),
+		setField("#vm-cmdline", "console=ttyS0 quiet corral.name=web1"),
+		chromedp.Click("#vm-create-submit", chromedp.ByQuery),
+	)
+	waitJS(t, ops, 2*time.Minute, "web1 runs, shown without a reload", `location.hash === '#/vms/web1' && !!document.querySelector('.state.s-running')`)
+
+	testutil.Eventually(t, time.Minute, func() error {
+		log, err := e.any().ConsoleLog(e.ctx(), "web1", 64<<10)
+		if err != nil || !strings.Contains(log.Log, "CORRAL-BOOT host=web1") {
+			return fmt.Errorf("web1 not booted yet (%v)", err)
+		}
+		return nil
+	})
+	run(t, ops, 30*time.Second, "open the console", chromedp.Click("#open-console", chromedp.ByQuery), chromedp.WaitVisible("#terminal .xterm-rows", chromedp.ByQuery))
+	const rows = `(document.querySelector('#terminal .xterm-rows')?.innerText || '')`
+	waitJS(t, ops, 60*time.Second, "the guest's boot output in the terminal", rows+`.includes('CORRAL-BOOT host=web1')`)
+	waitJS(t, ops, 10*time.Second, "the console says we type", `document.querySelector('.console-state').innerText.includes('you type here')`)
+	// Text goes in as the browser's text input (printable keys sent as
+	// DevTools key events reach xterm.js twice, as keydown and input),
+	// then the Enter key.
+	run(t, ops, 10*time.Second, "type into the guest's shell",
+		chromedp.Click("#terminal .xterm-screen", chromedp.ByQuery),
+		input.InsertText("echo $((6*7))-XY"),
+		chromedp.KeyEvent(kb.Enter))
+	defer func() {
+		if t.Failed() {
+			var all string
+			chromedp.Run(ops, chromedp.Evaluate(rows, &all))
+			t.Logf("the terminal shows: %q", all)
+		}
+	}()
+	waitJS(t, ops, 30*time.Second, "the shell's answer in the terminal", rows+`.includes('42-XY')`)
+	screenshot(t, ops, "vm-console")
+
+	run(t, ops, 10*time.Second, "stop", chromedp.Click(`//button[text()="Stop"]`, chromedp.BySearch))
+	waitJS(t, ops, 90*time.Second, "web1 stopped", `!!document.querySelector('.state.s-stopped')`)
+	screenshot(t, ops, "vm-detail")
+	run(t, ops, 10*time.Second, "delete", chromedp.Click(`//button[text()="Delete"]`, chromedp.BySearch))
+	waitJS(t, ops, 30*time.Second, "back on the list", `location.hash === '#/vms'`)
+	testutil.Eventually(t, time.Minute, func() error {
+		if _, err := e.any().VM(e.ctx(), "web1"); err == nil {
+			return fmt.Errorf("web1 still exists")
+		}
+		return nil
+	})
+
+	watch := newTab()
+	login(t, watch, st.API, secrets["watch"])
+	run(t, watch, 10*time.Second, "the VM list", chromedp.Navigate(st.API+"/#/vms"), chromedp.WaitVisible(`input[type=search]`, chromedp.ByQuery))
+	var hasCreate bool
+	run(t, watch, 5*time.Second, "look for create", chromedp.Evaluate(`!!document.querySelector('#create-vm')`, &hasCreate))
+	if hasCreate {
+		t.Fatal("a viewer is offered the create button")
+	}
+	var statuses []int
+	run(t, watch, 10*time.Second, "forged requests", chromedp.Evaluate(`Promise.all([
+		fetch('/v1/vms', {method: 'POST', headers: {Authorization: 'Bearer ' + sessionStorage.getItem('corral.token'), 'Content-Type': 'application/json'},
+			body: JSON.stringify({name: 'sneaky', spec: {vcpus: 1, memory_mib: 64, disks: [{size_mib: 8}]}})}).then(r => r.status),
+		fetch('/v1/vms', {headers: {Authorization: 'Bearer corral_' + '0'.repeat(64)}}).then(r => r.status),
+	])`, &statuses, func(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }))
+	if len(statuses) != 2 || statuses[0] != 403 || statuses[1] != 401 {
+		t.Fatalf("forged requests answered %v, want [403 401]", statuses)
+	}
+	if _, err := e.any().VM(e.ctx(), "sneaky"); err == nil {
+		t.Fatal("the viewer's forged create made a VM")
+	}
+
+	// The viewer's token is revoked: the page returns to the login.
+	if out, err := e.corralctl("h1", "token", "revoke", "watch"); err != nil {
+		t.Fatalf("revoke: %v\n%s", err, out)
+	}
+	waitJS(t, watch, 40*time.Second, "back at the login", `!!document.querySelector('#token') && document.body.innerText.includes('session ended')`)
+}

@@ -1,0 +1,342 @@
+// corral's portal: a small Preact app (htm templates, no JSX build step)
+// over the public /v1 API. Pages are hash routes; data comes from one
+// store refreshed by the event stream (at most every 2 s) and every 15 s.
+import { render } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, call, events, get, token, whenLoggedOut } from './api.js';
+import { Images, Networks, Projects, Tokens } from './admin.js';
+import { Err, html, may } from './util.js';
+import { Console } from './console.js';
+import { CreateVM } from './create.js';
+import { Cpu } from './cpu.js';
+import './style.css';
+
+// ---- the store: status, hosts, VMs, recent events -------------------------
+
+const store = {
+  status: null,
+  hosts: [],
+  vms: [],
+  events: [],
+  live: false,
+  error: '',
+  listeners: new Set(),
+};
+
+function notify() {
+  for (const fn of store.listeners) fn({});
+}
+
+let refreshing = null;
+let lastRefresh = 0;
+export async function refresh() {
+  if (refreshing) return refreshing;
+  refreshing = (async () => {
+    try {
+      const [status, hosts, vms] = await Promise.all([get('/v1/status'), get('/v1/hosts'), get('/v1/vms')]);
+      Object.assign(store, { status, hosts, vms, error: '' });
+    } catch (e) {
+      store.error = e.message;
+    }
+    lastRefresh = Date.now();
+    refreshing = null;
+    notify();
+  })();
+  return refreshing;
+}
+
+// refreshSoon refreshes at most every 2 s, however many events arrive.
+let soon = null;
+function refreshSoon() {
+  if (soon) return;
+  soon = setTimeout(() => {
+    soon = null;
+    refresh();
+  }, Math.max(0, 2000 - (Date.now() - lastRefresh)));
+}
+
+function useStore() {
+  const [, set] = useState({});
+  useEffect(() => {
+    store.listeners.add(set);
+    return () => store.listeners.delete(set);
+  }, []);
+  return store;
+}
+
+// ---- small pieces -----------------------------------------------------------
+
+const fmtMiB = (m) => (m >= 1024 ? `${(m / 1024).toFixed(m % 1024 ? 1 : 0)} GiB` : `${m} MiB`);
+const ago = (t) => {
+  if (!t) return '-';
+  const s = Math.max(0, (Date.now() - new Date(t).getTime()) / 1000);
+  if (s < 90) return `${Math.round(s)}s`;
+  if (s < 5400) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+};
+const State = ({ s }) => html`<span class=${'state s-' + s}>${s}</span>`;
+
+// act runs an action with a confirmation, and shows its error.
+function useAction() {
+  const [busy, setBusy] = useState('');
+  const [err, setErr] = useState('');
+  const run = async (label, ask, fn) => {
+    if (ask && !confirm(ask)) return;
+    setBusy(label);
+    setErr('');
+    try {
+      await fn();
+      await refresh();
+    } catch (e) {
+      setErr(e.message);
+    }
+    setBusy('');
+  };
+  return { busy, err, run };
+}
+
+// ---- pages ---------------------------------------------------------------
+
+function Login({ why, onIn }) {
+  const [t, setT] = useState('');
+  const [err, setErr] = useState(why || '');
+  const submit = async (e) => {
+    e.preventDefault();
+    token.set(t.trim());
+    try {
+      onIn(await get('/v1/whoami'));
+    } catch (e2) {
+      token.clear();
+      setErr(e2 instanceof ApiError && e2.status === 401 ? 'That token is not valid here (unknown, revoked or expired).' : e2.message);
+    }
+  };
+  return html`<main class="login">
+    <h1>corral</h1>
+    <form onSubmit=${submit}>
+      <label for="token">API token</label>
+      <input id="token" type="password" autocomplete="off" value=${t} onInput=${(e) => setT(e.target.value)}
+        placeholder="corral_…" autofocus />
+      <button type="submit">Log in</button>
+      <${Err} e=${err} />
+      <p class="hint">Create one with <code>corralctl token create NAME --role operator</code>. It stays in this tab only.</p>
+    </form>
+  </main>`;
+}
+
+function Dashboard() {
+  const s = useStore();
+  const st = s.status;
+  const byState = {};
+  for (const v of s.vms) byState[v.state] = (byState[v.state] || 0) + 1;
+  return html`<section>
+    <h2>Cluster</h2>
+    <div class="cards">
+      <div class="card"><b>Leader</b><span id="leader">${st?.leader || 'none'}</span></div>
+      <div class="card"><b>HA</b><span class=${st?.ha_armed ? 'ok' : 'bad'}>${st?.ha_armed ? 'armed' : 'disarmed'}</span></div>
+      <div class="card"><b>Hosts</b><span>${s.hosts.length}</span></div>
+      <div class="card"><b>VMs</b><span>${s.vms.length}</span></div>
+      ${Object.entries(byState).sort().map(([k, n]) => html`<div class="card"><b>${k}</b><span>${n}</span></div>`)}
+    </div>
+    <h2>Hosts</h2>
+    <${HostTable} hosts=${s.hosts} />
+    <h2>Events <small class=${s.live ? 'ok' : 'bad'}>${s.live ? 'live' : 'reconnecting'}</small></h2>
+    <${EventList} events=${s.events.slice(-15).reverse()} />
+  </section>`;
+}
+
+function HostTable({ hosts }) {
+  return html`<table>
+    <thead><tr><th>Host</th><th>Mode</th><th>Health</th><th>Lease</th><th>Raft</th><th>VMs</th><th>vCPU used</th><th>Memory used</th><th>CPU</th></tr></thead>
+    <tbody>${hosts.map((x) => html`<tr key=${x.name}>
+      <td><a href=${'#/hosts/' + x.name}>${x.name}</a></td>
+      <td>${x.mode || '-'}${x.draining ? ' (draining)' : ''}</td>
+      <td class=${'h-' + x.health}>${x.health || '-'}</td>
+      <td>${x.lease} ${x.lease_age_ms ? `(${x.lease_age_ms} ms)` : ''}</td>
+      <td>${x.raft_role}</td>
+      <td>${x.vms}</td>
+      <td>${x.allocated?.vcpus ?? 0} / ${x.allocatable?.vcpus ?? 0}</td>
+      <td>${fmtMiB(x.allocated?.memory_mib ?? 0)} / ${fmtMiB(x.allocatable?.memory_mib ?? 0)}</td>
+      <td>${x.cpu_percent}%</td>
+    </tr>`)}</tbody>
+  </table>`;
+}
+
+function EventList({ events: evs }) {
+  if (!evs.length) return html`<p class="hint">No events yet.</p>`;
+  return html`<ul class="events">${evs.map((e) => html`<li key=${e.seq}>
+    <time title=${e.time}>${new Date(e.time).toLocaleTimeString()}</time>
+    <span class="kind">${e.kind}</span>${e.vm ? html` <a href=${'#/vms/' + e.vm}>${e.vm}</a>` : ''} ${e.message}
+    ${e.actor ? html` <small>(${e.actor})</small>` : ''}
+  </li>`)}</ul>`;
+}
+
+function VMs({ who }) {
+  const s = useStore();
+  const [q, setQ] = useState('');
+  const [state, setState] = useState('');
+  const [creating, setCreating] = useState(false);
+  const shown = s.vms.filter((v) => (!state || v.state === state) && (!q || v.name.includes(q) || (v.host || '').includes(q) || (v.group || '').includes(q)));
+  const states = [...new Set(s.vms.map((v) => v.state))].sort();
+  return html`<section>
+    <div class="bar">
+      <h2>Virtual machines</h2>
+      <input type="search" aria-label="Search VMs" placeholder="Search name, host, group" value=${q} onInput=${(e) => setQ(e.target.value)} />
+      <select aria-label="Filter by state" value=${state} onChange=${(e) => setState(e.target.value)}>
+        <option value="">every state</option>
+        ${states.map((x) => html`<option value=${x}>${x}</option>`)}
+      </select>
+      ${may(who, 'operator') && html`<button id="create-vm" onClick=${() => setCreating(true)}>Create VM</button>`}
+    </div>
+    ${creating && html`<${CreateVM} onDone=${(name) => { setCreating(false); if (name) location.hash = '#/vms/' + name; }} />`}
+    <table>
+      <thead><tr><th>Name</th><th>Project</th><th>Host</th><th>State</th><th>Up</th><th>Size</th><th>Message</th></tr></thead>
+      <tbody>${shown.map((v) => html`<tr key=${v.name}>
+        <td><a href=${'#/vms/' + v.name}>${v.name}</a></td><td>${v.project}</td><td>${v.host || '-'}</td>
+        <td><${State} s=${v.state} />${v.health ? html` <small>${v.health}</small>` : ''}</td>
+        <td>${v.state === 'running' ? ago(v.since) : '-'}</td>
+        <td>${v.spec.vcpus} vCPU, ${fmtMiB(v.spec.memory_mib)}</td><td class="msg">${v.failed || v.message || ''}</td>
+      </tr>`)}</tbody>
+    </table>
+    ${!shown.length && html`<p class="hint">No VMs${q || state ? ' match' : ''}.</p>`}
+  </section>`;
+}
+
+function VMDetail({ name, who }) {
+  const s = useStore();
+  const v = s.vms.find((x) => x.name === name);
+  const act = useAction();
+  const [showConsole, setShowConsole] = useState(false);
+  if (!v) return html`<section><h2>${name}</h2><p class="hint">${s.vms.length ? 'No such VM (deleted?).' : 'Loading…'}</p><a href="#/vms">All VMs</a></section>`;
+  const op = may(who, 'operator');
+  const running = v.state === 'running';
+  const evs = s.events.filter((e) => e.vm === name).slice(-10).reverse();
+  return html`<section>
+    <div class="bar"><h2>${v.name}</h2> <${State} s=${v.state} /></div>
+    <dl class="facts">
+      <dt>Host</dt><dd>${v.host || '-'}${v.migrating_to ? ` → ${v.migrating_to}` : ''}</dd>
+      <dt>Project</dt><dd>${v.project}</dd>
+      <dt>Size</dt><dd>${v.spec.vcpus} vCPU, ${fmtMiB(v.spec.memory_mib)}</dd>
+      <dt>Up</dt><dd>${running ? ago(v.since) : '-'}</dd>
+      ${v.health && html`<dt>Health</dt><dd>${v.health}${v.health_detail ? ': ' + v.health_detail : ''}</dd>`}
+      ${v.group && html`<dt>Group</dt><dd>${v.group}</dd>`}
+      <dt>HA</dt><dd>${v.spec.ha.enabled ? `on, priority ${v.spec.ha.priority}` : 'off'}; ${v.restarts || 0} restarts, ${v.relocations || 0} relocations</dd>
+      ${(v.message || v.failed) && html`<dt>Message</dt><dd>${v.failed || v.message}</dd>`}
+    </dl>
+    ${op && html`<div class="actions">
+      <button disabled=${!!act.busy || running} onClick=${() => act.run('start', '', () => call('POST', `/v1/vms/${name}/start`))}>Start</button>
+      <button disabled=${!!act.busy || !running} onClick=${() => act.run('stop', `Stop ${name}? Its guest is shut down.`, () => call('POST', `/v1/vms/${name}/stop`))}>Stop</button>
+      <button disabled=${!!act.busy || !running} onClick=${() => act.run('restart', `Restart ${name}?`, () => call('POST', `/v1/vms/${name}/restart`))}>Restart</button>
+      <button class="danger" disabled=${!!act.busy} onClick=${() => act.run('delete', `Delete ${name}? Its disks are deleted too.`, async () => { await call('DELETE', `/v1/vms/${name}`); location.hash = '#/vms'; })}>Delete</button>
+      ${act.busy && html`<span class="hint">${act.busy}…</span>`}
+    </div>`}
+    <${Err} e=${act.err} />
+    ${running && html`<${Cpu} vm=${name} />`}
+    ${op && running && html`<h3>Serial console</h3>
+      ${showConsole ? html`<${Console} vm=${name} />` : html`<button id="open-console" onClick=${() => setShowConsole(true)}>Open serial console</button>`}`}
+    <h3>Events</h3>
+    <${EventList} events=${evs} />
+  </section>`;
+}
+
+function HostDetail({ name, who }) {
+  const s = useStore();
+  const x = s.hosts.find((hh) => hh.name === name);
+  const act = useAction();
+  if (!x) return html`<section><h2>${name}</h2><p class="hint">Loading…</p></section>`;
+  const vms = s.vms.filter((v) => v.host === name);
+  return html`<section>
+    <div class="bar"><h2>Host ${x.name}</h2><span class=${'h-' + x.health}>${x.health}</span></div>
+    <dl class="facts">
+      <dt>Mode</dt><dd>${x.mode}${x.draining ? ' (draining)' : ''}</dd>
+      <dt>Lease</dt><dd>${x.lease} (${x.lease_age_ms} ms)</dd>
+      <dt>Version</dt><dd>${x.version} (protocol ${x.protocol})</dd>
+      <dt>Capacity</dt><dd>${x.capacity.vcpus} vCPU, ${fmtMiB(x.capacity.memory_mib)}</dd>
+      ${x.health_reasons?.length ? html`<dt>Health reasons</dt><dd>${x.health_reasons.join('; ')}</dd>` : ''}
+      ${x.labels && html`<dt>Labels</dt><dd>${Object.entries(x.labels).map(([k, v]) => `${k}=${v}`).join(', ')}</dd>`}
+    </dl>
+    ${may(who, 'admin') && html`<div class="actions">
+      <button disabled=${!!act.busy || x.mode !== 'active'} onClick=${() => act.run('drain', `Drain ${name}? Its VMs live-migrate away and it enters maintenance.`, () => call('POST', `/v1/hosts/${name}/drain`))}>Drain</button>
+      <button disabled=${!!act.busy || x.mode !== 'maintenance'} onClick=${() => act.run('restore', `Return ${name} to service and move its VMs back?`, () => call('POST', `/v1/hosts/${name}/restore`, { failback: true }))}>Restore with failback</button>
+    </div>`}
+    <${Err} e=${act.err} />
+    <h3>VMs on ${name}</h3>
+    <table><thead><tr><th>VM</th><th>State</th><th>Migration</th></tr></thead>
+    <tbody>${vms.map((v) => html`<tr key=${v.name}><td><a href=${'#/vms/' + v.name}>${v.name}</a></td><td><${State} s=${v.state} /></td><td>${v.migrating_to ? '→ ' + v.migrating_to : ''}</td></tr>`)}</tbody></table>
+  </section>`;
+}
+
+function Events() {
+  const s = useStore();
+  return html`<section><h2>Events</h2><${EventList} events=${s.events.slice().reverse()} /></section>`;
+}
+
+function Nav({ who, route, onOut }) {
+  const link = (href, label) => html`<a href=${href} aria-current=${route === href ? 'page' : undefined}>${label}</a>`;
+  return html`<nav>
+    <strong>corral</strong>
+    ${link('#/', 'Dashboard')} ${link('#/vms', 'VMs')} ${link('#/networks', 'Networks')} ${link('#/images', 'Images')}
+    ${link('#/projects', 'Projects')} ${may(who, 'admin') && link('#/tokens', 'Tokens')} ${link('#/events', 'Events')}
+    <span class="who">${who.actor} · ${who.role}${who.project ? ' · project ' + who.project : ''}</span>
+    <button class="link" onClick=${onOut}>Log out</button>
+  </nav>`;
+}
+
+function App() {
+  const [who, setWho] = useState(null);
+  const [why, setWhy] = useState('');
+  const [route, setRoute] = useState(location.hash || '#/');
+  const [checked, setChecked] = useState(false);
+  const s = useStore();
+  useEffect(() => {
+    const on = () => setRoute(location.hash || '#/');
+    addEventListener('hashchange', on);
+    whenLoggedOut((msg) => {
+      token.clear();
+      setWho(null);
+      setWhy('Your session ended: ' + (msg || 'the token is no longer valid') + '. Log in again.');
+    });
+    if (token.get()) {
+      get('/v1/whoami').then(setWho, () => token.clear()).finally(() => setChecked(true));
+    } else setChecked(true);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  useEffect(() => {
+    if (!who) return undefined;
+    refresh();
+    const stop = events((e) => {
+      store.events = [...store.events.slice(-199), e];
+      refreshSoon();
+    }, (live) => {
+      store.live = live;
+      notify();
+    });
+    const t = setInterval(refresh, 15000);
+    return () => {
+      stop();
+      clearInterval(t);
+    };
+  }, [who]);
+  if (!checked) return html`<p class="boot">Loading corral…</p>`;
+  if (!who) return html`<${Login} why=${why} onIn=${(w) => { setWhy(''); setWho(w); }} />`;
+  const out = () => {
+    token.clear();
+    setWho(null);
+  };
+  let page;
+  const [, top, arg] = route.split('/');
+  if (top === 'vms' && arg) page = html`<${VMDetail} name=${decodeURIComponent(arg)} who=${who} />`;
+  else if (top === 'vms') page = html`<${VMs} who=${who} />`;
+  else if (top === 'hosts' && arg) page = html`<${HostDetail} name=${decodeURIComponent(arg)} who=${who} />`;
+  else if (top === 'events') page = html`<${Events} />`;
+  else if (top === 'networks') page = html`<${Networks} who=${who} />`;
+  else if (top === 'images') page = html`<${Images} who=${who} />`;
+  else if (top === 'projects') page = html`<${Projects} who=${who} />`;
+  else if (top === 'tokens' && may(who, 'admin')) page = html`<${Tokens} />`;
+  else page = html`<${Dashboard} />`;
+  return html`<${Nav} who=${who} route=${'#/' + (top || '')} onOut=${out} />
+    <${Err} e=${s.error} />
+    <main>${page}</main>`;
+}
+
+render(html`<${App} />`, document.getElementById('app'));

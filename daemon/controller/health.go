@@ -24,7 +24,8 @@ import (
 // part of the VM's report, so only a change of health (starting, healthy,
 // unhealthy) costs a Raft entry, not every probe. A guest's health starts
 // over ("starting") with every start of it, and on every host it arrives
-// on; failures within its start period count only once it was healthy.
+// on (a restarted corrald carries on from what it reported); failures
+// within its start period count only once it was healthy.
 // At most healthParallel probes run at a time, outside the operations'
 // cap: a hung agent must not hold up starts and stops, and probes must
 // not take all of libvirt's slots (libvirt/limit.go).
@@ -60,6 +61,12 @@ func (h *HostLoop) healthReport(t *vmTrack, v model.VM, started, now time.Time) 
 	ht := &t.health
 	if ht.state == "" || !ht.started.Equal(started) {
 		*ht = healthTrack{started: started, state: model.HealthStarting, next: now}
+		// A restarted corrald carries on from what this host reported
+		// about this run of the guest, rather than flap to starting.
+		if a := v.Actual; a.Host == h.cfg.Self && a.Generation == v.Generation && a.State == model.StateRunning &&
+			a.Since.Equal(started.UTC()) && a.Health != "" {
+			ht.state, ht.detail = a.Health, a.HealthDetail
+		}
 	}
 	c := *v.Spec.Health
 	ht.check = &c

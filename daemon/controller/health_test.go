@@ -69,10 +69,9 @@ func (e *hostEnv) probeAfter(t *testing.T, a *agentStub, d time.Duration) {
 // its start period is over.
 func TestHostLoopHealthExec(t *testing.T) {
 	e := newHostEnv(t)
-	e.loop.cfg.ProbeTick = 5 * time.Millisecond
 	a := &agentStub{code: 1, out: "not yet"}
 	e.drv.SetAgent(a.exec, nil)
-	e.start(t)
+	stop := e.run(t)
 	e.create(t, "web", "h1", func(v *model.VM) {
 		v.Spec.Health = &model.HealthCheck{Exec: "test -e /run/ready", IntervalSec: 10, Retries: 2, StartSec: 60}
 	})
@@ -85,6 +84,16 @@ func TestHostLoopHealthExec(t *testing.T) {
 	a.set(0, "")
 	e.probeAfter(t, a, 10*time.Second)
 	e.waitHealth(t, "web", model.HealthHealthy)
+
+	// corrald restarts: the guest stays healthy, no "starting" is reported.
+	before := len(e.rep.reports())
+	e.restartCorrald(t, stop)
+	e.probeAfter(t, a, 10*time.Second)
+	for _, r := range e.rep.reports()[before:] {
+		if r.Name == "web" && r.Health != model.HealthHealthy {
+			t.Fatalf("after a corrald restart, web reported %q", r.Health)
+		}
+	}
 
 	a.set(1, "service down\n")
 	e.probeAfter(t, a, 10*time.Second)
@@ -131,7 +140,6 @@ func TestHostLoopHealthTCP(t *testing.T) {
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
 	e := newHostEnv(t)
-	e.loop.cfg.ProbeTick = 5 * time.Millisecond
 	// The guest's NIC is on "lo" here: the check dials through it only.
 	e.loop.cfg.Bridge = func(string) string { return "lo" }
 	var mu sync.Mutex

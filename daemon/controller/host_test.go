@@ -94,7 +94,7 @@ func newHostEnvAt(t *testing.T, protocol int) *hostEnv {
 
 // newLoop returns a host loop for h1 over the env's state and hypervisor.
 func (e *hostEnv) newLoop() *HostLoop {
-	return NewHostLoop(HostConfig{Self: "h1", ResyncInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second, MayStart: e.may.get},
+	return NewHostLoop(HostConfig{Self: "h1", ResyncInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second, MayStart: e.may.get, ProbeTick: 5 * time.Millisecond},
 		e.store, e.drv, e.rep, e.clock, slog.New(slog.DiscardHandler))
 }
 

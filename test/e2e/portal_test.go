@@ -217,6 +217,18 @@ func TestPortalInBrowser(t *testing.T) {
 		return nil
 	})
 
+	// A group's page shows its members and how many are ready.
+	if out, err := e.corralctl("h1", "group", "create", "app", "--count", "2", "--memory", "128M", "--image", "base",
+		"--kernel", e.guest.Kernel, "--initrd", e.guest.Initrd, "--cmdline", "console=ttyS0 quiet"); err != nil {
+		t.Fatalf("group create: %v\n%s", err, out)
+	}
+	run(t, ops, 10*time.Second, "the group page", chromedp.Navigate(st.API+"/#/groups/app"), chromedp.WaitVisible("#group-count", chromedp.ByQuery))
+	waitJS(t, ops, 2*time.Minute, "both members ready", `document.querySelector('#group-count').innerText.includes('2 members of 2, 2 running, 2 ready')`)
+	screenshot(t, ops, "group")
+	if out, err := e.corralctl("h1", "group", "rm", "app"); err != nil {
+		t.Fatalf("group rm: %v\n%s", err, out)
+	}
+
 	watch := newTab()
 	login(t, watch, st.API, secrets["watch"])
 	run(t, watch, 10*time.Second, "the VM list", chromedp.Navigate(st.API+"/#/vms"), chromedp.WaitVisible(`input[type=search]`, chromedp.ByQuery))

@@ -149,3 +149,48 @@ export function Tokens() {
     ${secret && html`<p class="secret">New token (shown once; copy it now): <code>${secret}</code> <button onClick=${() => setSecret('')}>Done</button></p>`}
     <${Err} e=${l.err} /></section>`;
 }
+
+// Groups: each group's count, members and roll-out; an operator scales
+// it. A roll-out's progress is the members on the current template and
+// those ready (running, and healthy when the template has a check).
+export function Groups({ who, name }) {
+  const l = useList(name ? `/v1/groups/${encodeURIComponent(name)}` : '/v1/groups');
+  const [count, setCount] = useState('');
+  useEffect(() => {
+    if (!name) return undefined;
+    const t = setInterval(l.load, 2000); // a roll-out moves member by member
+    return () => clearInterval(t);
+  }, [name]);
+  if (!l.items) return html`<section><h2>Groups</h2><${Err} e=${l.err} /><p class="hint">Loading…</p></section>`;
+  if (!name) {
+    return html`<section><h2>Groups</h2>
+      <table><thead><tr><th>Group</th><th>Project</th><th>Count</th><th>Ready</th><th>Template</th><th>Roll-out</th></tr></thead>
+      <tbody>${l.items.map((g) => html`<tr key=${g.name}><td><a href=${'#/groups/' + g.name}>${g.name}</a></td><td>${g.project}</td>
+        <td>${g.count}</td><td>${g.ready} of ${g.count}</td><td>${g.version} (${g.current} on it)</td><td>${g.paused ? 'paused' : g.current < g.count ? 'rolling out' : '-'}</td></tr>`)}</tbody></table>
+      ${!l.items.length && html`<p class="hint">No groups (corralctl group create).</p>`}
+      <${Err} e=${l.err} /></section>`;
+  }
+  const g = l.items;
+  const scale = async (e) => {
+    e.preventDefault();
+    try { await call('PUT', `/v1/groups/${g.name}/count`, { count: +count }); setCount(''); l.load(); } catch (e2) { l.setErr(e2.message); }
+  };
+  return html`<section>
+    <div class="bar"><h2>Group ${g.name}</h2></div>
+    <dl class="facts">
+      <dt>Count</dt><dd id="group-count">${g.members.length} members of ${g.count}, ${g.running} running, ${g.ready} ready</dd>
+      <dt>Template</dt><dd>${g.version}: ${g.template.vcpus} vCPU, ${g.template.memory_mib} MiB; ${g.current} of ${g.count} members on it${g.current < g.count && !g.paused ? ', rolling out ' + g.batch + ' at a time' : ''}</dd>
+      ${g.paused && html`<dt>Roll-out</dt><dd class="bad">paused: ${g.paused}</dd>`}
+      ${g.template.health && html`<dt>Health check</dt><dd>${g.template.health.exec ? 'command ' + g.template.health.exec : 'TCP port ' + g.template.health.tcp_port}</dd>`}
+      ${g.autoscale && html`<dt>Autoscale</dt><dd>${g.autoscale.min}..${g.autoscale.max} at ${g.autoscale.target_cpu}% CPU</dd>`}
+    </dl>
+    <progress max=${g.count || 1} value=${Math.min(g.current, g.ready)} aria-label="members ready on the current template"></progress>
+    ${may(who, 'operator') && html`<form class="inline" onSubmit=${scale} aria-label="Scale the group">
+      <input type="number" min="0" max="1000" required placeholder="new count" value=${count} onInput=${(e) => setCount(e.target.value)} />
+      <button type="submit">Scale</button></form>`}
+    <${Err} e=${l.err} />
+    <table><thead><tr><th>Member</th><th>Host</th><th>State</th><th>Health</th><th>Template</th><th>Message</th></tr></thead>
+    <tbody>${g.members.map((m) => html`<tr key=${m.name}><td><a href=${'#/vms/' + m.name}>${m.name}</a></td><td>${m.host || '-'}</td>
+      <td>${m.state}</td><td>${m.health || '-'}</td><td>${m.version}</td><td class="msg">${m.message || ''}</td></tr>`)}</tbody></table>
+  </section>`;
+}

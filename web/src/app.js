@@ -4,7 +4,7 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, call, events, get, token, whenLoggedOut } from './api.js';
-import { Images, Networks, Projects, Tokens } from './admin.js';
+import { Groups, Images, Networks, Projects, Tokens } from './admin.js';
 import { Err, html, may } from './util.js';
 import { Console } from './console.js';
 import { CreateVM } from './create.js';
@@ -219,7 +219,7 @@ function VMDetail({ name, who }) {
       <dt>Size</dt><dd>${v.spec.vcpus} vCPU, ${fmtMiB(v.spec.memory_mib)}</dd>
       <dt>Up</dt><dd>${running ? ago(v.since) : '-'}</dd>
       ${v.health && html`<dt>Health</dt><dd>${v.health}${v.health_detail ? ': ' + v.health_detail : ''}</dd>`}
-      ${v.group && html`<dt>Group</dt><dd>${v.group}</dd>`}
+      ${v.group && html`<dt>Group</dt><dd><a href=${'#/groups/' + v.group}>${v.group}</a></dd>`}
       <dt>HA</dt><dd>${v.spec.ha.enabled ? `on, priority ${v.spec.ha.priority}` : 'off'}; ${v.restarts || 0} restarts, ${v.relocations || 0} relocations</dd>
       ${(v.message || v.failed) && html`<dt>Message</dt><dd>${v.failed || v.message}</dd>`}
     </dl>
@@ -275,7 +275,7 @@ function Nav({ who, route, onOut }) {
   const link = (href, label) => html`<a href=${href} aria-current=${route === href ? 'page' : undefined}>${label}</a>`;
   return html`<nav>
     <strong>corral</strong>
-    ${link('#/', 'Dashboard')} ${link('#/vms', 'VMs')} ${link('#/networks', 'Networks')} ${link('#/images', 'Images')}
+    ${link('#/', 'Dashboard')} ${link('#/vms', 'VMs')} ${link('#/groups', 'Groups')} ${link('#/networks', 'Networks')} ${link('#/images', 'Images')}
     ${link('#/projects', 'Projects')} ${may(who, 'admin') && link('#/tokens', 'Tokens')} ${link('#/events', 'Events')}
     <span class="who">${who.actor} · ${who.role}${who.project ? ' · project ' + who.project : ''}</span>
     <button class="link" onClick=${onOut}>Log out</button>
@@ -329,6 +329,7 @@ function App() {
   else if (top === 'vms') page = html`<${VMs} who=${who} />`;
   else if (top === 'hosts' && arg) page = html`<${HostDetail} name=${decodeURIComponent(arg)} who=${who} />`;
   else if (top === 'events') page = html`<${Events} />`;
+  else if (top === 'groups') page = html`<${Groups} who=${who} name=${arg ? decodeURIComponent(arg) : ''} key=${arg || ''} />`;
   else if (top === 'networks') page = html`<${Networks} who=${who} />`;
   else if (top === 'images') page = html`<${Images} who=${who} />`;
   else if (top === 'projects') page = html`<${Projects} who=${who} />`;

@@ -145,4 +145,20 @@ func TestConsoleRelayedAcrossHosts(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The guest runs again; its host's corrald stops: the relayed session
+	// ends, saying so.
+	if _, err := root.StartVM(ctx, "v"); err != nil {
+		t.Fatal(err)
+	}
+	var s3 wsconsole.Session
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var err error
+		s3, err = wsconsole.AttachVM(ctx, remote(0, "ops"), "v", true)
+		return err
+	})
+	r3 := readAll(s3)
+	r3.wait(t, "fake console of v")
+	tc.hosts[2].stop()
+	r3.ended(t, "corrald is stopping")
 }

@@ -142,7 +142,7 @@ func TestPortalInBrowser(t *testing.T) {
 		return nil
 	})
 	secrets := map[string]string{}
-	for _, tok := range []struct{ name, role string }{{"ops", "operator"}, {"watch", "viewer"}} {
+	for _, tok := range []struct{ name, role string }{{"ops", "operator"}, {"watch", "viewer"}, {"boss", "admin"}} {
 		file := filepath.Join(t.TempDir(), tok.name)
 		if out, err := e.corralctl("h1", "token", "create", tok.name, "--role", tok.role, "--secret-file", file); err != nil {
 			t.Fatalf("token create: %v\n%s", err, out)
@@ -248,6 +248,30 @@ func TestPortalInBrowser(t *testing.T) {
 	}
 	if _, err := e.any().VM(e.ctx(), "sneaky"); err == nil {
 		t.Fatal("the viewer's forged create made a VM")
+	}
+
+	// An admin labels a host from its page; the hosts page lists both.
+	admin := newTab()
+	login(t, admin, st.API, secrets["boss"])
+	run(t, admin, 20*time.Second, "label h2",
+		chromedp.Navigate(st.API+"/#/hosts/h2"),
+		chromedp.WaitVisible("#host-labels", chromedp.ByQuery),
+		chromedp.SendKeys("#host-labels", "rack=r7", chromedp.ByQuery),
+		chromedp.Click(`form[aria-label="Edit labels"] button`, chromedp.ByQuery))
+	testutil.Eventually(t, 10*time.Second, func() error {
+		h, err := e.any().Host(e.ctx(), "h2")
+		if err != nil || h.Labels["rack"] != "r7" {
+			return fmt.Errorf("h2's labels %v (%v)", h.Labels, err)
+		}
+		return nil
+	})
+	run(t, admin, 10*time.Second, "the hosts page", chromedp.Navigate(st.API+"/#/hosts"))
+	waitJS(t, admin, 10*time.Second, "both hosts listed", `document.querySelectorAll('main table tbody tr').length === 2`)
+	var viewerHasLabels bool
+	run(t, watch, 10*time.Second, "the viewer on h2's page", chromedp.Navigate(st.API+"/#/hosts/h2"), chromedp.WaitVisible("main .facts", chromedp.ByQuery),
+		chromedp.Evaluate(`!!document.querySelector('#host-labels')`, &viewerHasLabels))
+	if viewerHasLabels {
+		t.Fatal("a viewer is offered label editing")
 	}
 
 	// The viewer's token is revoked: the page returns to the login.

@@ -175,6 +175,10 @@ export function Groups({ who, name }) {
     e.preventDefault();
     try { await call('PUT', `/v1/groups/${g.name}/count`, { count: +count }); setCount(''); l.load(); } catch (e2) { l.setErr(e2.message); }
   };
+  const rollback = async () => {
+    if (!confirm(`Roll ${g.name} back to the template before the last change? Its members are replaced ${g.batch} at a time.`)) return;
+    try { await call('POST', `/v1/groups/${g.name}/rollback`); l.load(); } catch (e2) { l.setErr(e2.message); }
+  };
   return html`<section>
     <div class="bar"><h2>Group ${g.name}</h2></div>
     <dl class="facts">
@@ -187,7 +191,8 @@ export function Groups({ who, name }) {
     <progress max=${g.count || 1} value=${Math.min(g.current, g.ready)} aria-label="members ready on the current template"></progress>
     ${may(who, 'operator') && html`<form class="inline" onSubmit=${scale} aria-label="Scale the group">
       <input type="number" min="0" max="1000" required placeholder="new count" value=${count} onInput=${(e) => setCount(e.target.value)} />
-      <button type="submit">Scale</button></form>`}
+      <button type="submit">Scale</button>
+      ${g.can_rollback && html`<button type="button" onClick=${rollback}>Roll back to the previous template</button>`}</form>`}
     <${Err} e=${l.err} />
     <table><thead><tr><th>Member</th><th>Host</th><th>State</th><th>Health</th><th>Template</th><th>Message</th></tr></thead>
     <tbody>${g.members.map((m) => html`<tr key=${m.name}><td><a href=${'#/vms/' + m.name}>${m.name}</a></td><td>${m.host || '-'}</td>

@@ -255,6 +255,7 @@ function HostDetail({ name, who }) {
       ${x.health_reasons?.length ? html`<dt>Health reasons</dt><dd>${x.health_reasons.join('; ')}</dd>` : ''}
       ${x.labels && html`<dt>Labels</dt><dd>${Object.entries(x.labels).map(([k, v]) => `${k}=${v}`).join(', ')}</dd>`}
     </dl>
+    ${may(who, 'admin') && html`<${HostLabels} name=${name} />`}
     ${may(who, 'admin') && html`<div class="actions">
       <button disabled=${!!act.busy || x.mode !== 'active'} onClick=${() => act.run('drain', `Drain ${name}? Its VMs live-migrate away and it enters maintenance.`, () => call('POST', `/v1/hosts/${name}/drain`))}>Drain</button>
       <button disabled=${!!act.busy || x.mode !== 'maintenance'} onClick=${() => act.run('restore', `Return ${name} to service and move its VMs back?`, () => call('POST', `/v1/hosts/${name}/restore`, { failback: true }))}>Restore with failback</button>
@@ -266,6 +267,36 @@ function HostDetail({ name, who }) {
   </section>`;
 }
 
+function Hosts() {
+  const s = useStore();
+  return html`<section><h2>Hosts</h2><${HostTable} hosts=${s.hosts} /></section>`;
+}
+
+// HostLabels edits a host's labels (admins): key=value sets, key- removes.
+function HostLabels({ name }) {
+  const [text, setText] = useState('');
+  const act = useAction();
+  const submit = (e) => {
+    e.preventDefault();
+    const req = { set: {}, remove: [] };
+    for (const w of text.split(/[\s,]+/).filter(Boolean)) {
+      if (w.endsWith('-')) req.remove.push(w.slice(0, -1));
+      else {
+        const [k, ...v] = w.split('=');
+        req.set[k] = v.join('=');
+      }
+    }
+    act.run('labels', '', async () => {
+      await call('PUT', `/v1/hosts/${name}/labels`, req);
+      setText('');
+    });
+  };
+  return html`<form class="inline" onSubmit=${submit} aria-label="Edit labels">
+    <label for="host-labels">Labels</label>
+    <input id="host-labels" placeholder="rack=r1 ssd=yes old-" value=${text} onInput=${(e) => setText(e.target.value)} />
+    <button type="submit" disabled=${!!act.busy}>Apply</button><${Err} e=${act.err} /></form>`;
+}
+
 function Events() {
   const s = useStore();
   return html`<section><h2>Events</h2><${EventList} events=${s.events.slice().reverse()} /></section>`;
@@ -275,7 +306,7 @@ function Nav({ who, route, onOut }) {
   const link = (href, label) => html`<a href=${href} aria-current=${route === href ? 'page' : undefined}>${label}</a>`;
   return html`<nav>
     <strong>corral</strong>
-    ${link('#/', 'Dashboard')} ${link('#/vms', 'VMs')} ${link('#/groups', 'Groups')} ${link('#/networks', 'Networks')} ${link('#/images', 'Images')}
+    ${link('#/', 'Dashboard')} ${link('#/hosts', 'Hosts')} ${link('#/vms', 'VMs')} ${link('#/groups', 'Groups')} ${link('#/networks', 'Networks')} ${link('#/images', 'Images')}
     ${link('#/projects', 'Projects')} ${may(who, 'admin') && link('#/tokens', 'Tokens')} ${link('#/events', 'Events')}
     <span class="who">${who.actor} · ${who.role}${who.project ? ' · project ' + who.project : ''}</span>
     <button class="link" onClick=${onOut}>Log out</button>
@@ -328,6 +359,7 @@ function App() {
   if (top === 'vms' && arg) page = html`<${VMDetail} name=${decodeURIComponent(arg)} who=${who} />`;
   else if (top === 'vms') page = html`<${VMs} who=${who} />`;
   else if (top === 'hosts' && arg) page = html`<${HostDetail} name=${decodeURIComponent(arg)} who=${who} />`;
+  else if (top === 'hosts') page = html`<${Hosts} />`;
   else if (top === 'events') page = html`<${Events} />`;
   else if (top === 'groups') page = html`<${Groups} who=${who} name=${arg ? decodeURIComponent(arg) : ''} key=${arg || ''} />`;
   else if (top === 'networks') page = html`<${Networks} who=${who} />`;

@@ -15,17 +15,17 @@ import (
 	"github.com/corralhq/corral/model"
 )
 
-// agentStub answers AgentExec with the exit code and output set last.
-type agentStub struct {
+// fakeAgent answers AgentExec with the exit code and output set last.
+type fakeAgent struct {
 	mu    sync.Mutex
 	code  int
 	out   string
 	calls int
 }
 
-func (a *agentStub) set(code int, out string) { a.mu.Lock(); a.code, a.out = code, out; a.mu.Unlock() }
-func (a *agentStub) count() int               { a.mu.Lock(); defer a.mu.Unlock(); return a.calls }
-func (a *agentStub) exec(name string, argv []string) (hypervisor.ExecResult, error) {
+func (a *fakeAgent) set(code int, out string) { a.mu.Lock(); a.code, a.out = code, out; a.mu.Unlock() }
+func (a *fakeAgent) count() int               { a.mu.Lock(); defer a.mu.Unlock(); return a.calls }
+func (a *fakeAgent) exec(name string, argv []string) (hypervisor.ExecResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls++
@@ -50,7 +50,7 @@ func (e *hostEnv) waitHealth(t *testing.T, name, want string) model.VM {
 }
 
 // probeAfter advances the clock by d and waits for one more probe.
-func (e *hostEnv) probeAfter(t *testing.T, a *agentStub, d time.Duration) {
+func (e *hostEnv) probeAfter(t *testing.T, a *fakeAgent, d time.Duration) {
 	t.Helper()
 	n := a.count()
 	e.clock.Advance(d)
@@ -69,7 +69,7 @@ func (e *hostEnv) probeAfter(t *testing.T, a *agentStub, d time.Duration) {
 // its start period is over.
 func TestHostLoopHealthExec(t *testing.T) {
 	e := newHostEnv(t)
-	a := &agentStub{code: 1, out: "not yet"}
+	a := &fakeAgent{code: 1, out: "not yet"}
 	e.drv.SetAgent(a.exec, nil)
 	stop := e.run(t)
 	e.create(t, "web", "h1", func(v *model.VM) {

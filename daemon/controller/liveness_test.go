@@ -424,13 +424,26 @@ func TestDrainMigratesInParallelAndRetriesElsewhere(t *testing.T) {
 	if d0.Host != "h2" || d0.Migration == nil || d0.Migration.Target == first {
 		t.Fatalf("d0 after a failed migration: %+v", d0)
 	}
-	// Everything succeeds: the host ends up empty and in maintenance.
+	// Everything succeeds: the host ends up empty and in maintenance, but
+	// only once each target has reported its guest running.
 	for i := 0; i < 10; i++ {
+		var handed []model.VM
 		for _, v := range e.r.store.VMs() {
 			if v.Migration != nil {
-				e.l.MigrationDone(ctx, MigrationResult{Name: v.Name, Generation: v.Generation, Target: v.Migration.Target})
-				e.r.store.Apply(ctx, raftlog.ReportVMs{Host: v.Migration.Target, Reports: []raftlog.VMReport{{Name: v.Name, Generation: v.Generation + 1, State: model.StateRunning}}})
+				target := v.Migration.Target
+				// As the source's host loop does while it migrates.
+				e.r.store.Apply(ctx, raftlog.ReportVMs{Host: v.Host, Reports: []raftlog.VMReport{{Name: v.Name, Generation: v.Generation, State: model.StateMigrating}}})
+				e.l.MigrationDone(ctx, MigrationResult{Name: v.Name, Generation: v.Generation, Target: target})
+				v, _ = e.r.store.VM(v.Name)
+				handed = append(handed, v)
 			}
+		}
+		e.l.driveMigrations(ctx)
+		if h, _ := e.r.store.Host("h2"); len(handed) > 0 && !h.Draining {
+			t.Fatalf("drain ended before the targets reported %d handed-over VMs", len(handed))
+		}
+		for _, v := range handed {
+			e.r.store.Apply(ctx, raftlog.ReportVMs{Host: v.Host, Reports: []raftlog.VMReport{{Name: v.Name, Generation: v.Generation, State: model.StateRunning}}})
 		}
 		e.l.driveMigrations(ctx)
 	}

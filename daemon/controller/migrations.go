@@ -410,9 +410,24 @@ func (l *Leader) driveMigrations(ctx context.Context) {
 	}
 }
 
+// handedOver reports whether v has left host by a live migration whose
+// end the leader has recorded while its new host has not yet reported it
+// (the last report is still the source's "migrating").
+func handedOver(v model.VM, host string) bool {
+	return v.Home == host && v.Host != host && v.Migration == nil && !v.Deleting &&
+		v.Actual.State == model.StateMigrating
+}
+
 func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, par int) {
 	inflight, left, stuck := 0, 0, 0
 	for _, v := range vms {
+		if handedOver(v, h.Name) {
+			// Its migration has ended but the target has not reported
+			// it running yet: the drain is not done until it has.
+			left++
+			inflight++
+			continue
+		}
 		if v.Host != h.Name || v.Deleting {
 			continue
 		}

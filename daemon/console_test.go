@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -132,6 +133,41 @@ func TestConsoleRelayedAcrossHosts(t *testing.T) {
 	s2.Write([]byte("x"))
 	r2.ended(t, "read-only")
 	r1.wait(t, "second\r")
+
+	// The graphical display, relayed the same way: an operator's, at most
+	// maxDisplayClients at once on the guest's host.
+	if _, err := wsconsole.OpenVMDisplay(ctx, remote(0, "watch"), "v"); !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("a viewer opened the display: %v", err)
+	}
+	var screens []io.ReadWriteCloser
+	for range maxDisplayClients {
+		d, err := wsconsole.OpenVMDisplay(ctx, remote(0, "ops"), "v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		screens = append(screens, d)
+	}
+	greet := make([]byte, 12)
+	if _, err := io.ReadFull(screens[0], greet); err != nil || string(greet) != "RFB 003.008\n" {
+		t.Fatalf("display greeting %q %v", greet, err)
+	}
+	screens[0].Write([]byte("keys"))
+	if _, err := io.ReadFull(screens[0], greet[:4]); err != nil || string(greet[:4]) != "keys" {
+		t.Fatalf("display echo %q %v", greet[:4], err)
+	}
+	if _, err := wsconsole.OpenVMDisplay(ctx, tc.hosts[2].client, "v"); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("display %d: %v", maxDisplayClients+1, err)
+	}
+	for _, d := range screens {
+		d.Close()
+	}
+	testutil.Eventually(t, 10*time.Second, func() error { // the slots are given back
+		d, err := wsconsole.OpenVMDisplay(ctx, tc.hosts[2].client, "v")
+		if err == nil {
+			d.Close()
+		}
+		return err
+	})
 
 	// The guest stops: the relayed session ends, saying so.
 	if _, err := root.StopVM(ctx, "v"); err != nil {

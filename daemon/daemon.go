@@ -52,6 +52,7 @@ type Daemon struct {
 	apiFingerprint string
 	driver         GuestDriver
 	consoles       *console.Hub
+	displays       displays
 	host           *controller.HostLoop
 	lease          *controller.Lease
 	fencer         *fencer.Client // nil without fencer_socket

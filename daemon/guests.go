@@ -27,6 +27,7 @@ type GuestDriver interface {
 	ConsoleLog(ctx context.Context, name string, max int64) ([]byte, error)
 	// OpenConsole attaches to a running guest's serial console.
 	OpenConsole(ctx context.Context, name string) (io.ReadWriteCloser, error)
+	displayOpener
 	Stats(ctx context.Context, name string) (hypervisor.Stats, error)
 	PoolDir() string
 	Refresh(ctx context.Context) error
@@ -76,6 +77,7 @@ type hostRead struct {
 func (d *Daemon) registerGuestRPC() {
 	d.consoles = console.New(d.cfg.Name, d.driver)
 	d.rpcSrv.HandleStream("console", d.serveConsoleRPC)
+	d.rpcSrv.HandleStream("display", d.serveDisplayRPC)
 	rpc.Register(d.rpcSrv, mVMConsole, d.localConsole)
 	rpc.Register(d.rpcSrv, mVMStats, d.localStats)
 }

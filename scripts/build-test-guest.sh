@@ -18,6 +18,9 @@
 # device corral's domains have; pvpanic_pci the PCI one). It runs the QEMU
 # guest agent (Debian's qemu-ga with the libraries it links) on the
 # org.qemu.guest_agent.0 port, so health checks can run commands in it.
+# A second shell reads the VGA console (tty1, what VNC shows), where it
+# wrote CORRAL-DISPLAY; `vgaping WORDS` typed there prints
+# CORRAL-VGA-INPUT WORDS on the serial console.
 #
 # usage: scripts/build-test-guest.sh OUT
 set -euo pipefail
@@ -118,6 +121,15 @@ done
 # A shell on the serial console, in a session of its own (ttyS0 becomes
 # its controlling terminal).
 (setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1') &
+# And one on the VGA screen (tty1, the graphical console). vgaping says on
+# the serial console what was typed there: tests type it through VNC.
+cat > /bin/vgaping <<'VGA'
+#!/bin/sh
+echo "CORRAL-VGA-INPUT $*" > /dev/ttyS0
+VGA
+chmod +x /bin/vgaping
+echo "CORRAL-DISPLAY $(hostname)" > /dev/tty1
+(setsid sh -c 'exec sh -i </dev/tty1 >/dev/tty1 2>&1') &
 n=$(dd if=/dev/vda bs=16 count=1 2>/dev/null | tr -dc 0-9)
 n=${n:-0}
 echo "CORRAL-BOOT host=$(hostname) counter=$n"

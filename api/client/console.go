@@ -30,6 +30,10 @@ func ConsolePath(name string, write bool) string {
 	return p
 }
 
+// DisplayPath is the path of a VM's graphical display (VNC over a
+// WebSocket).
+func DisplayPath(name string) string { return vmPath(name) + "/vnc" }
+
 // wsHTTP is the client's HTTP client, made HTTP/1.1 only.
 func (c *Client) wsHTTP() *http.Client {
 	base := c.http()

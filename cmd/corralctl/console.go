@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"os/signal"
+	"sync"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -108,4 +112,97 @@ func forwardKeys(r io.Reader, w io.Writer, writer bool) error {
 			return err
 		}
 	}
+}
+
+func (c *cli) vmVNC() *cobra.Command {
+	var listen string
+	var once bool
+	cmd := &cobra.Command{
+		Use:   "vnc NAME",
+		Short: "Serve a running VM's graphical display to a local VNC viewer, wherever the VM runs",
+		Long: `Serve a running VM's graphical display (its VGA screen) on a loopback
+address for a VNC viewer on this machine, wherever the VM runs: each viewer
+that connects gets its own session, relayed by the corrald this command
+talks to, authorized like every call (an operator of the VM's project).
+The display has no password of its own, so only loopback addresses are
+accepted; reach it from elsewhere through SSH. Ctrl-C stops; --once stops
+after the first viewer leaves.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			host, _, err := net.SplitHostPort(listen)
+			if err != nil {
+				return fmt.Errorf("--listen %q: %w", listen, err)
+			}
+			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+				return fmt.Errorf("--listen %q: only a loopback address (the display has no password)", listen)
+			}
+			// Fail early when the display cannot be had at all.
+			dctx, dcancel := c.ctx()
+			probe, err := wsconsole.OpenVMDisplay(dctx, c.client(), args[0])
+			dcancel()
+			if err != nil {
+				return err
+			}
+			probe.Close()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			defer ln.Close()
+			fmt.Fprintf(os.Stderr, "The display of %s is at %s: connect a VNC viewer there (vnc://%s). Ctrl-C stops.\n", args[0], ln.Addr(), ln.Addr())
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			go func() { <-ctx.Done(); ln.Close() }()
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := c.relayDisplay(ctx, args[0], conn); err != nil {
+						fmt.Fprintf(os.Stderr, "viewer %s: %v\n", conn.RemoteAddr(), err)
+					}
+				}()
+				if once {
+					wg.Wait()
+					return nil
+				}
+			}
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:5900", "loopback address:port for the viewer (port 0: any free port)")
+	cmd.Flags().BoolVar(&once, "once", false, "stop after the first viewer disconnects")
+	return cmd
+}
+
+// relayDisplay carries one viewer's connection to the VM's display until
+// either side ends.
+func (c *cli) relayDisplay(ctx context.Context, name string, conn net.Conn) error {
+	defer conn.Close()
+	dctx, dcancel := c.ctx()
+	disp, err := wsconsole.OpenVMDisplay(dctx, c.client(), name)
+	dcancel()
+	if err != nil {
+		return err
+	}
+	defer disp.Close()
+	done := make(chan error, 2)
+	go func() { _, err := io.Copy(disp, conn); done <- err }()
+	go func() { _, err := io.Copy(conn, disp); done <- err }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+	}
+	var ce *wsconsole.ClosedError
+	if errors.As(err, &ce) {
+		return err // the server's reason: the guest stopped, its host went away
+	}
+	return nil
 }

@@ -19,7 +19,7 @@ import (
 func (c *cli) vmCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create and operate virtual machines"}
 	cmd.AddCommand(c.vmLs(), c.vmShow(), c.vmCreate(), c.vmPower("start"), c.vmPower("stop"), c.vmPower("restart"),
-		c.vmRm(), c.vmResize(), c.vmMigrate(), c.vmConsole(), c.vmConsoleLog(), c.vmStats())
+		c.vmRm(), c.vmResize(), c.vmMigrate(), c.vmConsole(), c.vmVNC(), c.vmConsoleLog(), c.vmStats())
 	return cmd
 }
 

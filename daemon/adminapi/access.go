@@ -44,8 +44,8 @@ func routeRole(pattern string) Role {
 		return RoleAdmin // who holds which credential is an admin's business
 	case strings.HasPrefix(path, "/v1/projects") && method != http.MethodGet:
 		return RoleAdmin
-	case strings.HasPrefix(path, "/v1/vms/{name}/console"):
-		return RoleOperator // the log, and the console itself
+	case strings.HasPrefix(path, "/v1/vms/{name}/console") || path == "/v1/vms/{name}/vnc":
+		return RoleOperator // the log, the console itself, the screen
 	case method == http.MethodGet:
 		return RoleViewer
 	case strings.HasPrefix(path, "/v1/hosts") || strings.HasPrefix(path, "/v1/cluster"):

@@ -64,6 +64,9 @@ type Backend interface {
 	// AttachConsole attaches to a running VM's serial console, wherever
 	// it runs; write asks to be the session that types.
 	AttachConsole(ctx context.Context, name string, write bool) (wsconsole.Session, error)
+	// AttachDisplay opens a running VM's graphical display (the RFB
+	// stream of its VNC server), wherever it runs.
+	AttachDisplay(ctx context.Context, name string) (io.ReadWriteCloser, error)
 	VMStats(ctx context.Context, name string) (api.VMStats, error)
 
 	Networks(ctx context.Context) ([]api.Network, error)
@@ -442,8 +445,18 @@ func (s *Server) routes() []route {
 			}
 			o, _ := origin.From(r.Context())
 			s.log.Info("console attached", "vm", name, "host", sess.Hello().Host, "writer", sess.Hello().Writer, "actor", o.Actor, "source", o.Source)
-			return upgrade{sess}, nil
+			return upgrade{sess: sess}, nil
 		})},
+		{"GET /v1/vms/{name}/vnc", doc{summary: "a running VM's graphical display, wherever it runs: a WebSocket (subprotocol corral.vnc) whose binary messages carry the RFB (VNC) protocol of the guest's VGA screen, as noVNC speaks it; closed with the reason when the guest stops or its host goes away", out: ""},
+			withVM(func(r *http.Request, name string) (any, error) {
+				conn, err := s.b.AttachDisplay(r.Context(), name)
+				if err != nil {
+					return nil, err
+				}
+				o, _ := origin.From(r.Context())
+				s.log.Info("display attached", "vm", name, "actor", o.Actor, "source", o.Source)
+				return upgrade{display: conn}, nil
+			})},
 		{"GET /v1/vms/{name}/stats", doc{summary: "a VM's libvirt counters from the host it runs on", out: api.VMStats{}}, withVM(func(r *http.Request, name string) (any, error) { return s.b.VMStats(r.Context(), name) })},
 
 		{"GET /v1/networks", doc{summary: "networks, as the answering host set them up", out: []api.Network{}}, func(r *http.Request) (any, error) { return s.b.Networks(r.Context()) }},
@@ -582,14 +595,21 @@ func decode(r *http.Request, v any) error {
 }
 
 // upgrade is a route's answer that takes the connection over: a console
-// session carried over a WebSocket.
-type upgrade struct{ sess wsconsole.Session }
+// session or a display carried over a WebSocket.
+type upgrade struct {
+	sess    wsconsole.Session
+	display io.ReadWriteCloser
+}
 
 func (s *Server) wrap(h func(r *http.Request) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		resp, err := h(r)
 		if u, ok := resp.(upgrade); ok && err == nil {
-			wsconsole.Serve(w, r, u.sess, s.log)
+			if u.display != nil {
+				wsconsole.ServeDisplay(w, r, u.display, s.log)
+			} else {
+				wsconsole.Serve(w, r, u.sess, s.log)
+			}
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

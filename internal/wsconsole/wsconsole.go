@@ -6,6 +6,11 @@
 // the server, and the client's keystrokes to it; text messages from the
 // client are ignored (reserved). The session ends with a close frame
 // whose reason says why (the guest stopped, its host went away).
+//
+// A guest's graphical display is carried the same way (ServeDisplay,
+// DialDisplay) with subprotocol DisplayProtocol, minus the greeting: the
+// binary messages are the RFB (VNC) stream itself, in both directions,
+// which is what a browser's noVNC speaks.
 package wsconsole
 
 import (
@@ -42,8 +47,9 @@ type Session interface {
 // token beside it as the subprotocol BearerPrefix+SECRET; the server
 // selects Protocol, never the token.
 const (
-	Protocol     = "corral.console"
-	BearerPrefix = "corral.bearer."
+	Protocol        = "corral.console"
+	DisplayProtocol = "corral.vnc"
+	BearerPrefix    = "corral.bearer."
 )
 
 // BearerProtocol returns the API token a WebSocket request offers as a
@@ -82,8 +88,19 @@ const (
 // HTTP errors. Only same-origin browsers are accepted (the library's
 // default): another site cannot attach a visitor's session.
 func Serve(w http.ResponseWriter, r *http.Request, sess Session, log *slog.Logger) {
+	hello, _ := json.Marshal(sess.Hello())
+	serve(w, r, sess, Protocol, hello, log, "console")
+}
+
+// ServeDisplay is Serve for a guest's graphical display: conn is the
+// RFB stream of its VNC server, carried without a greeting.
+func ServeDisplay(w http.ResponseWriter, r *http.Request, conn io.ReadWriteCloser, log *slog.Logger) {
+	serve(w, r, conn, DisplayProtocol, nil, log, "display")
+}
+
+func serve(w http.ResponseWriter, r *http.Request, sess io.ReadWriteCloser, proto string, hello []byte, log *slog.Logger, what string) {
 	defer sess.Close()
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{Protocol}})
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{proto}})
 	if err != nil {
 		log.Debug("console: websocket accept", "err", err)
 		return
@@ -92,9 +109,10 @@ func Serve(w http.ResponseWriter, r *http.Request, sess Session, log *slog.Logge
 	ws.SetReadLimit(MaxInput)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	hello, _ := json.Marshal(sess.Hello())
-	if err := ws.Write(ctx, websocket.MessageText, hello); err != nil {
-		return
+	if hello != nil {
+		if err := ws.Write(ctx, websocket.MessageText, hello); err != nil {
+			return
+		}
 	}
 	why := make(chan string, 3)
 	go func() { // the guest's output to the client
@@ -108,7 +126,7 @@ func Serve(w http.ResponseWriter, r *http.Request, sess Session, log *slog.Logge
 				}
 			}
 			if err != nil {
-				why <- ended(err)
+				why <- ended(err, what)
 				return
 			}
 		}
@@ -124,7 +142,7 @@ func Serve(w http.ResponseWriter, r *http.Request, sess Session, log *slog.Logge
 				continue
 			}
 			if _, err := sess.Write(data); err != nil {
-				why <- ended(err)
+				why <- ended(err, what)
 				return
 			}
 		}
@@ -159,17 +177,17 @@ func Serve(w http.ResponseWriter, r *http.Request, sess Session, log *slog.Logge
 }
 
 // ended says why a session ended, for the close frame.
-func ended(err error) string {
+func ended(err error, what string) string {
 	var ce *ClosedError
 	switch {
 	case errors.As(err, &ce):
 		return ce.Reason // a relayed session: the far side's reason
 	case errors.Is(err, io.EOF):
-		return "console closed: the guest stopped or left this host"
+		return what + " closed: the guest stopped or left this host"
 	case errors.Is(err, ErrReadOnly):
 		return "read-only session: another session writes to this console"
 	}
-	return "console closed: " + err.Error()
+	return what + " closed: " + err.Error()
 }
 
 func clip(s string) string { return model.Clip(s, maxReason) }
@@ -178,7 +196,35 @@ func clip(s string) string { return model.Clip(s, maxReason) }
 // extra request headers h. An error before the upgrade keeps its class
 // (the server's api.Error).
 func Dial(ctx context.Context, hc *http.Client, url string, h http.Header) (Session, error) {
-	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: h})
+	c, err := dial(ctx, hc, url, h, Protocol)
+	if err != nil {
+		return nil, err
+	}
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	typ, data, err := c.ws.Read(hctx)
+	if err != nil || typ != websocket.MessageText || json.Unmarshal(data, &c.hello) != nil {
+		c.ws.CloseNow()
+		return nil, fmt.Errorf("console: no greeting from the server (%v): %w", err, model.ErrUnavailable)
+	}
+	go c.ping()
+	return c, nil
+}
+
+// DialDisplay opens the graphical display at url (ServeDisplay): what it
+// returns carries the RFB stream.
+func DialDisplay(ctx context.Context, hc *http.Client, url string, h http.Header) (io.ReadWriteCloser, error) {
+	c, err := dial(ctx, hc, url, h, DisplayProtocol)
+	if err != nil {
+		return nil, err
+	}
+	c.hello.Host = "the display's host"
+	go c.ping()
+	return c, nil
+}
+
+func dial(ctx context.Context, hc *http.Client, url string, h http.Header, proto string) (*client, error) {
+	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: h, Subprotocols: []string{proto}})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			var e api.Error
@@ -190,16 +236,7 @@ func Dial(ctx context.Context, hc *http.Client, url string, h http.Header) (Sess
 		return nil, fmt.Errorf("console: %v: %w", err, model.ErrUnavailable)
 	}
 	ws.SetReadLimit(1 << 20)
-	c := &client{ws: ws, done: make(chan struct{})}
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	typ, data, err := ws.Read(hctx)
-	if err != nil || typ != websocket.MessageText || json.Unmarshal(data, &c.hello) != nil {
-		ws.CloseNow()
-		return nil, fmt.Errorf("console: no greeting from the server (%v): %w", err, model.ErrUnavailable)
-	}
-	go c.ping()
-	return c, nil
+	return &client{ws: ws, done: make(chan struct{})}, nil
 }
 
 // client is the dialling side of a session.
@@ -305,4 +342,11 @@ func (c *client) Close() error {
 func AttachVM(ctx context.Context, c *apiclient.Client, name string, write bool) (Session, error) {
 	url, h, hc := c.WebSocket(apiclient.ConsolePath(name, write))
 	return Dial(ctx, hc, url, h)
+}
+
+// OpenVMDisplay opens a VM's graphical display (its RFB stream) through
+// the corrald c talks to.
+func OpenVMDisplay(ctx context.Context, c *apiclient.Client, name string) (io.ReadWriteCloser, error) {
+	url, h, hc := c.WebSocket(apiclient.DisplayPath(name))
+	return DialDisplay(ctx, hc, url, h)
 }

@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/internal/testutil"
+	"github.com/corralhq/corral/internal/wsconsole"
 )
 
 // ptyRun is a command running under a pseudo-terminal, its output kept.
@@ -139,9 +143,84 @@ func TestVMConsole(t *testing.T) {
 		t.Fatalf("detach on the guest's host: %v", err)
 	}
 
+	// The graphical display, relayed from h1 to the guest on h2: QEMU's
+	// VNC names the guest, shows its screen, and what is typed there runs
+	// in the shell on tty1 (vgaping says so on the serial console).
+	disp, err := wsconsole.OpenVMDisplay(e.ctx(), e.client(0), "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rfb, err := testutil.RFBHandshake(disp)
+	if err != nil || !strings.Contains(rfb.Name, "c1") {
+		t.Fatalf("display of c1: %+v %v", rfb, err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if lit, err := rfb.Frame(); err != nil || lit == 0 {
+			return fmt.Errorf("screen: %d pixels lit, %v", lit, err)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if err := rfb.Type("vgaping through the relay\n"); err != nil {
+			t.Fatal(err)
+		}
+		if log, _ := e.any().ConsoleLog(e.ctx(), "c1", 64<<10); !strings.Contains(log.Log, "CORRAL-VGA-INPUT through the relay") {
+			return errors.New("what was typed on the display did not run")
+		}
+		return nil
+	})
+	// corralctl vm vnc: a port on loopback for a local VNC viewer.
+	vnc := exec.Command(e.ctlBin, "--socket", e.lab.Hosts[0].Socket(), "vm", "vnc", "c1", "--listen", "127.0.0.1:0", "--once")
+	stderr, err := vnc.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vnc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if vnc.ProcessState == nil {
+			vnc.Process.Kill()
+			vnc.Wait()
+		}
+	})
+	line, err := bufio.NewReader(stderr).ReadString('\n')
+	m := regexp.MustCompile(`is at (127\.0\.0\.1:\d+)`).FindStringSubmatch(line)
+	if err != nil || m == nil {
+		t.Fatalf("corralctl vm vnc said %q (%v)", line, err)
+	}
+	viewer, err := net.Dial("tcp", m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := testutil.RFBHandshake(viewer); err != nil || !strings.Contains(r.Name, "c1") {
+		t.Fatalf("viewer through corralctl vm vnc: %+v %v", r, err)
+	}
+	viewer.Close()
+	vncDone := make(chan error, 1)
+	go func() { vncDone <- vnc.Wait() }()
+	select {
+	case err := <-vncDone:
+		if err != nil {
+			t.Fatalf("corralctl vm vnc --once: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("corralctl vm vnc --once still runs after its viewer left")
+	}
+
 	if _, err := e.any().StopVM(e.ctx(), "c1"); err != nil {
 		t.Fatal(err)
 	}
+	// The display's session ends with the guest, saying so.
+	testutil.Eventually(t, 90*time.Second, func() error {
+		_, err := rfb.Frame()
+		var ce *wsconsole.ClosedError
+		if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "display closed") {
+			return fmt.Errorf("display of a stopped guest: %v", err)
+		}
+		return nil
+	})
+	disp.Close()
 	var exit *exec.ExitError
 	if err := s2.exit(t, 90*time.Second); !errors.As(err, &exit) {
 		t.Fatalf("session of a stopped guest ended with %v; terminal: %q", err, tail(s2.output(), 600))

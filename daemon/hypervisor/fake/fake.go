@@ -576,7 +576,32 @@ func (d *Driver) OpenConsole(ctx context.Context, name string) (io.ReadWriteClos
 	return c, nil
 }
 
-// endConsoles ends the console sessions of a domain that stopped (d.mu
+// OpenDisplay connects to a running domain's fake VNC server: it sends
+// the RFB version greeting, then echoes what it is sent. Stopping the
+// domain ends the connection.
+func (d *Driver) OpenDisplay(ctx context.Context, name string) (io.ReadWriteCloser, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("OpenDisplay"); err != nil {
+		return nil, err
+	}
+	dm, ok := d.domains[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", name, hypervisor.ErrNoDomain)
+	}
+	if !dm.dom.State.Active() {
+		return nil, fmt.Errorf("%s is %s: %w", name, dm.dom.State, hypervisor.ErrNotRunning)
+	}
+	c := &fakeConsole{out: make(chan []byte, 64), done: make(chan struct{})}
+	c.out <- []byte("RFB 003.008\n")
+	if d.consoles == nil {
+		d.consoles = map[string][]*fakeConsole{}
+	}
+	d.consoles[name] = append(d.consoles[name], c)
+	return c, nil
+}
+
+// endConsoles ends the console and display sessions of a domain that stopped (d.mu
 // held).
 func (d *Driver) endConsoles(name string) {
 	for _, c := range d.consoles[name] {

@@ -141,6 +141,41 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 		return conn.Close()
 	})
 
+	// The VGA display: QEMU's VNC server on a Unix socket, no address.
+	// It names the guest, shows what the guest wrote on tty1, and the
+	// shell there runs what is typed.
+	conn, err := d.OpenDisplay(ctx, "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rfb, err := testutil.RFBHandshake(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rfb.Name, "t1") || rfb.Width == 0 || rfb.Height == 0 {
+		t.Fatalf("display %q %dx%d", rfb.Name, rfb.Width, rfb.Height)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if lit, err := rfb.Frame(); err != nil || lit == 0 {
+			return fmt.Errorf("screen: %d pixels lit, %v", lit, err)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if err := rfb.Type("vgaping typed on vga\n"); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := d.ConsoleLog(ctx, "t1", 0); !strings.Contains(string(b), "CORRAL-VGA-INPUT typed on vga") {
+			return errors.New("what was typed on the display did not run")
+		}
+		return nil
+	})
+	conn.Close()
+	// Nothing listens for VNC on the network (5900 and up).
+	if out, err := exec.Command("ss", "-Hltnp").CombinedOutput(); err != nil || strings.Contains(string(out), "qemu") {
+		t.Fatalf("QEMU listens on TCP: %s %v", out, err)
+	}
+
 	// libvirtd restarts: the guest keeps running, the driver reconnects.
 	l, err := lab.Load(os.Getenv("T_LAB"))
 	if err != nil {

@@ -126,6 +126,7 @@ func domainXML(spec hypervisor.DomainSpec, domType string) (string, error) {
 	// (on_crash=destroy), so corral sees a crash and restarts it.
 	d.Devices.Panics = []libvirtxml.DomainPanic{{Model: "isa"}}
 	d.Devices.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "none"}
+	displayDevices(d.Devices)
 	return d.Marshal()
 }
 

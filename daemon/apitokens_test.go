@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -419,6 +421,32 @@ func TestHTTPSClientCertificate(t *testing.T) {
 	})
 	if _, err := alice.CreateProject(ctx, api.ProjectCreateRequest{Name: "p"}); !errors.Is(err, api.ErrForbidden) {
 		t.Fatalf("viewer creates a project: %v", err)
+	}
+	// A browser presents a certificate to any page that calls: a change
+	// another site's page sends is refused before anything else.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{cert}}}}
+	for _, c := range []struct {
+		headers map[string]string
+		want    string
+	}{
+		{map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, "cross-origin request refused"},
+		{map[string]string{"Origin": "https://evil.example"}, "cross-origin request refused"},
+		{map[string]string{"Sec-Fetch-Site": "same-origin"}, "viewer"}, // the portal's own page: on to the role check
+	} {
+		req, _ := http.NewRequest("POST", st.API+"/v1/projects", strings.NewReader(`{"name":"p"}`))
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range c.headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), c.want) {
+			t.Fatalf("POST with %v: %d %s", c.headers, resp.StatusCode, body)
+		}
 	}
 	// A host's certificate is from the same CA but no credential.
 	hostCert, err := tls.LoadX509KeyPair(filepath.Join(tc.hosts[1].cfg.IdentityDir(), "host.crt"), filepath.Join(tc.hosts[1].cfg.IdentityDir(), "host.key"))

@@ -12,15 +12,19 @@ const result = await esbuild.build({
   bundle: true,
   minify: true,
   format: 'esm',
+  // noVNC, loaded only when a graphical console opens, is a chunk of its own.
+  splitting: true,
   target: ['chrome110', 'firefox110'],
   outdir: 'dist/assets',
   entryNames: '[name]-[hash]',
+  chunkNames: '[name]-[hash]',
   metafile: true,
   legalComments: 'none',
   logLevel: 'warning',
 });
-const outs = Object.keys(result.metafile.outputs).map((p) => p.replace(/^dist\//, ''));
-const js = outs.find((p) => p.endsWith('.js'));
+const outputs = result.metafile.outputs;
+const outs = Object.keys(outputs).map((p) => p.replace(/^dist\//, ''));
+const js = Object.keys(outputs).find((p) => outputs[p].entryPoint === 'src/app.js').replace(/^dist\//, '');
 const css = outs.find((p) => p.endsWith('.css'));
 const html = readFileSync('src/index.html', 'utf8').replace('{{js}}', '/' + js).replace('{{css}}', '/' + css);
 writeFileSync('dist/index.html', html);

@@ -29,7 +29,7 @@ var APILimits = httpserve.Limits{MaxInFlight: 512}
 // that credential's role and project.
 func (s *Server) ServeAPI(ctx context.Context, ln net.Listener) error {
 	perToken := httpserve.Limits{Rate: s.RateLimit, Burst: int(2 * s.RateLimit), Identity: peerIdentity}
-	api := s.bearer(httpserve.Limit(s.withOrigin(s.authorize(s.mux)), perToken))
+	api := crossOrigin(s.bearer(httpserve.Limit(s.withOrigin(s.authorize(s.mux)), perToken)))
 	h := api
 	if s.Portal != nil {
 		// The portal's files hold no data: they are served to anyone, and
@@ -43,6 +43,18 @@ func (s *Server) ServeAPI(ctx context.Context, ln net.Listener) error {
 		})
 	}
 	return httpserve.Serve(ctx, ln, h, s.log, APILimits)
+}
+
+// crossOrigin refuses a change that a page of another site asks a
+// browser to send (by the Sec-Fetch-Site and Origin headers browsers add;
+// corralctl sends neither). A token cannot travel that way, but a client
+// certificate can: the browser presents it to whichever page calls.
+func crossOrigin(next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errcode.ToAPI(fmt.Errorf("cross-origin request refused: a page of another site may not act with this browser's credentials: %w", model.ErrForbidden)))
+	}))
+	return cop.Handler(next)
 }
 
 // bearer admits a request that carries a live API token (s.Tokens) and

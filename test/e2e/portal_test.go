@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -205,6 +206,54 @@ func TestPortalInBrowser(t *testing.T) {
 	waitJS(t, ops, 30*time.Second, "the shell's answer in the terminal", rows+`.includes('42-XY')`)
 	screenshot(t, ops, "vm-console")
 
+	// The graphical console: noVNC draws the guest's VGA screen, and what
+	// is typed on it runs in the shell there (vgaping answers on the
+	// serial console).
+	run(t, ops, 30*time.Second, "open the graphical console", chromedp.Click("#open-display", chromedp.ByQuery), chromedp.WaitVisible("#screen canvas", chromedp.ByQuery))
+	waitJS(t, ops, 60*time.Second, "noVNC connected", `document.querySelector('.display-state').innerText.includes('connected')`)
+	waitJS(t, ops, 30*time.Second, "the guest's screen drawn", `(() => { const c = document.querySelector('#screen canvas');
+		const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+		for (let i = 0; i < d.length; i += 4) if (d[i] || d[i+1] || d[i+2]) return true;
+		return false })()`)
+	run(t, ops, 10*time.Second, "type on the guest's screen",
+		chromedp.Click("#screen canvas", chromedp.ByQuery),
+		chromedp.KeyEvent("vgaping from the browser"),
+		chromedp.KeyEvent(kb.Enter))
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if log, _ := e.any().ConsoleLog(e.ctx(), "web1", 64<<10); !strings.Contains(log.Log, "CORRAL-VGA-INPUT from the browser") {
+			return errors.New("what was typed on the graphical console did not run")
+		}
+		return nil
+	})
+	screenshot(t, ops, "vm-display")
+
+	// Live-migrate it to the other host from its page, then resize it (at
+	// its next start); its charts draw meanwhile.
+	var from string
+	if v, err := e.any().VM(e.ctx(), "web1"); err == nil {
+		from = v.Host
+	}
+	to := map[string]string{"h1": "h2", "h2": "h1"}[from]
+	run(t, ops, 10*time.Second, "migrate", setField("#migrate-target", to), chromedp.Click(`form[aria-label="Migrate"] button[type=submit]`, chromedp.ByQuery))
+	e.waitVM("web1", 2*time.Minute, func(v api.VM) error {
+		if v.Host != to || v.State != "running" {
+			return fmt.Errorf("web1 on %s, %s; want running on %s", v.Host, v.State, to)
+		}
+		return nil
+	})
+	run(t, ops, 10*time.Second, "resize",
+		chromedp.Click("#open-resize", chromedp.ByQuery),
+		chromedp.WaitVisible("#resize-form", chromedp.ByQuery),
+		setField("#resize-vcpus", "2"),
+		chromedp.Click(`#resize-form button[type=submit]`, chromedp.ByQuery))
+	e.waitVM("web1", 30*time.Second, func(v api.VM) error {
+		if v.Spec.VCPUs != 2 {
+			return fmt.Errorf("web1 has %d vCPUs", v.Spec.VCPUs)
+		}
+		return nil
+	})
+	waitJS(t, ops, 30*time.Second, "the charts", `[...document.querySelectorAll('.chart h3 small')].length === 3`)
+
 	run(t, ops, 10*time.Second, "stop", chromedp.Click(`//button[text()="Stop"]`, chromedp.BySearch))
 	waitJS(t, ops, 90*time.Second, "web1 stopped", `!!document.querySelector('.state.s-stopped')`)
 	screenshot(t, ops, "vm-detail")
@@ -225,6 +274,17 @@ func TestPortalInBrowser(t *testing.T) {
 	run(t, ops, 10*time.Second, "the group page", chromedp.Navigate(st.API+"/#/groups/app"), chromedp.WaitVisible("#group-count", chromedp.ByQuery))
 	waitJS(t, ops, 2*time.Minute, "both members ready", `document.querySelector('#group-count').innerText.includes('2 members of 2, 2 running, 2 ready')`)
 	screenshot(t, ops, "group")
+	// A new template from the group's page rolls out member by member.
+	run(t, ops, 10*time.Second, "change the template",
+		chromedp.Click("#edit-template", chromedp.ByQuery),
+		chromedp.WaitVisible("#template-form", chromedp.ByQuery),
+		setField("#tpl-cmdline", "console=ttyS0 quiet corral.v=2"),
+		chromedp.Click(`#template-form button[type=submit]`, chromedp.ByQuery))
+	waitJS(t, ops, 3*time.Minute, "the new template rolled out", `document.body.innerText.includes('2: ') &&
+		document.body.innerText.includes('2 of 2 members on it') && document.querySelector('#group-count').innerText.includes('2 ready')`)
+	if g, err := e.any().Group(e.ctx(), "app"); err != nil || g.Version != 2 || !strings.Contains(g.Template.Kernel.Cmdline, "corral.v=2") {
+		t.Fatalf("group after the portal's roll-out: %+v %v", g, err)
+	}
 	if out, err := e.corralctl("h1", "group", "rm", "app"); err != nil {
 		t.Fatalf("group rm: %v\n%s", err, out)
 	}
@@ -262,6 +322,32 @@ func TestPortalInBrowser(t *testing.T) {
 		h, err := e.any().Host(e.ctx(), "h2")
 		if err != nil || h.Labels["rack"] != "r7" {
 			return fmt.Errorf("h2's labels %v (%v)", h.Labels, err)
+		}
+		return nil
+	})
+	// An admin drains h2 from its page and sees each VM's progress, then
+	// restores it with failback.
+	req := e.vmRequest("mover")
+	req.Host = "h2"
+	if _, err := e.any().CreateVM(e.ctx(), req); err != nil {
+		t.Fatal(err)
+	}
+	e.waitVM("mover", 2*time.Minute, func(v api.VM) error {
+		if v.State != "running" {
+			return fmt.Errorf("mover is %s", v.State)
+		}
+		return nil
+	})
+	run(t, admin, 10*time.Second, "drain h2", chromedp.Click(`//button[text()="Drain"]`, chromedp.BySearch))
+	waitJS(t, admin, 2*time.Minute, "h2 drained", `(document.querySelector('#drain-progress')?.innerText || '') === '1 of 1 VMs moved and running elsewhere'`)
+	screenshot(t, admin, "host-drained")
+	if v, err := e.any().VM(e.ctx(), "mover"); err != nil || v.Host != "h1" || v.State != "running" {
+		t.Fatalf("mover after the drain: %+v %v", v, err)
+	}
+	run(t, admin, 10*time.Second, "restore h2", chromedp.Click(`//button[text()="Restore with failback"]`, chromedp.BySearch))
+	e.waitVM("mover", 2*time.Minute, func(v api.VM) error {
+		if v.Host != "h2" || v.State != "running" {
+			return fmt.Errorf("mover on %s, %s", v.Host, v.State)
 		}
 		return nil
 	})

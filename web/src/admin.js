@@ -193,9 +193,45 @@ export function Groups({ who, name }) {
       <input type="number" min="0" max="1000" required placeholder="new count" value=${count} onInput=${(e) => setCount(e.target.value)} />
       <button type="submit">Scale</button>
       ${g.can_rollback && html`<button type="button" onClick=${rollback}>Roll back to the previous template</button>`}</form>`}
+    ${may(who, 'operator') && html`<${TemplateForm} g=${g} onDone=${l.load} onErr=${l.setErr} />`}
     <${Err} e=${l.err} />
     <table><thead><tr><th>Member</th><th>Host</th><th>State</th><th>Health</th><th>Template</th><th>Message</th></tr></thead>
     <tbody>${g.members.map((m) => html`<tr key=${m.name}><td><a href=${'#/vms/' + m.name}>${m.name}</a></td><td>${m.host || '-'}</td>
       <td>${m.state}</td><td>${m.health || '-'}</td><td>${m.version}</td><td class="msg">${m.message || ''}</td></tr>`)}</tbody></table>
   </section>`;
+}
+
+// TemplateForm changes a group's template (PUT /v1/groups/NAME/template):
+// the current one with the fields edited here, rolled out batch members
+// at a time (the roll-out's progress shows above).
+function TemplateForm({ g, onDone, onErr }) {
+  const t = g.template;
+  const disk0 = (t.disks && t.disks[0]) || {};
+  const [f, setF] = useState(null);
+  if (!f) {
+    return html`<button type="button" id="edit-template" onClick=${() => setF({
+      vcpus: t.vcpus, memory_mib: t.memory_mib, image: disk0.image || '', cmdline: t.kernel ? t.kernel.cmdline : '', batch: g.batch || 1,
+    })}>Change the template…</button>`;
+  }
+  const set = (k) => (e) => setF({ ...f, [k]: e.target.value });
+  const submit = async (e) => {
+    e.preventDefault();
+    const spec = { ...t, vcpus: +f.vcpus, memory_mib: +f.memory_mib };
+    if (t.disks && t.disks.length && disk0.image !== undefined) spec.disks = [{ ...disk0, image: f.image }, ...t.disks.slice(1)];
+    if (t.kernel) spec.kernel = { ...t.kernel, cmdline: f.cmdline };
+    if (!confirm(`Roll the new template out to ${g.name}'s ${g.count} members, ${f.batch} at a time?`)) return;
+    try {
+      await call('PUT', `/v1/groups/${encodeURIComponent(g.name)}/template`, { spec, batch: +f.batch });
+      setF(null);
+      onDone();
+    } catch (e2) { onErr(e2.message); }
+  };
+  return html`<form class="create" id="template-form" onSubmit=${submit} aria-label="Change the template">
+    <label>vCPUs <input type="number" min="1" max="256" required value=${f.vcpus} onInput=${set('vcpus')} /></label>
+    <label>Memory (MiB) <input type="number" min="64" required value=${f.memory_mib} onInput=${set('memory_mib')} /></label>
+    ${disk0.image !== undefined && html`<label>Image <input required value=${f.image} onInput=${set('image')} /></label>`}
+    ${t.kernel && html`<label>Kernel command line <input id="tpl-cmdline" value=${f.cmdline} onInput=${set('cmdline')} /></label>`}
+    <label>Members at a time <input type="number" min="1" max=${g.count || 1} required value=${f.batch} onInput=${set('batch')} /></label>
+    <div><button type="submit">Roll out</button> <button type="button" onClick=${() => setF(null)}>Cancel</button></div>
+  </form>`;
 }

@@ -1,14 +1,32 @@
 // The portal's only way to corrald: the public /v1 API of the host that
-// served it, with the API token the user logged in with. The token lives
-// in this tab's sessionStorage only: closing the tab forgets it.
+// served it, with the API token the user logged in with, or with the
+// client certificate the browser presents (then no token is sent). Either
+// choice lives in this tab's sessionStorage only: closing the tab forgets it.
 
 const KEY = 'corral.token';
+const CERT = 'corral.cert';
 
 export const token = {
   get: () => sessionStorage.getItem(KEY) || '',
-  set: (t) => sessionStorage.setItem(KEY, t),
-  clear: () => sessionStorage.removeItem(KEY),
+  set: (t) => {
+    sessionStorage.setItem(KEY, t);
+    sessionStorage.removeItem(CERT);
+  },
+  // useCert logs in with the browser's client certificate instead.
+  useCert: () => {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.setItem(CERT, '1');
+  },
+  active: () => !!sessionStorage.getItem(KEY) || !!sessionStorage.getItem(CERT),
+  clear: () => {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(CERT);
+  },
 };
+
+// protocols are a WebSocket's subprotocols: proto, and the token beside it
+// when there is one (a certificate travels in the TLS handshake).
+const protocols = (proto) => (token.get() ? [proto, 'corral.bearer.' + token.get()] : [proto]);
 
 // ApiError carries the API's error code (unauthenticated, forbidden,
 // not_found, conflict, ...) and message.
@@ -134,12 +152,21 @@ export function events(onEvent, onState) {
   };
 }
 
+// displaySocket opens a VM's graphical display (RFB for noVNC), the
+// token again a subprotocol.
+export function displaySocket(vm) {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WebSocket(`${proto}//${location.host}/v1/vms/${encodeURIComponent(vm)}/vnc`, protocols('corral.vnc'));
+  ws.binaryType = 'arraybuffer';
+  return ws;
+}
+
 // consoleSocket opens a VM's serial console: a WebSocket whose token
 // travels as a subprotocol (browsers cannot set headers on WebSockets).
 export function consoleSocket(vm, write) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const url = `${proto}//${location.host}/v1/vms/${encodeURIComponent(vm)}/console/attach?write=${write}`;
-  const ws = new WebSocket(url, ['corral.console', 'corral.bearer.' + token.get()]);
+  const ws = new WebSocket(url, protocols('corral.console'));
   ws.binaryType = 'arraybuffer';
   return ws;
 }

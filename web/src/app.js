@@ -7,8 +7,9 @@ import { ApiError, call, events, get, token, whenLoggedOut } from './api.js';
 import { Groups, Images, Networks, Projects, Tokens } from './admin.js';
 import { Err, html, may } from './util.js';
 import { Console } from './console.js';
+import { Display } from './display.js';
 import { CreateVM } from './create.js';
-import { Cpu } from './cpu.js';
+import { Charts } from './charts.js';
 import './style.css';
 
 // ---- the store: status, hosts, VMs, recent events -------------------------
@@ -111,6 +112,17 @@ function Login({ why, onIn }) {
       setErr(e2 instanceof ApiError && e2.status === 401 ? 'That token is not valid here (unknown, revoked or expired).' : e2.message);
     }
   };
+  const withCert = async () => {
+    token.useCert();
+    try {
+      onIn(await get('/v1/whoami'));
+    } catch (e2) {
+      token.clear();
+      setErr(e2 instanceof ApiError && e2.status === 401
+        ? 'Your browser presented no client certificate, or one that is not a credential here (unknown, revoked or expired).'
+        : e2.message);
+    }
+  };
   return html`<main class="login">
     <h1>corral</h1>
     <form onSubmit=${submit}>
@@ -120,6 +132,8 @@ function Login({ why, onIn }) {
       <button type="submit">Log in</button>
       <${Err} e=${err} />
       <p class="hint">Create one with <code>corralctl token create NAME --role operator</code>. It stays in this tab only.</p>
+      <button type="button" id="use-cert" onClick=${withCert}>Log in with my client certificate</button>
+      <p class="hint">A certificate from <code>corralctl cert create</code>, imported into this browser as PKCS #12 (<code>openssl pkcs12 -export -in CERT -inkey KEY -out me.p12</code>).</p>
     </form>
   </main>`;
 }
@@ -207,6 +221,7 @@ function VMDetail({ name, who }) {
   const v = s.vms.find((x) => x.name === name);
   const act = useAction();
   const [showConsole, setShowConsole] = useState(false);
+  const [showDisplay, setShowDisplay] = useState(false);
   if (!v) return html`<section><h2>${name}</h2><p class="hint">${s.vms.length ? 'No such VM (deleted?).' : 'Loading…'}</p><a href="#/vms">All VMs</a></section>`;
   const op = may(who, 'operator');
   const running = v.state === 'running';
@@ -231,12 +246,57 @@ function VMDetail({ name, who }) {
       ${act.busy && html`<span class="hint">${act.busy}…</span>`}
     </div>`}
     <${Err} e=${act.err} />
-    ${running && html`<${Cpu} vm=${name} />`}
+    ${op && html`<${VMChange} v=${v} hosts=${s.hosts} />`}
+    ${running && html`<${Charts} vm=${name} />`}
     ${op && running && html`<h3>Serial console</h3>
-      ${showConsole ? html`<${Console} vm=${name} />` : html`<button id="open-console" onClick=${() => setShowConsole(true)}>Open serial console</button>`}`}
+      ${showConsole ? html`<${Console} vm=${name} />` : html`<button id="open-console" onClick=${() => setShowConsole(true)}>Open serial console</button>`}
+      <h3>Graphical console</h3>
+      ${showDisplay ? html`<${Display} vm=${name} />` : html`<button id="open-display" onClick=${() => setShowDisplay(true)}>Open graphical console</button>`}`}
     <h3>Events</h3>
     <${EventList} events=${evs} />
   </section>`;
+}
+
+// VMChange resizes a VM (at its next start, or restarting it now) and
+// live-migrates a running one, to a chosen host or where placement says.
+function VMChange({ v, hosts }) {
+  const [size, setSize] = useState(null);
+  const [target, setTarget] = useState('');
+  const act = useAction();
+  const running = v.state === 'running';
+  const resize = (e) => {
+    e.preventDefault();
+    const body = { vcpus: +size.vcpus, memory_mib: +size.memory_mib, restart: size.restart };
+    act.run('resize', `Resize ${v.name} to ${body.vcpus} vCPU, ${fmtMiB(body.memory_mib)}${body.restart ? ', restarting it now' : ' at its next start'}?`, async () => {
+      await call('PUT', `/v1/vms/${encodeURIComponent(v.name)}/resize`, body);
+      setSize(null);
+    });
+  };
+  const migrate = (e) => {
+    e.preventDefault();
+    act.run('migrate', `Live-migrate ${v.name} to ${target || 'where placement says'}?`, () =>
+      call('POST', `/v1/vms/${encodeURIComponent(v.name)}/migrate`, target ? { target } : {}));
+  };
+  const targets = hosts.filter((h) => h.name !== v.host && h.mode === 'active');
+  return html`<div class="change">
+    ${size ? html`<form class="inline" id="resize-form" onSubmit=${resize} aria-label="Resize">
+      <label>vCPUs <input id="resize-vcpus" type="number" min="1" max="512" required value=${size.vcpus} onInput=${(e) => setSize({ ...size, vcpus: e.target.value })} /></label>
+      <label>Memory (MiB) <input id="resize-memory" type="number" min="16" required value=${size.memory_mib} onInput=${(e) => setSize({ ...size, memory_mib: e.target.value })} /></label>
+      <label><input type="checkbox" checked=${size.restart} disabled=${!running} onChange=${(e) => setSize({ ...size, restart: e.target.checked })} /> restart now</label>
+      <button type="submit" disabled=${!!act.busy}>Resize</button> <button type="button" onClick=${() => setSize(null)}>Cancel</button>
+    </form>` : html`<button type="button" id="open-resize" onClick=${() => setSize({ vcpus: v.spec.vcpus, memory_mib: v.spec.memory_mib, restart: false })}>Resize…</button>`}
+    ${running && html`<form class="inline" onSubmit=${migrate} aria-label="Migrate">
+      <label for="migrate-target">Live-migrate to</label>
+      <select id="migrate-target" value=${target} onChange=${(e) => setTarget(e.target.value)}>
+        <option value="">where placement says</option>
+        ${targets.map((h) => html`<option key=${h.name} value=${h.name}>${h.name}</option>`)}
+      </select>
+      <button type="submit" disabled=${!!act.busy || !!v.migrating_to}>Migrate</button>
+      ${v.migrating_to && html`<span class="hint">migrating ${v.message || 'to ' + v.migrating_to}</span>`}
+    </form>`}
+    ${act.busy && html`<span class="hint">${act.busy}…</span>`}
+    <${Err} e=${act.err} />
+  </div>`;
 }
 
 function HostDetail({ name, who }) {
@@ -245,6 +305,11 @@ function HostDetail({ name, who }) {
   const act = useAction();
   if (!x) return html`<section><h2>${name}</h2><p class="hint">Loading…</p></section>`;
   const vms = s.vms.filter((v) => v.host === name);
+  // A drain's progress, VM by VM: those still here (migrating or waiting)
+  // and those it moved, running on their new host.
+  const moved = s.vms.filter((v) => v.home === name && v.host !== name);
+  const done = moved.filter((v) => v.state === 'running').length;
+  const total = vms.length + moved.length;
   return html`<section>
     <div class="bar"><h2>Host ${x.name}</h2><span class=${'h-' + x.health}>${x.health}</span></div>
     <dl class="facts">
@@ -261,9 +326,17 @@ function HostDetail({ name, who }) {
       <button disabled=${!!act.busy || x.mode !== 'maintenance'} onClick=${() => act.run('restore', `Return ${name} to service and move its VMs back?`, () => call('POST', `/v1/hosts/${name}/restore`, { failback: true }))}>Restore with failback</button>
     </div>`}
     <${Err} e=${act.err} />
+    ${(x.draining || moved.length > 0) && html`<h3>Drain</h3>
+      <p id="drain-progress">${x.draining ? 'draining: ' : ''}${done} of ${total} VMs moved and running elsewhere${!x.draining && vms.length ? `; ${vms.length} could not be moved` : ''}</p>
+      <progress max=${total || 1} value=${done} aria-label="VMs moved off ${name}"></progress>`}
     <h3>VMs on ${name}</h3>
     <table><thead><tr><th>VM</th><th>State</th><th>Migration</th></tr></thead>
-    <tbody>${vms.map((v) => html`<tr key=${v.name}><td><a href=${'#/vms/' + v.name}>${v.name}</a></td><td><${State} s=${v.state} /></td><td>${v.migrating_to ? '→ ' + v.migrating_to : ''}</td></tr>`)}</tbody></table>
+    <tbody>${vms.map((v) => html`<tr key=${v.name}><td><a href=${'#/vms/' + v.name}>${v.name}</a></td><td><${State} s=${v.state} /></td>
+      <td class="msg">${v.migrating_to ? (v.message ? 'migrating ' + v.message : '→ ' + v.migrating_to) : x.draining ? 'waiting' : ''}</td></tr>`)}</tbody></table>
+    ${moved.length > 0 && html`<h3>Moved off ${name}</h3>
+      <table><thead><tr><th>VM</th><th>Now on</th><th>State</th></tr></thead>
+      <tbody>${moved.map((v) => html`<tr key=${v.name}><td><a href=${'#/vms/' + v.name}>${v.name}</a></td><td>${v.host}</td><td><${State} s=${v.state} /></td></tr>`)}</tbody></table>
+      <p class="hint">Restore with failback moves them back.</p>`}
   </section>`;
 }
 
@@ -327,7 +400,7 @@ function App() {
       setWho(null);
       setWhy('Your session ended: ' + (msg || 'the token is no longer valid') + '. Log in again.');
     });
-    if (token.get()) {
+    if (token.active()) {
       get('/v1/whoami').then(setWho, () => token.clear()).finally(() => setChecked(true));
     } else setChecked(true);
     return () => removeEventListener('hashchange', on);

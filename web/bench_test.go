@@ -45,9 +45,26 @@ func fakeCluster(hosts, vms int) http.Handler {
 			w.Write(body)
 		})
 	}
+	// A VM's counters for the detail page's CPU chart: each VM keeps a
+	// quarter of its vCPUs busy.
+	start := time.Now()
+	mux.HandleFunc("GET /v1/vms/{name}/stats", func(w http.ResponseWriter, r *http.Request) {
+		for _, v := range vs {
+			if v.Name == r.PathValue("name") {
+				w.Header().Set("Content-Type", "application/json")
+				json.NewEncoder(w).Encode(api.VMStats{Host: v.Host, State: v.State, VCPUs: v.Spec.VCPUs,
+					CPUTimeNs: uint64(time.Since(start).Nanoseconds()) * uint64(v.Spec.VCPUs) / 4})
+				return
+			}
+		}
+		http.NotFound(w, r)
+	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
+		// As corrald does: a first comment, without which Firefox's fetch
+		// does not resolve (it waits for a byte of the body).
+		fmt.Fprint(w, ": corral events\n\n")
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 	})

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/corralhq/corral/daemon/hypervisor"
@@ -117,6 +118,9 @@ type HostLoop struct {
 	track  map[string]*vmTrack
 	poke   chan struct{}
 	report sync.Mutex // one report in flight
+	// resend: a pass had reports while one was in flight; the loop runs
+	// again once it has landed, rather than at the next resync.
+	resend atomic.Bool
 }
 
 // vmTrack is what the loop remembers about one VM between passes.
@@ -314,12 +318,20 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // send delivers reports; one at a time, the next pass resends what did not
-// arrive (reports are idempotent).
+// arrive (reports are idempotent). Reports that find one in flight are
+// dropped, and the loop runs again as soon as it has landed, so they wait
+// for one round trip, not for the next resync.
 func (h *HostLoop) send(ctx context.Context, r raftlog.ReportVMs) {
 	if !h.report.TryLock() {
+		h.resend.Store(true)
 		return
 	}
-	defer h.report.Unlock()
+	defer func() {
+		h.report.Unlock()
+		if h.resend.Swap(false) {
+			h.wake()
+		}
+	}()
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := h.rep.Report(rctx, r); err != nil && ctx.Err() == nil {

@@ -423,9 +423,9 @@ func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, pa
 	for _, v := range vms {
 		if handedOver(v, h.Name) {
 			// Its migration has ended but the target has not reported
-			// it running yet: the drain is not done until it has.
+			// it running yet: the drain is not done until it has (the
+			// next migration need not wait for that).
 			left++
-			inflight++
 			continue
 		}
 		if v.Host != h.Name || v.Deleting {

@@ -43,6 +43,29 @@ type VMSpec struct {
 	Require      map[string]string `json:"require,omitempty"`
 	HA           HAPolicy          `json:"ha"`
 	Health       *HealthCheck      `json:"health,omitempty"`
+	// Prefer and Avoid are soft placement rules: among the hosts that
+	// fit, placement takes the one with the highest sum of the weights
+	// of the Prefer rules it meets less those of the Avoid rules it meets.
+	Prefer []SoftRule `json:"prefer,omitempty"`
+	Avoid  []SoftRule `json:"avoid,omitempty"`
+}
+
+// SoftRule is met by a host carrying the label Key=Value (Kind "host"),
+// or by a host running another VM that carries it (Kind "vm"); Weight is
+// 1..100.
+type SoftRule struct {
+	Kind   string `json:"kind"`
+	Key    string `json:"key"`
+	Value  string `json:"value"`
+	Weight int    `json:"weight"`
+}
+
+// RuleCheck says whether a VM's host meets one of its placement rules
+// (required labels, anti-affinity group, spread set, soft rules).
+type RuleCheck struct {
+	Rule   string `json:"rule"`
+	Met    bool   `json:"met"`
+	Detail string `json:"detail,omitempty"`
 }
 
 // HealthCheck is how the VM's host tells whether the running guest serves:
@@ -111,6 +134,9 @@ type VM struct {
 	// starting, healthy or unhealthy (HealthDetail says why).
 	Health       string `json:"health,omitempty"`
 	HealthDetail string `json:"health_detail,omitempty"`
+	// Rules says which of its placement rules its host meets (only in
+	// the answer about one VM, GET /v1/vms/{name}).
+	Rules []RuleCheck `json:"rules,omitempty"`
 }
 
 // ConsoleHello is the first message of an interactive console session

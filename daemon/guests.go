@@ -13,6 +13,7 @@ import (
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/daemon/hypervisor"
 	"github.com/corralhq/corral/daemon/images"
+	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/daemon/rpc"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
@@ -207,6 +208,12 @@ func specView(s model.VMSpec) api.VMSpec {
 		h := api.HealthCheck(*s.Health)
 		out.Health = &h
 	}
+	for _, r := range s.Prefer {
+		out.Prefer = append(out.Prefer, api.SoftRule(r))
+	}
+	for _, r := range s.Avoid {
+		out.Avoid = append(out.Avoid, api.SoftRule(r))
+	}
 	return out
 }
 
@@ -232,6 +239,12 @@ func specFromAPI(req api.VMCreateRequest) model.VMSpec {
 	if s.Health != nil {
 		h := model.HealthCheck(*s.Health)
 		out.Health = &h
+	}
+	for _, r := range s.Prefer {
+		out.Prefer = append(out.Prefer, model.SoftRule(r))
+	}
+	for _, r := range s.Avoid {
+		out.Avoid = append(out.Avoid, model.SoftRule(r))
 	}
 	return out
 }
@@ -261,7 +274,21 @@ func (b backend) VM(ctx context.Context, name string) (api.VM, error) {
 	if !visible(adminapi.Scope(ctx), v.Project) {
 		return api.VM{}, fmt.Errorf("vm %q: %w", name, model.ErrNotFound)
 	}
-	return vmView(v), nil
+	out := vmView(v)
+	if h, err := b.d.store.Host(v.Host); err == nil {
+		// Which of its rules its host meets: only that host and its VMs count.
+		var here []model.VM
+		for _, o := range b.d.store.VMs() {
+			if o.Host == v.Host {
+				here = append(here, o)
+			}
+		}
+		x := placement.NewIndex([]placement.Candidate{{Host: h}}, here, placement.DefaultOptions())
+		for _, rc := range x.Explain(v.Spec, v.Host) {
+			out.Rules = append(out.Rules, api.RuleCheck(rc))
+		}
+	}
+	return out, nil
 }
 
 // afterWrite answers a write with the VM as this host's copy of the state

@@ -348,3 +348,58 @@ func waitVMState(t *testing.T, c *client.Client, name, state string) api.VM {
 	v, _ := c.VM(ctxT(t), name)
 	return v
 }
+
+// Soft rules through the API: a VM that prefers an SSD host and avoids
+// the database's host lands on the one host that meets both, and vm show
+// says which of its rules its host meets.
+func TestSoftRulesPlaceAndExplain(t *testing.T) {
+	tc := newTestCluster(t, 3, []int{0, 1, 2}, nil)
+	tc.startAll()
+	tc.waitConverged(3, 0)
+	c := tc.hosts[0].client
+	ctx := ctxT(t)
+	for _, h := range []string{"h1", "h2"} {
+		if _, err := c.SetHostLabels(ctx, h, api.HostLabelsRequest{Set: map[string]string{"ssd": "yes"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blank := func(name string) api.VMCreateRequest {
+		r := vmReq(name)
+		r.Spec.Disks = []api.Disk{{SizeMiB: 8}}
+		return r
+	}
+	db := blank("db")
+	db.Host = "h1"
+	db.Spec.Labels = map[string]string{"role": "db"}
+	if _, err := c.CreateVM(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	app := blank("app")
+	app.Spec.Prefer = []api.SoftRule{{Kind: "host", Key: "ssd", Value: "yes", Weight: 30}}
+	app.Spec.Avoid = []api.SoftRule{{Kind: "vm", Key: "role", Value: "db", Weight: 60}}
+	v, err := c.CreateVM(ctx, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Host != "h2" {
+		t.Fatalf("app placed on %s, want h2 (ssd, no db)", v.Host)
+	}
+	v, err = c.VM(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range v.Rules {
+		got = append(got, fmt.Sprintf("%s %v", r.Rule, r.Met))
+	}
+	if strings.Join(got, ", ") != "prefer host:ssd=yes:30 true, avoid vm:role=db:60 true" || len(v.Spec.Prefer) != 1 || len(v.Spec.Avoid) != 1 {
+		t.Fatalf("app's rules: %v; spec %+v", got, v.Spec)
+	}
+	if _, err := c.CreateVM(ctx, func() api.VMCreateRequest {
+		r := blank("bad")
+		r.Spec.Prefer = []api.SoftRule{{Kind: "host", Key: "ssd", Value: "yes", Weight: 101}}
+		return r
+	}()); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("weight 101: %v", err)
+	}
+}

@@ -89,6 +89,9 @@ type VMSpec struct {
 	// Health, when set, is checked by the VM's host while the guest runs
 	// (raftlog.FeatureHealthChecks).
 	Health *HealthCheck `json:"health,omitempty"`
+	// Prefer and Avoid are soft placement rules (raftlog.FeatureSoftRules).
+	Prefer []SoftRule `json:"prefer,omitempty"`
+	Avoid  []SoftRule `json:"avoid,omitempty"`
 }
 
 // HealthCheck says how the VM's host tells whether a running guest
@@ -301,6 +304,12 @@ func (s VMSpec) Validate(name string) error {
 	if ha.RestartWindowSec < 0 || ha.RestartWindowSec > maxHAWindowSec {
 		return bad("ha restart window %ds out of range 0..%d", ha.RestartWindowSec, maxHAWindowSec)
 	}
+	if err := validateSoftRules("prefer", s.Prefer); err != nil {
+		return fmt.Errorf("vm %q: %w", name, err)
+	}
+	if err := validateSoftRules("avoid", s.Avoid); err != nil {
+		return fmt.Errorf("vm %q: %w", name, err)
+	}
 	if s.Health != nil {
 		return s.Health.Validate(name)
 	}
@@ -321,6 +330,8 @@ func (s VMSpec) Clone() VMSpec {
 		h := *s.Health
 		s.Health = &h
 	}
+	s.Prefer = slices.Clone(s.Prefer)
+	s.Avoid = slices.Clone(s.Avoid)
 	return s
 }
 

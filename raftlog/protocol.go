@@ -28,7 +28,9 @@ import (
 //     and the spread set of VM specs (FeatureGroups).
 //  6. Health checks: the health check of VM specs, and the health of VM
 //     reports (FeatureHealthChecks).
-const Protocol = 6
+//  7. Soft placement rules: the prefer and avoid rules of VM specs
+//     (FeatureSoftRules).
+const Protocol = 7
 
 // Feature is something a newer protocol added that a host of an older one
 // would refuse or misread: a log entry type or field, an RPC method or
@@ -71,6 +73,11 @@ var FeatureGroups = Feature{Name: "VM groups", Since: 5}
 // which a protocol 5 replica would drop (diverging state) and a protocol
 // 5 leader would refuse (strict RPC decoding).
 var FeatureHealthChecks = Feature{Name: "health checks", Since: 6}
+
+// FeatureSoftRules: VMSpec.Prefer and VMSpec.Avoid, which a protocol 6
+// replica would drop (diverging state) and a protocol 6 leader would
+// refuse (strict RPC decoding).
+var FeatureSoftRules = Feature{Name: "soft placement rules", Since: 7}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

@@ -317,6 +317,9 @@ func (s *State) createVM(c raftlog.CreateVM) (err error) {
 	if v.Spec.Health != nil && !raftlog.FeatureHealthChecks.Enabled(s.cluster) {
 		return fmt.Errorf("vm %q: health checks need cluster protocol %d: %w", v.Name, raftlog.FeatureHealthChecks.Since, model.ErrConflict)
 	}
+	if err := softRulesAllowed(s.cluster, "vm", v.Name, v.Spec); err != nil {
+		return err
+	}
 	if _, ok := s.vms[v.Name]; ok {
 		return fmt.Errorf("vm %q already exists: %w", v.Name, model.ErrConflict)
 	}
@@ -732,6 +735,9 @@ func (s *State) setGroup(c raftlog.SetGroup) (err error) {
 	if g.Template.Health != nil && !raftlog.FeatureHealthChecks.Enabled(s.cluster) {
 		return fmt.Errorf("group %q: health checks need cluster protocol %d: %w", g.Name, raftlog.FeatureHealthChecks.Since, model.ErrConflict)
 	}
+	if err := softRulesAllowed(s.cluster, "group", g.Name, g.Template); err != nil {
+		return err
+	}
 	if g.Project, err = s.projectRef(g.Project); err != nil {
 		return fmt.Errorf("group %q: %w", g.Name, err)
 	}
@@ -886,5 +892,14 @@ func (s *State) addJoinToken(c raftlog.AddJoinToken) error {
 		return fmt.Errorf("%d join tokens are live, at most %d: revoke some: %w", len(kept), model.MaxJoinTokens, model.ErrInvalid)
 	}
 	s.cluster.JoinTokens = append(kept, c.Token)
+	return nil
+}
+
+// softRulesAllowed refuses soft placement rules below their protocol: a
+// protocol 6 replica would drop them and hold another spec.
+func softRulesAllowed(c model.Cluster, what, name string, spec model.VMSpec) error {
+	if (len(spec.Prefer) > 0 || len(spec.Avoid) > 0) && !raftlog.FeatureSoftRules.Enabled(c) {
+		return fmt.Errorf("%s %q: soft placement rules need cluster protocol %d: %w", what, name, raftlog.FeatureSoftRules.Since, model.ErrConflict)
+	}
 	return nil
 }

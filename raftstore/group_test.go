@@ -164,3 +164,32 @@ func TestHealthChecks(t *testing.T) {
 		t.Fatalf("db: %+v", d.Actual)
 	}
 }
+
+// Soft placement rules: refused in VM specs and group templates below
+// protocol 7, kept from then on, and invalid ones refused.
+func TestSoftRulesNeedProtocol7(t *testing.T) {
+	f := newFSM(nil)
+	v := testVM("web")
+	v.Spec.Prefer = []model.SoftRule{{Kind: model.SoftHost, Key: "ssd", Value: "yes", Weight: 40}}
+	bad := testVM("bad")
+	bad.Spec.Avoid = []model.SoftRule{{Kind: "rack", Key: "r", Value: "1", Weight: 40}}
+	g := testGroup("grp", 1)
+	g.Template.Avoid = []model.SoftRule{{Kind: model.SoftVM, Key: "role", Value: "db", Weight: 100}}
+	res := applyAll(t, f,
+		raftlog.SetProtocol{Protocol: 6},
+		raftlog.CreateVM{VM: v},                  // 1: below protocol 7
+		raftlog.SetGroup{Group: g, Create: true}, // 2: below protocol 7
+		raftlog.SetProtocol{Protocol: 7},
+		raftlog.CreateVM{VM: v},
+		raftlog.SetGroup{Group: g, Create: true},
+		raftlog.CreateVM{VM: bad}, // 6: kind rack
+	)
+	for i, want := range map[int]error{1: model.ErrConflict, 2: model.ErrConflict, 4: nil, 5: nil, 6: model.ErrInvalid} {
+		if err, _ := res[i].(error); !errors.Is(err, want) && !(want == nil && err == nil) {
+			t.Errorf("entry %d: %v, want %v", i, res[i], want)
+		}
+	}
+	if got := f.state.vms["web"].Spec.Prefer; len(got) != 1 || got[0].Weight != 40 {
+		t.Fatalf("web's prefer rules: %+v", got)
+	}
+}

@@ -54,3 +54,18 @@ func TestHealthFlags(t *testing.T) {
 		t.Fatalf("timings without a check: %v", err)
 	}
 }
+
+// Soft rules: KIND:KEY=VALUE:WEIGHT, a value may hold colons; anything
+// else is refused with the form expected.
+func TestSoftRuleFlags(t *testing.T) {
+	got, err := parseSoftRules([]string{"host:ssd=yes:50", "vm:app=web:v2:10"}, "--prefer")
+	if err != nil || len(got) != 2 || got[0] != (api.SoftRule{Kind: "host", Key: "ssd", Value: "yes", Weight: 50}) ||
+		got[1] != (api.SoftRule{Kind: "vm", Key: "app", Value: "web:v2", Weight: 10}) {
+		t.Fatalf("parsed %+v, %v", got, err)
+	}
+	for _, bad := range []string{"ssd=yes:50", "rack:r=1:5", "host:ssd:50", "host:ssd=yes", "host:ssd=yes:x"} {
+		if _, err := parseSoftRules([]string{bad}, "--avoid"); err == nil || !strings.Contains(err.Error(), "KEY=VALUE:WEIGHT") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}

@@ -157,6 +157,23 @@ func printVM(w *tabwriter.Writer, v api.VM) {
 	if len(s.Require) > 0 {
 		fmt.Fprintf(w, "Requires:\t%s\n", fmtLabels(s.Require))
 	}
+	for _, r := range s.Prefer {
+		fmt.Fprintf(w, "Prefers:\t%s:%s=%s weight %d\n", r.Kind, r.Key, r.Value, r.Weight)
+	}
+	for _, r := range s.Avoid {
+		fmt.Fprintf(w, "Avoids:\t%s:%s=%s weight %d\n", r.Kind, r.Key, r.Value, r.Weight)
+	}
+	for _, rc := range v.Rules {
+		met := "met"
+		if !rc.Met {
+			met = "NOT met"
+		}
+		detail := ""
+		if rc.Detail != "" {
+			detail = " (" + rc.Detail + ")"
+		}
+		fmt.Fprintf(w, "Placement:\t%s: %s%s\n", rc.Rule, met, detail)
+	}
 	ha := "off"
 	if s.HA.Enabled {
 		ha = fmt.Sprintf("on, priority %d", s.HA.Priority)
@@ -208,6 +225,7 @@ type specFlags struct {
 	image, kernel, initrd, cmdline string
 	userData, anti                 string
 	disks, nics, labels, require   []string
+	prefer, avoid                  []string
 	noHA                           bool
 	priority, maxRestart, maxReloc int
 	window                         time.Duration
@@ -233,6 +251,8 @@ func (sf *specFlags) register(f *pflag.FlagSet) {
 	f.StringArrayVar(&sf.labels, "label", nil, "VM label key=value (repeatable)")
 	f.StringArrayVar(&sf.require, "require", nil, "host label the VM's host must have, key=value (repeatable)")
 	f.StringVar(&sf.anti, "anti-affinity", "", "anti-affinity group: no two VMs of a group share a host")
+	f.StringArrayVar(&sf.prefer, "prefer", nil, "soft rule: prefer hosts with a label (host:KEY=VALUE:WEIGHT) or running VMs with one (vm:KEY=VALUE:WEIGHT); weight 1..100 (repeatable)")
+	f.StringArrayVar(&sf.avoid, "avoid", nil, "soft rule: avoid such hosts, as --prefer (repeatable)")
 	f.BoolVar(&sf.noHA, "no-ha", false, "do not recover this VM on another host when its host fails")
 	f.IntVar(&sf.priority, "ha-priority", 0, "recovery order: higher first")
 	f.IntVar(&sf.maxRestart, "max-restart", 3, "local restarts after crashes within --restart-window before relocating")
@@ -318,6 +338,12 @@ func (sf *specFlags) spec() (api.VMSpec, *api.HAPolicy, error) {
 	if spec.Require, err = parseKV(sf.require, "--require"); err != nil {
 		return spec, nil, err
 	}
+	if spec.Prefer, err = parseSoftRules(sf.prefer, "--prefer"); err != nil {
+		return spec, nil, err
+	}
+	if spec.Avoid, err = parseSoftRules(sf.avoid, "--avoid"); err != nil {
+		return spec, nil, err
+	}
 	if spec.Health, err = sf.health(); err != nil {
 		return spec, nil, err
 	}
@@ -389,6 +415,16 @@ func (sf *specFlags) update(base api.VMSpec, f *pflag.FlagSet) (api.VMSpec, *api
 	}
 	if set("anti-affinity") {
 		out.AntiAffinity = sf.anti
+	}
+	if set("prefer") {
+		if out.Prefer, err = parseSoftRules(sf.prefer, "--prefer"); err != nil {
+			return out, nil, err
+		}
+	}
+	if set("avoid") {
+		if out.Avoid, err = parseSoftRules(sf.avoid, "--avoid"); err != nil {
+			return out, nil, err
+		}
 	}
 	switch {
 	case set("no-health"):
@@ -726,4 +762,24 @@ func (c *cli) vmStats() *cobra.Command {
 			})
 		},
 	}
+}
+
+// parseSoftRules reads KIND:KEY=VALUE:WEIGHT rules (kind host or vm).
+func parseSoftRules(in []string, flag string) ([]api.SoftRule, error) {
+	var out []api.SoftRule
+	for _, s := range in {
+		kind, rest, ok := strings.Cut(s, ":")
+		i := strings.LastIndexByte(rest, ':')
+		if !ok || i < 0 {
+			return nil, fmt.Errorf("%s %q: want host:KEY=VALUE:WEIGHT or vm:KEY=VALUE:WEIGHT", flag, s)
+		}
+		kv, weight := rest[:i], rest[i+1:]
+		k, v, ok := strings.Cut(kv, "=")
+		w, err := strconv.Atoi(weight)
+		if !ok || err != nil || kind != "host" && kind != "vm" {
+			return nil, fmt.Errorf("%s %q: want host:KEY=VALUE:WEIGHT or vm:KEY=VALUE:WEIGHT", flag, s)
+		}
+		out = append(out, api.SoftRule{Kind: kind, Key: k, Value: v, Weight: w})
+	}
+	return out, nil
 }

@@ -322,6 +322,11 @@ func (l *Leader) SetGroup(ctx context.Context, req SetGroupRequest) (model.Group
 			return g, err
 		}
 	}
+	if len(g.Template.Prefer) > 0 || len(g.Template.Avoid) > 0 {
+		if err := raftlog.FeatureSoftRules.Check(l.store.Cluster(), l.store.Hosts()); err != nil {
+			return g, err
+		}
+	}
 	if err := l.projectGate(g.Project); err != nil {
 		return g, err
 	}

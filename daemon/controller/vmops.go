@@ -187,6 +187,11 @@ func (l *Leader) createVM(ctx context.Context, req CreateVMRequest, group string
 			return model.VM{}, err
 		}
 	}
+	if len(spec.Prefer) > 0 || len(spec.Avoid) > 0 {
+		if err := raftlog.FeatureSoftRules.Check(l.store.Cluster(), l.store.Hosts()); err != nil {
+			return model.VM{}, err
+		}
+	}
 	if l.cfg.KernelDir != "" {
 		if err := spec.Kernel.CheckKernelDir(l.cfg.KernelDir); err != nil {
 			return model.VM{}, fmt.Errorf("vm %q: %w", req.Name, err)

@@ -99,6 +99,7 @@ type usage struct {
 	vms    int
 	groups map[string]string // anti-affinity group -> a VM of it on the host
 	spread map[string]int    // spread set -> its VMs on the host
+	labels map[string]int    // "key=value" -> VMs carrying it on the host
 }
 
 // Index answers placement requests against one view of the state.
@@ -123,7 +124,7 @@ func NewIndex(cands []Candidate, vms []model.VM, opts Options) *Index {
 	}
 	x := &Index{opts: opts, by: make(map[string]*usage, len(cands))}
 	for _, c := range cands {
-		u := &usage{cand: c, groups: map[string]string{}, spread: map[string]int{}}
+		u := &usage{cand: c, groups: map[string]string{}, spread: map[string]int{}, labels: map[string]int{}}
 		x.hosts = append(x.hosts, u)
 		x.by[c.Host.Name] = u
 	}
@@ -151,6 +152,68 @@ func (u *usage) add(name string, s model.VMSpec) {
 	if s.Spread != "" {
 		u.spread[s.Spread]++
 	}
+	for k, v := range s.Labels {
+		u.labels[k+"="+v]++
+	}
+}
+
+// softRules are a VM's soft rules, ready to weigh hosts: the "vm"
+// rules' label keys are made once per placement, not once per host.
+type softRules struct {
+	spec  model.VMSpec
+	rules []model.SoftRule
+	sign  []int    // +1 prefer, -1 avoid
+	keys  []string // "key=value"
+}
+
+func newSoftRules(spec model.VMSpec) *softRules {
+	if len(spec.Prefer) == 0 && len(spec.Avoid) == 0 {
+		return nil
+	}
+	s := &softRules{spec: spec}
+	for i, set := range [][]model.SoftRule{spec.Prefer, spec.Avoid} {
+		for _, r := range set {
+			s.rules = append(s.rules, r)
+			s.sign = append(s.sign, 1-2*i)
+			s.keys = append(s.keys, r.Key+"="+r.Value)
+		}
+	}
+	return s
+}
+
+// score is the sum of the weights of the rules u meets: Prefer rules
+// count up, Avoid rules down.
+func (s *softRules) score(u *usage) int {
+	sum := 0
+	for i, r := range s.rules {
+		if u.meets(r, s.keys[i], s.spec, false) {
+			sum += s.sign[i] * r.Weight
+		}
+	}
+	return sum
+}
+
+// meets says whether u meets r (whose label is key). self says whether the
+// VM is already counted on u (an explanation of where it runs), so that a
+// "vm" rule does not meet the VM itself.
+func (u *usage) meets(r model.SoftRule, key string, spec model.VMSpec, self bool) bool {
+	if r.Kind == model.SoftHost {
+		v, ok := u.cand.Host.Labels[r.Key]
+		return ok && v == r.Value
+	}
+	return u.others(r, key, spec, self) > 0
+}
+
+// others counts the VMs on u, other than the VM itself, that carry the
+// label of a "vm" rule.
+func (u *usage) others(r model.SoftRule, key string, spec model.VMSpec, self bool) int {
+	n := u.labels[key]
+	if self && spec.Labels[r.Key] == r.Value {
+		if _, ok := spec.Labels[r.Key]; ok {
+			n--
+		}
+	}
+	return n
 }
 
 func (x *Index) capacity(h model.Host) (vcpus int, memory int64) {
@@ -222,7 +285,9 @@ func (x *Index) Place(r Request) (string, error) {
 		best       *usage
 		bestScore  float64
 		bestSpread int
+		bestSoft   int
 	)
+	soft := newSoftRules(r.Spec)
 	for _, u := range candidates {
 		if x.reject(u, r, require, false) != "" {
 			continue
@@ -232,14 +297,20 @@ func (x *Index) Place(r Request) (string, error) {
 		if x.opts.Strategy == Pack {
 			score = -score
 		}
-		// A spread set comes first: the fewest of its VMs, then the
-		// strategy's score.
+		// Soft rules come first (the highest sum of weights), then a
+		// spread set (the fewest of its VMs), then the strategy's score.
+		weight := 0
+		if soft != nil {
+			weight = soft.score(u)
+		}
 		spread := 0
 		if r.Spec.Spread != "" {
 			spread = u.spread[r.Spec.Spread]
 		}
-		if best == nil || spread < bestSpread || spread == bestSpread && score < bestScore {
-			best, bestScore, bestSpread = u, score, spread
+		better := best == nil || weight > bestSoft ||
+			weight == bestSoft && (spread < bestSpread || spread == bestSpread && score < bestScore)
+		if better {
+			best, bestScore, bestSpread, bestSoft = u, score, spread, weight
 		}
 	}
 	if best == nil {
@@ -252,4 +323,54 @@ func (x *Index) Place(r Request) (string, error) {
 	}
 	best.add(r.Name, r.Spec)
 	return best.cand.Host.Name, nil
+}
+
+// RuleCheck says whether a VM's host meets one of its placement rules.
+type RuleCheck struct {
+	Rule   string `json:"rule"` // "require rack=r1", "prefer host:ssd=yes:50", ...
+	Met    bool   `json:"met"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Explain says which of a placed VM's rules its host meets: required
+// labels, its anti-affinity group and spread set, and its soft rules with
+// their weights. The index must count the VM on host (built from state).
+func (x *Index) Explain(spec model.VMSpec, host string) []RuleCheck {
+	u, ok := x.by[host]
+	if !ok {
+		return nil
+	}
+	var out []RuleCheck
+	for _, k := range model.SortedKeys(spec.Require) {
+		v, has := u.cand.Host.Labels[k]
+		out = append(out, RuleCheck{Rule: "require " + k + "=" + spec.Require[k], Met: has && v == spec.Require[k]})
+	}
+	if g := spec.AntiAffinity; g != "" {
+		// Hard: placement kept the group apart, so the VM is its only one here.
+		out = append(out, RuleCheck{Rule: "anti-affinity " + g, Met: true, Detail: "no other VM of the group here"})
+	}
+	if s := spec.Spread; s != "" {
+		n := u.spread[s] - 1
+		out = append(out, RuleCheck{Rule: "spread " + s, Met: n == 0, Detail: fmt.Sprintf("%d other VMs of the set here", max(n, 0))})
+	}
+	for _, set := range []struct {
+		verb  string
+		rules []model.SoftRule
+	}{{"prefer", spec.Prefer}, {"avoid", spec.Avoid}} {
+		for _, r := range set.rules {
+			key := r.Key + "=" + r.Value
+			met := u.meets(r, key, spec, true)
+			c := RuleCheck{Rule: set.verb + " " + r.String(), Met: met == (set.verb == "prefer")}
+			switch {
+			case r.Kind == model.SoftHost && met:
+				c.Detail = "the host has " + r.Key + "=" + r.Value
+			case r.Kind == model.SoftHost:
+				c.Detail = "the host lacks " + r.Key + "=" + r.Value
+			default:
+				c.Detail = fmt.Sprintf("%d other VMs with %s here", u.others(r, key, spec, true), key)
+			}
+			out = append(out, c)
+		}
+	}
+	return out
 }

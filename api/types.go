@@ -296,3 +296,32 @@ type NetworkCreateRequest struct {
 	// Project holds the network (empty: the caller's token's, else default).
 	Project string `json:"project,omitempty"`
 }
+
+// BalanceRequest is the body of POST /v1/cluster/balance: a round of the
+// leader's balancer toward Goal (spread, consolidate; "": the configured
+// one); with Apply it starts the first moves, else it only plans.
+type BalanceRequest struct {
+	Goal  string `json:"goal,omitempty"`
+	Apply bool   `json:"apply,omitempty"`
+}
+
+// BalanceMove is a planned live migration (Cold: a stopped VM's placement).
+type BalanceMove struct {
+	VM   string `json:"vm"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	Cold bool   `json:"cold,omitempty"`
+	Why  string `json:"why"`
+}
+
+// BalanceResult is a balancer round: its plan (the moves, the hosts a
+// consolidation empties, notes on what does not move and why), why the
+// balancer would not act now (Blocked), and the moves it started.
+type BalanceResult struct {
+	Goal    string        `json:"goal"`
+	Moves   []BalanceMove `json:"moves"`
+	Freed   []string      `json:"freed,omitempty"`
+	Notes   []string      `json:"notes,omitempty"`
+	Blocked string        `json:"blocked,omitempty"`
+	Started []string      `json:"started,omitempty"`
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/corralhq/corral/daemon/placement"
 	"net"
 	"os"
 	"path/filepath"
@@ -77,6 +78,9 @@ type Config struct {
 	FenceKillBudget   time.Duration `toml:"fence_kill_budget" help:"a host kills its guests this long before its lease ends, so that they are dead when it does (measured: see README)"`
 	SharedStorage     bool          `toml:"shared_storage" help:"VM disks are on storage all hosts reach, so VMs can be recovered and migrated"`
 	DrainParallel     int           `toml:"drain_parallel" help:"live migrations at once when draining a host"`
+	Balance           string        `toml:"balance" help:"what the leader's balancer works toward with live migrations: off, spread (even memory use) or consolidate (empty the least used hosts, keeping N+1)"`
+	BalanceInterval   time.Duration `toml:"balance_interval" help:"time between the balancer's rounds (each starts at most 2 migrations; at most 20 an hour, 2 per VM a day)"`
+	BalanceMinGain    float64       `toml:"balance_min_gain" help:"the gap between the most and least used hosts' memory share (0.10: 10 points) from which spread moves VMs, and below which it stops"`
 	MigrationURI      string        `toml:"migration_uri" help:"libvirt URI of a target host's libvirtd for live migration; %s is its address"`
 	MigrationDataURI  string        `toml:"migration_data_uri" help:"where QEMU streams guest memory during live migration; %s is the target's address"`
 	ManageNetworks    bool          `toml:"manage_networks" help:"build corral networks (bridges, VLAN, VXLAN) on this host"`
@@ -180,6 +184,9 @@ func DefaultConfig() Config {
 		FenceTimeout:      30 * time.Second,
 		SharedStorage:     true,
 		DrainParallel:     2,
+		Balance:           "off",
+		BalanceInterval:   5 * time.Minute,
+		BalanceMinGain:    0.10,
 		MigrationURI:      "qemu+tcp://%s/system",
 		MigrationDataURI:  "tcp://%s",
 		ManageNetworks:    true,
@@ -349,6 +356,15 @@ func (c *Config) Validate() error {
 	}
 	if c.DrainParallel < 1 || c.DrainParallel > 64 {
 		return bad("drain_parallel", "%d: 1..64", c.DrainParallel)
+	}
+	if _, err := placement.ParseGoal(c.Balance); err != nil {
+		return bad("balance", "%q: off, spread or consolidate", c.Balance)
+	}
+	if c.BalanceInterval < time.Minute {
+		return bad("balance_interval", "%v: at least 1m", c.BalanceInterval)
+	}
+	if c.BalanceMinGain <= 0 || c.BalanceMinGain >= 1 {
+		return bad("balance_min_gain", "%v: between 0 and 1", c.BalanceMinGain)
 	}
 	if c.SampleInterval < 100*time.Millisecond {
 		return bad("hw_sample_interval", "%v: at least 100ms", c.SampleInterval)

@@ -77,6 +77,7 @@ var (
 	mLeaseRenew   = leaderOnly("lease.renew", (*controller.Leader).Renew).spokenBy(func(_ *Daemon, r controller.LeaseRequest) string { return r.Host })
 	mLeaseAges    = leaderOnly("lease.ages", (*controller.Leader).LeaseAges)
 	mClusterHA    = leaderOnly("cluster.ha", (*controller.Leader).SetHA)
+	mBalance      = leaderOnly("cluster.balance", (*controller.Leader).Balance)
 	mNetCreate    = leaderOnly("net.create", (*controller.Leader).CreateNetwork)
 	mNetDelete    = leaderOnly("net.delete", (*controller.Leader).DeleteNetwork)
 	mTokenCreate  = daemonLeaderOnly("token.create", (*Daemon).createToken)
@@ -116,7 +117,7 @@ var leaderMethods = []interface{ register(*Daemon) }{
 	mVMCreate, mVMPower, mVMRestart, mVMResize, mVMDelete, mVMReport, mVMRelocate, mVMMigrate, mVMMigrated,
 	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostRemove, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
 	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord, mGossipRotate, mAPITokenAdd, mAPITokenRevoke,
-	mProjectSet, mProjectDelete, mGroupSet, mGroupDelete, mGroupScale,
+	mProjectSet, mProjectDelete, mGroupSet, mGroupDelete, mGroupScale, mBalance,
 }
 
 // vmHost is the host a VM is placed on: the one that reports its migration.

@@ -211,6 +211,22 @@ func (b backend) SetHA(ctx context.Context, req api.HARequest) (api.Status, erro
 	return b.Status(ctx)
 }
 
+func (b backend) Balance(ctx context.Context, req api.BalanceRequest) (api.BalanceResult, error) {
+	if err := raftlog.FeatureBalance.Check(b.d.store.Cluster(), b.d.store.Hosts()); err != nil {
+		return api.BalanceResult{}, err // an older leader would not know the method
+	}
+	res, err := forward(ctx, b.d, mBalance, controller.BalanceRequest{Goal: req.Goal, Apply: req.Apply})
+	if err != nil {
+		return api.BalanceResult{}, err
+	}
+	out := api.BalanceResult{Goal: string(res.Plan.Goal), Moves: []api.BalanceMove{}, Freed: res.Plan.Freed, Notes: res.Plan.Notes,
+		Blocked: res.Blocked, Started: res.Started}
+	for _, m := range res.Plan.Moves {
+		out.Moves = append(out.Moves, api.BalanceMove(m))
+	}
+	return out, nil
+}
+
 func (b backend) JoinTokens(ctx context.Context) ([]api.JoinToken, error) {
 	now := time.Now()
 	out := []api.JoinToken{}

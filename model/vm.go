@@ -418,7 +418,7 @@ type VM struct {
 // Migration is a requested live migration.
 type Migration struct {
 	Target    string    `json:"target"`
-	Reason    string    `json:"reason"` // drain, failback
+	Reason    string    `json:"reason"` // drain, failback, balance, operator
 	StartedAt time.Time `json:"started_at"`
 }
 

@@ -29,7 +29,7 @@ import (
 //  6. Health checks: the health check of VM specs, and the health of VM
 //     reports (FeatureHealthChecks).
 //  7. Soft placement rules: the prefer and avoid rules of VM specs
-//     (FeatureSoftRules).
+//     (FeatureSoftRules); the cluster.balance RPC method (FeatureBalance).
 const Protocol = 7
 
 // Feature is something a newer protocol added that a host of an older one
@@ -78,6 +78,10 @@ var FeatureHealthChecks = Feature{Name: "health checks", Since: 6}
 // replica would drop (diverging state) and a protocol 6 leader would
 // refuse (strict RPC decoding).
 var FeatureSoftRules = Feature{Name: "soft placement rules", Since: 7}
+
+// FeatureBalance: the cluster.balance RPC method, which a protocol 6
+// leader does not serve.
+var FeatureBalance = Feature{Name: "the balancer", Since: 7}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

@@ -315,6 +315,14 @@ func (c *Client) SetHA(ctx context.Context, armed bool) (api.Status, error) {
 	return s, err
 }
 
+// Balance runs a round of the leader's balancer: a plan, or with apply
+// its first moves started.
+func (c *Client) Balance(ctx context.Context, req api.BalanceRequest) (api.BalanceResult, error) {
+	var out api.BalanceResult
+	err := c.Do(ctx, http.MethodPost, "/v1/cluster/balance", req, &out)
+	return out, err
+}
+
 // JoinTokens lists the cluster's join tokens.
 func (c *Client) JoinTokens(ctx context.Context) ([]api.JoinToken, error) {
 	var out []api.JoinToken

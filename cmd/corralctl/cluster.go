@@ -53,7 +53,61 @@ func (c *cli) clusterCmd() *cobra.Command {
 			})
 		},
 	})
-	cmd.AddCommand(ha, c.tokenCmd(), gk)
+	cmd.AddCommand(ha, c.tokenCmd(), gk, c.balanceCmd())
+	return cmd
+}
+
+func (c *cli) balanceCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "balance", Short: "The leader's balancer: plan or apply live migrations toward a goal"}
+	for _, apply := range []bool{false, true} {
+		var goal string
+		use, short := "plan", "Print the moves a balancer round would make and why, and why nothing else moves"
+		if apply {
+			use, short = "apply", "Run one balancer round: start its first moves (at most 2 at once, 20 an hour, 2 per VM a day)"
+		}
+		sub := &cobra.Command{
+			Use: use, Short: short, Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx, cancel := c.ctx()
+				defer cancel()
+				r, err := c.client().Balance(ctx, api.BalanceRequest{Goal: goal, Apply: apply})
+				if err != nil {
+					return err
+				}
+				return c.print(r, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "Goal:\t%s\n", r.Goal)
+					if r.Blocked != "" {
+						fmt.Fprintf(w, "Not now:\t%s\n", r.Blocked)
+					}
+					for _, m := range r.Moves {
+						how := "live"
+						if m.Cold {
+							how = "cold (stopped)"
+						}
+						fmt.Fprintf(w, "Move:\t%s %s -> %s, %s: %s\n", m.VM, m.From, m.To, how, m.Why)
+					}
+					if len(r.Moves) == 0 {
+						fmt.Fprintf(w, "Move:\tnothing\n")
+					}
+					if len(r.Freed) > 0 {
+						fmt.Fprintf(w, "Emptied:\t%s\n", strings.Join(r.Freed, ", "))
+					}
+					for _, n := range r.Notes {
+						fmt.Fprintf(w, "Note:\t%s\n", n)
+					}
+					if apply {
+						started := "none"
+						if len(r.Started) > 0 {
+							started = strings.Join(r.Started, ", ")
+						}
+						fmt.Fprintf(w, "Started:\t%s\n", started)
+					}
+				})
+			},
+		}
+		sub.Flags().StringVar(&goal, "goal", "", "spread (even memory use) or consolidate (empty the least used hosts, keeping N+1); default: the balance setting of the leader's corrald")
+		cmd.AddCommand(sub)
+	}
 	return cmd
 }
 

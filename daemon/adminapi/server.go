@@ -38,6 +38,8 @@ type Backend interface {
 	RemoveHost(ctx context.Context, name string, force bool) error
 	RestoreHost(ctx context.Context, name string, req api.HostRestoreRequest) (api.Host, error)
 	SetHA(ctx context.Context, req api.HARequest) (api.Status, error)
+	// Balance runs a round of the leader's balancer (a plan, or applied).
+	Balance(ctx context.Context, req api.BalanceRequest) (api.BalanceResult, error)
 	JoinTokens(ctx context.Context) ([]api.JoinToken, error)
 	CreateJoinToken(ctx context.Context, req api.JoinTokenCreateRequest) (api.JoinTokenCreated, error)
 	RevokeJoinToken(ctx context.Context, id string) error
@@ -234,6 +236,13 @@ func (s *Server) routes() []route {
 				}
 			}
 			return s.b.RestoreHost(r.Context(), name, req)
+		}},
+		{"POST /v1/cluster/balance", doc{summary: "a round of the leader's balancer toward a goal (spread: even memory use; consolidate: empty the least used hosts, keeping N+1): the moves it plans and why, and with apply=true the first ones started as live migrations within the budget; never while HA is disarmed or a recovery, drain or migration is under way", in: api.BalanceRequest{}, out: api.BalanceResult{}}, func(r *http.Request) (any, error) {
+			var req api.BalanceRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return s.b.Balance(r.Context(), req)
 		}},
 		{"PUT /v1/cluster/ha", doc{summary: "arm or disarm fencing and recovery", in: api.HARequest{}, out: api.Status{}}, func(r *http.Request) (any, error) {
 			var req api.HARequest

@@ -33,6 +33,8 @@ type LeaderConfig struct {
 	Placement placement.Options
 	// Liveness tunes leases, fencing and recovery.
 	Liveness LivenessConfig
+	// Balance tunes the balancer.
+	Balance BalanceConfig
 	// Recorder receives counts and durations for metrics; nil for none.
 	Recorder Recorder
 	// KernelDir is where VM kernels and initrds must lie (kernel_dir);
@@ -75,6 +77,7 @@ type Leader struct {
 
 	live   liveness
 	mig    migrations // touched only by the leader loop and leader operations, under the Raft apply order
+	bal    balancer
 	ver    verifications
 	pokeCh chan struct{}
 	// refused: hosts not registered because their protocol is below the
@@ -304,6 +307,7 @@ func (l *Leader) reconcile(ctx context.Context) error {
 	l.checkLiveness(ctx, l.gossipDead())
 	l.driveMigrations(ctx)
 	l.keepGroups(ctx)
+	l.maybeBalance(ctx)
 	l.forgetRemoved()
 	return err
 }

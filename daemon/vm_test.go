@@ -217,7 +217,18 @@ func TestBadVMInputChangesNothing(t *testing.T) {
 	}
 	waitVM(t, c, "taken", "running")
 	before, _ := c.VMs(ctx)
-	evBefore, _ := c.Events(ctx, 0, 0, 0)
+	// The leader records the "running" event in an entry after the
+	// report's: count from once it is there.
+	var evBefore []api.Event
+	testutil.Eventually(t, 10*time.Second, func() error {
+		evBefore, _ = c.Events(ctx, 0, 0, 0)
+		for _, ev := range evBefore {
+			if ev.Kind == "running" && ev.VM == "taken" {
+				return nil
+			}
+		}
+		return errors.New("no running event for taken yet")
+	})
 	mod := func(f func(*api.VMCreateRequest)) api.VMCreateRequest {
 		r := vmReq("new")
 		f(&r)
@@ -271,7 +282,7 @@ func TestBadVMInputChangesNothing(t *testing.T) {
 		t.Fatalf("bad requests changed the VMs:\nbefore %+v\nafter  %+v", before, after)
 	}
 	if evAfter, _ := c.Events(ctx, 0, 0, 0); len(evAfter) != len(evBefore) {
-		t.Fatalf("bad requests recorded events: %d -> %d", len(evBefore), len(evAfter))
+		t.Fatalf("bad requests recorded events: %d -> %d: %+v", len(evBefore), len(evAfter), evAfter[min(len(evBefore), len(evAfter)):])
 	}
 }
 

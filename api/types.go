@@ -107,8 +107,13 @@ type Host struct {
 	Allocated   Capacity `json:"allocated"`
 	VMs         int      `json:"vms"`
 	// Usage as the host last gossiped it.
-	CPUPercent         int   `json:"cpu_percent"`
-	MemoryAvailableMiB int64 `json:"memory_available_mib"`
+	CPUPercent int `json:"cpu_percent"`
+	// PowerWatts is the host's power draw; PowerSource says whether a
+	// sensor or the CPU packages' RAPL counters measured it or it is
+	// estimated from CPU use (sensor, rapl, estimate).
+	PowerWatts         int    `json:"power_watts,omitempty"`
+	PowerSource        string `json:"power_source,omitempty"`
+	MemoryAvailableMiB int64  `json:"memory_available_mib"`
 }
 
 // HostRestoreRequest is the body of POST /v1/hosts/{name}/restore.

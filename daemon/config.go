@@ -78,6 +78,8 @@ type Config struct {
 	FenceKillBudget   time.Duration `toml:"fence_kill_budget" help:"a host kills its guests this long before its lease ends, so that they are dead when it does (measured: see README)"`
 	SharedStorage     bool          `toml:"shared_storage" help:"VM disks are on storage all hosts reach, so VMs can be recovered and migrated"`
 	DrainParallel     int           `toml:"drain_parallel" help:"live migrations at once when draining a host"`
+	PowerIdleWatts    float64       `toml:"power_idle_watts" help:"power draw at rest, for the estimate used where no sensor or RAPL counter measures it (0: 20 W + 2 W per logical CPU)"`
+	PowerMaxWatts     float64       `toml:"power_max_watts" help:"power draw at full CPU use, for the same estimate (0: 20 W + 8 W per logical CPU)"`
 	Balance           string        `toml:"balance" help:"what the leader's balancer works toward with live migrations: off, spread (even memory use) or consolidate (empty the least used hosts, keeping N+1)"`
 	BalanceInterval   time.Duration `toml:"balance_interval" help:"time between the balancer's rounds (each starts at most 2 migrations; at most 20 an hour, 2 per VM a day)"`
 	BalanceMinGain    float64       `toml:"balance_min_gain" help:"the gap between the most and least used hosts' memory share (0.10: 10 points) from which spread moves VMs, and below which it stops"`
@@ -356,6 +358,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DrainParallel < 1 || c.DrainParallel > 64 {
 		return bad("drain_parallel", "%d: 1..64", c.DrainParallel)
+	}
+	if c.PowerIdleWatts < 0 || c.PowerMaxWatts < 0 || c.PowerMaxWatts > 0 && c.PowerMaxWatts < c.PowerIdleWatts {
+		return bad("power_max_watts", "%v: not negative, and at least power_idle_watts (%v)", c.PowerMaxWatts, c.PowerIdleWatts)
 	}
 	if _, err := placement.ParseGoal(c.Balance); err != nil {
 		return bad("balance", "%q: off, spread or consolidate", c.Balance)

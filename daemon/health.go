@@ -61,7 +61,8 @@ func (d *Daemon) hwSource() hwmon.Source {
 	if d.cfg.Tuning.HWSource != nil {
 		return d.cfg.Tuning.HWSource
 	}
-	return &hwmon.System{Paths: []string{d.cfg.DataDir, d.cfg.StoragePool}, Uplink: uplinkName(d.cfg.Uplink, d.cfg.AdvertiseAddr)}
+	return &hwmon.System{Paths: []string{d.cfg.DataDir, d.cfg.StoragePool}, Uplink: uplinkName(d.cfg.Uplink, d.cfg.AdvertiseAddr),
+		Power: hwmon.PowerMeter{Estimate: hwmon.Estimate{IdleWatts: d.cfg.PowerIdleWatts, MaxWatts: d.cfg.PowerMaxWatts}}}
 }
 
 // publish puts a hardware report into this host's gossip metadata, where
@@ -79,6 +80,7 @@ func (d *Daemon) publish(r hwmon.Report) {
 		m.VCPUs, m.MemoryMiB = r.Capacity.VCPUs, r.Capacity.MemoryMiB
 		m.Health, m.Reasons = string(health.State), reasons
 		m.CPUPercent, m.MemAvailMiB = int(r.Sample.CPUPercent+0.5), int64(r.Sample.MemAvailable>>20)
+		m.PowerWatts, m.PowerSource = int(r.Sample.PowerWatts+0.5), r.Sample.PowerSource
 	})
 }
 

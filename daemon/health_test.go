@@ -22,7 +22,7 @@ type fakeHW struct {
 }
 
 func newFakeHW() *fakeHW {
-	return &fakeHW{s: hwmon.Sample{CPUs: 8, MemTotal: 32 << 30, MemAvailable: 24 << 30}}
+	return &fakeHW{s: hwmon.Sample{CPUs: 8, MemTotal: 32 << 30, MemAvailable: 24 << 30, PowerWatts: 142.4, PowerSource: hwmon.PowerRAPL}}
 }
 
 func (f *fakeHW) Sample(ctx context.Context) (hwmon.Sample, error) {

@@ -62,6 +62,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"corral_host_cpus", nil, dto.MetricType_GAUGE, func(v float64) bool { return v == 8 }},
 		{"corral_host_memory_bytes", nil, dto.MetricType_GAUGE, func(v float64) bool { return v == 32<<30 }},
 		{"corral_host_health", map[string]string{"state": "ok"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 1 }},
+		{"corral_host_power_watts", map[string]string{"source": "rapl"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 142.4 }},
 		{"corral_host_vms", nil, dto.MetricType_GAUGE, func(v float64) bool { return v == 1 }},
 		{"corral_vm_vcpus", map[string]string{"vm": "m1"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 1 }},
 		{"corral_vm_memory_bytes", map[string]string{"vm": "m1"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 256<<20 }},
@@ -90,6 +91,13 @@ func TestMetricsScrape(t *testing.T) {
 			t.Errorf("%s%v = %v", ch.name, ch.labels, v)
 		}
 	}
+	// The power draw is in host show too (through gossip).
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if h, err := c.Host(ctx, "h1"); err != nil || h.PowerWatts != 142 || h.PowerSource != "rapl" {
+			return fmt.Errorf("h1's power: %d W from %q (%v)", h.PowerWatts, h.PowerSource, err)
+		}
+		return nil
+	})
 }
 
 // value finds the sample of a family with the given labels (-1 if none).

@@ -19,7 +19,7 @@ func (m metricsSource) Snapshot(ctx context.Context) metrics.Snapshot {
 		Host: metrics.HostStats{
 			Name: d.cfg.Name, CPUs: r.Sample.CPUs, CPUUtilization: r.Sample.CPUPercent / 100, Load1: r.Sample.Load1,
 			MemoryBytes: r.Sample.MemTotal, MemAvailBytes: r.Sample.MemAvailable, Disks: map[string]float64{},
-			Health: string(r.Health.State),
+			Health: string(r.Health.State), PowerWatts: r.Sample.PowerWatts, PowerSource: r.Sample.PowerSource,
 		},
 		Gossip:         map[string]int{},
 		LeaseHeld:      d.lease.Valid(),

@@ -360,6 +360,7 @@ func hostView(h model.Host, m membership.Member, inGossip bool, roles map[string
 		out.Gossip, out.GossipSince = string(m.State), m.Since
 		out.Addresses.Gossip = m.Addr
 		out.CPUPercent, out.MemoryAvailableMiB = m.Meta.CPUPercent, m.Meta.MemAvailMiB
+		out.PowerWatts, out.PowerSource = m.Meta.PowerWatts, m.Meta.PowerSource
 		// Until the leader records the host, gossip is all we know.
 		if out.Addresses.Advertise == "" {
 			host, _, _ := net.SplitHostPort(m.Addr)

@@ -1,6 +1,7 @@
 // Package hwmon watches this host's hardware with gopsutil (v4): CPU count
 // and use, memory, load, disk use of the data directory and the storage pool,
-// temperatures when sensors exist, and errors and link state of the uplink.
+// temperatures when sensors exist, errors and link state of the uplink, and
+// the power draw (a sensor, RAPL, or an estimate from CPU use).
 // A Monitor turns samples into capacity and health (ok, degraded, failing,
 // with reasons) with thresholds and hysteresis, so one bad sample does not
 // flap a host. It is the only importer of gopsutil.
@@ -34,6 +35,10 @@ type Sample struct {
 	Disks        []DiskUsage `json:"disks"`
 	Temps        []Temp      `json:"temps,omitempty"`
 	NIC          *NICStatus  `json:"nic,omitempty"`
+	// PowerWatts is the host's power draw, measured or estimated as
+	// PowerSource says (PowerSensor, PowerRAPL, PowerEstimate).
+	PowerWatts  float64 `json:"power_watts"`
+	PowerSource string  `json:"power_source"`
 }
 
 // DiskUsage is the use of the file system holding Path.
@@ -72,6 +77,8 @@ type System struct {
 	// Uplink is the interface whose link and errors are watched; empty
 	// for none.
 	Uplink string
+	// Power reads the power draw.
+	Power PowerMeter
 }
 
 // Sample reads the host. A part that cannot be read (no sensors, a path
@@ -109,6 +116,7 @@ func (s *System) Sample(ctx context.Context) (Sample, error) {
 	if s.Uplink != "" {
 		out.NIC = s.nic(ctx)
 	}
+	out.PowerWatts, out.PowerSource = s.Power.Read(out.Time, out.CPUs, out.CPUPercent)
 	return out, nil
 }
 

@@ -234,6 +234,10 @@ func printHost(w *tabwriter.Writer, h api.Host) {
 	fmt.Fprintf(w, "Allocatable:\t%d vCPUs, %s (after reserve and overcommit)\n", h.Allocatable.VCPUs, fmtMiB(h.Allocatable.MemoryMiB))
 	fmt.Fprintf(w, "Allocated:\t%d vCPUs, %s to %d VMs\n", h.Allocated.VCPUs, fmtMiB(h.Allocated.MemoryMiB), h.VMs)
 	fmt.Fprintf(w, "Usage:\t%d%% CPU, %s memory available\n", h.CPUPercent, fmtMiB(h.MemoryAvailableMiB))
+	if h.PowerSource != "" {
+		how := map[string]string{"sensor": "measured by a power sensor", "rapl": "CPU packages, measured by RAPL", "estimate": "estimated from CPU use"}[h.PowerSource]
+		fmt.Fprintf(w, "Power:\t%d W (%s)\n", h.PowerWatts, how)
+	}
 	health := orDash(h.Health)
 	if len(h.HealthReasons) > 0 {
 		health += ": " + strings.Join(h.HealthReasons, "; ")

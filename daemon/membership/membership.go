@@ -52,6 +52,10 @@ type Meta struct {
 	Reasons     string `json:"hr,omitempty"`
 	CPUPercent  int    `json:"u,omitempty"`
 	MemAvailMiB int64  `json:"a,omitempty"`
+	// PowerWatts is the power draw, PowerSource where it comes from
+	// (hwmon.PowerSensor, PowerRAPL, PowerEstimate).
+	PowerWatts  int    `json:"w,omitempty"`
+	PowerSource string `json:"ws,omitempty"`
 	// InCluster is set once the host belongs to a Raft cluster (it has Raft
 	// state); bootstrap never forms a new cluster while a peer says so.
 	InCluster bool `json:"i,omitempty"`

@@ -43,6 +43,8 @@ type HostStats struct {
 	MemoryBytes, MemAvailBytes uint64
 	Disks                      map[string]float64 // path -> used ratio
 	Health                     string
+	PowerWatts                 float64
+	PowerSource                string // sensor, rapl, estimate
 	AllocatedVCPUs             int
 	AllocatedMemoryBytes       uint64
 	VMs                        int
@@ -172,6 +174,7 @@ var (
 	dHostMemAvail = desc("corral_host_memory_available_bytes", "Memory available on this host.")
 	dHostDisk     = desc("corral_host_disk_used_ratio", "Use of the file systems holding data_dir and the storage pool (0-1).", "path")
 	dHostHealth   = desc("corral_host_health", "Hardware health of this host: 1 for the current state.", "state")
+	dHostPower    = desc("corral_host_power_watts", "Power draw of this host: measured by a sensor or the CPU packages' RAPL counters, or estimated from CPU use, as source says.", "source")
 	dHostAllocCPU = desc("corral_host_allocated_vcpus", "vCPUs of the VMs placed on this host.")
 	dHostAllocMem = desc("corral_host_allocated_memory_bytes", "Memory of the VMs placed on this host.")
 	dHostVMs      = desc("corral_host_vms", "VMs placed on this host.")
@@ -206,7 +209,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dHostCPUs, dHostCPUUtil, dHostLoad, dHostMem, dHostMemAvail, dHostDisk, dHostHealth,
+	for _, d := range []*prometheus.Desc{dHostCPUs, dHostCPUUtil, dHostLoad, dHostMem, dHostMemAvail, dHostDisk, dHostHealth, dHostPower,
 		dHostAllocCPU, dHostAllocMem, dHostVMs, dVMCPU, dVMMem, dVMVCPUs, dVMDiskR, dVMDiskW, dVMDiskRO, dVMDiskWO,
 		dVMNetRx, dVMNetTx, dVMNetRxP, dVMNetTxP, dVMNetErr, dVMNetDrp, dRaftState, dRaftTerm, dRaftCommit,
 		dRaftApplied, dRaftVoters, dRaftContact, dRaftContMax, dRaftHBTO, dRaftLeaseTO, dGossip, dLeaseHeld, dLeaseLeft, dLeaseAge} {
@@ -228,6 +231,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g(dHostCPUs, float64(h.CPUs))
 	g(dHostCPUUtil, h.CPUUtilization)
 	g(dHostLoad, h.Load1)
+	if h.PowerSource != "" {
+		g(dHostPower, h.PowerWatts, h.PowerSource)
+	}
 	g(dHostMem, float64(h.MemoryBytes))
 	g(dHostMemAvail, float64(h.MemAvailBytes))
 	for p, r := range h.Disks {

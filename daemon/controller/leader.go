@@ -54,14 +54,14 @@ type LeaderConfig struct {
 type Recorder interface {
 	Recovered(d time.Duration)
 	Fenced(how string)
-	Migrated(d time.Duration, ok bool)
+	Migrated(reason string, d time.Duration, ok bool)
 }
 
 type noRecorder struct{}
 
-func (noRecorder) Recovered(time.Duration)      {}
-func (noRecorder) Fenced(string)                {}
-func (noRecorder) Migrated(time.Duration, bool) {}
+func (noRecorder) Recovered(time.Duration)              {}
+func (noRecorder) Fenced(string)                        {}
+func (noRecorder) Migrated(string, time.Duration, bool) {}
 
 // Leader runs the leader loop and serves leader-only operations.
 type Leader struct {

@@ -346,7 +346,7 @@ func (l *Leader) MigrationDone(ctx context.Context, r MigrationResult) (model.VM
 		return v, fmt.Errorf("vm %q has no migration to %s at generation %d: %w", r.Name, r.Target, r.Generation, model.ErrConflict)
 	}
 	took := l.clock.Now().Sub(v.Migration.StartedAt).Round(10e6)
-	l.cfg.Recorder.Migrated(took, r.Error == "")
+	l.cfg.Recorder.Migrated(v.Migration.Reason, took, r.Error == "")
 	if r.Error == "" {
 		if _, err := l.store.Apply(ctx, raftlog.FinishMigration{Name: v.Name, Generation: v.Generation, Target: r.Target}); err != nil {
 			return v, err

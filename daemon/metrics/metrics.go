@@ -121,7 +121,7 @@ func New(src Source) *Metrics {
 	m.fenced = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "corral_hosts_fenced_total",
 		Help: "Hosts the leader declared dead, by how (lease or fence_command)."}, []string{"how"})
 	m.migrations = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "corral_migrations_total",
-		Help: "Live migrations finished, by result."}, []string{"result"})
+		Help: "Live migrations finished, by result and reason (drain, failback, balance, operator)."}, []string{"result", "reason"})
 	m.migration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "corral_migration_duration_seconds",
 		Help: "Duration of live migrations.", Buckets: []float64{0.5, 1, 2, 4, 8, 16, 32, 64, 128}})
 	m.reg.MustRegister(m.recoveries, m.recovery, m.fenced, m.migrations, m.migration, &collector{src: src},
@@ -139,12 +139,12 @@ func (m *Metrics) Recovered(d time.Duration) {
 func (m *Metrics) Fenced(how string) { m.fenced.WithLabelValues(how).Inc() }
 
 // Migrated records a live migration's end.
-func (m *Metrics) Migrated(d time.Duration, ok bool) {
+func (m *Metrics) Migrated(reason string, d time.Duration, ok bool) {
 	result := "ok"
 	if !ok {
 		result = "failed"
 	}
-	m.migrations.WithLabelValues(result).Inc()
+	m.migrations.WithLabelValues(result, reason).Inc()
 	m.migration.Observe(d.Seconds())
 }
 

@@ -12,7 +12,9 @@ what=${1:-test}
 pkgs=(iproute2 util-linux nftables iptables iputils-ping libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
       busybox-static linux-image-cloud-amd64 cpio kmod qemu-guest-agent genisoimage dpkg rpm systemd)
 case "$what" in
-  test) pkgs+=(chromium firefox-esr) ;; # the portal's browser tests (chromedp; Firefox over WebDriver BiDi)
+  # the portal's browser tests (chromedp; Firefox over WebDriver BiDi; certutil,
+  # pk12util and openssl give Firefox's profile a client certificate)
+  test) pkgs+=(chromium firefox-esr libnss3-tools openssl) ;;
   demo) ;;
   *) echo "usage: $0 test|demo" >&2; exit 2 ;;
 esac

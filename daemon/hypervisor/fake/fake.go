@@ -555,34 +555,22 @@ func (d *Driver) PowerOff(ctx context.Context, name string) error { return d.Des
 // which domain it is, then echoes what is written to it, as a terminal
 // would. Stopping the domain ends the session.
 func (d *Driver) OpenConsole(ctx context.Context, name string) (io.ReadWriteCloser, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.call("OpenConsole"); err != nil {
-		return nil, err
-	}
-	dm, ok := d.domains[name]
-	if !ok {
-		return nil, fmt.Errorf("%s: %w", name, hypervisor.ErrNoDomain)
-	}
-	if !dm.dom.State.Active() {
-		return nil, fmt.Errorf("%s is %s: %w", name, dm.dom.State, hypervisor.ErrNotRunning)
-	}
-	c := &fakeConsole{out: make(chan []byte, 64), done: make(chan struct{})}
-	c.out <- []byte("fake console of " + name + "\r\n")
-	if d.consoles == nil {
-		d.consoles = map[string][]*fakeConsole{}
-	}
-	d.consoles[name] = append(d.consoles[name], c)
-	return c, nil
+	return d.open("OpenConsole", name, "fake console of "+name+"\r\n")
 }
 
 // OpenDisplay connects to a running domain's fake VNC server: it sends
 // the RFB version greeting, then echoes what it is sent. Stopping the
 // domain ends the connection.
 func (d *Driver) OpenDisplay(ctx context.Context, name string) (io.ReadWriteCloser, error) {
+	return d.open("OpenDisplay", name, "RFB 003.008\n")
+}
+
+// open is a fake stream of a running domain that first says greeting and
+// then echoes.
+func (d *Driver) open(op, name, greeting string) (io.ReadWriteCloser, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.call("OpenDisplay"); err != nil {
+	if err := d.call(op); err != nil {
 		return nil, err
 	}
 	dm, ok := d.domains[name]
@@ -593,7 +581,7 @@ func (d *Driver) OpenDisplay(ctx context.Context, name string) (io.ReadWriteClos
 		return nil, fmt.Errorf("%s is %s: %w", name, dm.dom.State, hypervisor.ErrNotRunning)
 	}
 	c := &fakeConsole{out: make(chan []byte, 64), done: make(chan struct{})}
-	c.out <- []byte("RFB 003.008\n")
+	c.out <- []byte(greeting)
 	if d.consoles == nil {
 		d.consoles = map[string][]*fakeConsole{}
 	}

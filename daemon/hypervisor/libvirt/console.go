@@ -19,16 +19,9 @@ import (
 // it queues chunks, and a reader that falls behind by consoleQueue chunks
 // loses the stream (Read returns hypervisor.ErrConsoleOverrun).
 func (d *Driver) OpenConsole(ctx context.Context, name string) (io.ReadWriteCloser, error) {
-	l, dom, err := d.lookup(name)
+	l, dom, err := d.running(name)
 	if err != nil {
 		return nil, err
-	}
-	st, _, err := l.DomainGetState(dom, 0)
-	if err != nil {
-		return nil, wrap("state of "+name, err)
-	}
-	if s, _ := stateOf(st, 0); !s.Active() {
-		return nil, fmt.Errorf("%s is %s: %w", name, s, hypervisor.ErrNotRunning)
 	}
 	pr, pw := io.Pipe()
 	c := &console{in: pw, out: make(chan []byte, consoleQueue), done: make(chan struct{})}
@@ -123,4 +116,20 @@ func (c *console) Close() error {
 	c.in.Close()
 	c.finish(io.EOF)
 	return nil
+}
+
+// running looks a domain up and checks that it runs a guest.
+func (d *Driver) running(name string) (*golibvirt.Libvirt, golibvirt.Domain, error) {
+	l, dom, err := d.lookup(name)
+	if err != nil {
+		return nil, dom, err
+	}
+	st, _, err := l.DomainGetState(dom, 0)
+	if err != nil {
+		return nil, dom, wrap("state of "+name, err)
+	}
+	if s, _ := stateOf(st, 0); !s.Active() {
+		return nil, dom, fmt.Errorf("%s is %s: %w", name, s, hypervisor.ErrNotRunning)
+	}
+	return l, dom, nil
 }

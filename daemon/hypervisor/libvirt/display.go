@@ -8,7 +8,6 @@ import (
 
 	"libvirt.org/go/libvirtxml"
 
-	"github.com/corralhq/corral/daemon/hypervisor"
 	"github.com/corralhq/corral/model"
 )
 
@@ -29,16 +28,9 @@ func displayDevices(d *libvirtxml.DomainDeviceList) {
 // connection carries RFB, the VNC protocol. A domain defined before
 // corral gave guests a display has none until it is restarted.
 func (d *Driver) OpenDisplay(ctx context.Context, name string) (io.ReadWriteCloser, error) {
-	l, dom, err := d.lookup(name)
+	l, dom, err := d.running(name)
 	if err != nil {
 		return nil, err
-	}
-	st, _, err := l.DomainGetState(dom, 0)
-	if err != nil {
-		return nil, wrap("state of "+name, err)
-	}
-	if s, _ := stateOf(st, 0); !s.Active() {
-		return nil, fmt.Errorf("%s is %s: %w", name, s, hypervisor.ErrNotRunning)
 	}
 	x, err := l.DomainGetXMLDesc(dom, 0)
 	if err != nil {

@@ -80,6 +80,9 @@ type Config struct {
 	DrainParallel     int           `toml:"drain_parallel" help:"live migrations at once when draining a host"`
 	PowerIdleWatts    float64       `toml:"power_idle_watts" help:"power draw at rest, for the estimate used where no sensor or RAPL counter measures it (0: 20 W + 2 W per logical CPU)"`
 	PowerMaxWatts     float64       `toml:"power_max_watts" help:"power draw at full CPU use, for the same estimate (0: 20 W + 8 W per logical CPU)"`
+	PowerOnCommand    string        `toml:"power_on_command" help:"command the leader runs with a standby host's name and address to power it on (IPMI, Redfish, Wake-on-LAN), when capacity runs short or a host failed"`
+	PowerOffCommand   string        `toml:"power_off_command" help:"command the leader runs with a host's name and address to power it off once the balancer's consolidation emptied it (it goes to standby; Raft voters are never emptied then)"`
+	PowerTimeout      time.Duration `toml:"power_timeout" help:"how long a power command may take"`
 	Balance           string        `toml:"balance" help:"what the leader's balancer works toward with live migrations: off, spread (even memory use) or consolidate (empty the least used hosts, keeping N+1)"`
 	BalanceInterval   time.Duration `toml:"balance_interval" help:"time between the balancer's rounds (each starts at most 2 migrations; at most 20 an hour, 2 per VM a day)"`
 	BalanceMinGain    float64       `toml:"balance_min_gain" help:"the gap between the most and least used hosts' memory share (0.10: 10 points) from which spread moves VMs, and below which it stops"`
@@ -186,6 +189,7 @@ func DefaultConfig() Config {
 		FenceTimeout:      30 * time.Second,
 		SharedStorage:     true,
 		DrainParallel:     2,
+		PowerTimeout:      2 * time.Minute,
 		Balance:           "off",
 		BalanceInterval:   5 * time.Minute,
 		BalanceMinGain:    0.10,
@@ -361,6 +365,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PowerIdleWatts < 0 || c.PowerMaxWatts < 0 || c.PowerMaxWatts > 0 && c.PowerMaxWatts < c.PowerIdleWatts {
 		return bad("power_max_watts", "%v: not negative, and at least power_idle_watts (%v)", c.PowerMaxWatts, c.PowerIdleWatts)
+	}
+	if c.PowerTimeout <= 0 {
+		return bad("power_timeout", "must be positive")
 	}
 	if _, err := placement.ParseGoal(c.Balance); err != nil {
 		return bad("balance", "%q: off, spread or consolidate", c.Balance)

@@ -140,7 +140,8 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			FenceCommand: strings.Fields(cfg.FenceCommand), FenceAfter: cfg.FenceAfter, FenceTimeout: cfg.FenceTimeout,
 			SharedStorage: cfg.SharedStorage, DrainParallel: cfg.DrainParallel, AutoEvacuate: cfg.AutoEvacuate,
 		},
-		Balance:   controller.BalanceConfig{Goal: placement.Goal(cfg.Balance), Interval: cfg.BalanceInterval, MinGain: cfg.BalanceMinGain},
+		Balance: controller.BalanceConfig{Goal: placement.Goal(cfg.Balance), Interval: cfg.BalanceInterval, MinGain: cfg.BalanceMinGain,
+			PowerOn: strings.Fields(cfg.PowerOnCommand), PowerOff: strings.Fields(cfg.PowerOffCommand), PowerTimeout: cfg.PowerTimeout},
 		Recorder:  d.metrics,
 		KernelDir: cfg.KernelDir,
 		VerifyHost: func(ctx context.Context, h model.Host) error {

@@ -63,6 +63,8 @@ func TestMetricsScrape(t *testing.T) {
 		{"corral_host_memory_bytes", nil, dto.MetricType_GAUGE, func(v float64) bool { return v == 32<<30 }},
 		{"corral_host_health", map[string]string{"state": "ok"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 1 }},
 		{"corral_host_power_watts", map[string]string{"source": "rapl"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 142.4 }},
+		{"corral_cluster_hosts", map[string]string{"mode": "active"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 1 }},
+		{"corral_cluster_hosts", map[string]string{"mode": "standby"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 0 }},
 		{"corral_host_vms", nil, dto.MetricType_GAUGE, func(v float64) bool { return v == 1 }},
 		{"corral_vm_vcpus", map[string]string{"vm": "m1"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 1 }},
 		{"corral_vm_memory_bytes", map[string]string{"vm": "m1"}, dto.MetricType_GAUGE, func(v float64) bool { return v == 256<<20 }},

@@ -53,6 +53,10 @@ func (m metricsSource) Snapshot(ctx context.Context) metrics.Snapshot {
 	for _, mem := range d.members.Members() {
 		s.Gossip[string(mem.State)]++
 	}
+	s.HostModes = map[string]int{}
+	for _, h := range d.store.Hosts() {
+		s.HostModes[string(h.Mode)]++
+	}
 	if d.store.IsLeader() {
 		if ages, err := d.leader.LeaseAges(ctx, struct{}{}); err == nil {
 			s.LeaseAges = map[string]time.Duration{}

@@ -18,12 +18,16 @@ const (
 	// ModeFenced hosts were declared dead; they own no guests until they
 	// return and are reactivated.
 	ModeFenced HostMode = "fenced"
+	// ModeStandby hosts were emptied and powered off on purpose (the
+	// balancer's consolidation): no VM is placed there, and their silence
+	// is no failure (raftlog.FeatureBalance).
+	ModeStandby HostMode = "standby"
 )
 
 // Valid reports whether m is one of the known modes.
 func (m HostMode) Valid() bool {
 	switch m {
-	case ModeActive, ModeMaintenance, ModeFenced:
+	case ModeActive, ModeMaintenance, ModeFenced, ModeStandby:
 		return true
 	}
 	return false

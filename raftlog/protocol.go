@@ -80,7 +80,8 @@ var FeatureHealthChecks = Feature{Name: "health checks", Since: 6}
 var FeatureSoftRules = Feature{Name: "soft placement rules", Since: 7}
 
 // FeatureBalance: the cluster.balance RPC method, which a protocol 6
-// leader does not serve.
+// leader does not serve, and the standby host mode, which a protocol 6
+// replica would refuse (diverging state).
 var FeatureBalance = Feature{Name: "the balancer", Since: 7}
 
 // Enabled reports whether f may be used in a cluster whose state is c.

@@ -194,6 +194,18 @@ func (s *State) setHostMode(c raftlog.SetHostMode) error {
 	if !c.Mode.Valid() {
 		return fmt.Errorf("host %q: unknown mode %q: %w", c.Name, c.Mode, model.ErrInvalid)
 	}
+	if c.Mode == model.ModeStandby {
+		if !raftlog.FeatureBalance.Enabled(s.cluster) {
+			return fmt.Errorf("host %q: standby needs cluster protocol %d: %w", c.Name, raftlog.FeatureBalance.Since, model.ErrConflict)
+		}
+		// Only an empty host goes to standby: nothing placed there, nothing
+		// arriving.
+		for _, v := range s.vms {
+			if v.Host == c.Name || v.Migration != nil && v.Migration.Target == c.Name {
+				return fmt.Errorf("host %q: vm %q is placed there or arriving; only an empty host goes to standby: %w", c.Name, v.Name, model.ErrConflict)
+			}
+		}
+	}
 	return s.updateHost(c.Name, func(h *model.Host) error {
 		h.Mode = c.Mode
 		if c.Mode != model.ModeFenced {
@@ -222,6 +234,9 @@ func (s *State) updateHost(name string, fn func(*model.Host) error) error {
 func (s *State) startMigration(c raftlog.StartMigration) error {
 	if _, err := s.host(c.Target); err != nil {
 		return fmt.Errorf("migration target: %w", err)
+	}
+	if err := s.notStandby(c.Target, c.Name); err != nil {
+		return err
 	}
 	return s.updateVM(c.Name, func(v *model.VM) error {
 		switch {
@@ -323,6 +338,9 @@ func (s *State) createVM(c raftlog.CreateVM) (err error) {
 	if _, ok := s.vms[v.Name]; ok {
 		return fmt.Errorf("vm %q already exists: %w", v.Name, model.ErrConflict)
 	}
+	if err := s.notStandby(v.Host, v.Name); err != nil {
+		return err
+	}
 	if other, ok := s.vmIDs[v.ID]; ok {
 		return fmt.Errorf("vm id %q is taken by %q: %w", v.ID, other, model.ErrConflict)
 	}
@@ -375,6 +393,9 @@ func (s *State) placeVM(c raftlog.PlaceVM) error {
 	if c.Host != "" {
 		if _, err := s.host(c.Host); err != nil {
 			return fmt.Errorf("vm %q: %w", c.Name, err)
+		}
+		if err := s.notStandby(c.Host, c.Name); err != nil {
+			return err
 		}
 	}
 	if c.Relocation {
@@ -900,6 +921,16 @@ func (s *State) addJoinToken(c raftlog.AddJoinToken) error {
 func softRulesAllowed(c model.Cluster, what, name string, spec model.VMSpec) error {
 	if (len(spec.Prefer) > 0 || len(spec.Avoid) > 0) && !raftlog.FeatureSoftRules.Enabled(c) {
 		return fmt.Errorf("%s %q: soft placement rules need cluster protocol %d: %w", what, name, raftlog.FeatureSoftRules.Since, model.ErrConflict)
+	}
+	return nil
+}
+
+// notStandby refuses a VM on a host in standby: it is powered off on
+// purpose and nothing would run the guest (placement passes such hosts by;
+// this catches a placement decided before the host went to standby).
+func (s *State) notStandby(host, vm string) error {
+	if h, ok := s.hosts[host]; ok && h.Mode == model.ModeStandby {
+		return fmt.Errorf("vm %q: host %q is in standby: %w", vm, host, model.ErrConflict)
 	}
 	return nil
 }

@@ -55,6 +55,7 @@ const usage = `usage: corral-lab [--dir D] COMMAND
   up --hosts N [--id K] [--corrald PATH] [--config-extra TOML] [--data-dir-mib N]
   status | down
   kill H | boot H | fence H | partition H | heal H
+  power-agent   (boots hosts for power-on; until interrupted) | power-on H
   stop-daemon H [--kill] | start-daemon H | restart-libvirtd H
   cut H PEER... [--inbound] | uncut H | loss H PCT | clear-loss H | fill H | free H
   delay H DURATION [JITTER]   (holds H's packets to the lab until interrupted)
@@ -110,8 +111,18 @@ func run(args []string) error {
 	case "status":
 		return status(ctx, l)
 	}
-	if cmd == "fence" && len(args) > 0 && args[0] == "--" {
-		args = args[1:] // as corrald runs a fence_command: -- NAME ADDR
+	if cmd == "power-agent" {
+		stop, err := l.ServePower()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("power agent on %s: corrald's power_on_command can be \"corral-lab power-on\"\n", l.PowerSocket())
+		<-ctx.Done()
+		stop()
+		return nil
+	}
+	if (cmd == "fence" || cmd == "power-on") && len(args) > 0 && args[0] == "--" {
+		args = args[1:] // as corrald runs a fence or power command: -- NAME ADDR
 	}
 	if len(args) < 1 {
 		return fmt.Errorf("%s: which host?", cmd)
@@ -134,6 +145,14 @@ func run(args []string) error {
 		return nil
 	case "boot":
 		return h.Boot(ctx)
+	case "power-on":
+		// corrald's power_on_command, run inside a host's namespaces: the
+		// lab's power agent boots the host.
+		if err := lab.RequestPowerOn(ctx, l.Dir, h.Name); err != nil {
+			return err
+		}
+		fmt.Printf("%s booted\n", h.Name)
+		return nil
 	case "partition":
 		return h.Partition(ctx)
 	case "heal":

@@ -29,6 +29,17 @@ type BalanceConfig struct {
 	// PerHour those started in an hour (20), PerVMDay one VM's moves in
 	// 24 hours (2).
 	AtOnce, PerHour, PerVMDay int
+	// PowerOn and PowerOff are the commands that power a host on and off
+	// (its name and address follow "--"); PowerTimeout bounds each (2m).
+	PowerOn, PowerOff []string
+	PowerTimeout      time.Duration
+}
+
+func (c BalanceConfig) powerTimeout() time.Duration {
+	if c.PowerTimeout <= 0 {
+		return 2 * time.Minute
+	}
+	return c.PowerTimeout
 }
 
 func (c BalanceConfig) withDefaults() BalanceConfig {
@@ -71,6 +82,7 @@ type BalanceResult struct {
 // balancer is the leader's memory of its moves (budgets) and rounds.
 type balancer struct {
 	mu        sync.Mutex
+	power     powerState
 	started   []time.Time            // moves started in the last hour
 	perVM     map[string][]time.Time // vm -> its moves in the last 24 h
 	lastRound time.Time
@@ -134,7 +146,14 @@ func (l *Leader) balanceRound(ctx context.Context, goal placement.Goal, apply bo
 	b.lastRound = now
 	left := cfg.PerHour - len(b.started)
 	res := BalanceResult{}
-	res.Plan = placement.PlanBalance(l.candidates(false), vms, l.cfg.Placement, placement.BalanceOptions{
+	cands := l.candidates(false)
+	if goal == placement.Consolidate {
+		keep := l.keepOn()
+		for i := range cands {
+			cands[i].KeepOn = keep[cands[i].Host.Name]
+		}
+	}
+	res.Plan = placement.PlanBalance(cands, vms, l.cfg.Placement, placement.BalanceOptions{
 		Goal: goal, MinGain: cfg.MinGain, MaxMoves: max(left, 1),
 		Movable: func(v model.VM) string {
 			switch {
@@ -153,6 +172,10 @@ func (l *Leader) balanceRound(ctx context.Context, goal placement.Goal, apply bo
 	res.Blocked = l.balanceBlocked(inflight, left)
 	if !apply || res.Blocked != "" || goal == placement.Off {
 		return res
+	}
+	b.power.init()
+	for _, h := range res.Plan.Freed {
+		b.power.freed[h] = true // powered off once empty (managePower)
 	}
 	for _, m := range res.Plan.Moves {
 		if inflight >= cfg.AtOnce {

@@ -308,6 +308,7 @@ func (l *Leader) reconcile(ctx context.Context) error {
 	l.driveMigrations(ctx)
 	l.keepGroups(ctx)
 	l.maybeBalance(ctx)
+	l.managePower(ctx)
 	l.forgetRemoved()
 	return err
 }

@@ -284,6 +284,15 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 			}
 			continue
 		}
+		if h.Mode == model.ModeStandby {
+			// Emptied and powered off on purpose: its silence is no
+			// failure, and nothing of it needs recovering. Back in service
+			// once it renews after a power-on.
+			if age < 2*cfg.Interval {
+				l.standbyBack(ctx, h, renewed)
+			}
+			continue
+		}
 		late := age > 2*cfg.Interval+cfg.Interval/2
 		lv.mu.Lock()
 		wasSuspected := lv.suspected[h.Name]

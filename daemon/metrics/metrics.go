@@ -27,6 +27,8 @@ type Snapshot struct {
 	VMs    []VMStats
 	Raft   RaftStats
 	Gossip map[string]int // members by state
+	// HostModes counts the hosts in cluster state by mode.
+	HostModes map[string]int
 	// LeaseHeld and LeaseRemaining: this host's own lease.
 	LeaseHeld      bool
 	LeaseRemaining time.Duration
@@ -203,6 +205,7 @@ var (
 	dRaftHBTO    = desc("corral_raft_heartbeat_timeouts_total", "Times this host, a follower, heard no leader within the heartbeat timeout and stood for election.")
 	dRaftLeaseTO = desc("corral_raft_lease_timeouts_total", "Times this host, a leader, reached no quorum within the leader lease and stepped down.")
 	dGossip      = desc("corral_gossip_members", "Members of the gossip pool by state, as this host sees them.", "state")
+	dHostModes   = desc("corral_cluster_hosts", "Hosts in cluster state by mode (active, maintenance, fenced, standby).", "mode")
 	dLeaseHeld   = desc("corral_lease_held", "1 when this host holds a valid lease.")
 	dLeaseLeft   = desc("corral_lease_remaining_seconds", "Time left on this host's lease.")
 	dLeaseAge    = desc("corral_host_lease_age_seconds", "On the leader: time since each host's last lease renewal.", "host")
@@ -212,7 +215,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dHostCPUs, dHostCPUUtil, dHostLoad, dHostMem, dHostMemAvail, dHostDisk, dHostHealth, dHostPower,
 		dHostAllocCPU, dHostAllocMem, dHostVMs, dVMCPU, dVMMem, dVMVCPUs, dVMDiskR, dVMDiskW, dVMDiskRO, dVMDiskWO,
 		dVMNetRx, dVMNetTx, dVMNetRxP, dVMNetTxP, dVMNetErr, dVMNetDrp, dRaftState, dRaftTerm, dRaftCommit,
-		dRaftApplied, dRaftVoters, dRaftContact, dRaftContMax, dRaftHBTO, dRaftLeaseTO, dGossip, dLeaseHeld, dLeaseLeft, dLeaseAge} {
+		dRaftApplied, dRaftVoters, dRaftContact, dRaftContMax, dRaftHBTO, dRaftLeaseTO, dGossip, dHostModes, dLeaseHeld, dLeaseLeft, dLeaseAge} {
 		ch <- d
 	}
 }
@@ -294,6 +297,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	cnt(dRaftLeaseTO, float64(s.Raft.LeaseTimeouts))
 	for _, st := range []string{"alive", "dead", "left"} {
 		g(dGossip, float64(s.Gossip[st]), st)
+	}
+	for _, m := range []string{"active", "maintenance", "fenced", "standby"} {
+		g(dHostModes, float64(s.HostModes[m]), m)
 	}
 	held := 0.0
 	if s.LeaseHeld {

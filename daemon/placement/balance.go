@@ -250,12 +250,7 @@ func sortedOn(where map[string]model.VM, host string) []model.VM {
 			out = append(out, v)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Spec.MemoryMiB != out[j].Spec.MemoryMiB {
-			return out[i].Spec.MemoryMiB > out[j].Spec.MemoryMiB
-		}
-		return out[i].Name < out[j].Name
-	})
+	bySize(out)
 	return out
 }
 
@@ -284,6 +279,9 @@ func planConsolidate(cands []Candidate, vms []model.VM, popts Options, o Balance
 	for _, h := range order {
 		if len(order)-len(freed) <= 1 {
 			break
+		}
+		if h.cand.KeepOn {
+			continue
 		}
 		on := byHost[h.cand.Host.Name]
 		if len(on) == 0 {
@@ -329,6 +327,7 @@ func planConsolidate(cands []Candidate, vms []model.VM, popts Options, o Balance
 // the moves it made are returned for undo either way.
 func (x *Index) empty(h *usage, on []model.VM, freed map[string]bool, o BalanceOptions) ([]Move, string) {
 	var moves []Move
+	used := x.share(h)
 	targets := x.packTargets(h, freed)
 	for _, v := range on {
 		cold := v.Desired == model.PowerStopped && v.Actual.State == model.StateStopped
@@ -342,7 +341,7 @@ func (x *Index) empty(h *usage, on []model.VM, freed map[string]bool, o BalanceO
 			return moves, v.Name + " fits nowhere else: " + why
 		}
 		moves = append(moves, Move{VM: v.Name, From: h.cand.Host.Name, To: to, Cold: cold,
-			Why: fmt.Sprintf("emptying %s (%.0f%% of its memory used) to power it down", h.cand.Host.Name, 100*x.share(h))})
+			Why: fmt.Sprintf("emptying %s (%.0f%% of its memory used) to power it down", h.cand.Host.Name, 100*used)})
 	}
 	return moves, ""
 }
@@ -459,11 +458,36 @@ func sortedVMs(where map[string]model.VM) []model.VM {
 	for _, v := range where {
 		out = append(out, v)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Spec.MemoryMiB != out[j].Spec.MemoryMiB {
-			return out[i].Spec.MemoryMiB > out[j].Spec.MemoryMiB
-		}
-		return out[i].Name < out[j].Name
-	})
+	bySize(out)
 	return out
+}
+
+// Headroom says whether the hosts that take VMs could take the HA VMs of
+// any one of them (N+1, by capacity): "" if so, else which host's they
+// could not.
+func Headroom(cands []Candidate, vms []model.VM, popts Options) string {
+	x := NewIndex(cands, vms, popts)
+	var order []*usage
+	for _, u := range x.hosts {
+		if u.usable() {
+			order = append(order, u)
+		}
+	}
+	where := map[string]model.VM{}
+	for _, v := range vms {
+		if v.Host != "" && !v.Deleting {
+			where[v.Name] = v
+		}
+	}
+	return x.headroom(order, haNeeds(where), map[string]bool{})
+}
+
+// bySize sorts VMs biggest first, then by name.
+func bySize(vms []model.VM) {
+	sort.Slice(vms, func(i, j int) bool {
+		if vms[i].Spec.MemoryMiB != vms[j].Spec.MemoryMiB {
+			return vms[i].Spec.MemoryMiB > vms[j].Spec.MemoryMiB
+		}
+		return vms[i].Name < vms[j].Name
+	})
 }

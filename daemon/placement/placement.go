@@ -50,6 +50,9 @@ type Candidate struct {
 	// Unavailable, when set, says why the host takes no new VMs (down,
 	// fenced, unhealthy...), as the caller determined it.
 	Unavailable string
+	// KeepOn: the balancer's consolidation must not empty this host (a
+	// Raft voter, when emptied hosts are powered off).
+	KeepOn bool
 }
 
 // Request is one VM to place.

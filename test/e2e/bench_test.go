@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,4 +124,55 @@ func pollUntil(b testing.TB, timeout time.Duration, cond func() bool) {
 		}
 		return nil
 	})
+}
+
+// BenchmarkIdleFootprint: each corrald of an idle 3-host lab (no guests),
+// measured over a minute once the cluster has formed: its resident memory
+// (VmRSS) and its CPU use as a share of one core (utime+stime from
+// /proc). Reports the largest of the three.
+func BenchmarkIdleFootprint(b *testing.B) {
+	e := newEnv(b, 3, "")
+	const window = time.Minute
+	cpuTicks := func(pid int) float64 {
+		f, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command name (which ends with ")"): utime is the
+		// 12th, stime the 13th.
+		fs := strings.Fields(string(f[strings.LastIndexByte(string(f), ')')+1:]))
+		u, _ := strconv.ParseFloat(fs[11], 64)
+		s, _ := strconv.ParseFloat(fs[12], 64)
+		return u + s
+	}
+	rssMiB := func(pid int) float64 {
+		f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(f), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				return kb / 1024
+			}
+		}
+		return 0
+	}
+	var maxRSS, maxCPU float64
+	for range b.N {
+		start := map[string]float64{}
+		for _, h := range e.lab.Hosts {
+			start[h.Name] = cpuTicks(h.PIDs["corrald"])
+		}
+		<-time.After(window) // the measurement window itself
+		for _, h := range e.lab.Hosts {
+			pid := h.PIDs["corrald"]
+			cpu := (cpuTicks(pid) - start[h.Name]) / 100 / window.Seconds() * 100 // USER_HZ is 100
+			rss := rssMiB(pid)
+			b.Logf("%s: corrald RSS %.1f MiB, CPU %.2f%% of a core", h.Name, rss, cpu)
+			maxRSS, maxCPU = max(maxRSS, rss), max(maxCPU, cpu)
+		}
+	}
+	b.ReportMetric(maxRSS, "max-rss-MiB")
+	b.ReportMetric(maxCPU, "max-cpu-%")
 }

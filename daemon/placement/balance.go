@@ -205,8 +205,12 @@ func planSpread(cands []Candidate, vms []model.VM, popts Options, o BalanceOptio
 		}
 		// The VM on the most used host whose move to the least used one
 		// brings the two closest. Each move must bring them closer by a
-		// point or more, so the sum of squared shares falls with every
-		// move and no VM can be moved back.
+		// point or more. Moving m MiB between hosts of capacities Ch and
+		// Cl changes sum(memory^2 / capacity) over the hosts by
+		// m(a + b - 2d), a = m/Ch and b = m/Cl their share changes and d
+		// the gap between them; the gap after is |d - a - b|, under d
+		// exactly when a + b < 2d. So that sum falls with every move,
+		// whatever the hosts' sizes, and no plan can undo another.
 		var best model.VM
 		pair, why := g, ""
 		for _, v := range sortedOn(where, hi.cand.Host.Name) {

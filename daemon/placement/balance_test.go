@@ -173,3 +173,41 @@ func BenchmarkPlanConsolidate1000Hosts(b *testing.B) {
 	b.ReportMetric(float64(int64(len(cands))-(mem+capMem-1)/capMem), "bound")
 	b.ReportMetric(float64(len(p.Moves)), "moves")
 }
+
+// With hosts of different sizes, every spread move lowers the sum over
+// hosts of memory^2 / capacity, and planning again on the result moves
+// nothing.
+func TestBalanceSpreadUnequalHosts(t *testing.T) {
+	cands := []Candidate{{Host: host("big", 32, 32768, nil)}, {Host: host("mid", 16, 16384, nil)}, {Host: host("small", 8, 4096, nil)}}
+	var vms []model.VM
+	for i := range 12 {
+		vms = append(vms, running(fmt.Sprint("v", i), "big", int64(512+256*(i%4)), true))
+	}
+	potential := func(vms []model.VM) float64 {
+		mem := map[string]float64{}
+		for _, v := range vms {
+			mem[v.Host] += float64(v.Spec.MemoryMiB)
+		}
+		sum := 0.0
+		for _, c := range cands {
+			sum += mem[c.Host.Name] * mem[c.Host.Name] / float64(c.Host.Capacity.MemoryMiB)
+		}
+		return sum
+	}
+	o := BalanceOptions{Goal: Balance, MinGain: 0.05, MaxMoves: 100}
+	p := PlanBalance(cands, vms, noReserve, o)
+	if len(p.Moves) == 0 {
+		t.Fatalf("nothing moved: %v", p.Notes)
+	}
+	cur := vms
+	for _, m := range p.Moves {
+		next := apply(cur, BalancePlan{Moves: []Move{m}})
+		if potential(next) >= potential(cur) {
+			t.Fatalf("move %+v raised sum(memory^2/capacity) from %.1f to %.1f", m, potential(cur), potential(next))
+		}
+		cur = next
+	}
+	if again := PlanBalance(cands, cur, noReserve, o); len(again.Moves) != 0 {
+		t.Fatalf("planned again on the result: %q", movesOf(again))
+	}
+}

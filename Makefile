@@ -8,7 +8,7 @@ BIN := bin
 GOTEST_FLAGS ?=
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test test-unit lint fmt chaos soak bench bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps portal screenshots
+.PHONY: help build test test-unit lint fmt chaos soak bench bench-backup bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps portal screenshots
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ fmt: ## gofmt the tree
 
 bench: ## unit benchmarks: FSM, Raft commits, snapshots, placement
 	go test -run '^$$' -bench . -benchtime 2s ./raftstore/... ./daemon/placement/...
+
+bench-backup: ## backup cost on a 4 GiB disk: full vs qemu-img convert, incremental vs full, restore, bytes stored (needs qemu-utils; ~8 GiB in $$TMPDIR)
+	go test -run '^$$' -bench BackupCost -benchtime 1x -timeout 30m -v ./daemon/backup/
 
 bench-e2e: deps ## lab benchmarks: create-to-running, 50 creates at once (root)
 	go test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/

@@ -103,6 +103,39 @@ type VMResizeRequest struct {
 	Restart   bool  `json:"restart,omitempty"`
 }
 
+// SnapshotCreateRequest is the body of POST /v1/vms/{name}/snapshots.
+type SnapshotCreateRequest struct {
+	Name string `json:"name"`
+}
+
+// SnapshotScheduleRequest is the body of PUT
+// /v1/vms/{name}/snapshot-schedule: Schedule is "WHEN keep RETENTION"
+// (WHEN: hourly, daily [HH:MM] in UTC, or every DURATION; RETENTION: counts
+// each followed by last, daily or weekly), e.g. "hourly keep 24", "daily
+// 02:00 keep 7 daily 4 weekly", "every 15m keep 4"; empty removes the
+// schedule. The leader takes a snapshot named auto-YYYYMMDD-HHMMSS at each
+// slot and removes the scheduled snapshots the schedule no longer keeps
+// (never the VM's other snapshots).
+type SnapshotScheduleRequest struct {
+	Schedule string `json:"schedule"`
+}
+
+// Snapshot is a named, frozen state of all of a VM's disks. A stopped VM's
+// snapshot is ready at once; a running guest's is "creating" until its
+// host has moved the guest's disks onto a new layer, and is gone again if
+// the host failed to (a snapshot-failed event says why).
+type Snapshot struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	State     string    `json:"state"` // creating or ready
+	// Consistency, once ready: frozen (the guest agent froze the guest's
+	// file systems), crash (as after a power cut: no agent froze them) or
+	// stopped (the guest was not running).
+	Consistency string `json:"consistency,omitempty"`
+	// Message says more (why the guest was not frozen).
+	Message string `json:"message,omitempty"`
+}
+
 // VM is a VM as any host reports it from cluster state.
 type VM struct {
 	Name       string `json:"name"`
@@ -137,6 +170,24 @@ type VM struct {
 	// Rules says which of its placement rules its host meets (only in
 	// the answer about one VM, GET /v1/vms/{name}).
 	Rules []RuleCheck `json:"rules,omitempty"`
+	// Snapshots of its disks, oldest first.
+	Snapshots []Snapshot `json:"snapshots,omitempty"`
+	// Backup is the backup of the VM under way, if any.
+	Backup *BackupJob `json:"backup,omitempty"`
+	// RestoringFrom is the backup a new VM's disks are being restored
+	// from (before its first start; Message says how far).
+	RestoringFrom string `json:"restoring_from,omitempty"`
+	// SnapshotSchedule is the VM's snapshot schedule, in its canonical
+	// text form ("hourly keep 24"), if it has one; SnapshotScheduleLast
+	// the latest slot it took.
+	SnapshotSchedule     string    `json:"snapshot_schedule,omitempty"`
+	SnapshotScheduleLast time.Time `json:"snapshot_schedule_last,omitzero"`
+	// BackupSchedule is the VM's backup schedule ("daily 02:00 keep 7"),
+	// if it has one, to BackupTarget; BackupScheduleLast the latest slot
+	// it started.
+	BackupSchedule     string    `json:"backup_schedule,omitempty"`
+	BackupTarget       string    `json:"backup_target,omitempty"`
+	BackupScheduleLast time.Time `json:"backup_schedule_last,omitzero"`
 }
 
 // ConsoleHello is the first message of an interactive console session

@@ -45,6 +45,7 @@ type Daemon struct {
 	rpcSrv  *rpc.Server
 	rpcCli  *rpc.Client
 	leader  *controller.Leader
+	backups *controller.BackupRunner
 	boot    *controller.Bootstrap
 	admin   *adminapi.Server
 	// apiFingerprint is the HTTPS API's certificate's (api_addr; set by
@@ -128,6 +129,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	peers := peerView{d.members}
 	d.leader = controller.NewLeader(controller.LeaderConfig{
 		Self:              cfg.Name,
+		Backups:           backupEngine{},
 		RaftVoters:        cfg.RaftVoters,
 		DeadVoterTimeout:  cfg.DeadVoterAfter,
 		ReconcileInterval: cfg.Tuning.ReconcileInterval,
@@ -177,7 +179,10 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			return fmt.Sprintf(cfg.MigrationURI, addr), fmt.Sprintf(cfg.MigrationDataURI, addr)
 		},
 		KernelDir: cfg.KernelDir,
+		Backups:   backupEngine{},
 	}, d.store, d.driver, reporter{d}, controller.SystemClock{}, log.With("component", "host"))
+	d.backups = &controller.BackupRunner{Self: cfg.Name, Store: d.store, VolumePath: d.driver.VolumePath, Engine: backupEngine{},
+		Reporter: reporter{d}, Clock: controller.SystemClock{}, Log: log.With("component", "backup")}
 	d.boot = &controller.Bootstrap{
 		Self:   cfg.Name,
 		Expect: cfg.BootstrapExpect,
@@ -371,6 +376,14 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		}
 		close(d.caughtUp)
 		return d.host.Run(ctx)
+	})
+	start("backups", func(ctx context.Context) error {
+		select { // jobs run from a state that has caught up, as the host loop does
+		case <-d.caughtUp:
+		case <-ctx.Done():
+			return nil
+		}
+		return d.backups.Run(ctx)
 	})
 	if metricsLn != nil {
 		start("metrics", func(ctx context.Context) error {

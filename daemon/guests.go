@@ -37,20 +37,46 @@ type GuestDriver interface {
 // reporter sends the host loop's findings to the leader.
 type reporter struct{ d *Daemon }
 
-func (r reporter) Report(ctx context.Context, rep raftlog.ReportVMs) error {
-	_, err := forward(ctx, r.d, mVMReport, rep)
+// tell forwards a report to the leader; only its error matters.
+func tell[Req, Resp any](ctx context.Context, d *Daemon, m leaderMethod[Req, Resp], req Req) error {
+	_, err := forward(ctx, d, m, req)
 	return err
+}
+
+func (r reporter) Report(ctx context.Context, rep raftlog.ReportVMs) error {
+	return tell(ctx, r.d, mVMReport, rep)
 }
 
 func (r reporter) Relocate(ctx context.Context, req controller.RelocateRequest) error {
-	_, err := forward(ctx, r.d, mVMRelocate, req)
-	return err
+	return tell(ctx, r.d, mVMRelocate, req)
 }
 
 func (r reporter) MigrationDone(ctx context.Context, res controller.MigrationResult) error {
-	_, err := forward(ctx, r.d, mVMMigrated, res)
-	return err
+	return tell(ctx, r.d, mVMMigrated, res)
 }
+
+func (r reporter) SnapshotDone(ctx context.Context, res controller.SnapshotResult) error {
+	return tell(ctx, r.d, mVMSnapshotDone, res)
+}
+
+func (r reporter) ForgetLayers(ctx context.Context, req controller.ForgetLayersRequest) error {
+	return tell(ctx, r.d, mVMLayersForget, req)
+}
+
+func (r reporter) LayersMerged(ctx context.Context, req controller.MergeRequest) error {
+	return tell(ctx, r.d, mVMLayersMerged, req)
+}
+
+func (r reporter) BackupProgress(ctx context.Context, req controller.BackupProgressRequest) error {
+	return tell(ctx, r.d, mVMBackupProgress, req)
+}
+
+func (r reporter) BackupDone(ctx context.Context, res controller.BackupResult) error {
+	return tell(ctx, r.d, mVMBackupDone, res)
+}
+
+// reporter also reports the backup jobs of this host's BackupRunner.
+var _ controller.BackupReporter = reporter{}
 
 // renewer sends lease renewals to the leader: one attempt, no retries (the
 // lease loop sends the next one on its own schedule).
@@ -168,7 +194,20 @@ func vmView(v model.VM) api.VM {
 		Generation: v.Generation, Since: v.Actual.Since, Restarts: v.Actual.Restarts, Relocations: v.Relocations,
 		Failed: v.Failed, Deleting: v.Deleting, ReportedAt: v.Actual.UpdatedAt, CreatedAt: v.CreatedAt, Project: model.ProjectOf(v.Project),
 		PendingRestart: v.Actual.State == model.StateRunning && v.Actual.SpecVersion != 0 && v.Actual.SpecVersion < v.SpecVersion,
-		Spec:           specView(v.Spec), Group: v.Group,
+		Spec:           specView(v.Spec), Group: v.Group, Snapshots: snapshotViews(v.Chain.Snapshots),
+	}
+	if v.Backup != nil {
+		j := backupJobView(*v.Backup)
+		out.Backup = &j
+	}
+	if v.Restore != nil {
+		out.RestoringFrom = v.Restore.Backup
+	}
+	if p := v.SnapshotPolicy; p != nil {
+		out.SnapshotSchedule, out.SnapshotScheduleLast = p.Schedule.String(), p.Last
+	}
+	if p := v.BackupPolicy; p != nil {
+		out.BackupSchedule, out.BackupTarget, out.BackupScheduleLast = p.Schedule.String(), p.Target, p.Last
 	}
 	if v.Spec.Health != nil && v.Actual.State == model.StateRunning && !v.Deleting {
 		out.Health, out.HealthDetail = v.Actual.Health, v.Actual.HealthDetail
@@ -299,10 +338,16 @@ func (b backend) afterWrite(ctx context.Context, v model.VM, err error) (api.VM,
 	}
 	b.d.waitState(ctx, func() bool {
 		cur, err := b.d.store.VM(v.Name)
-		return err == nil && cur.Generation >= v.Generation && cur.SpecVersion >= v.SpecVersion &&
-			cur.RestartSeq >= v.RestartSeq && cur.Desired == v.Desired && cur.Deleting == v.Deleting
+		return err == nil && vmCaughtUp(cur, v)
 	})
 	return b.VM(ctx, v.Name)
+}
+
+// vmCaughtUp reports whether this host's copy cur of a VM shows a write
+// whose result the leader answered with v.
+func vmCaughtUp(cur, v model.VM) bool {
+	return cur.Generation >= v.Generation && cur.SpecVersion >= v.SpecVersion &&
+		cur.RestartSeq >= v.RestartSeq && cur.Desired == v.Desired && cur.Deleting == v.Deleting
 }
 
 func (b backend) CreateVM(ctx context.Context, req api.VMCreateRequest) (api.VM, error) {

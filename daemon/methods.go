@@ -67,7 +67,7 @@ var (
 	mVMReport     = leaderOnly("vm.report", (*controller.Leader).ReportVMs).spokenBy(func(_ *Daemon, r raftlog.ReportVMs) string { return r.Host })
 	mVMRelocate   = leaderOnly("vm.relocate", (*controller.Leader).RelocateVM).spokenBy(func(_ *Daemon, r controller.RelocateRequest) string { return r.Host })
 	mVMMigrate    = leaderOnly("vm.migrate", (*controller.Leader).MigrateVM)
-	mVMMigrated   = leaderOnly("vm.migrated", (*controller.Leader).MigrationDone).spokenBy(vmHost)
+	mVMMigrated   = leaderOnly("vm.migrated", (*controller.Leader).MigrationDone).spokenBy(vmHostOf(func(r controller.MigrationResult) string { return r.Name }))
 	mImagePut     = leaderOnly("image.put", (*controller.Leader).PutImage)
 	mImageDelete  = leaderOnly("image.delete", (*controller.Leader).DeleteImage)
 	mHostDrain    = leaderOnly("host.drain", (*controller.Leader).DrainHost)
@@ -94,6 +94,26 @@ var (
 	mGroupSet    = leaderOnly("group.set", (*controller.Leader).SetGroup)
 	mGroupDelete = leaderOnly("group.delete", (*controller.Leader).DeleteGroup)
 	mGroupScale  = leaderOnly("group.scale", (*controller.Leader).ScaleGroup)
+	// Snapshots: only with FeatureSnapshots (checked before forwarding).
+	// The VM's host reports how it took a running guest's snapshot, which
+	// dead layers' files it deleted and which layers it merged.
+	mVMSnapshot       = leaderOnly("vm.snapshot", (*controller.Leader).TakeSnapshot)
+	mVMSnapshotRevert = leaderOnly("vm.snapshot.revert", (*controller.Leader).RevertSnapshot)
+	mVMSnapshotDelete = leaderOnly("vm.snapshot.delete", (*controller.Leader).DeleteSnapshot)
+	mVMSnapshotDone   = leaderOnly("vm.snapshot.done", (*controller.Leader).SnapshotDone).spokenBy(vmHostOf(func(r controller.SnapshotResult) string { return r.Name }))
+	mVMLayersForget   = leaderOnly("vm.layers.forget", (*controller.Leader).ForgetLayers).spokenBy(vmHostOf(func(r controller.ForgetLayersRequest) string { return r.Name }))
+	mVMLayersMerged   = leaderOnly("vm.layers.merged", (*controller.Leader).LayersMerged).spokenBy(vmHostOf(func(r controller.MergeRequest) string { return r.Name }))
+	mVMSnapSchedule   = leaderOnly("vm.snapshot.schedule", (*controller.Leader).SetSnapshotSchedule)
+	// Backups: only with FeatureBackups (checked before forwarding). The
+	// host running a job reports its progress and how it ended.
+	mBackupTargetPut    = leaderOnly("backup.target.put", (*controller.Leader).PutBackupTarget)
+	mBackupTargetDelete = leaderOnly("backup.target.delete", (*controller.Leader).DeleteBackupTarget)
+	mVMBackup           = leaderOnly("vm.backup", (*controller.Leader).StartBackup)
+	mVMBackupProgress   = leaderOnly("vm.backup.progress", (*controller.Leader).BackupProgress).spokenBy(func(_ *Daemon, r controller.BackupProgressRequest) string { return r.Host })
+	mVMBackupDone       = leaderOnly("vm.backup.done", (*controller.Leader).BackupDone).spokenBy(func(_ *Daemon, r controller.BackupResult) string { return r.Host })
+	mBackupDelete       = leaderOnly("backup.delete", (*controller.Leader).DeleteBackup)
+	mVMRestore          = leaderOnly("vm.restore", (*controller.Leader).RestoreVM)
+	mVMBackupSchedule   = leaderOnly("vm.backup.schedule", (*controller.Leader).SetBackupSchedule)
 
 	// Served by every host, to callers without a certificate too: a host
 	// joining (followers pass it to the leader).
@@ -118,11 +138,20 @@ var leaderMethods = []interface{ register(*Daemon) }{
 	mImagePut, mImageDelete, mHostDrain, mHostRestore, mHostRemove, mHostLabels, mLeaseRenew, mLeaseAges, mClusterHA,
 	mNetCreate, mNetDelete, mTokenCreate, mTokenRevoke, mTokenRecord, mGossipRotate, mAPITokenAdd, mAPITokenRevoke,
 	mProjectSet, mProjectDelete, mGroupSet, mGroupDelete, mGroupScale, mBalance,
+	mVMSnapshot, mVMSnapshotRevert, mVMSnapshotDelete, mVMSnapshotDone, mVMLayersForget, mVMLayersMerged, mVMSnapSchedule,
+	mBackupTargetPut, mBackupTargetDelete, mVMBackup, mVMBackupProgress, mVMBackupDone, mBackupDelete, mVMRestore, mVMBackupSchedule,
 }
 
-// vmHost is the host a VM is placed on: the one that reports its migration.
-func vmHost(d *Daemon, r controller.MigrationResult) string {
-	v, err := d.store.VM(r.Name)
+// vmHostOf names, for a request about the VM that vm names, the host the
+// VM is placed on: the one that reports its migration and its snapshots.
+func vmHostOf[Req any](vm func(Req) string) func(*Daemon, Req) string {
+	return func(d *Daemon, r Req) string { return vmHost(d, vm(r)) }
+}
+
+// vmHost is the host the VM called name is placed on ("" when there is no
+// such VM).
+func vmHost(d *Daemon, name string) string {
+	v, err := d.store.VM(name)
 	if err != nil {
 		return ""
 	}

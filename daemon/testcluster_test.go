@@ -220,6 +220,17 @@ func (tc *testCluster) waitConverged(voters, nonvoters int) api.Status {
 	return last
 }
 
+// followers returns the hosts that do not lead now.
+func (tc *testCluster) followers() []*testHost {
+	var out []*testHost
+	for _, h := range tc.hosts {
+		if !h.d.store.IsLeader() {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 func (tc *testCluster) host(name string) *testHost {
 	for _, h := range tc.hosts {
 		if h.cfg.Name == name {

@@ -113,6 +113,11 @@ type Cluster struct {
 	// Groups are the VM groups (sorted by name; at most MaxGroups;
 	// raftlog.FeatureGroups).
 	Groups []Group `json:"groups,omitempty"`
+	// BackupTargets are where backups go (sorted by name; at most
+	// MaxBackupTargets); Backups the catalog of complete backups (sorted by
+	// ID; at most MaxBackups). raftlog.FeatureBackups.
+	BackupTargets []BackupTarget `json:"backup_targets,omitempty"`
+	Backups       []Backup       `json:"backups,omitempty"`
 	// Protocol is the cluster protocol (raftlog.SetProtocol): every host
 	// ran at least this one when the leader raised it, and it is never
 	// lowered. 0 means 1.

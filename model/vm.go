@@ -413,6 +413,25 @@ type VM struct {
 	// GroupVersion the version of the group's template it was made from.
 	Group        string `json:"group,omitempty"`
 	GroupVersion uint64 `json:"group_version,omitempty"`
+	// Chain is the layers of the VM's disks and its snapshots
+	// (raftlog.FeatureSnapshots).
+	Chain Chain `json:"chain,omitzero"`
+	// SnapshotPolicy takes snapshots on a schedule.
+	SnapshotPolicy *SnapshotPolicy `json:"snapshot_policy,omitempty"`
+	// Backup is the backup of the VM under way (raftlog.FeatureBackups).
+	Backup *BackupJob `json:"backup,omitempty"`
+	// BackupPolicy backs the VM up on a schedule.
+	BackupPolicy *BackupPolicy `json:"backup_policy,omitempty"`
+	// Restore says where the VM's disks come from when they do not exist
+	// yet: a VM restored from a backup (raftlog.FeatureBackups); cleared
+	// once the guest has run.
+	Restore *RestoreSource `json:"restore,omitempty"`
+}
+
+// RestoreSource is the backup a new VM's disks are restored from.
+type RestoreSource struct {
+	Backup string `json:"backup"`
+	Target string `json:"target"`
 }
 
 // Migration is a requested live migration.
@@ -426,6 +445,23 @@ type Migration struct {
 func (v VM) Clone() VM {
 	v.Spec = v.Spec.Clone()
 	v.Actual.RestartTimes = slices.Clone(v.Actual.RestartTimes)
+	v.Chain = v.Chain.Clone()
+	if v.SnapshotPolicy != nil {
+		p := *v.SnapshotPolicy
+		v.SnapshotPolicy = &p
+	}
+	if v.Backup != nil {
+		j := *v.Backup
+		v.Backup = &j
+	}
+	if v.BackupPolicy != nil {
+		p := *v.BackupPolicy
+		v.BackupPolicy = &p
+	}
+	if v.Restore != nil {
+		r := *v.Restore
+		v.Restore = &r
+	}
 	if v.Migration != nil {
 		m := *v.Migration
 		v.Migration = &m

@@ -71,6 +71,24 @@ const (
 	// one would not hold the count the leader keeps.
 	TypeSetGroup    Type = 68
 	TypeDeleteGroup Type = 69
+	// Snapshots (FeatureSnapshots): not skippable, since a replica that
+	// skipped one would start the VM on another layer of its disks.
+	TypeTakeSnapshot   Type = 70
+	TypeFinishSnapshot Type = 71
+	TypeRevertSnapshot Type = 72
+	TypeDeleteSnapshot Type = 73
+	TypeForgetLayers   Type = 74
+	TypeMergeLayers    Type = 75
+	TypeSetSnapPolicy  Type = 76
+	// Backups (FeatureBackups): not skippable, for the same reason.
+	TypePutBackupTarget    Type = 77
+	TypeDeleteBackupTarget Type = 78
+	TypeStartBackup        Type = 79
+	TypeBackupProgress     Type = 80
+	TypeAssignBackup       Type = 81
+	TypeFinishBackup       Type = 82
+	TypeDeleteBackup       Type = 83
+	TypeSetBackupPolicy    Type = 84
 
 	TypeBatch Type = 30
 )
@@ -360,6 +378,129 @@ type DeleteNetwork struct {
 	Name string `json:"name"`
 }
 
+// TakeSnapshot records a snapshot of a VM's disks (model.VM.TakeSnapshot);
+// with Slot set, the scheduled snapshot of that slot, named after it
+// (model.VM.TakeScheduledSnapshot; Snapshot is ignored).
+type TakeSnapshot struct {
+	Name     string    `json:"name"`
+	Snapshot string    `json:"snapshot,omitempty"`
+	Time     time.Time `json:"time"`
+	Slot     time.Time `json:"slot,omitzero"`
+}
+
+// SetSnapshotPolicy sets a VM's snapshot schedule; nil removes it.
+type SetSnapshotPolicy struct {
+	Name     string          `json:"name"`
+	Schedule *model.Schedule `json:"schedule,omitempty"`
+	Time     time.Time       `json:"time"`
+}
+
+// FinishSnapshot records how the VM's host took a running guest's
+// snapshot: Error set, it failed (model.VM.FinishSnapshot). Applied only
+// while the VM is placed on Host at Generation.
+type FinishSnapshot struct {
+	Name        string `json:"name"`
+	Host        string `json:"host"`
+	Generation  uint64 `json:"generation"`
+	Snapshot    string `json:"snapshot"`
+	Consistency string `json:"consistency,omitempty"`
+	Message     string `json:"message,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+// RevertSnapshot puts a VM's disks back to a snapshot.
+type RevertSnapshot struct {
+	Name     string `json:"name"`
+	Snapshot string `json:"snapshot"`
+}
+
+// DeleteSnapshot forgets a snapshot; its layer may die.
+type DeleteSnapshot struct {
+	Name     string `json:"name"`
+	Snapshot string `json:"snapshot"`
+}
+
+// ForgetLayers drops dead layers of a VM whose files its host deleted.
+type ForgetLayers struct {
+	Name   string   `json:"name"`
+	Layers []uint64 `json:"layers"`
+}
+
+// MergeLayers records that a VM's host committed layer From of its disks
+// into layer Into (model.VM.MergeLayers).
+type MergeLayers struct {
+	Name string `json:"name"`
+	Into uint64 `json:"into"`
+	From uint64 `json:"from"`
+}
+
+// PutBackupTarget adds a backup target.
+type PutBackupTarget struct {
+	Target model.BackupTarget `json:"target"`
+}
+
+// DeleteBackupTarget removes a backup target; refused while the catalog
+// or a job names it, unless Force, which forgets its backups too.
+type DeleteBackupTarget struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
+}
+
+// StartBackup begins a backup job of a VM (model.VM.StartBackup); with
+// Slot, the job of that slot of the VM's backup schedule.
+type StartBackup struct {
+	Name string          `json:"name"`
+	Job  model.BackupJob `json:"job"`
+	Time time.Time       `json:"time"`
+	Slot time.Time       `json:"slot,omitzero"`
+}
+
+// SetBackupPolicy sets a VM's backup schedule to Target; a nil Schedule
+// removes it.
+type SetBackupPolicy struct {
+	Name     string          `json:"name"`
+	Target   string          `json:"target,omitempty"`
+	Schedule *model.Schedule `json:"schedule,omitempty"`
+	Time     time.Time       `json:"time"`
+}
+
+// BackupProgress records how far a VM's backup job has come; applied only
+// while Host runs it.
+type BackupProgress struct {
+	Name  string `json:"name"`
+	ID    string `json:"id"`
+	Host  string `json:"host"`
+	Done  int64  `json:"done"`
+	Total int64  `json:"total"`
+}
+
+// AssignBackup gives a VM's backup job (waiting for a host, or whose host
+// failed) to Host.
+type AssignBackup struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+	Host string `json:"host"`
+}
+
+// FinishBackup ends an attempt of a VM's backup job on Host: with Error,
+// it failed (retried at RetryAt, or given up after
+// model.MaxBackupAttempts); else the backup enters the catalog.
+type FinishBackup struct {
+	Name    string            `json:"name"`
+	ID      string            `json:"id"`
+	Host    string            `json:"host"`
+	Time    time.Time         `json:"time"`
+	Error   string            `json:"error,omitempty"`
+	RetryAt time.Time         `json:"retry_at,omitzero"`
+	Stats   model.BackupStats `json:"stats"`
+}
+
+// DeleteBackup removes a backup from the catalog; refused while another
+// builds on it.
+type DeleteBackup struct {
+	ID string `json:"id"`
+}
+
 // AddEvents appends to the event log; the state machine numbers them.
 type AddEvents struct {
 	Events []model.Event `json:"events"`
@@ -371,42 +512,57 @@ type Batch struct {
 	Entries [][]byte `json:"entries"`
 }
 
-func (RegisterHost) Type() Type    { return TypeRegisterHost }
-func (SetHostLabels) Type() Type   { return TypeSetHostLabels }
-func (SetHostMode) Type() Type     { return TypeSetHostMode }
-func (RemoveHost) Type() Type      { return TypeRemoveHost }
-func (CreateVM) Type() Type        { return TypeCreateVM }
-func (PlaceVM) Type() Type         { return TypePlaceVM }
-func (DeleteVM) Type() Type        { return TypeDeleteVM }
-func (SetVMPower) Type() Type      { return TypeSetVMPower }
-func (RestartVM) Type() Type       { return TypeRestartVM }
-func (ResizeVM) Type() Type        { return TypeResizeVM }
-func (MarkVMDelete) Type() Type    { return TypeMarkVMDelete }
-func (ReportVMs) Type() Type       { return TypeReportVMs }
-func (FailVM) Type() Type          { return TypeFailVM }
-func (PutImage) Type() Type        { return TypePutImage }
-func (DeleteImage) Type() Type     { return TypeDeleteImage }
-func (AddEvents) Type() Type       { return TypeAddEvents }
-func (FenceHost) Type() Type       { return TypeFenceHost }
-func (SetHostDraining) Type() Type { return TypeSetHostDraining }
-func (StartMigration) Type() Type  { return TypeStartMigration }
-func (FinishMigration) Type() Type { return TypeFinishMigration }
-func (AbortMigration) Type() Type  { return TypeAbortMigration }
-func (SetHA) Type() Type           { return TypeSetHA }
-func (AddJoinToken) Type() Type    { return TypeAddJoinToken }
-func (RevokeJoinToken) Type() Type { return TypeRevokeJoinToken }
-func (AddAPIToken) Type() Type     { return TypeAddAPIToken }
-func (RevokeAPIToken) Type() Type  { return TypeRevokeAPIToken }
-func (SetProject) Type() Type      { return TypeSetProject }
-func (DeleteProject) Type() Type   { return TypeDeleteProject }
-func (SetGroup) Type() Type        { return TypeSetGroup }
-func (DeleteGroup) Type() Type     { return TypeDeleteGroup }
-func (SetGossipKeys) Type() Type   { return TypeSetGossipKeys }
-func (SetProtocol) Type() Type     { return TypeSetProtocol }
-func (SetHostStopped) Type() Type  { return TypeSetHostStopped }
-func (CreateNetwork) Type() Type   { return TypeCreateNetwork }
-func (DeleteNetwork) Type() Type   { return TypeDeleteNetwork }
-func (Batch) Type() Type           { return TypeBatch }
+func (RegisterHost) Type() Type       { return TypeRegisterHost }
+func (SetHostLabels) Type() Type      { return TypeSetHostLabels }
+func (SetHostMode) Type() Type        { return TypeSetHostMode }
+func (RemoveHost) Type() Type         { return TypeRemoveHost }
+func (CreateVM) Type() Type           { return TypeCreateVM }
+func (PlaceVM) Type() Type            { return TypePlaceVM }
+func (DeleteVM) Type() Type           { return TypeDeleteVM }
+func (SetVMPower) Type() Type         { return TypeSetVMPower }
+func (RestartVM) Type() Type          { return TypeRestartVM }
+func (ResizeVM) Type() Type           { return TypeResizeVM }
+func (MarkVMDelete) Type() Type       { return TypeMarkVMDelete }
+func (ReportVMs) Type() Type          { return TypeReportVMs }
+func (FailVM) Type() Type             { return TypeFailVM }
+func (PutImage) Type() Type           { return TypePutImage }
+func (DeleteImage) Type() Type        { return TypeDeleteImage }
+func (AddEvents) Type() Type          { return TypeAddEvents }
+func (FenceHost) Type() Type          { return TypeFenceHost }
+func (SetHostDraining) Type() Type    { return TypeSetHostDraining }
+func (StartMigration) Type() Type     { return TypeStartMigration }
+func (FinishMigration) Type() Type    { return TypeFinishMigration }
+func (AbortMigration) Type() Type     { return TypeAbortMigration }
+func (SetHA) Type() Type              { return TypeSetHA }
+func (AddJoinToken) Type() Type       { return TypeAddJoinToken }
+func (RevokeJoinToken) Type() Type    { return TypeRevokeJoinToken }
+func (AddAPIToken) Type() Type        { return TypeAddAPIToken }
+func (RevokeAPIToken) Type() Type     { return TypeRevokeAPIToken }
+func (SetProject) Type() Type         { return TypeSetProject }
+func (DeleteProject) Type() Type      { return TypeDeleteProject }
+func (SetGroup) Type() Type           { return TypeSetGroup }
+func (DeleteGroup) Type() Type        { return TypeDeleteGroup }
+func (SetGossipKeys) Type() Type      { return TypeSetGossipKeys }
+func (SetProtocol) Type() Type        { return TypeSetProtocol }
+func (SetHostStopped) Type() Type     { return TypeSetHostStopped }
+func (CreateNetwork) Type() Type      { return TypeCreateNetwork }
+func (DeleteNetwork) Type() Type      { return TypeDeleteNetwork }
+func (Batch) Type() Type              { return TypeBatch }
+func (TakeSnapshot) Type() Type       { return TypeTakeSnapshot }
+func (FinishSnapshot) Type() Type     { return TypeFinishSnapshot }
+func (RevertSnapshot) Type() Type     { return TypeRevertSnapshot }
+func (DeleteSnapshot) Type() Type     { return TypeDeleteSnapshot }
+func (ForgetLayers) Type() Type       { return TypeForgetLayers }
+func (MergeLayers) Type() Type        { return TypeMergeLayers }
+func (SetSnapshotPolicy) Type() Type  { return TypeSetSnapPolicy }
+func (PutBackupTarget) Type() Type    { return TypePutBackupTarget }
+func (DeleteBackupTarget) Type() Type { return TypeDeleteBackupTarget }
+func (StartBackup) Type() Type        { return TypeStartBackup }
+func (BackupProgress) Type() Type     { return TypeBackupProgress }
+func (AssignBackup) Type() Type       { return TypeAssignBackup }
+func (FinishBackup) Type() Type       { return TypeFinishBackup }
+func (DeleteBackup) Type() Type       { return TypeDeleteBackup }
+func (SetBackupPolicy) Type() Type    { return TypeSetBackupPolicy }
 
 // Encode serializes c as one type byte followed by its JSON body.
 func Encode(c Command) ([]byte, error) {
@@ -468,6 +624,36 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[DeleteImage](t, body)
 	case TypeAddEvents:
 		return decodeAs[AddEvents](t, body)
+	case TypeTakeSnapshot:
+		return decodeAs[TakeSnapshot](t, body)
+	case TypeFinishSnapshot:
+		return decodeAs[FinishSnapshot](t, body)
+	case TypeRevertSnapshot:
+		return decodeAs[RevertSnapshot](t, body)
+	case TypeDeleteSnapshot:
+		return decodeAs[DeleteSnapshot](t, body)
+	case TypeForgetLayers:
+		return decodeAs[ForgetLayers](t, body)
+	case TypeMergeLayers:
+		return decodeAs[MergeLayers](t, body)
+	case TypeSetSnapPolicy:
+		return decodeAs[SetSnapshotPolicy](t, body)
+	case TypePutBackupTarget:
+		return decodeAs[PutBackupTarget](t, body)
+	case TypeDeleteBackupTarget:
+		return decodeAs[DeleteBackupTarget](t, body)
+	case TypeStartBackup:
+		return decodeAs[StartBackup](t, body)
+	case TypeBackupProgress:
+		return decodeAs[BackupProgress](t, body)
+	case TypeAssignBackup:
+		return decodeAs[AssignBackup](t, body)
+	case TypeFinishBackup:
+		return decodeAs[FinishBackup](t, body)
+	case TypeDeleteBackup:
+		return decodeAs[DeleteBackup](t, body)
+	case TypeSetBackupPolicy:
+		return decodeAs[SetBackupPolicy](t, body)
 	case TypeFenceHost:
 		return decodeAs[FenceHost](t, body)
 	case TypeSetHostDraining:

@@ -30,7 +30,10 @@ import (
 //     reports (FeatureHealthChecks).
 //  7. Soft placement rules: the prefer and avoid rules of VM specs
 //     (FeatureSoftRules); the cluster.balance RPC method (FeatureBalance).
-const Protocol = 7
+//  8. Snapshots: the disk chain of VMs and the snapshot entries
+//     (FeatureSnapshots); backups: targets, jobs and the catalog
+//     (FeatureBackups).
+const Protocol = 8
 
 // Feature is something a newer protocol added that a host of an older one
 // would refuse or misread: a log entry type or field, an RPC method or
@@ -83,6 +86,18 @@ var FeatureSoftRules = Feature{Name: "soft placement rules", Since: 7}
 // leader does not serve, and the standby host mode, which a protocol 6
 // replica would refuse (diverging state).
 var FeatureBalance = Feature{Name: "the balancer", Since: 7}
+
+// FeatureSnapshots: the TakeSnapshot, FinishSnapshot, RevertSnapshot,
+// DeleteSnapshot, ForgetLayers, MergeLayers and SetSnapshotPolicy entries,
+// model.VM.Chain and model.VM.SnapshotPolicy, which a
+// protocol 7 replica would refuse or drop, and a protocol 7 host would not
+// follow (it would start the VM on layer 0 of its disks).
+var FeatureSnapshots = Feature{Name: "snapshots", Since: 8}
+
+// FeatureBackups: the backup entries, model.VM.Backup and Restore, and the
+// backup targets and catalog of model.Cluster, which a protocol 7 replica
+// would refuse or drop.
+var FeatureBackups = Feature{Name: "backups", Since: 8}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

@@ -55,6 +55,62 @@ func (s *State) apply(c raftlog.Command) any {
 	case raftlog.AddEvents:
 		s.addEvents(c.Events)
 		return nil
+	case raftlog.TakeSnapshot:
+		return s.chainOp(c.Name, func(v *model.VM) error {
+			if !c.Slot.IsZero() {
+				return v.TakeScheduledSnapshot(c.Slot, c.Time)
+			}
+			return v.TakeSnapshot(c.Snapshot, c.Time)
+		})
+	case raftlog.PutBackupTarget:
+		return s.backupOp(func() error { return s.putBackupTarget(c) })
+	case raftlog.DeleteBackupTarget:
+		return s.backupOp(func() error { return s.deleteBackupTarget(c) })
+	case raftlog.StartBackup:
+		return s.backupOp(func() error { return s.startBackup(c) })
+	case raftlog.BackupProgress:
+		return s.backupOp(func() error {
+			return s.backupJob(c.Name, c.ID, func(v *model.VM, j *model.BackupJob) error {
+				if j.Host != c.Host || c.Done < 0 || c.Total < 0 {
+					return fmt.Errorf("vm %q: backup %s: progress from %s: %w", c.Name, c.ID, c.Host, model.ErrConflict)
+				}
+				j.Done, j.Total = c.Done, c.Total
+				return nil
+			})
+		})
+	case raftlog.AssignBackup:
+		return s.backupOp(func() error {
+			if _, err := s.host(c.Host); err != nil {
+				return err
+			}
+			return s.backupJob(c.Name, c.ID, func(v *model.VM, j *model.BackupJob) error {
+				j.Host, j.Done, j.Total = c.Host, 0, 0
+				return nil
+			})
+		})
+	case raftlog.FinishBackup:
+		return s.backupOp(func() error { return s.finishBackup(c) })
+	case raftlog.DeleteBackup:
+		return s.backupOp(func() error { return s.deleteBackup(c) })
+	case raftlog.SetBackupPolicy:
+		return s.backupOp(func() error { return s.setBackupPolicy(c) })
+	case raftlog.SetSnapshotPolicy:
+		return s.chainOp(c.Name, func(v *model.VM) error { return v.SetSnapshotPolicy(c.Schedule, c.Time) })
+	case raftlog.FinishSnapshot:
+		return s.chainOp(c.Name, func(v *model.VM) error {
+			if v.Host != c.Host || v.Generation != c.Generation {
+				return fmt.Errorf("vm %q: not placed on %s at generation %d: %w", c.Name, c.Host, c.Generation, model.ErrConflict)
+			}
+			return v.FinishSnapshot(c.Snapshot, c.Consistency, c.Message, model.Clip(c.Error, model.MaxSnapshotMessage))
+		})
+	case raftlog.RevertSnapshot:
+		return s.chainOp(c.Name, func(v *model.VM) error { return v.RevertSnapshot(c.Snapshot) })
+	case raftlog.DeleteSnapshot:
+		return s.chainOp(c.Name, func(v *model.VM) error { return v.DeleteSnapshot(c.Snapshot) })
+	case raftlog.ForgetLayers:
+		return s.chainOp(c.Name, func(v *model.VM) error { v.ForgetLayers(c.Layers); return nil })
+	case raftlog.MergeLayers:
+		return s.chainOp(c.Name, func(v *model.VM) error { return v.MergeLayers(c.Into, c.From) })
 	case raftlog.FenceHost:
 		return s.updateHost(c.Name, func(h *model.Host) error {
 			if h.Mode != model.ModeFenced {
@@ -249,6 +305,9 @@ func (s *State) startMigration(c raftlog.StartMigration) error {
 		case v.Host == "" || v.Host == c.Target:
 			return fmt.Errorf("vm %q: cannot migrate from %q to %q: %w", c.Name, v.Host, c.Target, model.ErrInvalid)
 		}
+		if snap, ok := v.Chain.Creating(); ok {
+			return fmt.Errorf("vm %q: snapshot %q is being taken: %w", c.Name, snap.Name, model.ErrConflict)
+		}
 		v.Migration = &model.Migration{Target: c.Target, Reason: c.Reason, StartedAt: c.Time}
 		return nil
 	})
@@ -418,6 +477,14 @@ func (s *State) deleteVM(c raftlog.DeleteVM) error {
 	return nil
 }
 
+// chainOp changes a VM's disk chain (raftlog.FeatureSnapshots).
+func (s *State) chainOp(name string, fn func(*model.VM) error) error {
+	if !raftlog.FeatureSnapshots.Enabled(s.cluster) {
+		return fmt.Errorf("vm %q: snapshots need cluster protocol %d: %w", name, raftlog.FeatureSnapshots.Since, model.ErrConflict)
+	}
+	return s.updateVM(name, fn)
+}
+
 // updateVM applies fn to a copy of the VM and stores it if fn succeeds.
 func (s *State) updateVM(name string, fn func(*model.VM) error) error {
 	v, err := s.vm(name)
@@ -518,6 +585,9 @@ func (s *State) reportVMs(c raftlog.ReportVMs) any {
 		if health && v.Spec.Health != nil {
 			v.Actual.Health = r.Health
 			v.Actual.HealthDetail = model.Clip(r.HealthDetail, model.MaxHealthDetail)
+		}
+		if r.State == model.StateRunning {
+			v.Restore = nil // its disks exist: restored
 		}
 		s.vms[v.Name] = v
 		applied++

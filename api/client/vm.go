@@ -172,3 +172,48 @@ func (c *Client) MigrateVM(ctx context.Context, name, target string) (api.VM, er
 	err := c.Do(ctx, http.MethodPost, vmPath(name)+"/migrate", api.VMMigrateRequest{Target: target}, &out)
 	return out, err
 }
+
+func snapshotPath(vm, snapshot string) string {
+	return vmPath(vm) + "/snapshots/" + url.PathEscape(snapshot)
+}
+
+// Snapshots lists a VM's snapshots, oldest first.
+func (c *Client) Snapshots(ctx context.Context, vm string) ([]api.Snapshot, error) {
+	var out []api.Snapshot
+	err := c.Do(ctx, http.MethodGet, vmPath(vm)+"/snapshots", nil, &out)
+	return out, err
+}
+
+// CreateSnapshot snapshots all of a VM's disks. A stopped VM's snapshot
+// comes back ready; a running guest's comes back creating, and is ready
+// once its host has taken it, or gone if the host failed to (poll VM).
+func (c *Client) CreateSnapshot(ctx context.Context, vm, name string) (api.Snapshot, error) {
+	var out api.Snapshot
+	err := c.Do(ctx, http.MethodPost, vmPath(vm)+"/snapshots", api.SnapshotCreateRequest{Name: name}, &out)
+	return out, err
+}
+
+// RevertSnapshot puts a VM's disks back to a snapshot; a running guest is
+// powered off and started again on them.
+func (c *Client) RevertSnapshot(ctx context.Context, vm, snapshot string) (api.VM, error) {
+	var out api.VM
+	err := c.Do(ctx, http.MethodPost, snapshotPath(vm, snapshot)+"/revert", nil, &out)
+	return out, err
+}
+
+// DeleteSnapshot removes a snapshot of a VM.
+func (c *Client) DeleteSnapshot(ctx context.Context, vm, snapshot string) (api.VM, error) {
+	var out api.VM
+	err := c.Do(ctx, http.MethodDelete, snapshotPath(vm, snapshot), nil, &out)
+	return out, err
+}
+
+// SetSnapshotSchedule sets a VM's snapshot schedule, e.g. "hourly keep 24"
+// or "daily 02:00 keep 7 daily 4 weekly" (api.SnapshotScheduleRequest); an
+// empty schedule removes it. The VM comes back with its schedule as the
+// cluster records it (VM.SnapshotSchedule, in its canonical form).
+func (c *Client) SetSnapshotSchedule(ctx context.Context, vm, schedule string) (api.VM, error) {
+	var out api.VM
+	err := c.Do(ctx, http.MethodPut, vmPath(vm)+"/snapshot-schedule", api.SnapshotScheduleRequest{Schedule: schedule}, &out)
+	return out, err
+}

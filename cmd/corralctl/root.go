@@ -60,7 +60,7 @@ func newRootTo(out io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&c.project, "project", os.Getenv("CORRAL_PROJECT"), "project to create VMs, networks, images and tokens in, and to list ($CORRAL_PROJECT; default: the token's, else default)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after this long")
-	root.AddCommand(c.statusCmd(), c.hostCmd(), c.vmCmd(), c.imageCmd(), c.netCmd(), c.eventsCmd(), c.clusterCmd(), c.topCmd(), c.apiTokenCmd(), c.certCmd(), c.remoteCmd(), c.projectCmd(), c.groupCmd())
+	root.AddCommand(c.statusCmd(), c.hostCmd(), c.vmCmd(), c.imageCmd(), c.netCmd(), c.eventsCmd(), c.clusterCmd(), c.topCmd(), c.apiTokenCmd(), c.certCmd(), c.remoteCmd(), c.projectCmd(), c.groupCmd(), c.backupCmd())
 	return root
 }
 

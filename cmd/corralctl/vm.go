@@ -19,7 +19,7 @@ import (
 func (c *cli) vmCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create and operate virtual machines"}
 	cmd.AddCommand(c.vmLs(), c.vmShow(), c.vmCreate(), c.vmPower("start"), c.vmPower("stop"), c.vmPower("restart"),
-		c.vmRm(), c.vmResize(), c.vmMigrate(), c.vmConsole(), c.vmVNC(), c.vmConsoleLog(), c.vmStats())
+		c.vmRm(), c.vmResize(), c.vmMigrate(), c.vmConsole(), c.vmVNC(), c.vmConsoleLog(), c.vmStats(), c.vmSnapshotCmd(), c.vmBackup(), c.vmBackupSchedule(), c.vmRestore())
 	return cmd
 }
 
@@ -149,6 +149,21 @@ func printVM(w *tabwriter.Writer, v api.VM) {
 	}
 	if s.UserData != "" {
 		fmt.Fprintf(w, "User data:\t%d bytes\n", len(s.UserData))
+	}
+	if len(v.Snapshots) > 0 {
+		fmt.Fprintf(w, "Snapshots:\t%s\n", fmtSnapshots(v.Snapshots))
+	}
+	if v.SnapshotSchedule != "" {
+		fmt.Fprintf(w, "Snapshot schedule:\t%s\n", fmtSchedule(v.SnapshotSchedule, v.SnapshotScheduleLast))
+	}
+	if v.Backup != nil {
+		fmt.Fprintf(w, "Backup:\t%s\n", fmtBackupJob(*v.Backup))
+	}
+	if v.BackupSchedule != "" {
+		fmt.Fprintf(w, "Backup schedule:\t%s\n", fmtSchedule(v.BackupSchedule+", to "+v.BackupTarget, v.BackupScheduleLast))
+	}
+	if v.RestoringFrom != "" {
+		fmt.Fprintf(w, "Restoring from:\tbackup %s\n", v.RestoringFrom)
 	}
 	fmt.Fprintf(w, "Labels:\t%s\n", fmtLabels(s.Labels))
 	if s.AntiAffinity != "" {

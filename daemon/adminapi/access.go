@@ -44,6 +44,8 @@ func routeRole(pattern string) Role {
 		return RoleAdmin // who holds which credential is an admin's business
 	case strings.HasPrefix(path, "/v1/projects") && method != http.MethodGet:
 		return RoleAdmin
+	case strings.HasPrefix(path, "/v1/backup-targets") && method != http.MethodGet:
+		return RoleAdmin // where backups go, on every host's file system
 	case strings.HasPrefix(path, "/v1/vms/{name}/console") || path == "/v1/vms/{name}/vnc":
 		return RoleOperator // the log, the console itself, the screen
 	case method == http.MethodGet:
@@ -228,7 +230,7 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 			need = s.need[pattern]
 		}
 		if p.project != "" && pattern != "/" && !projectRoute(pattern) {
-			err := fmt.Errorf("%s is confined to project %s: it may use VMs, networks, images, events and its project, not %s %s: %w",
+			err := fmt.Errorf("%s is confined to project %s: it may use VMs, networks, images, backups, events and its project, not %s %s: %w",
 				p, p.project, r.Method, r.URL.Path, model.ErrForbidden)
 			writeError(w, errcode.ToAPI(err))
 			return
@@ -259,10 +261,11 @@ func Scope(ctx context.Context) string {
 // route at all: what a project holds, and reads of itself.
 func projectRoute(pattern string) bool {
 	method, path, _ := strings.Cut(pattern, " ")
-	for _, prefix := range []string{"/v1/vms", "/v1/groups", "/v1/networks", "/v1/images", "/v1/events", "/v1/status", "/v1/whoami", "/v1/openapi.json"} {
+	for _, prefix := range []string{"/v1/vms", "/v1/groups", "/v1/networks", "/v1/images", "/v1/events", "/v1/status", "/v1/whoami", "/v1/openapi.json", "/v1/backups"} {
 		if path == prefix || strings.HasPrefix(path, prefix+"/") {
 			return true
 		}
 	}
-	return method == http.MethodGet && strings.HasPrefix(path, "/v1/projects")
+	// The backup targets, to back its VMs up to.
+	return method == http.MethodGet && (strings.HasPrefix(path, "/v1/projects") || path == "/v1/backup-targets")
 }

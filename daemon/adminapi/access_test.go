@@ -34,6 +34,23 @@ func TestRouteRoles(t *testing.T) {
 		"POST /v1/certificates":              RoleAdmin,
 		"GET /v1/projects":                   RoleViewer,
 		"PUT /v1/projects/{name}/quota":      RoleAdmin,
+
+		"GET /v1/vms/{name}/snapshots":                    RoleViewer,
+		"POST /v1/vms/{name}/snapshots":                   RoleOperator,
+		"POST /v1/vms/{name}/snapshots/{snapshot}/revert": RoleOperator,
+		"DELETE /v1/vms/{name}/snapshots/{snapshot}":      RoleOperator,
+
+		"GET /v1/backup-targets":           RoleViewer,
+		"POST /v1/backup-targets":          RoleAdmin,
+		"DELETE /v1/backup-targets/{name}": RoleAdmin,
+		"POST /v1/vms/{name}/backup":       RoleOperator,
+		"GET /v1/backups":                  RoleViewer,
+		"GET /v1/backups/{id}":             RoleViewer,
+		"DELETE /v1/backups/{id}":          RoleOperator,
+		"POST /v1/backups/{id}/restore":    RoleOperator,
+
+		"PUT /v1/vms/{name}/snapshot-schedule": RoleOperator,
+		"PUT /v1/vms/{name}/backup-schedule":   RoleOperator,
 	} {
 		if got := routeRole(pattern); got != want {
 			t.Errorf("%s needs %s, want %s", pattern, got, want)
@@ -151,10 +168,17 @@ func TestSocketRolesFollowPeerCredentials(t *testing.T) {
 	out := as(nil, "GET /v1/status")
 	expect(out[0], 403, "uid 65534 (none: in neither group) may not use this socket")
 
-	out = as([]uint32{4343}, "GET /v1/status", `POST /v1/vms {"name":"v1"}`, `PUT /v1/hosts/h1/labels {"set":{"a":"b"}}`)
+	out = as([]uint32{4343}, "GET /v1/status", `POST /v1/vms {"name":"v1"}`, `PUT /v1/hosts/h1/labels {"set":{"a":"b"}}`,
+		`POST /v1/vms/v1/snapshots {"name":"s1"}`, "DELETE /v1/vms/v1/snapshots/s1", `POST /v1/backup-targets {"name":"t1","dir":"/srv/b"}`,
+		`PUT /v1/vms/v1/snapshot-schedule {"schedule":"hourly keep 24"}`, `PUT /v1/vms/v1/backup-schedule {"target":"t1","schedule":"daily keep 7"}`)
 	expect(out[0], 200, `"host":"h1"`)
 	expect(out[1], 403, "uid 65534 (viewer: group 4343) may not POST /v1/vms: it needs the operator role")
 	expect(out[2], 403, "needs the admin role")
+	expect(out[3], 403, "may not POST /v1/vms/v1/snapshots: it needs the operator role")
+	expect(out[4], 403, "may not DELETE /v1/vms/v1/snapshots/s1: it needs the operator role")
+	expect(out[5], 403, "may not POST /v1/backup-targets: it needs the admin role")
+	expect(out[6], 403, "may not PUT /v1/vms/v1/snapshot-schedule: it needs the operator role")
+	expect(out[7], 403, "may not PUT /v1/vms/v1/backup-schedule: it needs the operator role")
 	if fb.calls != 0 {
 		t.Fatalf("refused requests reached the backend %d times", fb.calls)
 	}

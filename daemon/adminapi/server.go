@@ -70,6 +70,29 @@ type Backend interface {
 	// stream of its VNC server), wherever it runs.
 	AttachDisplay(ctx context.Context, name string) (io.ReadWriteCloser, error)
 	VMStats(ctx context.Context, name string) (api.VMStats, error)
+	// Snapshots of a VM's disks: a stopped VM's is ready at once, a
+	// running guest's creating until its host has taken it.
+	Snapshots(ctx context.Context, name string) ([]api.Snapshot, error)
+	CreateSnapshot(ctx context.Context, name string, req api.SnapshotCreateRequest) (api.Snapshot, error)
+	RevertSnapshot(ctx context.Context, name, snapshot string) (api.VM, error)
+	DeleteSnapshot(ctx context.Context, name, snapshot string) (api.VM, error)
+	// SetSnapshotSchedule sets a VM's snapshot schedule (an empty one
+	// removes it); it answers once this host's copy shows the change.
+	SetSnapshotSchedule(ctx context.Context, name string, req api.SnapshotScheduleRequest) (api.VM, error)
+	// Backups: targets (an admin's), a VM's backup job (BackupVM answers
+	// with it once recorded; its host copies the disks), the catalog of
+	// complete backups, and restores as new VMs.
+	BackupTargets(ctx context.Context) ([]api.BackupTarget, error)
+	CreateBackupTarget(ctx context.Context, req api.BackupTargetCreateRequest) (api.BackupTarget, error)
+	DeleteBackupTarget(ctx context.Context, name string, force bool) (api.BackupTarget, error)
+	BackupVM(ctx context.Context, name string, req api.VMBackupRequest) (api.BackupJob, error)
+	Backups(ctx context.Context, vm, target string) ([]api.Backup, error)
+	Backup(ctx context.Context, id string) (api.Backup, error)
+	DeleteBackup(ctx context.Context, id string) (api.Backup, error)
+	RestoreBackup(ctx context.Context, id string, req api.RestoreRequest) (api.VM, error)
+	// SetBackupSchedule sets a VM's backup schedule to a target (an empty
+	// one removes it); it answers once this host's copy shows the change.
+	SetBackupSchedule(ctx context.Context, name string, req api.BackupScheduleRequest) (api.VM, error)
 
 	Networks(ctx context.Context) ([]api.Network, error)
 	CreateNetwork(ctx context.Context, req api.NetworkCreateRequest) (api.Network, error)
@@ -151,6 +174,8 @@ var (
 	qWait    = param{"wait", "string", "a Go duration up to 5m: wait that long for a new event when none is there"}
 	qProject = param{"project", "string", "the project to hold it (default: the caller's token's, else default)"}
 	qWrite   = param{"write", "boolean", "ask to be the session that types (one at a time; the others read)"}
+	qVM      = param{"vm", "string", "only this VM's (by name)"}
+	qTarget  = param{"target", "string", "only those on this backup target"}
 )
 
 // rawBody marks a request body that is raw bytes, not JSON.
@@ -362,6 +387,113 @@ func (s *Server) routes() []route {
 			}
 			return s.b.DeleteVM(r.Context(), name, force)
 		})},
+		{"GET /v1/vms/{name}/snapshots", doc{summary: "a VM's snapshots, oldest first", out: []api.Snapshot{}}, withVM(func(r *http.Request, name string) (any, error) { return s.b.Snapshots(r.Context(), name) })},
+		{"POST /v1/vms/{name}/snapshots", doc{summary: "snapshot all of a VM's disks: a stopped VM's snapshot is ready at once; a running guest's is creating until its host has moved the guest's disks onto a new layer (its file systems frozen by its guest agent if one answers, else crash-consistent), and is gone if the host failed to (a snapshot-failed event says why)", in: api.SnapshotCreateRequest{}, out: api.Snapshot{}}, withVM(func(r *http.Request, name string) (any, error) {
+			var req api.SnapshotCreateRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			if err := model.ValidateName("snapshot", req.Name); err != nil {
+				return nil, err
+			}
+			return s.b.CreateSnapshot(r.Context(), name, req)
+		})},
+		{"POST /v1/vms/{name}/snapshots/{snapshot}/revert", doc{summary: "put a VM's disks back to a snapshot: the writes since are lost (unless another snapshot holds them); a running guest is powered off and started again on the snapshot's disks", out: api.VM{}}, withSnapshot(func(r *http.Request, name, snapshot string) (any, error) {
+			return s.b.RevertSnapshot(r.Context(), name, snapshot)
+		})},
+		{"DELETE /v1/vms/{name}/snapshots/{snapshot}", doc{summary: "remove a snapshot; its host deletes the disk layers nothing uses any more", out: api.VM{}}, withSnapshot(func(r *http.Request, name, snapshot string) (any, error) {
+			return s.b.DeleteSnapshot(r.Context(), name, snapshot)
+		})},
+		{"PUT /v1/vms/{name}/snapshot-schedule", doc{summary: "set a VM's snapshot schedule, \"WHEN keep RETENTION\": WHEN is hourly, daily [HH:MM] (UTC) or every DURATION (10s to 30 days); RETENTION counts, each followed by last (the default), daily or weekly (e.g. \"hourly keep 24\", \"daily 02:00 keep 7 daily 4 weekly\", \"every 15m keep 4\"). The leader takes a snapshot named auto-YYYYMMDD-HHMMSS at each slot and removes the scheduled ones the schedule no longer keeps (never the VM's other snapshots); an empty schedule removes the schedule (its snapshots stay)", in: api.SnapshotScheduleRequest{}, out: api.VM{}}, withVM(func(r *http.Request, name string) (any, error) {
+			var req api.SnapshotScheduleRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			if err := validSchedule(req.Schedule); err != nil {
+				return nil, err
+			}
+			return s.b.SetSnapshotSchedule(r.Context(), name, req)
+		})},
+		{"PUT /v1/vms/{name}/backup-schedule", doc{summary: "set a VM's backup schedule to a target (the schedule as a snapshot schedule's, e.g. \"daily 02:00 keep 7 daily 4 weekly\"): the leader starts a backup at each slot (incremental where it can build on one) and removes the backups the schedule made that it no longer keeps (never one a kept backup builds on, nor the newest); an empty schedule removes the schedule (its backups stay)", in: api.BackupScheduleRequest{}, out: api.VM{}}, withVM(func(r *http.Request, name string) (any, error) {
+			var req api.BackupScheduleRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			if err := validSchedule(req.Schedule); err != nil {
+				return nil, err
+			}
+			switch {
+			case req.Schedule != "" && req.Target == "":
+				return nil, fmt.Errorf("a backup schedule needs a target: %w", model.ErrInvalid)
+			case req.Target != "":
+				if err := model.ValidateName("backup target", req.Target); err != nil {
+					return nil, err
+				}
+			}
+			return s.b.SetBackupSchedule(r.Context(), name, req)
+		})},
+		{"POST /v1/vms/{name}/backup", doc{summary: "back a VM up to a target while it runs: the leader snapshots its disks and the VM's host copies that frozen state as content-addressed chunks; incremental (only what the guest wrote since) when an earlier backup of it to the target can be built on, unless full; answers with the job (the VM shows it while under way), which is retried twice after a failure (backup-failed events say why) and is in the catalog once complete", in: api.VMBackupRequest{}, out: api.BackupJob{}}, withVM(func(r *http.Request, name string) (any, error) {
+			var req api.VMBackupRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			if err := model.ValidateName("backup target", req.Target); err != nil {
+				return nil, err
+			}
+			if req.BytesPerSec < 0 {
+				return nil, fmt.Errorf("bytes_per_s %d: want 0 (no limit) or more: %w", req.BytesPerSec, model.ErrInvalid)
+			}
+			return s.b.BackupVM(r.Context(), name, req)
+		})},
+		{"GET /v1/backup-targets", doc{summary: "backup targets", out: []api.BackupTarget{}}, func(r *http.Request) (any, error) { return s.b.BackupTargets(r.Context()) }},
+		{"POST /v1/backup-targets", doc{summary: "add a backup target: a directory with the same path on every host (local disk, or NFS shared by the hosts)", in: api.BackupTargetCreateRequest{}, out: api.BackupTarget{}}, func(r *http.Request) (any, error) {
+			var req api.BackupTargetCreateRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			if err := (model.BackupTarget{Name: req.Name, Dir: req.Dir}).Validate(); err != nil {
+				return nil, err
+			}
+			return s.b.CreateBackupTarget(r.Context(), req)
+		}},
+		{"DELETE /v1/backup-targets/{name}", doc{summary: "remove a backup target (never while a backup or restore uses it); its files stay; one that holds backups only with force, which drops them from the catalog", out: api.BackupTarget{}, query: []param{qForce}}, func(r *http.Request) (any, error) {
+			name := r.PathValue("name")
+			if err := model.ValidateName("backup target", name); err != nil {
+				return nil, err
+			}
+			force, err := boolParam(r, "force")
+			if err != nil {
+				return nil, err
+			}
+			return s.b.DeleteBackupTarget(r.Context(), name, force)
+		}},
+		{"GET /v1/backups", doc{summary: "complete backups, newest first (a token of a project sees its project's)", out: []api.Backup{}, query: []param{qVM, qTarget}}, func(r *http.Request) (any, error) {
+			q := r.URL.Query()
+			vm, target := q.Get("vm"), q.Get("target")
+			if vm != "" {
+				if err := model.ValidateName("vm", vm); err != nil {
+					return nil, err
+				}
+			}
+			if target != "" {
+				if err := model.ValidateName("backup target", target); err != nil {
+					return nil, err
+				}
+			}
+			return s.b.Backups(r.Context(), vm, target)
+		}},
+		{"GET /v1/backups/{id}", doc{summary: "one complete backup", out: api.Backup{}}, withBackup(func(r *http.Request, id string) (any, error) { return s.b.Backup(r.Context(), id) })},
+		{"DELETE /v1/backups/{id}", doc{summary: "remove a backup from the catalog (not one another builds on); the leader then deletes from its target what no other backup needs", out: api.Backup{}}, withBackup(func(r *http.Request, id string) (any, error) { return s.b.DeleteBackup(r.Context(), id) })},
+		{"POST /v1/backups/{id}/restore", doc{summary: "restore a backup as a new VM in the backup's project, placed as any new VM: its host writes the disks from the backup's chain (the VM's message says how far), then starts it unless stopped", in: api.RestoreRequest{}, out: api.VM{}}, withBackup(func(r *http.Request, id string) (any, error) {
+			var req api.RestoreRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			if err := model.ValidateName("vm", req.As); err != nil {
+				return nil, err
+			}
+			return s.b.RestoreBackup(r.Context(), id, req)
+		})},
 		{"GET /v1/groups", doc{summary: "VM groups with their members", out: []api.Group{}}, func(r *http.Request) (any, error) { return s.b.Groups(r.Context()) }},
 		{"POST /v1/groups", doc{summary: "create a group: the leader keeps count members, NAME-1 ... NAME-N, spread over the hosts", in: api.GroupCreateRequest{}, out: api.Group{}}, func(r *http.Request) (any, error) {
 			var req api.GroupCreateRequest
@@ -548,6 +680,39 @@ func withVM(h func(r *http.Request, name string) (any, error)) func(r *http.Requ
 			return nil, err
 		}
 		return h(r, name)
+	}
+}
+
+// withSnapshot validates the {name} and {snapshot} of a snapshot route
+// before calling h.
+func withSnapshot(h func(r *http.Request, name, snapshot string) (any, error)) func(r *http.Request) (any, error) {
+	return withVM(func(r *http.Request, name string) (any, error) {
+		snapshot := r.PathValue("snapshot")
+		if err := model.ValidateName("snapshot", snapshot); err != nil {
+			return nil, err
+		}
+		return h(r, name, snapshot)
+	})
+}
+
+// validSchedule checks a schedule's text (model.ParseSchedule); empty
+// removes a schedule.
+func validSchedule(text string) error {
+	if text == "" {
+		return nil
+	}
+	_, err := model.ParseSchedule(text)
+	return err
+}
+
+// withBackup validates the {id} of a backup route before calling h.
+func withBackup(h func(r *http.Request, id string) (any, error)) func(r *http.Request) (any, error) {
+	return func(r *http.Request) (any, error) {
+		id := r.PathValue("id")
+		if err := model.ValidateBackupID(id); err != nil {
+			return nil, err
+		}
+		return h(r, id)
 	}
 }
 

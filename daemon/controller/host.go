@@ -41,6 +41,22 @@ type Driver interface {
 	// addresses the agent reports. Health checks use them.
 	AgentExec(ctx context.Context, name string, argv []string, timeout time.Duration) (hypervisor.ExecResult, error)
 	GuestAddrs(ctx context.Context, name string) ([]netip.Addr, error)
+	// VolumePath is where a volume of the pool lives. DiskFiles returns
+	// the files a running guest's writable disks use, in order
+	// (hypervisor.ErrNotRunning when it does not run). SnapshotDisks moves
+	// a running guest's writable disks onto overlays that exist on their
+	// current files, with its file systems frozen by its agent when
+	// quiesce is set. SetLayer records the disk layer a running guest is
+	// on (hypervisor.Domain.Layer).
+	VolumePath(name string) string
+	DiskFiles(ctx context.Context, name string) ([]string, error)
+	SnapshotDisks(ctx context.Context, name string, overlays []string, quiesce bool) error
+	SetLayer(ctx context.Context, name string, layer uint64) error
+	// CommitLayer commits each overlay from[i] (disk i) into its backing
+	// file into[i] and points the overlays on it, children[i], at into[i]:
+	// while the guest runs on it through libvirt's block commit, else with
+	// qemu-img. Repeating it after it succeeded changes nothing.
+	CommitLayer(ctx context.Context, name string, into, from []string, children [][]string) error
 }
 
 // HostStore is the local copy of cluster state as the host loop reads it.
@@ -61,6 +77,12 @@ type Reporter interface {
 	Relocate(ctx context.Context, r RelocateRequest) error
 	// MigrationDone tells the leader how a live migration ended.
 	MigrationDone(ctx context.Context, r MigrationResult) error
+	// SnapshotDone tells the leader how a snapshot of a running guest
+	// went; ForgetLayers that dead layers' files are gone.
+	SnapshotDone(ctx context.Context, r SnapshotResult) error
+	ForgetLayers(ctx context.Context, r ForgetLayersRequest) error
+	// LayersMerged tells the leader that a layer was merged.
+	LayersMerged(ctx context.Context, r MergeRequest) error
 }
 
 // RelocateRequest asks the leader to move a VM off Host.
@@ -74,6 +96,9 @@ type RelocateRequest struct {
 // HostConfig tunes the host loop.
 type HostConfig struct {
 	Self string
+	// Backups restores the disks of VMs made from backups (nil: this
+	// host cannot).
+	Backups BackupEngine
 	// ResyncInterval is the period of a full comparison of state and
 	// hypervisor, besides the one after every state change and event.
 	ResyncInterval time.Duration
@@ -136,6 +161,18 @@ type vmTrack struct {
 	retryAt     time.Time
 	backoff     time.Duration
 	health      healthTrack
+	forgotten   []uint64  // dead layers deleted, until the state forgets them
+	upkeepAt    time.Time // housekeeping of the chain waits until then after a failure
+	// snapDone and merged are the snapshot finished and the layers merged
+	// last: until this host's copy of the state shows it (a follower
+	// applies the leader's entry a moment later), they are not done again.
+	snapDone string
+	merged   [2]uint64
+	// lockedInto: a merge into this layer found it locked while the
+	// guest started at lockedRun runs (hypervisor.ErrDiskLocked).
+	locked     bool
+	lockedInto uint64
+	lockedRun  time.Time
 }
 
 // NewHostLoop returns a host loop; Run starts it.
@@ -265,6 +302,9 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 		t := h.trackOf(v, now)
 		dom, exists := byName[v.Name]
 		op, rep := h.decide(v, dom, exists, t, now)
+		if op == nil {
+			op = h.chainUpkeep(v, dom, exists && dom.State.Active(), t)
+		}
 		if op != nil {
 			t.busy = true
 			h.launch(ctx, wg, v, t, op)
@@ -434,6 +474,9 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 		return nil, report(v, model.StateError, stateSince(v, model.StateError, now), t.lastErr)
 	}
 	active := exists && dom.State.Active()
+	if s, ok := v.Chain.Creating(); ok && t.snapDone != snapKey(s) {
+		return h.snapshotOp(v, s, active, t), nil
+	}
 	if v.Failed != "" {
 		if active {
 			return h.stopOp(v, t), nil
@@ -455,6 +498,9 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 	}
 	if active {
 		t.seenRunning = true
+		if dom.Layer != v.Chain.Active {
+			return h.relayerOp(v, t), report(v, model.StateStarting, stateSince(v, model.StateStarting, now), "disks reverted to a snapshot: restarting")
+		}
 		if v.RestartSeq > dom.RestartSeq {
 			return h.restartOp(v, t), nil
 		}
@@ -539,17 +585,13 @@ func (h *HostLoop) domainSpec(ctx context.Context, v model.VM) (hypervisor.Domai
 			return spec, err
 		}
 	}
-	for i, d := range v.Spec.Disks {
-		vol := hypervisor.Volume{Name: v.DiskVolume(i), SizeMiB: d.SizeMiB}
-		if d.Image != "" {
-			im, err := h.store.Image(d.Image)
-			if err != nil {
-				return spec, fmt.Errorf("disk %d: %w", i, err)
-			}
-			// Derived from the name here too, never the stored volume.
-			vol.Backing, vol.BackingFormat = model.ImageVolume(im.Name), im.Format
+	if v.Restore != nil {
+		if err := h.restoreDisks(ctx, v); err != nil {
+			return spec, err
 		}
-		path, err := h.drv.EnsureVolume(ctx, vol)
+	}
+	for i := range v.Spec.Disks {
+		path, err := h.ensureChain(ctx, v, i)
 		if err != nil {
 			return spec, fmt.Errorf("disk %d: %w", i, err)
 		}
@@ -578,7 +620,7 @@ func (h *HostLoop) startOp(v model.VM, t *vmTrack) op {
 		if err := h.drv.Define(ctx, spec); err != nil {
 			return err
 		}
-		if err := h.drv.Start(ctx, v.Name, hypervisor.RunInfo{StartedAt: h.clock.Now(), RestartSeq: v.RestartSeq}); err != nil {
+		if err := h.drv.Start(ctx, v.Name, hypervisor.RunInfo{StartedAt: h.clock.Now(), RestartSeq: v.RestartSeq, Layer: v.Chain.Active}); err != nil {
 			return err
 		}
 		h.log.Info("guest started", "vm", v.Name, "generation", v.Generation)
@@ -713,7 +755,9 @@ func (h *HostLoop) deleteOp(v model.VM) op {
 		}
 		vols := []string{v.SeedVolume()}
 		for i := range v.Spec.Disks {
-			vols = append(vols, v.DiskVolume(i))
+			for _, id := range v.Chain.AllLayers() {
+				vols = append(vols, v.LayerVolume(i, id))
+			}
 		}
 		for _, vol := range vols {
 			if err := h.drv.DeleteVolume(ctx, vol); err != nil {

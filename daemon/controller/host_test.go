@@ -51,6 +51,26 @@ func (r *memReporter) Relocate(ctx context.Context, req RelocateRequest) error {
 
 func (r *memReporter) MigrationDone(ctx context.Context, res MigrationResult) error { return nil }
 
+func (r *memReporter) SnapshotDone(ctx context.Context, res SnapshotResult) error {
+	v, err := r.store.VM(res.Name)
+	if err != nil {
+		return err
+	}
+	_, err = r.store.Apply(ctx, raftlog.FinishSnapshot{Name: res.Name, Host: v.Host, Generation: res.Generation, Snapshot: res.Snapshot,
+		Consistency: res.Consistency, Message: res.Message, Error: res.Error})
+	return err
+}
+
+func (r *memReporter) LayersMerged(ctx context.Context, req MergeRequest) error {
+	_, err := r.store.Apply(ctx, raftlog.MergeLayers{Name: req.Name, Into: req.Into, From: req.From})
+	return err
+}
+
+func (r *memReporter) ForgetLayers(ctx context.Context, req ForgetLayersRequest) error {
+	_, err := r.store.Apply(ctx, raftlog.ForgetLayers{Name: req.Name, Layers: req.Layers})
+	return err
+}
+
 func (r *memReporter) relocations() []RelocateRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -20,6 +20,9 @@ import (
 // LeaderConfig tunes the leader loop.
 type LeaderConfig struct {
 	Self string
+	// Backups cleans up backup targets after backups are removed (nil:
+	// their files stay).
+	Backups BackupEngine
 	// RaftVoters is the number of voters to keep (3 or 5).
 	RaftVoters int
 	// DeadVoterTimeout is how long a host may be dead or gone from gossip
@@ -90,6 +93,12 @@ type Leader struct {
 	// groupShared: groups last reported as having members share a host
 	// (fewer hosts than members), so the warning is an event once.
 	groupShared map[string]bool
+	// snapWait: a VM whose scheduled snapshot was refused (it was
+	// starting, say) is not tried again before then (leader loop only).
+	snapWait map[string]time.Time
+	// collect: backup targets to clean up once no job writes to them
+	// (under mu).
+	collect map[string]bool
 }
 
 // verifications are the identity checks (VerifyHost) of hosts gossip
@@ -309,6 +318,8 @@ func (l *Leader) reconcile(ctx context.Context) error {
 	l.keepGroups(ctx)
 	l.maybeBalance(ctx)
 	l.managePower(ctx)
+	l.runSnapshotSchedules(ctx)
+	l.driveBackups(ctx)
 	l.forgetRemoved()
 	return err
 }
@@ -327,6 +338,11 @@ func (l *Leader) forgetRemoved() {
 	}
 	l.live.forget(hosts, vms)
 	l.mig.forget(hosts, vms)
+	for name := range l.snapWait {
+		if !vms[name] {
+			delete(l.snapWait, name)
+		}
+	}
 }
 
 // gossipDead says which hosts gossip has declared dead.

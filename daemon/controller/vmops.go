@@ -25,6 +25,9 @@ type CreateVMRequest struct {
 	// Project holds the VM (empty: default); sent only when set, so a
 	// leader from before projects still takes the others.
 	Project string `json:"project,omitempty"`
+	// restore: the VM's disks come from this backup (RestoreVM; never
+	// on the wire).
+	restore *model.RestoreSource
 }
 
 // VMPowerRequest starts or stops a VM.
@@ -231,7 +234,8 @@ func (l *Leader) createVM(ctx context.Context, req CreateVMRequest, group string
 	if err != nil {
 		return model.VM{}, err
 	}
-	v := model.VM{ID: newUUID(), Name: req.Name, Spec: spec, Host: host, Desired: model.PowerRunning, CreatedAt: l.clock.Now().UTC(), Project: req.Project, Group: group, GroupVersion: version}
+	v := model.VM{ID: newUUID(), Name: req.Name, Spec: spec, Host: host, Desired: model.PowerRunning, CreatedAt: l.clock.Now().UTC(), Project: req.Project, Group: group, GroupVersion: version,
+		Restore: req.restore}
 	if req.Stopped {
 		v.Desired = model.PowerStopped
 	}

@@ -31,6 +31,11 @@ var (
 	// ErrConsoleOverrun: a console's reader fell too far behind the guest's
 	// output, and the session was dropped.
 	ErrConsoleOverrun = errors.New("console reader too slow; session dropped")
+	// ErrDiskLocked: a running guest's disk layer cannot be written by a
+	// block commit because libvirt's lock manager still holds a lease on
+	// it from an earlier commit into it (libvirt 9.0 takes one and never
+	// lets it go while the guest's QEMU lives).
+	ErrDiskLocked = errors.New("disk layer locked by an earlier block commit until the guest's QEMU restarts")
 )
 
 // MaxExecOutput bounds what a command run by the guest agent may return.
@@ -99,12 +104,16 @@ type Domain struct {
 	// and travel with it (live migration); zero when unknown.
 	StartedAt  time.Time
 	RestartSeq uint64
+	// Layer is the disk layer the guest runs on (model.Chain), recorded
+	// when corral starts it or moves its disks; 0 when unknown.
+	Layer uint64
 }
 
 // RunInfo is recorded with a guest when it starts.
 type RunInfo struct {
 	StartedAt  time.Time
 	RestartSeq uint64
+	Layer      uint64
 }
 
 // EventKind classifies lifecycle events.

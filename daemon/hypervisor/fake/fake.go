@@ -10,7 +10,9 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +44,8 @@ type Driver struct {
 	addrs func(name string) []netip.Addr
 	// consoles are the open console sessions, by domain.
 	consoles map[string][]*fakeConsole
+	// snapErr fails SnapshotDisks (SetSnapshotErr).
+	snapErr func(quiesce bool) error
 }
 
 // SetAgent makes running guests' agents answer: exec runs a command
@@ -158,6 +162,10 @@ func (d *Driver) Calls(method string) int {
 type domain struct {
 	spec hypervisor.DomainSpec
 	dom  hypervisor.Domain
+	// committed: the files a block commit wrote into while the guest
+	// runs; as libvirt 9.0 does, a second commit into one is refused
+	// (hypervisor.ErrDiskLocked) until the guest stops.
+	committed map[string]bool
 }
 
 // New returns a connected fake driver with no domains.
@@ -313,14 +321,15 @@ func (d *Driver) Start(ctx context.Context, name string, info hypervisor.RunInfo
 		return fmt.Errorf("start %s: already running", name)
 	}
 	dm.dom.State, dm.dom.Reason = hypervisor.Running, "booted"
-	dm.dom.StartedAt, dm.dom.RestartSeq = info.StartedAt, info.RestartSeq
+	dm.dom.StartedAt, dm.dom.RestartSeq, dm.dom.Layer = info.StartedAt, info.RestartSeq, info.Layer
 	d.emit(hypervisor.Event{Name: name, Kind: hypervisor.EventStarted})
 	return nil
 }
 
 func (d *Driver) stop(dm *domain, reason string) {
 	dm.dom.State, dm.dom.Reason = hypervisor.Shutoff, reason
-	dm.dom.StartedAt, dm.dom.RestartSeq = time.Time{}, 0
+	dm.dom.StartedAt, dm.dom.RestartSeq, dm.dom.Layer = time.Time{}, 0, 0
+	dm.committed = nil
 	d.endConsoles(dm.dom.Name)
 	d.emit(hypervisor.Event{Name: dm.dom.Name, Kind: hypervisor.EventStopped, Detail: reason})
 }
@@ -401,9 +410,150 @@ func (d *Driver) EnsureVolume(ctx context.Context, v hypervisor.Volume) (string,
 		return "", err
 	}
 	if _, ok := d.volumes[v.Name]; !ok {
+		// An overlay on a VM's volume needs it there (images are not
+		// volumes of the fake).
+		if _, ok := d.volumes[v.Backing]; strings.HasPrefix(v.Backing, "vm-") && !ok {
+			return "", fmt.Errorf("volume %s: backing volume %s not found", v.Name, v.Backing)
+		}
 		d.volumes[v.Name] = v
 	}
 	return "/pool/" + v.Name, nil
+}
+
+// VolumePath implements the driver interface.
+func (d *Driver) VolumePath(name string) string { return "/pool/" + name }
+
+// Volume returns a volume and whether it exists.
+func (d *Driver) Volume(name string) (hypervisor.Volume, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, ok := d.volumes[name]
+	return v, ok
+}
+
+// SetSnapshotErr makes SnapshotDisks fail with what fn returns (nil: no
+// failure); fn nil, the default, never fails.
+func (d *Driver) SetSnapshotErr(fn func(quiesce bool) error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.snapErr = fn
+}
+
+// runningDomain counts a call of op on the named domain and returns it if it
+// runs (hypervisor.ErrNotRunning if not). Callers hold mu.
+func (d *Driver) runningDomain(op, name string) (*domain, error) {
+	if err := d.call(op); err != nil {
+		return nil, err
+	}
+	dm, err := d.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if !dm.dom.State.Active() {
+		return nil, fmt.Errorf("%s: %w", name, hypervisor.ErrNotRunning)
+	}
+	return dm, nil
+}
+
+// DiskFiles implements the driver interface.
+func (d *Driver) DiskFiles(ctx context.Context, name string) ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dm, err := d.runningDomain("DiskFiles", name)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, disk := range dm.spec.Disks {
+		if !disk.ReadOnly {
+			out = append(out, disk.Path)
+		}
+	}
+	return out, nil
+}
+
+// SnapshotDisks implements the driver interface: each overlay must be a
+// volume on the file its disk uses.
+func (d *Driver) SnapshotDisks(ctx context.Context, name string, overlays []string, quiesce bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dm, err := d.runningDomain("SnapshotDisks", name)
+	if err != nil {
+		return err
+	}
+	if d.snapErr != nil {
+		if err := d.snapErr(quiesce); err != nil {
+			return err
+		}
+	}
+	disks := slices.Clone(dm.spec.Disks)
+	n := 0
+	for i, disk := range disks {
+		if disk.ReadOnly {
+			continue
+		}
+		if n >= len(overlays) {
+			return fmt.Errorf("snapshot %s: more writable disks than overlays", name)
+		}
+		v, ok := d.volumes[strings.TrimPrefix(overlays[n], "/pool/")]
+		if !ok || "/pool/"+v.Backing != disk.Path {
+			return fmt.Errorf("snapshot %s: overlay %s is not a volume on %s", name, overlays[n], disk.Path)
+		}
+		disks[i].Path = overlays[n]
+		n++
+	}
+	if n != len(overlays) {
+		return fmt.Errorf("snapshot %s: %d writable disks, %d overlays", name, n, len(overlays))
+	}
+	dm.spec.Disks = disks
+	return nil
+}
+
+// CommitLayer implements the driver interface: the children's volumes are
+// put on into.
+func (d *Driver) CommitLayer(ctx context.Context, name string, into, from []string, children [][]string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.call("CommitLayer"); err != nil {
+		return err
+	}
+	dm := d.domains[name]
+	for i := range from {
+		f, ok := d.volumes[strings.TrimPrefix(from[i], "/pool/")]
+		if !ok || "/pool/"+f.Backing != into[i] {
+			return fmt.Errorf("commit %s: %s is not a volume on %s", name, from[i], into[i])
+		}
+		if dm != nil && dm.dom.State.Active() {
+			if dm.committed[into[i]] {
+				return fmt.Errorf("commit %s into %s: %w", name, into[i], hypervisor.ErrDiskLocked)
+			}
+			if dm.committed == nil {
+				dm.committed = map[string]bool{}
+			}
+			dm.committed[into[i]] = true
+		}
+		for _, c := range children[i] {
+			v, ok := d.volumes[strings.TrimPrefix(c, "/pool/")]
+			if !ok {
+				return fmt.Errorf("commit %s: no volume %s", name, c)
+			}
+			v.Backing = strings.TrimPrefix(into[i], "/pool/")
+			d.volumes[v.Name] = v
+		}
+	}
+	return nil
+}
+
+// SetLayer implements the driver interface.
+func (d *Driver) SetLayer(ctx context.Context, name string, layer uint64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dm, err := d.runningDomain("SetLayer", name)
+	if err != nil {
+		return err
+	}
+	dm.dom.Layer = layer
+	return nil
 }
 
 // EnsureSeed implements the driver interface.

@@ -91,7 +91,7 @@ func (d *Driver) describe(l *golibvirt.Libvirt, dom golibvirt.Domain) (hyperviso
 	if out.State.Active() {
 		if r, err := l.DomainGetMetadata(dom, int32(golibvirt.DomainMetadataElement), golibvirt.OptString{runNS}, golibvirt.DomainAffectLive); err == nil {
 			if info, err := parseRunMeta(r); err == nil {
-				out.StartedAt, out.RestartSeq = info.StartedAt, info.RestartSeq
+				out.StartedAt, out.RestartSeq, out.Layer = info.StartedAt, info.RestartSeq, info.Layer
 			}
 		}
 	}
@@ -164,7 +164,7 @@ func (d *Driver) Start(ctx context.Context, name string, info hypervisor.RunInfo
 }
 
 func (d *Driver) setRunInfo(l *golibvirt.Libvirt, dom golibvirt.Domain, info hypervisor.RunInfo) error {
-	m := runMeta{Started: info.StartedAt.UTC().Format(time.RFC3339Nano), RestartSeq: info.RestartSeq}
+	m := runMeta{Started: info.StartedAt.UTC().Format(time.RFC3339Nano), RestartSeq: info.RestartSeq, Layer: info.Layer}
 	err := l.DomainSetMetadata(dom, int32(golibvirt.DomainMetadataElement), golibvirt.OptString{m.element()},
 		golibvirt.OptString{runKey}, golibvirt.OptString{runNS}, golibvirt.DomainAffectLive)
 	return wrap("record run info of "+dom.Name, err)

@@ -141,6 +141,88 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 		return conn.Close()
 	})
 
+	// A snapshot: the running guest's disk moves onto an overlay on its
+	// file in one step, with the agent freezing the guest (there is one);
+	// the seed stays as it is. The guest goes on counting, on the overlay.
+	overlay, err := d.EnsureVolume(ctx, hypervisor.Volume{Name: "vm-t1-disk0-L1.qcow2", Backing: "vm-t1-disk0.qcow2", BackingFormat: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files, err := d.DiskFiles(ctx, "t1"); err != nil || len(files) != 1 || files[0] != disk {
+		t.Fatalf("disk files before the snapshot: %v %v", files, err)
+	}
+	if err := d.SnapshotDisks(ctx, "t1", []string{overlay}, true); err != nil {
+		t.Fatalf("snapshot with the guest frozen: %v", err)
+	}
+	if files, err := d.DiskFiles(ctx, "t1"); err != nil || len(files) != 1 || files[0] != overlay {
+		t.Fatalf("disk files after the snapshot: %v %v", files, err)
+	}
+	if err := d.SetLayer(ctx, "t1", 1); err != nil {
+		t.Fatal(err)
+	}
+	if dom := getDomain(t, d, "t1"); dom.Layer != 1 || !dom.StartedAt.Equal(started) || dom.RestartSeq != 7 {
+		t.Fatalf("domain after SetLayer: %+v", dom)
+	}
+	before := tickCounter(t, d, "t1")
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if n := tickCounter(t, d, "t1"); n < before+2 {
+			return fmt.Errorf("counter %d, was %d at the snapshot", n, before)
+		}
+		return nil
+	})
+	if fi, err := os.Stat(overlay); err != nil || fi.Size() == 0 {
+		t.Fatalf("overlay %v %v", fi, err)
+	}
+
+	// A second layer, then the first committed into the disk under it
+	// while the guest runs (libvirt's block commit): the guest's chain
+	// loses the layer, the layer above now sits on the disk.
+	overlay2, err := d.EnsureVolume(ctx, hypervisor.Volume{Name: "vm-t1-disk0-L2.qcow2", Backing: "vm-t1-disk0-L1.qcow2", BackingFormat: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SnapshotDisks(ctx, "t1", []string{overlay2}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CommitLayer(ctx, "t1", []string{disk}, []string{overlay}, [][]string{{overlay2}}); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if b, err := qcow2Backing(overlay2); err != nil || b != disk {
+		t.Fatalf("layer 2 is on %q (%v), want %s", b, err, disk)
+	}
+	l0, dom0, _ := d.lookup("t1")
+	if chains, err := d.liveChains(l0, dom0); err != nil || len(chains["vda"]) < 2 || chains["vda"][0] != overlay2 || chains["vda"][1] != disk {
+		t.Fatalf("guest's chain %v %v", chains, err)
+	}
+	// Again: nothing left to do.
+	if err := d.CommitLayer(ctx, "t1", []string{disk}, []string{overlay}, [][]string{{overlay2}}); err != nil {
+		t.Fatalf("commit again: %v", err)
+	}
+	// A second commit into the same disk while the guest still runs is
+	// refused: libvirt 9.0 keeps the lock manager's lease it took on the
+	// disk for the first (corral waits for the guest's next QEMU).
+	overlay3, err := d.EnsureVolume(ctx, hypervisor.Volume{Name: "vm-t1-disk0-L3.qcow2", Backing: "vm-t1-disk0-L2.qcow2", BackingFormat: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SnapshotDisks(ctx, "t1", []string{overlay3}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CommitLayer(ctx, "t1", []string{disk}, []string{overlay2}, [][]string{{overlay3}}); !errors.Is(err, hypervisor.ErrDiskLocked) {
+		t.Fatalf("second commit into the same disk: %v, want %v", err, hypervisor.ErrDiskLocked)
+	}
+	if b, err := qcow2Backing(overlay3); err != nil || b != overlay2 {
+		t.Fatalf("layer 3 is on %q (%v), want it still on %s", b, err, overlay2)
+	}
+
+	before = tickCounter(t, d, "t1")
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if n := tickCounter(t, d, "t1"); n < before+2 {
+			return fmt.Errorf("counter %d, was %d at the commit", n, before)
+		}
+		return nil
+	})
+
 	// The VGA display: QEMU's VNC server on a Unix socket, no address.
 	// It names the guest, shows what the guest wrote on tty1, and the
 	// shell there runs what is typed.
@@ -244,7 +326,7 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	if err := d.Undefine(ctx, "t1"); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []string{"vm-t1-disk0.qcow2", "vm-t1-seed.iso"} {
+	for _, v := range []string{"vm-t1-disk0-L3.qcow2", "vm-t1-disk0-L2.qcow2", "vm-t1-disk0-L1.qcow2", "vm-t1-disk0.qcow2", "vm-t1-seed.iso"} {
 		if err := d.DeleteVolume(ctx, v); err != nil {
 			t.Fatal(err)
 		}
@@ -260,6 +342,18 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	}
 	cancel()
 	<-runDone
+}
+
+// tickCounter is the last counter the guest printed.
+func tickCounter(t *testing.T, d *Driver, name string) int {
+	t.Helper()
+	b, _ := d.ConsoleLog(context.Background(), name, 0)
+	ms := regexp.MustCompile(`CORRAL-TICK counter=(\d+)`).FindAllSubmatch(b, -1)
+	if len(ms) == 0 {
+		return -1
+	}
+	n, _ := strconv.Atoi(string(ms[len(ms)-1][1]))
+	return n
 }
 
 func getDomain(t *testing.T, d *Driver, name string) hypervisor.Domain {

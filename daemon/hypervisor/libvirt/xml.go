@@ -32,10 +32,11 @@ type runMeta struct {
 	XMLName    xml.Name `xml:"run"`
 	Started    string   `xml:"started,attr"`
 	RestartSeq uint64   `xml:"restart-seq,attr"`
+	Layer      uint64   `xml:"layer,attr,omitempty"`
 }
 
 func (m runMeta) element() string {
-	return fmt.Sprintf(`<run started=%q restart-seq="%d"/>`, m.Started, m.RestartSeq)
+	return fmt.Sprintf(`<run started=%q restart-seq="%d" layer="%d"/>`, m.Started, m.RestartSeq, m.Layer)
 }
 
 func parseVMMeta(s string) (vmMeta, error) {
@@ -50,7 +51,7 @@ func parseRunMeta(s string) (hypervisor.RunInfo, error) {
 		return hypervisor.RunInfo{}, err
 	}
 	t, _ := time.Parse(time.RFC3339Nano, m.Started)
-	return hypervisor.RunInfo{StartedAt: t, RestartSeq: m.RestartSeq}, nil
+	return hypervisor.RunInfo{StartedAt: t, RestartSeq: m.RestartSeq, Layer: m.Layer}, nil
 }
 
 // consoleLog is where the serial console of a domain is logged (by

@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/internal/testutil"
+)
+
+var backupIDRx = regexp.MustCompile(`backup (\S+) of`)
+
+// TestBackups: the test guest keeps a counter on its disk. A full backup,
+// more writes, an incremental one; a third whose VM's host is killed while
+// it runs is retried on the host the VM is recovered on; each backup
+// restored as a new VM boots with the counter of its moment; a corrupted
+// chunk is refused before a disk is written; removing backups removes
+// their files.
+func TestBackups(t *testing.T) {
+	e := newEnv(t, 3, "")
+	dir := filepath.Join(e.lab.SharedDir(), "backups")
+	if out, err := e.corralctl("h1", "backup", "target", "add", "t1", "--dir", dir); err != nil {
+		t.Fatalf("target add: %v %s", err, out)
+	}
+	victim := e.follower()
+	req := e.vmRequest("bk")
+	req.Host = victim
+	if _, err := e.client(0).CreateVM(e.ctx(), req); err != nil {
+		t.Fatal(err)
+	}
+	e.waitVM("bk", 60*time.Second, running)
+	e.waitTicks("bk", 3)
+
+	// backup starts one (the leader takes its snapshot at once) and
+	// returns its ID and the counter's range at that moment.
+	backup := func(args ...string) (id string, from, to int) {
+		t.Helper()
+		from = e.console("bk").counter
+		out, err := e.corralctl(e.survivorName(victim), append([]string{"vm", "backup", "bk", "--target", "t1"}, args...)...)
+		if err != nil {
+			t.Fatalf("vm backup: %v %s", err, out)
+		}
+		to = e.console("bk").counter
+		m := backupIDRx.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no backup ID in %q", out)
+		}
+		t.Logf("%s", strings.TrimSpace(out))
+		return m[1], from, to
+	}
+	complete := func(id string, timeout time.Duration) api.Backup {
+		t.Helper()
+		var b api.Backup
+		testutil.Eventually(t, timeout, func() error {
+			var err error
+			b, err = e.any().Backup(e.ctx(), id)
+			return err
+		})
+		return b
+	}
+
+	full, f0, f1 := backup()
+	if b := complete(full, 60*time.Second); b.Kind != "full" {
+		t.Fatalf("first backup %+v", b)
+	}
+	e.waitTicks("bk", f1+3)
+	incr, i0, i1 := backup("--wait")
+	b := complete(incr, 60*time.Second)
+	if b.Kind != "incremental" || b.Parent != full {
+		t.Fatalf("second backup %+v: want an incremental on %s", b, full)
+	}
+	t.Logf("full %s counter %d..%d; incremental %s counter %d..%d, read %d bytes of %d", full, f0, f1, incr, i0, i1, b.Read, b.Size)
+
+	// The VM's host is killed while a slow full backup runs there: the
+	// attempt fails, and the job runs again where the VM is recovered.
+	e.waitTicks("bk", i1+3)
+	slow, s0, s1 := backup("--full", "--limit", "2KiB")
+	testutil.Eventually(t, 30*time.Second, func() error {
+		v, err := e.any().VM(e.ctx(), "bk")
+		if err != nil {
+			return err
+		}
+		if v.Backup == nil || v.Backup.Host != victim || v.Backup.Total == 0 {
+			return fmt.Errorf("backup job %+v: want it under way on %s", v.Backup, victim)
+		}
+		return nil
+	})
+	if err := e.host(victim).Kill(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	sb := complete(slow, 4*time.Minute)
+	v := e.waitVM("bk", 60*time.Second, running)
+	if v.Host == victim {
+		t.Fatalf("bk still on %s", victim)
+	}
+	evs, _ := e.any().Events(e.ctx(), 0, 1000, 0)
+	retried := false
+	for _, ev := range evs {
+		if ev.VM == "bk" && ev.Kind == "backup-failed" && strings.Contains(ev.Message, victim) {
+			retried = true
+		}
+	}
+	if !retried || sb.Kind != "full" {
+		t.Fatalf("backup %+v after its host died; a failed attempt recorded: %v", sb, retried)
+	}
+
+	// Each backup restored as a new VM boots with its moment's counter.
+	restore := func(id, as string) guestLog {
+		t.Helper()
+		if out, err := e.corralctl(e.survivorName(victim), "vm", "restore", "--backup", id, "--as", as, "--wait"); err != nil {
+			t.Fatalf("restore %s: %v %s", id, err, out)
+		}
+		var g guestLog
+		testutil.Eventually(t, 90*time.Second, func() error {
+			if g = e.console(as); len(g.boots) == 0 {
+				return errors.New("no boot yet")
+			}
+			return nil
+		})
+		return g
+	}
+	for _, c := range []struct {
+		id, as   string
+		from, to int
+	}{{incr, "bk-incr", i0, i1}, {slow, "bk-slow", s0, s1}} {
+		got := restore(c.id, c.as).boots[0]
+		t.Logf("%s from %s: counter %d at boot, %d..%d at the backup", c.as, c.id, got, c.from, c.to)
+		if got < c.from || got > c.to {
+			t.Fatalf("%s booted with counter %d; backup %s was taken while it went from %d to %d", c.as, got, c.id, c.from, c.to)
+		}
+	}
+
+	// A corrupted chunk of the incremental: its restore fails before a
+	// disk appears.
+	raw, err := os.ReadFile(filepath.Join(dir, "backups", incr+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man struct {
+		Disks []struct {
+			Extents []struct {
+				SHA256 string `json:"sha256"`
+			} `json:"extents"`
+		} `json:"disks"`
+	}
+	if err := json.Unmarshal(raw, &man); err != nil {
+		t.Fatal(err)
+	}
+	sum := ""
+	for _, x := range man.Disks[0].Extents {
+		if x.SHA256 != "" {
+			sum = x.SHA256
+		}
+	}
+	chunk := filepath.Join(dir, "chunks", sum[:2], sum)
+	data, err := os.ReadFile(chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[0] ^= 0xff
+	if err := os.WriteFile(chunk, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.any().RestoreBackup(e.ctx(), incr, api.RestoreRequest{As: "bk-bad"}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitVM("bk-bad", 60*time.Second, func(v api.VM) error {
+		if v.State != "error" || !strings.Contains(v.Message, sum[:12]) {
+			return fmt.Errorf("state %s (%s): want an error naming chunk %s", v.State, v.Message, sum[:12])
+		}
+		return nil
+	})
+	pool := filepath.Join(e.lab.SharedDir(), "pool")
+	files, _ := os.ReadDir(pool)
+	for _, f := range files {
+		if strings.HasPrefix(f.Name(), "vm-bk-bad-") {
+			t.Fatalf("%s in the pool: a corrupted backup touched a disk", f.Name())
+		}
+	}
+	data[0] ^= 0xff // repaired, for what follows
+	if err := os.WriteFile(chunk, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.any().DeleteVM(e.ctx(), "bk-bad", false); err != nil {
+		t.Fatal(err)
+	}
+
+	// Removing: not the full while the incremental builds on it; then
+	// both, and their files go.
+	if out, err := e.corralctl(e.survivorName(victim), "backup", "rm", full); err == nil {
+		t.Fatalf("removed %s though %s builds on it: %s", full, incr, out)
+	}
+	for _, id := range []string{incr, full} {
+		if out, err := e.corralctl(e.survivorName(victim), "backup", "rm", id); err != nil {
+			t.Fatalf("backup rm %s: %v %s", id, err, out)
+		}
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		for _, id := range []string{incr, full} {
+			if _, err := os.Stat(filepath.Join(dir, "backups", id+".json")); err == nil {
+				return fmt.Errorf("manifest of %s still there", id)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "backups", slow+".json")); err != nil {
+			return fmt.Errorf("manifest of %s, which stays: %v", slow, err)
+		}
+		return nil
+	})
+	if _, err := e.any().VM(e.ctx(), "bk"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// survivorName is a host other than h.
+func (e *env) survivorName(h string) string { return e.lab.Hosts[e.survivor(h)].Name }

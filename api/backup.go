@@ -8,18 +8,48 @@ import "time"
 // one), unless a full one is asked for. A backup is restored as a new VM.
 
 // BackupTarget is where backups are stored: a directory with the same
-// path on every host (local disk, or NFS shared by the hosts).
+// path on every host (local disk, or NFS shared by the hosts), or a bucket
+// of S3-compatible object storage (its secret key is never shown here:
+// GET /v1/backup-targets/{name}/credentials, for admins).
 type BackupTarget struct {
-	Name      string    `json:"name"`
-	Dir       string    `json:"dir"`
+	Name string `json:"name"`
+	Dir  string `json:"dir,omitempty"`
+	S3   *S3    `json:"s3,omitempty"`
+	// Where says where it stores, in a word (the directory, or the
+	// bucket's URL and prefix).
+	Where     string    `json:"where"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// BackupTargetCreateRequest is the body of POST /v1/backup-targets.
+// S3 is a bucket on S3-compatible object storage.
+type S3 struct {
+	// Endpoint is host:port of the service.
+	Endpoint string `json:"endpoint"`
+	Bucket   string `json:"bucket"`
+	// Prefix starts every object's key ("" or ending in /).
+	Prefix    string `json:"prefix,omitempty"`
+	Region    string `json:"region,omitempty"`
+	AccessKey string `json:"access_key"`
+	// SecretKey is sent when a target is added, and shown to admins only
+	// (S3Credentials).
+	SecretKey string `json:"secret_key,omitempty"`
+	// Insecure speaks plain HTTP; the default is HTTPS.
+	Insecure bool `json:"insecure,omitempty"`
+}
+
+// S3Credentials are an S3 target's keys (admins only).
+type S3Credentials struct {
+	AccessKey string `json:"access_key"`
+	SecretKey string `json:"secret_key"`
+}
+
+// BackupTargetCreateRequest is the body of POST /v1/backup-targets: a
+// directory or an S3 bucket (which must exist).
 type BackupTargetCreateRequest struct {
 	Name string `json:"name"`
 	// Dir is an absolute, clean path other than /.
-	Dir string `json:"dir"`
+	Dir string `json:"dir,omitempty"`
+	S3  *S3    `json:"s3,omitempty"`
 }
 
 // BackupJob is a backup of a VM under way (VM.Backup, and the answer to

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/corralhq/corral/daemon/backup"
+	"github.com/corralhq/corral/daemon/backup/s3target"
 	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/model"
 )
@@ -23,10 +25,33 @@ type backupEngine struct{}
 var _ controller.BackupEngine = backupEngine{}
 
 func (backupEngine) target(t model.BackupTarget) (backup.Target, error) {
+	if s := t.S3; s != nil {
+		return s3target.New(s3target.Config{Endpoint: s.Endpoint, Bucket: s.Bucket, Prefix: s.Prefix, Region: s.Region,
+			AccessKey: s.AccessKey, SecretKey: s.SecretKey, Insecure: s.Insecure})
+	}
 	if err := os.MkdirAll(t.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("backup target %s: %w", t.Name, err)
 	}
 	return backup.DirTarget{Root: t.Dir}, nil
+}
+
+// Check says whether this host can use the target: a directory it can
+// create and write, a bucket that exists and takes objects.
+func (e backupEngine) Check(ctx context.Context, t model.BackupTarget) error {
+	tg, err := e.target(t)
+	if err != nil {
+		return err
+	}
+	if s3, ok := tg.(*s3target.Target); ok {
+		if err := s3.Check(ctx); err != nil {
+			return err
+		}
+	}
+	const probe = "probe/corral"
+	if err := tg.Put(ctx, probe, strings.NewReader("corral"), 6); err != nil {
+		return err
+	}
+	return tg.Delete(ctx, probe)
 }
 
 // Backup copies each disk's chain, then writes the manifest.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/corralhq/corral/api"
 	"github.com/corralhq/corral/daemon/adminapi"
@@ -19,7 +20,11 @@ import (
 // controller.BackupRunner), and a restored VM's host writes them back.
 
 func backupTargetView(t model.BackupTarget) api.BackupTarget {
-	return api.BackupTarget{Name: t.Name, Dir: t.Dir, CreatedAt: t.CreatedAt}
+	out := api.BackupTarget{Name: t.Name, Dir: t.Dir, Where: t.Where(), CreatedAt: t.CreatedAt}
+	if s := t.S3; s != nil { // never the secret key
+		out.S3 = &api.S3{Endpoint: s.Endpoint, Bucket: s.Bucket, Prefix: s.Prefix, Region: s.Region, AccessKey: s.AccessKey, Insecure: s.Insecure}
+	}
+	return out
 }
 
 func backupJobView(j model.BackupJob) api.BackupJob {
@@ -73,7 +78,23 @@ func (b backend) CreateBackupTarget(ctx context.Context, req api.BackupTargetCre
 	if err := b.backupGate(); err != nil {
 		return api.BackupTarget{}, err
 	}
-	t, err := forward(ctx, b.d, mBackupTargetPut, model.BackupTarget{Name: req.Name, Dir: req.Dir})
+	want := model.BackupTarget{Name: req.Name, Dir: req.Dir}
+	if s := req.S3; s != nil {
+		want.S3 = &model.S3Target{Endpoint: s.Endpoint, Bucket: s.Bucket, Prefix: s.Prefix, Region: s.Region,
+			AccessKey: s.AccessKey, SecretKey: s.SecretKey, Insecure: s.Insecure}
+	}
+	if err := want.Validate(); err != nil {
+		return api.BackupTarget{}, err
+	}
+	// This host reaches it (and the bucket exists) before the cluster
+	// records it.
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	err := backupEngine{}.Check(cctx, want)
+	cancel()
+	if err != nil {
+		return api.BackupTarget{}, fmt.Errorf("backup target %s: %w: %w", want.Name, err, model.ErrInvalid)
+	}
+	t, err := forward(ctx, b.d, mBackupTargetPut, want)
 	if err != nil {
 		return api.BackupTarget{}, err
 	}
@@ -219,4 +240,17 @@ func (b backend) SetBackupSchedule(ctx context.Context, name string, req api.Bac
 		c, w := cur.BackupPolicy, v.BackupPolicy
 		return c == nil && w == nil || c != nil && w != nil && c.Target == w.Target && c.Since.Equal(w.Since) && c.Schedule == w.Schedule
 	})
+}
+
+// BackupTargetCredentials returns an S3 target's keys (the route is an
+// admin's).
+func (b backend) BackupTargetCredentials(ctx context.Context, name string) (api.S3Credentials, error) {
+	t, ok := b.backupTarget(name)
+	if !ok {
+		return api.S3Credentials{}, fmt.Errorf("backup target %q: %w", name, model.ErrNotFound)
+	}
+	if t.S3 == nil {
+		return api.S3Credentials{}, fmt.Errorf("backup target %q is a directory; it has no credentials: %w", name, model.ErrInvalid)
+	}
+	return api.S3Credentials{AccessKey: t.S3.AccessKey, SecretKey: t.S3.SecretKey}, nil
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,13 +20,32 @@ import (
 // an anchor, which a snapshot holds). Once a backup is complete the
 // previous anchor is removed; the latest stays, for the next incremental.
 
-// BackupTarget is where backups are stored.
+// BackupTarget is where backups are stored: a directory, or a bucket of
+// S3-compatible object storage (exactly one).
 type BackupTarget struct {
 	Name string `json:"name"`
 	// Dir is a directory with the same path on every host (local disk,
-	// or NFS shared by the hosts). The only kind today.
-	Dir       string    `json:"dir"`
+	// or NFS shared by the hosts).
+	Dir       string    `json:"dir,omitempty"`
+	S3        *S3Target `json:"s3,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// S3Target is a bucket on S3-compatible object storage.
+type S3Target struct {
+	// Endpoint is host:port of the service.
+	Endpoint string `json:"endpoint"`
+	Bucket   string `json:"bucket"`
+	// Prefix starts every object's key ("" or a key ending in "/").
+	Prefix    string `json:"prefix,omitempty"`
+	Region    string `json:"region,omitempty"`
+	AccessKey string `json:"access_key"`
+	// SecretKey is a secret: the admin API shows it to admins only, and
+	// events and logs never carry it.
+	SecretKey string `json:"secret_key"`
+	// Insecure speaks plain HTTP (a server on loopback or a private
+	// network); the default is HTTPS.
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // Limits of backups.
@@ -39,6 +59,7 @@ const (
 	// BackupSnapshotPrefix starts the names of backups' anchor snapshots.
 	BackupSnapshotPrefix = "backup-"
 	maxBackupMessage     = 512
+	maxS3Field           = 256
 )
 
 // Validate checks a target.
@@ -46,10 +67,59 @@ func (t BackupTarget) Validate() error {
 	if err := ValidateName("backup target", t.Name); err != nil {
 		return err
 	}
-	if !filepath.IsAbs(t.Dir) || filepath.Clean(t.Dir) != t.Dir || t.Dir == "/" || len(t.Dir) > maxPathLen || strings.ContainsAny(t.Dir, "\x00\n") {
-		return fmt.Errorf("backup target %q: directory %q must be a clean absolute path other than /: %w", t.Name, t.Dir, ErrInvalid)
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("backup target %q: %s: %w", t.Name, fmt.Sprintf(format, args...), ErrInvalid)
+	}
+	switch {
+	case (t.Dir == "") == (t.S3 == nil):
+		return bad("give a directory or an S3 bucket")
+	case t.S3 != nil:
+		return t.S3.validate(bad)
+	case !filepath.IsAbs(t.Dir) || filepath.Clean(t.Dir) != t.Dir || t.Dir == "/" || len(t.Dir) > maxPathLen || strings.ContainsAny(t.Dir, "\x00\n"):
+		return bad("directory %q must be a clean absolute path other than /", t.Dir)
 	}
 	return nil
+}
+
+func (s S3Target) validate(bad func(string, ...any) error) error {
+	host, port, err := net.SplitHostPort(s.Endpoint)
+	if err != nil || host == "" || port == "" || len(s.Endpoint) > maxS3Field || strings.ContainsAny(s.Endpoint, "/ \x00") {
+		return bad("s3 endpoint %q is not host:port", s.Endpoint)
+	}
+	if n := len(s.Bucket); n < 3 || n > 63 {
+		return bad("s3 bucket %q: 3 to 63 characters", s.Bucket)
+	}
+	for i, r := range s.Bucket {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || i > 0 && i < len(s.Bucket)-1 && (r == '-' || r == '.')) {
+			return bad("s3 bucket %q: a-z, 0-9, and - . inside", s.Bucket)
+		}
+	}
+	if s.Prefix != "" {
+		if len(s.Prefix) > maxS3Field || !strings.HasSuffix(s.Prefix, "/") || strings.HasPrefix(s.Prefix, "/") || strings.Contains(s.Prefix, "//") || strings.ContainsAny(s.Prefix, "\x00\n ") {
+			return bad("s3 prefix %q: a relative key ending in /", s.Prefix)
+		}
+	}
+	for _, f := range []struct{ what, v string }{{"region", s.Region}, {"access key", s.AccessKey}, {"secret key", s.SecretKey}} {
+		if len(f.v) > maxS3Field || strings.ContainsAny(f.v, "\x00\n") {
+			return bad("s3 %s: at most %d characters on one line", f.what, maxS3Field)
+		}
+	}
+	if s.AccessKey == "" || s.SecretKey == "" {
+		return bad("s3 needs an access key and a secret key")
+	}
+	return nil
+}
+
+// Where says where a target stores, without credentials (events, lists).
+func (t BackupTarget) Where() string {
+	if t.S3 != nil {
+		scheme := "https"
+		if t.S3.Insecure {
+			scheme = "http"
+		}
+		return fmt.Sprintf("s3 %s://%s/%s/%s", scheme, t.S3.Endpoint, t.S3.Bucket, t.S3.Prefix)
+	}
+	return t.Dir
 }
 
 // Backup kinds.

@@ -24,6 +24,13 @@ func (c *Client) CreateBackupTarget(ctx context.Context, req api.BackupTargetCre
 	return out, err
 }
 
+// BackupTargetCredentials returns an S3 target's keys (admins only).
+func (c *Client) BackupTargetCredentials(ctx context.Context, name string) (api.S3Credentials, error) {
+	var out api.S3Credentials
+	err := c.Do(ctx, http.MethodGet, "/v1/backup-targets/"+url.PathEscape(name)+"/credentials", nil, &out)
+	return out, err
+}
+
 // DeleteBackupTarget removes a backup target (its files stay); one that
 // holds backups only with force, which drops them from the catalog.
 func (c *Client) DeleteBackupTarget(ctx context.Context, name string, force bool) (api.BackupTarget, error) {

@@ -42,28 +42,88 @@ The first backup of a VM to a target is full; the next ones are incremental
 
 func (c *cli) backupTargetCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "target", Short: "Add, list and remove backup targets (adding and removing is an admin's)"}
-	var dir string
+	var dir, secretFile string
+	var s3 api.S3
 	add := &cobra.Command{
-		Use:   "add NAME --dir DIR",
-		Short: "Add a backup target: a directory with the same path on every host",
+		Use:   "add NAME (--dir DIR | --s3-endpoint HOST:PORT --bucket B --access-key K --secret-key-file F)",
+		Short: "Add a backup target: a directory on every host, or an S3 bucket",
 		Long: `Add a backup target: a directory with the same path on every host, on local
-disk or (so that any host can restore any backup) on NFS shared by the hosts.`,
-		Example: `  corralctl backup target add nfs1 --dir /mnt/backups`,
-		Args:    cobra.ExactArgs(1),
+disk or (so that any host can restore any backup) on NFS shared by the hosts;
+or a bucket of S3-compatible object storage, which must exist. The secret key
+is read from a file (- for standard input), never from the command line;
+only admins can read it back (backup target show NAME --credentials). The host
+you ask checks that it can write there before the target is added.`,
+		Example: `  corralctl backup target add nfs1 --dir /mnt/backups
+  corralctl backup target add s3 --s3-endpoint s3.example.com:443 --bucket corral --prefix rack1/ \
+      --access-key AKIA... --secret-key-file /root/s3-secret`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if dir == "" {
-				return errors.New("--dir is required: the target's directory, the same path on every host")
+			req := api.BackupTargetCreateRequest{Name: args[0], Dir: dir}
+			if s3.Endpoint != "" {
+				if secretFile == "" {
+					return errors.New("--secret-key-file is required with --s3-endpoint (- reads standard input)")
+				}
+				key, err := readSecret(cmd.InOrStdin(), secretFile)
+				if err != nil {
+					return err
+				}
+				x := s3
+				x.SecretKey = key
+				req.S3 = &x
+			}
+			if (req.Dir == "") == (req.S3 == nil) {
+				return errors.New("give --dir DIR, or --s3-endpoint HOST:PORT with --bucket, --access-key and --secret-key-file")
 			}
 			ctx, cancel := c.ctx()
 			defer cancel()
-			t, err := c.client().CreateBackupTarget(ctx, api.BackupTargetCreateRequest{Name: args[0], Dir: dir})
+			t, err := c.client().CreateBackupTarget(ctx, req)
 			if err != nil {
 				return err
 			}
-			return c.print(t, func(w *tabwriter.Writer) { fmt.Fprintf(w, "backup target %s added (%s)\n", t.Name, t.Dir) })
+			return c.print(t, func(w *tabwriter.Writer) { fmt.Fprintf(w, "backup target %s added (%s)\n", t.Name, t.Where) })
 		},
 	}
 	add.Flags().StringVar(&dir, "dir", "", "the target's directory (an absolute path, the same on every host)")
+	add.Flags().StringVar(&s3.Endpoint, "s3-endpoint", "", "an S3 service's host:port")
+	add.Flags().StringVar(&s3.Bucket, "bucket", "", "the S3 bucket (it must exist)")
+	add.Flags().StringVar(&s3.Prefix, "prefix", "", "a key prefix in the bucket, ending in / (default: none)")
+	add.Flags().StringVar(&s3.Region, "region", "", "the S3 region (default: the service's)")
+	add.Flags().StringVar(&s3.AccessKey, "access-key", "", "the S3 access key")
+	add.Flags().StringVar(&secretFile, "secret-key-file", "", "a file holding the S3 secret key (- : standard input)")
+	add.Flags().BoolVar(&s3.Insecure, "insecure", false, "plain HTTP to the S3 service (a private network); the default is HTTPS")
+	var creds bool
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show a backup target (--credentials: an S3 target's keys, for admins)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			if creds {
+				k, err := c.client().BackupTargetCredentials(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return c.print(k, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "Access key:\t%s\nSecret key:\t%s\n", k.AccessKey, k.SecretKey)
+				})
+			}
+			ts, err := c.client().BackupTargets(ctx)
+			if err != nil {
+				return err
+			}
+			for _, t := range ts {
+				if t.Name == args[0] {
+					return c.print(t, func(w *tabwriter.Writer) {
+						fmt.Fprintf(w, "Name:\t%s\nWhere:\t%s\nCreated:\t%s\n", t.Name, t.Where, t.CreatedAt.Local().Format(time.RFC3339))
+						if s := t.S3; s != nil {
+							fmt.Fprintf(w, "Access key:\t%s\nRegion:\t%s\n", s.AccessKey, s.Region)
+						}
+					})
+				}
+			}
+			return fmt.Errorf("backup target %q: %w", args[0], api.ErrNotFound)
+		},
+	}
+	show.Flags().BoolVar(&creds, "credentials", false, "print an S3 target's access and secret keys (admins only)")
 	ls := &cobra.Command{
 		Use: "ls", Aliases: []string{"list"}, Short: "List backup targets", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -77,9 +137,9 @@ disk or (so that any host can restore any backup) on NFS shared by the hosts.`,
 				ts = []api.BackupTarget{}
 			}
 			return c.print(ts, func(w *tabwriter.Writer) {
-				fmt.Fprintln(w, "NAME\tDIR\tCREATED")
+				fmt.Fprintln(w, "NAME\tWHERE\tCREATED")
 				for _, t := range ts {
-					fmt.Fprintf(w, "%s\t%s\t%s\n", t.Name, t.Dir, t.CreatedAt.Local().Format(time.RFC3339))
+					fmt.Fprintf(w, "%s\t%s\t%s\n", t.Name, t.Where, t.CreatedAt.Local().Format(time.RFC3339))
 				}
 			})
 		},
@@ -102,7 +162,7 @@ backups is removed only with --force, which drops them from the catalog.`,
 		},
 	}
 	rm.Flags().BoolVar(&force, "force", false, "remove a target that holds backups too (they leave the catalog; their files stay)")
-	cmd.AddCommand(add, ls, rm)
+	cmd.AddCommand(add, ls, show, rm)
 	return cmd
 }
 
@@ -576,4 +636,24 @@ func fmtBackupJob(j api.BackupJob) string {
 		}
 	}
 	return s
+}
+
+// readSecret reads a secret from a file, or from r for "-": its first
+// line, without the line end.
+func readSecret(r io.Reader, file string) (string, error) {
+	var b []byte
+	var err error
+	if file == "-" {
+		b, err = io.ReadAll(io.LimitReader(r, 4096))
+	} else {
+		b, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return "", fmt.Errorf("secret key: %w", err)
+	}
+	key, _, _ := strings.Cut(string(b), "\n")
+	if key = strings.TrimRight(key, "\r"); key == "" {
+		return "", fmt.Errorf("secret key: %s is empty", file)
+	}
+	return key, nil
 }

@@ -48,7 +48,7 @@ func (f *fakeBackups) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case route == "POST /v1/backup-targets":
 		var req api.BackupTargetCreateRequest
 		json.NewDecoder(r.Body).Decode(&req)
-		t := api.BackupTarget{Name: req.Name, Dir: req.Dir, CreatedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+		t := api.BackupTarget{Name: req.Name, Dir: req.Dir, Where: req.Dir, CreatedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
 		f.targets = append(f.targets, t)
 		answer(t)
 	case route == "DELETE /v1/backup-targets/t1":
@@ -174,7 +174,7 @@ func TestBackupCommands(t *testing.T) {
 	}
 
 	// Targets.
-	if _, err := ctl("backup", "target", "add", "t1"); err == nil || !strings.Contains(err.Error(), "--dir is required") {
+	if _, err := ctl("backup", "target", "add", "t1"); err == nil || !strings.Contains(err.Error(), "give --dir DIR, or --s3-endpoint") {
 		t.Fatalf("add without --dir: %v", err)
 	}
 	out, err := ctl("backup", "target", "add", "t1", "--dir", "/srv/backups")

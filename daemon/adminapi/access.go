@@ -44,7 +44,7 @@ func routeRole(pattern string) Role {
 		return RoleAdmin // who holds which credential is an admin's business
 	case strings.HasPrefix(path, "/v1/projects") && method != http.MethodGet:
 		return RoleAdmin
-	case strings.HasPrefix(path, "/v1/backup-targets") && method != http.MethodGet:
+	case strings.HasPrefix(path, "/v1/backup-targets") && (method != http.MethodGet || strings.HasSuffix(path, "/credentials")):
 		return RoleAdmin // where backups go, on every host's file system
 	case strings.HasPrefix(path, "/v1/vms/{name}/console") || path == "/v1/vms/{name}/vnc":
 		return RoleOperator // the log, the console itself, the screen

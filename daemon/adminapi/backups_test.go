@@ -245,11 +245,29 @@ func TestBackupRoutesRefuseBadInput(t *testing.T) {
 		_, err = c.Backups(ctx, "", name)
 		invalid("list of "+name, err, "backup target name")
 	}
-	for _, dir := range []string{"", "srv/b", "/", "/srv/../b", "/srv/b/"} {
+	for _, dir := range []string{"srv/b", "/", "/srv/../b", "/srv/b/"} {
 		_, err := c.CreateBackupTarget(ctx, api.BackupTargetCreateRequest{Name: "t1", Dir: dir})
 		invalid("target dir "+dir, err, "clean absolute path")
 	}
-	_, err := c.BackupVM(ctx, "V1", api.VMBackupRequest{Target: "t1"})
+	_, err := c.CreateBackupTarget(ctx, api.BackupTargetCreateRequest{Name: "t1"})
+	invalid("target without a place", err, "give a directory or an S3 bucket")
+	s3 := func(mod func(*api.S3)) *api.S3 {
+		x := &api.S3{Endpoint: "10.0.0.1:9000", Bucket: "backups", AccessKey: "ak", SecretKey: "sk"}
+		mod(x)
+		return x
+	}
+	for what, bad := range map[string]*api.S3{
+		"s3 endpoint": s3(func(x *api.S3) { x.Endpoint = "http://h/" }),
+		"s3 bucket":   s3(func(x *api.S3) { x.Bucket = "UP" }),
+		"s3 prefix":   s3(func(x *api.S3) { x.Prefix = "/abs" }),
+		"secret key":  s3(func(x *api.S3) { x.SecretKey = "" }),
+	} {
+		_, err := c.CreateBackupTarget(ctx, api.BackupTargetCreateRequest{Name: "t1", S3: bad})
+		invalid("target "+what, err, what)
+	}
+	_, err = c.CreateBackupTarget(ctx, api.BackupTargetCreateRequest{Name: "t1", Dir: "/srv/b", S3: s3(func(*api.S3) {})})
+	invalid("target with both", err, "give a directory or an S3 bucket")
+	_, err = c.BackupVM(ctx, "V1", api.VMBackupRequest{Target: "t1"})
 	invalid("backup of a bad VM name", err, "vm name")
 	_, err = c.BackupVM(ctx, "v1", api.VMBackupRequest{Target: "t1", BytesPerSec: -1})
 	invalid("negative limit", err, "bytes_per_s")

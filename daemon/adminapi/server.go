@@ -84,6 +84,8 @@ type Backend interface {
 	// complete backups, and restores as new VMs.
 	BackupTargets(ctx context.Context) ([]api.BackupTarget, error)
 	CreateBackupTarget(ctx context.Context, req api.BackupTargetCreateRequest) (api.BackupTarget, error)
+	// BackupTargetCredentials returns an S3 target's keys (an admin's).
+	BackupTargetCredentials(ctx context.Context, name string) (api.S3Credentials, error)
 	DeleteBackupTarget(ctx context.Context, name string, force bool) (api.BackupTarget, error)
 	BackupVM(ctx context.Context, name string, req api.VMBackupRequest) (api.BackupJob, error)
 	Backups(ctx context.Context, vm, target string) ([]api.Backup, error)
@@ -446,15 +448,26 @@ func (s *Server) routes() []route {
 			return s.b.BackupVM(r.Context(), name, req)
 		})},
 		{"GET /v1/backup-targets", doc{summary: "backup targets", out: []api.BackupTarget{}}, func(r *http.Request) (any, error) { return s.b.BackupTargets(r.Context()) }},
-		{"POST /v1/backup-targets", doc{summary: "add a backup target: a directory with the same path on every host (local disk, or NFS shared by the hosts)", in: api.BackupTargetCreateRequest{}, out: api.BackupTarget{}}, func(r *http.Request) (any, error) {
+		{"POST /v1/backup-targets", doc{summary: "add a backup target: a directory with the same path on every host (local disk, or NFS shared by the hosts), or a bucket (which must exist) of S3-compatible object storage", in: api.BackupTargetCreateRequest{}, out: api.BackupTarget{}}, func(r *http.Request) (any, error) {
 			var req api.BackupTargetCreateRequest
 			if err := decode(r, &req); err != nil {
 				return nil, err
 			}
-			if err := (model.BackupTarget{Name: req.Name, Dir: req.Dir}).Validate(); err != nil {
+			t := model.BackupTarget{Name: req.Name, Dir: req.Dir}
+			if s3 := req.S3; s3 != nil {
+				t.S3 = &model.S3Target{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Prefix: s3.Prefix, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, Insecure: s3.Insecure}
+			}
+			if err := t.Validate(); err != nil {
 				return nil, err
 			}
 			return s.b.CreateBackupTarget(r.Context(), req)
+		}},
+		{"GET /v1/backup-targets/{name}/credentials", doc{summary: "an S3 target's access and secret keys (admins only)", out: api.S3Credentials{}}, func(r *http.Request) (any, error) {
+			name := r.PathValue("name")
+			if err := model.ValidateName("backup target", name); err != nil {
+				return nil, err
+			}
+			return s.b.BackupTargetCredentials(r.Context(), name)
 		}},
 		{"DELETE /v1/backup-targets/{name}", doc{summary: "remove a backup target (never while a backup or restore uses it); its files stay; one that holds backups only with force, which drops them from the catalog", out: api.BackupTarget{}, query: []param{qForce}}, func(r *http.Request) (any, error) {
 			name := r.PathValue("name")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -122,12 +123,17 @@ func Write(ctx context.Context, t Target, chain *Chain, opt Options) (DiskManife
 		dm.Extents = append(dm.Extents, ManifestExtent{Off: off, Len: n, Zero: true})
 	}
 
-	// A goroutine stores chunks while the next ones are read and hashed.
+	// Workers hash and store pieces while the next ones are read; each
+	// piece's result lands in its own slot, and the manifest is put
+	// together in disk order once all are done.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := newStorer(ctx, t, cs, cancel)
-	seen := make(map[string]bool)
-	zeros := make([]byte, cs)
+	type item struct {
+		off, n int64
+		piece  int // index in s.results, or -1: zeros
+	}
+	var items []item
 
 	walkErr := chain.Extents(func(e Extent) error {
 		if err := ctx.Err(); err != nil {
@@ -136,7 +142,7 @@ func Write(ctx context.Context, t Target, chain *Chain, opt Options) (DiskManife
 		switch {
 		case e.Kind == Unallocated && opt.Incremental:
 		case e.Kind != Data:
-			addZero(e.Off, e.Len)
+			items = append(items, item{e.Off, e.Len, -1})
 		default:
 			for p, end := e.Off, e.Off+e.Len; p < end; {
 				q := min(end, (p/cs+1)*cs)
@@ -152,23 +158,11 @@ func Write(ctx context.Context, t Target, chain *Chain, opt Options) (DiskManife
 					return fmt.Errorf("read disk at %d (%d bytes): %w", p, len(piece), err)
 				}
 				st.Read += int64(len(piece))
-				if bytes.Equal(piece, zeros[:len(piece)]) {
-					s.release(buf)
-					addZero(p, q-p)
-				} else {
-					h := sha256.Sum256(piece)
-					sum := hex.EncodeToString(h[:])
-					dm.Extents = append(dm.Extents, ManifestExtent{Off: p, Len: q - p, SHA256: sum})
-					if seen[sum] {
-						st.Deduped += int64(len(piece))
-						s.release(buf)
-					} else {
-						seen[sum] = true
-						if err := s.store(sum, buf, piece); err != nil {
-							return err
-						}
-					}
+				k, err := s.store(buf, piece)
+				if err != nil {
+					return err
 				}
+				items = append(items, item{p, q - p, k})
 				p = q
 				progress(p, false)
 			}
@@ -188,13 +182,21 @@ func Write(ctx context.Context, t Target, chain *Chain, opt Options) (DiskManife
 	if storeErr != nil {
 		return DiskManifest{}, st, fmt.Errorf("backup of %s: %w", chain.Layers[0].Path(), storeErr)
 	}
+	for _, it := range items {
+		if it.piece < 0 || s.results[it.piece] == "" {
+			addZero(it.off, it.n)
+		} else {
+			dm.Extents = append(dm.Extents, ManifestExtent{Off: it.off, Len: it.n, SHA256: s.results[it.piece]})
+		}
+	}
 	progress(size, true)
 	return dm, st, nil
 }
 
-// storer puts chunks on a target with a few goroutines, so that writes
-// (and their syncs) overlap each other and the reading and hashing of the
-// next chunks.
+// storer hashes pieces and puts them on a target with a few goroutines,
+// so that hashing and writes overlap each other and the reading of the
+// next pieces. A piece of zeros is not stored (its result is ""); a piece
+// seen before in this backup or on the target is not stored again.
 type storer struct {
 	ctx    context.Context
 	t      Target
@@ -202,16 +204,19 @@ type storer struct {
 	free   chan []byte
 	jobs   chan chunkJob
 	wg     sync.WaitGroup
+	zeros  []byte
 
 	mu              sync.Mutex
 	err             error
 	stored, deduped int64
+	results         []string        // each piece's SHA-256 (hex), "" for zeros
+	seen            map[string]bool // sums stored or being stored
 }
 
 type chunkJob struct {
-	sum  string
-	buf  []byte
-	data []byte
+	index int
+	buf   []byte
+	data  []byte
 }
 
 // storeBufferBytes bounds the memory of the chunks in flight (at least
@@ -220,7 +225,8 @@ const storeBufferBytes = 64 << 20
 
 func newStorer(ctx context.Context, t Target, cs int64, cancel func()) *storer {
 	workers := int(max(1, min(4, storeBufferBytes/cs-2)))
-	s := &storer{ctx: ctx, t: t, cancel: cancel, free: make(chan []byte, workers+2), jobs: make(chan chunkJob)}
+	s := &storer{ctx: ctx, t: t, cancel: cancel, free: make(chan []byte, workers+2), jobs: make(chan chunkJob),
+		zeros: make([]byte, cs), seen: map[string]bool{}}
 	for range cap(s.free) {
 		s.free <- make([]byte, cs)
 	}
@@ -234,13 +240,14 @@ func newStorer(ctx context.Context, t Target, cs int64, cancel func()) *storer {
 func (s *storer) run() {
 	defer s.wg.Done()
 	for j := range s.jobs {
-		stored, err := s.put(j)
+		sum, stored, err := s.hashAndPut(j)
 		s.mu.Lock()
+		s.results[j.index] = sum
 		switch {
 		case err != nil && s.err == nil:
 			s.err = err
 			s.cancel()
-		case err != nil:
+		case err != nil, sum == "":
 		case stored:
 			s.stored += int64(len(j.data))
 		default:
@@ -251,14 +258,36 @@ func (s *storer) run() {
 	}
 }
 
-// put stores j unless the target has it; it reports whether it stored it.
-func (s *storer) put(j chunkJob) (bool, error) {
-	key := ChunkKey(j.sum)
-	ok, err := s.t.Stat(s.ctx, key)
-	if err != nil || ok {
+// hashAndPut hashes j and stores it unless it is zeros or known.
+func (s *storer) hashAndPut(j chunkJob) (sum string, stored bool, err error) {
+	if bytes.Equal(j.data, s.zeros[:len(j.data)]) {
+		return "", false, nil
+	}
+	h := sha256.Sum256(j.data)
+	sum = hex.EncodeToString(h[:])
+	s.mu.Lock()
+	known := s.seen[sum]
+	s.seen[sum] = true
+	s.mu.Unlock()
+	if known {
+		return sum, false, nil
+	}
+	stored, err = s.put(sum, j.data)
+	return sum, stored, err
+}
+
+// put stores data as the chunk sum unless the target has it; it reports
+// whether it stored it.
+func (s *storer) put(sum string, data []byte) (bool, error) {
+	key := ChunkKey(sum)
+	size, err := s.t.Stat(s.ctx, key)
+	if err == nil && size == int64(len(data)) {
+		return false, nil // there already
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return false, err
 	}
-	if err := s.t.Put(s.ctx, key, bytes.NewReader(j.data), int64(len(j.data))); err != nil {
+	if err := s.t.Put(s.ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -274,16 +303,19 @@ func (s *storer) buffer() ([]byte, error) {
 	}
 }
 
-func (s *storer) release(b []byte) { s.free <- b }
-
-// store queues data (in buf) to be put as chunk sum.
-func (s *storer) store(sum string, buf, data []byte) error {
+// store queues data (in buf) to be hashed and put; it returns the index
+// of its result.
+func (s *storer) store(buf, data []byte) (int, error) {
+	s.mu.Lock()
+	k := len(s.results)
+	s.results = append(s.results, "")
+	s.mu.Unlock()
 	select {
-	case s.jobs <- chunkJob{sum: sum, buf: buf, data: data}:
-		return nil
+	case s.jobs <- chunkJob{index: k, buf: buf, data: data}:
+		return k, nil
 	case <-s.ctx.Done():
 		s.free <- buf
-		return s.ctx.Err()
+		return k, s.ctx.Err()
 	}
 }
 

@@ -372,11 +372,14 @@ func TestDirTarget(t *testing.T) {
 	if err := tg.Put(ctx, "a/b/c.json", strings.NewReader("hello"), 5); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := tg.Stat(ctx, "a/b/c.json"); !ok || err != nil {
-		t.Errorf("stat: %v %v", ok, err)
+	if n, err := tg.Stat(ctx, "a/b/c.json"); n != 5 || err != nil {
+		t.Errorf("stat: %v %v", n, err)
 	}
-	if ok, err := tg.Stat(ctx, "a/b/d"); ok || err != nil {
-		t.Errorf("stat missing: %v %v", ok, err)
+	if _, err := tg.Stat(ctx, "a/b/d"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("stat missing: %v", err)
+	}
+	if err := tg.Sync(ctx); err != nil {
+		t.Errorf("sync: %v", err)
 	}
 	if err := tg.Put(ctx, "a/x", strings.NewReader("hello"), 6); err == nil {
 		t.Error("short put accepted")
@@ -494,7 +497,8 @@ func BenchmarkBackupReadHash(b *testing.B) {
 // discard is a Target that stores nothing.
 type discard struct{}
 
-func (discard) Stat(context.Context, string) (bool, error) { return false, nil }
+func (discard) Stat(context.Context, string) (int64, error) { return 0, ErrNotFound }
+func (discard) Sync(context.Context) error                  { return nil }
 func (discard) Put(_ context.Context, _ string, r io.Reader, _ int64) error {
 	_, err := io.Copy(io.Discard, r)
 	return err

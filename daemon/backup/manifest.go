@@ -194,7 +194,14 @@ func PutManifest(ctx context.Context, t Target, m Manifest) error {
 	if len(b) > MaxManifestBytes {
 		return fmt.Errorf("manifest %s: %d bytes, over the limit of %d", m.ID, len(b), MaxManifestBytes)
 	}
+	// The chunks first, then the manifest that names them.
+	if err := t.Sync(ctx); err != nil {
+		return fmt.Errorf("manifest %s: %w", m.ID, err)
+	}
 	if err := t.Put(ctx, ManifestKey(m.ID), bytes.NewReader(b), int64(len(b))); err != nil {
+		return fmt.Errorf("manifest %s: %w", m.ID, err)
+	}
+	if err := t.Sync(ctx); err != nil {
 		return fmt.Errorf("manifest %s: %w", m.ID, err)
 	}
 	return nil

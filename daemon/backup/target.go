@@ -1,6 +1,8 @@
 package backup
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"errors"
 	"fmt"
@@ -15,11 +17,16 @@ import (
 
 // Target stores a backup's objects under slash-separated keys.
 type Target interface {
-	// Stat reports whether the object key exists.
-	Stat(ctx context.Context, key string) (exists bool, err error)
+	// Stat returns the size of the object key; ErrNotFound if there is
+	// none.
+	Stat(ctx context.Context, key string) (size int64, err error)
 	// Put stores size bytes from r as key, replacing any object there.
-	// It is atomic: readers never see a partial object.
+	// It is atomic: readers never see a partial object. It may be durable
+	// only after Sync.
 	Put(ctx context.Context, key string, r io.Reader, size int64) error
+	// Sync makes every object Put so far durable (PutManifest calls it
+	// before and after it stores a manifest).
+	Sync(ctx context.Context) error
 	// Get opens the object key; ErrNotFound if there is none.
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
 	// Delete removes the object key; ErrNotFound if there is none.
@@ -96,25 +103,28 @@ func (d DirTarget) fsError(op, key string, err error) error {
 }
 
 // Stat implements Target.
-func (d DirTarget) Stat(ctx context.Context, key string) (bool, error) {
+func (d DirTarget) Stat(ctx context.Context, key string) (int64, error) {
 	p, err := d.path(key)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	fi, err := os.Stat(p)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return false, nil
+		return 0, fmt.Errorf("backup target %s: %s: %w", d.Root, key, ErrNotFound)
 	case err != nil:
-		return false, d.fsError("stat", key, err)
+		return 0, d.fsError("stat", key, err)
 	case !fi.Mode().IsRegular():
-		return false, fmt.Errorf("backup target %s: %s is not a regular file", d.Root, key)
+		return 0, fmt.Errorf("backup target %s: %s is not a regular file", d.Root, key)
 	}
-	return true, nil
+	return fi.Size(), nil
 }
 
 // Put implements Target: it writes a temporary file in the object's
-// directory, syncs it, renames it into place and syncs the directory.
+// directory and renames it into place. It does not sync: Sync (one
+// syncfs of the whole target) does, before a manifest names the object;
+// a chunk a crash left short is taken for missing by its size and put
+// again.
 func (d DirTarget) Put(ctx context.Context, key string, r io.Reader, size int64) (err error) {
 	p, err := d.path(key)
 	if err != nil {
@@ -145,17 +155,24 @@ func (d DirTarget) Put(ctx context.Context, key string, r io.Reader, size int64)
 	if size >= 0 && n != size {
 		return fmt.Errorf("backup target %s: put %s: got %d bytes, want %d", d.Root, key, n, size)
 	}
-	if err := f.Sync(); err != nil {
-		return d.fsError("put", key, err)
-	}
 	if err := f.Close(); err != nil {
 		return d.fsError("put", key, err)
 	}
 	if err := os.Rename(tmp, p); err != nil {
 		return d.fsError("put", key, err)
 	}
-	if err := syncDir(dir); err != nil {
-		return d.fsError("put", key, err)
+	return nil
+}
+
+// Sync implements Target: one syncfs(2) of the file system under Root.
+func (d DirTarget) Sync(ctx context.Context) error {
+	f, err := os.Open(d.Root)
+	if err != nil {
+		return d.fsError("sync", "", err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return d.fsError("sync", "", err)
 	}
 	return nil
 }

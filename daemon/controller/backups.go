@@ -82,7 +82,7 @@ func (l *Leader) PutBackupTarget(ctx context.Context, t model.BackupTarget) (mod
 	if _, err := l.store.Apply(ctx, raftlog.PutBackupTarget{Target: t}); err != nil {
 		return t, err
 	}
-	l.event(ctx, "backup-target", "", "", "backup target %s added (%s)", t.Name, t.Dir)
+	l.event(ctx, "backup-target", "", "", "backup target %s added (%s)", t.Name, t.Where())
 	return t, nil
 }
 

@@ -57,6 +57,7 @@ var owners = map[string]string{
 	"github.com/hashicorp/raft":          module + "/raftstore",
 	"github.com/hashicorp/raft-wal":      module + "/raftstore",
 	"github.com/coder/websocket":         module + "/internal/wsconsole",
+	"github.com/minio/minio-go/v7":       module + "/daemon/backup/s3target",
 }
 
 // clientSide are the libraries of protocols both ends of which corral

@@ -133,6 +133,10 @@ type BackupScheduleRequest struct {
 // restored as a new VM As (in the backup's project, placed as any new VM),
 // started once its disks are restored unless Stopped.
 type RestoreRequest struct {
-	As      string `json:"as"`
+	// As names a new VM; or InPlace restores over the stopped VM the
+	// backup was taken of (a new incarnation: its name, settings and MAC
+	// addresses, the backup's disks; its snapshots are gone).
+	As      string `json:"as,omitempty"`
+	InPlace bool   `json:"in_place,omitempty"`
 	Stopped bool   `json:"stopped,omitempty"`
 }

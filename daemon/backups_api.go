@@ -219,7 +219,7 @@ func (b backend) RestoreBackup(ctx context.Context, id string, req api.RestoreRe
 	if err := b.backupGate(); err != nil {
 		return api.VM{}, err
 	}
-	v, err := forward(ctx, b.d, mVMRestore, controller.RestoreRequest{Backup: id, As: req.As, Stopped: req.Stopped})
+	v, err := forward(ctx, b.d, mVMRestore, controller.RestoreRequest{Backup: id, As: req.As, InPlace: req.InPlace, Stopped: req.Stopped})
 	return b.afterWrite(ctx, v, err)
 }
 

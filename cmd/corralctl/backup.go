@@ -523,16 +523,21 @@ func (c *cli) backupFailure(ctx context.Context, vm, id string) string {
 
 func (c *cli) vmRestore() *cobra.Command {
 	var (
-		backup, as    string
-		stopped, wait bool
+		backup, as             string
+		inPlace, stopped, wait bool
 	)
 	cmd := &cobra.Command{
-		Use:   "restore --backup ID --as NEW",
-		Short: "Restore a backup as a new VM",
+		Use:   "restore --backup ID (--as NEW | --in-place)",
+		Short: "Restore a backup as a new VM, or over the stopped VM it was taken of",
 		Long: `Restore a backup as a new VM, in the backup's project, with the backed-up
 VM's spec (new MAC addresses, blank disks of the backed-up sizes). The
 leader places it as any new VM; its host writes the disks from the backup
 (the VM's message says how far), then starts it unless --stopped.
+
+With --in-place the VM the backup was taken of, stopped, is replaced: it is
+deleted (its disks and snapshots go) and made again with its name, settings
+and MAC addresses and the backup's disks (a new incarnation, whose next
+backup is a full one).
 
 With --wait the command shows the progress until the VM runs (with
 --stopped: until its disks are restored), for --timeout if given (else up
@@ -540,8 +545,8 @@ to 6h).`,
 		Example: `  corralctl vm restore --backup 20250101-020000-a1b2c3 --as web1-restored --wait`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if backup == "" || as == "" {
-				return errors.New("--backup and --as are required (restoring in place is not supported)")
+			if backup == "" || (as == "") == !inPlace {
+				return errors.New("--backup is required, with --as NEW or --in-place")
 			}
 			ctx, cancel := c.ctx()
 			if wait {
@@ -550,7 +555,7 @@ to 6h).`,
 			}
 			defer cancel()
 			start := time.Now()
-			v, err := c.client().RestoreBackup(ctx, backup, api.RestoreRequest{As: as, Stopped: stopped})
+			v, err := c.client().RestoreBackup(ctx, backup, api.RestoreRequest{As: as, InPlace: inPlace, Stopped: stopped})
 			if err != nil {
 				return explainNoFit(err)
 			}
@@ -569,6 +574,7 @@ to 6h).`,
 	}
 	cmd.Flags().StringVar(&backup, "backup", "", "the backup to restore (corralctl backup ls)")
 	cmd.Flags().StringVar(&as, "as", "", "the new VM's name")
+	cmd.Flags().BoolVar(&inPlace, "in-place", false, "replace the stopped VM the backup was taken of")
 	cmd.Flags().BoolVar(&stopped, "stopped", false, "leave the new VM stopped")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the VM runs (with --stopped: until its disks are restored), showing progress")
 	return cmd

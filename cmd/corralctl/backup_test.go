@@ -296,7 +296,7 @@ func TestBackupCommands(t *testing.T) {
 	if err != nil || out != "vm new1 created on h2 from backup 20250102-030405-000002; its host restores the disks (see corralctl vm show new1)\n" {
 		t.Fatalf("restore: %v %q", err, out)
 	}
-	if _, err := ctl("vm", "restore", "--backup", "20250102-030405-000002"); err == nil || !strings.Contains(err.Error(), "--backup and --as are required") {
+	if _, err := ctl("vm", "restore", "--backup", "20250102-030405-000002"); err == nil || !strings.Contains(err.Error(), "with --as NEW or --in-place") {
 		t.Fatalf("restore without --as: %v", err)
 	}
 

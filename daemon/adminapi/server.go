@@ -497,13 +497,18 @@ func (s *Server) routes() []route {
 		}},
 		{"GET /v1/backups/{id}", doc{summary: "one complete backup", out: api.Backup{}}, withBackup(func(r *http.Request, id string) (any, error) { return s.b.Backup(r.Context(), id) })},
 		{"DELETE /v1/backups/{id}", doc{summary: "remove a backup from the catalog (not one another builds on); the leader then deletes from its target what no other backup needs", out: api.Backup{}}, withBackup(func(r *http.Request, id string) (any, error) { return s.b.DeleteBackup(r.Context(), id) })},
-		{"POST /v1/backups/{id}/restore", doc{summary: "restore a backup as a new VM in the backup's project, placed as any new VM: its host writes the disks from the backup's chain (the VM's message says how far), then starts it unless stopped", in: api.RestoreRequest{}, out: api.VM{}}, withBackup(func(r *http.Request, id string) (any, error) {
+		{"POST /v1/backups/{id}/restore", doc{summary: "restore a backup as a new VM in the backup's project, placed as any new VM, or in place over the stopped VM it was taken of: its host writes the disks from the backup's chain (the VM's message says how far), then starts it unless stopped", in: api.RestoreRequest{}, out: api.VM{}}, withBackup(func(r *http.Request, id string) (any, error) {
 			var req api.RestoreRequest
 			if err := decode(r, &req); err != nil {
 				return nil, err
 			}
-			if err := model.ValidateName("vm", req.As); err != nil {
-				return nil, err
+			if req.InPlace && req.As != "" {
+				return nil, fmt.Errorf("restore: as and in_place exclude each other: %w", model.ErrInvalid)
+			}
+			if !req.InPlace {
+				if err := model.ValidateName("vm", req.As); err != nil {
+					return nil, err
+				}
 			}
 			return s.b.RestoreBackup(r.Context(), id, req)
 		})},

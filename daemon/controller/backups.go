@@ -56,10 +56,12 @@ type BackupResult struct {
 }
 
 // RestoreRequest restores backup Backup as a new VM As, placed as any new
-// VM; Stopped leaves it stopped.
+// VM, or with InPlace over the (stopped) VM it was taken of; Stopped
+// leaves the result stopped.
 type RestoreRequest struct {
 	Backup  string `json:"backup"`
-	As      string `json:"as"`
+	As      string `json:"as,omitempty"`
+	InPlace bool   `json:"in_place,omitempty"`
 	Stopped bool   `json:"stopped,omitempty"`
 }
 
@@ -451,18 +453,29 @@ func (l *Leader) RestoreVM(ctx context.Context, req RestoreRequest) (model.VM, e
 		return model.VM{}, err
 	}
 	b := chain[len(chain)-1]
-	if req.As == "" {
-		return model.VM{}, fmt.Errorf("restore: name the new VM (restoring in place is not supported yet): %w", model.ErrInvalid)
+	if req.InPlace == (req.As != "") {
+		return model.VM{}, fmt.Errorf("restore: name a new VM, or restore in place: %w", model.ErrInvalid)
 	}
 	spec := b.Spec.Clone()
+	if req.InPlace {
+		old, err := l.replaceForRestore(ctx, b)
+		if err != nil {
+			return model.VM{}, err
+		}
+		spec, req.As = old.Spec.Clone(), old.Name // today's settings and MAC addresses; the backup's disks
+		if len(spec.Disks) != len(b.DiskSizes) {
+			return model.VM{}, fmt.Errorf("vm %q has %d disks, backup %s %d: %w", old.Name, len(spec.Disks), b.ID, len(b.DiskSizes), model.ErrConflict)
+		}
+	} else {
+		for i := range spec.NICs {
+			spec.NICs[i].MAC = ""
+		}
+	}
 	if len(b.DiskSizes) != len(spec.Disks) {
 		return model.VM{}, fmt.Errorf("backup %s: %d disk sizes for %d disks: %w", b.ID, len(b.DiskSizes), len(spec.Disks), model.ErrInvalid)
 	}
 	for i := range spec.Disks {
 		spec.Disks[i] = model.DiskSpec{SizeMiB: (b.DiskSizes[i] + 1<<20 - 1) >> 20}
-	}
-	for i := range spec.NICs {
-		spec.NICs[i].MAC = ""
 	}
 	v, err := l.createVM(ctx, CreateVMRequest{Name: req.As, Spec: spec, Stopped: req.Stopped, Project: b.Project,
 		restore: &model.RestoreSource{Backup: b.ID, Target: b.Target}}, "", 0)
@@ -471,4 +484,47 @@ func (l *Leader) RestoreVM(ctx context.Context, req RestoreRequest) (model.VM, e
 	}
 	l.event(ctx, "restoring", v.Host, v.Name, "from backup %s of %s (%s, %d in its chain)", b.ID, b.VM, b.Target, len(chain))
 	return v, nil
+}
+
+// restoreReplaceTimeout bounds the wait for a VM's host to delete it
+// before it is restored in place.
+const restoreReplaceTimeout = 2 * time.Minute
+
+// replaceForRestore deletes the stopped VM backup b was taken of, and
+// waits until its host has deleted its domain, disks and snapshots: a
+// restore in place is a new incarnation of the VM (same name, settings
+// and MAC addresses; the backup's disks; a new ID, so its next backup is
+// a full one).
+func (l *Leader) replaceForRestore(ctx context.Context, b model.Backup) (model.VM, error) {
+	v, err := l.store.VM(b.VM)
+	if err != nil {
+		return v, fmt.Errorf("restore in place: %w (restore it as a new VM)", err)
+	}
+	switch {
+	case v.ID != b.VMID:
+		return v, fmt.Errorf("restore in place: vm %q is not the VM backup %s was taken of (that one is gone): restore it as a new VM: %w", v.Name, b.ID, model.ErrConflict)
+	case !v.SnapshotOffline():
+		return v, fmt.Errorf("restore in place: vm %q is %s: stop it first: %w", v.Name, v.Actual.State, model.ErrConflict)
+	case v.Backup != nil:
+		return v, fmt.Errorf("restore in place: vm %q's backup %s is under way: %w", v.Name, v.Backup.ID, model.ErrConflict)
+	case v.Group != "":
+		return v, fmt.Errorf("restore in place: vm %q is a member of group %s, which keeps its members: %w", v.Name, v.Group, model.ErrConflict)
+	}
+	if _, err := l.DeleteVM(ctx, DeleteVMRequest{Name: v.Name}); err != nil {
+		return v, err
+	}
+	deadline := l.clock.Now().Add(restoreReplaceTimeout)
+	for {
+		if _, err := l.store.VM(v.Name); err != nil {
+			return v, nil
+		}
+		if l.clock.Now().After(deadline) {
+			return v, fmt.Errorf("restore in place: the host of vm %q has not deleted it within %v (it is being deleted): %w", v.Name, restoreReplaceTimeout, model.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return v, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -257,6 +257,80 @@ func TestBackups(t *testing.T) {
 		}
 	}
 
+	// In place: the stopped VM is replaced by the backup's disks, keeping
+	// its name and MAC address (a new incarnation, a new ID).
+	before, err := e.any().VM(e.ctx(), "bk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.any().StopVM(e.ctx(), "bk"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitVM("bk", 60*time.Second, isStopped)
+	bootsBefore := len(e.console("bk").boots)
+	if out, err := e.corralctl(srvHost.Name, "vm", "restore", "--backup", slow, "--in-place", "--wait"); err != nil {
+		t.Fatalf("restore in place: %v %s", err, out)
+	}
+	after := e.waitVM("bk", 60*time.Second, running)
+	if after.ID == before.ID || after.Spec.NICs != nil && before.Spec.NICs != nil && after.Spec.NICs[0].MAC != before.Spec.NICs[0].MAC {
+		t.Fatalf("in place: id %s -> %s, nics %+v -> %+v", before.ID, after.ID, before.Spec.NICs, after.Spec.NICs)
+	}
+	var gl guestLog
+	testutil.Eventually(t, 90*time.Second, func() error {
+		gl = e.console("bk")
+		if after.Host == before.Host && len(gl.boots) <= bootsBefore || len(gl.boots) == 0 {
+			return errors.New("no boot after the restore yet")
+		}
+		return nil
+	})
+	if got := gl.boots[len(gl.boots)-1]; got < s0 || got > s1 {
+		t.Fatalf("bk restored in place booted with counter %d; backup %s was taken while it went from %d to %d", got, slow, s0, s1)
+	}
+
+	// A backup schedule's retention: every 10 s, keep 2. A chain is at
+	// most 7 backups (a full and 6 incrementals), so once the second
+	// chain has begun the first expires whole: exactly the newest full
+	// and its incremental stay.
+	if out, err := e.corralctl(srvHost.Name, "vm", "backup-schedule", "bk-incr", "--target", "t1", "every 10s keep 2"); err != nil {
+		t.Fatalf("backup-schedule: %v %s", err, out)
+	}
+	var kept []api.Backup
+	made := 0
+	testutil.Eventually(t, 4*time.Minute, func() error {
+		made = 0
+		evs, err := e.any().Events(e.ctx(), 0, 2000, 0)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if ev.VM == "bk-incr" && ev.Kind == "backup-started" && strings.Contains(ev.Message, "scheduled") {
+				made++
+			}
+		}
+		bs, err := e.any().Backups(e.ctx(), "bk-incr", "t1")
+		if err != nil {
+			return err
+		}
+		kept = nil
+		fulls := 0
+		for _, b := range bs {
+			if b.Scheduled {
+				kept = append(kept, b)
+				if b.Kind == "full" {
+					fulls++
+				}
+			}
+		}
+		if made < 9 || len(kept) != 2 || fulls != 1 {
+			return fmt.Errorf("%d scheduled backups made, %d kept (%d full); want at least 9 made (the second chain begun), 2 kept: its full and an incremental", made, len(kept), fulls)
+		}
+		return nil
+	})
+	if _, err := e.any().SetBackupSchedule(e.ctx(), "bk-incr", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("backup schedule: %d made, kept %s (%s) and %s (%s)", made, kept[0].ID, kept[0].Kind, kept[1].ID, kept[1].Kind)
+
 	// Removing: not the full while the incremental builds on it; then
 	// both, and their files go.
 	if out, err := e.corralctl(e.survivorName(victim), "backup", "rm", full); err == nil {

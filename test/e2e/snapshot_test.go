@@ -218,6 +218,39 @@ func TestSnapshots(t *testing.T) {
 	g = e.waitTicks("snap", g.counter+2)
 	t.Logf("counter %d after the merges, boots %v", g.counter, g.boots)
 
+	// A snapshot schedule: every 10 s, keep 2: once 4 are taken, exactly
+	// the newest 2 scheduled ones stay (s4, an operator's, too), and the
+	// expired ones' layers are merged away as the guest runs.
+	if out, err := e.corralctl("h2", "vm", "snapshot", "schedule", "snap", "every 10s keep 2"); err != nil {
+		t.Fatalf("schedule: %v %s", err, out)
+	}
+	testutil.Eventually(t, 2*time.Minute, func() error {
+		v, err := e.any().VM(e.ctx(), "snap")
+		if err != nil {
+			return err
+		}
+		var autos []string
+		for _, s := range v.Snapshots {
+			if strings.HasPrefix(s.Name, "auto-") {
+				autos = append(autos, s.Name)
+			}
+		}
+		evs, _ := e.any().Events(e.ctx(), 0, 2000, 0)
+		taken := 0
+		for _, ev := range evs {
+			if ev.VM == "snap" && ev.Kind == "snapshot" && strings.Contains(ev.Message, "auto-") {
+				taken++
+			}
+		}
+		if taken < 4 || len(autos) != 2 || len(v.Snapshots) != 3 {
+			return fmt.Errorf("%d scheduled snapshots taken, %v kept of %d", taken, autos, len(v.Snapshots))
+		}
+		return nil
+	})
+	if out, err := e.corralctl("h2", "vm", "snapshot", "schedule", "snap", "--off"); err != nil {
+		t.Fatalf("schedule off: %v %s", err, out)
+	}
+
 	if out, err := e.corralctl("h1", "vm", "rm", "snap"); err != nil {
 		t.Fatalf("rm: %v %s", err, out)
 	}

@@ -10,13 +10,17 @@ import (
 	"testing"
 )
 
-// needQemu skips the test when qemu-img (and qemu-io) are not installed:
-// the tests build real images with them.
+// needQemu fails the test when qemu-img (and qemu-io) are not installed
+// (make test installs them): the tests build real images with them. Only
+// a -short run without them skips.
 func needQemu(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"qemu-img", "qemu-io"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not on PATH; these tests build real images with it", tool)
+			if testing.Short() {
+				t.Skipf("-short, and %s is not on PATH (apt-get install qemu-utils)", tool)
+			}
+			t.Fatalf("%s is not on PATH; these tests build real images with it (apt-get install qemu-utils, or make test)", tool)
 		}
 	}
 }

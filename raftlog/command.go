@@ -89,6 +89,12 @@ const (
 	TypeFinishBackup       Type = 82
 	TypeDeleteBackup       Type = 83
 	TypeSetBackupPolicy    Type = 84
+	// Project backup schedules (FeatureProjectBackups): not skippable.
+	TypeSetProjectBackupPolicy Type = 85
+	// Recovery (FeatureRecovery): not skippable, since a replica that
+	// skipped an adoption would place the guest where it does not run.
+	TypeAdoptGuests Type = 86
+	TypeEndRecovery Type = 87
 
 	TypeBatch Type = 30
 )

@@ -33,7 +33,11 @@ import (
 //  8. Snapshots: the disk chain of VMs and the snapshot entries
 //     (FeatureSnapshots); backups: targets, jobs and the catalog
 //     (FeatureBackups).
-const Protocol = 8
+//  9. Snapshots with the guest's memory (FeatureMemorySnapshots); backup
+//     schedules of projects (FeatureProjectBackups); the adoption of
+//     running guests by a cluster recovered from a backup of its state
+//     (FeatureRecovery).
+const Protocol = 9
 
 // Feature is something a newer protocol added that a host of an older one
 // would refuse or misread: a log entry type or field, an RPC method or
@@ -98,6 +102,19 @@ var FeatureSnapshots = Feature{Name: "snapshots", Since: 8}
 // backup targets and catalog of model.Cluster, which a protocol 7 replica
 // would refuse or drop.
 var FeatureBackups = Feature{Name: "backups", Since: 8}
+
+// FeatureMemorySnapshots: TakeSnapshot.Memory and model.Snapshot.Memory,
+// which a protocol 8 replica would drop (and a protocol 8 host would take
+// the snapshot without the memory, or revert to it with a cold boot).
+var FeatureMemorySnapshots = Feature{Name: "memory snapshots", Since: 9}
+
+// FeatureProjectBackups: the SetProjectBackupPolicy entry and
+// model.Project.BackupPolicy, which a protocol 8 replica would refuse.
+var FeatureProjectBackups = Feature{Name: "project backup schedules", Since: 9}
+
+// FeatureRecovery: model.Cluster.Recovery and the AdoptGuests and
+// EndRecovery entries of a cluster recovered from a backup of its state.
+var FeatureRecovery = Feature{Name: "cluster recovery", Since: 9}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

@@ -39,27 +39,68 @@ type LivenessConfig struct {
 }
 
 // liveness is the leader's view of hosts' leases, kept in memory only: a new
-// leader starts by treating every host as heard at its own election. Entries
-// of hosts and VMs that leave state are dropped by forget on the next
-// reconcile pass.
+// leader starts by treating every host as heard at its own election. It holds
+// one record per host (hostLive: renewals, the suspected mark, the armed
+// acknowledgement, fence_command's run and result, the last recovery try),
+// so a host is added, reset or forgotten in one operation. Each liveness
+// pass copies a host's record under mu, asks assess (pure) what to do, and
+// does it outside mu. Entries of hosts and VMs that leave state are dropped
+// by forget on the next reconcile pass.
 type liveness struct {
-	mu        sync.Mutex
-	heard     map[string]time.Time // last renewal received (leader's monotonic clock)
-	renewedAt map[string]time.Time // last real renewal (not the election-time default)
-	suspected map[string]bool
-	armedAck  map[string]bool // renewed while armed: it will self-fence on expiry
-	fencing   map[string]bool // fence command running
-	fenceOK   map[string]string
-	fenceFail map[string]time.Time
+	mu    sync.Mutex
+	hosts map[string]*hostLive // nil until the first leadership starts
 	// recovering maps a VM being recovered to when its host was declared
 	// dead, for the "recovered" event.
 	recovering map[string]recovery
 	reported   map[onceKey]bool // events said once (see once)
-	// recoveryTried: when the guests of a fenced host were last tried
-	// (see recoveryDue); cleared whenever state changes.
-	recoveryTried map[string]time.Time
-	stateCh       <-chan struct{} // state changed (store.Watch)
-	stopWatch     func()
+	stateCh    <-chan struct{}  // state changed (store.Watch)
+	stopWatch  func()
+}
+
+// host returns host's record, adding an empty one if it has none. Called
+// with mu held, once a leadership has started.
+func (lv *liveness) host(name string) *hostLive {
+	rec, ok := lv.hosts[name]
+	if !ok {
+		rec = &hostLive{}
+		lv.hosts[name] = rec
+	}
+	return rec
+}
+
+// renewedAt is when host last renewed its lease this leadership (zero if
+// it has not).
+func (lv *liveness) renewedAt(host string) time.Time {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if rec, ok := lv.hosts[host]; ok {
+		return rec.renewedAt
+	}
+	return time.Time{}
+}
+
+// unarm forgets every host's acknowledgement of armed HA: on re-arming,
+// leases granted while disarmed do not self-fence.
+func (lv *liveness) unarm() {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	for _, rec := range lv.hosts {
+		rec.armedAck = false
+	}
+}
+
+// suspects returns the hosts whose renewals are late, and whether the
+// lease view exists at all (leasing: a leadership has started).
+func (lv *liveness) suspects() (suspected map[string]bool, leasing bool) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	suspected = map[string]bool{}
+	for name, rec := range lv.hosts {
+		if rec.suspected {
+			suspected[name] = true
+		}
+	}
+	return suspected, lv.hosts != nil
 }
 
 // onceKey names an event said once per leadership: what, and the host and
@@ -89,16 +130,13 @@ func (l *Leader) resetLiveness(now time.Time) {
 	lv := &l.live
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
-	lv.heard, lv.renewedAt, lv.suspected, lv.armedAck = map[string]time.Time{}, map[string]time.Time{}, map[string]bool{}, map[string]bool{}
-	lv.fencing, lv.fenceOK, lv.fenceFail = map[string]bool{}, map[string]string{}, map[string]time.Time{}
-	lv.recovering, lv.reported, lv.recoveryTried = map[string]recovery{}, map[onceKey]bool{}, map[string]time.Time{}
+	lv.hosts, lv.recovering, lv.reported = map[string]*hostLive{}, map[string]recovery{}, map[onceKey]bool{}
 	if lv.stopWatch != nil {
 		lv.stopWatch()
 	}
 	lv.stateCh, lv.stopWatch = l.store.Watch()
 	for _, h := range l.store.Hosts() {
-		lv.heard[h.Name] = now
-		lv.armedAck[h.Name] = settled && !cl.HADisarmed
+		lv.hosts[h.Name] = &hostLive{heard: now, armedAck: settled && !cl.HADisarmed}
 	}
 }
 
@@ -116,21 +154,19 @@ func (lv *liveness) stopWatching() {
 // forget drops the entries of hosts and VMs no longer in state (a host
 // removed with corralctl host rm, a deleted VM), which would otherwise stay
 // for the whole leadership, and reports of clean stops that have ended. A
-// running fence command keeps its host's entry until it finishes; what it
-// writes then for a removed host goes on the next call.
+// running fence command keeps its host's record, emptied but for the run,
+// until it finishes; what it writes then for a removed host goes on the next
+// call.
 func (lv *liveness) forget(hosts map[string]model.Host, vms map[string]bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
-	dropMissing(lv.heard, hosts)
-	dropMissing(lv.renewedAt, hosts)
-	dropMissing(lv.suspected, hosts)
-	dropMissing(lv.armedAck, hosts)
-	dropMissing(lv.fenceOK, hosts)
-	dropMissing(lv.fenceFail, hosts)
-	dropMissing(lv.recoveryTried, hosts)
-	for h, running := range lv.fencing {
-		if _, ok := hosts[h]; !ok && !running {
-			delete(lv.fencing, h)
+	for name, rec := range lv.hosts {
+		switch _, in := hosts[name]; {
+		case in:
+		case rec.fencing:
+			*rec = hostLive{fencing: true}
+		default:
+			delete(lv.hosts, name)
 		}
 	}
 	dropMissing(lv.recovering, vms)
@@ -158,7 +194,7 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 		return LeaseGrant{}, err
 	}
 	// Only hosts in state hold leases: a renewal for a made-up name must
-	// not grow the leader's maps (nor record a clean stop).
+	// not add a record (nor record a clean stop).
 	h, err := l.store.Host(req.Host)
 	if err != nil {
 		return LeaseGrant{}, fmt.Errorf("lease for host %q: %w", req.Host, err)
@@ -170,18 +206,18 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 	now := l.clock.Now()
 	lv := &l.live
 	lv.mu.Lock()
-	if lv.heard == nil {
+	if lv.hosts == nil {
 		lv.mu.Unlock()
 		return LeaseGrant{}, fmt.Errorf("leader is starting: %w", model.ErrNotLeader)
 	}
-	lv.heard[req.Host] = now
-	lv.renewedAt[req.Host] = now
+	rec := lv.host(req.Host)
+	rec.heard, rec.renewedAt = now, now
 	// An unguarded renewal (the host's fencer holds no deadline yet) does
 	// not count as armed: were corrald to die right after it, nothing
 	// would kill the guests. The host arms its fencer with this grant and
 	// says so in its next renewal.
 	if !cl.HADisarmed && !req.Unguarded {
-		lv.armedAck[req.Host] = true
+		rec.armedAck = true
 	}
 	lv.mu.Unlock()
 	fenced := h.Mode == model.ModeFenced
@@ -229,8 +265,10 @@ func (l *Leader) LeaseAges(ctx context.Context, _ struct{}) ([]LeaseAge, error) 
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	var out []LeaseAge
-	for h, t := range lv.heard {
-		out = append(out, LeaseAge{Host: h, Age: now.Sub(t), Suspected: lv.suspected[h]})
+	for h, rec := range lv.hosts {
+		if !rec.heard.IsZero() {
+			out = append(out, LeaseAge{Host: h, Age: now.Sub(rec.heard), Suspected: rec.suspected})
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
 	return out, nil
@@ -239,17 +277,21 @@ func (l *Leader) LeaseAges(ctx context.Context, _ struct{}) ([]LeaseAge, error) 
 // checkLiveness runs every heartbeat interval on the leader: it notes late
 // hosts, runs the fence command, declares hosts dead whose leases have
 // surely expired, recovers their guests, and welcomes fenced hosts back.
+// For each host in state it copies the record under the lock (a host not
+// heard yet counts as heard now), asks assess what to do, and does it.
 func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) {
 	cfg := l.cfg.Liveness
 	cl := l.store.Cluster()
 	now := l.clock.Now()
 	lv := &l.live
 	lv.mu.Lock()
-	started := lv.heard != nil
+	started := lv.hosts != nil
 	select {
 	case <-lv.stateCh:
 		// Recovery of a fenced host may succeed now: try again (recoveryDue).
-		clear(lv.recoveryTried)
+		for _, rec := range lv.hosts {
+			rec.recoveryTried = time.Time{}
+		}
 	default:
 	}
 	lv.mu.Unlock()
@@ -257,90 +299,67 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 		return // not leading (resetLiveness runs when leadership starts)
 	}
 	for _, h := range l.store.Hosts() {
-		if h.Name == l.cfg.Self {
-			lv.mu.Lock()
-			lv.heard[h.Name] = now // the leader's own renewal is local
-			lv.mu.Unlock()
-		}
 		lv.mu.Lock()
-		last, ok := lv.heard[h.Name]
-		if !ok { // registered after this leader started
-			last = now
-			lv.heard[h.Name] = now
+		rec := lv.host(h.Name)
+		// The leader's own renewal is local; a host registered after this
+		// leader started counts as heard when first seen.
+		if h.Name == l.cfg.Self || rec.heard.IsZero() {
+			rec.heard = now
 		}
-		renewed := lv.renewedAt[h.Name]
-		age := now.Sub(last)
-		armed := lv.armedAck[h.Name]
-		fenceDone, fenceDoneOK := lv.fenceOK[h.Name]
-		fencing := lv.fencing[h.Name]
-		failedAt := lv.fenceFail[h.Name]
+		seen := *rec
 		lv.mu.Unlock()
+		a := assess(seen, h, now, cfg, hostFacts{haDisarmed: cl.HADisarmed, self: h.Name == l.cfg.Self, gossipDead: gossipDead[h.Name]})
+		l.act(ctx, h, seen, a, now)
+	}
+}
 
-		if h.Mode == model.ModeFenced {
-			if !renewed.IsZero() && renewed.After(h.FencedAt) && age < 2*cfg.Interval {
-				l.welcomeBack(ctx, h)
-			} else {
-				l.recover(ctx, h.Name, now)
-			}
-			continue
-		}
-		if h.Mode == model.ModeStandby {
-			// Emptied and powered off on purpose: its silence is no
-			// failure, and nothing of it needs recovering. Back in service
-			// once it renews after a power-on.
-			if age < 2*cfg.Interval {
-				l.standbyBack(ctx, h, renewed)
-			}
-			continue
-		}
-		late := age > 2*cfg.Interval+cfg.Interval/2
+// act carries out what assess decided about host h, whose record was rec,
+// in the order of the steps.
+func (l *Leader) act(ctx context.Context, h model.Host, rec hostLive, a action, now time.Time) {
+	do := func(s step) bool { return a.steps&s != 0 }
+	if do(stepWelcome) {
+		l.welcomeBack(ctx, h)
+	}
+	if do(stepRecover) {
+		l.recover(ctx, h.Name, now)
+	}
+	if do(stepStandbyBack) {
+		l.standbyBack(ctx, h, rec.renewedAt)
+	}
+	if do(stepMark) {
+		lv := &l.live
 		lv.mu.Lock()
-		wasSuspected := lv.suspected[h.Name]
-		lv.suspected[h.Name] = late
+		lv.host(h.Name).suspected = a.suspected
 		lv.mu.Unlock()
-		stopped := !h.StoppedAt.IsZero()
-		if late && !wasSuspected && !stopped { // a clean stop said so already
-			l.event(ctx, "suspected", h.Name, "", "no lease renewal for %v", age.Round(time.Millisecond))
-		} else if !late && wasSuspected {
-			l.event(ctx, "reachable", h.Name, "", "lease renewed again")
+	}
+	if do(stepSaySuspected) {
+		l.event(ctx, "suspected", h.Name, "", "no lease renewal for %v", a.age.Round(time.Millisecond))
+	}
+	if do(stepSayReachable) {
+		l.event(ctx, "reachable", h.Name, "", "lease renewed again")
+	}
+	if do(stepEvacuate) {
+		l.event(ctx, "evacuating", h.Name, "", "health failing (%s): draining it", strings.Join(h.Health.Reasons, "; "))
+		if _, err := l.DrainHost(ctx, NameRequest{Name: h.Name}); err != nil {
+			l.log.Warn("auto-evacuate", "host", h.Name, "err", err)
 		}
-		if cfg.AutoEvacuate && h.Health.State == model.HealthFailing && h.Mode == model.ModeActive && !h.Draining && !late {
-			l.event(ctx, "evacuating", h.Name, "", "health failing (%s): draining it", strings.Join(h.Health.Reasons, "; "))
-			if _, err := l.DrainHost(ctx, NameRequest{Name: h.Name}); err != nil {
-				l.log.Warn("auto-evacuate", "host", h.Name, "err", err)
-			}
-		}
-		if cl.HADisarmed || h.Name == l.cfg.Self {
-			continue
-		}
-		if fenceDoneOK {
-			l.cfg.Recorder.Fenced("fence_command")
-			l.declareDead(ctx, h.Name, fenceDone, last)
-			continue
-		}
-		fenceNow := age > cfg.FenceAfter || gossipDead[h.Name] && late
-		if stopped {
-			fenceNow = age > cfg.TTL+cfg.Margin // a restart gets the whole lease
-		}
-		if len(cfg.FenceCommand) > 0 && !fencing && fenceNow && now.Sub(failedAt) > cfg.FenceTimeout {
-			l.startFence(ctx, h, age)
-		}
-		if age > cfg.TTL+cfg.Margin {
-			if stopped { // fence_command, when set, is on it (above)
-				if len(cfg.FenceCommand) == 0 && l.once(stoppedKey(h)) {
-					l.event(ctx, "not-fenced", h.Name, "", "corrald stopped cleanly at %s and has not returned; its guests may still run there, so they are not recovered until it returns (or fence_command, when configured, powers the host off)", h.StoppedAt.Format(time.RFC3339))
-				}
-				continue
-			}
-			if !armed {
-				if l.once(onceKey{what: "unacked", host: h.Name}) {
-					l.event(ctx, "not-fenced", h.Name, "", "lease expired, but the host has not renewed since HA was armed; it may still run its guests, so they are not recovered until it returns or is fenced by fence_command")
-				}
-				continue
-			}
-			l.cfg.Recorder.Fenced("lease")
-			l.declareDead(ctx, h.Name, fmt.Sprintf("lease expired: last renewal %v ago (lease_ttl %v + fence_margin %v)", age.Round(time.Millisecond), cfg.TTL, cfg.Margin), last)
-		}
+	}
+	if do(stepDeadByFence) {
+		l.cfg.Recorder.Fenced("fence_command")
+		l.declareDead(ctx, h.Name, a.reason, rec.heard)
+	}
+	if do(stepFence) {
+		l.startFence(ctx, h, a.age)
+	}
+	if do(stepSayStopped) && l.once(stoppedKey(h)) {
+		l.event(ctx, "not-fenced", h.Name, "", "corrald stopped cleanly at %s and has not returned; its guests may still run there, so they are not recovered until it returns (or fence_command, when configured, powers the host off)", h.StoppedAt.Format(time.RFC3339))
+	}
+	if do(stepSayUnacked) && l.once(onceKey{what: "unacked", host: h.Name}) {
+		l.event(ctx, "not-fenced", h.Name, "", "lease expired, but the host has not renewed since HA was armed; it may still run its guests, so they are not recovered until it returns or is fenced by fence_command")
+	}
+	if do(stepDeadByLease) {
+		l.cfg.Recorder.Fenced("lease")
+		l.declareDead(ctx, h.Name, a.reason, rec.heard)
 	}
 }
 
@@ -374,7 +393,8 @@ func (l *Leader) startFence(ctx context.Context, h model.Host, age time.Duration
 	cfg := l.cfg.Liveness
 	lv := &l.live
 	lv.mu.Lock()
-	lv.fencing[h.Name] = true
+	rec := lv.host(h.Name)
+	rec.fencing, rec.fenceOK, rec.fenceStarted = true, "", l.clock.Now()
 	lv.mu.Unlock()
 	l.event(ctx, "fencing", h.Name, "", "no lease renewal for %v; running fence_command", age.Round(time.Millisecond))
 	go func() {
@@ -389,11 +409,12 @@ func (l *Leader) startFence(ctx context.Context, h model.Host, age time.Duration
 		out, err := cmd.CombinedOutput()
 		took := l.clock.Now().Sub(start).Round(time.Millisecond)
 		lv.mu.Lock()
-		lv.fencing[h.Name] = false
+		rec := lv.host(h.Name)
+		rec.fencing = false
 		if err == nil {
-			lv.fenceOK[h.Name] = fmt.Sprintf("fence_command confirmed power-off in %v", took)
+			rec.fenceOK = fmt.Sprintf("fence_command confirmed power-off in %v", took)
 		} else {
-			lv.fenceFail[h.Name] = l.clock.Now()
+			rec.fenceFail = l.clock.Now()
 		}
 		lv.mu.Unlock()
 		if err != nil {
@@ -412,8 +433,8 @@ func (l *Leader) declareDead(ctx context.Context, host, reason string, lastHeard
 	}
 	lv := &l.live
 	lv.mu.Lock()
-	delete(lv.fenceOK, host)
-	lv.suspected[host] = false
+	rec := lv.host(host)
+	rec.fenceOK, rec.suspected = "", false
 	lv.mu.Unlock()
 	l.log.Warn("host declared dead", "host", host, "reason", reason)
 	l.event(ctx, "fenced", host, "", "%s", reason)
@@ -433,7 +454,7 @@ func (l *Leader) recover(ctx context.Context, host string, now time.Time) {
 	if err := l.recoverAt(ctx, host, time.Time{}, h.FencedAt); err != nil {
 		lv := &l.live
 		lv.mu.Lock()
-		delete(lv.recoveryTried, host) // a failed write is tried again on the next pass
+		lv.host(host).recoveryTried = time.Time{} // a failed write is tried again on the next pass
 		lv.mu.Unlock()
 	}
 }
@@ -448,10 +469,11 @@ func (l *Leader) recoveryDue(host string, now time.Time) bool {
 	lv := &l.live
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
-	if last, ok := lv.recoveryTried[host]; ok && now.Sub(last) < l.cfg.ReconcileInterval {
+	rec := lv.host(host)
+	if !rec.recoveryTried.IsZero() && now.Sub(rec.recoveryTried) < l.cfg.ReconcileInterval {
 		return false
 	}
-	lv.recoveryTried[host] = now
+	rec.recoveryTried = now
 	return true
 }
 

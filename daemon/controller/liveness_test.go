@@ -309,7 +309,7 @@ func TestRenewalsOnlyFromHostsInState(t *testing.T) {
 		}
 	}
 	e.l.live.mu.Lock()
-	_, heard := e.l.live.heard["made-up"]
+	_, heard := e.l.live.hosts["made-up"]
 	e.l.live.mu.Unlock()
 	if heard || len(e.events("daemon-stopped")) != 0 {
 		t.Fatal("a renewal for an unknown host left a trace")
@@ -500,8 +500,10 @@ func TestLeaderForgetsRemovedHostsAndVMs(t *testing.T) {
 	// What the test cannot drive through real paths here.
 	lv := &e.l.live
 	lv.mu.Lock()
-	lv.fencing["h3"] = true // a fence command still running
-	lv.fenceOK["h3"], lv.fenceFail["h3"] = "powered off", e.clock.Now()
+	h3live := lv.hosts["h3"]
+	h3live.fencing = true // a fence command still running
+	h3live.fenceOK, h3live.fenceFail = "powered off", e.clock.Now()
+	h3live.suspected = true // declaring it dead cleared the mark
 	lv.mu.Unlock()
 	e.l.once(onceKey{what: "unacked", host: "h3"})
 	h3, _ := e.r.store.Host("h3")
@@ -552,7 +554,7 @@ func TestLeaderForgetsRemovedHostsAndVMs(t *testing.T) {
 	// The fence command finishes (it writes its result) after the removal:
 	// the next pass drops that too.
 	lv.mu.Lock()
-	lv.fencing["h3"], lv.fenceFail["h3"] = false, e.clock.Now()
+	lv.hosts["h3"].fencing, lv.hosts["h3"].fenceFail = false, e.clock.Now()
 	lv.mu.Unlock()
 	e.l.reconcile(ctx)
 	kept := map[memEntry]bool{}
@@ -573,8 +575,9 @@ func TestLeaderForgetsRemovedHostsAndVMs(t *testing.T) {
 	}
 }
 
-// memEntry is one entry of the leader's in-memory maps: the map, and the
-// host and VM it is about.
+// memEntry is one entry of the leader's in-memory state: the map (for a
+// host's liveness record, the field set in it), and the host and VM it is
+// about.
 type memEntry struct{ table, host, vm string }
 
 func leaderMemory(l *Leader) []memEntry {
@@ -591,14 +594,15 @@ func leaderMemory(l *Leader) []memEntry {
 	}
 	lv := &l.live
 	lv.mu.Lock()
-	hosts("heard", slices.Collect(maps.Keys(lv.heard)))
-	hosts("renewedAt", slices.Collect(maps.Keys(lv.renewedAt)))
-	hosts("suspected", slices.Collect(maps.Keys(lv.suspected)))
-	hosts("armedAck", slices.Collect(maps.Keys(lv.armedAck)))
-	hosts("fencing", slices.Collect(maps.Keys(lv.fencing)))
-	hosts("fenceOK", slices.Collect(maps.Keys(lv.fenceOK)))
-	hosts("fenceFail", slices.Collect(maps.Keys(lv.fenceFail)))
-	hosts("recoveryTried", slices.Collect(maps.Keys(lv.recoveryTried)))
+	for h, rec := range lv.hosts {
+		for table, set := range map[string]bool{"heard": !rec.heard.IsZero(), "renewedAt": !rec.renewedAt.IsZero(),
+			"suspected": rec.suspected, "armedAck": rec.armedAck, "fencing": rec.fencing, "fenceOK": rec.fenceOK != "",
+			"fenceFail": !rec.fenceFail.IsZero(), "recoveryTried": !rec.recoveryTried.IsZero()} {
+			if set {
+				hosts(table, []string{h})
+			}
+		}
+	}
 	vms("recovering", slices.Collect(maps.Keys(lv.recovering)))
 	for k := range lv.reported {
 		out = append(out, memEntry{table: "reported", host: k.host, vm: k.vm})

@@ -508,11 +508,7 @@ func (l *Leader) SetHA(ctx context.Context, req HARequest) (model.Cluster, error
 	if req.Armed {
 		// Leases granted while disarmed do not self-fence: a host counts
 		// as armed only once it renews again.
-		l.live.mu.Lock()
-		for h := range l.live.armedAck {
-			l.live.armedAck[h] = false
-		}
-		l.live.mu.Unlock()
+		l.live.unarm()
 		l.event(ctx, "ha-armed", "", "", "fencing and recovery resumed")
 	} else {
 		l.event(ctx, "ha-disarmed", "", "", "fencing and recovery paused: no host is declared dead, no host fences itself")

@@ -153,9 +153,7 @@ func (l *Leader) powerOn(ctx context.Context, h model.Host, why string) {
 	l.bal.power.init()
 	l.bal.power.poweringOn[h.Name] = l.clock.Now()
 	l.bal.mu.Unlock()
-	l.live.mu.Lock()
-	renewed := l.live.renewedAt[h.Name]
-	l.live.mu.Unlock()
+	renewed := l.live.renewedAt(h.Name)
 	if l.clock.Now().Sub(renewed) < 2*l.cfg.Liveness.Interval {
 		// It runs already (its power-off failed, or it was booted by
 		// hand): back in service without a power command.

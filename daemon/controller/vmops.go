@@ -106,14 +106,7 @@ func StampEvent(ctx context.Context, c model.Cluster, e *model.Event) {
 // except that recovery accepts a degraded one (busy, warm): a guest whose
 // host died is better running there than not at all.
 func (l *Leader) candidates(recovery bool) []placement.Candidate {
-	lv := &l.live
-	lv.mu.Lock()
-	leasing := lv.heard != nil
-	suspected := map[string]bool{}
-	for h, s := range lv.suspected {
-		suspected[h] = s
-	}
-	lv.mu.Unlock()
+	suspected, leasing := l.live.suspects()
 	gossip := map[string]PeerState{}
 	for _, p := range l.peers.Peers() {
 		gossip[p.Name] = p.State

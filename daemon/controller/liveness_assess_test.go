@@ -1,0 +1,181 @@
+package controller
+
+import (
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/model"
+)
+
+// TestAssess covers each branch of assess with fixed times: interval
+// 500 ms (suspected past 1.25 s), fence_after 1.5 s, lease_ttl 5 s +
+// fence_margin 1 s, fence_timeout 5 s.
+func TestAssess(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 10, 0, 0, time.UTC)
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	// renewed: an armed host whose last renewal arrived d ago.
+	renewed := func(d time.Duration, mod ...func(*hostLive)) hostLive {
+		rec := hostLive{heard: ago(d), renewedAt: ago(d), armedAck: true}
+		for _, m := range mod {
+			m(&rec)
+		}
+		return rec
+	}
+	suspected := func(r *hostLive) { r.suspected = true }
+	unacked := func(r *hostLive) { r.armedAck = false }
+	fencing := func(r *hostLive) { r.fencing = true }
+	fenceCmd := func(c *LivenessConfig) { c.FenceCommand = []string{"/bin/fence"} }
+	stopped := func(h *model.Host) { h.StoppedAt = ago(time.Minute) }
+	failing := func(h *model.Host) {
+		h.Health = model.Health{State: model.HealthFailing, Reasons: []string{"disk full"}}
+	}
+	evacuate := func(c *LivenessConfig) { c.AutoEvacuate = true }
+	const lease6100 = "lease expired: last renewal 6.1s ago (lease_ttl 5s + fence_margin 1s)"
+
+	for _, tc := range []struct {
+		name      string
+		rec       hostLive
+		host      func(*model.Host)
+		cfg       func(*LivenessConfig)
+		facts     hostFacts
+		want      step
+		suspected bool   // the mark, with stepMark
+		reason    string // with stepDeadBy*
+	}{
+		// Renewals on time, late, and surely expired.
+		{name: "heard recently", rec: renewed(200 * time.Millisecond), want: stepMark},
+		{name: "on time at 2.5 intervals", rec: renewed(1250 * time.Millisecond), want: stepMark},
+		{name: "heard again after suspected", rec: renewed(200*time.Millisecond, suspected), want: stepMark | stepSayReachable},
+		{name: "late", rec: renewed(1300 * time.Millisecond), want: stepMark | stepSaySuspected, suspected: true},
+		{name: "late, said already", rec: renewed(3*time.Second, suspected), want: stepMark, suspected: true},
+		{name: "late beyond fence_after without fence_command", rec: renewed(4*time.Second, suspected), want: stepMark, suspected: true},
+		{name: "late up to ttl+margin", rec: renewed(6*time.Second, suspected), want: stepMark, suspected: true},
+		{name: "late beyond ttl+margin", rec: renewed(6100*time.Millisecond, suspected),
+			want: stepMark | stepDeadByLease, suspected: true, reason: lease6100},
+		{name: "late beyond ttl+margin, not suspected yet", rec: renewed(6100 * time.Millisecond),
+			want: stepMark | stepSaySuspected | stepDeadByLease, suspected: true, reason: lease6100},
+		{name: "beyond ttl+margin, not renewed since HA was armed", rec: renewed(6100*time.Millisecond, suspected, unacked),
+			want: stepMark | stepSayUnacked, suspected: true},
+		{name: "maintenance is watched like active", rec: renewed(6100*time.Millisecond, suspected),
+			host: func(h *model.Host) { h.Mode = model.ModeMaintenance }, want: stepMark | stepDeadByLease, suspected: true, reason: lease6100},
+
+		// A host not heard since this leader's election counts from it.
+		{name: "not heard since election, within the lease", rec: hostLive{heard: ago(5 * time.Second), armedAck: true},
+			want: stepMark | stepSaySuspected, suspected: true},
+		{name: "not heard since election, beyond ttl+margin", rec: hostLive{heard: ago(6100 * time.Millisecond), armedAck: true, suspected: true},
+			want: stepMark | stepDeadByLease, suspected: true, reason: lease6100},
+		{name: "not heard since election, HA re-armed lately", rec: hostLive{heard: ago(6100 * time.Millisecond), suspected: true},
+			want: stepMark | stepSayUnacked, suspected: true},
+
+		// Disarmed, and the leader itself: marks only.
+		{name: "disarmed", rec: renewed(time.Minute), facts: hostFacts{haDisarmed: true}, cfg: fenceCmd,
+			want: stepMark | stepSaySuspected, suspected: true},
+		{name: "disarmed with a confirmed power-off", rec: renewed(time.Minute, suspected, func(r *hostLive) { r.fenceOK = "off" }),
+			facts: hostFacts{haDisarmed: true}, cfg: fenceCmd, want: stepMark, suspected: true},
+		{name: "self", rec: renewed(time.Minute, suspected), facts: hostFacts{self: true}, cfg: fenceCmd, want: stepMark, suspected: true},
+
+		// fence_command.
+		{name: "fence_command, before fence_after", rec: renewed(1400*time.Millisecond, suspected), cfg: fenceCmd,
+			want: stepMark, suspected: true},
+		{name: "fence_command, beyond fence_after", rec: renewed(1600*time.Millisecond, suspected), cfg: fenceCmd,
+			want: stepMark | stepFence, suspected: true},
+		{name: "fence_command, gossip dead and late", rec: renewed(1300 * time.Millisecond), cfg: fenceCmd,
+			facts: hostFacts{gossipDead: true}, want: stepMark | stepSaySuspected | stepFence, suspected: true},
+		{name: "fence_command, gossip dead but on time", rec: renewed(time.Second), cfg: fenceCmd,
+			facts: hostFacts{gossipDead: true}, want: stepMark},
+		{name: "fence_command running", rec: renewed(3*time.Second, suspected, fencing), cfg: fenceCmd,
+			want: stepMark, suspected: true},
+		{name: "fence_command running beyond ttl+margin", rec: renewed(6100*time.Millisecond, suspected, fencing), cfg: fenceCmd,
+			want: stepMark | stepDeadByLease, suspected: true, reason: lease6100},
+		{name: "fence_command beyond ttl+margin", rec: renewed(6100*time.Millisecond, suspected), cfg: fenceCmd,
+			want: stepMark | stepFence | stepDeadByLease, suspected: true, reason: lease6100},
+		{name: "fence_command succeeded", rec: renewed(2*time.Second, suspected, func(r *hostLive) {
+			r.fenceOK, r.fenceStarted = "fence_command confirmed power-off in 1s", ago(time.Second)
+		}),
+			cfg: fenceCmd, want: stepMark | stepDeadByFence, suspected: true, reason: "fence_command confirmed power-off in 1s"},
+		{name: "fence_command succeeded, host not renewed this leadership", rec: hostLive{heard: ago(2 * time.Second), armedAck: true, suspected: true, fenceOK: "off", fenceStarted: ago(time.Second)},
+			cfg: fenceCmd, want: stepMark | stepDeadByFence, suspected: true, reason: "off"},
+		// A confirmation older than the host's last renewal is stale: a
+		// slow agent's, for a host powered on and back since, or one that
+		// succeeded while HA was disarmed and the host renewed through it.
+		{name: "fence_command succeeded before the last renewal", rec: renewed(200*time.Millisecond, func(r *hostLive) { r.fenceOK, r.fenceStarted = "off", ago(time.Hour) }),
+			cfg: fenceCmd, want: stepMark},
+		{name: "stale confirmation, host late again", rec: renewed(3*time.Second, suspected, func(r *hostLive) { r.fenceOK, r.fenceStarted = "off", ago(time.Hour) }),
+			cfg: fenceCmd, want: stepMark | stepFence, suspected: true},
+		{name: "fence_command failed within fence_timeout", rec: renewed(3*time.Second, suspected, func(r *hostLive) { r.fenceFail = ago(5 * time.Second) }),
+			cfg: fenceCmd, want: stepMark, suspected: true},
+		{name: "fence_command failed before fence_timeout", rec: renewed(3*time.Second, suspected, func(r *hostLive) { r.fenceFail = ago(5100 * time.Millisecond) }),
+			cfg: fenceCmd, want: stepMark | stepFence, suspected: true},
+
+		// A clean stop: not suspected, never dead on lease expiry alone;
+		// fence_command waits for ttl+margin.
+		{name: "clean stop, late", rec: renewed(3 * time.Second), host: stopped, want: stepMark, suspected: true},
+		{name: "clean stop beyond ttl+margin", rec: renewed(6100*time.Millisecond, suspected), host: stopped,
+			want: stepMark | stepSayStopped, suspected: true},
+		{name: "clean stop, fence_command, beyond fence_after", rec: renewed(3*time.Second, suspected), host: stopped, cfg: fenceCmd,
+			facts: hostFacts{gossipDead: true}, want: stepMark, suspected: true},
+		{name: "clean stop, fence_command, beyond ttl+margin", rec: renewed(6100*time.Millisecond, suspected), host: stopped, cfg: fenceCmd,
+			want: stepMark | stepFence, suspected: true},
+		{name: "clean stop, fence_command running", rec: renewed(6100*time.Millisecond, suspected, fencing), host: stopped, cfg: fenceCmd,
+			want: stepMark, suspected: true},
+		{name: "clean stop, fence_command succeeded", rec: renewed(7*time.Second, suspected, func(r *hostLive) { r.fenceOK, r.fenceStarted = "off", ago(time.Second) }),
+			host: stopped, cfg: fenceCmd, want: stepMark | stepDeadByFence, suspected: true, reason: "off"},
+
+		// Already fenced: welcomed back once it renews after the fence,
+		// otherwise its guests are tried again.
+		{name: "fenced, renews", rec: renewed(100 * time.Millisecond),
+			host: func(h *model.Host) { h.Mode, h.FencedAt = model.ModeFenced, ago(time.Second) }, want: stepWelcome},
+		{name: "fenced, silent", rec: renewed(time.Minute),
+			host: func(h *model.Host) { h.Mode, h.FencedAt = model.ModeFenced, ago(50*time.Second) }, want: stepRecover},
+		{name: "fenced, last renewal before the fence", rec: renewed(100 * time.Millisecond),
+			host: func(h *model.Host) { h.Mode, h.FencedAt = model.ModeFenced, ago(50*time.Millisecond) }, want: stepRecover},
+		{name: "fenced, not renewed this leadership", rec: hostLive{heard: ago(100 * time.Millisecond)},
+			host: func(h *model.Host) { h.Mode, h.FencedAt = model.ModeFenced, ago(time.Hour) }, want: stepRecover},
+		{name: "fenced, confirmed power-off is not looked at", rec: renewed(time.Minute, func(r *hostLive) { r.fenceOK = "off" }),
+			host: func(h *model.Host) { h.Mode, h.FencedAt = model.ModeFenced, ago(time.Second) }, cfg: fenceCmd, want: stepRecover},
+
+		// Standby: silence is no failure.
+		{name: "standby, renews", rec: renewed(900 * time.Millisecond),
+			host: func(h *model.Host) { h.Mode = model.ModeStandby }, want: stepStandbyBack},
+		{name: "standby, silent", rec: renewed(time.Hour),
+			host: func(h *model.Host) { h.Mode = model.ModeStandby }, cfg: fenceCmd},
+
+		// Health failing with auto_evacuate: drained while it renews.
+		{name: "failing, evacuate", rec: renewed(200 * time.Millisecond), host: failing, cfg: evacuate, want: stepMark | stepEvacuate},
+		{name: "failing, evacuate off", rec: renewed(200 * time.Millisecond), host: failing, want: stepMark},
+		{name: "failing and late", rec: renewed(1300 * time.Millisecond), host: failing, cfg: evacuate,
+			want: stepMark | stepSaySuspected, suspected: true},
+		{name: "failing, draining already", rec: renewed(200 * time.Millisecond), cfg: evacuate,
+			host: func(h *model.Host) { failing(h); h.Draining = true }, want: stepMark},
+		{name: "failing, in maintenance", rec: renewed(200 * time.Millisecond), cfg: evacuate,
+			host: func(h *model.Host) { failing(h); h.Mode = model.ModeMaintenance }, want: stepMark},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := LivenessConfig{Interval: 500 * time.Millisecond, TTL: 5 * time.Second, Margin: time.Second,
+				FenceAfter: 1500 * time.Millisecond, FenceTimeout: 5 * time.Second}
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			h := model.Host{Name: "h2", Addr: "10.0.0.2", Mode: model.ModeActive}
+			if tc.host != nil {
+				tc.host(&h)
+			}
+			got := assess(tc.rec, h, now, cfg, tc.facts)
+			want := action{steps: tc.want, suspected: tc.suspected, age: now.Sub(tc.rec.heard), reason: tc.reason}
+			if got != want {
+				t.Fatalf("assess = %v %+v, want %v %+v", got.steps, got, want.steps, want)
+			}
+		})
+	}
+}
+
+func TestStepString(t *testing.T) {
+	for s, want := range map[step]string{0: "none", stepMark | stepFence: "mark|fence", stepDeadByLease: "dead-by-lease"} {
+		if got := s.String(); got != want {
+			t.Errorf("%d: %q, want %q", uint16(s), got, want)
+		}
+	}
+	if len(stepNames) != 12 || stepDeadByLease != 1<<(len(stepNames)-1) {
+		t.Fatalf("stepNames (%d) does not name every step", len(stepNames))
+	}
+}

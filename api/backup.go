@@ -124,6 +124,8 @@ type VMBackupRequest struct {
 // the backups the schedule made and no longer keeps are removed (never one
 // a kept backup builds on, never the newest, never one made otherwise).
 // An empty Schedule removes the schedule (Target is then not needed).
+// PUT /v1/projects/{name}/backup-schedule takes it too: the project's
+// schedule, which each of its VMs without one of its own follows.
 type BackupScheduleRequest struct {
 	Target   string `json:"target,omitempty"`
 	Schedule string `json:"schedule"`

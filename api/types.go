@@ -50,6 +50,9 @@ type Status struct {
 	// api_addr is off.
 	API            string `json:"api,omitempty"`
 	APIFingerprint string `json:"api_fingerprint,omitempty"`
+	// Recovery says what a cluster recovered from a backup of its state
+	// still waits for (corralctl cluster recovery); empty when none.
+	Recovery string `json:"recovery,omitempty"`
 }
 
 // Capacity is what a host offers to guests.
@@ -164,6 +167,11 @@ type Project struct {
 	Quota       Quota     `json:"quota"`
 	Usage       Usage     `json:"usage"`
 	CreatedAt   time.Time `json:"created_at,omitzero"`
+	// BackupSchedule is the project's backup schedule ("daily 02:00 keep
+	// 7"), if it has one, to BackupTarget: each of its VMs without a
+	// schedule of its own follows it (VM.BackupScheduleFrom).
+	BackupSchedule string `json:"backup_schedule,omitempty"`
+	BackupTarget   string `json:"backup_target,omitempty"`
 }
 
 // Quota bounds a project's VMs, counted whatever their power state; 0 is

@@ -104,8 +104,12 @@ type VMResizeRequest struct {
 }
 
 // SnapshotCreateRequest is the body of POST /v1/vms/{name}/snapshots.
+// Memory saves the running guest's RAM with its disks (a memory snapshot:
+// a revert to it resumes the guest where it was, rather than booting it);
+// a stopped VM has none to save.
 type SnapshotCreateRequest struct {
-	Name string `json:"name"`
+	Name   string `json:"name"`
+	Memory bool   `json:"memory,omitempty"`
 }
 
 // SnapshotScheduleRequest is the body of PUT
@@ -129,11 +133,14 @@ type Snapshot struct {
 	CreatedAt time.Time `json:"created_at"`
 	State     string    `json:"state"` // creating or ready
 	// Consistency, once ready: frozen (the guest agent froze the guest's
-	// file systems), crash (as after a power cut: no agent froze them) or
-	// stopped (the guest was not running).
+	// file systems), crash (as after a power cut: no agent froze them),
+	// stopped (the guest was not running) or memory (its RAM was saved
+	// with its disks, the guest paused in between).
 	Consistency string `json:"consistency,omitempty"`
 	// Message says more (why the guest was not frozen).
 	Message string `json:"message,omitempty"`
+	// Memory: a memory snapshot, holding the guest's RAM too.
+	Memory bool `json:"memory,omitempty"`
 }
 
 // VM is a VM as any host reports it from cluster state.
@@ -188,6 +195,9 @@ type VM struct {
 	BackupSchedule     string    `json:"backup_schedule,omitempty"`
 	BackupTarget       string    `json:"backup_target,omitempty"`
 	BackupScheduleLast time.Time `json:"backup_schedule_last,omitzero"`
+	// BackupScheduleFrom names the VM's project when its backup schedule
+	// is the project's (Project.BackupSchedule), not one of its own.
+	BackupScheduleFrom string `json:"backup_schedule_from,omitempty"`
 }
 
 // ConsoleHello is the first message of an interactive console session

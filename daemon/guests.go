@@ -208,6 +208,9 @@ func vmView(v model.VM) api.VM {
 	}
 	if p := v.BackupPolicy; p != nil {
 		out.BackupSchedule, out.BackupTarget, out.BackupScheduleLast = p.Schedule.String(), p.Target, p.Last
+		if p.FromProject {
+			out.BackupScheduleFrom = model.ProjectOf(v.Project)
+		}
 	}
 	if v.Spec.Health != nil && v.Actual.State == model.StateRunning && !v.Deleting {
 		out.Health, out.HealthDetail = v.Actual.Health, v.Actual.HealthDetail

@@ -236,7 +236,7 @@ func (d *Daemon) serveJoin(ctx context.Context, req JoinRequest) (JoinResponse, 
 		if req.Name == d.cfg.Name {
 			return JoinResponse{}, fmt.Errorf("host %q is this host: %w", req.Name, model.ErrConflict)
 		}
-		if _, err := d.store.Host(req.Name); err == nil {
+		if _, err := d.store.Host(req.Name); err == nil && !d.mayRejoin(req.Name) {
 			return JoinResponse{}, fmt.Errorf("host %q is already a member; a name joins once (to join it again, stop its corrald and run corralctl host rm %s on a member): %w", req.Name, req.Name, model.ErrConflict)
 		}
 		return d.admit(req, now)
@@ -262,7 +262,7 @@ func (d *Daemon) serveJoin(ctx context.Context, req JoinRequest) (JoinResponse, 
 	if rec == nil || !now.Before(rec.Expires) || !identity.SecretMatches(rec.Hash, req.Secret) {
 		return JoinResponse{}, errBadJoinToken
 	}
-	if _, err := d.store.Host(req.Name); err == nil {
+	if _, err := d.store.Host(req.Name); err == nil && !d.mayRejoin(req.Name) {
 		return JoinResponse{}, fmt.Errorf("host %q is already a member; a name joins once (to join it again, stop its corrald and run corralctl host rm %s on a member): %w", req.Name, req.Name, model.ErrConflict)
 	}
 	return d.admit(req, now)

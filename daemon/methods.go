@@ -114,6 +114,12 @@ var (
 	mBackupDelete       = leaderOnly("backup.delete", (*controller.Leader).DeleteBackup)
 	mVMRestore          = leaderOnly("vm.restore", (*controller.Leader).RestoreVM)
 	mVMBackupSchedule   = leaderOnly("vm.backup.schedule", (*controller.Leader).SetBackupSchedule)
+	// Backup schedules of projects: only with FeatureProjectBackups.
+	mProjectBackupSchedule = leaderOnly("project.backup.schedule", (*controller.Leader).SetProjectBackupSchedule)
+	// Recovery (FeatureRecovery): a recovered cluster's hosts tell what
+	// they run; an admin ends it.
+	mRecoveryAdopt = leaderOnly("recovery.adopt", (*controller.Leader).AdoptGuests).spokenBy(func(_ *Daemon, r raftlog.AdoptGuests) string { return r.Host })
+	mRecoveryEnd   = leaderOnly("recovery.end", (*controller.Leader).EndRecovery)
 
 	// Served by every host, to callers without a certificate too: a host
 	// joining (followers pass it to the leader).
@@ -140,6 +146,8 @@ var leaderMethods = []interface{ register(*Daemon) }{
 	mProjectSet, mProjectDelete, mGroupSet, mGroupDelete, mGroupScale, mBalance,
 	mVMSnapshot, mVMSnapshotRevert, mVMSnapshotDelete, mVMSnapshotDone, mVMLayersForget, mVMLayersMerged, mVMSnapSchedule,
 	mBackupTargetPut, mBackupTargetDelete, mVMBackup, mVMBackupProgress, mVMBackupDone, mBackupDelete, mVMRestore, mVMBackupSchedule,
+	mProjectBackupSchedule,
+	mRecoveryAdopt, mRecoveryEnd,
 }
 
 // vmHostOf names, for a request about the VM that vm names, the host the

@@ -139,7 +139,9 @@ func (b backend) projectView(p model.Project) api.Project {
 			u = u.Add(v.Spec, func(n string) int64 { return images[n] })
 		}
 	}
-	return api.Project{Name: p.Name, Description: p.Description, Quota: api.Quota(p.Quota), Usage: api.Usage(u), CreatedAt: p.CreatedAt}
+	out := api.Project{Name: p.Name, Description: p.Description, Quota: api.Quota(p.Quota), Usage: api.Usage(u), CreatedAt: p.CreatedAt}
+	projectBackupView(p, &out)
+	return out
 }
 
 // projects returns every project, the default one first whether set or

@@ -16,7 +16,8 @@ import (
 // them; the VM's host does the work (daemon/controller/hostchain.go).
 
 func snapshotView(s model.Snapshot) api.Snapshot {
-	return api.Snapshot{Name: s.Name, CreatedAt: s.CreatedAt, State: s.State, Consistency: s.Consistency, Message: s.Message}
+	return api.Snapshot{Name: s.Name, CreatedAt: s.CreatedAt, State: s.State, Consistency: s.Consistency, Message: s.Message,
+		Memory: s.Memory != 0}
 }
 
 func snapshotViews(ss []model.Snapshot) []api.Snapshot {
@@ -62,11 +63,17 @@ func (b backend) CreateSnapshot(ctx context.Context, name string, req api.Snapsh
 	if err := b.snapshotGate(); err != nil {
 		return api.Snapshot{}, err
 	}
+	// An older leader would refuse the field it does not know.
+	if req.Memory {
+		if err := raftlog.FeatureMemorySnapshots.Check(b.d.store.Cluster(), b.d.store.Hosts()); err != nil {
+			return api.Snapshot{}, err
+		}
+	}
 	var seq uint64
 	if v, err := b.d.store.VM(name); err == nil {
 		seq = v.Chain.Seq
 	}
-	s, err := forward(ctx, b.d, mVMSnapshot, controller.SnapshotRequest{Name: name, Snapshot: req.Name})
+	s, err := forward(ctx, b.d, mVMSnapshot, controller.SnapshotRequest{Name: name, Snapshot: req.Name, Memory: req.Memory})
 	if err != nil {
 		return api.Snapshot{}, err
 	}

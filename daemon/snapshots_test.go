@@ -19,26 +19,9 @@ import (
 // records them, the VM's host takes a running guest's (and reports it over
 // the cluster RPC), and what a write answered the same host shows at once.
 func TestSnapshotsAcrossInProcessCluster(t *testing.T) {
-	tc := newTestCluster(t, 3, []int{0, 1, 2}, nil)
-	tc.startAll()
-	tc.waitConverged(3, 0)
-	followers := tc.followers()
-	if len(followers) != 2 {
-		t.Fatalf("%d followers", len(followers))
-	}
-	home, api1 := followers[0], followers[1]
+	api1, drv := stoppedVMOnFollower(t, "snap")
 	c := api1.client
 	ctx := ctxT(t)
-	drv := home.cfg.Tuning.Driver.(*fake.Driver)
-	if _, err := c.ImportImage(ctx, "base", bytes.NewReader(qcow2(1<<20)), 1024); err != nil {
-		t.Fatal(err)
-	}
-	req := vmReq("snap")
-	req.Host, req.Stopped = home.cfg.Name, true
-	if _, err := c.CreateVM(ctx, req); err != nil {
-		t.Fatal(err)
-	}
-	waitVM(t, c, "snap", "stopped")
 	chain := func() model.Chain {
 		v, err := api1.d.store.VM("snap")
 		if err != nil {
@@ -212,4 +195,31 @@ func snapshotLayer(t *testing.T, h *testHost, name string) uint64 {
 		t.Fatalf("no snapshot %s", name)
 	}
 	return s.Layer
+}
+
+// stoppedVMOnFollower starts a 3-host cluster and creates the stopped VM
+// name on one follower (whose fake hypervisor is drv) through the other
+// (api1).
+func stoppedVMOnFollower(t *testing.T, name string) (api1 *testHost, drv *fake.Driver) {
+	t.Helper()
+	tc := newTestCluster(t, 3, []int{0, 1, 2}, nil)
+	tc.startAll()
+	tc.waitConverged(3, 0)
+	followers := tc.followers()
+	if len(followers) != 2 {
+		t.Fatalf("%d followers", len(followers))
+	}
+	home := followers[0]
+	api1 = followers[1]
+	c, ctx := api1.client, ctxT(t)
+	if _, err := c.ImportImage(ctx, "base", bytes.NewReader(qcow2(1<<20)), 1024); err != nil {
+		t.Fatal(err)
+	}
+	req := vmReq(name)
+	req.Host, req.Stopped = home.cfg.Name, true
+	if _, err := c.CreateVM(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	waitVM(t, c, name, "stopped")
+	return api1, home.cfg.Tuning.Driver.(*fake.Driver)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/corralhq/corral/api"
@@ -52,6 +53,14 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 		out.Lease = "fencing"
 	}
 	out.Exposures = d.exposures()
+	if r := d.store.Cluster().Recovery; r != nil {
+		switch {
+		case len(r.Waiting) > 0:
+			out.Recovery = "waiting for " + strings.Join(r.Waiting, ", ") + " to tell what they run: no guest starts or stops meanwhile"
+		default:
+			out.Recovery = fmt.Sprintf("%d unknown guests run on until the recovery ends (corralctl cluster recovery end)", len(r.Unknown))
+		}
+	}
 	if d.cfg.APIAddr != "" {
 		out.API, out.APIFingerprint = d.apiURL(), d.apiFingerprint
 	}

@@ -108,7 +108,7 @@ type Cluster struct {
 	APITokens []APIToken `json:"api_tokens,omitempty"`
 	// Projects are the projects besides an unconfigured default (sorted by
 	// name; at most MaxProjects). DefaultProject appears once given a
-	// quota.
+	// quota or a backup schedule.
 	Projects []Project `json:"projects,omitempty"`
 	// Groups are the VM groups (sorted by name; at most MaxGroups;
 	// raftlog.FeatureGroups).
@@ -122,6 +122,9 @@ type Cluster struct {
 	// ran at least this one when the leader raised it, and it is never
 	// lowered. 0 means 1.
 	Protocol int `json:"protocol,omitempty"`
+	// Recovery is set while a cluster recovered from a backup of its
+	// state adopts the guests its hosts run (raftlog.FeatureRecovery).
+	Recovery *Recovery `json:"recovery,omitempty"`
 }
 
 // RevokedHost is a removed host whose certificates are revoked.

@@ -28,6 +28,9 @@ type Project struct {
 	Description string    `json:"description,omitempty"`
 	Quota       Quota     `json:"quota"`
 	CreatedAt   time.Time `json:"created_at"`
+	// BackupPolicy backs up each of the project's VMs that has no backup
+	// schedule of its own (raftlog.FeatureProjectBackups).
+	BackupPolicy *ProjectBackupPolicy `json:"backup_policy,omitempty"`
 }
 
 // Quota bounds a project's VMs, all of them counted whatever their power

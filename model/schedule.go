@@ -269,6 +269,9 @@ type BackupPolicy struct {
 	Since    time.Time `json:"since"`
 	// Last is the latest slot started, so each is started once.
 	Last time.Time `json:"last,omitzero"`
+	// FromProject: the policy is the VM's project's (ProjectBackupPolicy),
+	// not one of its own (raftlog.FeatureProjectBackups).
+	FromProject bool `json:"from_project,omitempty"`
 }
 
 // maxScheduledBackups bounds what a backup schedule keeps.

@@ -23,6 +23,13 @@ import (
 // recovery, live migration) uses the same active layer. libvirt 9.0 cannot
 // revert an external snapshot, and does not need to: corral never asks it
 // to remember one (it defines the domain on the active layer each time).
+//
+// A memory snapshot (raftlog.FeatureMemorySnapshots) also holds the
+// guest's RAM and device state, saved with its disks at one paused
+// instant into a file of the pool (MemoryVolume). Reverting to one asks
+// the VM's host to resume the guest from that file on the new layer
+// (Chain.Resume) rather than boot it, which is safe only while no guest
+// has written to that layer: the host checks, and boots cold when one has.
 
 // Snapshot states.
 const (
@@ -40,6 +47,9 @@ const (
 	ConsistencyCrash = "crash"
 	// ConsistencyStopped: the guest was not running.
 	ConsistencyStopped = "stopped"
+	// ConsistencyMemory: the guest's RAM was saved with its disks, the
+	// guest paused in between (a memory snapshot).
+	ConsistencyMemory = "memory"
 )
 
 // Limits of a VM's disk chain.
@@ -50,6 +60,7 @@ const (
 	MaxSnapshotMessage  = 256
 	maxSnapshotNameLen  = maxNameLen
 	snapshotLayerPrefix = "L"
+	memoryVolumeInfix   = "mem"
 )
 
 // Layer is a disk layer other than layer 0, and the layer it overlays.
@@ -65,11 +76,27 @@ type Snapshot struct {
 	// Layer holds the snapshot's content.
 	Layer uint64 `json:"layer"`
 	State string `json:"state"`
-	// Consistency is ConsistencyFrozen, ConsistencyCrash or
-	// ConsistencyStopped once ready.
+	// Consistency is ConsistencyFrozen, ConsistencyCrash,
+	// ConsistencyStopped or (a memory snapshot) ConsistencyMemory once
+	// ready.
 	Consistency string `json:"consistency,omitempty"`
 	// Message says more (why the guest was not frozen).
 	Message string `json:"message,omitempty"`
+	// Memory, when not 0, makes this a memory snapshot: the guest's RAM is
+	// in MemoryVolume(Memory). It is the ID of the layer the snapshot made
+	// active, so never reused: a merge may move Layer, and a failed
+	// snapshot leaves its layer to be frozen again by the next.
+	Memory uint64 `json:"memory,omitempty"`
+}
+
+// ResumeFrom asks the VM's host to start the guest on layer Layer by
+// restoring the memory image of snapshot Snapshot (MemoryVolume(Memory))
+// instead of booting it, once: set by a revert to a memory snapshot, and
+// gone once the guest has run on Layer or the chain moved on.
+type ResumeFrom struct {
+	Layer    uint64 `json:"layer"`
+	Snapshot string `json:"snapshot"`
+	Memory   uint64 `json:"memory"`
 }
 
 // Chain is the disk chain of a VM.
@@ -85,6 +112,11 @@ type Chain struct {
 	// Dead are layers nothing uses any more, whose files the VM's host
 	// deletes.
 	Dead []uint64 `json:"dead,omitempty"`
+	// DeadMemory are the memory images (Snapshot.Memory) of snapshots gone
+	// (removed, or failed), whose files the VM's host deletes.
+	DeadMemory []uint64 `json:"dead_memory,omitempty"`
+	// Resume: the guest is to be resumed from a memory snapshot.
+	Resume *ResumeFrom `json:"resume,omitempty"`
 }
 
 // Clone returns a deep copy of c.
@@ -92,6 +124,11 @@ func (c Chain) Clone() Chain {
 	c.Layers = slices.Clone(c.Layers)
 	c.Snapshots = slices.Clone(c.Snapshots)
 	c.Dead = slices.Clone(c.Dead)
+	c.DeadMemory = slices.Clone(c.DeadMemory)
+	if c.Resume != nil {
+		r := *c.Resume
+		c.Resume = &r
+	}
 	return c
 }
 
@@ -101,6 +138,25 @@ func (v VM) LayerVolume(disk int, id uint64) string {
 		return v.DiskVolume(disk)
 	}
 	return fmt.Sprintf("vm-%s-%s-disk%d-%s%d.qcow2", v.Name, shortID(v.ID), disk, snapshotLayerPrefix, id)
+}
+
+// MemoryVolume names the volume of memory image id (Snapshot.Memory) of
+// the VM: the file in the pool that holds a memory snapshot's RAM, which
+// any host can resume the guest from.
+func (v VM) MemoryVolume(id uint64) string {
+	return fmt.Sprintf("vm-%s-%s-%s%d.sav", v.Name, shortID(v.ID), memoryVolumeInfix, id)
+}
+
+// MemoryImages lists the memory images that may have files: the
+// snapshots' and the dead ones.
+func (c Chain) MemoryImages() []uint64 {
+	var out []uint64
+	for _, s := range c.Snapshots {
+		if s.Memory != 0 {
+			out = append(out, s.Memory)
+		}
+	}
+	return append(out, c.DeadMemory...)
 }
 
 // Parent returns the layer id overlays; ok is false for layer 0 and for an
@@ -221,6 +277,17 @@ func (v VM) chainBusy() error {
 // host has moved the guest's disks onto the new layer (FinishSnapshot).
 // A VM starting, stopping or migrating is refused: try again.
 func (v *VM) TakeSnapshot(name string, at time.Time) error {
+	return v.takeSnapshot(name, at, false)
+}
+
+// TakeMemorySnapshot is TakeSnapshot with the guest's RAM
+// (Snapshot.Memory): of a running guest only, "creating" until its host
+// has saved the RAM and moved the disks.
+func (v *VM) TakeMemorySnapshot(name string, at time.Time) error {
+	return v.takeSnapshot(name, at, true)
+}
+
+func (v *VM) takeSnapshot(name string, at time.Time, memory bool) error {
 	if err := ValidateName("snapshot", name); err != nil {
 		return err
 	}
@@ -243,6 +310,8 @@ func (v *VM) TakeSnapshot(name string, at time.Time) error {
 	}
 	s := Snapshot{Name: name, CreatedAt: at.UTC(), Layer: c.Active}
 	switch {
+	case memory && v.Desired == PowerStopped:
+		return fmt.Errorf("vm %q is stopped: a memory snapshot needs a running guest: %w", v.Name, ErrInvalid)
 	case v.SnapshotOffline():
 		s.State, s.Consistency = SnapshotReady, ConsistencyStopped
 	case v.snapshotLive():
@@ -250,8 +319,12 @@ func (v *VM) TakeSnapshot(name string, at time.Time) error {
 	default:
 		return fmt.Errorf("vm %q is %s: a snapshot is taken of a running or a stopped VM; try again: %w", v.Name, v.Actual.State, ErrConflict)
 	}
-	c.Snapshots = append(c.Snapshots, s)
 	c.newLayer(s.Layer)
+	if memory {
+		s.Memory = c.Active
+	}
+	c.Snapshots = append(c.Snapshots, s)
+	c.Resume = nil // the guest runs, or is stopped on the layer frozen now
 	return nil
 }
 
@@ -266,12 +339,20 @@ func (v *VM) FinishSnapshot(name, consistency, message, failure string) error {
 	}
 	if failure != "" {
 		c.Active = c.Snapshots[i].Layer
+		c.dropMemory(c.Snapshots[i])
 		c.Snapshots = slices.Delete(c.Snapshots, i, i+1)
 		c.prune()
 		return nil
 	}
-	switch consistency {
+	switch memory := c.Snapshots[i].Memory != 0; consistency {
 	case ConsistencyFrozen, ConsistencyCrash, ConsistencyStopped:
+		if memory {
+			return fmt.Errorf("vm %q: memory snapshot %q taken %s: %w", v.Name, name, consistency, ErrInvalid)
+		}
+	case ConsistencyMemory:
+		if !memory {
+			return fmt.Errorf("vm %q: snapshot %q of the disks only taken with memory: %w", v.Name, name, ErrInvalid)
+		}
 	default:
 		return fmt.Errorf("vm %q: snapshot consistency %q: %w", v.Name, consistency, ErrInvalid)
 	}
@@ -283,7 +364,9 @@ func (v *VM) FinishSnapshot(name, consistency, message, failure string) error {
 // RevertSnapshot makes a new layer on snapshot name's layer the active
 // one. The guest's writes since the snapshot are lost (their layers die
 // unless a snapshot holds them); a running guest is powered off and
-// started on the new layer by its host.
+// started on the new layer by its host. Reverting to a memory snapshot
+// also asks for the guest to be resumed from its memory (Chain.Resume),
+// so the VM is to run.
 func (v *VM) RevertSnapshot(name string) error {
 	if err := v.chainBusy(); err != nil {
 		return err
@@ -297,7 +380,32 @@ func (v *VM) RevertSnapshot(name string) error {
 	}
 	v.Chain.newLayer(s.Layer)
 	v.Chain.prune()
+	v.Chain.Resume = nil
+	if s.Memory != 0 {
+		v.Chain.Resume = &ResumeFrom{Layer: v.Chain.Active, Snapshot: s.Name, Memory: s.Memory}
+		v.Desired = PowerRunning
+	}
 	return nil
+}
+
+// dropMemory hands snapshot s's memory image, if any, to the host to
+// delete; a resume from it is off.
+func (c *Chain) dropMemory(s Snapshot) {
+	if s.Memory == 0 {
+		return
+	}
+	c.DeadMemory = append(c.DeadMemory, s.Memory)
+	if c.Resume != nil && c.Resume.Memory == s.Memory {
+		c.Resume = nil
+	}
+}
+
+// Resumed records that the guest ran on layer: a resume onto it is done
+// (or was passed over: the host booted it cold).
+func (v *VM) Resumed(layer uint64) {
+	if r := v.Chain.Resume; r != nil && r.Layer == layer {
+		v.Chain.Resume = nil
+	}
 }
 
 // DeleteSnapshot forgets snapshot name; its layer dies unless the guest's
@@ -314,6 +422,7 @@ func (v *VM) DeleteSnapshot(name string) error {
 	if v.Backup != nil && v.Backup.Snapshot() == name {
 		return fmt.Errorf("vm %q: snapshot %q is what backup %s reads: %w", v.Name, name, v.Backup.ID, ErrConflict)
 	}
+	c.dropMemory(c.Snapshots[i])
 	c.Snapshots = slices.Delete(c.Snapshots, i, i+1)
 	c.prune()
 	return nil
@@ -324,6 +433,14 @@ func (v *VM) ForgetLayers(ids []uint64) {
 	v.Chain.Dead = slices.DeleteFunc(v.Chain.Dead, func(id uint64) bool { return slices.Contains(ids, id) })
 	if len(v.Chain.Dead) == 0 {
 		v.Chain.Dead = nil
+	}
+}
+
+// ForgetMemory drops dead memory images whose files are gone.
+func (v *VM) ForgetMemory(ids []uint64) {
+	v.Chain.DeadMemory = slices.DeleteFunc(v.Chain.DeadMemory, func(id uint64) bool { return slices.Contains(ids, id) })
+	if len(v.Chain.DeadMemory) == 0 {
+		v.Chain.DeadMemory = nil
 	}
 }
 

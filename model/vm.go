@@ -426,6 +426,10 @@ type VM struct {
 	// yet: a VM restored from a backup (raftlog.FeatureBackups); cleared
 	// once the guest has run.
 	Restore *RestoreSource `json:"restore,omitempty"`
+	// Adopted: in a recovered cluster (Cluster.Recovery), a host has
+	// reported the guest running; a second report is a second copy.
+	// Cleared when the recovery ends.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // RestoreSource is the backup a new VM's disks are restored from.

@@ -207,6 +207,11 @@ type VMReport struct {
 	// sent and kept only with FeatureHealthChecks.
 	Health       string `json:"health,omitempty"`
 	HealthDetail string `json:"health_detail,omitempty"`
+	// Layer is the disk layer a running guest runs on: a report of the
+	// guest running on the layer it was to be resumed onto ends that
+	// resume (model.Chain.Resume). Sent and used only with
+	// FeatureMemorySnapshots.
+	Layer uint64 `json:"layer,omitempty"`
 }
 
 // FeatureRestartTimes: VM reports carry RestartTimes, and the state
@@ -386,12 +391,15 @@ type DeleteNetwork struct {
 
 // TakeSnapshot records a snapshot of a VM's disks (model.VM.TakeSnapshot);
 // with Slot set, the scheduled snapshot of that slot, named after it
-// (model.VM.TakeScheduledSnapshot; Snapshot is ignored).
+// (model.VM.TakeScheduledSnapshot; Snapshot is ignored). With Memory, the
+// guest's RAM too (model.VM.TakeMemorySnapshot; FeatureMemorySnapshots;
+// never with Slot).
 type TakeSnapshot struct {
 	Name     string    `json:"name"`
 	Snapshot string    `json:"snapshot,omitempty"`
 	Time     time.Time `json:"time"`
 	Slot     time.Time `json:"slot,omitzero"`
+	Memory   bool      `json:"memory,omitempty"`
 }
 
 // SetSnapshotPolicy sets a VM's snapshot schedule; nil removes it.
@@ -426,10 +434,12 @@ type DeleteSnapshot struct {
 	Snapshot string `json:"snapshot"`
 }
 
-// ForgetLayers drops dead layers of a VM whose files its host deleted.
+// ForgetLayers drops dead layers of a VM whose files its host deleted,
+// and dead memory images (model.Chain.DeadMemory; FeatureMemorySnapshots).
 type ForgetLayers struct {
 	Name   string   `json:"name"`
 	Layers []uint64 `json:"layers"`
+	Memory []uint64 `json:"memory,omitempty"`
 }
 
 // MergeLayers records that a VM's host committed layer From of its disks
@@ -465,6 +475,46 @@ type StartBackup struct {
 // removes it.
 type SetBackupPolicy struct {
 	Name     string          `json:"name"`
+	Target   string          `json:"target,omitempty"`
+	Schedule *model.Schedule `json:"schedule,omitempty"`
+	Time     time.Time       `json:"time"`
+}
+
+// AdoptGuests is a host's inventory in a recovered cluster
+// (model.Recovery): the corral guests it runs, and the disk chains it found
+// newer than the state's for the stopped VMs placed on it. Applied only
+// while Host is waited for; it takes Host out of the wait.
+type AdoptGuests struct {
+	Host   string         `json:"host"`
+	Guests []AdoptedGuest `json:"guests,omitempty"`
+	Time   time.Time      `json:"time"`
+}
+
+// AdoptedGuest is one guest of an inventory. Running: its QEMU runs on
+// the host, which then adopts it; else only its chain is news. Layers
+// are the layers of its disk 0, top first down to 0, when known.
+type AdoptedGuest struct {
+	Name    string   `json:"name"`
+	VMID    string   `json:"vm_id"`
+	Running bool     `json:"running,omitempty"`
+	Layers  []uint64 `json:"layers,omitempty"`
+}
+
+// MaxAdoptedGuests bounds one inventory.
+const MaxAdoptedGuests = 10000
+
+// EndRecovery ends a recovery (model.Recovery). Without Force it is
+// refused while a host is waited for; HA is armed again if it was.
+type EndRecovery struct {
+	Force bool      `json:"force,omitempty"`
+	Time  time.Time `json:"time"`
+}
+
+// SetProjectBackupPolicy sets a project's backup schedule to Target (a
+// nil Schedule removes it), and with it the inherited schedule of each of
+// its VMs without one of its own (model.VM.FollowProjectBackups).
+type SetProjectBackupPolicy struct {
+	Project  string          `json:"project"`
 	Target   string          `json:"target,omitempty"`
 	Schedule *model.Schedule `json:"schedule,omitempty"`
 	Time     time.Time       `json:"time"`
@@ -569,6 +619,10 @@ func (AssignBackup) Type() Type       { return TypeAssignBackup }
 func (FinishBackup) Type() Type       { return TypeFinishBackup }
 func (DeleteBackup) Type() Type       { return TypeDeleteBackup }
 func (SetBackupPolicy) Type() Type    { return TypeSetBackupPolicy }
+func (AdoptGuests) Type() Type        { return TypeAdoptGuests }
+func (EndRecovery) Type() Type        { return TypeEndRecovery }
+
+func (SetProjectBackupPolicy) Type() Type { return TypeSetProjectBackupPolicy }
 
 // Encode serializes c as one type byte followed by its JSON body.
 func Encode(c Command) ([]byte, error) {
@@ -660,6 +714,12 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[DeleteBackup](t, body)
 	case TypeSetBackupPolicy:
 		return decodeAs[SetBackupPolicy](t, body)
+	case TypeSetProjectBackupPolicy:
+		return decodeAs[SetProjectBackupPolicy](t, body)
+	case TypeAdoptGuests:
+		return decodeAs[AdoptGuests](t, body)
+	case TypeEndRecovery:
+		return decodeAs[EndRecovery](t, body)
 	case TypeFenceHost:
 		return decodeAs[FenceHost](t, body)
 	case TypeSetHostDraining:

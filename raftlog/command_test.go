@@ -24,6 +24,9 @@ func TestEveryCommandRoundTrips(t *testing.T) {
 		FinishMigration{Name: "v"}, AbortMigration{Name: "v"}, SetHA{Disarmed: true, Time: now}, AddJoinToken{},
 		RevokeJoinToken{}, AddAPIToken{}, RevokeAPIToken{Name: "t"}, SetProject{Create: true}, DeleteProject{Name: "p"}, SetGossipKeys{}, SetProtocol{Protocol: 2}, CreateNetwork{Network: model.Network{Name: "n"}}, DeleteNetwork{Name: "n"},
 		Batch{Entries: [][]byte{MustEncode(DeleteVM{Name: "v"})}},
+		SetProjectBackupPolicy{Project: "p", Target: "t1", Schedule: &model.Schedule{EverySec: 3600, KeepLast: 24}, Time: now},
+		AdoptGuests{Host: "h2", Guests: []AdoptedGuest{{Name: "web", VMID: "id-web", Running: true, Layers: []uint64{3, 1, 0}}}, Time: now},
+		EndRecovery{Force: true, Time: now},
 	}
 	seen := map[Type]bool{}
 	for _, c := range cmds {
@@ -37,7 +40,7 @@ func TestEveryCommandRoundTrips(t *testing.T) {
 			t.Fatalf("%T: decoded %#v, %v", c, got, err)
 		}
 	}
-	if _, err := Decode([]byte{0x55, '{', '}'}); !errors.Is(err, ErrUnknownType) {
+	if _, err := Decode([]byte{0x7f, '{', '}'}); !errors.Is(err, ErrUnknownType) {
 		t.Fatalf("unknown type: %v", err)
 	}
 	if c, err := Decode([]byte{byte(IgnoreUnknown | 0x55), '{', '}'}); c != nil || err != nil {

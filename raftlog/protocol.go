@@ -103,9 +103,11 @@ var FeatureSnapshots = Feature{Name: "snapshots", Since: 8}
 // would refuse or drop.
 var FeatureBackups = Feature{Name: "backups", Since: 8}
 
-// FeatureMemorySnapshots: TakeSnapshot.Memory and model.Snapshot.Memory,
-// which a protocol 8 replica would drop (and a protocol 8 host would take
-// the snapshot without the memory, or revert to it with a cold boot).
+// FeatureMemorySnapshots: TakeSnapshot.Memory, ForgetLayers.Memory,
+// VMReport.Layer, model.Snapshot.Memory and model.Chain's Resume and
+// DeadMemory, which a protocol 8 replica would drop (and a protocol 8 host
+// would take the snapshot without the memory, or revert to it with a cold
+// boot).
 var FeatureMemorySnapshots = Feature{Name: "memory snapshots", Since: 9}
 
 // FeatureProjectBackups: the SetProjectBackupPolicy entry and

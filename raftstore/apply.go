@@ -57,6 +57,9 @@ func (s *State) apply(c raftlog.Command) any {
 		return nil
 	case raftlog.TakeSnapshot:
 		return s.chainOp(c.Name, func(v *model.VM) error {
+			if c.Memory {
+				return s.takeMemorySnapshot(v, c)
+			}
 			if !c.Slot.IsZero() {
 				return v.TakeScheduledSnapshot(c.Slot, c.Time)
 			}
@@ -94,6 +97,8 @@ func (s *State) apply(c raftlog.Command) any {
 		return s.backupOp(func() error { return s.deleteBackup(c) })
 	case raftlog.SetBackupPolicy:
 		return s.backupOp(func() error { return s.setBackupPolicy(c) })
+	case raftlog.SetProjectBackupPolicy:
+		return s.backupOp(func() error { return s.setProjectBackupPolicy(c) })
 	case raftlog.SetSnapshotPolicy:
 		return s.chainOp(c.Name, func(v *model.VM) error { return v.SetSnapshotPolicy(c.Schedule, c.Time) })
 	case raftlog.FinishSnapshot:
@@ -108,7 +113,13 @@ func (s *State) apply(c raftlog.Command) any {
 	case raftlog.DeleteSnapshot:
 		return s.chainOp(c.Name, func(v *model.VM) error { return v.DeleteSnapshot(c.Snapshot) })
 	case raftlog.ForgetLayers:
-		return s.chainOp(c.Name, func(v *model.VM) error { v.ForgetLayers(c.Layers); return nil })
+		return s.chainOp(c.Name, func(v *model.VM) error {
+			v.ForgetLayers(c.Layers)
+			if raftlog.FeatureMemorySnapshots.Enabled(s.cluster) {
+				v.ForgetMemory(c.Memory)
+			}
+			return nil
+		})
 	case raftlog.MergeLayers:
 		return s.chainOp(c.Name, func(v *model.VM) error { return v.MergeLayers(c.Into, c.From) })
 	case raftlog.FenceHost:
@@ -139,8 +150,15 @@ func (s *State) apply(c raftlog.Command) any {
 	case raftlog.DeleteNetwork:
 		return s.deleteNetwork(c)
 	case raftlog.SetHA:
+		if r := s.cluster.Recovery; !c.Disarmed && r != nil && len(r.Waiting) > 0 {
+			return fmt.Errorf("%v: HA is armed again when every host has told what it runs (waiting for %v): %w", errRecovering, r.Waiting, model.ErrConflict)
+		}
 		s.cluster.HADisarmed, s.cluster.HAChangedAt = c.Disarmed, c.Time
 		return nil
+	case raftlog.AdoptGuests:
+		return s.adoptGuests(c)
+	case raftlog.EndRecovery:
+		return s.endRecovery(c)
 	case raftlog.AddJoinToken:
 		return s.addJoinToken(c)
 	case raftlog.SetGossipKeys:
@@ -436,6 +454,10 @@ func (s *State) createVM(c raftlog.CreateVM) (err error) {
 	if err := s.quota(project).Exceeds(project, before, before.Add(v.Spec, s.imageMiB)); err != nil {
 		return err
 	}
+	if raftlog.FeatureProjectBackups.Enabled(s.cluster) && (v.BackupPolicy == nil || v.BackupPolicy.FromProject) {
+		v.BackupPolicy = nil // its project's, if it has one
+		v.FollowProjectBackups(s.projectBackupPolicy(project), v.CreatedAt)
+	}
 	s.vms[v.Name] = v
 	s.vmIDs[v.ID] = v.Name
 	return nil
@@ -588,6 +610,9 @@ func (s *State) reportVMs(c raftlog.ReportVMs) any {
 		}
 		if r.State == model.StateRunning {
 			v.Restore = nil // its disks exist: restored
+			if raftlog.FeatureMemorySnapshots.Enabled(s.cluster) {
+				v.Resumed(r.Layer)
+			}
 		}
 		s.vms[v.Name] = v
 		applied++
@@ -790,6 +815,7 @@ func (s *State) setProject(c raftlog.SetProject) (err error) {
 	case exists:
 		p.CreatedAt = old.CreatedAt
 	}
+	p.BackupPolicy = old.BackupPolicy // set by SetProjectBackupPolicy alone
 	s.cluster.Projects, err = putSorted(s.cluster.Projects, p, func(q model.Project) string { return q.Name }, model.MaxProjects, "projects")
 	return err
 }

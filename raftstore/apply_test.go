@@ -423,8 +423,8 @@ func TestUnknownEntryTypes(t *testing.T) {
 	// refused with an error and changes nothing: no panic, so a forged
 	// entry cannot crash-loop the daemon.
 	before := snapshotBytes(t, f)
-	batch := raftlog.MustEncode(raftlog.Batch{Entries: [][]byte{{0x55, '{', '}'}, {byte(raftlog.TypeCreateVM), '{'}}})
-	for _, data := range [][]byte{{0x55, '{', '}'}, {byte(raftlog.TypeCreateVM), '{'}, {}} {
+	batch := raftlog.MustEncode(raftlog.Batch{Entries: [][]byte{{0x7f, '{', '}'}, {byte(raftlog.TypeCreateVM), '{'}}})
+	for _, data := range [][]byte{{0x7f, '{', '}'}, {byte(raftlog.TypeCreateVM), '{'}, {}} {
 		res := f.Apply(&raft.Log{Type: raft.LogCommand, Data: data})
 		if err, ok := res.(error); !ok || !errors.Is(err, raftlog.ErrBadEntry) {
 			t.Errorf("entry %q: %v, want raftlog.ErrBadEntry", data, res)

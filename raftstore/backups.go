@@ -53,9 +53,12 @@ func (s *State) deleteBackupTarget(c raftlog.DeleteBackupTarget) error {
 		if v.Restore != nil && v.Restore.Target == c.Name {
 			return fmt.Errorf("backup target %q: vm %q is being restored from it: %w", c.Name, v.Name, model.ErrConflict)
 		}
-		if v.BackupPolicy != nil && v.BackupPolicy.Target == c.Name {
+		if v.BackupPolicy != nil && v.BackupPolicy.Target == c.Name && !v.BackupPolicy.FromProject {
 			return fmt.Errorf("backup target %q: vm %q's backup schedule names it: %w", c.Name, v.Name, model.ErrConflict)
 		}
+	}
+	if err := s.projectBackupsBlock(c.Name, c.Force); err != nil {
+		return err
 	}
 	n := 0
 	for _, b := range s.cluster.Backups {
@@ -67,6 +70,7 @@ func (s *State) deleteBackupTarget(c raftlog.DeleteBackupTarget) error {
 		return fmt.Errorf("backup target %q holds %d backups: remove them, or the target with force (its files stay): %w", c.Name, n, model.ErrConflict)
 	}
 	s.cluster.BackupTargets = slices.DeleteFunc(slices.Clone(s.cluster.BackupTargets), func(t model.BackupTarget) bool { return t.Name == c.Name })
+	s.dropProjectBackups(c.Name)
 	for _, b := range s.cluster.Backups {
 		if b.Target == c.Name {
 			s.dropAnchor(b)
@@ -131,7 +135,13 @@ func (s *State) setBackupPolicy(c raftlog.SetBackupPolicy) error {
 			return fmt.Errorf("backup target %q: %w", c.Target, model.ErrNotFound)
 		}
 	}
-	return s.updateVM(c.Name, func(v *model.VM) error { return v.SetBackupPolicy(c.Target, c.Schedule, c.Time) })
+	return s.updateVM(c.Name, func(v *model.VM) error {
+		if c.Schedule == nil { // back to the project's, if it has one
+			v.DropBackupPolicy(s.projectBackupPolicy(v.Project), c.Time)
+			return nil
+		}
+		return v.SetBackupPolicy(c.Target, c.Schedule, c.Time)
+	})
 }
 
 // backupJob runs fn on the VM's job id, if it is under way.

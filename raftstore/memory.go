@@ -2,6 +2,9 @@ package raftstore
 
 import (
 	"context"
+	"time"
+
+	"github.com/corralhq/corral/model"
 
 	"github.com/corralhq/corral/raftlog"
 	"github.com/hashicorp/raft"
@@ -34,4 +37,12 @@ func (m *Memory) Apply(ctx context.Context, c raftlog.Command) (any, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// Recover puts the state in recovery as corrald recover leaves it, with
+// self the recovering host (tests of the recovery above the store).
+func (m *Memory) Recover(self string, now time.Time) model.Recovery {
+	m.fsm.mu.Lock()
+	defer m.fsm.mu.Unlock()
+	return m.fsm.state.enterRecovery(self, BackupHeader{TakenAt: now, Applied: m.index}, now)
 }

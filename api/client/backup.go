@@ -104,3 +104,13 @@ func (c *Client) SetBackupSchedule(ctx context.Context, vm, target, schedule str
 	err := c.Do(ctx, http.MethodPut, vmPath(vm)+"/backup-schedule", api.BackupScheduleRequest{Target: target, Schedule: schedule}, &out)
 	return out, err
 }
+
+// SetProjectBackupSchedule sets a project's backup schedule to a target
+// (as SetBackupSchedule's); an empty schedule removes it. Each VM of the
+// project without a schedule of its own follows it (VM.BackupScheduleFrom).
+// The project comes back with its schedule as the cluster records it.
+func (c *Client) SetProjectBackupSchedule(ctx context.Context, project, target, schedule string) (api.Project, error) {
+	var out api.Project
+	err := c.Do(ctx, http.MethodPut, "/v1/projects/"+url.PathEscape(project)+"/backup-schedule", api.BackupScheduleRequest{Target: target, Schedule: schedule}, &out)
+	return out, err
+}

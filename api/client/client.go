@@ -497,3 +497,22 @@ func (c *Client) SetGroupAutoscale(ctx context.Context, name string, a *api.Auto
 	err := c.Do(ctx, http.MethodPut, path, a, &out)
 	return out, err
 }
+
+// ClusterBackup returns a consistent copy of the cluster's state.
+func (c *Client) ClusterBackup(ctx context.Context) (api.ClusterBackup, error) {
+	var b api.ClusterBackup
+	err := c.Do(ctx, http.MethodGet, "/v1/cluster/backup", nil, &b)
+	return b, err
+}
+
+// Recovery returns the recovery under way, nil when there is none.
+func (c *Client) Recovery(ctx context.Context) (*api.Recovery, error) {
+	var r *api.Recovery
+	err := c.Do(ctx, http.MethodGet, "/v1/cluster/recovery", nil, &r)
+	return r, err
+}
+
+// EndRecovery ends the recovery under way.
+func (c *Client) EndRecovery(ctx context.Context, force bool) error {
+	return c.Do(ctx, http.MethodPost, "/v1/cluster/recovery/end", api.RecoveryEndRequest{Force: force}, nil)
+}

@@ -188,8 +188,14 @@ func (c *Client) Snapshots(ctx context.Context, vm string) ([]api.Snapshot, erro
 // comes back ready; a running guest's comes back creating, and is ready
 // once its host has taken it, or gone if the host failed to (poll VM).
 func (c *Client) CreateSnapshot(ctx context.Context, vm, name string) (api.Snapshot, error) {
+	return c.TakeSnapshot(ctx, vm, api.SnapshotCreateRequest{Name: name})
+}
+
+// TakeSnapshot is CreateSnapshot with the request's options: with Memory,
+// the running guest's RAM too.
+func (c *Client) TakeSnapshot(ctx context.Context, vm string, req api.SnapshotCreateRequest) (api.Snapshot, error) {
 	var out api.Snapshot
-	err := c.Do(ctx, http.MethodPost, vmPath(vm)+"/snapshots", api.SnapshotCreateRequest{Name: name}, &out)
+	err := c.Do(ctx, http.MethodPost, vmPath(vm)+"/snapshots", req, &out)
 	return out, err
 }
 

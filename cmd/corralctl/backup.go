@@ -276,21 +276,21 @@ while another backup or a restore of the VM is under way), then removes the
 backups the schedule made that it no longer keeps: never the newest, never
 one a kept backup builds on, never one made otherwise. corralctl backup ls
 marks the scheduled ones. Removing the schedule leaves its backups. Setting
-one replaces the last.`,
+one replaces the last.
+
+A VM of a project that has a backup schedule (corralctl project
+backup-schedule) follows the project's unless it has its own: setting one
+here replaces the project's for this VM, and --off gives the VM the
+project's schedule back (vm show says "from project P"); in a project
+without one, --off leaves the VM none.`,
 		Example: `  corralctl vm backup-schedule db1 --target nfs1 "daily 02:00 keep 7 daily 4 weekly"
   corralctl vm backup-schedule web1 --target nfs1 "every 6h keep 4"
   corralctl vm backup-schedule db1 --off`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vm, schedule, err := scheduleArgs(args, off)
+			vm, schedule, err := backupScheduleArgs(args, off, target)
 			if err != nil {
 				return err
-			}
-			switch {
-			case off && target != "":
-				return errors.New("--off removes the schedule, whatever its target: give no --target")
-			case !off && target == "":
-				return errors.New("--target is required (see corralctl backup target ls)")
 			}
 			ctx, cancel := c.ctx()
 			defer cancel()
@@ -303,13 +303,23 @@ one replaces the last.`,
 					fmt.Fprintf(w, "backup schedule of %s removed\n", v.Name)
 					return
 				}
-				fmt.Fprintf(w, "backup schedule of %s: %s, to %s\n", v.Name, v.BackupSchedule, v.BackupTarget)
+				fmt.Fprintf(w, "backup schedule of %s: %s\n", v.Name, fmtBackupSchedule(v))
 			})
 		},
 	}
 	cmd.Flags().StringVar(&target, "target", "", "the backup target")
-	cmd.Flags().BoolVar(&off, "off", false, "remove the schedule (its backups stay)")
+	cmd.Flags().BoolVar(&off, "off", false, "remove the schedule (its backups stay); the VM then follows its project's, if it has one")
 	return cmd
+}
+
+// fmtBackupSchedule is a VM's backup schedule and target, and the project
+// whose schedule it is when the VM has none of its own.
+func fmtBackupSchedule(v api.VM) string {
+	s := v.BackupSchedule + ", to " + v.BackupTarget
+	if v.BackupScheduleFrom != "" {
+		s += " (from project " + v.BackupScheduleFrom + ")"
+	}
+	return s
 }
 
 // backupKind is "full", or "incremental on PARENT".
@@ -662,4 +672,19 @@ func readSecret(r io.Reader, file string) (string, error) {
 		return "", fmt.Errorf("secret key: %s is empty", file)
 	}
 	return key, nil
+}
+
+// backupScheduleArgs reads NAME SCHEDULE (or NAME with --off) and checks
+// --target against --off.
+func backupScheduleArgs(args []string, off bool, target string) (name, schedule string, err error) {
+	if name, schedule, err = scheduleArgs(args, off); err != nil {
+		return "", "", err
+	}
+	switch {
+	case off && target != "":
+		return "", "", errors.New("--off removes the schedule, whatever its target: give no --target")
+	case !off && target == "":
+		return "", "", errors.New("--target is required (see corralctl backup target ls)")
+	}
+	return name, schedule, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/internal/atomicfile"
 )
 
 func (c *cli) clusterCmd() *cobra.Command {
@@ -53,7 +54,102 @@ func (c *cli) clusterCmd() *cobra.Command {
 			})
 		},
 	})
-	cmd.AddCommand(ha, c.tokenCmd(), gk, c.balanceCmd())
+	cmd.AddCommand(ha, c.tokenCmd(), gk, c.balanceCmd(), c.clusterBackupCmd(), c.recoveryCmd())
+	return cmd
+}
+
+// clusterBackupCmd is cluster backup -o FILE.
+func (c *cli) clusterBackupCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "backup -o FILE",
+		Short: "Save a consistent copy of the cluster's state, for corrald recover --from FILE",
+		Long: `Save a consistent copy of the cluster's state (hosts, VMs and where they run,
+their disk chains and snapshots, networks, images, projects, tokens, backup
+targets and the backup catalog) to FILE, mode 0600. It holds the secret keys
+of S3 backup targets: keep it as you keep a password. It holds no private key
+of the cluster: a recovered cluster makes a new identity.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return fmt.Errorf("-o FILE is required")
+			}
+			ctx, cancel := c.ctxFor(2 * time.Minute)
+			defer cancel()
+			b, err := c.client().ClusterBackup(ctx)
+			if err != nil {
+				return err
+			}
+			if err := atomicfile.Write(out, b.Data, 0o600); err != nil {
+				return err
+			}
+			n := len(b.Data)
+			b.Data = nil // not on the terminal
+			return c.print(b, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "cluster state saved to %s: %d bytes, taken on %s at index %d (%d hosts, %d VMs), sha256 %s\n",
+					out, n, b.Host, b.Applied, b.Hosts, b.VMs, b.SHA256)
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "file to write (mode 0600)")
+	return cmd
+}
+
+// recoveryCmd is cluster recovery [end [--force]].
+func (c *cli) recoveryCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "recovery",
+		Short: "Progress of a cluster recovered from a backup of its state (corrald recover)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			r, err := c.client().Recovery(ctx)
+			if err != nil {
+				return err
+			}
+			return c.print(r, func(w *tabwriter.Writer) {
+				if r == nil {
+					fmt.Fprintln(w, "no recovery under way")
+					return
+				}
+				fmt.Fprintf(w, "recovered:\t%s on %s, from the backup of %s (index %d)\n", r.At.Format(time.RFC3339), r.By, r.BackupAt.Format(time.RFC3339), r.BackupIndex)
+				waiting := "none: guests start and stop again"
+				if len(r.Waiting) > 0 {
+					waiting = strings.Join(r.Waiting, ", ") + " (until none is, no host starts, stops or removes a guest)"
+				}
+				fmt.Fprintf(w, "waiting for:\t%s\n", waiting)
+				fmt.Fprintf(w, "adopted:\t%d running guests (%d found elsewhere than the backup said; %d disk chains newer than the backup's)\n", r.Adopted, r.Moved, r.Rechained)
+				if r.HAWasArmed {
+					fmt.Fprintf(w, "HA:\tdisarmed until the recovery ends, then armed again\n")
+				}
+				for _, g := range r.Unknown {
+					fmt.Fprintf(w, "unknown guest:\t%s (%s) on %s: %s; runs on until the recovery ends, then its host removes it\n", g.Name, g.VMID, g.Host, g.Why)
+				}
+			})
+		},
+	}
+	var force bool
+	end := &cobra.Command{
+		Use:   "end",
+		Short: "End the recovery: unknown guests are then removed by their hosts (their disks stay in the pool)",
+		Long: `End the recovery. It ends by itself once every host has told what it runs and
+no guest was unknown. With unknown guests (created after the backup), first
+save what you need of them. --force ends it while hosts are still waited for:
+only when they run no guest (powered off), since nothing would stop their
+guests from being started a second time elsewhere.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			if err := c.client().EndRecovery(ctx, force); err != nil {
+				return err
+			}
+			return c.print(struct{}{}, func(w *tabwriter.Writer) { fmt.Fprintln(w, "recovery ended") })
+		},
+	}
+	end.Flags().BoolVar(&force, "force", false, "end while hosts are waited for (they must run no guest)")
+	cmd.AddCommand(end)
 	return cmd
 }
 

@@ -100,6 +100,9 @@ func (c *cli) projectCmd() *cobra.Command {
 				if !p.CreatedAt.IsZero() {
 					fmt.Fprintf(w, "Created:\t%s\n", p.CreatedAt.Local().Format(time.RFC3339))
 				}
+				if p.BackupSchedule != "" {
+					fmt.Fprintf(w, "Backup schedule:\t%s, to %s\n", p.BackupSchedule, p.BackupTarget)
+				}
 				fmt.Fprintln(w, "\tUSED\tLIMIT")
 				fmt.Fprintf(w, "VMs\t%d\t%s\n", p.Usage.VMs, limit(int64(p.Quota.VMs), ""))
 				fmt.Fprintf(w, "vCPUs\t%d\t%s\n", p.Usage.VCPUs, limit(int64(p.Quota.VCPUs), ""))
@@ -136,7 +139,60 @@ func (c *cli) projectCmd() *cobra.Command {
 			return c.print(struct{}{}, func(w *tabwriter.Writer) { fmt.Fprintf(w, "project %s removed\n", args[0]) })
 		},
 	}
-	cmd.AddCommand(create, ls, show, setQuota, rm)
+	cmd.AddCommand(create, ls, show, setQuota, rm, c.projectBackupSchedule())
+	return cmd
+}
+
+// projectBackupSchedule is "project backup-schedule", as "vm
+// backup-schedule" for every VM of the project without its own.
+func (c *cli) projectBackupSchedule() *cobra.Command {
+	var (
+		target string
+		off    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "backup-schedule PROJECT (--target TARGET SCHEDULE | --off)",
+		Short: "Back up every VM of a project without a schedule of its own to a target on a schedule",
+		Long: `Set a project's backup schedule to a target, or remove it with --off. The
+schedule is written as a VM's (see corralctl vm backup-schedule --help):
+"WHEN keep RETENTION", e.g. "daily 02:00 keep 7 daily 4 weekly" (times
+in UTC).
+
+Every VM of the project without a backup schedule of its own follows it,
+those created or restored into the project later too, exactly as if it
+were the VM's own: a backup of each VM at each slot, and each VM's
+scheduled backups the schedule no longer keeps removed. vm show says
+"from project P". A VM's own schedule (vm backup-schedule) replaces the
+project's for that VM; removing the VM's own gives it the project's back.
+Removing the project's leaves the VMs that followed it without one (their
+backups stay). Setting it again with the same target and schedule changes
+nothing (no slot is backed up twice).`,
+		Example: `  corralctl project backup-schedule team-a --target nfs1 "daily 02:00 keep 7 daily 4 weekly"
+  corralctl project backup-schedule default --target nfs1 "every 6h keep 4"
+  corralctl project backup-schedule team-a --off`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			project, schedule, err := backupScheduleArgs(args, off, target)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := c.ctx()
+			defer cancel()
+			p, err := c.client().SetProjectBackupSchedule(ctx, project, target, schedule)
+			if err != nil {
+				return err
+			}
+			return c.print(p, func(w *tabwriter.Writer) {
+				if p.BackupSchedule == "" {
+					fmt.Fprintf(w, "backup schedule of project %s removed\n", p.Name)
+					return
+				}
+				fmt.Fprintf(w, "backup schedule of project %s: %s, to %s\n", p.Name, p.BackupSchedule, p.BackupTarget)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&target, "target", "", "the backup target")
+	cmd.Flags().BoolVar(&off, "off", false, "remove the schedule (the VMs that followed it have none; their backups stay)")
 	return cmd
 }
 

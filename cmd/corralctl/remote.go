@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/corralhq/corral/api/client"
+	"github.com/corralhq/corral/internal/atomicfile"
 )
 
 // Remotes: corrald HTTPS APIs this user talks to instead of the local
@@ -99,23 +100,7 @@ func saveRemotes(rc remoteConfig, path string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".remotes-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, append(data, '\n'), 0o600)
 }
 
 // pickClient chooses what corralctl talks to: --socket or $CORRAL_SOCKET

@@ -26,10 +26,10 @@ func (c *cli) vmSnapshotCmd() *cobra.Command {
 }
 
 func (c *cli) snapshotCreate() *cobra.Command {
-	var noWait bool
+	var noWait, memory bool
 	cmd := &cobra.Command{
 		Use:   "create VM NAME",
-		Short: "Snapshot all of a VM's disks",
+		Short: "Snapshot all of a VM's disks (and, with --memory, the running guest's RAM)",
 		Long: `Snapshot all of a VM's disks at once. A stopped VM's snapshot is ready at
 once. A running guest's is taken by its host: the guest agent freezes the
 guest's file systems if one answers (frozen), else the disks are taken as
@@ -37,10 +37,17 @@ they are, as after a power cut (crash-consistent). The command waits until
 the snapshot is ready, or the host failed to take it, for --timeout (here 2m
 unless given); --no-wait returns once it is recorded.
 
+With --memory (a running guest only) the guest's RAM is saved too, into a
+file of the shared storage pool as large as the guest's memory: the guest
+is paused while its RAM is written, then its disks move, and it runs on.
+Reverting to such a snapshot resumes the guest where it was, processes and
+all, instead of booting it. Schedules take disk snapshots only.
+
 A VM that is starting, stopping or migrating cannot be snapshotted: try
 again once it runs or is stopped.`,
 		Example: `  corralctl vm snapshot create web1 before-upgrade
-  corralctl vm snapshot create web1 nightly --no-wait`,
+  corralctl vm snapshot create web1 nightly --no-wait
+  corralctl vm snapshot create web1 warm --memory`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			vm, name := args[0], args[1]
@@ -54,7 +61,7 @@ again once it runs or is stopped.`,
 			defer cancel()
 			start := time.Now()
 			cl := c.client()
-			s, err := cl.CreateSnapshot(ctx, vm, name)
+			s, err := cl.TakeSnapshot(ctx, vm, api.SnapshotCreateRequest{Name: name, Memory: memory})
 			if err != nil {
 				return err
 			}
@@ -73,6 +80,7 @@ again once it runs or is stopped.`,
 		},
 	}
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the snapshot is recorded, before the VM's host has taken it")
+	cmd.Flags().BoolVar(&memory, "memory", false, "save the running guest's RAM too: a revert resumes the guest instead of booting it")
 	return cmd
 }
 
@@ -89,6 +97,8 @@ func snapshotHow(s api.Snapshot) string {
 		return "crash-consistent: " + msg
 	case "stopped":
 		return "the VM was stopped"
+	case "memory":
+		return "with the guest's memory: a revert resumes the guest where it was"
 	}
 	return s.Consistency
 }
@@ -126,6 +136,16 @@ func (c *cli) waitSnapshot(ctx context.Context, vm string, s api.Snapshot, wait 
 		case <-tick.C:
 		}
 	}
+}
+
+// snapshotNamed finds a VM's snapshot by name.
+func snapshotNamed(list []api.Snapshot, name string) (api.Snapshot, bool) {
+	for _, s := range list {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return api.Snapshot{}, false
 }
 
 // findSnapshot finds s (by name, and made when s was) among a VM's.
@@ -206,7 +226,14 @@ func (c *cli) snapshotRevert() *cobra.Command {
 		Long: `Put all of a VM's disks back to a snapshot. What the guest wrote since the
 snapshot is gone (snapshots taken after it keep theirs). A running guest is
 powered off, not shut down, and started again on the snapshot's disks; a
-stopped VM starts on them next time.`,
+stopped VM starts on them next time.
+
+A memory snapshot's guest is resumed from its RAM instead, running or
+stopped before: it goes on from the instant of the snapshot. Its host
+does so only while no guest has written to the reverted disks; once one
+has (the resumed guest crashed, or its host failed and the VM was
+recovered elsewhere), the guest boots from them and the VM's message says
+so.`,
 		Example: `  corralctl vm snapshot revert web1 before-upgrade`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -217,6 +244,10 @@ stopped VM starts on them next time.`,
 				return err
 			}
 			return c.print(v, func(w *tabwriter.Writer) {
+				if s, ok := snapshotNamed(v.Snapshots, args[1]); ok && s.Memory {
+					fmt.Fprintf(w, "vm %s reverted to snapshot %s: the guest resumes from the snapshot's memory; what it did since is gone\n", v.Name, args[1])
+					return
+				}
 				if v.Desired == "running" {
 					fmt.Fprintf(w, "vm %s reverted to snapshot %s: the guest is powered off and started again on the snapshot's disks; its writes since the snapshot are gone\n", v.Name, args[1])
 				} else {
@@ -320,11 +351,14 @@ func plural(n int, what string) string {
 }
 
 // fmtSnapshots is vm show's line: how many, and their names (with the
-// state of one not ready).
+// state of one not ready, and which hold the guest's memory).
 func fmtSnapshots(list []api.Snapshot) string {
 	names := make([]string, len(list))
 	for i, s := range list {
 		names[i] = s.Name
+		if s.Memory {
+			names[i] += " (memory)"
+		}
 		if s.State != "ready" {
 			names[i] += " (" + s.State + ")"
 		}

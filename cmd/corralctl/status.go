@@ -56,6 +56,9 @@ func (c *cli) statusCmd() *cobra.Command {
 				if !s.Joined {
 					fmt.Fprintf(w, "Joined:\tno (still looking for seeds)\n")
 				}
+				if s.Recovery != "" {
+					fmt.Fprintf(w, "RECOVERING:\t%s\n", s.Recovery)
+				}
 			})
 		},
 	}

@@ -160,7 +160,7 @@ func printVM(w *tabwriter.Writer, v api.VM) {
 		fmt.Fprintf(w, "Backup:\t%s\n", fmtBackupJob(*v.Backup))
 	}
 	if v.BackupSchedule != "" {
-		fmt.Fprintf(w, "Backup schedule:\t%s\n", fmtSchedule(v.BackupSchedule+", to "+v.BackupTarget, v.BackupScheduleLast))
+		fmt.Fprintf(w, "Backup schedule:\t%s\n", fmtSchedule(fmtBackupSchedule(v), v.BackupScheduleLast))
 	}
 	if v.RestoringFrom != "" {
 		fmt.Fprintf(w, "Restoring from:\tbackup %s\n", v.RestoringFrom)

@@ -13,6 +13,13 @@
 // creates a new cluster's identity on its first host (CA, this host's
 // certificate, gossip key, in data_dir/identity) and prints the first join
 // token, which the other hosts put in join_token.
+//
+//	corrald recover --from FILE [--config ...]
+//
+// rebuilds a cluster whose voters are all lost from a backup of its state
+// (corralctl cluster backup -o FILE), on one of its hosts with an empty
+// data_dir: a new identity, and the state in recovery until every host
+// has told what it runs. docs/recovery.md is the runbook.
 package main
 
 import (
@@ -23,7 +30,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/corralhq/corral/daemon"
 	"github.com/corralhq/corral/internal/sdnotify"
@@ -47,6 +56,9 @@ func run(args []string) int {
 	initCluster := len(args) > 0 && args[0] == "init"
 	if initCluster {
 		args = args[1:]
+	}
+	if len(args) > 0 && args[0] == "recover" {
+		return recoverCluster(args[1:])
 	}
 	cfg, err := daemon.LoadConfig(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -108,4 +120,47 @@ func newLogger(cfg daemon.Config) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// recoverCluster is corrald recover --from FILE.
+func recoverCluster(args []string) int {
+	var from string
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--from" && i+1 < len(args):
+			from = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--from="):
+			from = strings.TrimPrefix(a, "--from=")
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if from == "" {
+		fmt.Fprintln(os.Stderr, "corrald recover: --from FILE is required (a file written by corralctl cluster backup -o FILE)")
+		return 2
+	}
+	cfg, err := daemon.LoadConfig(rest)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "corrald:", err)
+		return 2
+	}
+	h, rec, tok, err := daemon.Recover(cfg, from)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "corrald recover:", err)
+		return 1
+	}
+	fmt.Printf("cluster state recovered from %s: taken %s on %s at index %d, %d hosts, %d VMs\n",
+		from, h.TakenAt.Format(time.RFC3339), h.Host, h.Applied, h.Hosts, h.VMs)
+	fmt.Printf("new cluster identity in %s; Raft state in %s, with %s its only voter\n", cfg.IdentityDir(), cfg.DataDir, cfg.Name)
+	fmt.Printf("HA is disarmed until every host has told what it runs; waiting for: %s\n", strings.Join(rec.Waiting, ", "))
+	fmt.Printf("join token for the other hosts (valid 24 hours):\n\n%s\n\n", tok)
+	fmt.Println("Start corrald here. On every other host: stop corrald, move its data_dir aside, put the token in")
+	fmt.Println("/etc/corral/corral.toml as join_token, and start corrald; its running guests are adopted, not restarted.")
+	fmt.Println("corralctl cluster recovery shows progress (docs/recovery.md).")
+	return 0
 }

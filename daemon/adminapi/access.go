@@ -42,10 +42,14 @@ func routeRole(pattern string) Role {
 	switch {
 	case strings.HasPrefix(path, "/v1/tokens") || strings.HasPrefix(path, "/v1/certificates"):
 		return RoleAdmin // who holds which credential is an admin's business
+	case path == "/v1/projects/{name}/backup-schedule":
+		return RoleOperator // as a VM's backup schedule
 	case strings.HasPrefix(path, "/v1/projects") && method != http.MethodGet:
 		return RoleAdmin
 	case strings.HasPrefix(path, "/v1/backup-targets") && (method != http.MethodGet || strings.HasSuffix(path, "/credentials")):
 		return RoleAdmin // where backups go, on every host's file system
+	case path == "/v1/cluster/backup":
+		return RoleAdmin // the whole state, secrets of backup targets with it
 	case strings.HasPrefix(path, "/v1/vms/{name}/console") || path == "/v1/vms/{name}/vnc":
 		return RoleOperator // the log, the console itself, the screen
 	case method == http.MethodGet:
@@ -266,6 +270,7 @@ func projectRoute(pattern string) bool {
 			return true
 		}
 	}
-	// The backup targets, to back its VMs up to.
-	return method == http.MethodGet && (strings.HasPrefix(path, "/v1/projects") || path == "/v1/backup-targets")
+	// The backup targets, to back its VMs up to; its VMs' backup schedule.
+	return method == http.MethodGet && (strings.HasPrefix(path, "/v1/projects") || path == "/v1/backup-targets") ||
+		path == "/v1/projects/{name}/backup-schedule"
 }

@@ -27,6 +27,9 @@ func TestRouteRoles(t *testing.T) {
 		"DELETE /v1/images/{name}":           RoleOperator,
 		"POST /v1/hosts/{name}/drain":        RoleAdmin,
 		"PUT /v1/cluster/ha":                 RoleAdmin,
+		"GET /v1/cluster/backup":             RoleAdmin,
+		"GET /v1/cluster/recovery":           RoleViewer,
+		"POST /v1/cluster/recovery/end":      RoleAdmin,
 		"POST /v1/cluster/gossip-key/rotate": RoleAdmin,
 		"GET /v1/tokens":                     RoleAdmin,
 		"POST /v1/tokens":                    RoleAdmin,
@@ -34,6 +37,9 @@ func TestRouteRoles(t *testing.T) {
 		"POST /v1/certificates":              RoleAdmin,
 		"GET /v1/projects":                   RoleViewer,
 		"PUT /v1/projects/{name}/quota":      RoleAdmin,
+		"DELETE /v1/projects/{name}":         RoleAdmin,
+
+		"PUT /v1/projects/{name}/backup-schedule": RoleOperator,
 
 		"GET /v1/vms/{name}/snapshots":                    RoleViewer,
 		"POST /v1/vms/{name}/snapshots":                   RoleOperator,

@@ -38,6 +38,9 @@ type Backend interface {
 	RemoveHost(ctx context.Context, name string, force bool) error
 	RestoreHost(ctx context.Context, name string, req api.HostRestoreRequest) (api.Host, error)
 	SetHA(ctx context.Context, req api.HARequest) (api.Status, error)
+	ClusterBackup(ctx context.Context) (api.ClusterBackup, error)
+	Recovery(ctx context.Context) (*api.Recovery, error)
+	EndRecovery(ctx context.Context, req api.RecoveryEndRequest) error
 	// Balance runs a round of the leader's balancer (a plan, or applied).
 	Balance(ctx context.Context, req api.BalanceRequest) (api.BalanceResult, error)
 	JoinTokens(ctx context.Context) ([]api.JoinToken, error)
@@ -51,6 +54,10 @@ type Backend interface {
 	Project(ctx context.Context, name string) (api.Project, error)
 	CreateProject(ctx context.Context, req api.ProjectCreateRequest) (api.Project, error)
 	SetProjectQuota(ctx context.Context, name string, q api.Quota) (api.Project, error)
+	// SetProjectBackupSchedule sets a project's backup schedule to a
+	// target (an empty one removes it); it answers once this host's copy
+	// shows the change.
+	SetProjectBackupSchedule(ctx context.Context, name string, req api.BackupScheduleRequest) (api.Project, error)
 	DeleteProject(ctx context.Context, name string) error
 	RotateGossipKey(ctx context.Context) (api.GossipKeyRotation, error)
 	MigrateVM(ctx context.Context, name string, req api.VMMigrateRequest) (api.VM, error)
@@ -278,6 +285,21 @@ func (s *Server) routes() []route {
 			}
 			return s.b.SetHA(r.Context(), req)
 		}},
+		{"GET /v1/cluster/backup", doc{summary: "a consistent copy of the cluster's state, for corrald recover --from (admin: it holds the secret keys of S3 backup targets)", out: api.ClusterBackup{}}, func(r *http.Request) (any, error) {
+			return s.b.ClusterBackup(r.Context())
+		}},
+		{"GET /v1/cluster/recovery", doc{summary: "the recovery from a backup of the cluster's state under way (null when none): hosts waited for, guests adopted and unknown", out: api.Recovery{}}, func(r *http.Request) (any, error) {
+			return s.b.Recovery(r.Context())
+		}},
+		{"POST /v1/cluster/recovery/end", doc{summary: "end a recovery: unknown guests are then removed by their hosts; force ends it while hosts are waited for (they must run no guest)", in: api.RecoveryEndRequest{}, out: struct{}{}}, func(r *http.Request) (any, error) {
+			var req api.RecoveryEndRequest
+			if r.ContentLength != 0 {
+				if err := decode(r, &req); err != nil {
+					return nil, err
+				}
+			}
+			return struct{}{}, s.b.EndRecovery(r.Context(), req)
+		}},
 		{"POST /v1/cluster/gossip-key/rotate", doc{summary: "rotate the gossip encryption key on every live host", out: api.GossipKeyRotation{}}, func(r *http.Request) (any, error) { return s.b.RotateGossipKey(r.Context()) }},
 		{"GET /v1/cluster/tokens", doc{summary: "join tokens (never their secrets)", out: []api.JoinToken{}}, func(r *http.Request) (any, error) { return s.b.JoinTokens(r.Context()) }},
 		{"POST /v1/cluster/tokens", doc{summary: "create a join token; its secret is in this answer only", in: api.JoinTokenCreateRequest{}, out: api.JoinTokenCreated{}}, func(r *http.Request) (any, error) {
@@ -312,6 +334,20 @@ func (s *Server) routes() []route {
 				return nil, err
 			}
 			return s.b.Project(r.Context(), name)
+		}},
+		{"PUT /v1/projects/{name}/backup-schedule", doc{summary: "set a project's backup schedule to a target (as a VM's, e.g. \"daily 02:00 keep 7 daily 4 weekly\"): each VM of the project without a backup schedule of its own, now or created later, follows it as if it were its own (the VM shows it as the project's); a VM's own schedule replaces it, and removing the VM's own gives it back; an empty schedule removes the project's (the VMs following it then have none; their backups stay)", in: api.BackupScheduleRequest{}, out: api.Project{}}, func(r *http.Request) (any, error) {
+			name, err := projectName(r)
+			if err != nil {
+				return nil, err
+			}
+			var req api.BackupScheduleRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			if err := validBackupSchedule(req); err != nil {
+				return nil, err
+			}
+			return s.b.SetProjectBackupSchedule(r.Context(), name, req)
 		}},
 		{"PUT /v1/projects/{name}/quota", doc{summary: "set a project's quota (0: no limit); a lower one refuses only growth", in: api.Quota{}, out: api.Project{}}, func(r *http.Request) (any, error) {
 			name, err := projectName(r)
@@ -421,16 +457,8 @@ func (s *Server) routes() []route {
 			if err := decode(r, &req); err != nil {
 				return nil, err
 			}
-			if err := validSchedule(req.Schedule); err != nil {
+			if err := validBackupSchedule(req); err != nil {
 				return nil, err
-			}
-			switch {
-			case req.Schedule != "" && req.Target == "":
-				return nil, fmt.Errorf("a backup schedule needs a target: %w", model.ErrInvalid)
-			case req.Target != "":
-				if err := model.ValidateName("backup target", req.Target); err != nil {
-					return nil, err
-				}
 			}
 			return s.b.SetBackupSchedule(r.Context(), name, req)
 		})},
@@ -721,6 +749,22 @@ func validSchedule(text string) error {
 	}
 	_, err := model.ParseSchedule(text)
 	return err
+}
+
+// validBackupSchedule checks the body of a VM's or a project's
+// backup-schedule route: a schedule (model.ParseSchedule) needs a target;
+// an empty one removes the schedule.
+func validBackupSchedule(req api.BackupScheduleRequest) error {
+	if err := validSchedule(req.Schedule); err != nil {
+		return err
+	}
+	switch {
+	case req.Schedule != "" && req.Target == "":
+		return fmt.Errorf("a backup schedule needs a target: %w", model.ErrInvalid)
+	case req.Target != "":
+		return model.ValidateName("backup target", req.Target)
+	}
+	return nil
 }
 
 // withBackup validates the {id} of a backup route before calling h.

@@ -196,8 +196,12 @@ func (l *Leader) SetBackupSchedule(ctx context.Context, req BackupScheduleReques
 	if _, err := l.store.Apply(ctx, c); err != nil {
 		return model.VM{}, err
 	}
+	v, err := l.store.VM(req.Name)
+	if p := v.BackupPolicy; err == nil && c.Schedule == nil && p != nil && p.FromProject {
+		what = fmt.Sprintf("removed: it follows project %s's, %s, to %s", model.ProjectOf(v.Project), p.Schedule, p.Target)
+	}
 	l.event(ctx, "backup-schedule", "", req.Name, "backup schedule %s", what)
-	return l.store.VM(req.Name)
+	return v, err
 }
 
 // runBackupSchedules starts the scheduled backups that are due (each

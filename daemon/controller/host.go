@@ -45,18 +45,30 @@ type Driver interface {
 	// the files a running guest's writable disks use, in order
 	// (hypervisor.ErrNotRunning when it does not run). SnapshotDisks moves
 	// a running guest's writable disks onto overlays that exist on their
-	// current files, with its file systems frozen by its agent when
-	// quiesce is set. SetLayer records the disk layer a running guest is
-	// on (hypervisor.Domain.Layer).
+	// current files, with its file systems frozen by its agent or its RAM
+	// saved as opts say. SetLayer records the disk layer a running guest
+	// is on (hypervisor.Domain.Layer).
 	VolumePath(name string) string
 	DiskFiles(ctx context.Context, name string) ([]string, error)
-	SnapshotDisks(ctx context.Context, name string, overlays []string, quiesce bool) error
+	SnapshotDisks(ctx context.Context, name string, overlays []string, opts hypervisor.SnapshotOptions) error
 	SetLayer(ctx context.Context, name string, layer uint64) error
+	// Restore starts a defined domain from a memory image (a memory
+	// snapshot's RAM) with its current definition, and records info with
+	// it as Start does. Written reports whether a disk layer's file holds
+	// anything of its own (a guest wrote to it).
+	Restore(ctx context.Context, name, memory string, info hypervisor.RunInfo) error
+	Written(ctx context.Context, path string) (bool, error)
 	// CommitLayer commits each overlay from[i] (disk i) into its backing
 	// file into[i] and points the overlays on it, children[i], at into[i]:
 	// while the guest runs on it through libvirt's block commit, else with
 	// qemu-img. Repeating it after it succeeded changes nothing.
 	CommitLayer(ctx context.Context, name string, into, from []string, children [][]string) error
+	// DiskChain returns the files a running guest's first writable disk
+	// uses, top first; BackingChain a file's chain as its headers name it
+	// (hypervisor.ErrNoVolume when it does not exist). Recovery reads
+	// them (recovery.go).
+	DiskChain(ctx context.Context, name string) ([]string, error)
+	BackingChain(ctx context.Context, file string) ([]string, error)
 }
 
 // HostStore is the local copy of cluster state as the host loop reads it.
@@ -83,6 +95,8 @@ type Reporter interface {
 	ForgetLayers(ctx context.Context, r ForgetLayersRequest) error
 	// LayersMerged tells the leader that a layer was merged.
 	LayersMerged(ctx context.Context, r MergeRequest) error
+	// Adopt sends this host's inventory to a recovering cluster.
+	Adopt(ctx context.Context, r raftlog.AdoptGuests) error
 }
 
 // RelocateRequest asks the leader to move a VM off Host.
@@ -146,6 +160,11 @@ type HostLoop struct {
 	// resend: a pass had reports while one was in flight; the loop runs
 	// again once it has landed, rather than at the next resync.
 	resend atomic.Bool
+	// inventoryBusy: an inventory is on its way to a recovering leader.
+	inventoryBusy atomic.Bool
+
+	// opsDone counts finished operations (vmTrack.doneSeq; under mu).
+	opsDone uint64
 }
 
 // vmTrack is what the loop remembers about one VM between passes.
@@ -162,7 +181,16 @@ type vmTrack struct {
 	backoff     time.Duration
 	health      healthTrack
 	forgotten   []uint64  // dead layers deleted, until the state forgets them
+	forgotMem   []uint64  // dead memory images deleted, likewise
 	upkeepAt    time.Time // housekeeping of the chain waits until then after a failure
+	// note is what the VM's report says while the guest started at
+	// noteRun runs (how a resume from a memory snapshot went).
+	note    string
+	noteRun time.Time
+	// coldLayer: the resume onto this layer was given up (coldNote says
+	// why); a retried start boots cold at once.
+	coldLayer uint64
+	coldNote  string
 	// snapDone and merged are the snapshot finished and the layers merged
 	// last: until this host's copy of the state shows it (a follower
 	// applies the leader's entry a moment later), they are not done again.
@@ -173,6 +201,8 @@ type vmTrack struct {
 	locked     bool
 	lockedInto uint64
 	lockedRun  time.Time
+	// doneSeq is HostLoop.opsDone when its last operation ended.
+	doneSeq uint64
 }
 
 // NewHostLoop returns a host loop; Run starts it.
@@ -263,6 +293,9 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 	if !h.drv.Connected() {
 		return // libvirtd away: nothing is known, nothing is done, nothing is reported
 	}
+	h.mu.Lock()
+	listed := h.opsDone
+	h.mu.Unlock()
 	doms, err := h.drv.List(ctx)
 	if err != nil {
 		h.log.Warn("list domains", "err", err)
@@ -276,11 +309,21 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 		h.fence(ctx, doms)
 		return
 	}
+	rec := h.store.Cluster().Recovery
+	if rec != nil && len(rec.Waiting) > 0 {
+		// A recovered cluster: until every host has told what it runs, a
+		// guest may run anywhere; touch nothing (recovery.go).
+		if rec.Waits(h.cfg.Self) {
+			h.inventory(ctx, doms)
+		}
+		return
+	}
 	now := h.clock.Now()
 	// Restart times go to a leader that knows them (it may be of the
 	// previous protocol until the cluster's is raised).
 	times := raftlog.FeatureRestartTimes.Enabled(h.store.Cluster())
 	health := raftlog.FeatureHealthChecks.Enabled(h.store.Cluster())
+	layers := raftlog.FeatureMemorySnapshots.Enabled(h.store.Cluster())
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var reports []raftlog.VMReport
@@ -296,8 +339,12 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 			continue
 		}
 		mine[v.Name] = true
-		if t, ok := h.track[v.Name]; ok && t.busy {
-			continue // one operation per name at a time, whatever it is for
+		if t, ok := h.track[v.Name]; ok && (t.busy || t.doneSeq > listed) {
+			// One operation per name at a time, whatever it is for; one
+			// that ended after the listing is judged by the next pass
+			// (its wake), not by a listing from before it (a guest it
+			// started, seen stopped, would pass for a crash).
+			continue
 		}
 		t := h.trackOf(v, now)
 		dom, exists := byName[v.Name]
@@ -319,6 +366,9 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 			if !health {
 				rep.Health, rep.HealthDetail = "", ""
 			}
+			if !layers {
+				rep.Layer = 0
+			}
 			if reportDiffers(v, *rep) {
 				reports = append(reports, *rep)
 			}
@@ -333,6 +383,9 @@ func (h *HostLoop) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		if t, ok := h.track[name]; ok && t.busy {
 			continue
+		}
+		if rec.Keeps(h.cfg.Self, d.VMID) {
+			continue // unknown to a recovered state: the operator's until the recovery ends
 		}
 		t := &vmTrack{id: d.VMID, busy: true}
 		h.track[name] = t
@@ -403,6 +456,8 @@ func (h *HostLoop) launch(ctx context.Context, wg *sync.WaitGroup, v model.VM, t
 		<-h.sem
 		h.mu.Lock()
 		t.busy = false
+		h.opsDone++
+		t.doneSeq = h.opsDone
 		if err != nil && ctx.Err() == nil {
 			t.lastErr = err.Error()
 			t.backoff = min(max(2*t.backoff, time.Second), time.Minute)
@@ -420,13 +475,15 @@ func report(v model.VM, state model.VMState, since time.Time, msg string) *raftl
 	return &raftlog.VMReport{Name: v.Name, Generation: v.Generation, State: state, Since: since, Message: msg}
 }
 
-// reportDiffers reports whether r says something the state does not know.
+// reportDiffers reports whether r says something the state does not know
+// (a guest running on the layer it was to be resumed onto ends the resume).
 func reportDiffers(v model.VM, r raftlog.VMReport) bool {
 	a := v.Actual
 	return a.State != r.State || !a.Since.Equal(r.Since) || a.Message != r.Message || a.Restarts != r.Restarts ||
 		!slices.EqualFunc(a.RestartTimes, r.RestartTimes, time.Time.Equal) ||
 		a.SpecVersion != r.SpecVersion || a.Generation != r.Generation ||
-		a.Health != r.Health || a.HealthDetail != r.HealthDetail
+		a.Health != r.Health || a.HealthDetail != r.HealthDetail ||
+		r.State == model.StateRunning && v.Chain.Resume != nil && r.Layer == v.Chain.Resume.Layer
 }
 
 // utcTimes returns ts in UTC, in a new slice (nil when empty): a report is
@@ -499,7 +556,11 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 	if active {
 		t.seenRunning = true
 		if dom.Layer != v.Chain.Active {
-			return h.relayerOp(v, t), report(v, model.StateStarting, stateSince(v, model.StateStarting, now), "disks reverted to a snapshot: restarting")
+			why := "disks reverted to a snapshot: restarting"
+			if r := v.Chain.Resume; r != nil && r.Layer == v.Chain.Active {
+				why = fmt.Sprintf("reverted to memory snapshot %q: resuming", r.Snapshot)
+			}
+			return h.relayerOp(v, t), report(v, model.StateStarting, stateSince(v, model.StateStarting, now), why)
 		}
 		if v.RestartSeq > dom.RestartSeq {
 			return h.restartOp(v, t), nil
@@ -515,6 +576,10 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 		if dom.SpecVersion < v.SpecVersion {
 			r.Message = "resized; takes effect at the next restart"
 		}
+		if t.note != "" && dom.StartedAt.Equal(t.noteRun) {
+			r.Message = joinNote(r.Message, t.note)
+		}
+		r.Layer = dom.Layer
 		r.Health, r.HealthDetail = h.healthReport(t, v, dom.StartedAt, now)
 		return nil, r
 	}
@@ -620,12 +685,20 @@ func (h *HostLoop) startOp(v model.VM, t *vmTrack) op {
 		if err := h.drv.Define(ctx, spec); err != nil {
 			return err
 		}
-		if err := h.drv.Start(ctx, v.Name, hypervisor.RunInfo{StartedAt: h.clock.Now(), RestartSeq: v.RestartSeq, Layer: v.Chain.Active}); err != nil {
+		info := hypervisor.RunInfo{StartedAt: h.clock.Now(), RestartSeq: v.RestartSeq, Layer: v.Chain.Active}
+		resumed, note, err := h.resume(ctx, v, spec, info, t)
+		if err != nil {
 			return err
 		}
-		h.log.Info("guest started", "vm", v.Name, "generation", v.Generation)
+		if !resumed {
+			if err := h.drv.Start(ctx, v.Name, info); err != nil {
+				return err
+			}
+			h.log.Info("guest started", "vm", v.Name, "generation", v.Generation)
+		}
 		h.mu.Lock()
 		t.seenRunning = true
+		t.note, t.noteRun = note, info.StartedAt
 		h.mu.Unlock()
 		return nil
 	}
@@ -758,6 +831,9 @@ func (h *HostLoop) deleteOp(v model.VM) op {
 			for _, id := range v.Chain.AllLayers() {
 				vols = append(vols, v.LayerVolume(i, id))
 			}
+		}
+		for _, id := range v.Chain.MemoryImages() {
+			vols = append(vols, v.MemoryVolume(id))
 		}
 		for _, vol := range vols {
 			if err := h.drv.DeleteVolume(ctx, vol); err != nil {

@@ -26,6 +26,7 @@ type memReporter struct {
 	mu    sync.Mutex
 	reloc []RelocateRequest
 	sent  []raftlog.VMReport
+	snaps []SnapshotResult
 }
 
 func (r *memReporter) Report(ctx context.Context, rep raftlog.ReportVMs) error {
@@ -52,6 +53,9 @@ func (r *memReporter) Relocate(ctx context.Context, req RelocateRequest) error {
 func (r *memReporter) MigrationDone(ctx context.Context, res MigrationResult) error { return nil }
 
 func (r *memReporter) SnapshotDone(ctx context.Context, res SnapshotResult) error {
+	r.mu.Lock()
+	r.snaps = append(r.snaps, res)
+	r.mu.Unlock()
 	v, err := r.store.VM(res.Name)
 	if err != nil {
 		return err
@@ -66,8 +70,13 @@ func (r *memReporter) LayersMerged(ctx context.Context, req MergeRequest) error 
 	return err
 }
 
+func (r *memReporter) Adopt(ctx context.Context, req raftlog.AdoptGuests) error {
+	_, err := r.store.Apply(ctx, req)
+	return err
+}
+
 func (r *memReporter) ForgetLayers(ctx context.Context, req ForgetLayersRequest) error {
-	_, err := r.store.Apply(ctx, raftlog.ForgetLayers{Name: req.Name, Layers: req.Layers})
+	_, err := r.store.Apply(ctx, raftlog.ForgetLayers{Name: req.Name, Layers: req.Layers, Memory: req.Memory})
 	return err
 }
 

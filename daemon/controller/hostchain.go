@@ -76,12 +76,16 @@ func (h *HostLoop) ensureChain(ctx context.Context, v model.VM, i int) (string, 
 
 // snapshotOp finishes snapshot s of v, which is being taken: a guest
 // running here has its disks moved onto the new active layer (its file
-// systems frozen by its agent if one answers); a guest not running here
-// has its disks at rest already.
+// systems frozen by its agent if one answers, or its RAM saved first for
+// a memory snapshot); a guest not running here has its disks at rest
+// already, and no RAM to save: a memory snapshot of it fails.
 func (h *HostLoop) snapshotOp(v model.VM, s model.Snapshot, active bool, t *vmTrack) op {
 	return func(ctx context.Context) error {
 		res := SnapshotResult{Name: v.Name, Generation: v.Generation, Snapshot: s.Name}
 		if !active {
+			if s.Memory != 0 {
+				return h.snapshotFailed(ctx, res, s, t, errMemoryStopped)
+			}
 			res.Consistency = model.ConsistencyStopped
 			return h.snapshotDone(ctx, res, s, t)
 		}
@@ -96,22 +100,35 @@ func (h *HostLoop) snapshotOp(v model.VM, s model.Snapshot, active bool, t *vmTr
 		}
 		files, err := h.drv.DiskFiles(ctx, v.Name)
 		if errors.Is(err, hypervisor.ErrNoDomain) || errors.Is(err, hypervisor.ErrNotRunning) {
+			if s.Memory != 0 {
+				return h.snapshotFailed(ctx, res, s, t, errMemoryStopped)
+			}
 			res.Consistency = model.ConsistencyStopped // stopped meanwhile: at rest
 			return h.snapshotDone(ctx, res, s, t)
 		}
 		if err != nil {
 			return err
 		}
+		// Disks that moved tell nothing of a freeze, but all of the RAM:
+		// libvirt saves it before it moves them.
+		moved := model.ConsistencyCrash
+		if s.Memory != 0 {
+			moved = model.ConsistencyMemory
+		}
 		switch {
 		case slices.Equal(files, to):
 			// Moved already (a corrald restarted after the switch).
-			res.Consistency, res.Message = model.ConsistencyCrash, "the guest's disks had moved before this host recorded how"
+			res.Consistency, res.Message = moved, "the guest's disks had moved before this host recorded how"
 		case slices.Equal(files, from):
-			res.Consistency, res.Message, err = h.moveDisks(ctx, v, to)
+			res.Consistency, res.Message, err = h.moveDisks(ctx, v, s, to)
 			if err != nil {
-				if now, lerr := h.drv.DiskFiles(ctx, v.Name); lerr == nil && slices.Equal(now, to) {
-					res.Consistency, res.Message = model.ConsistencyCrash, "moved, though libvirt said: "+err.Error()
-				} else {
+				now, lerr := h.drv.DiskFiles(ctx, v.Name)
+				switch {
+				case lerr == nil && slices.Equal(now, to):
+					res.Consistency, res.Message = moved, "moved, though libvirt said: "+err.Error()
+				case s.Memory != 0 && (errors.Is(lerr, hypervisor.ErrNotRunning) || errors.Is(lerr, hypervisor.ErrNoDomain)):
+					return h.snapshotFailed(ctx, res, s, t, fmt.Errorf("%w (%v)", errMemoryStopped, err))
+				default:
 					return h.snapshotFailed(ctx, res, s, t, err)
 				}
 			}
@@ -144,14 +161,18 @@ func (h *HostLoop) snapshotDone(ctx context.Context, res SnapshotResult, s model
 }
 
 // moveDisks moves a running guest's disks onto the overlays, frozen by its
-// agent if one answers, else as they are (crash-consistent).
-func (h *HostLoop) moveDisks(ctx context.Context, v model.VM, overlays []string) (consistency, message string, err error) {
-	err = h.drv.SnapshotDisks(ctx, v.Name, overlays, true)
+// agent if one answers, else as they are (crash-consistent); for a memory
+// snapshot, with its RAM saved first, or not at all.
+func (h *HostLoop) moveDisks(ctx context.Context, v model.VM, s model.Snapshot, overlays []string) (consistency, message string, err error) {
+	if s.Memory != 0 {
+		return h.saveMemory(ctx, v, s, overlays)
+	}
+	err = h.drv.SnapshotDisks(ctx, v.Name, overlays, hypervisor.SnapshotOptions{Quiesce: true})
 	if err == nil {
 		return model.ConsistencyFrozen, "", nil
 	}
 	h.log.Info("snapshot with the guest frozen failed; taking it without", "vm", v.Name, "err", err)
-	if err2 := h.drv.SnapshotDisks(ctx, v.Name, overlays, false); err2 != nil {
+	if err2 := h.drv.SnapshotDisks(ctx, v.Name, overlays, hypervisor.SnapshotOptions{}); err2 != nil {
 		return "", "", err2
 	}
 	return model.ConsistencyCrash, "the guest agent did not freeze the guest: " + err.Error(), nil
@@ -180,11 +201,11 @@ func (h *HostLoop) relayerOp(v model.VM, t *vmTrack) op {
 	}
 }
 
-// gcOp deletes the files of v's dead layers and tells the leader; it runs
-// once for each set of dead layers the state shows.
+// gcOp deletes the files of v's dead layers and memory images and tells
+// the leader; it runs once for each set of them the state shows.
 func (h *HostLoop) gcOp(v model.VM, t *vmTrack) op {
-	dead := slices.Clone(v.Chain.Dead)
-	t.forgotten = dead
+	dead, mem := slices.Clone(v.Chain.Dead), slices.Clone(v.Chain.DeadMemory)
+	t.forgotten, t.forgotMem = dead, mem
 	return h.upkeep(v, t, func(ctx context.Context) error {
 		for _, id := range dead {
 			for i := range v.Spec.Disks {
@@ -193,8 +214,13 @@ func (h *HostLoop) gcOp(v model.VM, t *vmTrack) op {
 				}
 			}
 		}
-		h.log.Info("dead disk layers deleted", "vm", v.Name, "layers", dead)
-		return h.rep.ForgetLayers(ctx, ForgetLayersRequest{Name: v.Name, Layers: dead})
+		for _, id := range mem {
+			if err := h.drv.DeleteVolume(ctx, v.MemoryVolume(id)); err != nil {
+				return fmt.Errorf("delete memory image %d: %w", id, err)
+			}
+		}
+		h.log.Info("dead disk layers and memory images deleted", "vm", v.Name, "layers", dead, "memory_images", mem)
+		return h.rep.ForgetLayers(ctx, ForgetLayersRequest{Name: v.Name, Layers: dead, Memory: mem})
 	})
 }
 
@@ -214,7 +240,7 @@ func (h *HostLoop) upkeep(v model.VM, t *vmTrack, fn op) op {
 		if err != nil && ctx.Err() == nil {
 			h.log.Warn("disk chain housekeeping failed", "vm", v.Name, "err", err, "retry_in", upkeepRetry)
 			h.mu.Lock()
-			t.forgotten, t.upkeepAt = nil, h.clock.Now().Add(upkeepRetry)
+			t.forgotten, t.forgotMem, t.upkeepAt = nil, nil, h.clock.Now().Add(upkeepRetry)
 			h.mu.Unlock()
 		}
 		return nil
@@ -230,7 +256,7 @@ func (h *HostLoop) chainUpkeep(v model.VM, dom hypervisor.Domain, active bool, t
 	if v.Deleting || active && dom.Layer != v.Chain.Active || h.clock.Now().Before(t.upkeepAt) {
 		return nil
 	}
-	if len(v.Chain.Dead) > 0 && !slices.Equal(t.forgotten, v.Chain.Dead) {
+	if c := v.Chain; (len(c.Dead) > 0 || len(c.DeadMemory) > 0) && !(slices.Equal(t.forgotten, c.Dead) && slices.Equal(t.forgotMem, c.DeadMemory)) {
 		return h.gcOp(v, t)
 	}
 	if v.Backup != nil {

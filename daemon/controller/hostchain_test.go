@@ -191,7 +191,7 @@ func TestSnapshotFinishesAfterCorraldRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.drv.SnapshotDisks(ctx, "web", []string{path}, true); err != nil {
+	if err := e.drv.SnapshotDisks(ctx, "web", []string{path}, hypervisor.SnapshotOptions{Quiesce: true}); err != nil {
 		t.Fatal(err)
 	}
 	e.loop = e.newLoop()
@@ -252,13 +252,7 @@ func TestDeleteVMDeletesEveryLayer(t *testing.T) {
 	if n := len(e.drv.Volumes()); n != 6 {
 		t.Fatalf("volumes %v: want 3 layers of 2 disks", e.drv.Volumes())
 	}
-	e.apply(t, raftlog.MarkVMDelete{Name: "web"})
-	testutil.Eventually(t, 5*time.Second, func() error {
-		if vols := e.drv.Volumes(); len(vols) > 0 {
-			return fmt.Errorf("volumes left: %v", vols)
-		}
-		return nil
-	})
+	e.deleteAndWaitVolumesGone(t, "web")
 }
 
 // Removing the oldest snapshot merges the layer above it into its layer,
@@ -335,6 +329,19 @@ func TestMergeIntoALockedLayerWaitsForTheNextStart(t *testing.T) {
 		v, _ := e.store.VM("web")
 		if s3, _ := v.Chain.Snapshot("s3"); len(v.Chain.Layers) != 2 || s3.Layer != 0 {
 			return fmt.Errorf("chain %+v: want 2 merged into 0 after the restart", v.Chain)
+		}
+		return nil
+	})
+}
+
+// deleteAndWaitVolumesGone deletes the VM and waits until no volume is
+// left in the pool: its disks, layers and memory images.
+func (e *hostEnv) deleteAndWaitVolumesGone(t *testing.T, name string) {
+	t.Helper()
+	e.apply(t, raftlog.MarkVMDelete{Name: name})
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if vols := e.drv.Volumes(); len(vols) > 0 {
+			return fmt.Errorf("volumes left: %v", vols)
 		}
 		return nil
 	})

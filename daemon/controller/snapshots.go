@@ -12,10 +12,12 @@ import (
 	"github.com/corralhq/corral/raftlog"
 )
 
-// SnapshotRequest names a snapshot of a VM.
+// SnapshotRequest names a snapshot of a VM; Memory (on taking one) saves
+// the guest's RAM too (raftlog.FeatureMemorySnapshots).
 type SnapshotRequest struct {
 	Name     string `json:"name"`
 	Snapshot string `json:"snapshot"`
+	Memory   bool   `json:"memory,omitempty"`
 }
 
 // SnapshotResult is how a VM's host took a running guest's snapshot
@@ -29,10 +31,12 @@ type SnapshotResult struct {
 	Error       string `json:"error,omitempty"`
 }
 
-// ForgetLayersRequest says a VM's host deleted the files of dead layers.
+// ForgetLayersRequest says a VM's host deleted the files of dead layers
+// and dead memory images.
 type ForgetLayersRequest struct {
 	Name   string   `json:"name"`
 	Layers []uint64 `json:"layers"`
+	Memory []uint64 `json:"memory,omitempty"`
 }
 
 // maxForgetLayers bounds one ForgetLayers request.
@@ -47,10 +51,16 @@ func (l *Leader) snapshotGate() error {
 
 // TakeSnapshot records a snapshot of a VM's disks. A stopped VM's is ready
 // at once; a running guest's is "creating" until its host has frozen the
-// guest's disks (SnapshotDone).
+// guest's disks (SnapshotDone). A memory snapshot is of a running guest
+// only.
 func (l *Leader) TakeSnapshot(ctx context.Context, req SnapshotRequest) (model.Snapshot, error) {
 	if err := l.snapshotGate(); err != nil {
 		return model.Snapshot{}, err
+	}
+	if req.Memory {
+		if err := raftlog.FeatureMemorySnapshots.Check(l.store.Cluster(), l.store.Hosts()); err != nil {
+			return model.Snapshot{}, err
+		}
 	}
 	if err := model.ValidateName("snapshot", req.Snapshot); err != nil {
 		return model.Snapshot{}, err
@@ -59,7 +69,7 @@ func (l *Leader) TakeSnapshot(ctx context.Context, req SnapshotRequest) (model.S
 		return model.Snapshot{}, fmt.Errorf("snapshot %q: names starting with %q (schedules) and %q (backups) are corral's: %w",
 			req.Snapshot, model.AutoSnapshotPrefix, model.BackupSnapshotPrefix, model.ErrInvalid)
 	}
-	if _, err := l.store.Apply(ctx, raftlog.TakeSnapshot{Name: req.Name, Snapshot: req.Snapshot, Time: l.clock.Now().UTC()}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.TakeSnapshot{Name: req.Name, Snapshot: req.Snapshot, Time: l.clock.Now().UTC(), Memory: req.Memory}); err != nil {
 		return model.Snapshot{}, err
 	}
 	v, err := l.store.VM(req.Name)
@@ -112,7 +122,10 @@ func (l *Leader) RevertSnapshot(ctx context.Context, req SnapshotRequest) (model
 		return v, err
 	}
 	how := "the VM starts on its disks next time"
-	if v.Desired == model.PowerRunning {
+	switch {
+	case v.Chain.Resume != nil:
+		how = "the guest resumes from the snapshot's memory"
+	case v.Desired == model.PowerRunning:
 		how = "the guest is powered off and started on its disks"
 	}
 	l.event(ctx, "snapshot-revert", v.Host, v.Name, "reverted to snapshot %q: %s", req.Snapshot, how)
@@ -137,10 +150,11 @@ func (l *Leader) ForgetLayers(ctx context.Context, req ForgetLayersRequest) (mod
 	if err := l.ready(); err != nil {
 		return model.VM{}, err
 	}
-	if len(req.Layers) == 0 || len(req.Layers) > maxForgetLayers {
-		return model.VM{}, fmt.Errorf("vm %q: %d layers to forget, want 1 to %d: %w", req.Name, len(req.Layers), maxForgetLayers, model.ErrInvalid)
+	if len(req.Layers)+len(req.Memory) == 0 || len(req.Layers) > maxForgetLayers || len(req.Memory) > maxForgetLayers {
+		return model.VM{}, fmt.Errorf("vm %q: %d layers and %d memory images to forget, want 1 to %d: %w",
+			req.Name, len(req.Layers), len(req.Memory), maxForgetLayers, model.ErrInvalid)
 	}
-	if _, err := l.store.Apply(ctx, raftlog.ForgetLayers{Name: req.Name, Layers: req.Layers}); err != nil {
+	if _, err := l.store.Apply(ctx, raftlog.ForgetLayers{Name: req.Name, Layers: req.Layers, Memory: req.Memory}); err != nil {
 		return model.VM{}, err
 	}
 	return l.store.VM(req.Name)

@@ -36,6 +36,8 @@ var (
 	// it from an earlier commit into it (libvirt 9.0 takes one and never
 	// lets it go while the guest's QEMU lives).
 	ErrDiskLocked = errors.New("disk layer locked by an earlier block commit until the guest's QEMU restarts")
+	// ErrNoVolume: no file of that name in the pool.
+	ErrNoVolume = fmt.Errorf("no such volume: %w", model.ErrNotFound)
 )
 
 // MaxExecOutput bounds what a command run by the guest agent may return.
@@ -114,6 +116,17 @@ type RunInfo struct {
 	StartedAt  time.Time
 	RestartSeq uint64
 	Layer      uint64
+}
+
+// SnapshotOptions say how a running guest's snapshot is taken.
+type SnapshotOptions struct {
+	// Quiesce: the guest agent freezes the guest's file systems around it.
+	Quiesce bool
+	// Memory, a file's path, saves the guest's RAM and device state there
+	// too: the guest is paused from before its RAM is written until its
+	// disks have moved, so RAM and disks are of one instant (nothing to
+	// freeze: not with Quiesce).
+	Memory string
 }
 
 // EventKind classifies lifecycle events.

@@ -13,7 +13,7 @@
 //	join-token   the first join token, until the first leader records it in state
 //
 // Every key file is 0600 and checked at load. It imports only the
-// standard library and model.
+// standard library, model and internal/atomicfile.
 package identity
 
 import (
@@ -36,6 +36,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/corralhq/corral/internal/atomicfile"
 )
 
 // File names inside the identity directory.
@@ -551,26 +553,4 @@ func checkPrivate(path string) error {
 }
 
 // writeFile replaces path atomically with a 0600 file.
-func writeFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
+func writeFile(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }

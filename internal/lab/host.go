@@ -486,3 +486,39 @@ func (h *Host) LinkUp() bool {
 	ifc, err := net.InterfaceByName(h.Veth)
 	return err == nil && ifc.Flags&net.FlagUp != 0
 }
+
+// WipeDataDir removes everything in the host's data_dir, as if its disk
+// were lost: Raft state and identity. corrald must be stopped.
+func (h *Host) WipeDataDir() error {
+	if pid, ok := h.PIDs["corrald"]; ok && alive(pid) {
+		return fmt.Errorf("wipe data dir of %s: corrald runs (pid %d)", h.Name, pid)
+	}
+	entries, err := os.ReadDir(h.DataDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(h.DataDir(), e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetConfig sets key to value (a TOML value, quoted if a string) in the
+// host's corral.toml, replacing the key's line if it has one; the line
+// goes first, where a key is top-level whatever tables follow.
+func (h *Host) SetConfig(key, value string) error {
+	data, err := os.ReadFile(h.ConfigFile())
+	if err != nil {
+		return err
+	}
+	lines := []string{key + " = " + value}
+	for _, l := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+		if k, _, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == key {
+			continue
+		}
+		lines = append(lines, l)
+	}
+	return os.WriteFile(h.ConfigFile(), []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+}

@@ -189,15 +189,18 @@ func (c *exactChecker) check(t *testing.T) {
 	if c.err != nil {
 		t.Fatal(c.err)
 	}
-	if len(c.rep.Overlaps) > 0 {
-		o := c.rep.Overlaps[0]
-		t.Fatalf("%d overlaps; %s ran on %s and %s at once for %v", len(c.rep.Overlaps), o.VM, o.A.Host, o.B.Host, o.For)
+	// A live migration's target QEMU lives beside the source's while it
+	// receives the guest: an overlap, and not a double run.
+	if d := c.rep.DoubleRuns(); len(d) > 0 {
+		o := d[0]
+		t.Fatalf("%d double runs; %s ran on %s and %s at once for %v", len(d), o.VM, o.A.Host, o.B.Host, o.For)
 	}
-	if h, ok := c.rep.MinGap(); ok {
-		t.Logf("exact checker: %d QEMU lives, no VM on two hosts at once; smallest handover gap %v (%s, %s -> %s)",
-			len(c.rep.Lives), h.Gap.Round(time.Millisecond), h.VM, h.From.Host, h.To.Host)
+	migrations := len(c.rep.Overlaps) - len(c.rep.DoubleRuns())
+	if h, ok := c.rep.MinGap(); ok && !h.To.Incoming {
+		t.Logf("exact checker: %d QEMU lives, %d live migrations, no VM on two hosts at once; smallest handover gap %v (%s, %s -> %s)",
+			len(c.rep.Lives), migrations, h.Gap.Round(time.Millisecond), h.VM, h.From.Host, h.To.Host)
 	} else {
-		t.Logf("exact checker: %d QEMU lives, no VM on two hosts at once", len(c.rep.Lives))
+		t.Logf("exact checker: %d QEMU lives, %d live migrations, no VM on two hosts at once", len(c.rep.Lives), migrations)
 	}
 }
 

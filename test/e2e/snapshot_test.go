@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,8 @@ import (
 // TestSnapshots: the test guest keeps a counter on its disk. A snapshot of
 // the running guest, more writes, a live migration, a revert on the other
 // host: the guest boots with the counter of the snapshot's moment. A
-// snapshot of the stopped guest reverts to exactly its counter. Removing
+// snapshot of the stopped guest reverts to exactly its counter. A revert
+// to a memory snapshot resumes the guest without a boot. Removing
 // snapshots and the VM leaves no file behind.
 func TestSnapshots(t *testing.T) {
 	e := newEnv(t, 2, "")
@@ -249,6 +251,69 @@ func TestSnapshots(t *testing.T) {
 	})
 	if out, err := e.corralctl("h2", "vm", "snapshot", "schedule", "snap", "--off"); err != nil {
 		t.Fatalf("schedule off: %v %s", err, out)
+	}
+
+	// A memory snapshot, then a revert to it: the guest resumes where it
+	// was, counting on from what its RAM held at the snapshot (below what
+	// it had counted since), without a boot.
+	ticks := func() []int {
+		l, err := e.any().ConsoleLog(e.ctx(), "snap", 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int
+		for _, m := range tickRx.FindAllStringSubmatch(l.Log, -1) {
+			n, _ := strconv.Atoi(m[1])
+			out = append(out, n)
+		}
+		return out
+	}
+	g = e.waitTicks("snap", g.counter+1)
+	boots, pre := len(g.boots), g.counter
+	testutil.Eventually(t, 30*time.Second, func() error {
+		out, err := e.corralctl("h1", "vm", "snapshot", "create", "snap", "m1", "--memory")
+		if err != nil && strings.Contains(err.Error(), "being taken") {
+			return err // a scheduled snapshot of the last slot is finishing
+		}
+		if err != nil {
+			t.Fatalf("memory snapshot: %v %s", err, out)
+		}
+		t.Logf("%s", strings.TrimSpace(out))
+		return nil
+	})
+	at := e.console("snap").counter
+	if out, err := e.corralctl("h1", "vm", "snapshot", "ls", "snap"); err != nil || !strings.Contains(out, "memory") {
+		t.Fatalf("snapshot ls: %v\n%s", err, out)
+	}
+	g = e.waitTicks("snap", at+5)
+	seen := len(ticks())
+	out, err = e.corralctl("h1", "vm", "snapshot", "revert", "snap", "m1")
+	if err != nil || !strings.Contains(out, "resumes from the snapshot's memory") {
+		t.Fatalf("revert to the memory snapshot: %v %s", err, out)
+	}
+	testutil.Eventually(t, 90*time.Second, func() error {
+		all := ticks()
+		for i := max(seen, 1); i < len(all); i++ {
+			if all[i] < all[i-1] {
+				if all[i] <= pre || all[i] > at+1 {
+					t.Fatalf("counted %d after the revert: the snapshot was taken between %d and %d, the guest had counted %d", all[i], pre, at, all[i-1])
+				}
+				return nil
+			}
+		}
+		return errors.New("the guest has not counted from the snapshot's memory yet")
+	})
+	e.waitVM("snap", 60*time.Second, func(v api.VM) error {
+		if err := running(v); err != nil {
+			return err
+		}
+		if !strings.Contains(v.Message, `resumed from the memory of snapshot "m1"`) {
+			return fmt.Errorf("running, saying %q", v.Message)
+		}
+		return nil
+	})
+	if got := e.console("snap"); len(got.boots) != boots {
+		t.Fatalf("boots %v: the revert to a memory snapshot booted the guest", got.boots)
 	}
 
 	if out, err := e.corralctl("h1", "vm", "rm", "snap"); err != nil {

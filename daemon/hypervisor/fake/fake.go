@@ -46,6 +46,12 @@ type Driver struct {
 	consoles map[string][]*fakeConsole
 	// snapErr fails SnapshotDisks (SetSnapshotErr).
 	snapErr func(quiesce bool) error
+	// written are the disk files guests wrote to (memory.go); restoreErr
+	// fails Restore (SetRestoreErr).
+	written    map[string]bool
+	restoreErr error
+	// listHook sees what List returns before its caller does (SetListHook).
+	listHook func([]hypervisor.Domain)
 }
 
 // SetAgent makes running guests' agents answer: exec runs a command
@@ -231,16 +237,30 @@ func (d *Driver) SetConnected(c bool) {
 // List implements the driver interface.
 func (d *Driver) List(ctx context.Context) ([]hypervisor.Domain, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if err := d.call("List"); err != nil {
+		d.mu.Unlock()
 		return nil, err
 	}
 	var out []hypervisor.Domain
 	for _, dm := range d.domains {
 		out = append(out, dm.dom)
 	}
+	hook := d.listHook
+	d.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	if hook != nil {
+		hook(out)
+	}
 	return out, nil
+}
+
+// SetListHook calls fn with what each List returns, before List returns
+// it (nil: none). The driver goes on meanwhile: a hook that waits makes a
+// listing stale by the time its caller reads it.
+func (d *Driver) SetListHook(fn func([]hypervisor.Domain)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.listHook = fn
 }
 
 // Domain returns one domain and whether it exists.
@@ -320,10 +340,17 @@ func (d *Driver) Start(ctx context.Context, name string, info hypervisor.RunInfo
 	if dm.dom.State.Active() {
 		return fmt.Errorf("start %s: already running", name)
 	}
-	dm.dom.State, dm.dom.Reason = hypervisor.Running, "booted"
-	dm.dom.StartedAt, dm.dom.RestartSeq, dm.dom.Layer = info.StartedAt, info.RestartSeq, info.Layer
-	d.emit(hypervisor.Event{Name: name, Kind: hypervisor.EventStarted})
+	d.run(dm, "booted", info)
 	return nil
+}
+
+// run makes a defined domain run with info; its guest writes to its
+// disks from then on (Written). Callers hold mu.
+func (d *Driver) run(dm *domain, reason string, info hypervisor.RunInfo) {
+	dm.dom.State, dm.dom.Reason = hypervisor.Running, reason
+	dm.dom.StartedAt, dm.dom.RestartSeq, dm.dom.Layer = info.StartedAt, info.RestartSeq, info.Layer
+	d.write(dm)
+	d.emit(hypervisor.Event{Name: dm.dom.Name, Kind: hypervisor.EventStarted})
 }
 
 func (d *Driver) stop(dm *domain, reason string) {
@@ -473,16 +500,20 @@ func (d *Driver) DiskFiles(ctx context.Context, name string) ([]string, error) {
 }
 
 // SnapshotDisks implements the driver interface: each overlay must be a
-// volume on the file its disk uses.
-func (d *Driver) SnapshotDisks(ctx context.Context, name string, overlays []string, quiesce bool) error {
+// volume on the file its disk uses. With opts.Memory, the memory image is
+// a volume of the pool from then on.
+func (d *Driver) SnapshotDisks(ctx context.Context, name string, overlays []string, opts hypervisor.SnapshotOptions) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dm, err := d.runningDomain("SnapshotDisks", name)
 	if err != nil {
 		return err
 	}
+	if opts.Quiesce && opts.Memory != "" {
+		return fmt.Errorf("snapshot %s: quiesce and memory", name)
+	}
 	if d.snapErr != nil {
-		if err := d.snapErr(quiesce); err != nil {
+		if err := d.snapErr(opts.Quiesce); err != nil {
 			return err
 		}
 	}
@@ -505,7 +536,12 @@ func (d *Driver) SnapshotDisks(ctx context.Context, name string, overlays []stri
 	if n != len(overlays) {
 		return fmt.Errorf("snapshot %s: %d writable disks, %d overlays", name, n, len(overlays))
 	}
+	if opts.Memory != "" {
+		mem := strings.TrimPrefix(opts.Memory, "/pool/")
+		d.volumes[mem] = hypervisor.Volume{Name: mem}
+	}
 	dm.spec.Disks = disks
+	d.write(dm)
 	return nil
 }
 
@@ -780,4 +816,39 @@ func (c *fakeConsole) Write(p []byte) (int, error) {
 func (c *fakeConsole) Close() error {
 	c.once.Do(func() { close(c.done) })
 	return nil
+}
+
+// DiskChain implements the driver interface: the first writable disk's
+// file and the volumes under it.
+func (d *Driver) DiskChain(ctx context.Context, name string) ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dm, err := d.runningDomain("DiskChain", name)
+	if err != nil {
+		return nil, err
+	}
+	for _, disk := range dm.spec.Disks {
+		if !disk.ReadOnly {
+			return d.chainOf(disk.Path), nil
+		}
+	}
+	return nil, nil
+}
+
+// BackingChain implements the driver interface from the volumes' backing.
+func (d *Driver) BackingChain(ctx context.Context, file string) ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.volumes[strings.TrimPrefix(file, "/pool/")]; !ok {
+		return nil, fmt.Errorf("%s: %w", file, hypervisor.ErrNoVolume)
+	}
+	return d.chainOf(file), nil
+}
+
+func (d *Driver) chainOf(file string) []string {
+	out := []string{file}
+	for v, ok := d.volumes[strings.TrimPrefix(file, "/pool/")]; ok && v.Backing != "" && len(out) < 1000; v, ok = d.volumes[v.Backing] {
+		out = append(out, "/pool/"+v.Backing)
+	}
+	return out
 }

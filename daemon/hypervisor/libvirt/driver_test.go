@@ -25,28 +25,10 @@ import (
 // TestDriverAgainstLibvirtd runs the driver against a real libvirtd in a lab
 // host, with the busybox test guest under QEMU.
 func TestDriverAgainstLibvirtd(t *testing.T) {
-	if !testutil.InLabHost(t, func() (*lab.Host, map[string]string) {
-		testutil.NeedRoot(t)
-		l := testutil.NewLab(t, lab.Config{Hosts: 1, NoCorrald: true})
-		g := testutil.BuildGuest(t, filepath.Join(l.SharedDir(), "guest"))
-		return l.Hosts[0], map[string]string{
-			"T_POOL": filepath.Join(l.SharedDir(), "pool"), "T_KERNEL": g.Kernel, "T_INITRD": g.Initrd,
-			"T_BASE": g.BaseDisk, "T_LAB": l.Dir,
-		}
-	}) {
+	if !inGuestLab(t) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	d := New(Config{URI: "qemu:///system", Socket: "/run/libvirt/libvirt-sock", PoolDir: os.Getenv("T_POOL"), Logger: testutil.Logger(t)})
-	runDone := make(chan error, 1)
-	go func() { runDone <- d.Run(ctx) }()
-	testutil.Eventually(t, 10*time.Second, func() error {
-		if !d.Connected() {
-			return errors.New("not connected")
-		}
-		return nil
-	})
+	ctx, d := connectedDriver(t)
 	t.Logf("domain type %s", d.DomainType())
 
 	// Base image into the pool, overlay and seed on it.
@@ -151,7 +133,7 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	if files, err := d.DiskFiles(ctx, "t1"); err != nil || len(files) != 1 || files[0] != disk {
 		t.Fatalf("disk files before the snapshot: %v %v", files, err)
 	}
-	if err := d.SnapshotDisks(ctx, "t1", []string{overlay}, true); err != nil {
+	if err := d.SnapshotDisks(ctx, "t1", []string{overlay}, hypervisor.SnapshotOptions{Quiesce: true}); err != nil {
 		t.Fatalf("snapshot with the guest frozen: %v", err)
 	}
 	if files, err := d.DiskFiles(ctx, "t1"); err != nil || len(files) != 1 || files[0] != overlay {
@@ -181,7 +163,7 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SnapshotDisks(ctx, "t1", []string{overlay2}, false); err != nil {
+	if err := d.SnapshotDisks(ctx, "t1", []string{overlay2}, hypervisor.SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.CommitLayer(ctx, "t1", []string{disk}, []string{overlay}, [][]string{{overlay2}}); err != nil {
@@ -205,7 +187,7 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SnapshotDisks(ctx, "t1", []string{overlay3}, false); err != nil {
+	if err := d.SnapshotDisks(ctx, "t1", []string{overlay3}, hypervisor.SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.CommitLayer(ctx, "t1", []string{disk}, []string{overlay2}, [][]string{{overlay3}}); !errors.Is(err, hypervisor.ErrDiskLocked) {
@@ -340,8 +322,39 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	if _, err := d.Get(ctx, "t1"); !errors.Is(err, hypervisor.ErrNoDomain) {
 		t.Fatalf("get after undefine: %v", err)
 	}
-	cancel()
-	<-runDone
+}
+
+// inGuestLab runs the calling test again inside the host of a one-host lab
+// with the test guest built (its paths in T_POOL, T_KERNEL, T_INITRD,
+// T_BASE; the lab's directory in T_LAB), and reports whether this is that
+// run.
+func inGuestLab(t *testing.T) bool {
+	return testutil.InLabHost(t, func() (*lab.Host, map[string]string) {
+		testutil.NeedRoot(t)
+		l := testutil.NewLab(t, lab.Config{Hosts: 1, NoCorrald: true})
+		g := testutil.BuildGuest(t, filepath.Join(l.SharedDir(), "guest"))
+		return l.Hosts[0], map[string]string{
+			"T_POOL": filepath.Join(l.SharedDir(), "pool"), "T_KERNEL": g.Kernel, "T_INITRD": g.Initrd,
+			"T_BASE": g.BaseDisk, "T_LAB": l.Dir,
+		}
+	})
+}
+
+// connectedDriver runs a driver against the lab host's libvirtd until the
+// test ends, and returns once it is connected, with a context of 3 minutes.
+func connectedDriver(t *testing.T) (context.Context, *Driver) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	d := New(Config{URI: "qemu:///system", Socket: "/run/libvirt/libvirt-sock", PoolDir: os.Getenv("T_POOL"), Logger: testutil.Logger(t)})
+	runDone := make(chan error, 1)
+	go func() { runDone <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-runDone })
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !d.Connected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	return ctx, d
 }
 
 // tickCounter is the last counter the guest printed.

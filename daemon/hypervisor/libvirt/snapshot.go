@@ -65,10 +65,16 @@ func (d *Driver) DiskFiles(ctx context.Context, name string) ([]string, error) {
 
 // SnapshotDisks moves a running guest's writable disks onto overlays (one
 // for each, existing already, each on its disk's current file) in one
-// atomic step: an external disk-only snapshot that reuses the overlays and
-// leaves no snapshot metadata in libvirt (the chain is corral's to keep).
-// With quiesce, the guest agent freezes the guest's file systems around it.
-func (d *Driver) SnapshotDisks(ctx context.Context, name string, overlays []string, quiesce bool) error {
+// atomic step: an external snapshot that reuses the overlays and leaves no
+// snapshot metadata in libvirt (the chain is corral's to keep). With
+// opts.Quiesce, the guest agent freezes the guest's file systems around
+// it (disk-only). With opts.Memory, libvirt pauses the guest, saves its
+// RAM and device state to that file (a save image, which Restore
+// resumes), moves the disks, and lets the guest run on.
+func (d *Driver) SnapshotDisks(ctx context.Context, name string, overlays []string, opts hypervisor.SnapshotOptions) error {
+	if opts.Quiesce && opts.Memory != "" {
+		return fmt.Errorf("snapshot %s: the guest's memory is saved paused, not quiesced", name)
+	}
 	l, dom, err := d.lookup(name)
 	if err != nil {
 		return err
@@ -81,6 +87,15 @@ func (d *Driver) SnapshotDisks(ctx context.Context, name string, overlays []stri
 		return fmt.Errorf("snapshot %s: %d writable disks, %d overlays", name, len(targets), len(overlays))
 	}
 	snap := libvirtxml.DomainSnapshot{Disks: &libvirtxml.DomainSnapshotDisks{}}
+	flags := golibvirt.DomainSnapshotCreateReuseExt | golibvirt.DomainSnapshotCreateNoMetadata | golibvirt.DomainSnapshotCreateAtomic
+	switch {
+	case opts.Memory != "":
+		snap.Memory = &libvirtxml.DomainSnapshotMemory{Snapshot: "external", File: opts.Memory}
+	case opts.Quiesce:
+		flags |= golibvirt.DomainSnapshotCreateDiskOnly | golibvirt.DomainSnapshotCreateQuiesce
+	default:
+		flags |= golibvirt.DomainSnapshotCreateDiskOnly
+	}
 	for i, t := range targets {
 		snap.Disks.Disks = append(snap.Disks.Disks, libvirtxml.DomainSnapshotDisk{
 			Name: t, Snapshot: "external",
@@ -94,11 +109,6 @@ func (d *Driver) SnapshotDisks(ctx context.Context, name string, overlays []stri
 	x, err := snap.Marshal()
 	if err != nil {
 		return err
-	}
-	flags := golibvirt.DomainSnapshotCreateDiskOnly | golibvirt.DomainSnapshotCreateReuseExt |
-		golibvirt.DomainSnapshotCreateNoMetadata | golibvirt.DomainSnapshotCreateAtomic
-	if quiesce {
-		flags |= golibvirt.DomainSnapshotCreateQuiesce
 	}
 	if _, err := l.DomainSnapshotCreateXML(dom, x, uint32(flags)); err != nil {
 		return wrap("snapshot "+name, err)

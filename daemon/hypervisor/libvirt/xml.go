@@ -39,6 +39,12 @@ func (m runMeta) element() string {
 	return fmt.Sprintf(`<run started=%q restart-seq="%d" layer="%d"/>`, m.Started, m.RestartSeq, m.Layer)
 }
 
+// nsElement is element in its namespace, as libvirt keeps it in a
+// domain's <metadata> once set there (for a definition given whole).
+func (m runMeta) nsElement() string {
+	return fmt.Sprintf(`<%s:run xmlns:%s=%q started=%q restart-seq="%d" layer="%d"/>`, runKey, runKey, runNS, m.Started, m.RestartSeq, m.Layer)
+}
+
 func parseVMMeta(s string) (vmMeta, error) {
 	var m vmMeta
 	err := xml.Unmarshal([]byte(s), &m)

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,5 +56,70 @@ func TestBackupSchedule(t *testing.T) {
 	v, _ := e.r.store.VM("db")
 	if n := len(v.Chain.Snapshots); n != 1 || v.Chain.Snapshots[0].Name != model.BackupSnapshotPrefix+c[1].ID {
 		t.Fatalf("snapshots %+v: want only the newest backup's anchor", v.Chain.Snapshots)
+	}
+}
+
+// A failed attempt (the target full, then unreachable) is retried after
+// 10 s and 20 s on a host the leader assigns; the third failure gives the
+// job up with its anchor snapshot removed. Each failure is an event with
+// its reason, and nothing is ever listed in the catalog.
+func TestBackupFailuresRetriedThenGivenUp(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	e.vm(t, "db", "", 0, true)
+	e.r.store.Apply(ctx, raftlog.SetVMPower{Name: "db", Desired: model.PowerStopped})
+	if _, err := e.l.PutBackupTarget(ctx, model.BackupTarget{Name: "t1", Dir: "/srv/backups"}); err != nil {
+		t.Fatal(err)
+	}
+	j, err := e.l.StartBackup(ctx, BackupRequest{Name: "db", Target: "t1"})
+	if err != nil || j.Host == "" {
+		t.Fatalf("start: %+v %v", j, err)
+	}
+	reasons := []string{
+		"write chunks/3f/3f9a: no space left on device",
+		"put chunks/3f/3f9a: dial tcp 192.0.2.9:9000: connect: connection refused",
+		"write chunks/3f/3f9a: no space left on device",
+	}
+	for i, why := range reasons {
+		v, _ := e.r.store.VM("db")
+		if v.Backup == nil || v.Backup.ID != j.ID || v.Backup.Host == "" || v.Backup.Attempts != i {
+			t.Fatalf("attempt %d: job %+v", i+1, v.Backup)
+		}
+		if _, err := e.l.BackupDone(ctx, BackupResult{Name: "db", ID: j.ID, Host: v.Backup.Host, Error: why}); err != nil {
+			t.Fatal(err)
+		}
+		if len(e.r.store.Cluster().Backups) != 0 {
+			t.Fatalf("a failed backup is listed: %+v", e.r.store.Cluster().Backups)
+		}
+		if i == len(reasons)-1 {
+			break
+		}
+		// Not before its retry time; then on a host.
+		e.l.driveBackups(ctx)
+		if v, _ := e.r.store.VM("db"); v.Backup == nil || v.Backup.Host != "" {
+			t.Fatalf("retried at once: %+v", v.Backup)
+		}
+		e.clock.Advance(backupRetry(i+1) + time.Second)
+		e.l.driveBackups(ctx)
+	}
+	v, _ := e.r.store.VM("db")
+	if v.Backup != nil || len(v.Chain.Snapshots) != 0 {
+		t.Fatalf("after 3 failures: job %+v, snapshots %+v", v.Backup, v.Chain.Snapshots)
+	}
+	var msgs []string
+	for _, ev := range e.r.store.Events(0, 100) {
+		if ev.Kind == "backup-failed" {
+			msgs = append(msgs, ev.Message)
+		}
+	}
+	want := []string{"attempt 1 of 3 failed (retried in 10s): " + reasons[0], "attempt 2 of 3 failed (retried in 20s): " + reasons[1],
+		"failed 3 times, given up: " + reasons[2]}
+	if len(msgs) != 3 {
+		t.Fatalf("backup-failed events %q", msgs)
+	}
+	for i, w := range want {
+		if !strings.Contains(msgs[i], w) {
+			t.Fatalf("event %q, want it to say %q", msgs[i], w)
+		}
 	}
 }

@@ -47,7 +47,11 @@ type S3Server struct {
 	Endpoint             string // host:port
 	AccessKey, SecretKey string
 	Dir                  string // its buckets are its directories
+	stop                 func()
 }
+
+// Stop kills the server (a target that becomes unreachable).
+func (s S3Server) Stop() { s.stop() }
 
 // StartS3 runs versitygw on a free port of ip (loopback) over a new
 // directory until the test ends.
@@ -62,10 +66,14 @@ func StartS3(t testing.TB, ip string) S3Server {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start versitygw: %v", err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+	}
+	t.Cleanup(s.stop)
 	Eventually(t, 30*time.Second, func() error {
 		c, err := net.DialTimeout("tcp", s.Endpoint, time.Second)
 		if err != nil {

@@ -152,4 +152,16 @@ func TestS3TargetAgainstVersityGW(t *testing.T) {
 	if _, err := os.Stat(bad); !os.IsNotExist(err) {
 		t.Fatalf("a refused restore left %s: %v", bad, err)
 	}
+	// The server gone: a backup fails, saying it cannot reach it.
+	srv.Stop()
+	c, err := backup.OpenChain(top, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, _, err := backup.Write(ctx, tg, c, backup.Options{}); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("backup to a stopped server: %v", err)
+	} else {
+		t.Logf("backup to a stopped server: %v", err)
+	}
 }

@@ -241,6 +241,13 @@ func TestPortalInBrowser(t *testing.T) {
 		}
 		return nil
 	})
+	// The page must have caught up with the move before we click: its
+	// facts and hints change height when it does, and a click aimed
+	// before that lands beside the button.
+	waitJS(t, ops, 30*time.Second, "the page shows web1 running on "+to, `(() => {
+		const dt = [...document.querySelectorAll('.facts dt')].find((d) => d.innerText === 'Host');
+		return !!dt && dt.nextElementSibling.innerText.trim() === '`+to+`' &&
+			!!document.querySelector('.state.s-running') && !document.querySelector('.change .hint') })()`)
 	run(t, ops, 10*time.Second, "resize",
 		chromedp.Click("#open-resize", chromedp.ByQuery),
 		chromedp.WaitVisible("#resize-form", chromedp.ByQuery),

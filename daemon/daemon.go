@@ -205,7 +205,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		if nets == nil {
 			nets = &netsetupNetworker{log: log.With("component", "netsetup")}
 		}
-		d.netloop = controller.NewNetLoop(cfg.Name, d.store, nets, 10*time.Second, log.With("component", "network"))
+		d.netloop = controller.NewNetLoop(cfg.Name, d.store, nets, 10*time.Second, controller.SystemClock{}, log.With("component", "network"))
 	}
 	d.registerRPC()
 	d.admin = adminapi.New(backend{d}, log.With("component", "adminapi"))

@@ -49,7 +49,7 @@ func attemptKey(j model.BackupJob) string { return j.ID + "#" + strconv.Itoa(j.A
 func (r *BackupRunner) Run(ctx context.Context) error {
 	changes, stop := r.Store.Watch()
 	defer stop()
-	tick := time.NewTicker(5 * time.Second)
+	tick := r.Clock.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	r.mu.Lock()
 	r.running, r.ended = map[string]context.CancelFunc{}, map[string]bool{}
@@ -62,7 +62,7 @@ func (r *BackupRunner) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changes:
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }
@@ -142,7 +142,7 @@ func (r *BackupRunner) run(ctx context.Context, v model.VM) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-r.Clock.After(time.Second):
 		}
 	}
 }

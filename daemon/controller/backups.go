@@ -528,7 +528,7 @@ func (l *Leader) replaceForRestore(ctx context.Context, b model.Backup) (model.V
 		select {
 		case <-ctx.Done():
 			return v, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-l.clock.After(100 * time.Millisecond):
 		}
 	}
 }

@@ -82,7 +82,7 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	}
 	changes, stop := b.Peers.Changes()
 	defer stop()
-	tick := time.NewTicker(max(b.Settle/2, 50*time.Millisecond))
+	tick := b.Clock.NewTicker(max(b.Settle/2, 50*time.Millisecond))
 	defer tick.Stop()
 	var (
 		last      []string
@@ -130,7 +130,7 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changes:
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/internal/notify"
@@ -128,19 +127,6 @@ func (f *fakePeers) Peers() []Peer {
 }
 
 func (f *fakePeers) Changes() (<-chan struct{}, func()) { return f.hub.Subscribe() }
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 func setLabels(host, k, v string) raftlog.SetHostLabels {
 	return raftlog.SetHostLabels{Name: host, Set: map[string]string{k: v}}

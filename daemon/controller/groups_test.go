@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/internal/clock"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
 )
@@ -310,7 +311,7 @@ func BenchmarkGroupScale0To200(b *testing.B) {
 		r := newFakeRaft()
 		cs := &entryCounter{Store: r.store}
 		p := &fakePeers{}
-		c := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		c := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 		l := NewLeader(LeaderConfig{Self: "h1", RaftVoters: 3, DeadVoterTimeout: time.Hour, ReconcileInterval: time.Second,
 			Placement: placementOpts(), Liveness: LivenessConfig{Interval: 500 * time.Millisecond, TTL: 5 * time.Second, Margin: time.Second,
 				FenceAfter: 1500 * time.Millisecond, FenceTimeout: 5 * time.Second, SharedStorage: true, DrainParallel: 2}},

@@ -79,14 +79,14 @@ func (h *HostLoop) healthReport(t *vmTrack, v model.VM, started, now time.Time) 
 
 // probeLoop probes the due guests every tick until ctx ends.
 func (h *HostLoop) probeLoop(ctx context.Context, wg *sync.WaitGroup) {
-	tick := time.NewTicker(h.cfg.ProbeTick)
+	tick := h.clock.NewTicker(h.cfg.ProbeTick)
 	defer tick.Stop()
 	sem := make(chan struct{}, healthParallel)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick.C():
 		}
 		h.probeDue(ctx, wg, sem)
 	}

@@ -35,13 +35,15 @@ func (a *fakeAgent) exec(name string, argv []string) (hypervisor.ExecResult, err
 	return hypervisor.ExecResult{ExitCode: a.code, Output: a.out}, nil
 }
 
-// waitHealth waits until the VM reports health want.
+// waitHealth waits until the VM reports health want. The probe loop ticks
+// on the fake clock: the clock moves on a probe tick at a time meanwhile.
 func (e *hostEnv) waitHealth(t *testing.T, name, want string) model.VM {
 	t.Helper()
 	var v model.VM
 	testutil.Eventually(t, 5*time.Second, func() error {
 		v, _ = e.store.VM(name)
 		if v.Actual.State != model.StateRunning || v.Actual.Health != want {
+			e.clock.Advance(e.loop.cfg.ProbeTick)
 			return fmt.Errorf("%s: %s, health %q (%s), want %q", name, v.Actual.State, v.Actual.Health, v.Actual.HealthDetail, want)
 		}
 		return nil
@@ -49,17 +51,37 @@ func (e *hostEnv) waitHealth(t *testing.T, name, want string) model.VM {
 	return v
 }
 
-// probeAfter advances the clock by d and waits for one more probe.
+// probeAfter advances the clock by d and waits for one more probe, its
+// result recorded (so that the next step starts from it). The probe loop
+// ticks on the fake clock, and a tick that finds the last probe still
+// running starts none, so the clock moves on a tick at a time while it
+// waits.
 func (e *hostEnv) probeAfter(t *testing.T, a *fakeAgent, d time.Duration) {
 	t.Helper()
 	n := a.count()
 	e.clock.Advance(d)
 	testutil.Eventually(t, 5*time.Second, func() error {
 		if a.count() == n {
+			e.clock.Advance(e.loop.cfg.ProbeTick)
 			return fmt.Errorf("no probe after %d", n)
+		}
+		if e.probing() {
+			return fmt.Errorf("probe %d not recorded yet", n+1)
 		}
 		return nil
 	})
+}
+
+// probing reports whether a probe's result is still to be recorded.
+func (e *hostEnv) probing() bool {
+	e.loop.mu.Lock()
+	defer e.loop.mu.Unlock()
+	for _, tr := range e.loop.track {
+		if tr.health.probing {
+			return true
+		}
+	}
+	return false
 }
 
 // A guest with a command health check starts "starting"; failures within
@@ -109,8 +131,13 @@ func TestHostLoopHealthExec(t *testing.T) {
 	e.drv.Crash("web")
 	e.waitRestarts(t, "web", 1)
 	e.waitHealth(t, "web", model.HealthStarting)
-	// Never healthy: past the start period, two failures make it unhealthy.
+	// Never healthy: past the start period, two failures make it
+	// unhealthy. The clock passes every deadline on its way, so the probes
+	// of the start period run (and do not count) and at most one of those
+	// 61 s is past it.
 	e.probeAfter(t, a, 61*time.Second)
+	e.waitHealth(t, "web", model.HealthStarting)
+	e.probeAfter(t, a, 10*time.Second)
 	e.probeAfter(t, a, 10*time.Second)
 	e.waitHealth(t, "web", model.HealthUnhealthy)
 

@@ -237,7 +237,7 @@ func (h *HostLoop) wake() {
 func (h *HostLoop) Run(ctx context.Context) error {
 	changes, stop := h.store.Watch()
 	defer stop()
-	tick := time.NewTicker(h.cfg.ResyncInterval)
+	tick := h.clock.NewTicker(h.cfg.ResyncInterval)
 	defer tick.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -255,7 +255,7 @@ func (h *HostLoop) Run(ctx context.Context) error {
 		case ev := <-h.drv.Events():
 			h.log.Debug("hypervisor event", "vm", ev.Name, "event", ev.Kind, "detail", ev.Detail)
 		case <-h.poke:
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }
@@ -450,7 +450,7 @@ func (h *HostLoop) launch(ctx context.Context, wg *sync.WaitGroup, v model.VM, t
 		}
 		// libvirt's calls cannot be cancelled: an operation stuck in one
 		// holds its slot, so say so rather than go quiet.
-		slow := time.AfterFunc(opSlow, func() { h.log.Warn("vm operation still running", "vm", v.Name, "for", opSlow) })
+		slow := h.clock.AfterFunc(opSlow, func() { h.log.Warn("vm operation still running", "vm", v.Name, "for", opSlow) })
 		err := fn(ctx)
 		slow.Stop()
 		<-h.sem

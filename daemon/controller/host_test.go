@@ -13,6 +13,7 @@ import (
 
 	"github.com/corralhq/corral/daemon/hypervisor"
 	"github.com/corralhq/corral/daemon/hypervisor/fake"
+	"github.com/corralhq/corral/internal/clock"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
@@ -90,7 +91,7 @@ type hostEnv struct {
 	store *raftstore.Memory
 	drv   *fake.Driver
 	rep   *memReporter
-	clock *fakeClock
+	clock *clock.Fake
 	loop  *HostLoop
 	may   *atomicBool
 }
@@ -109,7 +110,7 @@ func newHostEnv(t *testing.T) *hostEnv {
 
 // newHostEnvAt is newHostEnv in a cluster at the given protocol.
 func newHostEnvAt(t *testing.T, protocol int) *hostEnv {
-	e := &hostEnv{store: raftstore.NewMemory(), drv: fake.New(), clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, may: &atomicBool{v: true}}
+	e := &hostEnv{store: raftstore.NewMemory(), drv: fake.New(), clock: clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), may: &atomicBool{v: true}}
 	e.rep = &memReporter{store: e.store}
 	ctx := context.Background()
 	for _, h := range []string{"h1", "h2"} {
@@ -139,6 +140,22 @@ func (e *hostEnv) run(t *testing.T) (stop func()) {
 	done := make(chan error, 1)
 	loop := e.loop
 	go func() { done <- loop.Run(ctx) }()
+	// The loop's resync ticker runs on the fake clock, which moves only when
+	// a test moves it. Wake the loop as often as a real resync would, so
+	// that it keeps passing over the state with the clock left where the
+	// test put it.
+	go func() {
+		tick := time.NewTicker(loop.cfg.ResyncInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				loop.wake()
+			}
+		}
+	}()
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)

@@ -158,7 +158,7 @@ func (h *HostLoop) migrateOp(v model.VM) op {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(time.Second):
+			case <-h.clock.After(time.Second):
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/corralhq/corral/internal/clock"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
 )
@@ -69,13 +70,11 @@ type Peers interface {
 	Changes() (<-chan struct{}, func())
 }
 
-// Clock is the time source; tests inject a fake.
-type Clock interface {
-	Now() time.Time
-}
+// Clock is the controller's time source. Every wait of the loops (tickers,
+// timeouts, retry pauses) goes through the injected Clock, never the time
+// package, so tests drive them with internal/clock's Fake instead of
+// sleeping, and a simulator can step them deterministically.
+type Clock = clock.Clock
 
-// SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
+// SystemClock is the real clock (the time package).
+type SystemClock = clock.Real

@@ -264,7 +264,7 @@ func (l *Leader) lead(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-l.clock.After(time.Second):
 		}
 	}
 	elected := l.clock.Now()
@@ -277,11 +277,11 @@ func (l *Leader) lead(ctx context.Context) {
 
 	changes, stop := l.peers.Changes()
 	defer stop()
-	tick := time.NewTicker(l.cfg.ReconcileInterval)
+	tick := l.clock.NewTicker(l.cfg.ReconcileInterval)
 	defer tick.Stop()
 	// Leases are checked five times per heartbeat interval, so a host is
 	// declared dead within a fifth of an interval of its deadline.
-	live := time.NewTicker(l.cfg.Liveness.Interval / 5)
+	live := l.clock.NewTicker(l.cfg.Liveness.Interval / 5)
 	defer live.Stop()
 	for {
 		if err := l.reconcile(ctx); err != nil && ctx.Err() == nil {
@@ -292,11 +292,11 @@ func (l *Leader) lead(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-live.C:
+			case <-live.C():
 				l.checkLiveness(ctx, l.gossipDead())
 			case <-changes:
 				full = true
-			case <-tick.C:
+			case <-tick.C():
 				full = true
 			case <-l.pokeCh:
 				full = true

@@ -10,14 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/internal/clock"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
 )
 
-func newTestLeader(voters int) (*Leader, *fakeRaft, *fakePeers, *fakeClock) {
+func newTestLeader(voters int) (*Leader, *fakeRaft, *fakePeers, *clock.Fake) {
 	r := newFakeRaft()
 	p := &fakePeers{}
-	c := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	l := NewLeader(LeaderConfig{Self: "a", RaftVoters: voters, DeadVoterTimeout: time.Minute, ReconcileInterval: time.Second},
 		r.store, r, p, c, slog.New(slog.DiscardHandler))
 	return l, r, p, c

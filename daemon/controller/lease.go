@@ -170,7 +170,7 @@ func (l *Lease) Run(ctx context.Context) error {
 		wd = f
 		defer wd.Close() // no magic close: a stopped corrald must not disarm the watchdog
 	}
-	tick := time.NewTicker(l.cfg.Interval / 5)
+	tick := l.clock.NewTicker(l.cfg.Interval / 5)
 	defer tick.Stop()
 	var lastSend time.Time
 	for {
@@ -201,7 +201,7 @@ func (l *Lease) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			l.sayStopping()
 			return nil
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }
@@ -222,7 +222,7 @@ func (l *Lease) sayStopping() {
 	go func() { l.attempts.Wait(); close(drained) }()
 	select { // renewals in flight were cancelled with ctx; they return at once
 	case <-drained:
-	case <-time.After(time.Second):
+	case <-l.clock.After(time.Second):
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/corralhq/corral/internal/clock"
+	"github.com/corralhq/corral/internal/testutil"
 )
 
 type fakeRenewer struct {
@@ -42,20 +45,20 @@ func (f *fakeRenewer) set(g LeaseGrant, err error) {
 	f.mu.Unlock()
 }
 
-func newTestLease(r Renewer, clock *fakeClock) (*Lease, *int) {
+func newTestLease(r Renewer, clk *clock.Fake) (*Lease, *int) {
 	fences := 0
-	l := NewLease(LeaseConfig{Self: "h1", Interval: 500 * time.Millisecond, TTL: 5 * time.Second}, r, clock, slog.New(slog.DiscardHandler),
+	l := NewLease(LeaseConfig{Self: "h1", Interval: 500 * time.Millisecond, TTL: 5 * time.Second}, r, clk, slog.New(slog.DiscardHandler),
 		func(string) { fences++ }, nil)
 	return l, &fences
 }
 
 func TestLeaseCountsFromSendTime(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1000, 0)}
+	clk := clock.NewFake(time.Unix(1000, 0))
 	r := &fakeRenewer{grant: LeaseGrant{Armed: true, CommitIndex: 10}}
-	l, fences := newTestLease(r, clock)
+	l, fences := newTestLease(r, clk)
 	ctx := context.Background()
-	sent := clock.Now()
-	clock.Advance(2 * time.Second) // the answer takes 2s to come back
+	sent := clk.Now()
+	clk.Advance(2 * time.Second) // the answer takes 2s to come back
 	l.attempt(ctx, sent)
 	if !l.Valid() || l.Remaining() != 3*time.Second {
 		t.Fatalf("valid %v, remaining %v: the lease must count from the send", l.Valid(), l.Remaining())
@@ -63,50 +66,66 @@ func TestLeaseCountsFromSendTime(t *testing.T) {
 	if l.MayStart(9) || !l.MayStart(10) {
 		t.Fatal("starts must wait until the state has applied the leader's commit index")
 	}
-	clock.Advance(3 * time.Second)
-	l.checkExpiry(clock.Now())
+	clk.Advance(3 * time.Second)
+	l.checkExpiry(clk.Now())
 	if l.Valid() || *fences != 1 || !l.Fencing() {
 		t.Fatalf("after expiry: valid %v, fences %d, fencing %v", l.Valid(), *fences, l.Fencing())
 	}
-	l.checkExpiry(clock.Now())
+	l.checkExpiry(clk.Now())
 	if *fences != 1 {
 		t.Fatal("fenced twice for one expiry")
 	}
 	// A renewal sent before the expiry and answered after it is of no use.
-	l.attempt(ctx, clock.Now().Add(-6*time.Second))
+	l.attempt(ctx, clk.Now().Add(-6*time.Second))
 	if l.Valid() || !l.Fencing() {
 		t.Fatal("a stale answer revived the lease")
 	}
 	// A fresh grant ends the fencing; catching up is required again.
 	r.set(LeaseGrant{Armed: true, CommitIndex: 20}, nil)
-	l.attempt(ctx, clock.Now())
+	l.attempt(ctx, clk.Now())
 	if !l.Valid() || l.Fencing() || l.MayStart(19) || !l.MayStart(20) {
 		t.Fatal("re-acquired lease")
 	}
 }
 
 func TestLeaseDisarmedDoesNotFence(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1000, 0)}
+	clk := clock.NewFake(time.Unix(1000, 0))
 	r := &fakeRenewer{grant: LeaseGrant{Armed: false}}
-	l, fences := newTestLease(r, clock)
-	l.attempt(context.Background(), clock.Now())
-	clock.Advance(6 * time.Second)
-	l.checkExpiry(clock.Now())
+	l, fences := newTestLease(r, clk)
+	l.attempt(context.Background(), clk.Now())
+	clk.Advance(6 * time.Second)
+	l.checkExpiry(clk.Now())
 	if *fences != 0 || l.Fencing() {
 		t.Fatal("a lease granted while HA was disarmed fenced the host")
 	}
 }
 
 func TestLeaseFailedRenewalsChangeNothing(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1000, 0)}
+	clk := clock.NewFake(time.Unix(1000, 0))
 	r := &fakeRenewer{err: errors.New("no leader")}
-	l, fences := newTestLease(r, clock)
-	l.attempt(context.Background(), clock.Now())
-	clock.Advance(time.Hour)
-	l.checkExpiry(clock.Now())
+	l, fences := newTestLease(r, clk)
+	l.attempt(context.Background(), clk.Now())
+	clk.Advance(time.Hour)
+	l.checkExpiry(clk.Now())
 	// Never held a lease (a host starting up): nothing to fence, nothing may start.
 	if l.Valid() || l.MayStart(1<<60) || *fences != 0 || l.Fencing() {
 		t.Fatal("a host without a lease must neither start guests nor fence")
+	}
+}
+
+// stepUntil moves clk on by step (one tick of the loop under test) until
+// cond holds, giving the loop a moment to run its pass between steps.
+func stepUntil(t *testing.T, clk *clock.Fake, step time.Duration, what string, cond func() bool) {
+	t.Helper()
+	err := testutil.Poll(5*time.Second, time.Millisecond, func() error {
+		if cond() {
+			return nil
+		}
+		clk.Advance(step)
+		return errors.New("timed out waiting for " + what)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -117,30 +136,26 @@ func TestWatchdogFedOnlyWhileLeaseValid(t *testing.T) {
 	if err := os.WriteFile(dev, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{now: time.Unix(1000, 0)}
+	clk := clock.NewFake(time.Unix(1000, 0))
 	r := &fakeRenewer{grant: LeaseGrant{Armed: true}}
 	fenced := make(chan struct{}, 1)
-	l := NewLease(LeaseConfig{Self: "h1", Interval: 50 * time.Millisecond, TTL: time.Second, Watchdog: dev}, r, clock,
+	l := NewLease(LeaseConfig{Self: "h1", Interval: 50 * time.Millisecond, TTL: time.Second, Watchdog: dev}, r, clk,
 		slog.New(slog.DiscardHandler), func(string) { fenced <- struct{}{} }, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	size := func() int64 { fi, _ := os.Stat(dev); return fi.Size() }
+	if err := clk.BlockUntil(ctx, 1); err != nil { // the loop's ticker
+		t.Fatal(err)
+	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			clock.Advance(10 * time.Millisecond)
-			time.Sleep(5 * time.Millisecond) // let the loop's real ticker fire
-		}
+		stepUntil(t, clk, 10*time.Millisecond, what, cond)
 	}
 	waitFor("the watchdog to be fed", func() bool { return l.Valid() && size() > 3 })
 	r.set(LeaseGrant{}, errors.New("leader unreachable"))
-	clock.Advance(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	waitFor("the fence", func() bool {
 		select {
 		case <-fenced:
@@ -161,24 +176,21 @@ func TestWatchdogFedOnlyWhileLeaseValid(t *testing.T) {
 // when its lease loop stops cleanly; one that holds none says nothing.
 func TestLeaseSaysStoppingOnCleanStop(t *testing.T) {
 	for _, held := range []bool{true, false} {
-		clock := &fakeClock{now: time.Unix(1000, 0)}
+		clk := clock.NewFake(time.Unix(1000, 0))
 		r := &fakeRenewer{grant: LeaseGrant{Armed: true}}
 		if !held {
 			r.err = errors.New("no leader")
 		}
-		l := NewLease(LeaseConfig{Self: "h1", Interval: 20 * time.Millisecond, TTL: time.Second}, r, clock,
+		l := NewLease(LeaseConfig{Self: "h1", Interval: 20 * time.Millisecond, TTL: time.Second}, r, clk,
 			slog.New(slog.DiscardHandler), func(string) {}, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- l.Run(ctx) }()
-		deadline := time.Now().Add(5 * time.Second)
-		for r.count() < 3 { // a few renewals (answered or not)
-			if time.Now().After(deadline) {
-				t.Fatal("no renewals")
-			}
-			clock.Advance(10 * time.Millisecond)
-			time.Sleep(5 * time.Millisecond) // let the loop's real ticker fire
+		if err := clk.BlockUntil(ctx, 1); err != nil { // the loop's ticker
+			t.Fatal(err)
 		}
+		// A few renewals (answered or not).
+		stepUntil(t, clk, 4*time.Millisecond, "renewals", func() bool { return r.count() >= 3 })
 		if l.Valid() != held {
 			t.Fatalf("held %v, valid %v", held, l.Valid())
 		}
@@ -249,15 +261,15 @@ func (g *guardRenewer) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant,
 // fencer holds the deadline; renewals say when it does not; the host
 // fences itself the kill budget before the lease ends.
 func TestLeaseFeedsTheFencer(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1000, 0)}
+	clk := clock.NewFake(time.Unix(1000, 0))
 	r := &guardRenewer{fakeRenewer: fakeRenewer{grant: LeaseGrant{Armed: true, CommitIndex: 1}}}
 	f := &fakeFencer{}
 	fences := 0
 	l := NewLease(LeaseConfig{Self: "h1", Interval: 500 * time.Millisecond, TTL: 5 * time.Second, KillBudget: 250 * time.Millisecond},
-		r, clock, slog.New(slog.DiscardHandler), func(string) { fences++ }, f)
+		r, clk, slog.New(slog.DiscardHandler), func(string) { fences++ }, f)
 	ctx := context.Background()
-	sent := clock.Now()
-	clock.Advance(time.Second)
+	sent := clk.Now()
+	clk.Advance(time.Second)
 	l.attempt(ctx, sent)
 	if len(f.arms) != 1 || f.arms[0] != 4*time.Second {
 		t.Fatalf("fencer armed with %v, want the lease's end 4s from now", f.arms)
@@ -269,25 +281,25 @@ func TestLeaseFeedsTheFencer(t *testing.T) {
 	if !l.MayStart(1) {
 		t.Fatal("fencer armed, lease valid, caught up: guests may start")
 	}
-	l.attempt(ctx, clock.Now())
+	l.attempt(ctx, clk.Now())
 	if !slices.Equal(r.unguarded, []bool{true, false}) {
 		t.Fatalf("renewals said unguarded %v, want [true false]", r.unguarded)
 	}
 	// The lease ends 5s after the last send; the host fences 250ms before.
-	clock.Advance(5*time.Second - 250*time.Millisecond - time.Millisecond)
-	l.checkExpiry(clock.Now())
+	clk.Advance(5*time.Second - 250*time.Millisecond - time.Millisecond)
+	l.checkExpiry(clk.Now())
 	if fences != 0 || l.Remaining() != time.Millisecond {
 		t.Fatalf("fenced %d times, remaining %v, before the budget's start", fences, l.Remaining())
 	}
-	clock.Advance(time.Millisecond)
-	l.checkExpiry(clock.Now())
+	clk.Advance(time.Millisecond)
+	l.checkExpiry(clk.Now())
 	if fences != 1 || l.MayStart(1) {
 		t.Fatalf("%d fences at the lease's end less the kill budget", fences)
 	}
 	// HA disarmed: the grant releases the fencer, and starts need no fencer.
 	f.armed = false
 	r.set(LeaseGrant{Armed: false, CommitIndex: 1}, nil)
-	l.attempt(ctx, clock.Now())
+	l.attempt(ctx, clk.Now())
 	if f.releases != 1 || !l.MayStart(1) {
 		t.Fatalf("unarmed grant: %d releases, may start %v", f.releases, l.MayStart(1))
 	}
@@ -298,12 +310,12 @@ func TestLeaseFeedsTheFencer(t *testing.T) {
 // the notice fails it stays armed, and the guests die with the lease.
 func TestCleanStopReleasesTheFencerOnlyOnceTheLeaderKnows(t *testing.T) {
 	for _, leaderAnswers := range []bool{true, false} {
-		clock := &fakeClock{now: time.Unix(1000, 0)}
+		clk := clock.NewFake(time.Unix(1000, 0))
 		r := &fakeRenewer{grant: LeaseGrant{Armed: true}}
 		f := &fakeFencer{armed: true}
-		l := NewLease(LeaseConfig{Self: "h1", Interval: 500 * time.Millisecond, TTL: 5 * time.Second}, r, clock,
+		l := NewLease(LeaseConfig{Self: "h1", Interval: 500 * time.Millisecond, TTL: 5 * time.Second}, r, clk,
 			slog.New(slog.DiscardHandler), func(string) {}, f)
-		l.attempt(context.Background(), clock.Now())
+		l.attempt(context.Background(), clk.Now())
 		if !leaderAnswers {
 			r.set(LeaseGrant{}, errors.New("no leader"))
 		}

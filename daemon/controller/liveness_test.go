@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/daemon/placement"
+	"github.com/corralhq/corral/internal/clock"
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
@@ -23,7 +24,7 @@ type liveEnv struct {
 	l     *Leader
 	r     *fakeRaft
 	peers *fakePeers
-	clock *fakeClock
+	clock *clock.Fake
 }
 
 func newLiveEnv(t *testing.T, mod func(*LivenessConfig)) *liveEnv {
@@ -35,7 +36,7 @@ func newLiveEnv(t *testing.T, mod func(*LivenessConfig)) *liveEnv {
 func newLiveEnvAt(t *testing.T, mod func(*LivenessConfig), protocols map[string]int) *liveEnv {
 	r := newFakeRaft()
 	p := &fakePeers{}
-	c := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	cfg := LivenessConfig{Interval: 500 * time.Millisecond, TTL: 5 * time.Second, Margin: time.Second,
 		FenceAfter: 1500 * time.Millisecond, FenceTimeout: 5 * time.Second, SharedStorage: true, DrainParallel: 2}
 	if mod != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corralhq/corral/internal/clock"
 	"github.com/corralhq/corral/model"
 	"github.com/corralhq/corral/raftlog"
 )
@@ -45,22 +46,27 @@ type NetLoop struct {
 	store    NetStore
 	nets     Networker
 	interval time.Duration
+	clock    Clock
 	log      *slog.Logger
 
 	mu     sync.Mutex
 	status map[string]NetStatus
 }
 
-// NewNetLoop returns a network loop; Run starts it.
-func NewNetLoop(self string, store NetStore, nets Networker, interval time.Duration, log *slog.Logger) *NetLoop {
-	return &NetLoop{self: self, store: store, nets: nets, interval: interval, log: log, status: map[string]NetStatus{}}
+// NewNetLoop returns a network loop; Run starts it. A nil clk is the
+// system clock.
+func NewNetLoop(self string, store NetStore, nets Networker, interval time.Duration, clk Clock, log *slog.Logger) *NetLoop {
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	return &NetLoop{self: self, store: store, nets: nets, interval: interval, clock: clk, log: log, status: map[string]NetStatus{}}
 }
 
 // Run reconciles until ctx ends.
 func (n *NetLoop) Run(ctx context.Context) error {
 	changes, stop := n.store.Watch()
 	defer stop()
-	tick := time.NewTicker(n.interval)
+	tick := n.clock.NewTicker(n.interval)
 	defer tick.Stop()
 	for {
 		n.reconcile()
@@ -68,7 +74,7 @@ func (n *NetLoop) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changes:
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }
@@ -88,7 +94,7 @@ func (n *NetLoop) reconcile() {
 		return // not registered yet: no address to build VXLAN from
 	}
 	want := map[string]bool{}
-	now := time.Now()
+	now := n.clock.Now()
 	for _, netw := range n.store.Networks() {
 		want[netw.Name] = true
 		changed, err := n.nets.EnsureNetwork(netw, local, peers)

@@ -517,6 +517,27 @@ func (d *Daemon) leaderRPCAddr() string {
 	return ""
 }
 
+// voterRPCAddrs returns the RPC addresses of the Raft voters other than
+// this host, as far as gossip or state knows them.
+func (d *Daemon) voterRPCAddrs() []string {
+	servers, err := d.store.Servers()
+	if err != nil {
+		return nil
+	}
+	var addrs []string
+	for _, s := range servers {
+		if !s.Voter || s.ID == d.cfg.Name {
+			continue
+		}
+		if m, ok := d.members.Member(s.ID); ok && m.Meta.RPCAddr != "" {
+			addrs = append(addrs, m.Meta.RPCAddr)
+		} else if h, err := d.store.Host(s.ID); err == nil && h.RPCAddr != "" {
+			addrs = append(addrs, h.RPCAddr)
+		}
+	}
+	return addrs
+}
+
 func healthOf(m membership.Meta) model.Health {
 	h := model.Health{State: model.HealthState(m.Health)}
 	if m.Reasons != "" {

@@ -157,9 +157,16 @@ func (l *Lease) Remaining() time.Duration {
 	return max(l.end().Sub(l.clock.Now()), 0)
 }
 
-// Run renews every Interval (several renewals may be in flight, so one
-// stuck on a dead connection does not delay the next), checks for expiry
-// five times per Interval, and feeds the watchdog while the lease is valid.
+// Run renews every Interval, checks for expiry five times per Interval,
+// and feeds the watchdog while the lease is valid.
+//
+// Renewals do not wait for each other: every one that could still extend
+// the lease may be in flight (each gives up TTL after it was sent, so at
+// most TTL/Interval+1). After a network blip, TCP delivers the renewals
+// stuck in it only at their next retransmission, seconds later with
+// exponential backoff; the first one sent after the blip must not wait for
+// them (a cap of 4 did: renewals stopped 2 s into a blip, and the lease ran
+// out before the stuck ones gave up).
 func (l *Lease) Run(ctx context.Context) error {
 	var wd *os.File
 	if l.cfg.Watchdog != "" {
@@ -172,12 +179,13 @@ func (l *Lease) Run(ctx context.Context) error {
 	}
 	tick := l.clock.NewTicker(l.cfg.Interval / 5)
 	defer tick.Stop()
+	maxInflight := int(l.cfg.TTL/l.cfg.Interval) + 1
 	var lastSend time.Time
 	for {
 		now := l.clock.Now()
 		if now.Sub(lastSend) >= l.cfg.Interval {
 			l.mu.Lock()
-			send := l.inflight < 4
+			send := l.inflight < maxInflight
 			if send {
 				l.inflight++
 			}

@@ -89,6 +89,12 @@ type Store struct {
 	closeLog func()
 	trans    *raft.NetworkTransport
 	hasState bool
+	// The leaders this node saw (watchLeaders): the current one, the one
+	// it followed before, and its last contact with that one.
+	stopWatch   chan struct{}
+	curLeader   string
+	prevLeader  string
+	prevContact time.Time
 }
 
 // New returns a Store for cfg; call Open to start it.
@@ -202,7 +208,9 @@ func (s *Store) Open() error {
 	s.fsm.applied.CompareAndSwap(0, r.AppliedIndex())
 	s.mu.Lock()
 	s.raft, s.logs, s.closeLog, s.trans, s.hasState = r, w, closeLog, trans, has
+	s.stopWatch = make(chan struct{})
 	s.mu.Unlock()
+	s.watchLeaders(r, s.stopWatch)
 	s.log.Info("raft started", "id", s.cfg.ID, "addr", s.cfg.AdvertiseAddr, "existing_state", has)
 	return nil
 }
@@ -212,6 +220,10 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	r, closeLog, trans := s.raft, s.closeLog, s.trans
 	s.raft = nil
+	if s.stopWatch != nil {
+		close(s.stopWatch)
+		s.stopWatch = nil
+	}
 	s.mu.Unlock()
 	if r == nil {
 		return nil
@@ -465,6 +477,53 @@ func (s *Store) Status() Status {
 		AppliedIndex: s.appliedIndex(r),
 		LastContact:  r.LastContact(),
 	}
+}
+
+// watchLeaders follows raft's leader changes until stop closes, so that
+// PreviousLeader can say which leader this node followed before and when
+// it last heard from it.
+func (s *Store) watchLeaders(r *raft.Raft, stop chan struct{}) {
+	ch := make(chan raft.Observation, 16)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.RegisterObserver(obs)
+	go func() {
+		defer r.DeregisterObserver(obs)
+		for {
+			select {
+			case <-stop:
+				return
+			case o := <-ch:
+				id := string(o.Data.(raft.LeaderObservation).LeaderID)
+				s.mu.Lock()
+				if s.curLeader != "" && s.curLeader != s.cfg.ID && id != s.curLeader {
+					// Raft sets lastContact when it hears from a leader (or
+					// grants a vote): no earlier than the last word of the
+					// leader it has just lost.
+					s.prevLeader, s.prevContact = s.curLeader, r.LastContact()
+				}
+				s.curLeader = id
+				s.mu.Unlock()
+			}
+		}
+	}()
+}
+
+// PreviousLeader returns, on the leader, the host that led before it and
+// the last time this node heard from it (or granted a vote since, which
+// only makes the time later). ok is false when this node is not known to
+// lead yet or followed no other leader. A leader with a fence command uses
+// it to start fencing a killed leader's host without waiting out its own
+// election (daemon/controller/DESIGN.md).
+func (s *Store) PreviousLeader() (id string, lastContact time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.raft == nil || s.curLeader != s.cfg.ID || s.prevLeader == "" || s.prevContact.IsZero() {
+		return "", time.Time{}, false
+	}
+	return s.prevLeader, s.prevContact, true
 }
 
 // CommitIndex is the latest index known committed (on the leader: by a

@@ -131,8 +131,14 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 	for _, s := range stores {
 		testutil.Eventually(t, 5*time.Second, func() error { _, err := s.VM("v1"); return err })
 	}
-	// Kill the leader: the others elect a new one, which keeps the state.
+	if _, _, ok := leader.PreviousLeader(); ok {
+		t.Fatal("the first leader reports a leader before it")
+	}
+	// Kill the leader: the others elect a new one, which keeps the state
+	// and knows whom it took over from, and since when it has not heard
+	// from it.
 	leader.Close()
+	closed := time.Now()
 	var rest []*Store
 	for _, s := range stores {
 		if s != leader {
@@ -140,6 +146,15 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 		}
 	}
 	next := waitLeader(t, rest)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		id, at, ok := next.PreviousLeader()
+		// The last contact is the old leader's last word, or a vote the
+		// new one granted since, which only makes it later.
+		if !ok || id != leader.cfg.ID || closed.Sub(at) > time.Second || at.After(time.Now()) {
+			return fmt.Errorf("previous leader %q, last contact %v before its close, ok %v", id, closed.Sub(at), ok)
+		}
+		return nil
+	})
 	if _, err := next.Apply(ctx, raftlog.CreateVM{VM: testVM("v2")}); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/corralhq/corral/daemon/placement"
 	"github.com/corralhq/corral/internal/notify"
@@ -23,6 +24,9 @@ type fakeRaft struct {
 	booted   []raftlog.Server
 	store    *raftstore.Memory
 	leaderCh chan bool
+	// PreviousLeader's answer.
+	prevLeader  string
+	prevContact time.Time
 }
 
 func newFakeRaft() *fakeRaft {
@@ -70,6 +74,12 @@ func (f *fakeRaft) AddNonvoter(ctx context.Context, id, addr string) error {
 	return nil
 }
 func (f *fakeRaft) CommitIndex() uint64 { return 42 }
+
+func (f *fakeRaft) PreviousLeader() (string, time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.prevLeader, f.prevContact, f.prevLeader != ""
+}
 
 func (f *fakeRaft) RemoveServer(ctx context.Context, id string) error {
 	f.mu.Lock()

@@ -35,6 +35,9 @@ type Raft interface {
 	AddNonvoter(ctx context.Context, id, addr string) error
 	RemoveServer(ctx context.Context, id string) error
 	CommitIndex() uint64
+	// PreviousLeader: on the leader, the host that led before it and when
+	// this node last heard from it (ok false if unknown).
+	PreviousLeader() (id string, lastContact time.Time, ok bool)
 }
 
 // PeerState is a peer's gossip state.

@@ -138,6 +138,14 @@ func (l *Leader) resetLiveness(now time.Time) {
 	for _, h := range l.store.Hosts() {
 		lv.hosts[h.Name] = &hostLive{heard: now, armedAck: settled && !cl.HADisarmed}
 	}
+	// The leader before: silent, as far as this node knows, since it last
+	// heard from it. Only fence_command uses that (assess): its power-off
+	// is confirmed before anything moves, so it needs no election grace.
+	if id, at, ok := l.raft.PreviousLeader(); ok && id != l.cfg.Self && at.Before(now) {
+		if rec, ok := lv.hosts[id]; ok {
+			rec.silentSince = at
+		}
+	}
 }
 
 // stopWatching ends the state subscription of resetLiveness when

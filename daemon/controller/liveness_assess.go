@@ -18,9 +18,16 @@ type hostLive struct {
 	heard time.Time
 	// renewedAt: the last real renewal (heard without the defaults).
 	renewedAt time.Time
-	suspected bool // renewals late: "suspected" was said, "reachable" is due
-	armedAck  bool // renewed while armed: it will self-fence on expiry
-	fencing   bool // fence_command running
+	// silentSince: for the leader this one took over from, when this
+	// node last heard from it as a follower (Raft's last contact). Until
+	// it renews, fence_command counts its silence from then rather than
+	// from this leader's election: a killed leader's host is fenced
+	// fence_after after it went quiet. The lease counts from heard, as
+	// ever.
+	silentSince time.Time
+	suspected   bool // renewals late: "suspected" was said, "reachable" is due
+	armedAck    bool // renewed while armed: it will self-fence on expiry
+	fencing     bool // fence_command running
 	// fenceOK: fence_command confirmed the power-off (the reason to give
 	// when declaring the host dead); "" if it has not. It counts only for
 	// a host that has not renewed since the command started
@@ -163,7 +170,11 @@ func assess(rec hostLive, h model.Host, now time.Time, cfg LivenessConfig, f hos
 		return a
 	}
 	expired := age > cfg.TTL+cfg.Margin
-	fenceNow := age > cfg.FenceAfter || f.gossipDead && late
+	fenceAge := age
+	if !rec.silentSince.IsZero() && rec.renewedAt.IsZero() {
+		fenceAge = now.Sub(rec.silentSince)
+	}
+	fenceNow := fenceAge > cfg.FenceAfter || f.gossipDead && late
 	if stopped {
 		fenceNow = expired // a restart gets the whole lease
 	}

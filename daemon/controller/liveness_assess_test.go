@@ -75,6 +75,14 @@ func TestAssess(t *testing.T) {
 		{name: "self", rec: renewed(time.Minute, suspected), facts: hostFacts{self: true}, cfg: fenceCmd, want: stepMark, suspected: true},
 
 		// fence_command.
+		{name: "fence_command, the leader before, silent beyond fence_after since the last contact", cfg: fenceCmd,
+			rec: hostLive{heard: ago(time.Second), silentSince: ago(1600 * time.Millisecond), armedAck: true}, want: stepMark | stepFence},
+		{name: "fence_command, the leader before, silent since the last contact, not beyond fence_after", cfg: fenceCmd,
+			rec: hostLive{heard: ago(time.Second), silentSince: ago(1400 * time.Millisecond), armedAck: true}, want: stepMark},
+		{name: "fence_command, the leader before, renewed since", cfg: fenceCmd,
+			rec: renewed(time.Second, func(r *hostLive) { r.silentSince = ago(time.Minute) }), want: stepMark},
+		{name: "the leader before without fence_command: the lease counts from the election",
+			rec: hostLive{heard: ago(time.Second), silentSince: ago(time.Minute), armedAck: true}, want: stepMark},
 		{name: "fence_command, before fence_after", rec: renewed(1400*time.Millisecond, suspected), cfg: fenceCmd,
 			want: stepMark, suspected: true},
 		{name: "fence_command, beyond fence_after", rec: renewed(1600*time.Millisecond, suspected), cfg: fenceCmd,

@@ -196,6 +196,38 @@ func TestFenceCommandRecoversEarly(t *testing.T) {
 	e.waitFencedAndRecovered(t, "h2", marker)
 }
 
+// TestNewLeaderFencesThePreviousLeaderFromItsLastContact: with a fence
+// command, a new leader counts the silence of the leader before it from
+// its last Raft contact with it, not from its own election; the lease
+// still counts from the election.
+func TestNewLeaderFencesThePreviousLeaderFromItsLastContact(t *testing.T) {
+	script, marker := fenceScript(t)
+	e := newLiveEnv(t, func(c *LivenessConfig) { c.FenceCommand = []string{script} })
+	e.vm(t, "v", "h2", 0, true)
+	// Elected 1.1 s after the last word of h2, the leader before.
+	e.r.mu.Lock()
+	e.r.prevLeader, e.r.prevContact = "h2", e.clock.Now().Add(-1100*time.Millisecond)
+	e.r.mu.Unlock()
+	e.l.resetLiveness(e.clock.Now())
+	e.fenceStartsAfter(t, "h2", 0) // 1.6 s after the last contact, 0.5 s after the election
+	e.waitFencedAndRecovered(t, "h2", marker)
+
+	// Without a fence command the previous leader gets the whole lease
+	// from the election.
+	e = newLiveEnv(t, nil)
+	e.vm(t, "v", "h2", 0, true)
+	e.r.mu.Lock()
+	e.r.prevLeader, e.r.prevContact = "h2", e.clock.Now().Add(-time.Minute)
+	e.r.mu.Unlock()
+	e.l.resetLiveness(e.clock.Now())
+	for i := 0; i < 12; i++ {
+		e.step(500*time.Millisecond, "h2")
+		if h, _ := e.r.store.Host("h2"); h.Mode == model.ModeFenced {
+			t.Fatalf("fenced %v after election without a fence command", time.Duration(i+1)*500*time.Millisecond)
+		}
+	}
+}
+
 // fenceStartsAfter steps 500 ms at a time with host silent: fence_command
 // must not start in the first `quiet` steps and must start on the next.
 func (e *liveEnv) fenceStartsAfter(t *testing.T, host string, quiet int) {

@@ -508,6 +508,12 @@ func (d *Daemon) leaderRPCAddr() string {
 	if id == "" {
 		return ""
 	}
+	return d.rpcAddrOf(id)
+}
+
+// rpcAddrOf returns host id's RPC address as gossip or, failing that,
+// state knows it ("" if neither does).
+func (d *Daemon) rpcAddrOf(id string) string {
 	if m, ok := d.members.Member(id); ok && m.Meta.RPCAddr != "" {
 		return m.Meta.RPCAddr
 	}
@@ -529,10 +535,8 @@ func (d *Daemon) voterRPCAddrs() []string {
 		if !s.Voter || s.ID == d.cfg.Name {
 			continue
 		}
-		if m, ok := d.members.Member(s.ID); ok && m.Meta.RPCAddr != "" {
-			addrs = append(addrs, m.Meta.RPCAddr)
-		} else if h, err := d.store.Host(s.ID); err == nil && h.RPCAddr != "" {
-			addrs = append(addrs, h.RPCAddr)
+		if addr := d.rpcAddrOf(s.ID); addr != "" {
+			addrs = append(addrs, addr)
 		}
 	}
 	return addrs

@@ -49,6 +49,11 @@ const (
 	// SetHostStopped is advisory (a leader that does not know it fences
 	// as before), so older daemons may skip it during a rolling upgrade.
 	TypeSetHostStopped = IgnoreUnknown | 46
+	// Renewals records lease renewals the leader is about to grant
+	// (FeatureCommittedLeases). It changes no state, so older daemons may
+	// skip it; a leader trusts what it knows of renewals only once the
+	// feature is enabled, that is once no daemon skips it.
+	TypeRenewals = IgnoreUnknown | 47
 
 	TypeCreateNetwork Type = 50
 	TypeDeleteNetwork Type = 51
@@ -270,6 +275,16 @@ type SetHostDraining struct {
 type SetHostStopped struct {
 	Name string    `json:"name"`
 	At   time.Time `json:"at,omitzero"`
+}
+
+// Renewals records that the leader is about to grant the lease renewals
+// of Hosts. The leader grants a renewal only once this entry has
+// committed, so every later leader has it in its log: each replica notes
+// when it applied the entry (on its own monotonic clock, a time after
+// the renewal was sent), and a new leader counts each host's lease from
+// that note instead of from its own election. It changes no state.
+type Renewals struct {
+	Hosts []string `json:"hosts"`
 }
 
 // StartMigration records the intent to live-migrate a VM to Target.
@@ -601,6 +616,7 @@ func (DeleteGroup) Type() Type        { return TypeDeleteGroup }
 func (SetGossipKeys) Type() Type      { return TypeSetGossipKeys }
 func (SetProtocol) Type() Type        { return TypeSetProtocol }
 func (SetHostStopped) Type() Type     { return TypeSetHostStopped }
+func (Renewals) Type() Type           { return TypeRenewals }
 func (CreateNetwork) Type() Type      { return TypeCreateNetwork }
 func (DeleteNetwork) Type() Type      { return TypeDeleteNetwork }
 func (Batch) Type() Type              { return TypeBatch }
@@ -726,6 +742,8 @@ func Decode(data []byte) (Command, error) {
 		return decodeAs[SetHostDraining](t, body)
 	case TypeSetHostStopped:
 		return decodeAs[SetHostStopped](t, body)
+	case TypeRenewals:
+		return decodeAs[Renewals](t, body)
 	case TypeStartMigration:
 		return decodeAs[StartMigration](t, body)
 	case TypeFinishMigration:

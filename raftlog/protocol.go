@@ -37,7 +37,10 @@ import (
 //     schedules of projects (FeatureProjectBackups); the adoption of
 //     running guests by a cluster recovered from a backup of its state
 //     (FeatureRecovery).
-const Protocol = 9
+//  10. Committed lease renewals: the Renewals entry, after which a new
+//     leader counts leases from the renewals in its log rather than from
+//     its election (FeatureCommittedLeases).
+const Protocol = 10
 
 // Feature is something a newer protocol added that a host of an older one
 // would refuse or misread: a log entry type or field, an RPC method or
@@ -117,6 +120,13 @@ var FeatureProjectBackups = Feature{Name: "project backup schedules", Since: 9}
 // FeatureRecovery: model.Cluster.Recovery and the AdoptGuests and
 // EndRecovery entries of a cluster recovered from a backup of its state.
 var FeatureRecovery = Feature{Name: "cluster recovery", Since: 9}
+
+// FeatureCommittedLeases: every leader commits a Renewals entry before it
+// grants the renewals in it, so a new leader knows every lease granted
+// before it and needs no grace after its election. A protocol 9 leader
+// grants without one, and a protocol 9 replica skips the entry, so a
+// leader relies on it only once every host commits them.
+var FeatureCommittedLeases = Feature{Name: "committed lease renewals", Since: 10}
 
 // Enabled reports whether f may be used in a cluster whose state is c.
 func (f Feature) Enabled(c model.Cluster) bool { return ClusterProtocol(c) >= f.Since }

@@ -198,6 +198,11 @@ func (s *State) apply(c raftlog.Command) any {
 		}
 		s.cluster.JoinTokens = kept
 		return nil
+	case raftlog.Renewals:
+		// Only the FSM notes renewals (fsm.noteRenewals), and only from a
+		// top-level entry; in a batch, which no leader writes, it is
+		// nothing.
+		return nil
 	case raftlog.Batch:
 		res := make(raftlog.BatchResult, len(c.Entries))
 		for i, e := range c.Entries {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -31,13 +32,22 @@ type fsm struct {
 	slow func()
 
 	changes notify.Hub
+
+	// What this replica knows of lease renewals (Renewals entries), on its
+	// own monotonic clock: when it applied each host's latest one, and
+	// since when it has applied every one a leader granted (zero: it
+	// cannot tell; see Renewals). Not state: times differ per replica.
+	leaseMu     sync.Mutex
+	renewed     map[string]time.Time
+	leasesSince time.Time
+	now         func() time.Time
 }
 
 func newFSM(log *slog.Logger) *fsm {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &fsm{state: newState(), log: log}
+	return &fsm{state: newState(), log: log, renewed: map[string]time.Time{}, now: time.Now}
 }
 
 // Apply implements raft.FSM. An entry this daemon cannot decode (a
@@ -46,7 +56,12 @@ func newFSM(log *slog.Logger) *fsm {
 // ErrBadEntry, logged: every host decodes the same bytes alike, so all
 // refuse it alike, and none crash-loops on it after a restart.
 func (f *fsm) Apply(l *raft.Log) any {
-	defer f.setApplied(l.Index)
+	quiet := false // a renewal: no watcher is woken (noteRenewals)
+	defer func() {
+		if f.raiseApplied(l.Index) && !quiet {
+			f.changes.Signal()
+		}
+	}()
 	if l.Type != raft.LogCommand {
 		return nil
 	}
@@ -59,27 +74,88 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if c == nil { // unknown type with raftlog.IgnoreUnknown
 		return nil
 	}
+	if r, ok := c.(raftlog.Renewals); ok {
+		f.noteRenewals(r.Hosts)
+		quiet = true
+		return nil
+	}
 	if f.slow != nil {
 		f.slow()
 	}
 	f.mu.Lock()
 	res := f.state.apply(c)
+	committed := raftlog.FeatureCommittedLeases.Enabled(f.state.cluster)
 	f.mu.Unlock()
+	if committed {
+		f.leaseMu.Lock()
+		if f.leasesSince.IsZero() {
+			f.leasesSince = f.now()
+		}
+		f.leaseMu.Unlock()
+	}
 	f.changes.Signal()
 	return res
+}
+
+// noteRenewals records that hosts renewed now, as far as this replica can
+// tell: the renewals were sent before the leader wrote the entry, and so
+// before now. Names not in state are not kept (the map stays bounded by
+// the hosts). A renewal changes no state, so watchers are not woken for
+// it: a waiter for its index polls (renewals come several times a second
+// and would otherwise wake every loop).
+func (f *fsm) noteRenewals(hosts []string) {
+	now := f.now()
+	f.mu.RLock()
+	known := f.state.hosts
+	f.leaseMu.Lock()
+	for _, h := range hosts {
+		if _, ok := known[h]; ok {
+			f.renewed[h] = now
+		}
+	}
+	f.leaseMu.Unlock()
+	f.mu.RUnlock()
+}
+
+// renewals returns what this replica knows of lease renewals: since when
+// it has applied every renewal any leader granted (zero when it cannot
+// tell: FeatureCommittedLeases is not enabled in its state), and when it
+// applied each host's latest one since then.
+func (f *fsm) renewals() (since time.Time, at map[string]time.Time) {
+	f.leaseMu.Lock()
+	defer f.leaseMu.Unlock()
+	if f.leasesSince.IsZero() {
+		return time.Time{}, nil
+	}
+	at = make(map[string]time.Time, len(f.renewed))
+	for h, t := range f.renewed {
+		if t.After(f.leasesSince) {
+			at[h] = t
+		}
+	}
+	return f.leasesSince, at
 }
 
 // setApplied raises applied to index (never lowers it), after the state
 // has taken the entry, and wakes the watchers: a waiter for an index sees
 // it once the state holds it.
 func (f *fsm) setApplied(index uint64) {
+	if f.raiseApplied(index) {
+		f.changes.Signal()
+	}
+}
+
+// raiseApplied raises applied to index; false if it was there already.
+func (f *fsm) raiseApplied(index uint64) bool {
 	for {
 		cur := f.applied.Load()
-		if index <= cur || f.applied.CompareAndSwap(cur, index) {
-			break
+		if index <= cur {
+			return false
+		}
+		if f.applied.CompareAndSwap(cur, index) {
+			return true
 		}
 	}
-	f.changes.Signal()
 }
 
 // read runs fn with the state under the read lock.
@@ -107,7 +183,17 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state = s
+	committed := raftlog.FeatureCommittedLeases.Enabled(s.cluster)
 	f.mu.Unlock()
+	// The snapshot holds no renewals: every one in it was sent before now,
+	// so this replica knows all renewals from now on, and none before.
+	f.leaseMu.Lock()
+	clear(f.renewed)
+	f.leasesSince = time.Time{}
+	if committed {
+		f.leasesSince = f.now()
+	}
+	f.leaseMu.Unlock()
 	// A snapshot is never older than the state it replaces, so the index
 	// only rises; one from before the field holds 0 (Store.Open makes up
 	// for it at start).

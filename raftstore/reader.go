@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/corralhq/corral/model"
 )
@@ -13,6 +14,16 @@ type reader struct{ fsm *fsm }
 // Watch returns a channel that receives a value (coalesced) after every
 // change to the state, and a function to stop watching.
 func (r reader) Watch() (<-chan struct{}, func()) { return r.fsm.changes.Subscribe() }
+
+// Renewals returns what this replica knows of lease renewals (Renewals
+// entries): since when it has applied every renewal any leader granted,
+// on its own monotonic clock (zero when it cannot tell, before
+// raftlog.FeatureCommittedLeases), and when it applied each host's
+// latest renewal since then. Each time is after the renewal was sent. A
+// new leader counts each host's lease from them, once its Barrier has
+// applied every entry of the terms before
+// (daemon/controller/DESIGN.md, "Leases and fencing").
+func (r reader) Renewals() (since time.Time, at map[string]time.Time) { return r.fsm.renewals() }
 
 // Hosts returns all hosts, sorted by name.
 func (r reader) Hosts() []model.Host {

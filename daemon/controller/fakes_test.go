@@ -81,6 +81,8 @@ func (f *fakeRaft) PreviousLeader() (string, time.Time, bool) {
 	return f.prevLeader, f.prevContact, f.prevLeader != ""
 }
 
+func (f *fakeRaft) Renewals() (time.Time, map[string]time.Time) { return f.store.Renewals() }
+
 func (f *fakeRaft) RemoveServer(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

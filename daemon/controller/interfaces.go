@@ -38,6 +38,10 @@ type Raft interface {
 	// PreviousLeader: on the leader, the host that led before it and when
 	// this node last heard from it (ok false if unknown).
 	PreviousLeader() (id string, lastContact time.Time, ok bool)
+	// Renewals: since when this node has applied every lease renewal a
+	// leader granted (zero: it cannot tell), and when it applied each
+	// host's latest one since then, on its own clock (raftstore).
+	Renewals() (since time.Time, at map[string]time.Time)
 }
 
 // PeerState is a peer's gossip state.

@@ -78,11 +78,12 @@ type Leader struct {
 	mu      sync.Mutex
 	leading bool
 
-	live   liveness
-	mig    migrations // touched only by the leader loop and leader operations, under the Raft apply order
-	bal    balancer
-	ver    verifications
-	pokeCh chan struct{}
+	live     liveness
+	renewLog renewalLog
+	mig      migrations // touched only by the leader loop and leader operations, under the Raft apply order
+	bal      balancer
+	ver      verifications
+	pokeCh   chan struct{}
 	// refused: hosts not registered because their protocol is below the
 	// cluster's, and what was said about it (leader loop only; names
 	// gossip no longer lists are dropped).

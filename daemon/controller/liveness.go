@@ -3,8 +3,10 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -39,7 +41,8 @@ type LivenessConfig struct {
 }
 
 // liveness is the leader's view of hosts' leases, kept in memory only: a new
-// leader starts by treating every host as heard at its own election. It holds
+// leader starts every host as heard at its own election, and its lease from
+// the last renewal its Raft log holds (resetLiveness). It holds
 // one record per host (hostLive: renewals, the suspected mark, the armed
 // acknowledgement, fence_command's run and result, the last recovery try),
 // so a host is added, reset or forgotten in one operation. Each liveness
@@ -66,6 +69,13 @@ func (lv *liveness) host(name string) *hostLive {
 		lv.hosts[name] = rec
 	}
 	return rec
+}
+
+// started reports whether a leadership has started (resetLiveness).
+func (lv *liveness) started() bool {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	return lv.hosts != nil
 }
 
 // renewedAt is when host last renewed its lease this leadership (zero if
@@ -135,8 +145,26 @@ func (l *Leader) resetLiveness(now time.Time) {
 		lv.stopWatch()
 	}
 	lv.stateCh, lv.stopWatch = l.store.Watch()
+	// Every renewal a leader granted was committed first (a Renewals
+	// entry), and the Barrier before this has applied them all here, each
+	// after it was sent: a lease counts from the host's last one, or from
+	// when this node began to know them all. Without that knowledge (a
+	// cluster below FeatureCommittedLeases, whose leaders grant without
+	// committing) every lease counts from this election: a deposed leader
+	// stops granting within its leader lease, before a new one is elected.
+	since, renewed := l.raft.Renewals()
 	for _, h := range l.store.Hosts() {
-		lv.hosts[h.Name] = &hostLive{heard: now, armedAck: settled && !cl.HADisarmed}
+		granted := now
+		if !since.IsZero() {
+			granted = since
+			if at, ok := renewed[h.Name]; ok {
+				granted = at
+			}
+			if granted.After(now) {
+				granted = now
+			}
+		}
+		lv.hosts[h.Name] = &hostLive{heard: now, granted: granted, armedAck: settled && !cl.HADisarmed}
 	}
 	// The leader before: silent, as far as this node knows, since it last
 	// heard from it. Only fence_command uses that (assess): its power-off
@@ -211,6 +239,18 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 		return l.hostStopping(ctx, req.Host)
 	}
 	cl := l.store.Cluster()
+	// The host catches up to this index before it starts guests: the
+	// state this grant was decided on (not the Renewals entry below,
+	// which changes no state and wakes no loop).
+	index := l.raft.CommitIndex()
+	if !l.live.started() {
+		return LeaseGrant{}, fmt.Errorf("leader is starting: %w", model.ErrNotLeader)
+	}
+	// Committed before granted: every later leader has the renewal in its
+	// log, and counts the lease from it rather than from its election.
+	if err := l.commitRenewal(ctx, req.Host); err != nil {
+		return LeaseGrant{}, fmt.Errorf("lease for host %q: %w", req.Host, err)
+	}
 	now := l.clock.Now()
 	lv := &l.live
 	lv.mu.Lock()
@@ -219,7 +259,7 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 		return LeaseGrant{}, fmt.Errorf("leader is starting: %w", model.ErrNotLeader)
 	}
 	rec := lv.host(req.Host)
-	rec.heard, rec.renewedAt = now, now
+	rec.heard, rec.renewedAt, rec.granted = now, now, now
 	// An unguarded renewal (the host's fencer holds no deadline yet) does
 	// not count as armed: were corrald to die right after it, nothing
 	// would kill the guests. The host arms its fencer with this grant and
@@ -237,7 +277,66 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 		}
 		l.event(ctx, "daemon-back", req.Host, "", "corrald renews its lease again after a clean stop at %s", h.StoppedAt.Format(time.RFC3339))
 	}
-	return LeaseGrant{Leader: l.cfg.Self, CommitIndex: l.raft.CommitIndex(), Armed: !cl.HADisarmed, Fenced: fenced}, nil
+	return LeaseGrant{Leader: l.cfg.Self, CommitIndex: index, Armed: !cl.HADisarmed, Fenced: fenced}, nil
+}
+
+// renewalLog batches the Renewals entries of the leader (commitRenewal).
+type renewalLog struct {
+	mu      sync.Mutex
+	pending map[string]bool
+	waiters []chan error
+	busy    bool // a flush runs
+}
+
+// commitRenewal returns once a Renewals entry naming host has committed.
+// While one entry is being committed the renewals that arrive wait and go
+// together in the next, so a busy leader writes one entry per commit
+// round trip rather than one per renewal.
+func (l *Leader) commitRenewal(ctx context.Context, host string) error {
+	b := &l.renewLog
+	done := make(chan error, 1)
+	b.mu.Lock()
+	if b.pending == nil {
+		b.pending = map[string]bool{}
+	}
+	b.pending[host] = true
+	b.waiters = append(b.waiters, done)
+	if !b.busy {
+		b.busy = true
+		go l.flushRenewals()
+	}
+	b.mu.Unlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flushRenewals commits the pending renewals, a batch at a time, until
+// none is left.
+func (l *Leader) flushRenewals() {
+	b := &l.renewLog
+	for {
+		b.mu.Lock()
+		if len(b.waiters) == 0 {
+			b.busy = false
+			b.mu.Unlock()
+			return
+		}
+		hosts := slices.Sorted(maps.Keys(b.pending))
+		waiters := b.waiters
+		b.pending, b.waiters = map[string]bool{}, nil
+		b.mu.Unlock()
+		// A renewal answered after lease_ttl is of no use to its host.
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.Liveness.TTL)
+		_, err := l.store.Apply(ctx, raftlog.Renewals{Hosts: hosts})
+		cancel()
+		for _, w := range waiters {
+			w <- err
+		}
+	}
 }
 
 // hostStopping records a clean stop of corrald on host. Its guests keep
@@ -312,7 +411,7 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 		// The leader's own renewal is local; a host registered after this
 		// leader started counts as heard when first seen.
 		if h.Name == l.cfg.Self || rec.heard.IsZero() {
-			rec.heard = now
+			rec.heard, rec.granted = now, now
 		}
 		seen := *rec
 		lv.mu.Unlock()

@@ -18,6 +18,14 @@ type hostLive struct {
 	heard time.Time
 	// renewedAt: the last real renewal (heard without the defaults).
 	renewedAt time.Time
+	// granted bounds, on the leader's monotonic clock, when the host
+	// sent the last renewal any leader granted it: its lease ends
+	// lease_ttl after that at the latest. A renewal this leader grants
+	// sets it with heard; a new leader starts it from when it applied the
+	// host's last committed renewal (raftstore Renewals), not from its
+	// election, once every leader commits renewals before granting
+	// (raftlog.FeatureCommittedLeases); until then from its election.
+	granted time.Time
 	// silentSince: for the leader this one took over from, when this
 	// node last heard from it as a follower (Raft's last contact). Until
 	// it renews, fence_command counts its silence from then rather than
@@ -127,9 +135,10 @@ type action struct {
 //     (one run at a time, not within FenceTimeout of a failure) once the
 //     renewals are FenceAfter late or gossip calls a late host dead; after
 //     a clean stop only once the lease has surely expired. When the lease
-//     has surely expired (TTL+Margin since heard) a clean stop is reported
+//     has surely expired (TTL+Margin since granted) a clean stop is reported
 //     (without fence_command), a host that has not renewed since HA was
-//     armed is reported, and any other host is declared dead.
+//     armed is reported, and any other host is declared dead. The lease
+//     counts from granted; the rest from heard.
 func assess(rec hostLive, h model.Host, now time.Time, cfg LivenessConfig, f hostFacts) action {
 	age := now.Sub(rec.heard)
 	a := action{age: age}
@@ -169,7 +178,8 @@ func assess(rec hostLive, h model.Host, now time.Time, cfg LivenessConfig, f hos
 		a.reason = rec.fenceOK
 		return a
 	}
-	expired := age > cfg.TTL+cfg.Margin
+	leaseAge := now.Sub(rec.granted)
+	expired := leaseAge > cfg.TTL+cfg.Margin
 	fenceAge := age
 	if !rec.silentSince.IsZero() && rec.renewedAt.IsZero() {
 		fenceAge = now.Sub(rec.silentSince)
@@ -191,7 +201,7 @@ func assess(rec hostLive, h model.Host, now time.Time, cfg LivenessConfig, f hos
 		a.steps |= stepSayUnacked
 	default:
 		a.steps |= stepDeadByLease
-		a.reason = fmt.Sprintf("lease expired: last renewal %v ago (lease_ttl %v + fence_margin %v)", age.Round(time.Millisecond), cfg.TTL, cfg.Margin)
+		a.reason = fmt.Sprintf("lease expired: last renewal %v ago (lease_ttl %v + fence_margin %v)", leaseAge.Round(time.Millisecond), cfg.TTL, cfg.Margin)
 	}
 	return a
 }

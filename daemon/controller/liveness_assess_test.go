@@ -15,7 +15,7 @@ func TestAssess(t *testing.T) {
 	ago := func(d time.Duration) time.Time { return now.Add(-d) }
 	// renewed: an armed host whose last renewal arrived d ago.
 	renewed := func(d time.Duration, mod ...func(*hostLive)) hostLive {
-		rec := hostLive{heard: ago(d), renewedAt: ago(d), armedAck: true}
+		rec := hostLive{heard: ago(d), renewedAt: ago(d), granted: ago(d), armedAck: true}
 		for _, m := range mod {
 			m(&rec)
 		}
@@ -59,13 +59,19 @@ func TestAssess(t *testing.T) {
 		{name: "maintenance is watched like active", rec: renewed(6100*time.Millisecond, suspected),
 			host: func(h *model.Host) { h.Mode = model.ModeMaintenance }, want: stepMark | stepDeadByLease, suspected: true, reason: lease6100},
 
-		// A host not heard since this leader's election counts from it.
-		{name: "not heard since election, within the lease", rec: hostLive{heard: ago(5 * time.Second), armedAck: true},
+		// A host not heard since this leader's election: late from the
+		// election, its lease from its last committed renewal (granted;
+		// the election itself below FeatureCommittedLeases).
+		{name: "not heard since election, within the lease", rec: hostLive{heard: ago(5 * time.Second), granted: ago(5 * time.Second), armedAck: true},
 			want: stepMark | stepSaySuspected, suspected: true},
-		{name: "not heard since election, beyond ttl+margin", rec: hostLive{heard: ago(6100 * time.Millisecond), armedAck: true, suspected: true},
+		{name: "not heard since election, beyond ttl+margin", rec: hostLive{heard: ago(6100 * time.Millisecond), granted: ago(6100 * time.Millisecond), armedAck: true, suspected: true},
 			want: stepMark | stepDeadByLease, suspected: true, reason: lease6100},
-		{name: "not heard since election, HA re-armed lately", rec: hostLive{heard: ago(6100 * time.Millisecond), suspected: true},
+		{name: "not heard since election, HA re-armed lately", rec: hostLive{heard: ago(6100 * time.Millisecond), granted: ago(6100 * time.Millisecond), suspected: true},
 			want: stepMark | stepSayUnacked, suspected: true},
+		{name: "elected 1 s ago, last committed renewal beyond ttl+margin", rec: hostLive{heard: ago(time.Second), granted: ago(6100 * time.Millisecond), armedAck: true},
+			want: stepMark | stepDeadByLease, reason: lease6100},
+		{name: "elected 1 s ago, last committed renewal within ttl+margin", rec: hostLive{heard: ago(time.Second), granted: ago(6 * time.Second), armedAck: true},
+			want: stepMark},
 
 		// Disarmed, and the leader itself: marks only.
 		{name: "disarmed", rec: renewed(time.Minute), facts: hostFacts{haDisarmed: true}, cfg: fenceCmd,
@@ -76,13 +82,13 @@ func TestAssess(t *testing.T) {
 
 		// fence_command.
 		{name: "fence_command, the leader before, silent beyond fence_after since the last contact", cfg: fenceCmd,
-			rec: hostLive{heard: ago(time.Second), silentSince: ago(1600 * time.Millisecond), armedAck: true}, want: stepMark | stepFence},
+			rec: hostLive{heard: ago(time.Second), granted: ago(time.Second), silentSince: ago(1600 * time.Millisecond), armedAck: true}, want: stepMark | stepFence},
 		{name: "fence_command, the leader before, silent since the last contact, not beyond fence_after", cfg: fenceCmd,
-			rec: hostLive{heard: ago(time.Second), silentSince: ago(1400 * time.Millisecond), armedAck: true}, want: stepMark},
+			rec: hostLive{heard: ago(time.Second), granted: ago(time.Second), silentSince: ago(1400 * time.Millisecond), armedAck: true}, want: stepMark},
 		{name: "fence_command, the leader before, renewed since", cfg: fenceCmd,
 			rec: renewed(time.Second, func(r *hostLive) { r.silentSince = ago(time.Minute) }), want: stepMark},
 		{name: "the leader before without fence_command: the lease counts from the election",
-			rec: hostLive{heard: ago(time.Second), silentSince: ago(time.Minute), armedAck: true}, want: stepMark},
+			rec: hostLive{heard: ago(time.Second), granted: ago(time.Second), silentSince: ago(time.Minute), armedAck: true}, want: stepMark},
 		{name: "fence_command, before fence_after", rec: renewed(1400*time.Millisecond, suspected), cfg: fenceCmd,
 			want: stepMark, suspected: true},
 		{name: "fence_command, beyond fence_after", rec: renewed(1600*time.Millisecond, suspected), cfg: fenceCmd,
@@ -101,7 +107,7 @@ func TestAssess(t *testing.T) {
 			r.fenceOK, r.fenceStarted = "fence_command confirmed power-off in 1s", ago(time.Second)
 		}),
 			cfg: fenceCmd, want: stepMark | stepDeadByFence, suspected: true, reason: "fence_command confirmed power-off in 1s"},
-		{name: "fence_command succeeded, host not renewed this leadership", rec: hostLive{heard: ago(2 * time.Second), armedAck: true, suspected: true, fenceOK: "off", fenceStarted: ago(time.Second)},
+		{name: "fence_command succeeded, host not renewed this leadership", rec: hostLive{heard: ago(2 * time.Second), granted: ago(2 * time.Second), armedAck: true, suspected: true, fenceOK: "off", fenceStarted: ago(time.Second)},
 			cfg: fenceCmd, want: stepMark | stepDeadByFence, suspected: true, reason: "off"},
 		// A confirmation older than the host's last renewal is stale: a
 		// slow agent's, for a host powered on and back since, or one that
@@ -137,7 +143,7 @@ func TestAssess(t *testing.T) {
 			host: func(h *model.Host) { h.Mode, h.FencedAt = model.ModeFenced, ago(50*time.Second) }, want: stepRecover},
 		{name: "fenced, last renewal before the fence", rec: renewed(100 * time.Millisecond),
 			host: func(h *model.Host) { h.Mode, h.FencedAt = model.ModeFenced, ago(50*time.Millisecond) }, want: stepRecover},
-		{name: "fenced, not renewed this leadership", rec: hostLive{heard: ago(100 * time.Millisecond)},
+		{name: "fenced, not renewed this leadership", rec: hostLive{heard: ago(100 * time.Millisecond), granted: ago(100 * time.Millisecond)},
 			host: func(h *model.Host) { h.Mode, h.FencedAt = model.ModeFenced, ago(time.Hour) }, want: stepRecover},
 		{name: "fenced, confirmed power-off is not looked at", rec: renewed(time.Minute, func(r *hostLive) { r.fenceOK = "off" }),
 			host: func(h *model.Host) { h.Mode, h.FencedAt = model.ModeFenced, ago(time.Second) }, cfg: fenceCmd, want: stepRecover},

@@ -32,6 +32,7 @@ func benchRecovery(ctx context.Context, dir string, args []string) error {
 	corrald := fs.String("corrald", "", "corrald binary (default: next to corral-lab)")
 	perHost := fs.Int("guests", 2, "guests on the killed host")
 	only := fs.String("only", "", "run one setting: lease, fence or lease-insecure")
+	keepLogs := fs.String("keep-logs", "", "copy each host's corrald log here (SETTING-HOST.log) before the lab goes down")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -61,6 +62,11 @@ func benchRecovery(ctx context.Context, dir string, args []string) error {
 			return err
 		}
 		res, err := benchSetting(ctx, l, s.name, *guestDir, *runs, *perHost)
+		if *keepLogs != "" {
+			if kerr := keepCorraldLogs(l, s.name, *keepLogs); kerr != nil {
+				fmt.Fprintln(os.Stderr, "keep-logs:", kerr)
+			}
+		}
 		l.Down(context.Background())
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
@@ -68,6 +74,23 @@ func benchRecovery(ctx context.Context, dir string, args []string) error {
 		results = append(results, res...)
 	}
 	printBench(results)
+	return nil
+}
+
+// keepCorraldLogs copies each host's corrald log to dir as SETTING-HOST.log.
+func keepCorraldLogs(l *lab.Lab, setting, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, h := range l.Hosts {
+		b, err := os.ReadFile(h.LogFile("corrald"))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, setting+"-"+h.Name+".log"), b, 0o644); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

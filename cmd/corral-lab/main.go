@@ -60,7 +60,7 @@ const usage = `usage: corral-lab [--dir D] COMMAND
   cut H PEER... [--inbound] | uncut H | loss H PCT | clear-loss H | fill H | free H
   delay H DURATION [JITTER]   (holds H's packets to the lab until interrupted)
   exec H -- CMD [ARGS]
-  bench-recovery [--runs 10] [--guest DIR] [--only lease|fence]
+  bench-recovery [--runs 10] [--guest DIR] [--only lease|fence] [--keep-logs DIR]
   chaos [--hosts 5] [--schedules 10] [--seed 1] [--only K] [--duration 30s] [--budget 60s] [--report FILE]
   soak [--hosts 3] [--duration 1h] [--guest DIR] [--fault-every D] [--sample-every D] [--report FILE] [--keep]`
 

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/corralhq/corral/daemon/adminapi"
@@ -44,10 +45,14 @@ type Daemon struct {
 	members *membership.Membership
 	rpcSrv  *rpc.Server
 	rpcCli  *rpc.Client
-	leader  *controller.Leader
-	backups *controller.BackupRunner
-	boot    *controller.Bootstrap
-	admin   *adminapi.Server
+	// directRenewal: when a renewal was last granted over the direct
+	// path (a time.Time; renewer).
+	directRenewal  atomic.Value
+	relayedRenewal atomic.Bool // the last grant came through a relay
+	leader         *controller.Leader
+	backups        *controller.BackupRunner
+	boot           *controller.Bootstrap
+	admin          *adminapi.Server
 	// apiFingerprint is the HTTPS API's certificate's (api_addr; set by
 	// Run before the API serves, empty without it).
 	apiFingerprint string
@@ -126,6 +131,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	})
 	d.rpcSrv = rpc.NewServer(rpcServerTLS, log.With("component", "rpc"))
 	d.rpcCli = rpc.NewClient(raftClientTLS)
+	d.directRenewal.Store(time.Now())
 	peers := peerView{d.members}
 	d.leader = controller.NewLeader(controller.LeaderConfig{
 		Self:              cfg.Name,
@@ -271,6 +277,7 @@ func (d *Daemon) registerRPC() {
 		}
 		return commitIndex{Index: d.store.Status().CommitIndex}, nil
 	})
+	d.rpcSrv.SetRelay(d.relayTarget)
 	d.registerGuestRPC()
 }
 

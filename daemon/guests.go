@@ -89,6 +89,15 @@ var _ controller.BackupReporter = reporter{}
 // measured, 3.4 s after a 3.8 s blip ended, by which time the lease had
 // run out. The leader is very likely among the voters and answers the
 // first renewal after the blip.
+//
+// Once no renewal has been granted over the direct path for 1.5
+// intervals, each renewal also goes through every other voter (so the
+// relayed one lands before the leader calls the host suspected, at 2.5), which
+// tunnels it to the leader as it knows it (rpc.CallVia): one broken link
+// between this host and the leader then fences nothing while the other
+// voters hear both. The tunnel carries this host's own TLS session, so the
+// leader checks the same certificate as on a direct call, and the lease
+// counts from the send as ever: a relay adds no trust and no time.
 type renewer struct{ d *Daemon }
 
 func (r renewer) Renew(ctx context.Context, req controller.LeaseRequest) (controller.LeaseGrant, error) {
@@ -96,30 +105,63 @@ func (r renewer) Renew(ctx context.Context, req controller.LeaseRequest) (contro
 	if d.store.IsLeader() {
 		return d.leader.Renew(ctx, req)
 	}
-	if addr := d.leaderRPCAddr(); addr != "" {
-		return rpc.Call(ctx, d.rpcCli, addr, mLeaseRenew.Method, req)
+	voters := d.voterRPCAddrs()
+	type call struct {
+		relay string // "": direct
+		addr  string
 	}
-	addrs := d.voterRPCAddrs()
-	if len(addrs) == 0 {
+	var calls []call
+	leader := d.leaderRPCAddr()
+	if leader != "" {
+		calls = append(calls, call{addr: leader})
+	} else {
+		for _, addr := range voters {
+			calls = append(calls, call{addr: addr})
+		}
+	}
+	if time.Since(d.directRenewal.Load().(time.Time)) > d.cfg.HeartbeatInterval*3/2 {
+		for _, addr := range voters {
+			if addr != leader {
+				calls = append(calls, call{relay: addr})
+			}
+		}
+	}
+	if len(calls) == 0 {
 		return controller.LeaseGrant{}, errNoLeader
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the first grant ends the others
 	type answer struct {
-		g   controller.LeaseGrant
-		err error
+		g     controller.LeaseGrant
+		relay string
+		err   error
 	}
-	answers := make(chan answer, len(addrs))
-	for _, addr := range addrs {
+	answers := make(chan answer, len(calls))
+	for _, c := range calls {
 		go func() {
-			g, err := rpc.Call(ctx, d.rpcCli, addr, mLeaseRenew.Method, req)
-			answers <- answer{g, err}
+			var a answer
+			if c.relay == "" {
+				a.g, a.err = rpc.Call(ctx, d.rpcCli, c.addr, mLeaseRenew.Method, req)
+			} else {
+				a.g, a.err = rpc.CallVia(ctx, d.rpcCli, c.relay, rpc.RelayLeader, mLeaseRenew.Method, req)
+				a.relay = c.relay
+			}
+			answers <- a
 		}()
 	}
 	err := errNoLeader
-	for range addrs {
+	for range calls {
 		a := <-answers
 		if a.err == nil {
+			switch {
+			case a.relay == "":
+				d.directRenewal.Store(time.Now())
+				if d.relayedRenewal.CompareAndSwap(true, false) {
+					d.log.Info("lease renewed directly again", "leader", a.g.Leader)
+				}
+			case d.relayedRenewal.CompareAndSwap(false, true):
+				d.log.Warn("lease renewed through a relay: no direct path to the leader", "leader", a.g.Leader, "relay", a.relay)
+			}
 			return a.g, nil
 		}
 		if !errors.Is(a.err, model.ErrNotLeader) {
@@ -127,6 +169,21 @@ func (r renewer) Renew(ctx context.Context, req controller.LeaseRequest) (contro
 		}
 	}
 	return controller.LeaseGrant{}, err
+}
+
+// relayTarget resolves the tunnel target another host asks this one for
+// (rpc.SetRelay): only the leader, as this host knows it.
+func (d *Daemon) relayTarget(target string) (string, error) {
+	if target != rpc.RelayLeader {
+		return "", fmt.Errorf("only %q is relayed: %w", rpc.RelayLeader, model.ErrForbidden)
+	}
+	if d.store.IsLeader() {
+		return d.rpcAddr(), nil
+	}
+	if addr := d.leaderRPCAddr(); addr != "" {
+		return addr, nil
+	}
+	return "", errNoLeader
 }
 
 // hostRead is a read served by the host that runs a VM (its console log,

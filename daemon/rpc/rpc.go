@@ -1,12 +1,15 @@
 // Package rpc is the cluster RPC between corral daemons: JSON requests over
 // HTTP on rpc_port, one POST per named method. Followers forward writes to
-// the leader through it, and hosts renew their leases with it. Given a TLS
+// the leader through it, and hosts renew their leases with it, directly or,
+// when their link to the leader is broken, through a tunnel another host
+// opens for them (CallVia, SetRelay). Given a TLS
 // config (mutual TLS, cluster CA) the same server and client run over TLS;
 // nothing else changes. Errors keep their class across the hop (see
 // internal/errcode).
 package rpc
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -50,6 +53,8 @@ type Server struct {
 	handlers map[string]Handler
 	public   map[string]bool
 	streams  map[string]StreamOpener
+	relay    func(target string) (addr string, err error)
+	relaying chan struct{} // one token per relay open
 }
 
 // StreamOpener opens a long-lived exchange (a console relay) for a GET of
@@ -102,7 +107,8 @@ func NewServer(tlsConf *tls.Config, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{log: log, tls: tlsConf, handlers: map[string]Handler{}, public: map[string]bool{}, streams: map[string]StreamOpener{}}
+	return &Server{log: log, tls: tlsConf, handlers: map[string]Handler{}, public: map[string]bool{}, streams: map[string]StreamOpener{},
+		relaying: make(chan struct{}, maxRelays)}
 }
 
 // Method declares one cluster RPC method: its name with its request and
@@ -179,6 +185,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		s.serveRelay(w, r)
+		return
+	}
 	if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, streamPrefix) {
 		s.serveStream(w, r)
 		return
@@ -242,10 +252,106 @@ func writeErr(w http.ResponseWriter, err error) {
 	json.NewEncoder(w).Encode(e)
 }
 
+// Relays: a host whose direct path to another fails (one broken link)
+// reaches it through a third, which opens a TCP tunnel for it (HTTP
+// CONNECT). The caller's TLS session runs end to end through the tunnel,
+// so the far side sees the caller's own certificate, exactly as on a
+// direct call; the relay sees only ciphertext. A relay serves hosts of
+// the cluster only, opens tunnels only to the addresses its resolver
+// returns (never an address the caller names), at most maxRelays at once,
+// each for at most relayTTL.
+const (
+	// RelayLeader is the tunnel target "the leader, as the relay knows it".
+	RelayLeader = "leader"
+	maxRelays   = 64
+	relayTTL    = 30 * time.Second
+	relayDial   = 2 * time.Second
+)
+
+// SetRelay turns relaying on: resolve maps the target a caller asks for
+// (RelayLeader, say) to the address to open the tunnel to, or refuses it.
+func (s *Server) SetRelay(resolve func(target string) (addr string, err error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.relay = resolve
+}
+
+func (s *Server) serveRelay(w http.ResponseWriter, r *http.Request) {
+	if s.tls != nil && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+		writeErr(w, fmt.Errorf("relay needs a host certificate of this cluster: %w", model.ErrForbidden))
+		return
+	}
+	s.mu.RLock()
+	resolve := s.relay
+	s.mu.RUnlock()
+	if resolve == nil {
+		writeErr(w, fmt.Errorf("this host relays nothing: %w", model.ErrNotFound))
+		return
+	}
+	target, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		target = r.Host
+	}
+	addr, err := resolve(target)
+	if err != nil {
+		writeErr(w, fmt.Errorf("relay to %q: %w", target, err))
+		return
+	}
+	select {
+	case s.relaying <- struct{}{}:
+		defer func() { <-s.relaying }()
+	default:
+		writeErr(w, fmt.Errorf("relay: %d tunnels open already: %w", maxRelays, model.ErrUnavailable))
+		return
+	}
+	dctx, cancel := context.WithTimeout(r.Context(), relayDial)
+	up, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		writeErr(w, fmt.Errorf("relay to %s: %v: %w", addr, err, model.ErrUnavailable))
+		return
+	}
+	defer up.Close()
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		writeErr(w, errors.New("relay: connection cannot be taken over"))
+		return
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	end := time.Now().Add(relayTTL)
+	conn.SetDeadline(end)
+	up.SetDeadline(end)
+	if _, err := buf.WriteString("HTTP/1.1 200 Connection established\r\n\r\n"); err != nil || buf.Flush() != nil {
+		return
+	}
+	// What the caller sent after its request, read ahead already.
+	if n := buf.Reader.Buffered(); n > 0 {
+		ahead, _ := buf.Reader.Peek(n)
+		if _, err := up.Write(ahead); err != nil {
+			return
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, conn)
+		up.Close() // ends the copy below too
+		close(done)
+	}()
+	io.Copy(conn, up)
+	conn.Close()
+	<-done
+}
+
 // Client calls other daemons. It is safe for concurrent use.
 type Client struct {
 	hc     *http.Client
 	scheme string
+	tls    *tls.Config
+	vias   sync.Map // relay address -> *http.Client through it
 }
 
 // NewClient returns a client; tlsConf nil means plain TCP.
@@ -260,7 +366,80 @@ func NewClient(tlsConf *tls.Config) *Client {
 	if tlsConf != nil {
 		scheme = "https"
 	}
-	return &Client{hc: &http.Client{Transport: tr}, scheme: scheme}
+	return &Client{hc: &http.Client{Transport: tr}, scheme: scheme, tls: tlsConf}
+}
+
+// CallVia calls m on target (RelayLeader: whoever leads, as relay knows
+// it) through a tunnel the daemon at relay opens (see SetRelay). Each call
+// has a tunnel of its own.
+func CallVia[Req, Resp any](ctx context.Context, c *Client, relay, target string, m Method[Req, Resp], req Req) (Resp, error) {
+	var resp Resp
+	err := c.callWith(ctx, c.via(relay), target, m.Name, req, &resp)
+	return resp, err
+}
+
+// via returns the HTTP client whose connections go through relay.
+func (c *Client) via(relay string) *http.Client {
+	if hc, ok := c.vias.Load(relay); ok {
+		return hc.(*http.Client)
+	}
+	tr := &http.Transport{
+		DialContext:       func(ctx context.Context, _, addr string) (net.Conn, error) { return c.dialVia(ctx, relay, addr) },
+		TLSClientConfig:   c.tls,
+		DisableKeepAlives: true,
+	}
+	hc, _ := c.vias.LoadOrStore(relay, &http.Client{Transport: tr})
+	return hc.(*http.Client)
+}
+
+// dialVia opens a tunnel to target through relay: a connection to the
+// relay (TLS with this client's identity, when it has one) on which a
+// CONNECT was answered 200. The caller's own session (TLS again) runs
+// inside.
+func (c *Client) dialVia(ctx context.Context, relay, target string) (net.Conn, error) {
+	raw, err := (&net.Dialer{Timeout: relayDial}).DialContext(ctx, "tcp", relay)
+	if err != nil {
+		return nil, err
+	}
+	conn := raw
+	if c.tls != nil {
+		tc := tls.Client(raw, c.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		conn = tc
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: target}, Host: target, Header: http.Header{}}
+	if err := req.Write(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		conn.Close()
+		if json.Unmarshal(data, &e) == nil && e.Code != "" {
+			return nil, errcode.FromAPI(&e)
+		}
+		return nil, fmt.Errorf("relay %s: status %d", relay, resp.StatusCode)
+	}
+	conn.SetDeadline(time.Time{})
+	if br.Buffered() > 0 { // the relay speaks only after the caller
+		conn.Close()
+		return nil, fmt.Errorf("relay %s: data before the tunnel's first byte", relay)
+	}
+	return conn, nil
 }
 
 // Call invokes method on the daemon at addr (host:port). A transport
@@ -278,6 +457,10 @@ func Call[Req, Resp any](ctx context.Context, c *Client, addr string, m Method[R
 }
 
 func (c *Client) call(ctx context.Context, addr, method string, req, resp any) error {
+	return c.callWith(ctx, c.hc, addr, method, req, resp)
+}
+
+func (c *Client) callWith(ctx context.Context, hc *http.Client, addr, method string, req, resp any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("rpc %s: encode: %w", method, err)
@@ -290,7 +473,7 @@ func (c *Client) call(ctx context.Context, addr, method string, req, resp any) e
 	if o, ok := origin.From(ctx); ok {
 		hreq.Header.Set(origin.Header, o.Encode())
 	}
-	hresp, err := c.hc.Do(hreq)
+	hresp, err := hc.Do(hreq)
 	if err != nil {
 		return fmt.Errorf("rpc %s to %s: %v: %w", method, addr, err, model.ErrUnavailable)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -346,8 +347,9 @@ func TestPartitionFencesItself(t *testing.T) {
 }
 
 // TestShortBlipRestartsNothing: a 3 s network blip changes nothing (the
-// defaults ride out 3 s: lease_ttl 4.5 s, renewals every 0.5 s, each sent
-// to every voter while the host's Raft knows no leader).
+// defaults ride out 3 s: lease_ttl 3.7 s less the 250 ms kill budget, less
+// up to two renewal intervals of 200 ms, one before the blip and one
+// after; renewals go to every voter while the host's Raft knows no leader).
 func TestShortBlipRestartsNothing(t *testing.T) {
 	e := newEnv(t, 3, "")
 	victim := e.lab.Hosts[2].Name
@@ -378,6 +380,62 @@ func TestShortBlipRestartsNothing(t *testing.T) {
 		g := e.counters(0, []string{n})[n]
 		if v.Host != victim || v.Generation != before[n].Generation || len(g.boots) != 1 || !v.Since.Equal(before[n].Since) {
 			t.Fatalf("%s changed after a 3s blip: %+v, boots %v", n, v, g.boots)
+		}
+	}
+	if h, _ := e.client(0).Host(e.ctx(), victim); h.Mode != "active" {
+		t.Fatalf("%s is %s", victim, h.Mode)
+	}
+}
+
+// TestOneBrokenLinkFencesNothing: a follower that cannot reach the leader,
+// while both reach the third host, keeps its lease through it (each
+// renewal tunnelled through the other voter) well past lease_ttl +
+// fence_margin: its guests keep running where they are, and nothing is
+// fenced or moved.
+func TestOneBrokenLinkFencesNothing(t *testing.T) {
+	e := newEnv(t, 3, "")
+	leader := e.leader()
+	victim := e.follower()
+	names := e.pinned(victim, "l", 2)
+	before := map[string]api.VM{}
+	for _, n := range names {
+		before[n], _ = e.client(0).VM(e.ctx(), n)
+	}
+	if err := e.host(victim).Cut(e.ctx(), []*lab.Host{e.host(leader)}, lab.Both); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	defer e.host(victim).Uncut(context.Background())
+	// Three leases (3.7 s + 0.2 s each) without a direct renewal.
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if d := time.Since(cut); d < 12*time.Second {
+			return fmt.Errorf("link cut for %v of 12s", d.Round(time.Second))
+		}
+		return nil
+	})
+	log, err := os.ReadFile(e.host(victim).LogFile("corrald"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), "lease renewed through a relay") {
+		t.Fatalf("%s never renewed through a relay", victim)
+	}
+	if err := e.host(victim).Uncut(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		v, _ := e.client(0).VM(e.ctx(), n)
+		if v.Host != victim || v.Generation != before[n].Generation || !v.Since.Equal(before[n].Since) || v.State != "running" {
+			t.Fatalf("%s changed while %s could not reach the leader: %+v", n, victim, v)
+		}
+	}
+	evs, err := e.any().Events(e.ctx(), 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Host == victim && (ev.Kind == "fenced" || ev.Kind == "fencing" || ev.Kind == "suspected") {
+			t.Fatalf("%s: event %s %q", victim, ev.Kind, ev.Message)
 		}
 	}
 	if h, _ := e.client(0).Host(e.ctx(), victim); h.Mode != "active" {

@@ -39,6 +39,7 @@ type fsm struct {
 	// cannot tell; see Renewals). Not state: times differ per replica.
 	leaseMu     sync.Mutex
 	renewed     map[string]time.Time
+	renewedIdx  map[string]uint64 // the log index renewed was noted from
 	leasesSince time.Time
 	now         func() time.Time
 }
@@ -47,7 +48,7 @@ func newFSM(log *slog.Logger) *fsm {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &fsm{state: newState(), log: log, renewed: map[string]time.Time{}, now: time.Now}
+	return &fsm{state: newState(), log: log, renewed: map[string]time.Time{}, renewedIdx: map[string]uint64{}, now: time.Now}
 }
 
 // Apply implements raft.FSM. An entry this daemon cannot decode (a
@@ -75,7 +76,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	}
 	if r, ok := c.(raftlog.Renewals); ok {
-		f.noteRenewals(r.Hosts)
+		f.noteRenewals(r.Hosts, l.Index, false)
 		quiet = true
 		return nil
 	}
@@ -97,21 +98,42 @@ func (f *fsm) Apply(l *raft.Log) any {
 	return res
 }
 
+// noteStored notes the Renewals entries among logs, which this replica
+// has just written to its log (noteLog).
+func (f *fsm) noteStored(logs []*raft.Log) {
+	for _, l := range logs {
+		if l.Type != raft.LogCommand || len(l.Data) == 0 || raftlog.Type(l.Data[0]) != raftlog.TypeRenewals {
+			continue
+		}
+		if c, err := raftlog.Decode(l.Data); err == nil {
+			if r, ok := c.(raftlog.Renewals); ok {
+				f.noteRenewals(r.Hosts, l.Index, true)
+			}
+		}
+	}
+}
+
 // noteRenewals records that hosts renewed now, as far as this replica can
 // tell: the renewals were sent before the leader wrote the entry, and so
-// before now. Names not in state are not kept (the map stays bounded by
-// the hosts). A renewal changes no state, so watchers are not woken for
-// it: a waiter for its index polls (renewals come several times a second
-// and would otherwise wake every loop).
-func (f *fsm) noteRenewals(hosts []string) {
-	now := f.now()
+// before this replica stored it (stored) or applied it. The first of the
+// two counts: an entry applied at or below the index noted when it was
+// stored is skipped. A store always counts, even of an index noted
+// before (a new leader's entry that replaced an old one): now is later
+// than any note, so it can only err late, never early. Names not in state
+// are not kept (the map stays bounded by the hosts). A renewal changes no
+// state, so watchers are not woken for it: a waiter for its index polls
+// (renewals come several times a second and would otherwise wake every
+// loop).
+func (f *fsm) noteRenewals(hosts []string, index uint64, stored bool) {
 	f.mu.RLock()
 	known := f.state.hosts
 	f.leaseMu.Lock()
+	now := f.now()
 	for _, h := range hosts {
-		if _, ok := known[h]; ok {
-			f.renewed[h] = now
+		if _, ok := known[h]; !ok || !stored && index <= f.renewedIdx[h] {
+			continue
 		}
+		f.renewed[h], f.renewedIdx[h] = now, index
 	}
 	f.leaseMu.Unlock()
 	f.mu.RUnlock()
@@ -189,6 +211,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	// so this replica knows all renewals from now on, and none before.
 	f.leaseMu.Lock()
 	clear(f.renewed)
+	clear(f.renewedIdx)
 	f.leasesSince = time.Time{}
 	if committed {
 		f.leasesSince = f.now()

@@ -21,6 +21,14 @@ type Memory struct {
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory { return &Memory{reader: reader{newFSM(nil)}} }
 
+// SetNow sets the clock the FSM notes lease renewals with (Renewals):
+// tests that drive the leader on a fake clock give it the same one.
+func (m *Memory) SetNow(now func() time.Time) {
+	m.fsm.leaseMu.Lock()
+	defer m.fsm.leaseMu.Unlock()
+	m.fsm.now = now
+}
+
 // Apply encodes c, applies it and returns the FSM's result, exactly as a
 // committed entry would be applied.
 func (m *Memory) Apply(ctx context.Context, c raftlog.Command) (any, error) {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/raftlog"
 )
@@ -105,5 +107,41 @@ func TestRestoreForgetsRenewals(t *testing.T) {
 	since, at := g.renewals()
 	if since.Before(restored) || len(at) != 0 || before["h1"].IsZero() {
 		t.Fatalf("after restore: since %v (restored at %v), renewals %v", since, restored, at)
+	}
+}
+
+// TestRenewalCountsFromWhenItWasStored: a renewal counts from when this
+// replica stored its entry, not from when it learned it committed; an
+// entry it did not see stored counts from its apply; a store always
+// counts, even at an index noted before (a new leader's entry replacing
+// an old one), since it can only make the note later.
+func TestRenewalCountsFromWhenItWasStored(t *testing.T) {
+	f := newFSM(nil)
+	t0 := time.Unix(1000, 0)
+	now := t0
+	f.now = func() time.Time { return now }
+	applyAll(t, f, raftlog.RegisterHost{Host: testHost("h1")}, raftlog.RegisterHost{Host: testHost("h2")}, raftlog.SetProtocol{Protocol: raftlog.FeatureCommittedLeases.Since})
+	entry := func(index uint64, hosts ...string) *raft.Log {
+		return &raft.Log{Index: index, Type: raft.LogCommand, Data: raftlog.MustEncode(raftlog.Renewals{Hosts: hosts})}
+	}
+	at := func(h string) time.Duration { _, a := f.renewals(); return a[h].Sub(t0) }
+
+	now = t0.Add(time.Second)
+	f.noteStored([]*raft.Log{entry(10, "h1")})
+	now = t0.Add(2 * time.Second)
+	f.Apply(entry(10, "h1")) // learned committed later: the store counts
+	f.Apply(entry(11, "h2")) // never seen stored (a replay): the apply counts
+	if at("h1") != time.Second || at("h2") != 2*time.Second {
+		t.Fatalf("h1 at %v (want 1s, its store), h2 at %v (want 2s, its apply)", at("h1"), at("h2"))
+	}
+	now = t0.Add(3 * time.Second)
+	f.noteStored([]*raft.Log{entry(9, "h1")}) // a rewritten index below the note
+	if at("h1") != 3*time.Second {
+		t.Fatalf("h1 at %v after a store at 3s", at("h1"))
+	}
+	now = t0.Add(4 * time.Second)
+	f.Apply(entry(9, "h1"))
+	if at("h1") != 3*time.Second {
+		t.Fatalf("h1 at %v: the apply of an entry seen stored moved it", at("h1"))
 	}
 }

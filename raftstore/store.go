@@ -195,7 +195,7 @@ func (s *Store) Open() error {
 	rc.LeaderLeaseTimeout, rc.CommitTimeout = t.LeaderLeaseTimeout, t.CommitTimeout
 	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = t.SnapshotInterval, t.SnapshotThreshold, t.TrailingLogs
 
-	r, err := raft.NewRaft(rc, s.fsm, w, w, snaps, trans)
+	r, err := raft.NewRaft(rc, s.fsm, noteLog{w, s.fsm}, w, snaps, trans)
 	if err != nil {
 		trans.Close()
 		closeLog()
@@ -212,6 +212,27 @@ func (s *Store) Open() error {
 	s.mu.Unlock()
 	s.watchLeaders(r, s.stopWatch)
 	s.log.Info("raft started", "id", s.cfg.ID, "addr", s.cfg.AdvertiseAddr, "existing_state", has)
+	return nil
+}
+
+// noteLog is the WAL as raft writes to it, noting each Renewals entry as
+// it is stored here (fsm.noteStored): on a follower that is when the
+// leader replicates it, before the entry is known to have committed, and
+// on a new leader up to a heartbeat earlier than when it applies the
+// last entries of the old leader, which it learns committed only after
+// its election. The embedded WAL answers the rest (IsMonotonic too).
+type noteLog struct {
+	*wal.WAL
+	fsm *fsm
+}
+
+func (n noteLog) StoreLog(l *raft.Log) error { return n.StoreLogs([]*raft.Log{l}) }
+
+func (n noteLog) StoreLogs(logs []*raft.Log) error {
+	if err := n.WAL.StoreLogs(logs); err != nil {
+		return err
+	}
+	n.fsm.noteStored(logs)
 	return nil
 }
 

@@ -269,12 +269,16 @@ func (l *Leader) lead(ctx context.Context) {
 		}
 	}
 	elected := l.clock.Now()
-	l.resetLiveness(elected)
+	committed := l.resetLiveness(elected)
 	defer l.live.stopWatching()
 	l.setLeading(true)
 	defer l.setLeading(false)
-	l.event(ctx, "leader", l.cfg.Self, "", "elected leader; every host counts as heard now, so none is declared dead before %v from now",
-		l.cfg.Liveness.TTL+l.cfg.Liveness.Margin)
+	if committed {
+		l.event(ctx, "leader", l.cfg.Self, "", "elected leader; each lease counts from its last committed renewal")
+	} else {
+		l.event(ctx, "leader", l.cfg.Self, "", "elected leader; every host counts as heard now, so none is declared dead before %v from now",
+			l.cfg.Liveness.TTL+l.cfg.Liveness.Margin)
+	}
 
 	changes, stop := l.peers.Changes()
 	defer stop()

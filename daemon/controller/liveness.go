@@ -131,7 +131,10 @@ type recovery struct {
 	declaredAt time.Time
 }
 
-func (l *Leader) resetLiveness(now time.Time) {
+// resetLiveness starts the records of a new leadership; committed
+// reports whether leases count from the committed renewals (rather than
+// from now).
+func (l *Leader) resetLiveness(now time.Time) (committed bool) {
 	cl := l.store.Cluster()
 	// A lease granted while HA was disarmed does not self-fence. Once HA has
 	// been armed for longer than a lease lives, every lease out there was
@@ -174,6 +177,7 @@ func (l *Leader) resetLiveness(now time.Time) {
 			rec.silentSince = at
 		}
 	}
+	return !since.IsZero()
 }
 
 // stopWatching ends the state subscription of resetLiveness when

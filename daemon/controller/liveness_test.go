@@ -48,11 +48,42 @@ func newLiveEnvAt(t *testing.T, mod func(*LivenessConfig), protocols map[string]
 	for _, h := range []string{"h1", "h2", "h3"} {
 		p.set(Peer{Name: h, State: PeerAlive, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}, Protocol: protocols[h]})
 	}
+	r.store.SetNow(c.Now)
 	l.registerHosts(ctx, p.Peers())
 	l.raiseProtocol(ctx, p.Peers())
 	l.setLeading(true)
 	l.resetLiveness(c.Now())
 	return &liveEnv{l: l, r: r, peers: p, clock: c}
+}
+
+// TestNewLeaderCountsLeasesFromCommittedRenewals: a leader elected 4 s
+// after a host's last renewal declares it dead lease_ttl + fence_margin
+// after that renewal (its Renewals entry, applied here), not after its own
+// election; in a cluster below FeatureCommittedLeases, after its election.
+func TestNewLeaderCountsLeasesFromCommittedRenewals(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		protocols map[string]int
+		fencedAt  time.Duration // after the election
+	}{
+		{"committed renewals", nil, 2500 * time.Millisecond},
+		{"below the feature", map[string]int{"h3": raftlog.FeatureCommittedLeases.Since - 1}, 6500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newLiveEnvAt(t, nil, tc.protocols)
+			e.vm(t, "v", "h2", 0, true)
+			e.renewAllBut() // every Renewals entry committed now
+			e.clock.Advance(4 * time.Second)
+			e.l.resetLiveness(e.clock.Now()) // a new leadership, on a replica of the same log
+			for at := 500 * time.Millisecond; at <= 8*time.Second; at += 500 * time.Millisecond {
+				e.step(500*time.Millisecond, "h2")
+				h, _ := e.r.store.Host("h2")
+				if fenced := h.Mode == model.ModeFenced; fenced != (at >= tc.fencedAt) {
+					t.Fatalf("%v after the election: h2 %s, want fenced from %v", at, h.Mode, tc.fencedAt)
+				}
+			}
+		})
+	}
 }
 
 func (e *liveEnv) vm(t *testing.T, name, host string, prio int, ha bool) {

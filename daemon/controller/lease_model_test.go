@@ -461,10 +461,10 @@ func (m *leaseModel) assessHost(n string, now time.Time) {
 
 func (m *leaseModel) start() time.Time { return time.Unix(1_000_000, 0) }
 
-// modelDefaults are the lease settings of daemon.DefaultConfig.
+// modelDefaults are the lease settings of daemon.DefaultConfig (keep them equal).
 var modelDefaults = struct {
 	interval, ttl, margin, budget, fenceAfter time.Duration
-}{500 * time.Millisecond, 4500 * time.Millisecond, time.Second, 250 * time.Millisecond, 1500 * time.Millisecond}
+}{200 * time.Millisecond, 3700 * time.Millisecond, 200 * time.Millisecond, 250 * time.Millisecond, 900 * time.Millisecond}
 
 func runLeaseModel(seed uint64, faults int, horizon time.Duration, mutate bool) *leaseModel {
 	d := modelDefaults

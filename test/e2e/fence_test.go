@@ -31,7 +31,7 @@ const (
 var fenceRuns = flag.Int("fence-runs", 20, "runs per fault in BenchmarkFenceFaults")
 
 // defaultFenceMargin is corrald's default fence_margin, which the lab uses.
-const defaultFenceMargin = time.Second
+const defaultFenceMargin = 200 * time.Millisecond
 
 // fenceResult is one run of a fault, measured by the exact checker.
 type fenceResult struct {

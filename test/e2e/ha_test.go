@@ -520,8 +520,8 @@ func TestCorraldShortOutage(t *testing.T) {
 	}
 	down := time.Now()
 	testutil.Eventually(t, 5*time.Second, func() error {
-		if time.Since(down) < 2*time.Second {
-			return fmt.Errorf("outage lasts 2s")
+		if time.Since(down) < 1500*time.Millisecond {
+			return fmt.Errorf("outage lasts 1.5s")
 		}
 		return nil
 	})
@@ -676,10 +676,10 @@ func TestCleanRestartWithFenceCommand(t *testing.T) {
 	if st, err := fencer.Query(e.ctx(), h.FencerStatusSocket()); err != nil || st.Mode != fencer.Released || len(st.Fences) != 0 {
 		t.Fatalf("fencer after a clean stop: %+v, %v", st, err)
 	}
-	// Down for 2.5 s from SIGTERM: past fence_after (1.5 s), where the
-	// leader used to power the host off. The restart must renew within
-	// lease_ttl + fence_margin (5.5 s) of the last renewal, or the host is
-	// fenced as it should be. The host is marked stopped, never fenced.
+	// Down for 2 s from SIGTERM: past fence_after (0.9 s), where the leader
+	// used to power the host off. The restart must renew within lease_ttl
+	// + fence_margin (3.9 s) of the last renewal, or the host is fenced as
+	// it should be. The host is marked stopped, never fenced.
 	testutil.Eventually(t, 10*time.Second, func() error {
 		hv, err := e.client(si).Host(e.ctx(), victim)
 		if err != nil {
@@ -691,7 +691,7 @@ func TestCleanRestartWithFenceCommand(t *testing.T) {
 		if hv.StoppedAt.IsZero() {
 			return fmt.Errorf("%s not marked stopped", victim)
 		}
-		if time.Since(stopped) < 2500*time.Millisecond {
+		if time.Since(stopped) < 2*time.Second {
 			return fmt.Errorf("down for %v", time.Since(stopped))
 		}
 		return nil
@@ -748,8 +748,9 @@ func TestCleanRestartWithFenceCommand(t *testing.T) {
 			}
 		}
 	}
-	// The leader heard the host last at most a heartbeat before the notice.
-	if fenceAt.Sub(stopAt) < 4500*time.Millisecond {
+	// The leader heard the host last at most a heartbeat before the
+	// notice: lease_ttl + fence_margin - heartbeat_interval (3.7 s).
+	if fenceAt.Sub(stopAt) < 3700*time.Millisecond {
 		t.Fatalf("fence_command ran %v after the clean stop, before the lease could expire", fenceAt.Sub(stopAt))
 	}
 	chk.stop()

@@ -24,12 +24,13 @@ import (
 // Four hosts, three of them voters. Raft is modelled as far as the lease
 // relies on it: the leader writes a Renewals entry for each renewal it
 // receives and grants it only once a majority of the voters has stored the
-// entry; followers apply an entry once they learn it committed; an election
+// entry; a committed entry reaches every host in the end (those that missed
+// it catch up); each host notes an entry when it first stores it; an election
 // needs a majority of the voters up, moves them to a new term (after which
 // they store no entry of an older one), and elects one that holds every
 // committed entry (Raft's election restriction); a voter is replaced only
 // by a host that holds every committed entry (caught up). A new leader
-// starts each host's record from when it applied that host's last
+// starts each host's record from when it first stored that host's last
 // renewal, as resetLiveness does with FeatureCommittedLeases: no grace
 // after its election.
 //
@@ -95,7 +96,7 @@ type modelHost struct {
 	cutUntil time.Time // the host's link is down until then
 	deadline time.Time // the latest lease end any of its corralds held (the fencer's)
 	term     int       // the Raft term it is in
-	// appliedAt: when this host's Raft applied each host's last renewal.
+	// appliedAt: when this host first saw (stored) each host's last renewal.
 	appliedAt map[string]time.Time
 }
 
@@ -259,7 +260,7 @@ func (m *leaseModel) loseLeader(killed bool) {
 	m.electAt = m.now().Add(500*time.Millisecond + time.Duration(m.rng.IntN(500))*time.Millisecond)
 }
 
-// apply: h's Raft applies e now.
+// apply: h notes e now, unless it noted it before (when it stored it).
 func (m *leaseModel) apply(h *modelHost, e *modelEntry) {
 	if e.applied[h.name] {
 		return
@@ -307,8 +308,8 @@ func (m *leaseModel) commitIfStored(e *modelEntry) {
 	if !m.mutate {
 		m.answer(e)
 	}
-	for _, f := range m.names {
-		if f != e.leader && e.stored[f] {
+	for _, f := range m.names { // the commit notice, and the entry to a host that missed it
+		if f != e.leader {
 			m.send(e.leader, f, &modelEvent{kind: "learn", host: f, entry: e})
 		}
 	}
@@ -359,6 +360,7 @@ func (m *leaseModel) step(e *modelEvent) {
 			return
 		}
 		en.stored[e.host] = true
+		m.apply(h, en) // noted when stored (raftstore noteLog)
 		m.send(e.host, en.leader, &modelEvent{kind: "ack", host: en.leader, entry: en})
 	case "ack":
 		if m.up(e.host) {
@@ -369,6 +371,7 @@ func (m *leaseModel) step(e *modelEvent) {
 			m.push(&modelEvent{at: now.Add(200 * time.Millisecond), kind: "learn", host: e.host, entry: e.entry})
 			return
 		}
+		e.entry.stored[e.host] = true
 		m.apply(h, e.entry)
 	case "answer":
 		if !h.alive || e.inc != h.inc || m.cut(e.host) {

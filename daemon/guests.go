@@ -91,11 +91,11 @@ var _ controller.BackupReporter = reporter{}
 // first renewal after the blip.
 //
 // Once no renewal has been granted over the direct path for 1.5
-// intervals, each renewal also goes through every other voter (so the
-// relayed one lands before the leader calls the host suspected, at 2.5), which
+// intervals, each renewal also goes through every other voter, which
 // tunnels it to the leader as it knows it (rpc.CallVia): one broken link
 // between this host and the leader then fences nothing while the other
-// voters hear both. The tunnel carries this host's own TLS session, so the
+// voters hear both. (At 1.5 intervals, the relayed renewal lands before
+// the leader calls the host suspected, at 2.5.) The tunnel carries this host's own TLS session, so the
 // leader checks the same certificate as on a direct call, and the lease
 // counts from the send as ever: a relay adds no trust and no time.
 type renewer struct{ d *Daemon }

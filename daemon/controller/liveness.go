@@ -608,6 +608,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 	var cmds []raftlog.Command
 	var placed []model.VM
 	var targets []string
+	var placeAt []int // the index in cmds of each placed VM's PlaceVM
 	for _, v := range vms {
 		key := onceKey{what: "not-recovered", host: host, vm: v.Name}
 		switch {
@@ -622,14 +623,22 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 			}
 			continue
 		}
-		target, err := idx.Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{host: true}})
-		if err != nil {
-			if l.once(key) {
-				l.event(ctx, "not-recovered", host, v.Name, "%v", err)
+		target := migrationTarget(l.store, v)
+		if target == "" {
+			var err error
+			target, err = idx.Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{host: true}})
+			if err != nil {
+				if l.once(key) {
+					l.event(ctx, "not-recovered", host, v.Name, "%v", err)
+				}
+				continue
 			}
-			continue
+		}
+		if v.Migration != nil { // it ends here: the placement below replaces it
+			cmds = append(cmds, raftlog.AbortMigration{Name: v.Name, Generation: v.Generation})
 		}
 		cmds = append(cmds, raftlog.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation})
+		placeAt = append(placeAt, len(cmds)-1)
 		placed = append(placed, v)
 		targets = append(targets, target)
 	}
@@ -644,7 +653,7 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 	results, _ := res.(raftlog.BatchResult)
 	lv := &l.live
 	for i, v := range placed {
-		if i < len(results) && results[i] != nil {
+		if j := placeAt[i]; j < len(results) && results[j] != nil {
 			continue
 		}
 		lv.mu.Lock()
@@ -653,6 +662,23 @@ func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declared
 		l.event(ctx, "recovering", targets[i], v.Name, "from %s (priority %d)", host, v.Spec.HA.Priority)
 	}
 	return nil
+}
+
+// migrationTarget: for a VM whose live migration was under way when its
+// host was declared dead, the migration's target, unless that host is
+// fenced or in standby too (then none of its guests runs). The source's
+// libvirtd may have finished the migration after corrald died, so the
+// guest may run on the target already, a host that is not fenced:
+// recovery places it there and nowhere else. "" for any other VM.
+func migrationTarget(st Store, v model.VM) string {
+	if v.Migration == nil {
+		return ""
+	}
+	t, err := st.Host(v.Migration.Target)
+	if err != nil || t.Mode == model.ModeFenced || t.Mode == model.ModeStandby {
+		return ""
+	}
+	return t.Name
 }
 
 func batchOf(cmds []raftlog.Command) raftlog.Batch {

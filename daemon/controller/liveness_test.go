@@ -187,6 +187,37 @@ func TestRecoveryAcceptsDegradedHosts(t *testing.T) {
 	}
 }
 
+// TestRecoveryOfAMigratingVMGoesToItsTarget: a VM whose live migration
+// was recorded when its host died goes to the migration's target (which
+// may run it already: the source's libvirtd can finish a migration after
+// corrald died), and the migration ends; it used to stay "migrating"
+// forever, started nowhere (chaos, CI at 51044d1). With the target dead
+// too, it goes where placement says.
+func TestRecoveryOfAMigratingVMGoesToItsTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name, silent, want string
+	}{
+		{"target alive", "h2", "h3"},
+		{"target dead too", "h2,h3", "h1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newLiveEnv(t, nil)
+			e.vm(t, "v", "h2", 0, true)
+			v, _ := e.r.store.VM("v")
+			if _, err := e.r.store.Apply(context.Background(), raftlog.StartMigration{Name: "v", Generation: v.Generation, Target: "h3", Reason: "operator", Time: e.clock.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 14; i++ {
+				e.step(500*time.Millisecond, strings.Split(tc.silent, ",")...)
+			}
+			v, _ = e.r.store.VM("v")
+			if v.Host != tc.want || v.Migration != nil {
+				t.Fatalf("recovered onto %q with migration %+v, want %s and none", v.Host, v.Migration, tc.want)
+			}
+		})
+	}
+}
+
 func TestNewLeaderWaitsAFullLeaseFromItsElection(t *testing.T) {
 	e := newLiveEnv(t, nil)
 	e.vm(t, "v", "h2", 0, true)

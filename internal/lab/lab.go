@@ -404,6 +404,18 @@ func traversable(dir string) error {
 	}
 }
 
+// IDInUse reports whether anything of a lab with this id is on the machine:
+// its bridge or any of its host namespaces. A lab left behind by a run that
+// was killed, or one another process has up, shows here even when no lock
+// file says so.
+func IDInUse(id int) bool {
+	if linkExists(fmt.Sprintf("corral%dbr", id)) {
+		return true
+	}
+	m, _ := filepath.Glob(fmt.Sprintf("/run/netns/corral%d-*", id))
+	return len(m) > 0
+}
+
 func nsExists(name string) bool {
 	_, err := os.Stat(filepath.Join("/run/netns", name))
 	return err == nil

@@ -135,7 +135,8 @@ func tail(s string, n int) string {
 }
 
 // ClaimLabID takes a free lab ID (100-250) with an exclusive lock file whose
-// owner PID is checked, so concurrent test binaries do not collide.
+// owner PID is checked, so concurrent test binaries do not collide, and
+// skips an id whose bridge or namespaces are on the machine already.
 func ClaimLabID(t testing.TB) (int, func()) {
 	dir := "/run/corral-lab-ids"
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -156,6 +157,14 @@ func ClaimLabID(t testing.TB) (int, func()) {
 		}
 		fmt.Fprintf(f, "%d\n", os.Getpid())
 		f.Close()
+		if lab.IDInUse(id) {
+			// A lab nobody holds a lock for (left by a killed run, or by
+			// a process in another PID namespace): leave it alone and use
+			// the next id.
+			t.Logf("lab id %d: its bridge or namespaces exist without an owner here; skipping it", id)
+			os.Remove(p)
+			continue
+		}
 		return id, func() { os.Remove(p) }
 	}
 	t.Fatal("no free lab id")

@@ -95,6 +95,11 @@ func (u Usage) Add(spec VMSpec, imageMiB func(string) int64) Usage {
 	return u
 }
 
+// Limited reports whether the quota limits anything (a zero limit is none).
+func (q Quota) Limited() bool {
+	return q.VCPUs > 0 || q.MemoryMiB > 0 || q.DiskGiB > 0 || q.VMs > 0
+}
+
 // Exceeds returns an error (ErrQuota) naming the first limit that after
 // exceeds where before did not, with the limit and the use it would
 // reach; nil when none does. A use already above a limit that was lowered

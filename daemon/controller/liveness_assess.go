@@ -46,8 +46,10 @@ type hostLive struct {
 	fenceStarted time.Time
 	fenceFail    time.Time // fence_command last failed
 	// recoveryTried: when the guests of the fenced host were last tried
-	// (see recoveryDue); cleared whenever state changes.
+	// (see recoveryDue); cleared whenever state changes while left is
+	// set: the last try left a guest that fit nowhere.
 	recoveryTried time.Time
+	recoveryLeft  bool
 }
 
 // hostFacts are what assess needs to know beyond the host's record, its

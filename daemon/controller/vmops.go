@@ -366,10 +366,12 @@ func (l *Leader) ReportVMs(ctx context.Context, r raftlog.ReportVMs) (int, error
 	if err != nil {
 		return 0, err
 	}
-	for _, rep := range r.Reports {
-		l.noteRecovered(ctx, r.Host, rep)
-	}
 	var evs []model.Event
+	for _, rep := range r.Reports {
+		if e, ok := l.noteRecovered(ctx, r.Host, rep); ok {
+			evs = append(evs, e)
+		}
+	}
 	now := l.clock.Now().UTC()
 	for _, rep := range r.Reports {
 		v, ok := before[rep.Name]

@@ -369,10 +369,28 @@ func (l *Leader) MigrationDone(ctx context.Context, r MigrationResult) (model.VM
 // the host is empty or every VM left has failed on maxMigrationAttempts
 // targets (those keep running where they are, never lost).
 func (l *Leader) driveMigrations(ctx context.Context) {
-	vms := l.store.VMs()
+	// Only the VMs of draining and failing-back hosts, read only when
+	// there are any: sorting all of them on every reconcile took a sixth
+	// of the leader's time in the simulator at 50,000 VMs.
+	hosts := l.store.Hosts()
+	busy := map[string]bool{}
+	for _, h := range hosts {
+		if h.Draining || l.mig.failingBack(h.Name) {
+			busy[h.Name] = true
+		}
+	}
+	if len(busy) == 0 {
+		return
+	}
+	var vms []model.VM
+	for _, v := range l.store.VMs() {
+		if busy[v.Host] || busy[v.Home] {
+			vms = append(vms, v)
+		}
+	}
 	byPriority(vms)
 	par := max(l.cfg.Liveness.DrainParallel, 1)
-	for _, h := range l.store.Hosts() {
+	for _, h := range hosts {
 		if h.Draining {
 			l.drainStep(ctx, h, vms, par)
 		}

@@ -8,7 +8,7 @@ BIN := bin
 GOTEST_FLAGS ?=
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test test-unit lint fmt chaos soak bench bench-backup bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency fuzz demo package cluster cluster-status cluster-down clean deps portal screenshots
+.PHONY: help build test test-unit lint fmt chaos soak bench bench-backup bench-e2e bench-recovery bench-restart bench-fence bench-fence-latency sim fuzz demo package cluster cluster-status cluster-down clean deps portal screenshots
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -71,6 +71,11 @@ DURATION ?= 1h
 soak: deps build ## a 3-host lab for DURATION (1h): VM churn, a fault every 5 min; every corrald's RSS, goroutines and fds must stay flat, no leader change without a fault (root)
 	scripts/build-test-guest.sh _build/guest
 	bin/corral-lab --dir /var/lib/corral-lab-soak soak --hosts 3 --duration $(DURATION) --guest _build/guest
+
+SIM_HOSTS ?= 1000
+SIM_VMS ?= 50000
+sim: ## the cluster simulator: 1,000 hosts, 50,000 VMs, racks lost (with the leader too), a rolling drain of 100 hosts; prints the report (SIM_HOSTS= SIM_VMS= SEED=; no root)
+	go test ./test/sim -run '^TestSim$$' -count=1 -v -timeout 60m -sim.hosts $(SIM_HOSTS) -sim.vms $(SIM_VMS) -sim.drain 100 -sim.seed $(SEED) -sim.out sim-report.json
 
 bench-recovery: deps build ## recovery times after host kills, 10 runs per setting (root)
 	scripts/build-test-guest.sh _build/guest

@@ -243,27 +243,38 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 		return l.hostStopping(ctx, req.Host)
 	}
 	cl := l.store.Cluster()
-	// The host catches up to this index before it starts guests: the
-	// state this grant was decided on (not the Renewals entry below,
-	// which changes no state and wakes no loop).
-	index := l.raft.CommitIndex()
-	if !l.live.started() {
-		return LeaseGrant{}, fmt.Errorf("leader is starting: %w", model.ErrNotLeader)
-	}
-	// Committed before granted: every later leader has the renewal in its
-	// log, and counts the lease from it rather than from its election.
-	if err := l.commitRenewal(ctx, req.Host); err != nil {
-		return LeaseGrant{}, fmt.Errorf("lease for host %q: %w", req.Host, err)
-	}
-	now := l.clock.Now()
+	// A declaration of this host dead that is under way, or starts before
+	// this grant is recorded, refuses it (see startDeclaring).
 	lv := &l.live
 	lv.mu.Lock()
 	if lv.hosts == nil {
 		lv.mu.Unlock()
 		return LeaseGrant{}, fmt.Errorf("leader is starting: %w", model.ErrNotLeader)
 	}
+	busy, declarations := lv.host(req.Host).declaring, lv.host(req.Host).declarations
+	lv.mu.Unlock()
+	// The host catches up to this index before it starts guests: the
+	// state this grant was decided on (not the Renewals entry below,
+	// which changes no state and wakes no loop).
+	index := l.raft.CommitIndex()
+	// Committed before granted: every later leader has the renewal in its
+	// log, and counts the lease from it rather than from its election.
+	if err := l.commitRenewal(ctx, req.Host); err != nil {
+		return LeaseGrant{}, fmt.Errorf("lease for host %q: %w", req.Host, err)
+	}
+	now := l.clock.Now()
+	lv.mu.Lock()
+	if lv.hosts == nil {
+		lv.mu.Unlock()
+		return LeaseGrant{}, fmt.Errorf("leader is starting: %w", model.ErrNotLeader)
+	}
 	rec := lv.host(req.Host)
+	if busy || rec.declaring || rec.declarations != declarations {
+		lv.mu.Unlock()
+		return LeaseGrant{}, fmt.Errorf("lease for host %q: the leader is declaring it dead: %w", req.Host, model.ErrConflict)
+	}
 	rec.heard, rec.renewedAt, rec.granted = now, now, now
+	rec.grants++
 	// An unguarded renewal (the host's fencer holds no deadline yet) does
 	// not count as armed: were corrald to die right after it, nothing
 	// would kill the guests. The host arms its fencer with this grant and
@@ -484,7 +495,7 @@ func (l *Leader) act(ctx context.Context, h model.Host, rec hostLive, a action, 
 			l.log.Warn("auto-evacuate", "host", h.Name, "err", err)
 		}
 	}
-	if do(stepDeadByFence) {
+	if do(stepDeadByFence) && l.startDeclaring(h.Name, rec) {
 		l.cfg.Recorder.Fenced("fence_command")
 		l.declareDead(ctx, h.Name, a.reason, rec.heard, vms)
 	}
@@ -497,10 +508,33 @@ func (l *Leader) act(ctx context.Context, h model.Host, rec hostLive, a action, 
 	if do(stepSayUnacked) && l.once(onceKey{what: "unacked", host: h.Name}) {
 		l.event(ctx, "not-fenced", h.Name, "", "lease expired, but the host has not renewed since HA was armed; it may still run its guests, so they are not recovered until it returns or is fenced by fence_command")
 	}
-	if do(stepDeadByLease) {
+	if do(stepDeadByLease) && l.startDeclaring(h.Name, rec) {
 		l.cfg.Recorder.Fenced("lease")
 		l.declareDead(ctx, h.Name, a.reason, rec.heard, vms)
 	}
+}
+
+// startDeclaring begins a declaration of host dead that its pass decided on
+// the record seen, unless a lease was granted to the host since: the pass
+// reads the record, then declares, and a renewal granted in between gave
+// the host a lease that the declaration would ignore. The chaos schedule
+// "leader-kill" found it: a follower whose lease had run out while the
+// cluster had no quorum renewed with the new leader as that leader
+// declared it dead, started its guest again under the fresh lease, and
+// the guest ran on two hosts for 244 ms. Until declareDead has written
+// the recovery's placements, Renew refuses the host (a grant's commit
+// index from before them would let it start what moves away).
+func (l *Leader) startDeclaring(host string, seen hostLive) bool {
+	lv := &l.live
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	rec := lv.host(host)
+	if rec.grants != seen.grants {
+		return false // renewed meanwhile: the next pass decides again
+	}
+	rec.declaring = true
+	rec.declarations++
+	return true
 }
 
 // capText trims s and keeps at most n bytes of it, saying so.
@@ -566,12 +600,17 @@ func (l *Leader) startFence(ctx context.Context, h model.Host, age time.Duration
 
 // declareDead fences a host in state and recovers its guests.
 func (l *Leader) declareDead(ctx context.Context, host, reason string, lastHeard time.Time, vms *vmsOn) {
+	lv := &l.live
+	defer func() {
+		lv.mu.Lock()
+		lv.host(host).declaring = false
+		lv.mu.Unlock()
+	}()
 	now := l.clock.Now()
 	if _, err := l.store.Apply(ctx, raftlog.FenceHost{Name: host, Reason: reason, Time: now.UTC()}); err != nil {
 		l.log.Warn("declare host dead", "host", host, "err", err)
 		return
 	}
-	lv := &l.live
 	lv.mu.Lock()
 	rec := lv.host(host)
 	rec.fenceOK, rec.suspected = "", false

@@ -50,6 +50,12 @@ type hostLive struct {
 	// set: the last try left a guest that fit nowhere.
 	recoveryTried time.Time
 	recoveryLeft  bool
+	// declaring: a declaration of the host dead is under way (from the
+	// decision until its recovery's placements are written); declarations
+	// counts them. Renew refuses a grant that overlaps one.
+	declaring    bool
+	declarations uint64
+	grants       uint64 // leases granted: a pass's copy tells if one came since
 }
 
 // hostFacts are what assess needs to know beyond the host's record, its

@@ -239,11 +239,14 @@ func run(t *testing.T, n, vms, rack, drain int, seed uint64, loss float64) repor
 	// A rolling drain: one host after another, each back in service before
 	// the next is drained.
 	var live []*host
+	leader := w.currentLeader()
+	w.mu.Lock()
 	for _, h := range w.hosts {
-		if h.up && !h.cut && w.currentLeader() != h {
+		if h.up && !h.cut && h != leader {
 			live = append(live, h)
 		}
 	}
+	w.mu.Unlock()
 	rep.Scenarios = append(rep.Scenarios, w.rollingDrain(t, ctx, live[:min(drain, len(live))]))
 	progress("rolling drain done")
 

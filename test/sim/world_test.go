@@ -773,7 +773,7 @@ type simDriver struct {
 func (d simDriver) Start(ctx context.Context, name string, info hypervisor.RunInfo) error {
 	err := d.Driver.Start(ctx, name, info)
 	if err == nil {
-		d.h.w.started(name, d.h)
+		d.ran(name)
 	}
 	return err
 }
@@ -781,9 +781,24 @@ func (d simDriver) Start(ctx context.Context, name string, info hypervisor.RunIn
 func (d simDriver) Restore(ctx context.Context, name, memory string, info hypervisor.RunInfo) error {
 	err := d.Driver.Restore(ctx, name, memory, info)
 	if err == nil {
-		d.h.w.started(name, d.h)
+		d.ran(name)
 	}
 	return err
+}
+
+// ran records a guest started, unless the host lost power in the same
+// simulated instant (the fake's start delay and the power cut fired
+// together): then the guest never ran.
+func (d simDriver) ran(name string) {
+	w := d.h.w
+	w.mu.Lock()
+	up := d.h.up
+	w.mu.Unlock()
+	if !up {
+		d.Driver.Destroy(context.Background(), name)
+		return
+	}
+	w.started(name, d.h)
 }
 
 func (d simDriver) Destroy(ctx context.Context, name string) error {

@@ -20,11 +20,12 @@
 //     a seeded random LAN delay each way; a partition cuts hosts off; a
 //     message to or from a host that is off or cut off is lost and its
 //     caller times out.
-//   - Gossip: memberlist's documented failure detection, not memberlist
-//     itself: a dead or cut-off host shows dead to the leader after a probe
-//     interval plus the suspicion timeout (SuspicionMult × log10(n) probe
-//     intervals); convergence at n hosts is reported from memberlist's
-//     dissemination model (gossipRounds).
+//   - Gossip: memberlist's failure detection as its code computes it, not
+//     memberlist itself: a dead or cut-off host shows dead to the leader
+//     after up to a probe interval plus the suspicion timeout
+//     (SuspicionMult × log10(n) probe intervals). How fast an update
+//     spreads at n hosts is an epidemic estimate (gossipRounds), not
+//     measured.
 //   - Hosts: each has a fake hypervisor whose starts take 0.4 s (libvirt's,
 //     measured) and whose live migrations 0.6 s, and a fencer that kills
 //     the host's guests at the deadline of its last armed lease, as

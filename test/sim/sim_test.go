@@ -103,7 +103,7 @@ func TestSim(t *testing.T) {
 	for _, s := range rep.Scenarios {
 		s.log(t)
 	}
-	t.Logf("  gossip (memberlist's model at %d hosts): failure known after %.1f s, an update spread in %.1f s", n, rep.GossipDetectSec, rep.GossipSpreadSec)
+	t.Logf("  gossip at %d hosts (memberlist's detection; spread: an epidemic estimate): failure known after %.1f s, an update spread in %.1f s", n, rep.GossipDetectSec, rep.GossipSpreadSec)
 	t.Logf("  invariant: %d guest starts and %d scans of every hypervisor, %d violations", rep.Starts, rep.Scans, len(rep.Violations))
 	for _, v := range rep.Violations {
 		t.Errorf("two running copies: %s", v)
@@ -256,7 +256,7 @@ func run(t *testing.T, n, vms, rack, drain int, seed uint64, loss float64) repor
 	cancel()
 	for _, h := range w.hosts {
 		h.done.Wait()
-		h.fencer.stop()
+		h.fencer.Release()
 	}
 	<-scanDone
 	w.scan()

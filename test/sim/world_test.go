@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -266,7 +267,7 @@ func (w *world) power(ctx context.Context, h *host) {
 	w.mu.Lock()
 	h.up, h.deadSince = false, time.Now()
 	w.mu.Unlock()
-	h.fencer.stop()
+	h.fencer.Release()
 	h.cancel()
 	w.killAll(h, "power")
 	w.loseLeader(ctx, h)
@@ -304,19 +305,10 @@ func (w *world) gossipDetect(h *host) {
 	})
 }
 
+// suspicionTimeout is memberlist's (suspicion.go): SuspicionMult ×
+// max(1, log10(n)) probe intervals.
 func suspicionTimeout(n int) time.Duration {
-	return time.Duration(float64(suspicionMult) * max(1, log10(float64(n))) * float64(probeInterval))
-}
-
-func log10(x float64) float64 {
-	r := 0.0
-	for x >= 10 {
-		x /= 10
-		r++
-	}
-	// the fractional part, by linear interpolation (memberlist rounds the
-	// same way: it takes the ceiling of a float log10; close enough here)
-	return r + (x-1)/9
+	return time.Duration(float64(suspicionMult) * max(1, math.Log10(float64(n))) * float64(probeInterval))
 }
 
 // killAll destroys every guest on h's hypervisor (power loss or fencer).
@@ -872,8 +864,6 @@ func (f *simFencer) Release() {
 	}
 	f.armed = false
 }
-
-func (f *simFencer) stop() { f.Release() }
 
 func (f *simFencer) Sync(ctx context.Context) error { return nil }
 

@@ -199,7 +199,7 @@ func NewLeader(cfg LeaderConfig, store Store, raft Raft, peers Peers, clock Cloc
 	if cfg.Protocol == 0 {
 		cfg.Protocol = raftlog.Protocol
 	}
-	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log, pokeCh: make(chan struct{}, 1), groupErr: map[string]string{}, groupShared: map[string]bool{}}
+	return &Leader{cfg: cfg, store: store, raft: raft, peers: peers, clock: clock, log: log, pokeCh: make(chan struct{}, 1), live: liveness{wake: make(chan struct{}, 1)}, groupErr: map[string]string{}, groupShared: map[string]bool{}}
 }
 
 // Run follows leadership until ctx ends: on becoming leader it waits for a
@@ -284,9 +284,13 @@ func (l *Leader) lead(ctx context.Context) {
 	defer stop()
 	tick := l.clock.NewTicker(l.cfg.ReconcileInterval)
 	defer tick.Stop()
-	// Leases are checked five times per heartbeat interval, so a host is
-	// declared dead within a fifth of an interval of its deadline.
-	live := l.clock.NewTicker(l.cfg.Liveness.Interval / 5)
+	// The liveness pass runs when a host's next threshold comes (a lease
+	// deadline, fence_after, "late"; see nextAssess), so a host is
+	// declared dead at its deadline, and an idle leader is not woken five
+	// times an interval for nothing; wake-ups come from renewals that
+	// change a verdict and from fence_command's result. Never more often
+	// than five times an interval, nor less often than every five.
+	live := l.clock.NewTimer(l.cfg.Liveness.Interval)
 	defer live.Stop()
 	for {
 		if err := l.reconcile(ctx); err != nil && ctx.Err() == nil {
@@ -294,10 +298,17 @@ func (l *Leader) lead(ctx context.Context) {
 		}
 		full := false
 		for !full {
+			wait, state := l.live.sleep(l.clock.Now(), l.cfg.Liveness.Interval/5, l.cfg.Liveness.Interval*5)
+			live.Reset(wait)
 			select {
 			case <-ctx.Done():
 				return
 			case <-live.C():
+				l.checkLiveness(ctx, l.gossipDead())
+			case <-l.live.wake:
+				l.checkLiveness(ctx, l.gossipDead())
+			case <-state:
+				l.live.stateChanged()
 				l.checkLiveness(ctx, l.gossipDead())
 			case <-changes:
 				full = true

@@ -90,14 +90,16 @@ type Lease struct {
 	armed      bool
 	target     uint64
 	inflight   int
-	attempts   sync.WaitGroup // renewals in flight, for sayStopping
+	// acquired wakes Run when a lease is acquired, to set its expiry timer.
+	acquired chan struct{}
+	attempts sync.WaitGroup // renewals in flight, for sayStopping
 }
 
 // NewLease returns a lease; Run keeps it renewed. fence is called when a
 // lease granted while HA was armed expires. fencer may be nil (no
 // independent fencer: guests outlive a dead corrald).
 func NewLease(cfg LeaseConfig, renewer Renewer, clock Clock, log *slog.Logger, fence func(reason string), fencer Fencer) *Lease {
-	return &Lease{cfg: cfg, renewer: renewer, clock: clock, log: log, fence: fence, fencer: fencer}
+	return &Lease{cfg: cfg, renewer: renewer, clock: clock, log: log, fence: fence, fencer: fencer, acquired: make(chan struct{}, 1)}
 }
 
 // end is when the host fences itself: the lease's end less the kill
@@ -157,8 +159,10 @@ func (l *Lease) Remaining() time.Duration {
 	return max(l.end().Sub(l.clock.Now()), 0)
 }
 
-// Run renews every Interval, checks for expiry five times per Interval,
-// and feeds the watchdog while the lease is valid.
+// Run renews every Interval, fences the host at the lease's end (a timer
+// at that instant, not a poll), and feeds the watchdog while the lease is
+// valid. It wakes once per Interval and at the lease's end: an idle host
+// (issue 15's footprint) is not woken between renewals.
 //
 // Renewals do not wait for each other: every one that could still extend
 // the lease may be in flight (each gives up TTL after it was sent, so at
@@ -177,13 +181,18 @@ func (l *Lease) Run(ctx context.Context) error {
 		wd = f
 		defer wd.Close() // no magic close: a stopped corrald must not disarm the watchdog
 	}
-	tick := l.clock.NewTicker(l.cfg.Interval / 5)
-	defer tick.Stop()
+	renew := l.clock.NewTicker(l.cfg.Interval)
+	defer renew.Stop()
+	// expiry fires at the lease's end (end()); a renewal granted since it
+	// was set moved the end later, so a firing only re-checks and re-arms.
+	expiry := l.clock.NewTimer(l.cfg.TTL)
+	defer expiry.Stop()
 	maxInflight := int(l.cfg.TTL/l.cfg.Interval) + 1
-	var lastSend time.Time
+	due := true // a renewal is due: at start, then on every tick
 	for {
 		now := l.clock.Now()
-		if now.Sub(lastSend) >= l.cfg.Interval {
+		if due {
+			due = false
 			l.mu.Lock()
 			send := l.inflight < maxInflight
 			if send {
@@ -191,7 +200,6 @@ func (l *Lease) Run(ctx context.Context) error {
 			}
 			l.mu.Unlock()
 			if send {
-				lastSend = now
 				l.attempts.Add(1)
 				go func(sent time.Time) {
 					defer l.attempts.Done()
@@ -205,11 +213,22 @@ func (l *Lease) Run(ctx context.Context) error {
 				l.log.Warn("feed watchdog", "device", l.cfg.Watchdog, "err", err)
 			}
 		}
+		l.mu.Lock()
+		held, left := l.held, l.end().Sub(now)
+		l.mu.Unlock()
+		if held {
+			expiry.Reset(max(left, 0))
+		} else {
+			expiry.Stop() // nothing to expire; an acquisition wakes the loop
+		}
 		select {
 		case <-ctx.Done():
 			l.sayStopping()
 			return nil
-		case <-tick.C():
+		case <-renew.C():
+			due = true
+		case <-expiry.C():
+		case <-l.acquired:
 		}
 	}
 }
@@ -284,6 +303,10 @@ func (l *Lease) attempt(ctx context.Context, sent time.Time) {
 	}
 	if !l.held {
 		l.held, l.target, l.fencing = true, g.CommitIndex, false
+		select {
+		case l.acquired <- struct{}{}:
+		default:
+		}
 		l.log.Info("lease acquired", "leader", g.Leader, "ttl", l.cfg.TTL, "armed", g.Armed, "catch_up_to", g.CommitIndex, "was_fenced", g.Fenced)
 	}
 	if until.After(l.validUntil) {

@@ -58,6 +58,11 @@ type liveness struct {
 	reported   map[onceKey]bool // events said once (see once)
 	stateCh    <-chan struct{}  // state changed (store.Watch)
 	stopWatch  func()
+	// The pass's schedule (sleep): the last pass, the next threshold of
+	// any host, whether to wait on stateCh, and the wake-up channel.
+	last, next time.Time
+	waitState  bool
+	wake       chan struct{}
 }
 
 // host returns host's record, adding an empty one if it has none. Called
@@ -273,6 +278,10 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 		lv.mu.Unlock()
 		return LeaseGrant{}, fmt.Errorf("lease for host %q: the leader is declaring it dead: %w", req.Host, model.ErrConflict)
 	}
+	// A late, fenced or standby host that renews changes what the next
+	// pass says of it ("reachable", welcome back, back from standby): no
+	// need to wait for its next threshold.
+	wake := rec.suspected || h.Mode == model.ModeFenced || h.Mode == model.ModeStandby
 	rec.heard, rec.renewedAt, rec.granted = now, now, now
 	rec.grants++
 	// An unguarded renewal (the host's fencer holds no deadline yet) does
@@ -283,6 +292,9 @@ func (l *Leader) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error
 		rec.armedAck = true
 	}
 	lv.mu.Unlock()
+	if wake {
+		lv.wakeUp()
+	}
 	fenced := h.Mode == model.ModeFenced
 	// While HA is disarmed the mark guards nothing (no host is declared
 	// dead), and re-arming waits for a guarded renewal anyway.
@@ -410,13 +422,7 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 	started := lv.hosts != nil
 	select {
 	case <-lv.stateCh:
-		// Recovery of a fenced host whose guests did not all fit may
-		// succeed now: try again (recoveryDue).
-		for _, rec := range lv.hosts {
-			if rec.recoveryLeft {
-				rec.recoveryTried = time.Time{}
-			}
-		}
+		lv.retryLeft()
 	default:
 	}
 	lv.mu.Unlock()
@@ -424,6 +430,7 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 		return // not leading (resetLiveness runs when leadership starts)
 	}
 	vms := &vmsOn{store: l.store}
+	var next time.Time
 	for _, h := range l.store.Hosts() {
 		lv.mu.Lock()
 		rec := lv.host(h.Name)
@@ -434,8 +441,68 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 		}
 		seen := *rec
 		lv.mu.Unlock()
-		a := assess(seen, h, now, cfg, hostFacts{haDisarmed: cl.HADisarmed, self: h.Name == l.cfg.Self, gossipDead: gossipDead[h.Name]})
+		f := hostFacts{haDisarmed: cl.HADisarmed, self: h.Name == l.cfg.Self, gossipDead: gossipDead[h.Name]}
+		a := assess(seen, h, now, cfg, f)
 		l.act(ctx, h, seen, a, now, vms)
+		if at := nextAssess(seen, h, now, cfg, f); !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	lv.mu.Lock()
+	lv.next, lv.last, lv.waitState = next, now, false
+	for _, rec := range lv.hosts {
+		lv.waitState = lv.waitState || rec.recoveryLeft
+	}
+	lv.mu.Unlock()
+}
+
+// sleep says how long the liveness pass may sleep after the last one: until
+// the next threshold of any host (nextAssess), at least minGap after the
+// last pass (no more often than before, when a ticker ran it five times
+// an interval) and at most maxGap (a net for a wake-up missed). It also
+// returns the state channel to wait on: set while a recovery left guests
+// that fit nowhere, which a state change may let fit.
+func (lv *liveness) sleep(now time.Time, minGap, maxGap time.Duration) (time.Duration, <-chan struct{}) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	at := lv.last.Add(maxGap)
+	if !lv.next.IsZero() && lv.next.Before(at) {
+		at = lv.next
+	}
+	if first := lv.last.Add(minGap); at.Before(first) {
+		at = first
+	}
+	var state <-chan struct{}
+	if lv.waitState {
+		state = lv.stateCh
+	}
+	return max(at.Sub(now), 0), state
+}
+
+// stateChanged: state changed, so recovery of a fenced host whose guests
+// did not all fit may succeed now.
+func (lv *liveness) stateChanged() {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	lv.retryLeft()
+}
+
+// retryLeft makes the recoveries that left guests due again (recoveryDue).
+// Called with mu held.
+func (lv *liveness) retryLeft() {
+	for _, rec := range lv.hosts {
+		if rec.recoveryLeft {
+			rec.recoveryTried = time.Time{}
+		}
+	}
+}
+
+// wakeUp asks for a liveness pass now (a renewal or fence_command's result
+// changed what assess would say).
+func (lv *liveness) wakeUp() {
+	select {
+	case lv.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -594,7 +661,7 @@ func (l *Leader) startFence(ctx context.Context, h model.Host, age time.Duration
 		if err != nil {
 			l.event(context.Background(), "fence-failed", h.Name, "", "fence_command failed after %v: %v: %s", took, err, capText(string(out), 1024))
 		}
-		l.poke()
+		lv.wakeUp() // a confirmed power-off is declared by the next pass
 	}()
 }
 

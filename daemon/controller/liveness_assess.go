@@ -213,3 +213,47 @@ func assess(rec hostLive, h model.Host, now time.Time, cfg LivenessConfig, f hos
 	}
 	return a
 }
+
+// nextAssess is the earliest instant after now at which assess's answer
+// for host h could change with nothing else happening: the first threshold
+// still ahead that assess compares the record's times against (the zero
+// time if none is). The liveness pass sleeps until the earliest over all
+// hosts, not on a fixed tick; what changes a record or a fact between
+// passes (a renewal from a host that is late, fenced or on standby,
+// fence_command's result, a state change a stalled recovery waits for,
+// gossip, a new host) wakes the pass itself.
+func nextAssess(rec hostLive, h model.Host, now time.Time, cfg LivenessConfig, f hostFacts) time.Time {
+	var next time.Time
+	// after: assess compares with ">" (age > limit), so its answer changes
+	// just after at.
+	after := func(at time.Time) {
+		at = at.Add(time.Nanosecond)
+		if at.After(now) && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	switch h.Mode {
+	case model.ModeFenced, model.ModeStandby:
+		after(rec.heard.Add(2*cfg.Interval - time.Nanosecond)) // "age < 2 intervals" ends
+		return next
+	}
+	if f.self {
+		return next // heard at every pass: never late, never declared
+	}
+	after(rec.heard.Add(2*cfg.Interval + cfg.Interval/2)) // late
+	if f.haDisarmed {
+		return next
+	}
+	if len(cfg.FenceCommand) > 0 {
+		base := rec.heard
+		if !rec.silentSince.IsZero() && rec.renewedAt.IsZero() {
+			base = rec.silentSince
+		}
+		after(base.Add(cfg.FenceAfter))
+		if !rec.fenceFail.IsZero() {
+			after(rec.fenceFail.Add(cfg.FenceTimeout))
+		}
+	}
+	after(rec.granted.Add(cfg.TTL + cfg.Margin)) // expired
+	return next
+}

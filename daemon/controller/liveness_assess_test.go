@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -192,4 +193,74 @@ func TestStepString(t *testing.T) {
 	if len(stepNames) != 12 || stepDeadByLease != 1<<(len(stepNames)-1) {
 		t.Fatalf("stepNames (%d) does not name every step", len(stepNames))
 	}
+}
+
+// TestNextAssessMissesNothing: the liveness pass sleeps until nextAssess,
+// so assess must say the same at every instant before it as at the pass
+// (with the record and facts unchanged: what changes them wakes the pass).
+// Random records, modes and configurations; assess is sampled every
+// millisecond up to the wake-up (or over 10 s when there is none), and its
+// answer must change right at the wake-up for some of them (a tenth at
+// least: a wake-up that changes nothing costs a pass, not safety).
+func TestNextAssessMissesNothing(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	now := time.Date(2026, 1, 1, 0, 10, 0, 0, time.UTC)
+	ago := func(max time.Duration) time.Time { return now.Add(-time.Duration(rnd.Int64N(int64(max)))) }
+	maybe := func(p float64, t time.Time) time.Time {
+		if rnd.Float64() < p {
+			return t
+		}
+		return time.Time{}
+	}
+	modes := []model.HostMode{model.ModeActive, model.ModeMaintenance, model.ModeFenced, model.ModeStandby}
+	tight := 0
+	const runs = 1500
+	for i := range runs {
+		cfg := LivenessConfig{Interval: 200 * time.Millisecond, TTL: 3700 * time.Millisecond, Margin: 200 * time.Millisecond,
+			FenceAfter: 900 * time.Millisecond, FenceTimeout: 5 * time.Second}
+		if rnd.IntN(2) == 0 {
+			cfg.FenceCommand = []string{"/bin/fence"}
+		}
+		heard := ago(6 * time.Second)
+		rec := hostLive{heard: heard, renewedAt: maybe(0.8, heard), granted: heard.Add(-time.Duration(rnd.Int64N(int64(time.Second)))),
+			silentSince: maybe(0.2, ago(5*time.Second)), suspected: rnd.IntN(2) == 0, armedAck: rnd.IntN(5) != 0,
+			fencing: rnd.IntN(4) == 0, fenceFail: maybe(0.3, ago(6*time.Second))}
+		h := model.Host{Name: "h2", Mode: modes[rnd.IntN(len(modes))], FencedAt: ago(10 * time.Second)}
+		if rnd.IntN(5) == 0 {
+			h.StoppedAt = ago(time.Minute)
+		}
+		f := hostFacts{haDisarmed: rnd.IntN(6) == 0, self: rnd.IntN(8) == 0, gossipDead: rnd.IntN(4) == 0}
+		next := nextAssess(rec, h, now, cfg, f)
+		end := next
+		if end.IsZero() {
+			end = now.Add(10 * time.Second)
+		} else if !next.After(now) {
+			t.Fatalf("run %d: next %v is not after now", i, next.Sub(now))
+		}
+		// The leader's own record is heard at every pass (checkLiveness).
+		at := func(t time.Time) hostLive {
+			if f.self {
+				r := rec
+				r.heard, r.granted = t, t
+				return r
+			}
+			return rec
+		}
+		want := assess(at(now), h, now, cfg, f)
+		for ts := now; ts.Before(end); ts = ts.Add(time.Millisecond) {
+			if got := assess(at(ts), h, ts, cfg, f); got.steps != want.steps || got.suspected != want.suspected {
+				t.Fatalf("run %d: assess changes at +%v (%v -> %v), before the wake-up at +%v\nrec %+v\nhost %+v facts %+v",
+					i, ts.Sub(now), want.steps, got.steps, next.Sub(now), rec, h, f)
+			}
+		}
+		if !next.IsZero() {
+			if got := assess(at(next), h, next, cfg, f); got.steps != want.steps || got.suspected != want.suspected {
+				tight++
+			}
+		}
+	}
+	if tight < runs/10 {
+		t.Fatalf("assess changed at the wake-up in %d of %d runs: the wake-ups are early for no reason", tight, runs)
+	}
+	t.Logf("%d runs, assess changed exactly at the wake-up in %d", runs, tight)
 }

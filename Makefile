@@ -74,8 +74,8 @@ soak: deps build ## a 3-host lab for DURATION (1h): VM churn, a fault every 5 mi
 
 SIM_HOSTS ?= 1000
 SIM_VMS ?= 50000
-sim: ## the cluster simulator: 1,000 hosts, 50,000 VMs, racks lost (with the leader too), a rolling drain of 100 hosts; prints the report (SIM_HOSTS= SIM_VMS= SEED=; no root)
-	go test ./test/sim -run '^TestSim$$' -count=1 -v -timeout 60m -sim.hosts $(SIM_HOSTS) -sim.vms $(SIM_VMS) -sim.drain 100 -sim.seed $(SEED) -sim.out sim-report.json
+sim: ## the cluster simulator: 1,000 hosts, 50,000 VMs, racks lost (with the leader too), a rolling drain of 100 hosts 10 at a time; prints the report (SIM_HOSTS= SIM_VMS= SEED=; no root)
+	go test ./test/sim -run '^TestSim$$' -count=1 -v -timeout 60m -sim.hosts $(SIM_HOSTS) -sim.vms $(SIM_VMS) -sim.drain 100 -sim.drain-wave 10 -sim.seed $(SEED) -sim.out sim-report.json
 
 bench-recovery: deps build ## recovery times after host kills, 10 runs per setting (root)
 	scripts/build-test-guest.sh _build/guest

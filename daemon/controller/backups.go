@@ -204,16 +204,17 @@ func (l *Leader) SetBackupSchedule(ctx context.Context, req BackupScheduleReques
 	return v, err
 }
 
+// backupWaitPrefix keys a VM's wait after a refused scheduled backup in
+// snapWait (its snapshot wait is keyed by its bare name).
+const backupWaitPrefix = "backup/"
+
 // runBackupSchedules starts the scheduled backups that are due (each
 // slot's once) and removes, one a pass for each VM, a scheduled backup the
 // schedule no longer keeps.
 func (l *Leader) runBackupSchedules(ctx context.Context, now time.Time) {
-	for _, v := range l.store.VMs() {
+	for _, v := range vmsWhere(l.store, func(v *model.VM) bool { return v.BackupPolicy != nil && !v.Deleting }) {
 		p := v.BackupPolicy
-		if p == nil || v.Deleting {
-			continue
-		}
-		key := "backup/" + v.Name
+		key := backupWaitPrefix + v.Name
 		if now.Before(l.snapWait[key]) {
 			continue
 		}
@@ -356,11 +357,8 @@ func (l *Leader) driveBackups(ctx context.Context) {
 	now := l.clock.Now()
 	l.runBackupSchedules(ctx, now)
 	busy := map[string]bool{}
-	for _, v := range l.store.VMs() {
+	for _, v := range vmsWhere(l.store, func(v *model.VM) bool { return v.Backup != nil }) {
 		j := v.Backup
-		if j == nil {
-			continue
-		}
 		busy[j.Target] = true
 		if j.Host == "" {
 			if now.Before(j.RetryAt) {

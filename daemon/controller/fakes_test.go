@@ -148,7 +148,8 @@ func placementOpts() placement.Options {
 	return placement.Options{Strategy: placement.Spread, CPUOvercommit: 4, MemoryOvercommit: 1}
 }
 
-// countingStore is a Memory store that counts reads of every VM.
+// countingStore is a Memory store that counts reads of every VM (VMs
+// and EachVM).
 type countingStore struct {
 	*raftstore.Memory
 	vmReads atomic.Int64
@@ -157,4 +158,9 @@ type countingStore struct {
 func (s *countingStore) VMs() []model.VM {
 	s.vmReads.Add(1)
 	return s.Memory.VMs()
+}
+
+func (s *countingStore) EachVM(fn func(*model.VM)) {
+	s.vmReads.Add(1)
+	s.Memory.EachVM(fn)
 }

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/corralhq/corral/internal/clock"
@@ -15,6 +17,9 @@ type Store interface {
 	Hosts() []model.Host
 	Host(name string) (model.Host, error)
 	VMs() []model.VM
+	// EachVM calls fn with every VM, in no order, under the state's read
+	// lock; fn must neither change the VM nor call the store. See vmsWhere.
+	EachVM(fn func(*model.VM))
 	VM(name string) (model.VM, error)
 	Image(name string) (model.Image, error)
 	Network(name string) (model.Network, error)
@@ -85,3 +90,18 @@ type Clock = clock.Clock
 
 // SystemClock is the real clock (the time package).
 type SystemClock = clock.Real
+
+// vmsWhere returns copies of the VMs keep accepts, sorted by name. keep
+// sees every VM read-only (Store.EachVM): the leader's periodic passes
+// look at the few VMs with a backup job, a schedule or a drain under way
+// without copying all of them.
+func vmsWhere(st Store, keep func(*model.VM) bool) []model.VM {
+	var out []model.VM
+	st.EachVM(func(v *model.VM) {
+		if keep(v) {
+			out = append(out, v.Clone())
+		}
+	})
+	slices.SortFunc(out, func(a, b model.VM) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

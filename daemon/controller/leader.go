@@ -349,14 +349,12 @@ func (l *Leader) forgetRemoved() {
 		hosts[h.Name] = h
 	}
 	vms := map[string]bool{}
-	for _, v := range l.store.VMs() {
-		vms[v.Name] = true
-	}
+	l.store.EachVM(func(v *model.VM) { vms[v.Name] = true })
 	l.live.forget(hosts, vms)
 	l.mig.forget(hosts, vms)
-	for name := range l.snapWait {
-		if !vms[name] {
-			delete(l.snapWait, name)
+	for key := range l.snapWait {
+		if !vms[strings.TrimPrefix(key, backupWaitPrefix)] {
+			delete(l.snapWait, key)
 		}
 	}
 }

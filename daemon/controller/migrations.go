@@ -314,13 +314,13 @@ func (l *Leader) startMigration(ctx context.Context, v model.VM, target, reason 
 	if target != "" {
 		req.Host, req.Exclude = target, map[string]bool{v.Host: true}
 	}
-	others := make([]model.VM, 0)
-	for _, o := range l.store.VMs() {
+	x := placement.NewIndex(l.candidates(false), nil, l.cfg.Placement)
+	l.store.EachVM(func(o *model.VM) {
 		if o.Name != v.Name {
-			others = append(others, o)
+			x.Count(o)
 		}
-	}
-	t, err := placement.NewIndex(l.candidates(false), others, l.cfg.Placement).Place(req)
+	})
+	t, err := x.Place(req)
 	if err != nil {
 		return err
 	}
@@ -382,12 +382,7 @@ func (l *Leader) driveMigrations(ctx context.Context) {
 	if len(busy) == 0 {
 		return
 	}
-	var vms []model.VM
-	for _, v := range l.store.VMs() {
-		if busy[v.Host] || busy[v.Home] {
-			vms = append(vms, v)
-		}
-	}
+	vms := vmsWhere(l.store, func(v *model.VM) bool { return busy[v.Host] || busy[v.Home] })
 	byPriority(vms)
 	par := max(l.cfg.Liveness.DrainParallel, 1)
 	for _, h := range hosts {

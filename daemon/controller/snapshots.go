@@ -219,12 +219,18 @@ func (l *Leader) runSnapshotSchedules(ctx context.Context) {
 		return
 	}
 	now := l.clock.Now()
-	for _, v := range l.store.VMs() {
-		p := v.SnapshotPolicy
-		if p == nil || v.Deleting {
-			delete(l.snapWait, v.Name)
-			continue
+	scheduled := vmsWhere(l.store, func(v *model.VM) bool { return v.SnapshotPolicy != nil && !v.Deleting })
+	keep := map[string]bool{}
+	for _, v := range scheduled {
+		keep[v.Name] = true
+	}
+	for name := range l.snapWait { // a VM whose schedule ended waits no more
+		if !strings.HasPrefix(name, backupWaitPrefix) && !keep[name] {
+			delete(l.snapWait, name)
 		}
+	}
+	for _, v := range scheduled {
+		p := v.SnapshotPolicy
 		if now.Before(l.snapWait[v.Name]) {
 			continue
 		}

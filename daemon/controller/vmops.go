@@ -132,12 +132,16 @@ func (l *Leader) candidates(recovery bool) []placement.Candidate {
 }
 
 func (l *Leader) index() *placement.Index {
-	return placement.NewIndex(l.candidates(false), l.store.VMs(), l.cfg.Placement)
+	x := placement.NewIndex(l.candidates(false), nil, l.cfg.Placement)
+	l.store.EachVM(x.Count)
+	return x
 }
 
 // recoveryIndex places the guests of a dead host (see candidates).
 func (l *Leader) recoveryIndex() *placement.Index {
-	return placement.NewIndex(l.candidates(true), l.store.VMs(), l.cfg.Placement)
+	x := placement.NewIndex(l.candidates(true), nil, l.cfg.Placement)
+	l.store.EachVM(x.Count)
+	return x
 }
 
 func newUUID() string {

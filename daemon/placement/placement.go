@@ -132,15 +132,23 @@ func NewIndex(cands []Candidate, vms []model.VM, opts Options) *Index {
 		x.by[c.Host.Name] = u
 	}
 	sort.Slice(x.hosts, func(i, j int) bool { return x.hosts[i].cand.Host.Name < x.hosts[j].cand.Host.Name })
-	for _, v := range vms {
-		if v.Host == "" || v.Deleting {
-			continue
-		}
-		if u, ok := x.by[v.Host]; ok {
-			u.add(v.Name, v.Spec)
-		}
+	for i := range vms {
+		x.Count(&vms[i])
 	}
 	return x
+}
+
+// Count counts v against its host, as NewIndex does each VM it is given:
+// a VM assigned to a candidate host, unless it is being deleted. It lets
+// an index be built over the state's VMs without copying them
+// (controller's Store.EachVM); v is read, not kept.
+func (x *Index) Count(v *model.VM) {
+	if v.Host == "" || v.Deleting {
+		return
+	}
+	if u, ok := x.by[v.Host]; ok {
+		u.add(v.Name, v.Spec)
+	}
 }
 
 func (u *usage) add(name string, s model.VMSpec) {

@@ -25,7 +25,8 @@ var (
 	flagHosts = flag.Int("sim.hosts", 200, "simulated hosts")
 	flagVMs   = flag.Int("sim.vms", 10000, "simulated VMs (HA, spread over the hosts)")
 	flagRack  = flag.Int("sim.rack", 40, "hosts per rack")
-	flagDrain = flag.Int("sim.drain", 5, "hosts drained one after another in the rolling drain")
+	flagDrain = flag.Int("sim.drain", 5, "hosts drained in the rolling drain")
+	flagWave  = flag.Int("sim.drain-wave", 10, "hosts of the rolling drain drained at once: each wave is drained, then put back in service, before the next")
 	flagSeed  = flag.Uint64("sim.seed", 1, "seed of the network's delays and losses and of the elections")
 	flagLoss  = flag.Float64("sim.loss", 0.001, "probability that a message is lost")
 	flagOut   = flag.String("sim.out", "", "write the report as JSON to this file")
@@ -236,8 +237,8 @@ func run(t *testing.T, n, vms, rack, drain int, seed uint64, loss float64) repor
 	rep.Scenarios = append(rep.Scenarios, w.lose(t, ctx, "rack cut off (switch)", rackHosts(cutRack), w.cutOff))
 	waitFor(t, ctx, "settled", time.Minute, w.settled)
 	progress("a rack cut off and recovered")
-	// A rolling drain: one host after another, each back in service before
-	// the next is drained.
+	// A rolling drain: a wave of hosts at a time, each wave back in
+	// service before the next is drained.
 	var live []*host
 	leader := w.currentLeader()
 	w.mu.Lock()
@@ -247,7 +248,7 @@ func run(t *testing.T, n, vms, rack, drain int, seed uint64, loss float64) repor
 		}
 	}
 	w.mu.Unlock()
-	rep.Scenarios = append(rep.Scenarios, w.rollingDrain(t, ctx, live[:min(drain, len(live))]))
+	rep.Scenarios = append(rep.Scenarios, w.rollingDrain(t, ctx, live[:min(drain, len(live))], *flagWave))
 	progress("rolling drain done")
 
 	rep.GossipDetectSec = (probeInterval + suspicionTimeout(n)).Seconds()
@@ -358,31 +359,42 @@ func (w *world) settled() bool {
 	return true
 }
 
-// rollingDrain drains each host in turn by live migration, waits until it
-// is empty and puts it back in service.
-func (w *world) rollingDrain(t *testing.T, ctx context.Context, hosts []*host) scenarioResult {
-	res := scenarioResult{Name: fmt.Sprintf("rolling drain of %d hosts", len(hosts))}
+// rollingDrain drains the hosts wave hosts at a time by live migration:
+// it drains every host of a wave, waits until they are all empty, puts
+// them back in service, then goes on with the next wave (their guests may
+// land on hosts of later waves, and move again then, as in a real rolling
+// maintenance).
+func (w *world) rollingDrain(t *testing.T, ctx context.Context, hosts []*host, wave int) scenarioResult {
+	wave = max(wave, 1)
+	res := scenarioResult{Name: fmt.Sprintf("rolling drain of %d hosts, %d at once", len(hosts), min(wave, len(hosts)))}
 	e0, b0, c0, s0 := w.entries.Load(), w.bytes.Load(), cpuSeconds(), time.Now()
-	for i, h := range hosts {
-		if i > 0 && i%10 == 0 {
+	for i := 0; i < len(hosts); i += wave {
+		if i > 0 {
 			t.Logf("  rolling drain: %d of %d hosts done, %d VMs moved, %.0f s", i, len(hosts), res.VMs, time.Since(s0).Seconds())
 		}
-		res.VMs += len(w.vmsOf(h.name))
-		if err := w.leaderCall(ctx, func(l *controller.Leader) error {
-			_, err := l.DrainHost(ctx, controller.NameRequest{Name: h.name})
-			return err
-		}); err != nil {
-			t.Fatalf("drain %s: %v", h.name, err)
+		batch := hosts[i:min(i+wave, len(hosts))]
+		for _, h := range batch {
+			res.VMs += len(w.vmsOf(h.name))
+			if err := w.leaderCall(ctx, func(l *controller.Leader) error {
+				_, err := l.DrainHost(ctx, controller.NameRequest{Name: h.name})
+				return err
+			}); err != nil {
+				t.Fatalf("drain %s: %v", h.name, err)
+			}
 		}
-		waitFor(t, ctx, "drain of "+h.name, 5*time.Minute, func() bool {
-			hh, err := w.mem.Host(h.name)
-			return err == nil && !hh.Draining && len(w.vmsOf(h.name)) == 0
-		})
-		if err := w.leaderCall(ctx, func(l *controller.Leader) error {
-			_, err := l.RestoreHost(ctx, controller.HostRestoreRequest{Name: h.name})
-			return err
-		}); err != nil {
-			t.Fatalf("restore %s: %v", h.name, err)
+		for _, h := range batch {
+			waitFor(t, ctx, "drain of "+h.name, 10*time.Minute, func() bool {
+				hh, err := w.mem.Host(h.name)
+				return err == nil && !hh.Draining && len(w.vmsOf(h.name)) == 0
+			})
+		}
+		for _, h := range batch {
+			if err := w.leaderCall(ctx, func(l *controller.Leader) error {
+				_, err := l.RestoreHost(ctx, controller.HostRestoreRequest{Name: h.name})
+				return err
+			}); err != nil {
+				t.Fatalf("restore %s: %v", h.name, err)
+			}
 		}
 	}
 	res.Seconds = time.Since(s0).Seconds()

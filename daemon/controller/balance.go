@@ -192,7 +192,7 @@ func (l *Leader) balanceRound(ctx context.Context, goal placement.Goal, apply bo
 			}
 			continue
 		}
-		if err := l.startMigration(ctx, v, m.To, "balance"); err != nil {
+		if err := l.startMigration(ctx, v, m.To, "balance", nil); err != nil {
 			l.event(ctx, "migration-failed", m.From, v.Name, "balancer (%s): %v", goal, err)
 			continue
 		}

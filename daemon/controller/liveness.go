@@ -425,6 +425,9 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 		lv.retryLeft()
 	default:
 	}
+	if !started {
+		lv.last, lv.next = now, time.Time{} // the next pass is sleep's maxGap away
+	}
 	lv.mu.Unlock()
 	if !started {
 		return // not leading (resetLiveness runs when leadership starts)
@@ -465,11 +468,15 @@ func (l *Leader) checkLiveness(ctx context.Context, gossipDead map[string]bool) 
 func (lv *liveness) sleep(now time.Time, minGap, maxGap time.Duration) (time.Duration, <-chan struct{}) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
-	at := lv.last.Add(maxGap)
+	last := lv.last
+	if last.IsZero() {
+		last = now // no pass yet: none is overdue
+	}
+	at := last.Add(maxGap)
 	if !lv.next.IsZero() && lv.next.Before(at) {
 		at = lv.next
 	}
-	if first := lv.last.Add(minGap); at.Before(first) {
+	if first := last.Add(minGap); at.Before(first) {
 		at = first
 	}
 	var state <-chan struct{}
@@ -506,31 +513,41 @@ func (lv *liveness) wakeUp() {
 	}
 }
 
-// vmsOn reads the VMs on a host for one liveness pass, at most once
-// between two recoveries that placed guests, and copies only those:
-// recovering a fenced host looks at its own VMs only, and the simulator
-// (test/sim) found a leader of 50,000 VMs spending its core copying all of
-// them for each of 40 fenced hosts, 25 passes a second, while a recovery
-// storm changed state.
+// vmsOn reads the VMs on each host for one liveness pass: it looks at
+// every VM once between two recoveries that placed guests (Store.EachVM),
+// and copies only those of the hosts asked for. Recovering a fenced host
+// looks at its own VMs only, and the simulator (test/sim) found a leader
+// of 50,000 VMs spending its core copying all of them for each of 40
+// fenced hosts, 25 passes a second, while a recovery storm changed state;
+// later, looking at all of them once per fenced host (120 of them, each
+// retried every ReconcileInterval) during a drain.
 type vmsOn struct {
 	store Store
-	by    map[string][]model.VM
+	names map[string][]string // host -> its VMs' names, sorted
 }
 
 func (o *vmsOn) host(name string) []model.VM {
-	if o.by == nil {
-		o.by = map[string][]model.VM{}
+	if o.names == nil {
+		o.names = map[string][]string{}
+		o.store.EachVM(func(v *model.VM) {
+			if !v.Deleting {
+				o.names[v.Host] = append(o.names[v.Host], v.Name)
+			}
+		})
 	}
-	vms, ok := o.by[name]
-	if !ok {
-		vms = vmsWhere(o.store, func(v *model.VM) bool { return v.Host == name && !v.Deleting })
-		o.by[name] = vms
+	names := o.names[name]
+	slices.Sort(names)
+	var out []model.VM
+	for _, n := range names {
+		if v, err := o.store.VM(n); err == nil && v.Host == name && !v.Deleting {
+			out = append(out, v)
+		}
 	}
-	return vms
+	return out
 }
 
 // changed: guests were placed; the next host reads them anew.
-func (o *vmsOn) changed() { o.by = nil }
+func (o *vmsOn) changed() { o.names = nil }
 
 // act carries out what assess decided about host h, whose record was rec,
 // in the order of the steps.

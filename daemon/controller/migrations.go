@@ -299,27 +299,27 @@ func (l *Leader) MigrateVM(ctx context.Context, req MigrateVMRequest) (model.VM,
 	if v.Actual.State != model.StateRunning || v.Actual.Host != v.Host {
 		return v, fmt.Errorf("vm %q is %s, not running: only running VMs migrate live: %w", v.Name, v.Actual.State, model.ErrConflict)
 	}
-	if err := l.startMigration(ctx, v, req.Target, "operator"); err != nil {
+	if err := l.startMigration(ctx, v, req.Target, "operator", nil); err != nil {
 		return v, err
 	}
 	return l.store.VM(v.Name)
 }
 
 // startMigration places v (on target, or where placement says, never its
-// current host or a target that failed it) and records the intent.
-func (l *Leader) startMigration(ctx context.Context, v model.VM, target, reason string) error {
+// current host or a target that failed it) and records the intent. x, if
+// not nil, is the index to place with (one for a pass that starts several:
+// each placement counts on it, so the next sees it); nil builds one.
+func (l *Leader) startMigration(ctx context.Context, v model.VM, target, reason string, x *placement.Index) error {
 	exclude := l.mig.failedTargets(v.Name)
 	exclude[v.Host] = true
 	req := placement.Request{Name: v.Name, Spec: v.Spec, Exclude: exclude}
 	if target != "" {
 		req.Host, req.Exclude = target, map[string]bool{v.Host: true}
 	}
-	x := placement.NewIndex(l.candidates(false), nil, l.cfg.Placement)
-	l.store.EachVM(func(o *model.VM) {
-		if o.Name != v.Name {
-			x.Count(o)
-		}
-	})
+	if x == nil {
+		// v itself counts on its own host, which never receives it.
+		x = l.index()
+	}
 	t, err := x.Place(req)
 	if err != nil {
 		return err
@@ -360,7 +360,7 @@ func (l *Leader) MigrationDone(ctx context.Context, r MigrationResult) (model.VM
 		l.mig.markFailed(v.Name, r.Target)
 		l.event(ctx, "migration-failed", v.Host, v.Name, "to %s after %v: %s; the VM keeps running on %s", r.Target, took, r.Error, v.Host)
 	}
-	l.poke()
+	l.pokeMigrations()
 	return l.store.VM(v.Name)
 }
 
@@ -385,9 +385,10 @@ func (l *Leader) driveMigrations(ctx context.Context) {
 	vms := vmsWhere(l.store, func(v *model.VM) bool { return busy[v.Host] || busy[v.Home] })
 	byPriority(vms)
 	par := max(l.cfg.Liveness.DrainParallel, 1)
+	idx := &passIndex{l: l} // one placement index for every move of this pass
 	for _, h := range hosts {
 		if h.Draining {
-			l.drainStep(ctx, h, vms, par)
+			l.drainStep(ctx, h, vms, par, idx)
 		}
 		if l.mig.failingBack(h.Name) {
 			if h.Mode != model.ModeActive {
@@ -407,7 +408,7 @@ func (l *Leader) driveMigrations(ctx context.Context) {
 				if inflight >= par || v.Actual.State != model.StateRunning || len(l.mig.failedTargets(v.Name)) > 0 {
 					continue
 				}
-				if err := l.startMigration(ctx, v, h.Name, "failback"); err != nil {
+				if err := l.startMigration(ctx, v, h.Name, "failback", idx.get()); err != nil {
 					if l.once(onceKey{what: "failback", vm: v.Name}) {
 						l.event(ctx, "migration-failed", v.Host, v.Name, "failback to %s: %v", h.Name, err)
 					}
@@ -431,7 +432,20 @@ func handedOver(v model.VM, host string) bool {
 		v.Actual.State == model.StateMigrating
 }
 
-func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, par int) {
+// passIndex builds the placement index of a pass on first use.
+type passIndex struct {
+	l *Leader
+	x *placement.Index
+}
+
+func (p *passIndex) get() *placement.Index {
+	if p.x == nil {
+		p.x = p.l.index()
+	}
+	return p.x
+}
+
+func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, par int, idx *passIndex) {
 	inflight, left, stuck := 0, 0, 0
 	for _, v := range vms {
 		if handedOver(v, h.Name) {
@@ -459,8 +473,7 @@ func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, pa
 		}
 		if v.Desired == model.PowerStopped && v.Actual.State == model.StateStopped {
 			// Nothing runs: move the placement cold.
-			x := l.index()
-			target, err := x.Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{h.Name: true}})
+			target, err := idx.get().Place(placement.Request{Name: v.Name, Spec: v.Spec, Exclude: map[string]bool{h.Name: true}})
 			if err == nil {
 				if _, err = l.store.Apply(ctx, raftlog.PlaceVM{Name: v.Name, Host: target, Generation: v.Generation}); err == nil {
 					l.event(ctx, "moved", target, v.Name, "stopped VM moved off %s", h.Name)
@@ -471,7 +484,7 @@ func (l *Leader) drainStep(ctx context.Context, h model.Host, vms []model.VM, pa
 		if v.Actual.State != model.StateRunning {
 			continue // starting, crashed...: wait until it runs
 		}
-		err := l.startMigration(ctx, v, "", "drain")
+		err := l.startMigration(ctx, v, "", "drain", idx.get())
 		var nf *placement.NoFitError
 		if errors.As(err, &nf) {
 			if l.once(onceKey{what: "drainfit", vm: v.Name, detail: fmt.Sprint(failed)}) {

@@ -76,13 +76,6 @@ func (lv *liveness) host(name string) *hostLive {
 	return rec
 }
 
-// started reports whether a leadership has started (resetLiveness).
-func (lv *liveness) started() bool {
-	lv.mu.Lock()
-	defer lv.mu.Unlock()
-	return lv.hosts != nil
-}
-
 // renewedAt is when host last renewed its lease this leadership (zero if
 // it has not).
 func (lv *liveness) renewedAt(host string) time.Time {

@@ -14,8 +14,11 @@ import (
 	"github.com/corralhq/corral/model"
 )
 
-// The lease model: the real host side (Lease: attempt, checkExpiry) and the
-// real leader decision (assess, on hostLive records) at the defaults, driven
+// The lease model: the real host side (Lease: attempt, checkExpiry, at a
+// periodic check and, as Lease.Run's timer does, at the lease's end) and the
+// real leader decision (assess, on hostLive records, at periodic passes and,
+// as the leader loop does, at the next threshold nextAssess names) at the
+// defaults, driven
 // by one fake clock through seeded random runs of renewals, elections,
 // partitions, blips, corrald deaths and voter changes, over a network that
 // delays messages (a few with TCP-retransmission delays of seconds) and
@@ -128,6 +131,9 @@ type leaseModel struct {
 	violation string // the first declaration that broke the invariant
 
 	declares, elections, swaps, events, grants int
+	// exact: declarations made by a pass at a host's own threshold
+	// (nextAssess), the earliest a leader declares.
+	exact int
 }
 
 func (m *leaseModel) push(e *modelEvent) {
@@ -383,10 +389,18 @@ func (m *leaseModel) step(e *modelEvent) {
 		if h.lease.held && h.lease.validUntil.After(h.deadline) {
 			h.deadline = h.lease.validUntil // the fencer is armed with it
 		}
+		end := h.lease.end()
 		h.lease.mu.Unlock()
+		// Lease.Run's expiry timer: a check at the lease's end, besides
+		// the periodic ones.
+		m.push(&modelEvent{at: end, kind: "expire", host: e.host, inc: h.inc})
 	case "check":
 		m.push(&modelEvent{at: now.Add(m.lcfg.Interval / 5), kind: "check", host: e.host})
 		if h.alive {
+			h.lease.checkExpiry(now)
+		}
+	case "expire":
+		if h.alive && e.inc == h.inc {
 			h.lease.checkExpiry(now)
 		}
 	case "pass":
@@ -397,8 +411,26 @@ func (m *leaseModel) step(e *modelEvent) {
 		if !m.leading() || m.cut(m.leader) { // a cut-off leader commits no FenceHost
 			return
 		}
+		// Besides these periodic passes (which also drive elections), a
+		// pass at the earliest threshold of any host, as the leader loop
+		// sleeps until (nextAssess): the earliest a declaration can come.
+		var next time.Time
 		for _, n := range m.names {
-			m.assessHost(n, now)
+			m.assessHost(n, now, false)
+			at := nextAssess(*m.records[n], m.hosts[n].state, now, m.cfg, hostFacts{self: n == m.leader})
+			if !at.IsZero() && (next.IsZero() || at.Before(next)) {
+				next = at
+			}
+		}
+		if !next.IsZero() {
+			m.push(&modelEvent{at: next, kind: "deadline", host: m.leader})
+		}
+	case "deadline":
+		if !m.leading() || m.leader != e.host || m.cut(m.leader) {
+			return
+		}
+		for _, n := range m.names {
+			m.assessHost(n, now, true)
 		}
 	case "cut":
 		d := time.Duration(200+m.rng.IntN(7800)) * time.Millisecond
@@ -443,7 +475,7 @@ func (m *leaseModel) step(e *modelEvent) {
 	}
 }
 
-func (m *leaseModel) assessHost(n string, now time.Time) {
+func (m *leaseModel) assessHost(n string, now time.Time, exact bool) {
 	h, rec := m.hosts[n], m.records[n]
 	a := assess(*rec, h.state, now, m.cfg, hostFacts{self: n == m.leader})
 	if a.steps&stepMark != 0 {
@@ -452,6 +484,9 @@ func (m *leaseModel) assessHost(n string, now time.Time) {
 	switch {
 	case a.steps&stepDeadByLease != 0:
 		m.declares++
+		if exact {
+			m.exact++
+		}
 		if limit := now.Add(-m.cfg.Margin); h.deadline.After(limit) && m.violation == "" {
 			m.violation = fmt.Sprintf("%s declared dead at %v by leader %s, but a lease it was granted ends at %v, less than fence_margin (%v) before: its guests may still run when the new copies start",
 				n, now.Sub(m.start()), m.leader, h.deadline.Sub(m.start()), m.cfg.Margin)
@@ -523,19 +558,19 @@ func TestLeaseModelNeverTwoCopies(t *testing.T) {
 	if testing.Short() {
 		seeds = 200
 	}
-	var events, declares, elections, swaps, grants int
+	var events, declares, elections, swaps, grants, exact int
 	for seed := range uint64(seeds) {
 		m := runLeaseModel(seed, 6, 60*time.Second, false)
 		if m.violation != "" {
 			t.Fatalf("seed %d: %s", seed, m.violation)
 		}
-		events, declares, elections, swaps, grants = events+m.events, declares+m.declares, elections+m.elections, swaps+m.swaps, grants+m.grants
+		events, declares, elections, swaps, grants, exact = events+m.events, declares+m.declares, elections+m.elections, swaps+m.swaps, grants+m.grants, exact+m.exact
 	}
-	if declares == 0 || elections <= seeds || swaps == 0 {
-		t.Fatalf("the model explored nothing of interest: %d declarations, %d elections, %d voter changes", declares, elections, swaps)
+	if declares == 0 || exact == 0 || elections <= seeds || swaps == 0 {
+		t.Fatalf("the model explored nothing of interest: %d declarations (%d at a threshold), %d elections, %d voter changes", declares, exact, elections, swaps)
 	}
-	t.Logf("%d seeded runs of 60 s: %d events, %d renewals granted, %d elections, %d voter changes, %d hosts declared dead, every one with all its leases over",
-		seeds, events, grants, elections, swaps, declares)
+	t.Logf("%d seeded runs of 60 s: %d events, %d renewals granted, %d elections, %d voter changes, %d hosts declared dead (%d by a pass at their threshold), every one with all its leases over",
+		seeds, events, grants, elections, swaps, declares, exact)
 }
 
 // TestLeaseModelCatchesUncommittedGrants: the model finds the two copies

@@ -51,9 +51,10 @@ func (r reader) VMs() []model.VM {
 
 // EachVM calls fn with every VM in state, in no order, under the state's
 // read lock: fn must not change the VM it is given (a shallow copy: its
-// maps and slices are the state's own) nor call back into the store. It is the way to look at every
-// VM without copying each (VMs); at 50,000 VMs the leader's reconcile
-// spent most of its time in those copies (test/sim).
+// maps and slices are the state's own) nor call back into the store. It
+// is the way to look at every VM without copying each (VMs); at 50,000
+// VMs the leader's reconcile spent most of its time in those copies
+// (test/sim).
 func (r reader) EachVM(fn func(*model.VM)) {
 	r.fsm.read(func(st *State) {
 		for _, v := range st.vms {

@@ -508,15 +508,14 @@ func (lv *liveness) wakeUp() {
 
 // vmsOn reads the VMs on each host for one liveness pass: it looks at
 // every VM once between two recoveries that placed guests (Store.EachVM),
-// and copies only those of the hosts asked for. Recovering a fenced host
-// looks at its own VMs only, and the simulator (test/sim) found a leader
-// of 50,000 VMs spending its core copying all of them for each of 40
-// fenced hosts, 25 passes a second, while a recovery storm changed state;
-// later, looking at all of them once per fenced host (120 of them, each
-// retried every ReconcileInterval) during a drain.
+// and copies only those of the hosts asked for, in name order. The
+// simulator (test/sim) found a leader of 50,000 VMs spending its core
+// copying all of them for each of 40 fenced hosts while a recovery storm
+// changed state, and later looking at all of them once per fenced host
+// (120, each retried every ReconcileInterval) during a drain.
 type vmsOn struct {
 	store Store
-	names map[string][]string // host -> its VMs' names, sorted
+	names map[string][]string // host -> its VMs' names
 }
 
 func (o *vmsOn) host(name string) []model.VM {
@@ -723,10 +722,10 @@ func (l *Leader) recover(ctx context.Context, host string, now time.Time, vms *v
 }
 
 // recoveryDue says whether to try the guests of a fenced host again. A try
-// scans every VM, and liveness passes run every fifth of an interval, so
-// a guest that fit nowhere is tried again only once state has changed since
-// the last try (checkLiveness then clears the marks) or after
-// ReconcileInterval, for what is not in state (lease views). The try in
+// looks at every VM, and liveness passes run up to five times an interval,
+// so a guest that fit nowhere is tried again only once state has changed
+// since the last try (stateChanged or checkLiveness clear the marks) or
+// after ReconcileInterval, for what is not in state (lease views). The try in
 // declareDead, right after the fence, does not wait for this.
 func (l *Leader) recoveryDue(host string, now time.Time) bool {
 	lv := &l.live
@@ -747,7 +746,7 @@ func (l *Leader) recoveryDue(host string, now time.Time) bool {
 // again, see recoveryDue). It returns whether a guest found no host, and the
 // error of the Raft write.
 func (l *Leader) recoverAt(ctx context.Context, host string, lastHeard, declaredAt time.Time, on *vmsOn) (left bool, err error) {
-	vms := slices.Clone(on.host(host))
+	vms := on.host(host)
 	if len(vms) == 0 {
 		return false, nil
 	}

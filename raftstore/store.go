@@ -32,17 +32,20 @@ type Timing struct {
 	TrailingLogs       uint64
 }
 
-// DefaultTiming is what corrald runs with: half of Raft's default timeouts.
-// A new leader waits a full lease (lease_ttl + fence_margin) from its
-// election before it may declare any host dead, so the election time adds
-// directly to the recovery of a failed leader's guests; on a LAN 500 ms
-// without a heartbeat is failure enough.
+// DefaultTiming is what corrald runs with. The heartbeat and election
+// timeouts are half of Raft's defaults: the election adds directly to the
+// recovery of a failed leader's guests, and on a LAN 500 ms without a
+// heartbeat is failure enough. CommitTimeout, how long a follower may wait
+// to learn of a commit when no entry follows it, is 1 s (Raft's default is
+// 50 ms): the entries hosts act on are published at once (publishCommit),
+// Renewals entries need not be, and the 50 ms timer sent every follower an
+// AppendEntries 10-20 times a second on top of the heartbeats.
 func DefaultTiming() Timing {
 	return Timing{
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond,
-		CommitTimeout:      50 * time.Millisecond,
+		CommitTimeout:      time.Second,
 		SnapshotInterval:   120 * time.Second,
 		SnapshotThreshold:  8192,
 		TrailingLogs:       10240,
@@ -88,7 +91,11 @@ type Store struct {
 	logs     raft.LogStore
 	closeLog func()
 	trans    *raft.NetworkTransport
+	quiet    *quietTransport
 	hasState bool
+	// publish asks publishCommits to tell the followers the commit index
+	// (see ApplyRaw).
+	publish chan struct{}
 	// The leaders this node saw (watchLeaders): the current one, the one
 	// it followed before, and its last contact with that one.
 	stopWatch   chan struct{}
@@ -195,7 +202,8 @@ func (s *Store) Open() error {
 	rc.LeaderLeaseTimeout, rc.CommitTimeout = t.LeaderLeaseTimeout, t.CommitTimeout
 	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = t.SnapshotInterval, t.SnapshotThreshold, t.TrailingLogs
 
-	r, err := raft.NewRaft(rc, s.fsm, noteLog{w, s.fsm}, w, snaps, trans)
+	quiet := newQuietTransport(trans, t.HeartbeatTimeout*2/5)
+	r, err := raft.NewRaft(rc, s.fsm, noteLog{w, s.fsm}, w, snaps, quiet)
 	if err != nil {
 		trans.Close()
 		closeLog()
@@ -207,10 +215,12 @@ func (s *Store) Open() error {
 	// makes good (unless an entry was applied meanwhile, which set it).
 	s.fsm.applied.CompareAndSwap(0, r.AppliedIndex())
 	s.mu.Lock()
-	s.raft, s.logs, s.closeLog, s.trans, s.hasState = r, w, closeLog, trans, has
+	s.raft, s.logs, s.closeLog, s.trans, s.quiet, s.hasState = r, w, closeLog, trans, quiet, has
 	s.stopWatch = make(chan struct{})
+	s.publish = make(chan struct{}, 1)
 	s.mu.Unlock()
 	s.watchLeaders(r, s.stopWatch)
+	go s.publishCommits(r, s.publish, s.stopWatch)
 	s.log.Info("raft started", "id", s.cfg.ID, "addr", s.cfg.AdvertiseAddr, "existing_state", has)
 	return nil
 }
@@ -348,6 +358,9 @@ func (s *Store) ApplyRaw(ctx context.Context, data []byte) (any, error) {
 	if err := f.Error(); err != nil {
 		return nil, mapRaftErr(err)
 	}
+	if raftlog.Type(data[0]) != raftlog.TypeRenewals {
+		s.publishCommit()
+	}
 	res := f.Response()
 	if err, ok := res.(error); ok {
 		return nil, err
@@ -424,6 +437,44 @@ func (s *Store) Barrier(ctx context.Context) error {
 		return err
 	}
 	return mapRaftErr(r.Barrier(timeout(ctx)).Error())
+}
+
+// Followers learn that an entry has committed only from the next
+// AppendEntries the leader sends them, which carries its commit index: the
+// next entry's replication, or, with no entry to send, one hashicorp/raft
+// sends after CommitTimeout (1 s here, see DefaultTiming). An entry a host
+// acts on (a VM placed on it, a guest to stop, a host declared dead) must
+// not wait for either: once such an entry has committed, ApplyRaw asks
+// publishCommits to append a Barrier, whose replication carries the new
+// commit index to every follower at once. Requests coalesce: one barrier
+// (one commit round trip) runs at a time, and those asked for meanwhile
+// share the next. Renewals entries ask for none: no follower waits for
+// their commit (a replica notes a renewal when it stores the entry).
+func (s *Store) publishCommit() {
+	s.mu.Lock()
+	ch := s.publish
+	s.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+	default: // one is asked for already
+	}
+}
+
+func (s *Store) publishCommits(r *raft.Raft, ask <-chan struct{}, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ask:
+		}
+		if r.State() != raft.Leader {
+			continue
+		}
+		// Best effort: when it fails (leadership lost, shutdown), the
+		// followers learn the commit index with the next entry, as
+		// without it.
+		_ = r.Barrier(s.cfg.Timing.HeartbeatTimeout).Error()
+	}
 }
 
 // Snapshot takes a snapshot of the local state now (Raft also takes them

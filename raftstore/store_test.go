@@ -34,6 +34,12 @@ func startCluster(t testing.TB, n int) []*Store { return startClusterTLS(t, n, f
 // withTLS is set (cluster identities as corrald makes them).
 func startClusterTLS(t testing.TB, n int, withTLS bool) []*Store {
 	t.Helper()
+	return startClusterTiming(t, n, withTLS, fastTiming())
+}
+
+// startClusterTiming is startClusterTLS with Raft's timers set to timing.
+func startClusterTiming(t testing.TB, n int, withTLS bool, timing Timing) []*Store {
+	t.Helper()
 	var stores []*Store
 	var servers []raftlog.Server
 	var ca *identity.Identity
@@ -41,7 +47,7 @@ func startClusterTLS(t testing.TB, n int, withTLS bool) []*Store {
 		ip := fmt.Sprintf("127.0.0.%d", i+1)
 		addr := fmt.Sprintf("%s:%d", ip, testutil.FreePort(t, ip))
 		cfg := Config{ID: fmt.Sprintf("h%d", i+1), BindAddr: addr, AdvertiseAddr: addr, Dir: t.TempDir(),
-			Logger: testutil.Logger(t), Timing: fastTiming()}
+			Logger: testutil.Logger(t), Timing: timing}
 		if withTLS {
 			id := hostIdentity(t, &ca, cfg.ID)
 			cfg.ServerTLS, cfg.ClientTLS = id.ServerTLS(true), id.ClientTLS()

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -53,4 +55,122 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 		return tls.DialWithDialer(d, "tcp", string(addr), conf)
 	}
 	return d.Dial("tcp", string(addr))
+}
+
+// quietTransport is raft's NetworkTransport minus the heartbeats that say
+// nothing new. hashicorp/raft sends each follower a heartbeat every
+// HeartbeatTimeout/10 to HeartbeatTimeout/5 (50-100 ms at our timing) on
+// top of replication, and corrald always replicates: every host renews its
+// lease through a Renewals entry every heartbeat_interval. A follower takes
+// any AppendEntries as contact from its leader, so a heartbeat to a
+// follower that answered a real AppendEntries less than `window` ago
+// (HeartbeatTimeout x 2/5) is answered here, from that answer, instead of
+// being sent. The leader's view of the follower is then at most `window`
+// older than it would be (raft stamps its contact when the heartbeat
+// returns); the follower still hears from the leader at least every
+// window plus a heartbeat interval, well inside HeartbeatTimeout. When
+// replication to a follower pauses or fails, its answers age past the
+// window and the heartbeats go out again.
+//
+// Safety does not depend on heartbeats: they carry no entries and commit
+// nothing. A synthesized answer is given only for the term of the real
+// answer, and says what a follower at that term says to a heartbeat.
+type quietTransport struct {
+	*raft.NetworkTransport
+	window time.Duration
+	now    func() time.Time
+
+	mu      sync.Mutex
+	answers map[raft.ServerID]answer // the last real AppendEntries answer of each follower
+	skipped atomic.Uint64            // heartbeats answered here
+}
+
+type answer struct {
+	at   time.Time
+	term uint64
+}
+
+func newQuietTransport(n *raft.NetworkTransport, window time.Duration) *quietTransport {
+	return &quietTransport{NetworkTransport: n, window: window, now: time.Now, answers: map[raft.ServerID]answer{}}
+}
+
+// isHeartbeat is NetworkTransport's own test for a heartbeat (the RPC it
+// hands to the follower's fast path).
+func isHeartbeat(a *raft.AppendEntriesRequest) bool {
+	return a.Term != 0 && a.PrevLogEntry == 0 && a.PrevLogTerm == 0 &&
+		len(a.Entries) == 0 && a.LeaderCommitIndex == 0
+}
+
+func (t *quietTransport) heard(id raft.ServerID, term uint64) {
+	t.mu.Lock()
+	t.answers[id] = answer{at: t.now(), term: term}
+	t.mu.Unlock()
+}
+
+// AppendEntries implements raft.Transport.
+func (t *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	hb := isHeartbeat(args)
+	if hb {
+		t.mu.Lock()
+		a, ok := t.answers[id]
+		t.mu.Unlock()
+		if ok && a.term == args.Term && t.now().Sub(a.at) < t.window {
+			*resp = raft.AppendEntriesResponse{RPCHeader: resp.RPCHeader, Term: a.term, Success: true}
+			t.skipped.Add(1)
+			return nil
+		}
+	}
+	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
+	if err == nil && !hb {
+		t.heard(id, resp.Term)
+	}
+	return err
+}
+
+// AppendEntriesPipeline implements raft.Transport: the answers that come
+// back through the pipeline count as heard too.
+func (t *quietTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	q := &quietPipeline{AppendPipeline: p, t: t, id: id, out: make(chan raft.AppendFuture), stop: make(chan struct{})}
+	go q.relay()
+	return q, nil
+}
+
+type quietPipeline struct {
+	raft.AppendPipeline
+	t    *quietTransport
+	id   raft.ServerID
+	out  chan raft.AppendFuture
+	stop chan struct{}
+	once sync.Once
+}
+
+// relay passes the pipeline's finished futures on, noting each answer.
+func (q *quietPipeline) relay() {
+	in := q.AppendPipeline.Consumer()
+	for {
+		select {
+		case f := <-in:
+			if f.Error() == nil {
+				q.t.heard(q.id, f.Response().Term)
+			}
+			select {
+			case q.out <- f:
+			case <-q.stop:
+				return
+			}
+		case <-q.stop:
+			return
+		}
+	}
+}
+
+func (q *quietPipeline) Consumer() <-chan raft.AppendFuture { return q.out }
+
+func (q *quietPipeline) Close() error {
+	q.once.Do(func() { close(q.stop) })
+	return q.AppendPipeline.Close()
 }

@@ -133,6 +133,9 @@ type Tuning struct {
 	// AutoscaleInterval is how often the leader samples the members of
 	// autoscaled groups.
 	AutoscaleInterval time.Duration
+	// RenewalGather is how long the leader holds the first lease renewal
+	// of a batch for the others sent in its slot (controller.LivenessConfig).
+	RenewalGather time.Duration
 }
 
 // DefaultTuning is what production runs with.
@@ -146,6 +149,7 @@ func DefaultTuning() Tuning {
 		HostResync:        5 * time.Second,
 		AutoscaleInterval: 15 * time.Second,
 		CertCheck:         time.Hour,
+		RenewalGather:     2 * time.Millisecond,
 	}
 }
 

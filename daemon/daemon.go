@@ -147,6 +147,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			Interval: cfg.HeartbeatInterval, TTL: cfg.LeaseTTL, Margin: cfg.FenceMargin,
 			FenceCommand: strings.Fields(cfg.FenceCommand), FenceAfter: cfg.FenceAfter, FenceTimeout: cfg.FenceTimeout,
 			SharedStorage: cfg.SharedStorage, DrainParallel: cfg.DrainParallel, AutoEvacuate: cfg.AutoEvacuate,
+			RenewalGather: cfg.Tuning.RenewalGather,
 		},
 		Balance: controller.BalanceConfig{Goal: placement.Goal(cfg.Balance), Interval: cfg.BalanceInterval, MinGain: cfg.BalanceMinGain,
 			PowerOn: strings.Fields(cfg.PowerOnCommand), PowerOff: strings.Fields(cfg.PowerOffCommand), PowerTimeout: cfg.PowerTimeout},
@@ -173,7 +174,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.lease = controller.NewLease(controller.LeaseConfig{
 		Self: cfg.Name, Interval: cfg.HeartbeatInterval, TTL: cfg.LeaseTTL, Watchdog: cfg.WatchdogDevice,
-		KillBudget: cfg.FenceKillBudget,
+		KillBudget: cfg.FenceKillBudget, Hosts: d.store.HostCount,
 	}, renewer{d}, controller.SystemClock{}, log.With("component", "lease"), func(string) { d.host.Fence() }, guard)
 	d.host = controller.NewHostLoop(controller.HostConfig{
 		Self: cfg.Name, ResyncInterval: cfg.Tuning.HostResync, ShutdownTimeout: cfg.ShutdownTimeout,

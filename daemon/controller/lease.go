@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"sync"
@@ -55,6 +56,10 @@ type LeaseConfig struct {
 	// KillBudget: the host fences itself this long before the lease ends,
 	// so that its guests are dead when it does (fence_kill_budget).
 	KillBudget time.Duration
+	// Hosts, if set, counts the cluster's hosts in local state; renewals
+	// then go out in this host's slot of a grid (nextRenewal). Unset, they
+	// go every Interval from the start.
+	Hosts func() int
 }
 
 // Fencer is the host's independent fencer (fencer.Client): it kills the
@@ -181,7 +186,7 @@ func (l *Lease) Run(ctx context.Context) error {
 		wd = f
 		defer wd.Close() // no magic close: a stopped corrald must not disarm the watchdog
 	}
-	renew := l.clock.NewTicker(l.cfg.Interval)
+	renew := l.clock.NewTimer(l.nextRenewal(l.clock.Now()))
 	defer renew.Stop()
 	// expiry fires at the lease's end (end()); a renewal granted since it
 	// was set moved the end later, so a firing only re-checks and re-arms.
@@ -227,10 +232,43 @@ func (l *Lease) Run(ctx context.Context) error {
 			return nil
 		case <-renew.C():
 			due = true
+			renew.Reset(l.nextRenewal(l.clock.Now()))
 		case <-expiry.C():
 		case <-l.acquired:
 		}
 	}
+}
+
+// renewalsPerSlot is how many hosts share a renewal slot (nextRenewal).
+const renewalsPerSlot = 32
+
+// nextRenewal is how long after now this host's next renewal is due: the
+// next instant of its slot on a grid of Interval on the wall clock. The
+// hosts of one slot send together, and the leader commits the renewals
+// that arrive together in one Renewals entry (commitRenewal): an idle
+// 3-host cluster wrote three entries per interval, each an fsync on every
+// voter and an AppendEntries to every follower, and now writes one. A
+// cluster has one slot per 32 hosts (a host's is a hash of its name), so
+// that a large one's renewals do not all arrive at once. The grid is the
+// wall clock's, so hosts line up as well as their clocks agree (NTP: to
+// the millisecond); clocks that disagree only batch less. The grid says
+// when a renewal goes, never how long the lease lasts (that counts from
+// the send on the monotonic clock), and the wait is never longer than
+// Interval, so the renewals are never further apart than before.
+func (l *Lease) nextRenewal(now time.Time) time.Duration {
+	iv := l.cfg.Interval
+	if l.cfg.Hosts == nil {
+		return iv
+	}
+	slots := max(1, (l.cfg.Hosts()+renewalsPerSlot-1)/renewalsPerSlot)
+	h := fnv.New32a()
+	h.Write([]byte(l.cfg.Self))
+	phase := iv / time.Duration(slots) * time.Duration(h.Sum32()%uint32(slots))
+	next := now.Truncate(iv).Add(phase)
+	if !next.After(now) {
+		next = next.Add(iv)
+	}
+	return next.Sub(now)
 }
 
 // sayStopping tells the leader, on a clean stop, that this host's guests

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -158,13 +159,26 @@ func BenchmarkIdleFootprint(b *testing.B) {
 		}
 		return 0
 	}
-	var maxRSS, maxCPU float64
+	// lastIndex is host 0's Raft log length: Raft entries written.
+	lastIndex := func() uint64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := e.client(0).Status(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st.Raft.LastIndex
+	}
+	var maxRSS, maxCPU, entries float64
 	for range b.N {
 		start := map[string]float64{}
 		for _, h := range e.lab.Hosts {
 			start[h.Name] = cpuTicks(h.PIDs["corrald"])
 		}
+		from := lastIndex()
 		<-time.After(window) // the measurement window itself
+		entries = float64(lastIndex()-from) / window.Seconds()
+		b.Logf("Raft entries: %.1f a second", entries)
 		for _, h := range e.lab.Hosts {
 			pid := h.PIDs["corrald"]
 			cpu := (cpuTicks(pid) - start[h.Name]) / 100 / window.Seconds() * 100 // USER_HZ is 100
@@ -175,4 +189,5 @@ func BenchmarkIdleFootprint(b *testing.B) {
 	}
 	b.ReportMetric(maxRSS, "max-rss-MiB")
 	b.ReportMetric(maxCPU, "max-cpu-%")
+	b.ReportMetric(entries, "raft-entries/s")
 }

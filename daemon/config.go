@@ -134,7 +134,8 @@ type Tuning struct {
 	// autoscaled groups.
 	AutoscaleInterval time.Duration
 	// RenewalGather is how long the leader holds the first lease renewal
-	// of a batch for the others sent in its slot (controller.LivenessConfig).
+	// of a batch for the others sent at the same instant
+	// (controller.LivenessConfig).
 	RenewalGather time.Duration
 }
 

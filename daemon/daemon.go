@@ -174,7 +174,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.lease = controller.NewLease(controller.LeaseConfig{
 		Self: cfg.Name, Interval: cfg.HeartbeatInterval, TTL: cfg.LeaseTTL, Watchdog: cfg.WatchdogDevice,
-		KillBudget: cfg.FenceKillBudget, Hosts: d.store.HostCount,
+		KillBudget: cfg.FenceKillBudget, AlignRenewals: true,
 	}, renewer{d}, controller.SystemClock{}, log.With("component", "lease"), func(string) { d.host.Fence() }, guard)
 	d.host = controller.NewHostLoop(controller.HostConfig{
 		Self: cfg.Name, ResyncInterval: cfg.Tuning.HostResync, ShutdownTimeout: cfg.ShutdownTimeout,

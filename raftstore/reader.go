@@ -32,13 +32,6 @@ func (r reader) Hosts() []model.Host {
 	return out
 }
 
-// HostCount returns how many hosts state holds, without copying them.
-func (r reader) HostCount() int {
-	var n int
-	r.fsm.read(func(st *State) { n = len(st.hosts) })
-	return n
-}
-
 // Host returns one host or an error wrapping model.ErrNotFound.
 func (r reader) Host(name string) (model.Host, error) {
 	var (

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -378,51 +377,34 @@ func TestCleanStopReleasesTheFencerOnlyOnceTheLeaderKnows(t *testing.T) {
 	}
 }
 
-// Renewals go out in the host's slot of the wall-clock grid: never more
-// than an interval apart, the hosts of a slot at the same instants, one
-// slot per 32 hosts.
-func TestNextRenewalSlots(t *testing.T) {
+// Aligned renewals go out at the multiples of the interval on the wall
+// clock, never more than an interval apart.
+func TestNextRenewalAligned(t *testing.T) {
 	const iv = 200 * time.Millisecond
-	lease := func(self string, hosts int) *Lease {
-		return &Lease{cfg: LeaseConfig{Self: self, Interval: iv, Hosts: func() int { return hosts }}}
-	}
 	if d := (&Lease{cfg: LeaseConfig{Self: "a", Interval: iv}}).nextRenewal(time.Now()); d != iv {
-		t.Fatalf("without Hosts: %v, want the interval", d)
+		t.Fatalf("unaligned: %v, want the interval", d)
 	}
+	l := &Lease{cfg: LeaseConfig{Self: "a", Interval: iv, AlignRenewals: true}}
 	start := time.Date(2026, 12, 4, 20, 0, 0, 0, time.UTC)
-	for _, n := range []int{1, 3, 32, 33, 100, 1000} {
-		slots := (n + renewalsPerSlot - 1) / renewalsPerSlot
-		phases := map[time.Duration]int{}
-		for h := range n {
-			l := lease(fmt.Sprintf("host-%d", h), n)
-			var phase time.Duration
-			for i := range 50 {
-				now := start.Add(time.Duration(i) * 37 * time.Millisecond).Add(time.Duration(h) * time.Microsecond)
-				d := l.nextRenewal(now)
-				if d <= 0 || d > iv {
-					t.Fatalf("%d hosts, host-%d at %v: wait %v, want in (0, %v]", n, h, now, d, iv)
-				}
-				at := now.Add(d)
-				p := at.Sub(at.Truncate(iv))
-				if i > 0 && p != phase {
-					t.Fatalf("%d hosts, host-%d: renews at phase %v, then %v", n, h, phase, p)
-				}
-				phase = p
-				// From the instant itself the next is a whole interval on.
-				if d2 := l.nextRenewal(at); d2 != iv {
-					t.Fatalf("%d hosts, host-%d: from its own instant the next is %v later, want %v", n, h, d2, iv)
-				}
-			}
-			if phase%(iv/time.Duration(slots)) != 0 {
-				t.Fatalf("%d hosts, host-%d: phase %v is not a slot's (%d slots)", n, h, phase, slots)
-			}
-			phases[phase]++
+	for i := range 1000 {
+		now := start.Add(time.Duration(i) * 1237 * time.Microsecond)
+		d := l.nextRenewal(now)
+		if d <= 0 || d > iv {
+			t.Fatalf("at %v: wait %v, want in (0, %v]", now, d, iv)
 		}
-		if len(phases) > slots {
-			t.Fatalf("%d hosts renew at %d phases, want at most %d slots", n, len(phases), slots)
+		at := now.Add(d)
+		if at.Truncate(iv) != at {
+			t.Fatalf("at %v: renews at %v, not on the grid", now, at)
 		}
-		if n == 1000 && len(phases) < slots/2 {
-			t.Fatalf("1000 hosts in %d of %d slots: the hash bunches them", len(phases), slots)
+		// From the instant itself the next is a whole interval on.
+		if d2 := l.nextRenewal(at); d2 != iv {
+			t.Fatalf("from its own instant %v the next is %v later, want %v", at, d2, iv)
 		}
+	}
+	// Two hosts whose clocks agree renew at the same instants.
+	m := &Lease{cfg: LeaseConfig{Self: "b", Interval: iv, AlignRenewals: true}}
+	now := start.Add(77 * time.Millisecond)
+	if a, b := now.Add(l.nextRenewal(now)), now.Add(5*time.Millisecond).Add(m.nextRenewal(now.Add(5*time.Millisecond))); a != b {
+		t.Fatalf("hosts renew at %v and %v", a, b)
 	}
 }

@@ -39,8 +39,9 @@ type LivenessConfig struct {
 	// AutoEvacuate drains a host whose health turns failing.
 	AutoEvacuate bool
 	// RenewalGather: how long the first renewal of a Renewals batch waits
-	// for the others of its slot (Lease.nextRenewal), which their hosts'
-	// clocks and the network spread over about a millisecond. Zero: none.
+	// for the others sent at the same instant (Lease.nextRenewal), which
+	// the hosts' clocks and the network spread over about a millisecond.
+	// Zero: none.
 	RenewalGather time.Duration
 }
 
@@ -316,7 +317,7 @@ type renewalLog struct {
 // While one entry is being committed the renewals that arrive wait and go
 // together in the next, so a busy leader writes one entry per commit
 // round trip rather than one per renewal; an idle one waits RenewalGather
-// for the renewals sent in the same slot as the first.
+// for the renewals sent at the same instant as the first.
 func (l *Leader) commitRenewal(ctx context.Context, host string) error {
 	b := &l.renewLog
 	done := make(chan error, 1)

@@ -33,6 +33,7 @@ const (
 	leaseTTL        = 3700 * time.Millisecond
 	fenceMargin     = 200 * time.Millisecond
 	killBudget      = 250 * time.Millisecond
+	renewalGather   = 2 * time.Millisecond   // daemon.DefaultTuning's RenewalGather
 	raftHeartbeat   = 500 * time.Millisecond // HeartbeatTimeout: a follower's wait before it stands
 	raftElection    = 500 * time.Millisecond // ElectionTimeout: randomised over [e, 2e)
 	raftLeaderLease = 250 * time.Millisecond // a leader cut off from a majority steps down after it
@@ -590,10 +591,11 @@ func (h *host) start(ctx context.Context) {
 		Self: h.name, RaftVoters: 3, DeadVoterTimeout: time.Minute, ReconcileInterval: 5 * time.Second,
 		Placement: placement.Options{Strategy: placement.Spread, CPUOvercommit: 4, MemoryOvercommit: 1, ReservedMemoryMiB: 1024},
 		Liveness: controller.LivenessConfig{Interval: heartbeat, TTL: leaseTTL, Margin: fenceMargin,
-			FenceTimeout: 30 * time.Second, SharedStorage: true, DrainParallel: 2},
+			FenceTimeout: 30 * time.Second, SharedStorage: true, DrainParallel: 2, RenewalGather: renewalGather},
 		Protocol: raftlog.Protocol,
 	}, leaderStore{w.mem, h}, raftView{h}, peerView{w}, controller.SystemClock{}, w.log)
-	h.lease = controller.NewLease(controller.LeaseConfig{Self: h.name, Interval: heartbeat, TTL: leaseTTL, KillBudget: killBudget},
+	h.lease = controller.NewLease(controller.LeaseConfig{Self: h.name, Interval: heartbeat, TTL: leaseTTL, KillBudget: killBudget,
+		AlignRenewals: true},
 		renewer{h}, controller.SystemClock{}, w.log, func(string) { h.loop.Fence() }, h.fencer)
 	h.loop = controller.NewHostLoop(controller.HostConfig{
 		Self: h.name, ResyncInterval: 5 * time.Second, ShutdownTimeout: time.Minute,

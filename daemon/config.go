@@ -67,7 +67,7 @@ type Config struct {
 	ReservedVCPUs     int           `toml:"reserved_vcpus" help:"CPUs kept for the host itself"`
 	ReservedMemoryMiB int64         `toml:"reserved_memory_mib" help:"memory (MiB) kept for the host itself"`
 
-	HeartbeatInterval time.Duration `toml:"heartbeat_interval" help:"how often a host renews its lease with the leader"`
+	HeartbeatInterval time.Duration `toml:"heartbeat_interval" help:"how often a host renews its lease with the leader (every host at the multiples of it on the wall clock, so that the leader commits the renewals together)"`
 	LeaseTTL          time.Duration `toml:"lease_ttl" help:"a lease lasts this long from when its renewal was sent; a host whose lease expires destroys its guests"`
 	FenceMargin       time.Duration `toml:"fence_margin" help:"the leader declares a host dead only when its last renewal is lease_ttl + fence_margin old"`
 	FenceCommand      string        `toml:"fence_command" help:"command the leader runs with a late host's name and address to power it off (exit 0 = off); then its guests are recovered at once"`

@@ -50,9 +50,13 @@ func TestCommitsArePublishedToFollowers(t *testing.T) {
 
 // While entries flow, the heartbeats to followers that answered them stay
 // home; once the entries stop, the heartbeats go out again and nobody
-// calls an election.
+// calls an election. At corrald's own Raft timing (a 200 ms quiet window
+// against 500 ms before a follower stands), so that a test machine's
+// scheduling delays do not pass for a lost leader.
 func TestHeartbeatsQuietWhileReplicating(t *testing.T) {
-	stores := startClusterTiming(t, 3, false, slowCommitTiming())
+	timing := DefaultTiming()
+	timing.CommitTimeout = time.Hour
+	stores := startClusterTiming(t, 3, false, timing)
 	leader := waitLeader(t, stores)
 	ctx := context.Background()
 	if _, err := leader.Apply(ctx, raftlog.RegisterHost{Host: testHost("h1")}); err != nil {
@@ -70,11 +74,11 @@ func TestHeartbeatsQuietWhileReplicating(t *testing.T) {
 		}
 		return nil
 	}
-	// Entries every 10 ms (Renewals, which publish nothing) for 1 s, ten
-	// heartbeat timeouts: the heartbeats every 10-20 ms find fresh answers.
-	tick := time.NewTicker(10 * time.Millisecond)
+	// Entries every 20 ms (Renewals, which publish nothing) for 2 s, four
+	// heartbeat timeouts: the heartbeats every 50-100 ms find fresh answers.
+	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for end := time.Now().Add(time.Second); time.Now().Before(end); <-tick.C {
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); <-tick.C {
 		if _, err := leader.Apply(ctx, raftlog.Renewals{Hosts: []string{"h1"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -86,9 +90,9 @@ func TestHeartbeatsQuietWhileReplicating(t *testing.T) {
 	if skipped == 0 {
 		t.Fatal("no heartbeat was answered from replication")
 	}
-	// No entries for 1 s: with CommitTimeout an hour, only heartbeats keep
+	// No entries for 2 s: with CommitTimeout an hour, only heartbeats keep
 	// the followers from an election now.
-	for end := time.Now().Add(time.Second); time.Now().Before(end); <-tick.C {
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); <-tick.C {
 		if err := sameLeader(); err != nil {
 			t.Fatal(err)
 		}

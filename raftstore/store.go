@@ -39,7 +39,8 @@ type Timing struct {
 // to learn of a commit when no entry follows it, is 1 s (Raft's default is
 // 50 ms): the entries hosts act on are published at once (publishCommit),
 // Renewals entries need not be, and the 50 ms timer sent every follower an
-// AppendEntries 10-20 times a second on top of the heartbeats.
+// AppendEntries whenever 50-100 ms passed without an entry, on top of the
+// heartbeats.
 func DefaultTiming() Timing {
 	return Timing{
 		HeartbeatTimeout:   500 * time.Millisecond,

@@ -78,7 +78,6 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 type quietTransport struct {
 	*raft.NetworkTransport
 	window time.Duration
-	now    func() time.Time
 
 	mu      sync.Mutex
 	answers map[raft.ServerID]answer // the last real AppendEntries answer of each follower
@@ -91,7 +90,7 @@ type answer struct {
 }
 
 func newQuietTransport(n *raft.NetworkTransport, window time.Duration) *quietTransport {
-	return &quietTransport{NetworkTransport: n, window: window, now: time.Now, answers: map[raft.ServerID]answer{}}
+	return &quietTransport{NetworkTransport: n, window: window, answers: map[raft.ServerID]answer{}}
 }
 
 // isHeartbeat is NetworkTransport's own test for a heartbeat (the RPC it
@@ -103,7 +102,7 @@ func isHeartbeat(a *raft.AppendEntriesRequest) bool {
 
 func (t *quietTransport) heard(id raft.ServerID, term uint64) {
 	t.mu.Lock()
-	t.answers[id] = answer{at: t.now(), term: term}
+	t.answers[id] = answer{at: time.Now(), term: term}
 	t.mu.Unlock()
 }
 
@@ -114,7 +113,7 @@ func (t *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		t.mu.Lock()
 		a, ok := t.answers[id]
 		t.mu.Unlock()
-		if ok && a.term == args.Term && t.now().Sub(a.at) < t.window {
+		if ok && a.term == args.Term && time.Since(a.at) < t.window {
 			*resp = raft.AppendEntriesResponse{RPCHeader: resp.RPCHeader, Term: a.term, Success: true}
 			t.skipped.Add(1)
 			return nil

@@ -190,7 +190,7 @@ func (s *Store) Open() error {
 		return err
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl.Named("net"),
+		Stream: stream, MaxPool: poolSize, Timeout: 10 * time.Second, Logger: hl.Named("net"),
 	})
 
 	installTimerSink()
@@ -222,6 +222,7 @@ func (s *Store) Open() error {
 	s.mu.Unlock()
 	s.watchLeaders(r, s.stopWatch)
 	go s.publishCommits(r, s.publish, s.stopWatch)
+	go s.promptElections(r, s.stopWatch)
 	s.log.Info("raft started", "id", s.cfg.ID, "addr", s.cfg.AdvertiseAddr, "existing_state", has)
 	return nil
 }

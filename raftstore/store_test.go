@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -366,4 +367,71 @@ func TestAppliedIndexNeverAheadOfState(t *testing.T) {
 		return nil
 	})
 	t.Logf("%d looks at the slow follower, %d while its state was behind", ran, ahead)
+}
+
+func TestElectionRank(t *testing.T) {
+	conf := raft.Configuration{Servers: []raft.Server{
+		{ID: "h3", Suffrage: raft.Voter}, {ID: "h1", Suffrage: raft.Voter},
+		{ID: "h4", Suffrage: raft.Nonvoter}, {ID: "h2", Suffrage: raft.Voter}, {ID: "h5", Suffrage: raft.Voter},
+	}}
+	for _, c := range []struct {
+		self, leader raft.ServerID
+		rank         int
+		ok           bool
+	}{
+		{"h1", "h2", 0, true}, {"h3", "h2", 1, true}, {"h5", "h2", 2, true},
+		{"h2", "h1", 0, true}, {"h5", "h1", 2, true},
+		{"h4", "h1", -1, false}, // a non-voter
+		{"h6", "h1", -1, false}, // not in the configuration
+	} {
+		rank, ok := electionRank(conf, c.self, c.leader)
+		if rank != c.rank || ok != c.ok {
+			t.Errorf("electionRank(%s, leader %s) = %d, %v; want %d, %v", c.self, c.leader, rank, ok, c.rank, c.ok)
+		}
+	}
+}
+
+// TestElectionsPrompted stops the leader of three voters, three times, at
+// corrald's Raft timing. The followers look at the leader's silence in
+// turn, by ID: the first is refused while the second still knows the
+// leader, then the second asks and the first grants. So an election that
+// ends after the second's turn is the second survivor's, where raft's
+// random timers alone pick either. (The second's own timer may still fire
+// a few milliseconds before the first's turn; then the first asks second
+// and wins, well before the second's turn.)
+func TestElectionsPrompted(t *testing.T) {
+	timing := fastTiming()
+	d := DefaultTiming()
+	timing.HeartbeatTimeout, timing.ElectionTimeout, timing.LeaderLeaseTimeout = d.HeartbeatTimeout, d.ElectionTimeout, d.LeaderLeaseTimeout
+	stores := startClusterTiming(t, 3, false, timing)
+	for round := 1; round <= 3; round++ {
+		leader := waitLeader(t, stores)
+		testutil.Eventually(t, 10*time.Second, func() error {
+			for _, s := range stores {
+				if id, _ := s.Leader(); id != leader.cfg.ID {
+					return fmt.Errorf("%s follows %q", s.cfg.ID, id)
+				}
+			}
+			return nil
+		})
+		rest := slices.DeleteFunc(slices.Clone(stores), func(s *Store) bool { return s == leader })
+		slices.SortFunc(rest, func(a, b *Store) int { return strings.Compare(a.cfg.ID, b.cfg.ID) })
+		start := time.Now()
+		if err := leader.Close(); err != nil {
+			t.Fatal(err)
+		}
+		got := waitLeader(t, rest)
+		took := time.Since(start)
+		t.Logf("round %d: %s stopped, %s leads after %v", round, leader.cfg.ID, got.cfg.ID, took.Round(time.Millisecond))
+		if turn := timing.HeartbeatTimeout + electionStep(timing.HeartbeatTimeout); got != rest[1] && took >= turn {
+			t.Fatalf("round %d: %s leads after %v, want %s (the second survivor by ID, whose turn came at %v)",
+				round, got.cfg.ID, took.Round(time.Millisecond), rest[1].cfg.ID, turn)
+		}
+		back := New(leader.cfg) // the stopped one returns as a follower
+		if err := back.Open(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { back.Close() })
+		stores = append(rest, back)
+	}
 }

@@ -2,10 +2,13 @@ package raftstore
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -119,11 +122,49 @@ func (t *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 			return nil
 		}
 	}
-	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
+	err := retryStale(func() error { return t.NetworkTransport.AppendEntries(id, target, args, resp) })
 	if err == nil && !hb {
 		t.heard(id, resp.Term)
 	}
 	return err
+}
+
+// A connection NetworkTransport keeps in its pool (up to poolSize a peer)
+// dies unseen when the peer restarts or drops it; the next RPC on it fails
+// at once, with EOF or a reset, and raft does not try again: a vote asked
+// that way counts as refused, and the election waits out an election
+// timeout (on the lab, where each kill restarts a host, the slow elections
+// after leader kills were these). The RPCs below are
+// sent again while they fail that way, once per pooled connection and once
+// more on a new one; a failed connection is not returned to the pool.
+// Votes, pre-votes and AppendEntries are all safe to repeat: a voter
+// grants the same candidate again in the same term, and a follower takes
+// entries it already has as a no-op.
+const poolSize = 3
+
+// staleConn reports whether err is a dead connection's (not a dial's, a
+// timeout's or the peer's answer).
+func staleConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func retryStale(rpc func() error) error {
+	err := rpc()
+	for i := 0; i < poolSize && err != nil && staleConn(err); i++ {
+		err = rpc()
+	}
+	return err
+}
+
+// RequestVote implements raft.Transport, past dead pooled connections.
+func (t *quietTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	return retryStale(func() error { return t.NetworkTransport.RequestVote(id, target, args, resp) })
+}
+
+// RequestPreVote implements raft.WithPreVote, past dead pooled connections.
+func (t *quietTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	return retryStale(func() error { return t.NetworkTransport.RequestPreVote(id, target, args, resp) })
 }
 
 // AppendEntriesPipeline implements raft.Transport: the answers that come

@@ -3,8 +3,11 @@ package raftstore
 import (
 	"context"
 	"fmt"
+	"io"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/corralhq/corral/internal/testutil"
 	"github.com/corralhq/corral/raftlog"
@@ -98,4 +101,69 @@ func TestHeartbeatsQuietWhileReplicating(t *testing.T) {
 		}
 	}
 	t.Logf("%d heartbeats answered from replication", skipped)
+}
+
+// TestVotesSurviveRestartedPeer asks a peer for votes, restarts it on the
+// same address and asks again: NetworkTransport's pooled connections to
+// the old process are dead, and each vote RPC must still get through.
+func TestVotesSurviveRestartedPeer(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	serve := func() *raft.NetworkTransport {
+		tr, err := raft.NewTCPTransport(addr, nil, poolSize, time.Second, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for rpc := range tr.Consumer() {
+				switch rpc.Command.(type) {
+				case *raft.RequestVoteRequest:
+					rpc.Respond(&raft.RequestVoteResponse{Granted: true}, nil)
+				case *raft.RequestPreVoteRequest:
+					rpc.Respond(&raft.RequestPreVoteResponse{Granted: true}, nil)
+				default:
+					rpc.Respond(nil, fmt.Errorf("unexpected %T", rpc.Command))
+				}
+			}
+		}()
+		return tr
+	}
+	peer := serve()
+	client, err := raft.NewTCPTransport("127.0.0.1:0", nil, poolSize, time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	q := newQuietTransport(client, time.Second)
+	ask := func() error {
+		var vote raft.RequestVoteResponse
+		if err := q.RequestVote("peer", raft.ServerAddress(addr), &raft.RequestVoteRequest{Term: 2}, &vote); err != nil {
+			return fmt.Errorf("vote: %w", err)
+		}
+		var pre raft.RequestPreVoteResponse
+		if err := q.RequestPreVote("peer", raft.ServerAddress(addr), &raft.RequestPreVoteRequest{Term: 2}, &pre); err != nil {
+			return fmt.Errorf("pre-vote: %w", err)
+		}
+		if !vote.Granted || !pre.Granted {
+			return fmt.Errorf("not granted: %+v %+v", vote, pre)
+		}
+		return nil
+	}
+	// Fill the pool: concurrent asks each take a connection of their own.
+	errs := make(chan error, poolSize)
+	for range poolSize {
+		go func() { errs <- ask() }()
+	}
+	for range poolSize {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	peer.Close()
+	peer = serve()
+	defer peer.Close()
+	for i := range 2 {
+		if err := ask(); err != nil {
+			t.Fatalf("ask %d after the restart: %v", i+1, err)
+		}
+	}
 }

@@ -223,7 +223,21 @@ func (w *world) elect(ctx context.Context, h *host) {
 	w.electing = true
 	w.mu.Unlock()
 	go func() {
-		for {
+		w.mu.Lock()
+		c, turn := w.promptedWinner()
+		w.mu.Unlock()
+		if c != nil && sleep(ctx, turn) {
+			w.mu.Lock()
+			if c2, _ := w.promptedWinner(); c2 == c {
+				w.leader, w.electing = c, false
+				w.elections++
+				w.mu.Unlock()
+				c.leaderCh <- true
+				return
+			}
+			w.mu.Unlock()
+		}
+		for { // raft's own random timers
 			if !sleep(ctx, raftHeartbeat+time.Duration(w.rand()*float64(raftElection))) {
 				return
 			}
@@ -248,6 +262,31 @@ func (w *world) elect(ctx context.Context, h *host) {
 			w.mu.Unlock()
 		}
 	}()
+}
+
+// promptedWinner is who wins a prompted election (raftstore's
+// promptElections) after the leader w.prevLeader was lost, and how long
+// after the loss: the voters other than the old leader stand in turn by ID,
+// an electionStep apart from raftHeartbeat on, and the one whose turn finds
+// a majority of the voters (itself included) cleared of the old leader
+// wins. nil when the reachable voters are no majority. w.mu is held.
+func (w *world) promptedWinner() (*host, time.Duration) {
+	voters := w.voters()
+	cleared := 0
+	rank := 0
+	for _, id := range voters {
+		if id == w.prevLeader {
+			continue
+		}
+		if c := w.byName[id]; c.up && !c.cut {
+			cleared++
+			if cleared > len(voters)/2 {
+				return c, raftHeartbeat + time.Duration(rank)*raftHeartbeat/5
+			}
+		}
+		rank++
+	}
+	return nil, 0
 }
 
 // loseLeader: the leader h is gone (off, or cut off: it steps down after

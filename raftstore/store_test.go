@@ -395,10 +395,12 @@ func TestElectionRank(t *testing.T) {
 // corrald's Raft timing. The followers look at the leader's silence in
 // turn, by ID: the first is refused while the second still knows the
 // leader, then the second asks and the first grants. So an election that
-// ends after the second's turn is the second survivor's, where raft's
-// random timers alone pick either. (The second's own timer may still fire
-// a few milliseconds before the first's turn; then the first asks second
-// and wins, well before the second's turn.)
+// ends after the second's turn, in the next term, is the second
+// survivor's, where raft's random timers alone pick either. (The second's
+// own timer may still fire a few milliseconds before the first's turn; then
+// the first asks second and wins, well before the second's turn. And if
+// the first's pre-vote reaches the second only after the second's turn,
+// both ask, the votes split and a later term decides: not checked.)
 func TestElectionsPrompted(t *testing.T) {
 	timing := fastTiming()
 	d := DefaultTiming()
@@ -416,6 +418,7 @@ func TestElectionsPrompted(t *testing.T) {
 		})
 		rest := slices.DeleteFunc(slices.Clone(stores), func(s *Store) bool { return s == leader })
 		slices.SortFunc(rest, func(a, b *Store) int { return strings.Compare(a.cfg.ID, b.cfg.ID) })
+		term := leader.Status().Term
 		start := time.Now()
 		if err := leader.Close(); err != nil {
 			t.Fatal(err)
@@ -423,7 +426,14 @@ func TestElectionsPrompted(t *testing.T) {
 		got := waitLeader(t, rest)
 		took := time.Since(start)
 		t.Logf("round %d: %s stopped, %s leads after %v", round, leader.cfg.ID, got.cfg.ID, took.Round(time.Millisecond))
-		if turn := timing.HeartbeatTimeout + electionStep(timing.HeartbeatTimeout); got != rest[1] && took >= turn {
+		split := got.Status().Term != term+1
+		if split {
+			// The first asker's pre-vote reached the second only after the
+			// second's turn (a loaded machine): both asked, the votes split,
+			// and raft's random election timeouts decided.
+			t.Logf("round %d: elected in term %d, not %d: the turns overlapped", round, got.Status().Term, term+1)
+		}
+		if turn := timing.HeartbeatTimeout + electionStep(timing.HeartbeatTimeout); !split && got != rest[1] && took >= turn {
 			t.Fatalf("round %d: %s leads after %v, want %s (the second survivor by ID, whose turn came at %v)",
 				round, got.cfg.ID, took.Round(time.Millisecond), rest[1].cfg.ID, turn)
 		}

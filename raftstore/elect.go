@@ -2,6 +2,8 @@ package raftstore
 
 import (
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -50,30 +52,74 @@ func electionRank(conf raft.Configuration, self, leader raft.ServerID) (rank int
 	return rank, rank >= 0
 }
 
-// promptElections looks at the leader's silence until stop closes.
-func (s *Store) promptElections(r *raft.Raft, stop <-chan struct{}) {
-	hb := s.cfg.Timing.HeartbeatTimeout
-	timer := time.NewTimer(hb)
-	defer timer.Stop()
+// electionPrompt schedules the looks. Looking on a timer of its own woke
+// every follower every 300-500 ms (the leader's silence is never older
+// than a renewal interval at a look), and each wake of an idle Go process
+// costs it about a millisecond of the runtime spinning down: 0.1 % of a
+// core on the lab. So the timer is a dead man's: every batch of entries
+// the leader replicates (noteLog.StoreLogs, every renewal interval) pushes
+// it back to a HeartbeatTimeout from now, without waking anything, and
+// it fires only when entries stop; raft's LastContact, which heartbeats
+// refresh too, then says whether the leader is silent.
+type electionPrompt struct {
+	hb        time.Duration
+	following atomic.Bool // the timer runs: this node follows a leader
+	mu        sync.Mutex
+	timer     *time.Timer
+}
+
+func newElectionPrompt(hb time.Duration) *electionPrompt {
+	p := &electionPrompt{hb: hb, timer: time.NewTimer(hb)}
+	p.timer.Stop()
+	return p
+}
+
+// heard pushes the next look back to a HeartbeatTimeout from now.
+func (p *electionPrompt) heard() {
+	if p.following.Load() {
+		p.mu.Lock()
+		p.timer.Reset(p.hb)
+		p.mu.Unlock()
+	}
+}
+
+func (p *electionPrompt) set(wait time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.following.Store(wait > 0)
+	if wait > 0 {
+		p.timer.Reset(wait)
+	} else {
+		p.timer.Stop()
+	}
+}
+
+// promptElections looks at the leader's silence until stop closes: when
+// the dead man's timer fires, and whenever the leader changes (leaders). A
+// leader, or a follower that knows none, waits for the next change only.
+func (s *Store) promptElections(r *raft.Raft, p *electionPrompt, stop <-chan struct{}, leaders <-chan struct{}) {
+	defer p.set(0)
 	for {
 		select {
 		case <-stop:
 			return
-		case <-timer.C:
+		case <-p.timer.C:
+		case <-leaders:
 		}
-		timer.Reset(s.promptElection(r, hb))
+		p.set(s.promptElection(r, p.hb))
 	}
 }
 
 // promptElection looks once and returns how long to wait before the next
-// look: until the leader's silence could make this follower's turn.
+// look (until the leader's silence could make this follower's turn), or 0
+// to wait for the next leader change.
 func (s *Store) promptElection(r *raft.Raft, hb time.Duration) time.Duration {
 	if r.State() != raft.Follower {
-		return hb
+		return 0 // a leader or candidate; becoming a follower changes the leader
 	}
 	_, leader := r.LeaderWithID()
 	if leader == "" {
-		return hb // raft's own timer runs the election; no one to wait for
+		return 0 // raft's own timer runs the election; no one to wait for
 	}
 	silent := time.Since(r.LastContact())
 	if silent < hb {
@@ -102,5 +148,5 @@ func (s *Store) promptElection(r *raft.Raft, hb time.Duration) time.Duration {
 		s.log.Warn("prompt election: restore heartbeat timeout", "err", err)
 	}
 	s.log.Info("leader silent, standing for election", "leader", leader, "silent", silent.Round(time.Millisecond), "rank", rank)
-	return hb
+	return hb // raft cleared the leader (a change, which wakes the loop), or heard from it again
 }

@@ -204,7 +204,8 @@ func (s *Store) Open() error {
 	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = t.SnapshotInterval, t.SnapshotThreshold, t.TrailingLogs
 
 	quiet := newQuietTransport(trans, t.HeartbeatTimeout*2/5)
-	r, err := raft.NewRaft(rc, s.fsm, noteLog{w, s.fsm}, w, snaps, quiet)
+	prompt := newElectionPrompt(t.HeartbeatTimeout)
+	r, err := raft.NewRaft(rc, s.fsm, noteLog{w, s.fsm, prompt}, w, snaps, quiet)
 	if err != nil {
 		trans.Close()
 		closeLog()
@@ -220,9 +221,10 @@ func (s *Store) Open() error {
 	s.stopWatch = make(chan struct{})
 	s.publish = make(chan struct{}, 1)
 	s.mu.Unlock()
-	s.watchLeaders(r, s.stopWatch)
+	leaders := make(chan struct{}, 1)
+	s.watchLeaders(r, s.stopWatch, leaders)
 	go s.publishCommits(r, s.publish, s.stopWatch)
-	go s.promptElections(r, s.stopWatch)
+	go s.promptElections(r, prompt, s.stopWatch, leaders)
 	s.log.Info("raft started", "id", s.cfg.ID, "addr", s.cfg.AdvertiseAddr, "existing_state", has)
 	return nil
 }
@@ -232,10 +234,13 @@ func (s *Store) Open() error {
 // leader replicates it, before the entry is known to have committed, and
 // on a new leader up to a heartbeat earlier than when it applies the
 // last entries of the old leader, which it learns committed only after
-// its election. The embedded WAL answers the rest (IsMonotonic too).
+// its election. Each store also pushes back a follower's next look at
+// its leader's silence (electionPrompt). The embedded WAL answers the rest
+// (IsMonotonic too).
 type noteLog struct {
 	*wal.WAL
-	fsm *fsm
+	fsm    *fsm
+	prompt *electionPrompt // a follower's stored entries are its leader's word
 }
 
 func (n noteLog) StoreLog(l *raft.Log) error { return n.StoreLogs([]*raft.Log{l}) }
@@ -245,6 +250,7 @@ func (n noteLog) StoreLogs(logs []*raft.Log) error {
 		return err
 	}
 	n.fsm.noteStored(logs)
+	n.prompt.heard()
 	return nil
 }
 
@@ -580,7 +586,7 @@ func (s *Store) Status() Status {
 // watchLeaders follows raft's leader changes until stop closes, so that
 // PreviousLeader can say which leader this node followed before and when
 // it last heard from it.
-func (s *Store) watchLeaders(r *raft.Raft, stop chan struct{}) {
+func (s *Store) watchLeaders(r *raft.Raft, stop chan struct{}, changed chan<- struct{}) {
 	ch := make(chan raft.Observation, 16)
 	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -604,6 +610,10 @@ func (s *Store) watchLeaders(r *raft.Raft, stop chan struct{}) {
 				}
 				s.curLeader = id
 				s.mu.Unlock()
+				select { // promptElections looks again
+				case changed <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}()

@@ -229,10 +229,7 @@ func (w *world) elect(ctx context.Context, h *host) {
 		if c != nil && sleep(ctx, turn) {
 			w.mu.Lock()
 			if c2, _ := w.promptedWinner(); c2 == c {
-				w.leader, w.electing = c, false
-				w.elections++
-				w.mu.Unlock()
-				c.leaderCh <- true
+				w.crown(c)
 				return
 			}
 			w.mu.Unlock()
@@ -253,15 +250,20 @@ func (w *world) elect(ctx context.Context, h *host) {
 				w.rngMu.Lock()
 				c := ok[w.rng.IntN(len(ok))]
 				w.rngMu.Unlock()
-				w.leader, w.electing = c, false
-				w.elections++
-				w.mu.Unlock()
-				c.leaderCh <- true
+				w.crown(c)
 				return
 			}
 			w.mu.Unlock()
 		}
 	}()
+}
+
+// crown ends an election with c the leader; w.mu is held, and released.
+func (w *world) crown(c *host) {
+	w.leader, w.electing = c, false
+	w.elections++
+	w.mu.Unlock()
+	c.leaderCh <- true
 }
 
 // promptedWinner is who wins a prompted election (raftstore's

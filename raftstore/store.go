@@ -40,12 +40,15 @@ type Timing struct {
 // 50 ms): the entries hosts act on are published at once (publishCommit),
 // Renewals entries need not be, and the 50 ms timer sent every follower an
 // AppendEntries whenever 50-100 ms passed without an entry, on top of the
-// heartbeats.
+// heartbeats. The leader lease (400 ms, Raft's default 500 ms) counts the
+// followers' real answers, which come every renewal interval (200 ms):
+// quietTransport holds the heartbeats for LeaderLeaseTimeout x 3/4 while
+// they come (DESIGN.md).
 func DefaultTiming() Timing {
 	return Timing{
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		LeaderLeaseTimeout: 400 * time.Millisecond,
 		CommitTimeout:      time.Second,
 		SnapshotInterval:   120 * time.Second,
 		SnapshotThreshold:  8192,
@@ -203,7 +206,7 @@ func (s *Store) Open() error {
 	rc.LeaderLeaseTimeout, rc.CommitTimeout = t.LeaderLeaseTimeout, t.CommitTimeout
 	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = t.SnapshotInterval, t.SnapshotThreshold, t.TrailingLogs
 
-	quiet := newQuietTransport(trans, t.HeartbeatTimeout*2/5)
+	quiet := newQuietTransport(trans, t.LeaderLeaseTimeout*3/4)
 	prompt := newElectionPrompt(t.HeartbeatTimeout)
 	r, err := raft.NewRaft(rc, s.fsm, noteLog{w, s.fsm, prompt}, w, snaps, quiet)
 	if err != nil {
@@ -281,7 +284,7 @@ func (s *Store) LogBytes(from, to uint64) (int64, error) {
 // Close shuts Raft down and closes its stores.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	r, closeLog, trans := s.raft, s.closeLog, s.trans
+	r, closeLog, trans, quiet := s.raft, s.closeLog, s.trans, s.quiet
 	s.raft = nil
 	if s.stopWatch != nil {
 		close(s.stopWatch)
@@ -291,6 +294,7 @@ func (s *Store) Close() error {
 	if r == nil {
 		return nil
 	}
+	quiet.stopHolding()
 	err := r.Shutdown().Error()
 	trans.Close()
 	closeLog()

@@ -40,8 +40,9 @@ type LivenessConfig struct {
 	AutoEvacuate bool
 	// RenewalGather: how long the first renewal of a Renewals batch waits
 	// for the others sent at the same instant (Lease.nextRenewal), which
-	// the hosts' clocks and the network spread over about a millisecond.
-	// Zero: none.
+	// the hosts' clocks and the network spread over about a millisecond;
+	// the batch goes sooner once every host that renewed in the last
+	// interval and a half has asked. Zero: none.
 	RenewalGather time.Duration
 }
 
@@ -311,6 +312,9 @@ type renewalLog struct {
 	pending map[string]bool
 	waiters []chan error
 	busy    bool // a flush runs
+	// While a batch gathers: closed once pending holds want hosts.
+	full chan struct{}
+	want int
 }
 
 // commitRenewal returns once a Renewals entry naming host has committed.
@@ -331,6 +335,10 @@ func (l *Leader) commitRenewal(ctx context.Context, host string) error {
 		b.busy = true
 		go l.flushRenewals()
 	}
+	if b.full != nil && len(b.pending) >= b.want {
+		close(b.full)
+		b.full = nil
+	}
 	b.mu.Unlock()
 	select {
 	case err := <-done:
@@ -341,11 +349,33 @@ func (l *Leader) commitRenewal(ctx context.Context, host string) error {
 }
 
 // flushRenewals commits the pending renewals, a batch at a time, until
-// none is left.
+// none is left. The first batch gathers for RenewalGather, or until every
+// host renewing lately has asked: on an idle cluster the last renewal of
+// an instant sends the batch, and the gather's timer, which would wake the
+// leader once more an interval, is stopped before it fires.
 func (l *Leader) flushRenewals() {
 	b := &l.renewLog
 	if g := l.cfg.Liveness.RenewalGather; g > 0 {
-		<-l.clock.After(g)
+		want := l.renewingHosts()
+		full := make(chan struct{})
+		b.mu.Lock()
+		switch {
+		case want == 0: // a new leader: nobody renewed with it yet
+		case len(b.pending) >= want:
+			close(full)
+		default:
+			b.full, b.want = full, want
+		}
+		b.mu.Unlock()
+		t := l.clock.NewTimer(g)
+		select {
+		case <-t.C():
+		case <-full:
+		}
+		t.Stop()
+		b.mu.Lock()
+		b.full = nil
+		b.mu.Unlock()
 	}
 	for {
 		b.mu.Lock()
@@ -366,6 +396,22 @@ func (l *Leader) flushRenewals() {
 			w <- err
 		}
 	}
+}
+
+// renewingHosts counts the hosts granted a renewal in the last interval
+// and a half: those whose next renewal is due about now.
+func (l *Leader) renewingHosts() int {
+	since := l.clock.Now().Add(-l.cfg.Liveness.Interval * 3 / 2)
+	lv := &l.live
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	n := 0
+	for _, rec := range lv.hosts {
+		if rec.renewedAt.After(since) {
+			n++
+		}
+	}
+	return n
 }
 
 // hostStopping records a clean stop of corrald on host. Its guests keep

@@ -871,3 +871,71 @@ func TestNoLeaseGrantedAcrossADeclaration(t *testing.T) {
 		t.Fatalf("renewal after the declaration: %v", err)
 	}
 }
+
+// TestRenewalGatherEndsWhenAllAsked: the Renewals batch of an instant goes
+// once every host that renewed in the last interval has asked, without
+// waiting out RenewalGather (whose timer would wake an idle leader once
+// more an interval); with a host missing, it waits the gather out.
+func TestRenewalGatherEndsWhenAllAsked(t *testing.T) {
+	e := newLiveEnv(t, func(c *LivenessConfig) { c.RenewalGather = 50 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	round := func(hosts ...string) chan error {
+		done := make(chan error, len(hosts))
+		for _, h := range hosts {
+			go func() {
+				_, err := e.l.Renew(ctx, LeaseRequest{Host: h})
+				done <- err
+			}()
+		}
+		return done
+	}
+	wait := func(done chan error, n int) {
+		t.Helper()
+		for range n {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// gathered waits for n renewals, ending each gather that starts
+	// (renewals that arrive after a batch went start the next).
+	gathered := func(done chan error, n int) {
+		t.Helper()
+		for n > 0 {
+			armed := make(chan struct{})
+			go func() {
+				if e.clock.BlockUntil(ctx, 1) == nil {
+					close(armed)
+				}
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				n--
+			case <-armed:
+				e.clock.Advance(50 * time.Millisecond)
+			}
+		}
+	}
+	// A new leader knows of no renewal yet: the gather runs its course.
+	gathered(round("h1", "h2", "h3"), 3)
+	// The next instant: all three ask, and the batch goes on the clock's
+	// standstill.
+	e.clock.Advance(500 * time.Millisecond)
+	wait(round("h1", "h2", "h3"), 3)
+	// h3 is silent: the other two wait for the gather.
+	e.clock.Advance(500 * time.Millisecond)
+	done := round("h1", "h2")
+	if err := e.clock.BlockUntil(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a renewal returned before the gather ended or h3 asked: %v", err)
+	default:
+	}
+	gathered(done, 2)
+}

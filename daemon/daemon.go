@@ -430,6 +430,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 
 // syncMeta keeps the gossip metadata's InCluster flag in line with the
 // store, so that bootstrap on other hosts sees this host join a cluster.
+// The flag never goes back (HasState stays true for the process's life),
+// so once it is set the loop stops polling: an idle corrald's every wake
+// costs it CPU (docs/architecture.md, Measured).
 func (d *Daemon) syncMeta(ctx context.Context) error {
 	changes, stop := d.store.Watch()
 	defer stop()
@@ -438,6 +441,10 @@ func (d *Daemon) syncMeta(ctx context.Context) error {
 	for {
 		in := d.store.HasState()
 		d.members.UpdateMeta(func(m *membership.Meta) { m.InCluster = in })
+		if in {
+			<-ctx.Done()
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil

@@ -41,8 +41,8 @@ type LivenessConfig struct {
 	// RenewalGather: how long the first renewal of a Renewals batch waits
 	// for the others sent at the same instant (Lease.nextRenewal), which
 	// the hosts' clocks and the network spread over about a millisecond;
-	// the batch goes sooner once every host that renewed in the last
-	// interval and a half has asked. Zero: none.
+	// the batch goes sooner once every host that renewed in the last two
+	// intervals and a half has asked. Zero: none.
 	RenewalGather time.Duration
 }
 
@@ -398,10 +398,13 @@ func (l *Leader) flushRenewals() {
 	}
 }
 
-// renewingHosts counts the hosts granted a renewal in the last interval
-// and a half: those whose next renewal is due about now.
+// renewingHosts counts the hosts granted a renewal in the last two
+// intervals and a half (those not late): those whose next renewal is due
+// about now. A host that missed a round still counts: were it left out,
+// its renewal, on time, would miss the batch the others sent and cost an
+// entry of its own.
 func (l *Leader) renewingHosts() int {
-	since := l.clock.Now().Add(-l.cfg.Liveness.Interval * 3 / 2)
+	since := l.clock.Now().Add(-l.cfg.Liveness.Interval * 5 / 2)
 	lv := &l.live
 	lv.mu.Lock()
 	defer lv.mu.Unlock()

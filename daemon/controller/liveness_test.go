@@ -873,7 +873,7 @@ func TestNoLeaseGrantedAcrossADeclaration(t *testing.T) {
 }
 
 // TestRenewalGatherEndsWhenAllAsked: the Renewals batch of an instant goes
-// once every host that renewed in the last interval has asked, without
+// once every host that renewed lately (not late) has asked, without
 // waiting out RenewalGather (whose timer would wake an idle leader once
 // more an interval); with a host missing, it waits the gather out.
 func TestRenewalGatherEndsWhenAllAsked(t *testing.T) {

@@ -26,10 +26,15 @@ type Timing struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
-	CommitTimeout      time.Duration
-	SnapshotInterval   time.Duration
-	SnapshotThreshold  uint64
-	TrailingLogs       uint64
+	// QuietWindow: how long quietTransport holds a heartbeat to a follower
+	// that answers replication (0: LeaderLeaseTimeout/2). Above the
+	// renewal interval, below LeaderLeaseTimeout by a heartbeat's round
+	// trip under load.
+	QuietWindow       time.Duration
+	CommitTimeout     time.Duration
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 }
 
 // DefaultTiming is what corrald runs with. The heartbeat and election
@@ -40,15 +45,17 @@ type Timing struct {
 // 50 ms): the entries hosts act on are published at once (publishCommit),
 // Renewals entries need not be, and the 50 ms timer sent every follower an
 // AppendEntries whenever 50-100 ms passed without an entry, on top of the
-// heartbeats. The leader lease (400 ms, Raft's default 500 ms) counts the
+// heartbeats. The leader lease (450 ms, Raft's default 500 ms) counts the
 // followers' real answers, which come every renewal interval (200 ms):
-// quietTransport holds the heartbeats for LeaderLeaseTimeout x 3/4 while
-// they come (DESIGN.md).
+// quietTransport holds the heartbeats for QuietWindow (250 ms) while they
+// come, which leaves a released heartbeat 200 ms to be answered
+// (DESIGN.md).
 func DefaultTiming() Timing {
 	return Timing{
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 400 * time.Millisecond,
+		LeaderLeaseTimeout: 450 * time.Millisecond,
+		QuietWindow:        250 * time.Millisecond,
 		CommitTimeout:      time.Second,
 		SnapshotInterval:   120 * time.Second,
 		SnapshotThreshold:  8192,
@@ -206,7 +213,11 @@ func (s *Store) Open() error {
 	rc.LeaderLeaseTimeout, rc.CommitTimeout = t.LeaderLeaseTimeout, t.CommitTimeout
 	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = t.SnapshotInterval, t.SnapshotThreshold, t.TrailingLogs
 
-	quiet := newQuietTransport(trans, t.LeaderLeaseTimeout*3/4)
+	window := t.QuietWindow
+	if window <= 0 {
+		window = t.LeaderLeaseTimeout / 2
+	}
+	quiet := newQuietTransport(trans, window)
 	prompt := newElectionPrompt(t.HeartbeatTimeout)
 	r, err := raft.NewRaft(rc, s.fsm, noteLog{w, s.fsm, prompt}, w, snaps, quiet)
 	if err != nil {

@@ -13,13 +13,13 @@ import (
 // voter's contact age at every leader-lease check, that is at least every
 // LeaderLeaseTimeout), and how often a follower's heartbeat timeout or a
 // leader's lease timeout fired. A leader steps down when a quorum's contact
-// age passes LeaderLeaseTimeout (400 ms by default), so the distribution of
+// age passes LeaderLeaseTimeout (450 ms by default), so the distribution of
 // contact ages under load is the margin those defaults have.
 
 // ContactBounds are the upper bounds of the contact-age histogram's buckets.
 var ContactBounds = []time.Duration{
 	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
-	150 * time.Millisecond, 200 * time.Millisecond, 250 * time.Millisecond, 400 * time.Millisecond, 500 * time.Millisecond,
+	150 * time.Millisecond, 200 * time.Millisecond, 250 * time.Millisecond, 450 * time.Millisecond, 500 * time.Millisecond,
 	time.Second,
 }
 

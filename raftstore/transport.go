@@ -70,9 +70,9 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 // contact with a follower on every replication answer as on a heartbeat's.
 // So while a follower answers real AppendEntries, a heartbeat to it is
 // held here: the call returns only once the follower has given no answer
-// of the heartbeat's term for `window` (LeaderLeaseTimeout x 3/4: above the
-// renewal interval, below the lease by a heartbeat's round trip), and is
-// then sent. The heartbeat loop, blocked in the call, sets no timer meanwhile: an
+// of the heartbeat's term for `window` (Timing.QuietWindow: above the
+// renewal interval, below the lease by a heartbeat's round trip under
+// load), and is then sent. The heartbeat loop, blocked in the call, sets no timer meanwhile: an
 // idle leader wakes for replication and nothing else (its heartbeat timers
 // were two in three of its wake-ups on the lab). The follower still hears
 // from the leader at least every `window` plus a round trip, inside

@@ -53,7 +53,7 @@ func TestCommitsArePublishedToFollowers(t *testing.T) {
 
 // While entries flow, the heartbeats to followers that answer them are held
 // back; once the entries stop, the heartbeats go out again and nobody
-// calls an election. At corrald's own Raft timing (a 300 ms quiet window
+// calls an election. At corrald's own Raft timing (a 250 ms quiet window
 // against 500 ms before a follower stands), so that a test machine's
 // scheduling delays do not pass for a lost leader.
 func TestHeartbeatsQuietWhileReplicating(t *testing.T) {

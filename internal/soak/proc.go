@@ -238,7 +238,7 @@ func parseRaftTimers(text []byte) (*RaftTimers, bool) {
 	return &RaftTimers{
 		Contacts:          uint64(count),
 		Over100ms:         uint64(count) - min(le("0.1"), uint64(count)),
-		Over400ms:         uint64(count) - min(le("0.4"), uint64(count)),
+		Over450ms:         uint64(count) - min(le("0.45"), uint64(count)),
 		MaxMs:             m["corral_raft_leader_contact_age_max_seconds"] * 1000,
 		HeartbeatTimeouts: uint64(m["corral_raft_heartbeat_timeouts_total"]),
 		LeaseTimeouts:     uint64(m["corral_raft_lease_timeouts_total"]),

@@ -111,17 +111,17 @@ func TestParseRaftTimers(t *testing.T) {
 # TYPE corral_raft_leader_contact_age_seconds histogram
 corral_raft_leader_contact_age_seconds_bucket{le="0.05"} 90
 corral_raft_leader_contact_age_seconds_bucket{le="0.1"} 97
-corral_raft_leader_contact_age_seconds_bucket{le="0.4"} 99
+corral_raft_leader_contact_age_seconds_bucket{le="0.45"} 99
 corral_raft_leader_contact_age_seconds_bucket{le="+Inf"} 100
 corral_raft_leader_contact_age_seconds_sum 3.5
 corral_raft_leader_contact_age_seconds_count 100
-corral_raft_leader_contact_age_max_seconds 0.412
+corral_raft_leader_contact_age_max_seconds 0.462
 corral_raft_heartbeat_timeouts_total 2
 corral_raft_lease_timeouts_total 1
 go_goroutines 40
 `
 	rt, ok := parseRaftTimers([]byte(text))
-	want := RaftTimers{Contacts: 100, Over100ms: 3, Over400ms: 1, MaxMs: 412, HeartbeatTimeouts: 2, LeaseTimeouts: 1}
+	want := RaftTimers{Contacts: 100, Over100ms: 3, Over450ms: 1, MaxMs: 462, HeartbeatTimeouts: 2, LeaseTimeouts: 1}
 	if !ok || *rt != want {
 		t.Fatalf("got %+v %v, want %+v", rt, ok, want)
 	}
@@ -132,12 +132,12 @@ go_goroutines 40
 	t0 := time.Unix(0, 0)
 	samples := []Sample{
 		{At: t0, PID: 1, Raft: &RaftTimers{Contacts: 5, MaxMs: 20}},
-		{At: t0.Add(time.Second), PID: 1, Raft: &RaftTimers{Contacts: 9, Over400ms: 1, MaxMs: 300, LeaseTimeouts: 1}},
+		{At: t0.Add(time.Second), PID: 1, Raft: &RaftTimers{Contacts: 9, Over450ms: 1, MaxMs: 300, LeaseTimeouts: 1}},
 		{At: t0.Add(2 * time.Second), PID: 2, Raft: &RaftTimers{Contacts: 4, MaxMs: 40, HeartbeatTimeouts: 1}},
 		{At: t0.Add(3 * time.Second), PID: 2},
 	}
 	tot, procs := raftTotals(samples)
-	if want := (RaftTimers{Contacts: 13, Over400ms: 1, MaxMs: 300, HeartbeatTimeouts: 1, LeaseTimeouts: 1}); procs != 2 || tot != want {
+	if want := (RaftTimers{Contacts: 13, Over450ms: 1, MaxMs: 300, HeartbeatTimeouts: 1, LeaseTimeouts: 1}); procs != 2 || tot != want {
 		t.Fatalf("totals %+v over %d processes, want %+v over 2", tot, procs, want)
 	}
 }

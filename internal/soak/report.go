@@ -105,7 +105,7 @@ func raftTotals(samples []Sample) (RaftTimers, int) {
 			if rt := seg.Samples[i].Raft; rt != nil {
 				t.Contacts += rt.Contacts
 				t.Over100ms += rt.Over100ms
-				t.Over400ms += rt.Over400ms
+				t.Over450ms += rt.Over450ms
 				t.MaxMs = max(t.MaxMs, rt.MaxMs)
 				t.HeartbeatTimeouts += rt.HeartbeatTimeouts
 				t.LeaseTimeouts += rt.LeaseTimeouts
@@ -150,8 +150,8 @@ func (rep Report) Table(w io.Writer) {
 	}
 	for _, h := range rep.Hosts {
 		if rt, procs := raftTotals(rep.Series[h]); procs > 0 {
-			fmt.Fprintf(w, "raft %s: %d leader contact samples, %d over 100 ms, %d over 400 ms (the lease), max %.0f ms; %d heartbeat timeouts, %d lease timeouts (%d corrald processes)\n",
-				h, rt.Contacts, rt.Over100ms, rt.Over400ms, rt.MaxMs, rt.HeartbeatTimeouts, rt.LeaseTimeouts, procs)
+			fmt.Fprintf(w, "raft %s: %d leader contact samples, %d over 100 ms, %d over 450 ms (the lease), max %.0f ms; %d heartbeat timeouts, %d lease timeouts (%d corrald processes)\n",
+				h, rt.Contacts, rt.Over100ms, rt.Over450ms, rt.MaxMs, rt.HeartbeatTimeouts, rt.LeaseTimeouts, procs)
 		}
 	}
 	c := rep.Churn

@@ -38,7 +38,7 @@ type Sample struct {
 type RaftTimers struct {
 	Contacts          uint64  `json:"contacts"`
 	Over100ms         uint64  `json:"contacts_over_100ms"`
-	Over400ms         uint64  `json:"contacts_over_400ms"`
+	Over450ms         uint64  `json:"contacts_over_450ms"`
 	MaxMs             float64 `json:"contact_max_ms"`
 	HeartbeatTimeouts uint64  `json:"heartbeat_timeouts"`
 	LeaseTimeouts     uint64  `json:"lease_timeouts"`

@@ -36,7 +36,7 @@ const (
 	renewalGather   = 2 * time.Millisecond   // daemon.DefaultTuning's RenewalGather
 	raftHeartbeat   = 500 * time.Millisecond // HeartbeatTimeout: a follower's wait before it stands
 	raftElection    = 500 * time.Millisecond // ElectionTimeout: randomised over [e, 2e)
-	raftLeaderLease = 400 * time.Millisecond // a leader cut off from a majority steps down after it
+	raftLeaderLease = 450 * time.Millisecond // a leader cut off from a majority steps down after it
 	fsyncCost       = 2 * time.Millisecond
 	lanHop          = 150 * time.Microsecond // one way, plus up to as much again of jitter
 	startTime       = 400 * time.Millisecond // libvirt's domain start, measured on the lab

@@ -26,15 +26,12 @@ import (
 
 // fastTuning shrinks gossip and Raft timers to tens or hundreds of
 // milliseconds, as in Nomad's test servers, while leaving room for several
-// daemons on a 2-core machine. The leader lease counts real answers only
-// (raftstore's quiet heartbeats): at 150 ms, three daemons in one busy
-// test process lost their leader now and then (TestBackupAPIAcrossInProcessCluster,
-// 1 run in 15-30), so it is 250 ms.
+// daemons on a 2-core machine.
 func fastTuning() Tuning {
 	return Tuning{
 		Raft: raftstore.Timing{
 			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-			LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 10 * time.Millisecond,
+			LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 10 * time.Millisecond,
 			SnapshotInterval: time.Minute, SnapshotThreshold: 1 << 16, TrailingLogs: 1024,
 		},
 		Gossip: membership.Timing{

@@ -2,21 +2,33 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strings"
 	"testing"
 
 	"github.com/corralhq/corral/api"
+	"github.com/corralhq/corral/daemon/controller"
 	"github.com/corralhq/corral/model"
 )
 
+// holdEngine is the real backup engine whose backups never end.
+type holdEngine struct{ backupEngine }
+
+func (holdEngine) Backup(ctx context.Context, _ model.BackupTarget, _ controller.BackupWork, _ func(done, total int64)) (model.BackupStats, error) {
+	<-ctx.Done()
+	return model.BackupStats{}, ctx.Err()
+}
+
 // TestBackupAPIAcrossInProcessCluster drives backup targets and a VM's
 // backup through a follower of a 3-host cluster: the leader records them,
-// and what a write answered the same host shows at once. The fake
-// hypervisor has no backup engine, so the job is only started, never
-// finished.
+// and what a write answered the same host shows at once. The job is only
+// started, never finished (holdEngine).
 func TestBackupAPIAcrossInProcessCluster(t *testing.T) {
-	tc := newTestCluster(t, 3, []int{0, 1, 2}, nil)
+	// The fake driver's volumes are no files to copy: jobs are held under
+	// way on their host until the test ends (the real engine failed the
+	// first attempt at once, which raced the answer's check of its host).
+	tc := newTestCluster(t, 3, []int{0, 1, 2}, func(_ int, c *Config) { c.Tuning.Backups = holdEngine{} })
 	tc.startAll()
 	tc.waitConverged(3, 0)
 	f := tc.followers()[0]

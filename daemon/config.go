@@ -125,6 +125,9 @@ type Tuning struct {
 	Networker controller.Networker
 	// HWSource replaces the gopsutil sampler (tests inject samples).
 	HWSource hwmon.Source
+	// Backups replaces the backup engine (tests over the fake driver,
+	// whose volumes are no files to copy).
+	Backups controller.BackupEngine
 	// CertCheck is how often the host certificate's expiry is checked.
 	CertCheck time.Duration
 	// Protocol replaces raftlog.Protocol, the cluster protocol this

@@ -176,6 +176,10 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Self: cfg.Name, Interval: cfg.HeartbeatInterval, TTL: cfg.LeaseTTL, Watchdog: cfg.WatchdogDevice,
 		KillBudget: cfg.FenceKillBudget, AlignRenewals: true,
 	}, renewer{d}, controller.SystemClock{}, log.With("component", "lease"), func(string) { d.host.Fence() }, guard)
+	var engine controller.BackupEngine = backupEngine{}
+	if cfg.Tuning.Backups != nil {
+		engine = cfg.Tuning.Backups
+	}
 	d.host = controller.NewHostLoop(controller.HostConfig{
 		Self: cfg.Name, ResyncInterval: cfg.Tuning.HostResync, ShutdownTimeout: cfg.ShutdownTimeout,
 		MayStart:     func() bool { return d.lease.MayStart(d.store.AppliedIndex()) },
@@ -186,9 +190,9 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			return fmt.Sprintf(cfg.MigrationURI, addr), fmt.Sprintf(cfg.MigrationDataURI, addr)
 		},
 		KernelDir: cfg.KernelDir,
-		Backups:   backupEngine{},
+		Backups:   engine,
 	}, d.store, d.driver, reporter{d}, controller.SystemClock{}, log.With("component", "host"))
-	d.backups = &controller.BackupRunner{Self: cfg.Name, Store: d.store, VolumePath: d.driver.VolumePath, Engine: backupEngine{},
+	d.backups = &controller.BackupRunner{Self: cfg.Name, Store: d.store, Volumes: d.driver, Engine: engine,
 		Reporter: reporter{d}, Clock: controller.SystemClock{}, Log: log.With("component", "backup")}
 	d.boot = &controller.Bootstrap{
 		Self:   cfg.Name,

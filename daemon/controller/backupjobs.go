@@ -30,12 +30,13 @@ type BackupReporter interface {
 type BackupRunner struct {
 	Self  string
 	Store HostStore
-	// VolumePath is where a volume of the pool lives.
-	VolumePath func(name string) string
-	Engine     BackupEngine
-	Reporter   BackupReporter
-	Clock      Clock
-	Log        *slog.Logger
+	// Volumes is the pool: a job creates the layers its anchor snapshot
+	// freezes that do not exist yet (a VM that has never run has none).
+	Volumes  Volumes
+	Engine   BackupEngine
+	Reporter BackupReporter
+	Clock    Clock
+	Log      *slog.Logger
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc // by job attempt
@@ -163,10 +164,14 @@ func (r *BackupRunner) backup(ctx context.Context, v model.VM, j model.BackupJob
 		}
 	}
 	for d := range v.Spec.Disks {
-		w.Tops = append(w.Tops, r.VolumePath(v.LayerVolume(d, anchor.Layer)))
+		top, err := ensureLayers(ctx, r.Volumes, r.Store, v, d, anchor.Layer)
+		if err != nil {
+			return model.BackupStats{}, fmt.Errorf("disk %d: %w", d, err)
+		}
+		w.Tops = append(w.Tops, top)
 		stop := ""
 		if j.Kind == model.BackupIncremental {
-			stop = r.VolumePath(v.LayerVolume(d, from.Layer))
+			stop = r.Volumes.VolumePath(v.LayerVolume(d, from.Layer))
 		}
 		w.StopAt = append(w.StopAt, stop)
 	}

@@ -1,7 +1,10 @@
 package controller
 
 import (
+	"log/slog"
+
 	"context"
+	"github.com/corralhq/corral/daemon/hypervisor/fake"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +124,57 @@ func TestBackupFailuresRetriedThenGivenUp(t *testing.T) {
 		if !strings.Contains(msgs[i], w) {
 			t.Fatalf("event %q, want it to say %q", msgs[i], w)
 		}
+	}
+}
+
+// recordEngine remembers the backup work it was given.
+type recordEngine struct {
+	BackupEngine // nil: only Backup is called
+	work         []BackupWork
+}
+
+func (e *recordEngine) Backup(_ context.Context, _ model.BackupTarget, w BackupWork, _ func(done, total int64)) (model.BackupStats, error) {
+	e.work = append(e.work, w)
+	return model.BackupStats{}, nil
+}
+
+// A backup of a VM that has never run: its disks' layers do not exist
+// yet (a guest's first start creates them), so the job creates those its
+// anchor snapshot freezes, as that start would, and copies them; it used
+// to fail on a file that was not there.
+func TestBackupOfANeverRunVMCreatesItsLayers(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	e.vm(t, "db", "", 0, true)
+	e.r.store.Apply(ctx, raftlog.SetVMPower{Name: "db", Desired: model.PowerStopped})
+	if _, err := e.l.PutBackupTarget(ctx, model.BackupTarget{Name: "t1", Dir: "/srv/backups"}); err != nil {
+		t.Fatal(err)
+	}
+	j, err := e.l.StartBackup(ctx, BackupRequest{Name: "db", Target: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := e.r.store.VM("db")
+	anchor, ok := v.Chain.Snapshot(j.Snapshot())
+	if !ok || anchor.State != model.SnapshotReady {
+		t.Fatalf("anchor %+v of a stopped VM: want it ready at once", anchor)
+	}
+	drv, eng := fake.New(), &recordEngine{}
+	r := &BackupRunner{Self: j.Host, Store: e.r.store, Volumes: drv, Engine: eng, Clock: e.clock, Log: slog.New(slog.DiscardHandler)}
+	if _, err := r.backup(ctx, v, *v.Backup); err != nil {
+		t.Fatal(err)
+	}
+	top := v.LayerVolume(0, anchor.Layer)
+	if len(eng.work) != 1 || len(eng.work[0].Tops) != 1 || eng.work[0].Tops[0] != drv.VolumePath(top) {
+		t.Fatalf("work %+v: want the anchor's layer %s", eng.work, top)
+	}
+	for id := anchor.Layer; ; {
+		if _, ok := drv.Volume(v.LayerVolume(0, id)); !ok {
+			t.Fatalf("layer %d of the never-run VM not created", id)
+		}
+		if id == 0 {
+			break
+		}
+		id, _ = v.Chain.Parent(id)
 	}
 }

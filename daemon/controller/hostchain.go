@@ -24,10 +24,18 @@ import (
 // the guest, now stopped, wrote to the layer under it), so starting on it
 // reads the guest's last writes either way.
 
+// Volumes makes and finds the pool's volumes (the hypervisor driver's).
+type Volumes interface {
+	EnsureVolume(ctx context.Context, v hypervisor.Volume) (string, error)
+	VolumePath(name string) string
+}
+
 // layerVolume returns the volume of layer id of v's disk i: an overlay on
 // its parent layer, or for layer 0 the VM's own volume (on its image, or
 // blank).
-func (h *HostLoop) layerVolume(v model.VM, i int, id uint64) (hypervisor.Volume, error) {
+func layerVolume(images interface {
+	Image(name string) (model.Image, error)
+}, v model.VM, i int, id uint64) (hypervisor.Volume, error) {
 	if id != 0 {
 		parent, ok := v.Chain.Parent(id)
 		if !ok {
@@ -38,7 +46,7 @@ func (h *HostLoop) layerVolume(v model.VM, i int, id uint64) (hypervisor.Volume,
 	d := v.Spec.Disks[i]
 	vol := hypervisor.Volume{Name: v.DiskVolume(i), SizeMiB: d.SizeMiB}
 	if d.Image != "" {
-		im, err := h.store.Image(d.Image)
+		im, err := images.Image(d.Image)
 		if err != nil {
 			return vol, err
 		}
@@ -48,13 +56,13 @@ func (h *HostLoop) layerVolume(v model.VM, i int, id uint64) (hypervisor.Volume,
 	return vol, nil
 }
 
-// ensureChain makes sure every layer of v's disk i from 0 up to the
-// active one exists, and returns the active layer's path. Layers are
-// created as the guest first runs on them: a VM whose snapshots were all
-// taken while it was stopped, or before it ever ran, has none yet.
-func (h *HostLoop) ensureChain(ctx context.Context, v model.VM, i int) (string, error) {
-	ids := []uint64{v.Chain.Active}
-	for id := v.Chain.Active; id != 0; {
+// ensureLayers makes sure every layer of v's disk i from 0 up to top
+// exists, and returns top's path. Layers are created as the guest first
+// runs on them (or a backup first reads them): a VM whose snapshots were
+// all taken while it was stopped, or before it ever ran, has none yet.
+func ensureLayers(ctx context.Context, vols Volumes, store HostStore, v model.VM, i int, top uint64) (string, error) {
+	ids := []uint64{top}
+	for id := top; id != 0; {
 		p, ok := v.Chain.Parent(id)
 		if !ok {
 			return "", fmt.Errorf("layer %d is not in the chain", id)
@@ -63,15 +71,21 @@ func (h *HostLoop) ensureChain(ctx context.Context, v model.VM, i int) (string, 
 	}
 	var path string
 	for k := len(ids) - 1; k >= 0; k-- {
-		vol, err := h.layerVolume(v, i, ids[k])
+		vol, err := layerVolume(store, v, i, ids[k])
 		if err != nil {
 			return "", err
 		}
-		if path, err = h.drv.EnsureVolume(ctx, vol); err != nil {
+		if path, err = vols.EnsureVolume(ctx, vol); err != nil {
 			return "", err
 		}
 	}
 	return path, nil
+}
+
+// ensureChain makes sure every layer of v's disk i from 0 up to the
+// active one exists, and returns the active layer's path.
+func (h *HostLoop) ensureChain(ctx context.Context, v model.VM, i int) (string, error) {
+	return ensureLayers(ctx, h.drv, h.store, v, i, v.Chain.Active)
 }
 
 // snapshotOp finishes snapshot s of v, which is being taken: a guest

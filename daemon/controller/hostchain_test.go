@@ -208,7 +208,7 @@ func TestSnapshotFinishesAfterCorraldRestart(t *testing.T) {
 
 func mustLayerVolume(t *testing.T, e *hostEnv, v model.VM) hypervisor.Volume {
 	t.Helper()
-	vol, err := e.loop.layerVolume(v, 0, v.Chain.Active)
+	vol, err := layerVolume(e.loop.store, v, 0, v.Chain.Active)
 	if err != nil {
 		t.Fatal(err)
 	}

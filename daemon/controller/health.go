@@ -70,6 +70,10 @@ func (h *HostLoop) healthReport(t *vmTrack, v model.VM, started, now time.Time) 
 	}
 	c := *v.Spec.Health
 	ht.check = &c
+	select {
+	case h.probeKick <- struct{}{}:
+	default:
+	}
 	ht.bridges = ht.bridges[:0]
 	for _, n := range v.Spec.NICs {
 		ht.bridges = append(ht.bridges, h.cfg.Bridge(n.Network))
@@ -77,12 +81,24 @@ func (h *HostLoop) healthReport(t *vmTrack, v model.VM, started, now time.Time) 
 	return ht.state, ht.detail
 }
 
-// probeLoop probes the due guests every tick until ctx ends.
+// probeLoop probes the due guests every tick until ctx ends. While no
+// guest here has a check it parks, its ticker stopped, until healthReport
+// kicks it: an idle corrald's every wake costs it CPU
+// (docs/architecture.md, Measured).
 func (h *HostLoop) probeLoop(ctx context.Context, wg *sync.WaitGroup) {
 	tick := h.clock.NewTicker(h.cfg.ProbeTick)
 	defer tick.Stop()
 	sem := make(chan struct{}, healthParallel)
 	for {
+		if !h.anyCheck() {
+			tick.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.probeKick:
+			}
+			tick.Reset(h.cfg.ProbeTick)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -90,6 +106,18 @@ func (h *HostLoop) probeLoop(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		h.probeDue(ctx, wg, sem)
 	}
+}
+
+// anyCheck says whether a guest here has a health check to probe.
+func (h *HostLoop) anyCheck() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range h.track {
+		if t.health.check != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // probeDue starts the probes that are due, as many as sem lets run.

@@ -206,3 +206,42 @@ func TestHostLoopHealthTCP(t *testing.T) {
 		t.Fatalf("detail %q", v.Actual.HealthDetail)
 	}
 }
+
+// The probe loop parks, its ticker stopped, while no guest here has a
+// check (an idle host wakes for nothing), and ticks again once one has.
+func TestProbeLoopParksWithoutChecks(t *testing.T) {
+	e := newHostEnv(t)
+	tr := &vmTrack{}
+	setCheck := func(on bool) { // as decide does, through healthReport
+		e.loop.mu.Lock()
+		defer e.loop.mu.Unlock()
+		e.loop.track["web"] = tr
+		if !on {
+			tr.health.check = nil
+			return
+		}
+		e.loop.healthReport(tr, model.VM{Name: "web", Spec: model.VMSpec{Health: &model.HealthCheck{Exec: "true"}}}, e.clock.Now(), e.clock.Now())
+	}
+	armed := func(want int) {
+		t.Helper()
+		testutil.Eventually(t, 5*time.Second, func() error {
+			if n := e.clock.Waiters(); n != want {
+				e.clock.Advance(e.loop.cfg.ProbeTick) // let a ticking loop see the change
+				return fmt.Errorf("%d timers armed, want %d", n, want)
+			}
+			return nil
+		})
+	}
+	e.drv.SetAgent((&fakeAgent{}).exec, nil)
+	setCheck(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	go func() { e.loop.probeLoop(ctx, &wg); close(done) }()
+	defer func() { cancel(); <-done; wg.Wait() }()
+	armed(1)
+	setCheck(false)
+	armed(0)
+	setCheck(true)
+	armed(1)
+}

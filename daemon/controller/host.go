@@ -153,10 +153,13 @@ type HostLoop struct {
 	log   *slog.Logger
 	sem   chan struct{}
 
-	mu     sync.Mutex
-	track  map[string]*vmTrack
-	poke   chan struct{}
-	report sync.Mutex // one report in flight
+	mu    sync.Mutex
+	track map[string]*vmTrack
+	poke  chan struct{}
+	// probeKick wakes the parked probe loop: a guest here has a health
+	// check (healthReport).
+	probeKick chan struct{}
+	report    sync.Mutex // one report in flight
 	// resend: a pass had reports while one was in flight; the loop runs
 	// again once it has landed, rather than at the next resync.
 	resend atomic.Bool
@@ -222,7 +225,8 @@ func NewHostLoop(cfg HostConfig, store HostStore, drv Driver, rep Reporter, cloc
 		}
 	}
 	return &HostLoop{cfg: cfg, store: store, drv: drv, rep: rep, clock: clock, log: log,
-		sem: make(chan struct{}, cfg.MaxParallel), track: map[string]*vmTrack{}, poke: make(chan struct{}, 1)}
+		sem: make(chan struct{}, cfg.MaxParallel), track: map[string]*vmTrack{}, poke: make(chan struct{}, 1),
+		probeKick: make(chan struct{}, 1)}
 }
 
 func (h *HostLoop) wake() {

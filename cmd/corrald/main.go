@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/daemon"
+	"github.com/corralhq/corral/internal/procs"
 	"github.com/corralhq/corral/internal/sdnotify"
 	"github.com/corralhq/corral/internal/version"
 	"github.com/corralhq/corral/raftlog"
@@ -91,6 +92,9 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "corrald:", err)
 		return 2
+	}
+	if procs.Enabled() { // idle on one processor (package procs)
+		go procs.New(log.With("component", "procs")).Run(ctx)
 	}
 	go func() {
 		select {

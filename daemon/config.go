@@ -189,7 +189,7 @@ func DefaultConfig() Config {
 		ReservedMemoryMiB: 1024,
 
 		HeartbeatInterval: 200 * time.Millisecond,
-		LeaseTTL:          3700 * time.Millisecond,
+		LeaseTTL:          3600 * time.Millisecond,
 		FenceMargin:       200 * time.Millisecond,
 		FencerSocket:      "/run/corral-fencer/fencer.sock",
 		FenceKillBudget:   250 * time.Millisecond,

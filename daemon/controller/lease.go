@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/corralhq/corral/internal/clock"
 )
 
 // LeaseRequest is a host's lease renewal.
@@ -45,7 +47,11 @@ type Renewer interface {
 // LeaseConfig tunes the host side of the lease protocol.
 type LeaseConfig struct {
 	Self string
-	// Interval between renewals (heartbeat_interval).
+	// Interval between renewals (heartbeat_interval). A renewal not
+	// answered within half of it is followed by another every half
+	// interval until one is answered, so that the first renewal after a
+	// blip goes at most half an interval after it ends (DESIGN.md,
+	// blips).
 	Interval time.Duration
 	// TTL: a lease lasts TTL from the moment its renewal was SENT, on this
 	// host's monotonic clock (lease_ttl).
@@ -94,6 +100,9 @@ type Lease struct {
 	armed      bool
 	target     uint64
 	inflight   int
+	// retry is Run's timer for the next renewal while the last one sent
+	// is unanswered; a useful grant stops it (no wake while answers come).
+	retry clock.Timer
 	// acquired wakes Run when a lease is acquired, to set its expiry timer.
 	acquired chan struct{}
 	attempts sync.WaitGroup // renewals in flight, for sayStopping
@@ -191,8 +200,15 @@ func (l *Lease) Run(ctx context.Context) error {
 	// was set moved the end later, so a firing only re-checks and re-arms.
 	expiry := l.clock.NewTimer(l.cfg.TTL)
 	defer expiry.Stop()
-	maxInflight := int(l.cfg.TTL/l.cfg.Interval) + 1
-	due := true // a renewal is due: at start, then on every tick
+	retryAfter := l.retryAfter()
+	retry := l.clock.NewTimer(retryAfter)
+	retry.Stop()
+	defer retry.Stop()
+	l.mu.Lock()
+	l.retry = retry
+	l.mu.Unlock()
+	maxInflight := int(l.cfg.TTL/retryAfter) + 1
+	due := true // a renewal is due: at start, on every tick, and on retries
 	for {
 		now := l.clock.Now()
 		if due {
@@ -201,6 +217,7 @@ func (l *Lease) Run(ctx context.Context) error {
 			send := l.inflight < maxInflight
 			if send {
 				l.inflight++
+				l.retry.Reset(retryAfter) // stopped by a useful grant
 			}
 			l.mu.Unlock()
 			if send {
@@ -232,11 +249,21 @@ func (l *Lease) Run(ctx context.Context) error {
 		case <-renew.C():
 			due = true
 			renew.Reset(l.nextRenewal(l.clock.Now()))
+		case <-retry.C():
+			due = true // the last renewal went unanswered: another, now
 		case <-expiry.C():
 		case <-l.acquired:
 		}
 	}
 }
+
+// retryAfter is how long a renewal may go unanswered before another is
+// sent: half an interval. A blip may straddle the renewals twice: the last
+// answered one went up to an interval before it began, and the first after
+// it goes up to retryAfter after it ended; with retries every interval, as
+// before, the defaults rode out 3 s with lease_ttl 3.7 s, and with retries
+// every half interval they do with 3.6 s (DESIGN.md, blips).
+func (l *Lease) retryAfter() time.Duration { return max(l.cfg.Interval/2, time.Millisecond) }
 
 // nextRenewal is how long after now this host's next renewal is due: with
 // AlignRenewals, the next multiple of Interval on the wall clock. Every
@@ -344,6 +371,9 @@ func (l *Lease) attempt(ctx context.Context, sent time.Time) {
 	}
 	if until.After(l.validUntil) {
 		l.validUntil = until
+	}
+	if l.retry != nil {
+		l.retry.Stop() // answered: the next renewal at its time
 	}
 	l.armed = g.Armed
 	if l.fencer != nil {

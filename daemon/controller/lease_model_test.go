@@ -15,7 +15,8 @@ import (
 )
 
 // The lease model: the real host side (Lease: attempt, checkExpiry, at a
-// periodic check and, as Lease.Run's timer does, at the lease's end) and the
+// periodic check and, as Lease.Run's timer does, at the lease's end;
+// renewals every interval, and every half interval while unanswered) and the
 // real leader decision (assess, on hostLive records, at periodic passes and,
 // as the leader loop does, at the next threshold nextAssess names) at the
 // defaults, driven
@@ -98,6 +99,7 @@ type modelHost struct {
 	alive    bool      // corrald runs (and with it the host's Raft)
 	cutUntil time.Time // the host's link is down until then
 	deadline time.Time // the latest lease end any of its corralds held (the fencer's)
+	answered time.Time // the send time of the last renewal answered to this corrald
 	term     int       // the Raft term it is in
 	// appliedAt: when this host first saw (stored) each host's last renewal.
 	appliedAt map[string]time.Time
@@ -332,11 +334,18 @@ func (m *leaseModel) step(e *modelEvent) {
 	now := m.now()
 	h := m.hosts[e.host]
 	switch e.kind {
-	case "send":
-		m.push(&modelEvent{at: now.Add(m.lcfg.Interval), kind: "send", host: e.host})
+	case "send", "retry":
+		if e.kind == "send" {
+			m.push(&modelEvent{at: now.Add(m.lcfg.Interval), kind: "send", host: e.host})
+		} else if !h.answered.Before(e.sent) || e.inc != h.inc {
+			return // answered meanwhile (Lease.attempt stops the retry timer)
+		}
 		if !h.alive {
 			return
 		}
+		// Unanswered after half an interval, it is followed by another
+		// (Lease.Run's retry timer).
+		m.push(&modelEvent{at: now.Add(m.lcfg.Interval / 2), kind: "retry", host: e.host, sent: now, inc: h.inc})
 		if m.writes(e.host) {
 			m.write(e.host, e.host, now, h.inc) // its own renewal: local
 			return
@@ -385,6 +394,9 @@ func (m *leaseModel) step(e *modelEvent) {
 		}
 		h.renewer.g = LeaseGrant{Leader: m.leader, Armed: true, Fenced: h.state.Mode == model.ModeFenced}
 		h.lease.attempt(context.Background(), e.sent)
+		if h.lease.Valid() && e.sent.After(h.answered) {
+			h.answered = e.sent
+		}
 		h.lease.mu.Lock()
 		if h.lease.held && h.lease.validUntil.After(h.deadline) {
 			h.deadline = h.lease.validUntil // the fencer is armed with it
@@ -502,7 +514,7 @@ func (m *leaseModel) start() time.Time { return time.Unix(1_000_000, 0) }
 // modelDefaults are the lease settings of daemon.DefaultConfig (keep them equal).
 var modelDefaults = struct {
 	interval, ttl, margin, budget, fenceAfter time.Duration
-}{200 * time.Millisecond, 3700 * time.Millisecond, 200 * time.Millisecond, 250 * time.Millisecond, 900 * time.Millisecond}
+}{200 * time.Millisecond, 3600 * time.Millisecond, 200 * time.Millisecond, 250 * time.Millisecond, 900 * time.Millisecond}
 
 func runLeaseModel(seed uint64, faults int, horizon time.Duration, mutate bool) *leaseModel {
 	d := modelDefaults

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -406,5 +407,73 @@ func TestNextRenewalAligned(t *testing.T) {
 	now := start.Add(77 * time.Millisecond)
 	if a, b := now.Add(l.nextRenewal(now)), now.Add(5*time.Millisecond).Add(m.nextRenewal(now.Add(5*time.Millisecond))); a != b {
 		t.Fatalf("hosts renew at %v and %v", a, b)
+	}
+}
+
+// TestLeaseRetriesUnansweredRenewals: while renewals go unanswered,
+// another goes every half interval (so that the first after a blip goes
+// at most that long after it ends); while they are answered, one an
+// interval, and no retry timer is left armed between them.
+func TestLeaseRetriesUnansweredRenewals(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1000, 0))
+	r := &cutRenewer{fakeRenewer: fakeRenewer{grant: LeaseGrant{Armed: true}}}
+	l := NewLease(LeaseConfig{Self: "h1", Interval: 200 * time.Millisecond, TTL: 3600 * time.Millisecond, KillBudget: 250 * time.Millisecond},
+		r, clk, slog.New(slog.DiscardHandler), func(string) {}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	sent := func() int { return r.count() + int(r.stuck.Load()) }
+	// waitFor waits until n renewals were sent and, when answered, every
+	// one has its answer and only the renewal and expiry timers are armed.
+	waitFor := func(n int, answered bool) {
+		t.Helper()
+		err := testutil.Poll(5*time.Second, time.Millisecond, func() error {
+			l.mu.Lock()
+			inflight := l.inflight
+			l.mu.Unlock()
+			switch {
+			case sent() != n:
+				return fmt.Errorf("%d renewals sent, want %d", sent(), n)
+			case answered && inflight != 0:
+				return errors.New("renewals in flight")
+			case answered && clk.Waiters() != 2:
+				return fmt.Errorf("%d timers armed, want the renewal's and the expiry's", clk.Waiters())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(1, true) // the first renewal, at once
+	for i := 2; i <= 11; i++ {
+		clk.Advance(190 * time.Millisecond) // past where a retry would go
+		clk.Advance(10 * time.Millisecond)
+		waitFor(i, true)
+	}
+	r.cut.Store(true)
+	n := sent()
+	clk.Advance(100 * time.Millisecond) // the next tick, 200 ms after the last
+	for i := range 10 {                 // then a retry 100 ms after each unanswered one
+		clk.Advance(100 * time.Millisecond)
+		testutil.Eventually(t, 5*time.Second, func() error {
+			if sent() < n+i+1 {
+				return fmt.Errorf("%d renewals sent in %d ms of a blip, want one every 100 ms", sent()-n, (i+1)*100)
+			}
+			return nil
+		})
+	}
+	r.cut.Store(false)
+	answered := r.count()
+	clk.Advance(100 * time.Millisecond) // the next renewal is answered
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if r.count() == answered || clk.Waiters() != 2 {
+			return errors.New("no renewal answered after the blip, or the retry still armed")
+		}
+		return nil
+	})
+	if !l.Valid() {
+		t.Fatal("the lease did not survive the blip")
 	}
 }

@@ -347,9 +347,10 @@ func TestPartitionFencesItself(t *testing.T) {
 }
 
 // TestShortBlipRestartsNothing: a 3 s network blip changes nothing (the
-// defaults ride out 3 s: lease_ttl 3.7 s less the 250 ms kill budget, less
-// up to two renewal intervals of 200 ms, one before the blip and one
-// after; renewals go to every voter while the host's Raft knows no leader).
+// defaults ride out 3 s: lease_ttl 3.6 s less the 250 ms kill budget, less
+// up to a renewal interval of 200 ms before the blip and half of one after
+// it (unanswered renewals are retried every 100 ms); renewals go to every
+// voter while the host's Raft knows no leader).
 func TestShortBlipRestartsNothing(t *testing.T) {
 	e := newEnv(t, 3, "")
 	victim := e.lab.Hosts[2].Name
@@ -406,7 +407,7 @@ func TestOneBrokenLinkFencesNothing(t *testing.T) {
 	}
 	cut := time.Now()
 	defer e.host(victim).Uncut(context.Background())
-	// Three leases (3.7 s + 0.2 s each) without a direct renewal.
+	// Three leases (3.6 s + 0.2 s each) without a direct renewal.
 	testutil.Eventually(t, 30*time.Second, func() error {
 		if d := time.Since(cut); d < 12*time.Second {
 			return fmt.Errorf("link cut for %v of 12s", d.Round(time.Second))
@@ -678,7 +679,7 @@ func TestCleanRestartWithFenceCommand(t *testing.T) {
 	}
 	// Down for 2 s from SIGTERM: past fence_after (0.9 s), where the leader
 	// used to power the host off. The restart must renew within lease_ttl
-	// + fence_margin (3.9 s) of the last renewal, or the host is fenced as
+	// + fence_margin (3.8 s) of the last renewal, or the host is fenced as
 	// it should be. The host is marked stopped, never fenced.
 	testutil.Eventually(t, 10*time.Second, func() error {
 		hv, err := e.client(si).Host(e.ctx(), victim)
@@ -749,8 +750,8 @@ func TestCleanRestartWithFenceCommand(t *testing.T) {
 		}
 	}
 	// The leader heard the host last at most a heartbeat before the
-	// notice: lease_ttl + fence_margin - heartbeat_interval (3.7 s).
-	if fenceAt.Sub(stopAt) < 3700*time.Millisecond {
+	// notice: lease_ttl + fence_margin - heartbeat_interval (3.6 s).
+	if fenceAt.Sub(stopAt) < 3600*time.Millisecond {
 		t.Fatalf("fence_command ran %v after the clean stop, before the lease could expire", fenceAt.Sub(stopAt))
 	}
 	chk.stop()

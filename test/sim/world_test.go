@@ -30,7 +30,7 @@ import (
 // membership.DefaultTiming), and what the lab measured of libvirt.
 const (
 	heartbeat       = 200 * time.Millisecond
-	leaseTTL        = 3700 * time.Millisecond
+	leaseTTL        = 3600 * time.Millisecond
 	fenceMargin     = 200 * time.Millisecond
 	killBudget      = 250 * time.Millisecond
 	renewalGather   = 2 * time.Millisecond   // daemon.DefaultTuning's RenewalGather

@@ -103,6 +103,8 @@ type Lease struct {
 	// retry is Run's timer for the next renewal while the last one sent
 	// is unanswered; a useful grant stops it (no wake while answers come).
 	retry clock.Timer
+	// grantedAt is when the last useful grant arrived.
+	grantedAt time.Time
 	// acquired wakes Run when a lease is acquired, to set its expiry timer.
 	acquired chan struct{}
 	attempts sync.WaitGroup // renewals in flight, for sayStopping
@@ -250,7 +252,12 @@ func (l *Lease) Run(ctx context.Context) error {
 			due = true
 			renew.Reset(l.nextRenewal(l.clock.Now()))
 		case <-retry.C():
-			due = true // the last renewal went unanswered: another, now
+			// The last renewal went unanswered: another now, unless a grant
+			// came within the interval (answers late, not lost: a retry
+			// would only add to the leader's load).
+			l.mu.Lock()
+			due = l.clock.Now().Sub(l.grantedAt) > l.cfg.Interval
+			l.mu.Unlock()
 		case <-expiry.C():
 		case <-l.acquired:
 		}
@@ -258,7 +265,10 @@ func (l *Lease) Run(ctx context.Context) error {
 }
 
 // retryAfter is how long a renewal may go unanswered before another is
-// sent: half an interval. A blip may straddle the renewals twice: the last
+// sent: half an interval, while no grant came for a whole one (a leader
+// that answers late gets no more renewals than one an interval, and at
+// most one more as answers turn slow). A blip may straddle the renewals
+// twice: the last
 // answered one went up to an interval before it began, and the first after
 // it goes up to retryAfter after it ended; with retries every interval, as
 // before, the defaults rode out 3 s with lease_ttl 3.7 s, and with retries
@@ -372,6 +382,7 @@ func (l *Lease) attempt(ctx context.Context, sent time.Time) {
 	if until.After(l.validUntil) {
 		l.validUntil = until
 	}
+	l.grantedAt = l.clock.Now()
 	if l.retry != nil {
 		l.retry.Stop() // answered: the next renewal at its time
 	}

@@ -91,16 +91,17 @@ type grantRenewer struct{ g LeaseGrant }
 func (r *grantRenewer) Renew(context.Context, LeaseRequest) (LeaseGrant, error) { return r.g, nil }
 
 type modelHost struct {
-	name     string
-	state    model.Host
-	lease    *Lease
-	renewer  *grantRenewer
-	inc      int       // corrald incarnation; answers to an earlier one are lost
-	alive    bool      // corrald runs (and with it the host's Raft)
-	cutUntil time.Time // the host's link is down until then
-	deadline time.Time // the latest lease end any of its corralds held (the fencer's)
-	answered time.Time // the send time of the last renewal answered to this corrald
-	term     int       // the Raft term it is in
+	name      string
+	state     model.Host
+	lease     *Lease
+	renewer   *grantRenewer
+	inc       int       // corrald incarnation; answers to an earlier one are lost
+	alive     bool      // corrald runs (and with it the host's Raft)
+	cutUntil  time.Time // the host's link is down until then
+	deadline  time.Time // the latest lease end any of its corralds held (the fencer's)
+	answered  time.Time // the send time of the last renewal answered to this corrald
+	grantedAt time.Time // when that answer came
+	term      int       // the Raft term it is in
 	// appliedAt: when this host first saw (stored) each host's last renewal.
 	appliedAt map[string]time.Time
 }
@@ -337,8 +338,8 @@ func (m *leaseModel) step(e *modelEvent) {
 	case "send", "retry":
 		if e.kind == "send" {
 			m.push(&modelEvent{at: now.Add(m.lcfg.Interval), kind: "send", host: e.host})
-		} else if !h.answered.Before(e.sent) || e.inc != h.inc {
-			return // answered meanwhile (Lease.attempt stops the retry timer)
+		} else if !h.answered.Before(e.sent) || e.inc != h.inc || now.Sub(h.grantedAt) <= m.lcfg.Interval {
+			return // answered meanwhile (Lease.attempt stops the retry timer), or answers come late
 		}
 		if !h.alive {
 			return
@@ -395,7 +396,7 @@ func (m *leaseModel) step(e *modelEvent) {
 		h.renewer.g = LeaseGrant{Leader: m.leader, Armed: true, Fenced: h.state.Mode == model.ModeFenced}
 		h.lease.attempt(context.Background(), e.sent)
 		if h.lease.Valid() && e.sent.After(h.answered) {
-			h.answered = e.sent
+			h.answered, h.grantedAt = e.sent, now
 		}
 		h.lease.mu.Lock()
 		if h.lease.held && h.lease.validUntil.After(h.deadline) {

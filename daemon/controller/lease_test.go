@@ -477,3 +477,58 @@ func TestLeaseRetriesUnansweredRenewals(t *testing.T) {
 		t.Fatal("the lease did not survive the blip")
 	}
 }
+
+// slowRenewer answers every renewal delay after it was sent (on the fake
+// clock), counting the renewals it was sent.
+type slowRenewer struct {
+	fakeRenewer
+	clk   *clock.Fake
+	delay time.Duration
+	sent  atomic.Int32
+}
+
+func (s *slowRenewer) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, error) {
+	s.sent.Add(1)
+	select {
+	case <-s.clk.After(s.delay):
+	case <-ctx.Done():
+		return LeaseGrant{}, ctx.Err()
+	}
+	return s.fakeRenewer.Renew(ctx, req)
+}
+
+// TestLeaseDoesNotRetryLateAnswers: a leader that answers every renewal
+// 150 ms late (slow, not gone) gets one renewal an interval, and at most
+// one more as its answers turn slow: a retry goes only while no grant came
+// for a whole interval.
+func TestLeaseDoesNotRetryLateAnswers(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1000, 0))
+	r := &slowRenewer{fakeRenewer: fakeRenewer{grant: LeaseGrant{Armed: true}}, clk: clk, delay: 150 * time.Millisecond}
+	l := NewLease(LeaseConfig{Self: "h1", Interval: 200 * time.Millisecond, TTL: 3600 * time.Millisecond, KillBudget: 250 * time.Millisecond},
+		r, clk, slog.New(slog.DiscardHandler), func(string) {}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		testutil.Eventually(t, 5*time.Second, func() error {
+			if !cond() {
+				return errors.New(what)
+			}
+			return nil
+		})
+	}
+	for k := 1; k <= 10; k++ { // each interval: the tick's renewal, answered 150 ms on
+		wait("the tick's renewal", func() bool { return int(r.sent.Load()) >= k })
+		// The tick's timer, the retry's, the answer's, and once held the expiry's.
+		wait("its answer's timer", func() bool { return clk.Waiters() >= 3+min(k-1, 1) })
+		clk.Advance(100 * time.Millisecond) // where a retry would go
+		clk.Advance(50 * time.Millisecond)  // the answer
+		wait("the answer", func() bool { return r.count() >= k })
+		clk.Advance(50 * time.Millisecond) // the next tick
+	}
+	if n := r.sent.Load(); n > 12 || !l.Valid() {
+		t.Fatalf("%d renewals sent in 10 intervals of late answers (want 11, and at most one retry), lease valid %v", n, l.Valid())
+	}
+}

@@ -13,10 +13,9 @@ import (
 	"github.com/corralhq/corral/raftlog"
 )
 
-// A backup schedule: one job a slot (full, then incrementals, a new full
-// after maxIncrementals), and the backups it no longer keeps removed
-// whole chains at a time, never one a kept backup builds on.
-func TestBackupSchedule(t *testing.T) {
+// stoppedVMWithTarget is a leader with a stopped VM "db" and a backup
+// target "t1".
+func stoppedVMWithTarget(t *testing.T) (*liveEnv, context.Context) {
 	e := newLiveEnv(t, nil)
 	ctx := context.Background()
 	e.vm(t, "db", "", 0, true)
@@ -24,6 +23,14 @@ func TestBackupSchedule(t *testing.T) {
 	if _, err := e.l.PutBackupTarget(ctx, model.BackupTarget{Name: "t1", Dir: "/srv/backups"}); err != nil {
 		t.Fatal(err)
 	}
+	return e, ctx
+}
+
+// A backup schedule: one job a slot (full, then incrementals, a new full
+// after maxIncrementals), and the backups it no longer keeps removed
+// whole chains at a time, never one a kept backup builds on.
+func TestBackupSchedule(t *testing.T) {
+	e, ctx := stoppedVMWithTarget(t)
 	e.clock.Advance(30 * time.Second)
 	if _, err := e.l.SetBackupSchedule(ctx, BackupScheduleRequest{Name: "db", Target: "t1", Schedule: "every 1m keep 2"}); err != nil {
 		t.Fatal(err)
@@ -67,13 +74,7 @@ func TestBackupSchedule(t *testing.T) {
 // job up with its anchor snapshot removed. Each failure is an event with
 // its reason, and nothing is ever listed in the catalog.
 func TestBackupFailuresRetriedThenGivenUp(t *testing.T) {
-	e := newLiveEnv(t, nil)
-	ctx := context.Background()
-	e.vm(t, "db", "", 0, true)
-	e.r.store.Apply(ctx, raftlog.SetVMPower{Name: "db", Desired: model.PowerStopped})
-	if _, err := e.l.PutBackupTarget(ctx, model.BackupTarget{Name: "t1", Dir: "/srv/backups"}); err != nil {
-		t.Fatal(err)
-	}
+	e, ctx := stoppedVMWithTarget(t)
 	j, err := e.l.StartBackup(ctx, BackupRequest{Name: "db", Target: "t1"})
 	if err != nil || j.Host == "" {
 		t.Fatalf("start: %+v %v", j, err)
@@ -143,13 +144,7 @@ func (e *recordEngine) Backup(_ context.Context, _ model.BackupTarget, w BackupW
 // anchor snapshot freezes, as that start would, and copies them; it used
 // to fail on a file that was not there.
 func TestBackupOfANeverRunVMCreatesItsLayers(t *testing.T) {
-	e := newLiveEnv(t, nil)
-	ctx := context.Background()
-	e.vm(t, "db", "", 0, true)
-	e.r.store.Apply(ctx, raftlog.SetVMPower{Name: "db", Desired: model.PowerStopped})
-	if _, err := e.l.PutBackupTarget(ctx, model.BackupTarget{Name: "t1", Dir: "/srv/backups"}); err != nil {
-		t.Fatal(err)
-	}
+	e, ctx := stoppedVMWithTarget(t)
 	j, err := e.l.StartBackup(ctx, BackupRequest{Name: "db", Target: "t1"})
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,8 @@ import (
 
 // The lease model: the real host side (Lease: attempt, checkExpiry, at a
 // periodic check and, as Lease.Run's timer does, at the lease's end;
-// renewals every interval, and every half interval while unanswered) and the
+// renewals every interval, and every half interval while no grant came for
+// two intervals and a half) and the
 // real leader decision (assess, on hostLive records, at periodic passes and,
 // as the leader loop does, at the next threshold nextAssess names) at the
 // defaults, driven
@@ -99,8 +100,7 @@ type modelHost struct {
 	alive     bool      // corrald runs (and with it the host's Raft)
 	cutUntil  time.Time // the host's link is down until then
 	deadline  time.Time // the latest lease end any of its corralds held (the fencer's)
-	answered  time.Time // the send time of the last renewal answered to this corrald
-	grantedAt time.Time // when that answer came
+	grantedAt time.Time // when the last useful answer came
 	term      int       // the Raft term it is in
 	// appliedAt: when this host first saw (stored) each host's last renewal.
 	appliedAt map[string]time.Time
@@ -335,18 +335,17 @@ func (m *leaseModel) step(e *modelEvent) {
 	now := m.now()
 	h := m.hosts[e.host]
 	switch e.kind {
-	case "send", "retry":
-		if e.kind == "send" {
-			m.push(&modelEvent{at: now.Add(m.lcfg.Interval), kind: "send", host: e.host})
-		} else if !h.answered.Before(e.sent) || e.inc != h.inc || now.Sub(h.grantedAt) <= m.lcfg.Interval {
-			return // answered meanwhile (Lease.attempt stops the retry timer), or answers come late
+	case "send":
+		// Every interval; every half interval while no grant came for two
+		// intervals and a half (Lease.nextRenewal).
+		next := m.lcfg.Interval
+		if now.Sub(h.grantedAt) > m.lcfg.Interval*5/2 {
+			next = m.lcfg.Interval / 2
 		}
+		m.push(&modelEvent{at: now.Add(next), kind: "send", host: e.host})
 		if !h.alive {
 			return
 		}
-		// Unanswered after half an interval, it is followed by another
-		// (Lease.Run's retry timer).
-		m.push(&modelEvent{at: now.Add(m.lcfg.Interval / 2), kind: "retry", host: e.host, sent: now, inc: h.inc})
 		if m.writes(e.host) {
 			m.write(e.host, e.host, now, h.inc) // its own renewal: local
 			return
@@ -395,8 +394,8 @@ func (m *leaseModel) step(e *modelEvent) {
 		}
 		h.renewer.g = LeaseGrant{Leader: m.leader, Armed: true, Fenced: h.state.Mode == model.ModeFenced}
 		h.lease.attempt(context.Background(), e.sent)
-		if h.lease.Valid() && e.sent.After(h.answered) {
-			h.answered, h.grantedAt = e.sent, now
+		if h.lease.Valid() {
+			h.grantedAt = now
 		}
 		h.lease.mu.Lock()
 		if h.lease.held && h.lease.validUntil.After(h.deadline) {
@@ -462,6 +461,7 @@ func (m *leaseModel) step(e *modelEvent) {
 		// the old deadline in the fencer meanwhile. Its Raft log stays.
 		h.alive = true
 		h.inc++
+		h.grantedAt = time.Time{}
 		m.newLease(h)
 	case "swap":
 		// A voter replaced by the host that is not one (the leader's

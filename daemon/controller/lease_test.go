@@ -379,16 +379,22 @@ func TestCleanStopReleasesTheFencerOnlyOnceTheLeaderKnows(t *testing.T) {
 }
 
 // Aligned renewals go out at the multiples of the interval on the wall
-// clock, never more than an interval apart.
+// clock, never more than an interval apart (while grants come: since the
+// last, at most two intervals and a half, after which half an interval).
 func TestNextRenewalAligned(t *testing.T) {
 	const iv = 200 * time.Millisecond
-	if d := (&Lease{cfg: LeaseConfig{Self: "a", Interval: iv}}).nextRenewal(time.Now()); d != iv {
+	granted := time.Now()
+	if d := (&Lease{cfg: LeaseConfig{Self: "a", Interval: iv}, grantedAt: granted}).nextRenewal(granted.Add(iv)); d != iv {
 		t.Fatalf("unaligned: %v, want the interval", d)
+	}
+	if d := (&Lease{cfg: LeaseConfig{Self: "a", Interval: iv}, grantedAt: granted}).nextRenewal(granted.Add(3 * iv)); d != iv/2 {
+		t.Fatalf("three intervals since the last grant: %v, want half an interval", d)
 	}
 	l := &Lease{cfg: LeaseConfig{Self: "a", Interval: iv, AlignRenewals: true}}
 	start := time.Date(2026, 12, 4, 20, 0, 0, 0, time.UTC)
 	for i := range 1000 {
 		now := start.Add(time.Duration(i) * 1237 * time.Microsecond)
+		l.grantedAt = now // granted just now: on the grid
 		d := l.nextRenewal(now)
 		if d <= 0 || d > iv {
 			t.Fatalf("at %v: wait %v, want in (0, %v]", now, d, iv)
@@ -405,24 +411,32 @@ func TestNextRenewalAligned(t *testing.T) {
 	// Two hosts whose clocks agree renew at the same instants.
 	m := &Lease{cfg: LeaseConfig{Self: "b", Interval: iv, AlignRenewals: true}}
 	now := start.Add(77 * time.Millisecond)
+	l.grantedAt, m.grantedAt = now, now
 	if a, b := now.Add(l.nextRenewal(now)), now.Add(5*time.Millisecond).Add(m.nextRenewal(now.Add(5*time.Millisecond))); a != b {
 		t.Fatalf("hosts renew at %v and %v", a, b)
 	}
 }
 
-// TestLeaseRetriesUnansweredRenewals: while renewals go unanswered,
-// another goes every half interval (so that the first after a blip goes
-// at most that long after it ends); while they are answered, one an
-// interval, and no retry timer is left armed between them.
-func TestLeaseRetriesUnansweredRenewals(t *testing.T) {
-	clk := clock.NewFake(time.Unix(1000, 0))
-	r := &cutRenewer{fakeRenewer: fakeRenewer{grant: LeaseGrant{Armed: true}}}
+// runDefaultLease runs a lease at the default timing (200 ms renewals, a
+// 3.6 s lease, 250 ms kill budget) until the test ends.
+func runDefaultLease(t *testing.T, clk *clock.Fake, r Renewer) *Lease {
 	l := NewLease(LeaseConfig{Self: "h1", Interval: 200 * time.Millisecond, TTL: 3600 * time.Millisecond, KillBudget: 250 * time.Millisecond},
 		r, clk, slog.New(slog.DiscardHandler), func(string) {}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return l
+}
+
+// TestLeaseRetriesUnansweredRenewals: while no grant came for two
+// intervals and a half, renewals go every half interval, so that the first after a
+// blip goes at most that long after it ends; while they are answered, one
+// an interval, and no timer but the renewal's and the expiry's is armed.
+func TestLeaseRetriesUnansweredRenewals(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1000, 0))
+	r := &cutRenewer{fakeRenewer: fakeRenewer{grant: LeaseGrant{Armed: true}}}
+	l := runDefaultLease(t, clk, r)
 	sent := func() int { return r.count() + int(r.stuck.Load()) }
 	// waitFor waits until n renewals were sent and, when answered, every
 	// one has its answer and only the renewal and expiry timers are armed.
@@ -447,19 +461,22 @@ func TestLeaseRetriesUnansweredRenewals(t *testing.T) {
 		}
 	}
 	waitFor(1, true) // the first renewal, at once
-	for i := 2; i <= 11; i++ {
+	clk.Advance(100 * time.Millisecond)
+	waitFor(2, true) // no grant had come when the loop set its timer
+	for i := 3; i <= 12; i++ {
 		clk.Advance(190 * time.Millisecond) // past where a retry would go
 		clk.Advance(10 * time.Millisecond)
 		waitFor(i, true)
 	}
 	r.cut.Store(true)
 	n := sent()
-	clk.Advance(100 * time.Millisecond) // the next tick, 200 ms after the last
-	for i := range 10 {                 // then a retry 100 ms after each unanswered one
+	// The ticks 200, 400 and 600 ms after the last grant; at 600 ms it is
+	// more than two intervals and a half old: from then on every 100 ms.
+	for i, want := range []int{0, 1, 1, 2, 2, 3, 4, 5, 6, 7, 8} {
 		clk.Advance(100 * time.Millisecond)
 		testutil.Eventually(t, 5*time.Second, func() error {
-			if sent() < n+i+1 {
-				return fmt.Errorf("%d renewals sent in %d ms of a blip, want one every 100 ms", sent()-n, (i+1)*100)
+			if sent() != n+want {
+				return fmt.Errorf("%d renewals sent in %d ms of a blip, want %d", sent()-n, (i+1)*100, want)
 			}
 			return nil
 		})
@@ -498,18 +515,13 @@ func (s *slowRenewer) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, 
 }
 
 // TestLeaseDoesNotRetryLateAnswers: a leader that answers every renewal
-// 150 ms late (slow, not gone) gets one renewal an interval, and at most
-// one more as its answers turn slow: a retry goes only while no grant came
-// for a whole interval.
+// 150 ms late (slow, not gone) gets one renewal an interval (and one more
+// before the first grant): a retry goes only while no grant came for an
+// two intervals and a half.
 func TestLeaseDoesNotRetryLateAnswers(t *testing.T) {
 	clk := clock.NewFake(time.Unix(1000, 0))
 	r := &slowRenewer{fakeRenewer: fakeRenewer{grant: LeaseGrant{Armed: true}}, clk: clk, delay: 150 * time.Millisecond}
-	l := NewLease(LeaseConfig{Self: "h1", Interval: 200 * time.Millisecond, TTL: 3600 * time.Millisecond, KillBudget: 250 * time.Millisecond},
-		r, clk, slog.New(slog.DiscardHandler), func(string) {}, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	l := runDefaultLease(t, clk, r)
 	wait := func(what string, cond func() bool) {
 		t.Helper()
 		testutil.Eventually(t, 5*time.Second, func() error {
@@ -521,8 +533,8 @@ func TestLeaseDoesNotRetryLateAnswers(t *testing.T) {
 	}
 	for k := 1; k <= 10; k++ { // each interval: the tick's renewal, answered 150 ms on
 		wait("the tick's renewal", func() bool { return int(r.sent.Load()) >= k })
-		// The tick's timer, the retry's, the answer's, and once held the expiry's.
-		wait("its answer's timer", func() bool { return clk.Waiters() >= 3+min(k-1, 1) })
+		// The renewal's timer, the answer's, and once held the expiry's.
+		wait("its answer's timer", func() bool { return clk.Waiters() >= 2+min(k-1, 1) })
 		clk.Advance(100 * time.Millisecond) // where a retry would go
 		clk.Advance(50 * time.Millisecond)  // the answer
 		wait("the answer", func() bool { return r.count() >= k })

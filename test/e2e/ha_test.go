@@ -349,7 +349,7 @@ func TestPartitionFencesItself(t *testing.T) {
 // TestShortBlipRestartsNothing: a 3 s network blip changes nothing (the
 // defaults ride out 3 s: lease_ttl 3.6 s less the 250 ms kill budget, less
 // up to a renewal interval of 200 ms before the blip and half of one after
-// it (unanswered renewals are retried every 100 ms); renewals go to every
+// it (renewals go every 100 ms while no grant came for 500 ms); renewals go to every
 // voter while the host's Raft knows no leader).
 func TestShortBlipRestartsNothing(t *testing.T) {
 	e := newEnv(t, 3, "")

@@ -82,6 +82,12 @@ func run(args []string) int {
 		return 0
 	}
 	log := newLogger(cfg)
+	// Before the daemon's threads exist; later ones inherit it (package procs).
+	if applied, err := procs.SetTimerSlack(procs.TimerSlack); err != nil {
+		log.Warn("timer slack", "err", err)
+	} else if !applied {
+		log.Debug("timer slack set by the environment: kept")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := daemon.Join(ctx, cfg, log); err != nil {

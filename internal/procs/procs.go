@@ -13,6 +13,12 @@
 // default as soon as one period used more than Busy of a core, and goes
 // back to one processor only after IdlePeriods periods in a row under
 // Idle.
+//
+// SetTimerSlack, called once at start, lets the kernel fire the process's
+// timers up to 1 ms late, so that sysmon's 20 µs polls, and wake-ups that
+// fall close together, cost one wake-up where they cost many: on the same
+// lab it took the leader from 1.34-1.36 % to 0.96-1.00 % and the followers
+// from 0.90-0.94 % to 0.68-0.72 %.
 package procs
 
 import (

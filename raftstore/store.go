@@ -219,7 +219,12 @@ func (s *Store) Open() error {
 	}
 	quiet := newQuietTransport(trans, window)
 	prompt := newElectionPrompt(t.HeartbeatTimeout)
-	r, err := raft.NewRaft(rc, s.fsm, noteLog{w, s.fsm, prompt}, w, snaps, quiet)
+	// Recent entries from memory: the leader reads each entry back to
+	// replicate it to every follower, a follower to apply it; from the WAL
+	// each read was a pread of its own (NewLogCache fails only on a
+	// capacity below 1).
+	logs, _ := raft.NewLogCache(logCacheSize, noteLog{w, s.fsm, prompt})
+	r, err := raft.NewRaft(rc, s.fsm, logs, w, snaps, quiet)
 	if err != nil {
 		trans.Close()
 		closeLog()
@@ -242,6 +247,9 @@ func (s *Store) Open() error {
 	s.log.Info("raft started", "id", s.cfg.ID, "addr", s.cfg.AdvertiseAddr, "existing_state", has)
 	return nil
 }
+
+// logCacheSize is how many recent entries raft reads from memory.
+const logCacheSize = 64
 
 // noteLog is the WAL as raft writes to it, noting each Renewals entry as
 // it is stored here (fsm.noteStored): on a follower that is when the

@@ -18,7 +18,7 @@
 // timers up to 1 ms late, so that sysmon's 20 µs polls, and wake-ups that
 // fall close together, cost one wake-up where they cost many: on the same
 // lab it took the leader from 1.34-1.36 % to 0.96-1.00 % and the followers
-// from 0.90-0.94 % to 0.68-0.72 %.
+// from 0.90-0.96 % to 0.68-0.72 %.
 package procs
 
 import (

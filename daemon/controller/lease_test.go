@@ -516,8 +516,8 @@ func (s *slowRenewer) Renew(ctx context.Context, req LeaseRequest) (LeaseGrant, 
 
 // TestLeaseDoesNotRetryLateAnswers: a leader that answers every renewal
 // 150 ms late (slow, not gone) gets one renewal an interval (and one more
-// before the first grant): a retry goes only while no grant came for an
-// two intervals and a half.
+// before the first grant): a retry goes only while no grant came for two
+// intervals and a half.
 func TestLeaseDoesNotRetryLateAnswers(t *testing.T) {
 	clk := clock.NewFake(time.Unix(1000, 0))
 	r := &slowRenewer{fakeRenewer: fakeRenewer{grant: LeaseGrant{Armed: true}}, clk: clk, delay: 150 * time.Millisecond}

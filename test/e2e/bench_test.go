@@ -174,17 +174,21 @@ func BenchmarkIdleFootprint(b *testing.B) {
 		return st.Raft.LastIndex
 	}
 	settled := 0
-	last := map[string]float64{}
+	last, lastAt := map[string]float64{}, time.Time{}
 	if err := testutil.Poll(2*time.Minute, 2*time.Second, func() error { // the governor's period
-		quiet := true
+		now := time.Now()
+		quiet := !lastAt.IsZero()
 		for _, h := range e.lab.Hosts {
-			now := cpuTicks(h.PIDs["corrald"])
-			if prev, ok := last[h.Name]; !ok || (now-prev)/100/2 >= 0.05 { // ticks of 10 ms over 2 s
+			ticks := cpuTicks(h.PIDs["corrald"]) // of 10 ms
+			if quiet && (ticks-last[h.Name])/100/now.Sub(lastAt).Seconds() >= 0.05 {
 				quiet = false
 			}
-			last[h.Name] = now
+			last[h.Name] = ticks
 		}
-		if settled = settled + 1; !quiet {
+		lastAt = now
+		if quiet {
+			settled++
+		} else {
 			settled = 0
 		}
 		if settled < 5 {

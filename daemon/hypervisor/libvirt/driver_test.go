@@ -30,6 +30,8 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 	}
 	ctx, d := connectedDriver(t)
 	t.Logf("domain type %s", d.DomainType())
+	// Every connection has libvirtd probe QEMU before a guest needs it.
+	waitWarmups(t, d, 1)
 
 	// Base image into the pool, overlay and seed on it.
 	base, _ := os.ReadFile(os.Getenv("T_BASE"))
@@ -259,6 +261,8 @@ func TestDriverAgainstLibvirtd(t *testing.T) {
 		}
 		return nil
 	})
+	// The new libvirtd may have thrown the probe away: it is made again.
+	waitWarmups(t, d, 2)
 	drainEvents(d)
 
 	// QEMU killed: the domain stops, and libvirt says why.
@@ -355,6 +359,18 @@ func connectedDriver(t *testing.T) (context.Context, *Driver) {
 		return nil
 	})
 	return ctx, d
+}
+
+// waitWarmups waits until the driver has had libvirtd's domain
+// capabilities for n connections.
+func waitWarmups(t *testing.T, d *Driver, n int32) {
+	t.Helper()
+	testutil.Eventually(t, 60*time.Second, func() error {
+		if got := d.warmups.Load(); got < n {
+			return fmt.Errorf("capabilities of %d connections, want %d", got, n)
+		}
+		return nil
+	})
 }
 
 // tickCounter is the last counter the guest printed.

@@ -21,6 +21,9 @@ const (
 	runKey = "corralrun"
 )
 
+// guestArch is the architecture of every guest corral defines.
+const guestArch = "x86_64"
+
 type vmMeta struct {
 	XMLName     xml.Name `xml:"vm"`
 	ID          string   `xml:"id,attr"`
@@ -75,7 +78,7 @@ func domainXML(spec hypervisor.DomainSpec, domType string) (string, error) {
 		Memory:   &libvirtxml.DomainMemory{Value: uint(spec.MemoryMiB), Unit: "MiB"},
 		VCPU:     &libvirtxml.DomainVCPU{Value: uint(spec.VCPUs)},
 		OS: &libvirtxml.DomainOS{
-			Type: &libvirtxml.DomainOSType{Type: "hvm", Arch: "x86_64"},
+			Type: &libvirtxml.DomainOSType{Type: "hvm", Arch: guestArch},
 		},
 		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}, APIC: &libvirtxml.DomainFeatureAPIC{}},
 		OnPoweroff: "destroy",

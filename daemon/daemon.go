@@ -164,7 +164,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 			URI: cfg.LibvirtURI, Socket: cfg.LibvirtSocket, PoolDir: cfg.StoragePool, DomainType: cfg.DomainType,
 			SharedStorage: cfg.SharedStorage,
 			Logger:        log.With("component", "libvirt"),
-			OnStorage:     func(string) { d.republish() },
+			OnProblem:     d.republish,
 		})
 	}
 	var guard controller.Fencer

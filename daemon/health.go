@@ -66,12 +66,13 @@ func (d *Daemon) hwSource() hwmon.Source {
 }
 
 // publish puts a hardware report into this host's gossip metadata, where
-// the leader picks capacity and health up. A storage pool that cannot be
-// used makes the host failing whatever the hardware says: it can start no
-// guest, so placement must pass it by.
+// the leader picks capacity and health up. A host where no guest can start
+// (the driver's Problem: a storage pool that cannot be used, a QEMU that
+// libvirt cannot run) is failing whatever the hardware says, so placement
+// passes it by.
 func (d *Daemon) publish(r hwmon.Report) {
 	d.hw.set(r)
-	health := withStorage(r.Health, d.driver.StorageProblem())
+	health := withProblem(r.Health, d.driver.Problem())
 	reasons := strings.Join(health.Reasons, "; ")
 	if len(reasons) > 160 { // memberlist metadata is capped at 512 bytes
 		reasons = reasons[:157] + "..."
@@ -84,16 +85,16 @@ func (d *Daemon) publish(r hwmon.Report) {
 	})
 }
 
-// withStorage adds a storage pool problem to a health report.
-func withStorage(h model.Health, problem string) model.Health {
+// withProblem adds the driver's problem to a health report.
+func withProblem(h model.Health, problem string) model.Health {
 	if problem == "" {
 		return h
 	}
-	return model.Health{State: model.HealthFailing, Reasons: append([]string{"storage pool: " + problem}, h.Reasons...)}
+	return model.Health{State: model.HealthFailing, Reasons: append([]string{problem}, h.Reasons...)}
 }
 
-// republish publishes the last hardware report again (the storage pool's
-// state changed between samples).
+// republish publishes the last hardware report again (the driver's problem
+// changed between samples).
 func (d *Daemon) republish() {
 	if r, ok := d.hw.last(); ok {
 		d.publish(r)

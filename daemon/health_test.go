@@ -158,7 +158,7 @@ func TestStorageProblemMakesHostFailing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	h2 := tc.hosts[1].cfg.Tuning.Driver.(*fake.Driver)
-	h2.SetStorageProblem(`libvirt pool "corral" points at /old, not at storage_pool /new`)
+	h2.SetProblem(`storage pool: libvirt pool "corral" points at /old, not at storage_pool /new`)
 	testutil.Eventually(t, 10*time.Second, func() error {
 		h, _ := c.Host(ctx, "h2")
 		if h.Health != "failing" || !strings.Contains(strings.Join(h.HealthReasons, ";"), "storage pool: libvirt pool") {
@@ -174,7 +174,7 @@ func TestStorageProblemMakesHostFailing(t *testing.T) {
 	if _, err := c.CreateVM(ctx, req); err == nil || !strings.Contains(err.Error(), "storage pool") {
 		t.Fatalf("placed on a host without a usable pool: %v", err)
 	}
-	h2.SetStorageProblem("")
+	h2.SetProblem("")
 	testutil.Eventually(t, 10*time.Second, func() error {
 		h, _ := c.Host(ctx, "h2")
 		if h.Health != "ok" {
@@ -188,12 +188,12 @@ func TestStorageProblemMakesHostFailing(t *testing.T) {
 	waitVMState(t, c, "new", "running")
 }
 
-func TestWithStorage(t *testing.T) {
-	h := withStorage(model.Health{State: model.HealthDegraded, Reasons: []string{"load 9"}}, "gone")
+func TestWithProblem(t *testing.T) {
+	h := withProblem(model.Health{State: model.HealthDegraded, Reasons: []string{"load 9"}}, "storage pool: gone")
 	if h.State != model.HealthFailing || strings.Join(h.Reasons, ";") != "storage pool: gone;load 9" {
 		t.Fatal(h)
 	}
-	if h := withStorage(model.Health{State: model.HealthOK}, ""); h.State != model.HealthOK || h.Reasons != nil {
+	if h := withProblem(model.Health{State: model.HealthOK}, ""); h.State != model.HealthOK || h.Reasons != nil {
 		t.Fatal(h)
 	}
 }

@@ -20,9 +20,10 @@ import (
 // real, hypervisor/fake for tests.
 type Driver interface {
 	Connected() bool
-	// StorageProblem says why the storage pool cannot be used ("" when it
-	// can): nothing starts here meanwhile.
-	StorageProblem() string
+	// Problem says why no guest can start here, "" when they can (the
+	// storage pool cannot be used, libvirt cannot start guests): nothing
+	// starts here meanwhile.
+	Problem() string
 	Events() <-chan hypervisor.Event
 	List(ctx context.Context) ([]hypervisor.Domain, error)
 	Define(ctx context.Context, spec hypervisor.DomainSpec) error
@@ -603,8 +604,8 @@ func (h *HostLoop) decide(v model.VM, dom hypervisor.Domain, exists bool, t *vmT
 		}
 		return nil, report(v, model.StatePending, stateSince(v, model.StatePending, now), why)
 	}
-	if p := h.drv.StorageProblem(); p != "" {
-		return nil, report(v, model.StatePending, stateSince(v, model.StatePending, now), "storage pool on "+h.cfg.Self+": "+p)
+	if p := h.drv.Problem(); p != "" {
+		return nil, report(v, model.StatePending, stateSince(v, model.StatePending, now), "on "+h.cfg.Self+": "+p)
 	}
 	if t.seenRunning {
 		// It was running under our watch and we did not stop it: a crash.

@@ -486,12 +486,12 @@ func TestHostLoopWaitsForHypervisorAndLease(t *testing.T) {
 // the VM's state, and lets the VM start once it is fixed.
 func TestHostLoopWaitsForStoragePool(t *testing.T) {
 	e := newHostEnv(t)
-	e.drv.SetStorageProblem(`libvirt pool "corral" points at /old, not at storage_pool /new`)
+	e.drv.SetProblem(`storage pool: libvirt pool "corral" points at /old, not at storage_pool /new`)
 	e.create(t, "s", "h1", nil)
 	e.start(t)
 	testutil.Eventually(t, 5*time.Second, func() error {
 		v, _ := e.store.VM("s")
-		if v.Actual.State != model.StatePending || !strings.Contains(v.Actual.Message, "storage pool on h1: libvirt pool") {
+		if v.Actual.State != model.StatePending || !strings.Contains(v.Actual.Message, "on h1: storage pool: libvirt pool") {
 			return fmt.Errorf("actual %+v", v.Actual)
 		}
 		return nil
@@ -499,7 +499,7 @@ func TestHostLoopWaitsForStoragePool(t *testing.T) {
 	if e.drv.Calls("Start") != 0 || e.drv.Calls("EnsureVolume") != 0 {
 		t.Fatal("worked on the VM with an unusable pool")
 	}
-	e.drv.SetStorageProblem("")
+	e.drv.SetProblem("")
 	e.waitState(t, "s", model.StateRunning)
 }
 

@@ -757,3 +757,64 @@ func TestCleanRestartWithFenceCommand(t *testing.T) {
 	chk.stop()
 	chk.check(t)
 }
+
+// TestHostWithoutQEMUTakesNoGuest: a host whose libvirt cannot run QEMU (a
+// broken binary: /bin/false bound over it in the host's mount namespace,
+// libvirtd restarted, as after a bad upgrade) turns failing with libvirt's
+// reason, takes no new VM, and turns healthy by itself once QEMU works.
+func TestHostWithoutQEMUTakesNoGuest(t *testing.T) {
+	e := newEnv(t, 2, "")
+	good, broken := e.lab.Hosts[0], e.lab.Hosts[1]
+	const qemu = "/usr/bin/qemu-system-x86_64"
+	if out, err := broken.Command(e.ctx(), "mount", "--bind", "/bin/false", qemu).CombinedOutput(); err != nil {
+		t.Fatalf("bind /bin/false over %s: %v: %s", qemu, err, out)
+	}
+	bound := true
+	unbind := func() {
+		if out, err := broken.Command(context.Background(), "umount", qemu).CombinedOutput(); err != nil {
+			t.Fatalf("umount %s: %v: %s", qemu, err, out)
+		}
+		bound = false
+	}
+	defer func() {
+		if bound {
+			unbind()
+		}
+	}()
+	if err := broken.RestartDaemon(e.ctx(), "libvirtd"); err != nil {
+		t.Fatal(err)
+	}
+	health := func(want, reason string) {
+		t.Helper()
+		testutil.Eventually(t, time.Minute, func() error {
+			h, err := e.client(0).Host(e.ctx(), broken.Name)
+			if err != nil {
+				return err
+			}
+			if h.Health != want || !strings.Contains(strings.Join(h.HealthReasons, "; "), reason) {
+				return fmt.Errorf("%s health %s %q, want %s %q", broken.Name, h.Health, h.HealthReasons, want, reason)
+			}
+			return nil
+		})
+	}
+	health("failing", "libvirt cannot start guests: ")
+
+	pinned := e.vmRequest("q0")
+	pinned.Host = broken.Name
+	if _, err := e.client(0).CreateVM(e.ctx(), pinned); err == nil || !strings.Contains(err.Error(), "libvirt cannot start guests") {
+		t.Fatalf("a VM pinned to a host that cannot start guests: %v", err)
+	}
+	if _, err := e.client(0).CreateVM(e.ctx(), e.vmRequest("q1")); err != nil {
+		t.Fatal(err)
+	}
+	if v := e.waitVM("q1", 2*time.Minute, running); v.Host != good.Name {
+		t.Fatalf("q1 placed on %s", v.Host)
+	}
+
+	unbind()
+	health("ok", "")
+	if _, err := e.client(0).CreateVM(e.ctx(), pinned); err != nil {
+		t.Fatal(err)
+	}
+	e.waitTicks("q0", 1)
+}

@@ -26,7 +26,7 @@ type Driver struct {
 	volumes   map[string]hypervisor.Volume
 	seeds     map[string]string
 	connected bool
-	storage   string
+	problem   string
 	events    chan hypervisor.Event
 
 	poolDir    string
@@ -208,18 +208,18 @@ func (d *Driver) Connected() bool {
 	return d.connected
 }
 
-// StorageProblem implements the driver interface.
-func (d *Driver) StorageProblem() string {
+// Problem implements the driver interface.
+func (d *Driver) Problem() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.storage
+	return d.problem
 }
 
-// SetStorageProblem simulates a storage pool that cannot be used ("" fixes
-// it).
-func (d *Driver) SetStorageProblem(p string) {
+// SetProblem simulates a host where no guest can start, a storage pool
+// that cannot be used say ("" fixes it).
+func (d *Driver) SetProblem(p string) {
 	d.mu.Lock()
-	d.storage = p
+	d.problem = p
 	d.mu.Unlock()
 	d.emit(hypervisor.Event{Kind: hypervisor.EventConnected})
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,9 +42,8 @@ type Config struct {
 	// (VIR_MIGRATE_UNSAFE). virtlockd still guards the disks.
 	SharedStorage bool
 	Logger        *slog.Logger
-	// OnStorage, if set, is called when the storage pool's problem changes
-	// ("" once the pool is usable again).
-	OnStorage func(problem string)
+	// OnProblem, if set, is called when Problem changes.
+	OnProblem func()
 }
 
 // Driver talks to one libvirtd.
@@ -56,8 +56,9 @@ type Driver struct {
 	conn *golibvirt.Libvirt
 	// volMu serialises storage pool operations.
 	volMu sync.Mutex
-	// storage says why the storage pool is not usable ("" when it is).
-	storage string
+	// storage says why the storage pool is not usable, caps why libvirt
+	// gives no domain capabilities for the guests ("" when all is well).
+	storage, caps string
 
 	events chan hypervisor.Event
 	// warmups counts the connections whose QEMU capabilities libvirtd
@@ -87,22 +88,36 @@ func (d *Driver) Connected() bool {
 	return d.conn != nil
 }
 
-// StorageProblem says why the storage pool cannot be used right now: it
-// points somewhere else than storage_pool and cannot be moved, or it does
-// not start. "" when it is usable. While libvirtd is away it keeps what
-// the last connection found.
-func (d *Driver) StorageProblem() string {
+// Problem says why no guest can start here right now, "" when they can:
+// the storage pool cannot be used (it points somewhere else than
+// storage_pool and cannot be moved, or it does not start), or libvirt
+// gives no domain capabilities for the guests (QEMU missing or broken, the
+// domain type not supported: warmCapabilities). While libvirtd is away it
+// keeps what the last connection found.
+func (d *Driver) Problem() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.storage
+	var ps []string
+	if d.storage != "" {
+		ps = append(ps, "storage pool: "+d.storage)
+	}
+	if d.caps != "" {
+		ps = append(ps, "libvirt cannot start guests: "+d.caps)
+	}
+	return strings.Join(ps, "; ")
+}
+
+// setProblem sets one of the problems and reports whether it changed.
+func (d *Driver) setProblem(field *string, problem string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	changed := *field != problem
+	*field = problem
+	return changed
 }
 
 func (d *Driver) setStorage(problem string) {
-	d.mu.Lock()
-	changed := d.storage != problem
-	d.storage = problem
-	d.mu.Unlock()
-	if !changed {
+	if !d.setProblem(&d.storage, problem) {
 		return
 	}
 	if problem != "" {
@@ -110,9 +125,25 @@ func (d *Driver) setStorage(problem string) {
 	} else {
 		d.log.Info("storage pool usable", "pool", d.cfg.PoolName, "dir", d.cfg.PoolDir)
 	}
-	if d.cfg.OnStorage != nil {
-		d.cfg.OnStorage(problem)
+	if d.cfg.OnProblem != nil {
+		d.cfg.OnProblem()
 	}
+}
+
+// setCaps sets the capabilities' problem and reports whether it changed.
+func (d *Driver) setCaps(problem string) bool {
+	if !d.setProblem(&d.caps, problem) {
+		return false
+	}
+	if problem != "" {
+		d.log.Error("libvirt cannot start guests; none starts here until it can", "domain_type", d.domType, "problem", problem)
+	} else {
+		d.log.Info("libvirt can start guests again", "domain_type", d.domType)
+	}
+	if d.cfg.OnProblem != nil {
+		d.cfg.OnProblem()
+	}
+	return true
 }
 
 // DomainType is the libvirt domain type guests are defined with.
@@ -185,10 +216,14 @@ func (d *Driver) connect(ctx context.Context) (*golibvirt.Libvirt, error) {
 
 // serve runs one connection until it drops or ctx ends. A storage pool
 // that cannot be used does not drop the connection (guests that run are
-// still watched): it is retried every poolRetry, and StorageProblem says
+// still watched): it is retried every poolRetry, and Problem says
 // why meanwhile.
 func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
-	defer l.Disconnect()
+	var warm warmup
+	defer func() {
+		l.Disconnect()
+		warm.wg.Wait() // its request ends with the connection
+	}()
 	evctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	evs, err := l.LifecycleEvents(evctx)
@@ -207,7 +242,7 @@ func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
 	ver, _ := l.ConnectGetLibVersion()
 	d.log.Info("connected to libvirtd", "socket", d.cfg.Socket, "libvirt", fmt.Sprintf("%d.%d.%d", ver/1000000, ver/1000%1000, ver%1000), "domain_type", d.domType)
 	d.emit(hypervisor.Event{Kind: hypervisor.EventConnected})
-	go d.warmCapabilities(l)
+	d.warmCapabilities(l, &warm)
 	retry := time.NewTicker(poolRetry)
 	defer retry.Stop()
 	for {
@@ -217,11 +252,17 @@ func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
 		case <-l.Disconnected():
 			return errors.New("disconnected")
 		case <-retry.C:
-			if d.StorageProblem() != "" {
+			d.mu.Lock()
+			storage, caps := d.storage, d.caps
+			d.mu.Unlock()
+			if storage != "" {
 				d.checkPool(l)
-				if d.StorageProblem() == "" {
+				if d.Problem() == "" {
 					d.emit(hypervisor.Event{Kind: hypervisor.EventConnected}) // resynchronise: guests may start now
 				}
+			}
+			if caps != "" {
+				d.warmCapabilities(l, &warm)
 			}
 		case ev, ok := <-evs:
 			if !ok {
@@ -232,9 +273,10 @@ func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
 	}
 }
 
-// warmCapabilities asks libvirtd, once per connection, for the domain
-// capabilities of the guests corral defines, so that libvirt probes QEMU
-// now rather than in the first guest start, which may be a guest recovered
+// warmCapabilities asks libvirtd, in the background, for the domain
+// capabilities of the guests corral defines: on every connection, and
+// every poolRetry while it failed. That makes libvirt probe QEMU now
+// rather than in the first guest start, which may be a guest recovered
 // from a failed host. The probe runs QEMU and queries it for seconds
 // (3.9-4.2 s on the lab's 2 cores), and libvirt 9.0 throws its cached
 // result away after most daemon restarts: the cache records the host's
@@ -243,14 +285,38 @@ func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
 // onto a host whose libvirtd had restarted since its last guest start took
 // 8.2 s instead of 4 (bench-recovery's first kill, the start 4.5 s). A
 // start that comes meanwhile waits inside libvirtd for the same probe.
-func (d *Driver) warmCapabilities(l *golibvirt.Libvirt) {
-	start := time.Now()
-	if _, err := l.ConnectGetDomainCapabilities(nil, golibvirt.OptString{guestArch}, nil, golibvirt.OptString{d.domType}, 0); err != nil {
-		d.log.Warn("libvirt domain capabilities", "err", err)
+//
+// A refusal from libvirt (QEMU missing or broken, the domain type not
+// supported) means no guest can start here: it is a Problem until an
+// attempt succeeds. A lost connection is not one.
+func (d *Driver) warmCapabilities(l *golibvirt.Libvirt, w *warmup) {
+	if !w.running.CompareAndSwap(false, true) {
 		return
 	}
-	d.warmups.Add(1)
-	d.log.Info("libvirt domain capabilities ready", "took", time.Since(start).Round(time.Millisecond))
+	w.wg.Go(func() {
+		defer w.running.Store(false)
+		start := time.Now()
+		_, err := l.ConnectGetDomainCapabilities(nil, golibvirt.OptString{guestArch}, nil, golibvirt.OptString{d.domType}, 0)
+		var lerr golibvirt.Error
+		switch {
+		case err == nil:
+			d.warmups.Add(1)
+			d.log.Info("libvirt domain capabilities ready", "took", time.Since(start).Round(time.Millisecond))
+			if d.setCaps("") && d.Problem() == "" {
+				d.emit(hypervisor.Event{Kind: hypervisor.EventConnected}) // resynchronise: guests may start now
+			}
+		case errors.As(err, &lerr):
+			d.setCaps(lerr.Message)
+		default:
+			d.log.Warn("libvirt domain capabilities", "err", err)
+		}
+	})
+}
+
+// warmup is one connection's capabilities request: at most one at a time.
+type warmup struct {
+	running atomic.Bool
+	wg      sync.WaitGroup
 }
 
 // poolRetry is how often an unusable storage pool is checked again.

@@ -509,7 +509,7 @@ func TestStoragePoolFollowsConfig(t *testing.T) {
 
 	// The pool at A, and a domain (defined, not running) with a disk there.
 	d, stop := run(dirA)
-	if p := d.StorageProblem(); p != "" {
+	if p := d.Problem(); p != "" {
 		t.Fatal(p)
 	}
 	disk, err := d.EnsureVolume(ctx, hypervisor.Volume{Name: "vm-sp-disk0.qcow2", SizeMiB: 16})
@@ -526,7 +526,7 @@ func TestStoragePoolFollowsConfig(t *testing.T) {
 	// storage_pool becomes B: refused while "sp" uses A, without dropping
 	// the connection (it used to reconnect ten times a second).
 	d, stop = run(dirB)
-	p := d.StorageProblem()
+	p := d.Problem()
 	if !strings.Contains(p, "points at "+dirA) || !strings.Contains(p, "not at storage_pool "+dirB) || !strings.Contains(p, "domains sp use disks there") {
 		t.Fatalf("storage problem %q", p)
 	}
@@ -547,7 +547,7 @@ func TestStoragePoolFollowsConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 3*poolRetry, func() error {
-		if p := d.StorageProblem(); p != "" {
+		if p := d.Problem(); p != "" {
 			return errors.New(p)
 		}
 		return nil
@@ -566,7 +566,7 @@ func TestStoragePoolFollowsConfig(t *testing.T) {
 	}
 	d, stop = run(dirC)
 	defer stop()
-	if p := d.StorageProblem(); p != "" {
+	if p := d.Problem(); p != "" {
 		t.Fatal(p)
 	}
 	if got := poolTarget(d); got != dirC {

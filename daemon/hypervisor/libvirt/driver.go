@@ -278,7 +278,7 @@ func (d *Driver) serve(ctx context.Context, l *golibvirt.Libvirt) error {
 // every poolRetry while it failed. That makes libvirt probe QEMU now
 // rather than in the first guest start, which may be a guest recovered
 // from a failed host. The probe runs QEMU and queries it for seconds
-// (3.9-4.2 s on the lab's 2 cores), and libvirt 9.0 throws its cached
+// (3.4-4.3 s on the lab's 2 cores), and libvirt 9.0 throws its cached
 // result away after most daemon restarts: the cache records the host's
 // CPUID as read on whichever CPU libvirtd ran, APIC ids included (its
 // debug log: "Outdated capabilities ...: host cpuid changed"). A recovery
